@@ -1,0 +1,31 @@
+# The targets CI runs are exactly these; .ci/run calls `make ci`.
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+ifeq ($(NEXTEST),yes)
+TEST_CMD = $(CARGO) nextest run --workspace --no-fail-fast
+else
+TEST_CMD = $(CARGO) test --workspace --no-fail-fast
+endif
+
+.PHONY: build test lint crds check-crds ci
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+test:
+	$(TEST_CMD)
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Regenerate crds/ from the API types.
+crds:
+	$(CARGO) run -q -p sextant -- crds --out-dir crds
+
+# Fails when crds/ is not what the API types generate.
+check-crds:
+	@tmp=$$(mktemp -d) && $(CARGO) run -q -p sextant -- crds --out-dir $$tmp \
+	  && diff -ru crds $$tmp || { echo "crds/ is out of date: run 'make crds' and commit"; exit 1; }
+
+ci: lint check-crds test

@@ -1,0 +1,16 @@
+//! Rust types for Istio's `networking.istio.io` VirtualService and DestinationRule, and the
+//! CustomResourceDefinitions generated from them.
+//!
+//! The types mirror Istio's protobuf API field for field, with the JSON names, integer widths and
+//! oneof groups of `istio.networking.v1alpha3`, so that every manifest written for Istio
+//! deserializes and serializes back to the same JSON. They carry no semantics: validation and
+//! meaning live in `sextant-index` and `sextant-model`. Nothing here talks to a cluster.
+
+mod common;
+pub mod crd;
+mod destination_rule;
+mod virtual_service;
+
+pub use common::*;
+pub use destination_rule::*;
+pub use virtual_service::*;

@@ -1,0 +1,7 @@
+//! Turns Kubernetes objects into the mesh model.
+//!
+//! `manifest` reads YAML streams with line information; `parse` holds the one parser per kind
+//! that the admission webhook, `sextant validate` and the index all share, so an object is
+//! accepted or rejected the same way everywhere.
+
+pub mod manifest;

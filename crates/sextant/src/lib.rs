@@ -1,0 +1,4 @@
+//! The `sextant` command: every subcommand and the glue between the library crates.
+
+pub mod cli;
+pub mod cmd;
