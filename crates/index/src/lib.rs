@@ -4,4 +4,6 @@
 //! that the admission webhook, `sextant validate` and the index all share, so an object is
 //! accepted or rejected the same way everywhere.
 
+pub mod check;
 pub mod manifest;
+pub mod parse;

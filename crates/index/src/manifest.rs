@@ -29,6 +29,7 @@ pub struct Document {
     /// The document as JSON. `Null` for an empty document.
     pub value: Value,
     lines: HashMap<Vec<Segment>, usize>,
+    prefix: Vec<Segment>,
 }
 
 /// A step in a field path: a mapping key or a sequence index.
@@ -59,7 +60,8 @@ impl Document {
     /// The line of the field at `path` (`spec.http[0].route[1].weight`, `metadata.labels[app]`),
     /// or of its nearest ancestor present in the document.
     pub fn line_of(&self, path: &str) -> usize {
-        let mut segments = parse_path(path);
+        let mut segments = self.prefix.clone();
+        segments.extend(parse_path(path));
         loop {
             if let Some(line) = self.lines.get(&segments) {
                 return *line;
@@ -68,6 +70,13 @@ impl Document {
                 return self.line;
             }
         }
+    }
+}
+
+impl Document {
+    /// Makes [`Document::line_of`] look paths up below `prefix` (an item of a `List`).
+    pub fn set_prefix(&mut self, prefix: String) {
+        self.prefix = parse_path(&prefix);
     }
 }
 
@@ -172,6 +181,7 @@ impl Builder {
                     line: self.doc_line,
                     value,
                     lines,
+                    prefix: Vec::new(),
                 });
             }
             Some(Frame::Seq { items, .. }) => {

@@ -1,1 +1,83 @@
-//! placeholder
+//! The mesh vocabulary: validated routes and traffic policies, as the compiler consumes them.
+//!
+//! Values here have passed Istio's validation: durations are parsed, regexes compile, weights
+//! and percentages are in range, oneofs are resolved into enums. Nothing here knows about
+//! Kubernetes objects or protobuf; `sextant-index` builds these types from the API types.
+
+mod policy;
+mod routes;
+
+use std::{collections::BTreeSet, fmt};
+
+pub use policy::*;
+pub use routes::*;
+
+/// Identifies a configuration object in messages: `VirtualService default/reviews`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+/// The kinds of configuration Sextant understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `networking.istio.io` VirtualService.
+    VirtualService,
+    /// `networking.istio.io` DestinationRule.
+    DestinationRule,
+    /// core/v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 Namespace.
+    Namespace,
+}
+
+impl Kind {
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// The namespaces a configuration object is visible to (`exportTo`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// Visible everywhere (`*`, the default).
+    Public,
+    /// Visible only to the listed namespaces (`.` resolved to the object's own).
+    Namespaces(BTreeSet<String>),
+}
+
+impl Visibility {
+    /// Whether a proxy in `namespace` may see the object.
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Visibility::Public => true,
+            Visibility::Namespaces(set) => set.contains(namespace),
+        }
+    }
+}
+
+/// A duration in milliseconds precision, as Istio accepts them.
+pub type Duration = std::time::Duration;

@@ -1,1 +1,476 @@
-pub fn run(_a: crate::cli::ValidateArgs) -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! `sextant validate`: offline checks of manifests, reported like a compiler.
+//!
+//! Each VirtualService and DestinationRule is checked against Sextant's CRD schema and Istio's
+//! semantic rules. When the input also holds the objects a configuration refers to (Services,
+//! DestinationRules), dangling references are reported as warnings with Istio's analysis codes.
+//! Kinds Sextant does not validate are skipped with a note.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Read,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use serde::Serialize;
+use serde_json::Value;
+use sextant_index::{
+    check::{self, Checked, Config, ObjectKind},
+    manifest::{self, Document, MAX_INPUT_BYTES},
+};
+use sextant_model::{HttpAction, Kind, ObjectRef};
+
+use crate::cli::{Output, ValidateArgs};
+
+/// How serious a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The object is rejected.
+    Error,
+    /// The object is accepted but something is probably wrong.
+    Warning,
+    /// Information (skipped documents).
+    Note,
+}
+
+/// One finding, tied to a file and line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnostic {
+    /// File name (`<stdin>` for standard input).
+    pub file: String,
+    /// Line from 1.
+    pub line: usize,
+    /// Severity.
+    pub severity: Severity,
+    /// `Kind namespace/name` of the object, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// Field path, when the finding is about a field.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub field: String,
+    /// Istio analysis code, for reference checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        write!(f, "{}:{}: {severity}: ", self.file, self.line)?;
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        if let Some(code) = self.code {
+            write!(f, "[{code}] ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A readable input that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct Unreadable {
+    path: String,
+    reason: String,
+}
+
+/// The result of validating a set of inputs.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Every finding, in input order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Number of VirtualServices and DestinationRules checked.
+    pub checked: usize,
+}
+
+impl Report {
+    /// Number of findings of a severity.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+    }
+}
+
+pub fn run(args: ValidateArgs) -> ExitCode {
+    let ValidateArgs {
+        files,
+        output,
+        strict,
+    } = args;
+    let inputs = match read_inputs(&files) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = validate(&inputs);
+    match output {
+        Output::Text => {
+            for d in &report.diagnostics {
+                println!("{d}");
+            }
+            eprintln!(
+                "{} object(s) checked: {} error(s), {} warning(s)",
+                report.checked,
+                report.count(Severity::Error),
+                report.count(Severity::Warning)
+            );
+        }
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    let failed = report.count(Severity::Error) > 0 || (strict && report.count(Severity::Warning) > 0);
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// Reads every input: files, directories (recursively, `.yaml`/`.yml`/`.json`), or `-`.
+pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Unreadable> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(MAX_INPUT_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| unreadable(Path::new("<stdin>"), e))?;
+            out.push(("<stdin>".to_owned(), text));
+        } else if path.is_dir() {
+            let mut files = Vec::new();
+            collect_dir(path, &mut files)?;
+            files.sort();
+            for file in files {
+                out.push((file.display().to_string(), read_file(&file)?));
+            }
+        } else {
+            out.push((path.display().to_string(), read_file(path)?));
+        }
+    }
+    Ok(out)
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> Unreadable {
+    Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, Unreadable> {
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
+    if meta.len() > MAX_INPUT_BYTES as u64 {
+        return Err(unreadable(
+            path,
+            format!("{} bytes is over the {MAX_INPUT_BYTES}-byte limit", meta.len()),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| unreadable(path, e))
+}
+
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Unreadable> {
+    for entry in std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))? {
+        let path = entry.map_err(|e| unreadable(dir, e))?.path();
+        if path.is_dir() {
+            collect_dir(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Where a checked object came from.
+struct Located {
+    file: String,
+    doc: Document,
+    checked: Checked,
+}
+
+/// Validates named texts and returns every finding.
+pub fn validate(inputs: &[(String, String)]) -> Report {
+    let mut report = Report::default();
+    let mut configs: Vec<Located> = Vec::new();
+    let mut services: BTreeSet<String> = BTreeSet::new();
+    for (file, text) in inputs {
+        let docs = match manifest::parse_documents(text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                let line = match &e {
+                    manifest::ManifestError::Syntax { line, .. }
+                    | manifest::ManifestError::Limit { line, .. }
+                    | manifest::ManifestError::Unsupported { line, .. } => *line,
+                    manifest::ManifestError::TooLarge { .. } => 1,
+                };
+                report.diagnostics.push(diag(file, line, Severity::Error, None, "", e.to_string()));
+                continue;
+            }
+        };
+        for doc in docs {
+            for (item, value) in expand_lists(&doc.value) {
+                let line = match &item {
+                    Some(i) => doc.line_of(&format!("items[{i}]")),
+                    None => doc.line,
+                };
+                handle_object(file, &doc, item, value, line, &mut report, &mut configs, &mut services);
+            }
+        }
+    }
+    for located in &configs {
+        emit_checked(located, &mut report);
+    }
+    cross_references(&configs, &services, &mut report);
+    report
+}
+
+/// `kind: List` documents (as `kubectl get -o yaml` writes) are checked item by item.
+fn expand_lists(value: &Value) -> Vec<(Option<usize>, Value)> {
+    if value.get("kind").and_then(Value::as_str) == Some("List")
+        && let Some(items) = value.get("items").and_then(Value::as_array)
+    {
+        return items.iter().cloned().enumerate().map(|(i, v)| (Some(i), v)).collect();
+    }
+    vec![(None, value.clone())]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle_object(
+    file: &str,
+    doc: &Document,
+    item: Option<usize>,
+    value: Value,
+    line: usize,
+    report: &mut Report,
+    configs: &mut Vec<Located>,
+    services: &mut BTreeSet<String>,
+) {
+    if value.is_null() {
+        return;
+    }
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version.is_empty() || kind.is_empty() {
+        report.diagnostics.push(diag(
+            file,
+            line,
+            Severity::Error,
+            None,
+            "",
+            "not a Kubernetes object: apiVersion and kind are required".into(),
+        ));
+        return;
+    }
+    match check::classify(api_version, kind) {
+        ObjectKind::Istio(k) => {
+            report.checked += 1;
+            let checked = check::check_istio_object(k, &value);
+            let mut doc = doc.clone();
+            if let Some(i) = item {
+                doc = rebase(&doc, i, value);
+            }
+            configs.push(Located {
+                file: file.to_owned(),
+                doc,
+                checked,
+            });
+        }
+        ObjectKind::UnservedVersion(k) => report.diagnostics.push(diag(
+            file,
+            line,
+            Severity::Error,
+            None,
+            "apiVersion",
+            format!(
+                "{} is not served at {api_version}; use networking.istio.io/v1, v1beta1 or v1alpha3",
+                k.as_str()
+            ),
+        )),
+        ObjectKind::Kubernetes(Kind::Service) => {
+            let meta = value.get("metadata");
+            let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+            let ns = meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            services.insert(format!("{name}.{ns}.svc.cluster.local"));
+        }
+        ObjectKind::Kubernetes(_) => {}
+        ObjectKind::Other => report.diagnostics.push(diag(
+            file,
+            line,
+            Severity::Note,
+            None,
+            "",
+            format!("skipping {kind} ({api_version}): not a kind sextant validates"),
+        )),
+    }
+}
+
+/// Field lines of a `List` item are looked up under `items[i]`.
+fn rebase(doc: &Document, item: usize, value: Value) -> Document {
+    let mut out = doc.clone();
+    out.value = value;
+    out.line = doc.line_of(&format!("items[{item}]"));
+    out.set_prefix(format!("items[{item}]"));
+    out
+}
+
+fn emit_checked(located: &Located, report: &mut Report) {
+    let object = Some(located.checked.object.to_string());
+    for (severity, list) in [
+        (Severity::Error, &located.checked.errors),
+        (Severity::Warning, &located.checked.warnings),
+    ] {
+        for e in list {
+            let line = if e.path.is_empty() {
+                located.doc.line
+            } else {
+                located.doc.line_of(&e.path)
+            };
+            report.diagnostics.push(diag(
+                &located.file,
+                line,
+                severity,
+                object.clone(),
+                &e.path,
+                e.message.clone(),
+            ));
+        }
+    }
+}
+
+fn diag(
+    file: &str,
+    line: usize,
+    severity: Severity,
+    object: Option<String>,
+    field: &str,
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        severity,
+        object,
+        field: field.to_owned(),
+        code: None,
+        message,
+    }
+}
+
+/// Istio's short-name resolution: a host without dots is a Service in the config's namespace.
+fn resolve(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host.contains('*') {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+fn is_cluster_local(host: &str) -> bool {
+    host.ends_with(".svc.cluster.local") && !host.contains('*')
+}
+
+/// IST0101 ReferencedResourceNotFound checks, for the kinds the input holds.
+fn cross_references(configs: &[Located], services: &BTreeSet<String>, report: &mut Report) {
+    let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut have_rules = false;
+    for located in configs {
+        if let Some(Config::DestinationRule(dr)) = &located.checked.config {
+            have_rules = true;
+            let host = resolve(&dr.host, &dr.id.namespace);
+            let names = subsets.entry(host).or_default();
+            names.extend(dr.subsets.iter().map(|s| s.name.clone()));
+        }
+    }
+    let have_services = !services.is_empty();
+    let mut warn = |located: &Located, id: &ObjectRef, field: String, message: String| {
+        report.diagnostics.push(Diagnostic {
+            file: located.file.clone(),
+            line: located.doc.line_of(&field),
+            severity: Severity::Warning,
+            object: Some(id.to_string()),
+            field,
+            code: Some("IST0101"),
+            message,
+        });
+    };
+    for located in configs {
+        match &located.checked.config {
+            Some(Config::VirtualService(vs)) => {
+                let ns = &vs.id.namespace;
+                if have_services {
+                    for (i, host) in vs.hosts.iter().enumerate() {
+                        let fqdn = resolve(host, ns);
+                        if is_cluster_local(&fqdn) && !services.contains(&fqdn) {
+                            warn(
+                                located,
+                                &vs.id,
+                                format!("spec.hosts[{i}]"),
+                                format!("Referenced host not found: {host:?} ({fqdn} matches no Service)"),
+                            );
+                        }
+                    }
+                }
+                for (i, route) in vs.http.iter().enumerate() {
+                    let HttpAction::Route(dests) = &route.action else { continue };
+                    for (j, d) in dests.iter().enumerate() {
+                        let field = format!("spec.http[{i}].route[{j}].destination");
+                        let fqdn = resolve(&d.destination.host, ns);
+                        if have_services && is_cluster_local(&fqdn) && !services.contains(&fqdn) {
+                            warn(
+                                located,
+                                &vs.id,
+                                format!("{field}.host"),
+                                format!("Referenced host not found: {:?}", d.destination.host),
+                            );
+                        }
+                        if let Some(subset) = &d.destination.subset
+                            && have_rules
+                            && !subsets.get(&fqdn).is_some_and(|s| s.contains(subset))
+                        {
+                            warn(
+                                located,
+                                &vs.id,
+                                format!("{field}.subset"),
+                                format!(
+                                    "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
+                                    d.destination.host
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            Some(Config::DestinationRule(dr)) if have_services => {
+                let fqdn = resolve(&dr.host, &dr.id.namespace);
+                if is_cluster_local(&fqdn) && !services.contains(&fqdn) {
+                    warn(
+                        located,
+                        &dr.id,
+                        "spec.host".into(),
+                        format!("Referenced host not found: {:?} ({fqdn} matches no Service)", dr.host),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Field-level checks shared by the kinds, following Istio's `pkg/config/validation`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use sextant_api::StringMatch as ApiStringMatch;
+use sextant_model::{Duration, StringMatch, Visibility};
+
+use super::Report;
+
+/// The longest regex Istio accepts.
+pub const MAX_REGEX_LEN: usize = 1024;
+/// The compiled-size limit for regexes, so a hostile pattern cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// Istio's `ValidateWildcardDomain`: an optional leading `*` label, then DNS-1123 labels.
+pub fn check_wildcard_domain(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("empty domain name not allowed".into());
+    }
+    if host.len() > 255 {
+        return Err(format!("domain name {host:?} too long (max 255)"));
+    }
+    let rest = match host.strip_prefix('*') {
+        Some("") => return Ok(()),
+        Some(rest) => match rest.strip_prefix('.') {
+            Some(rest) => rest,
+            None => {
+                return Err(format!(
+                    "domain name {host:?} invalid (label {:?} invalid)",
+                    host.split('.').next().unwrap_or(host)
+                ));
+            }
+        },
+        None => host,
+    };
+    let rest = rest.strip_suffix('.').unwrap_or(rest);
+    let labels: Vec<&str> = rest.split('.').collect();
+    for label in &labels {
+        if !is_dns1123_label(label) {
+            return Err(format!("domain name {host:?} invalid (label {label:?} invalid)"));
+        }
+    }
+    if let Some(top) = labels.last()
+        && labels.len() > 1
+        && top.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "domain name {host:?} invalid (top level domain {top:?} cannot be all-numeric)"
+        ));
+    }
+    Ok(())
+}
+
+/// A host that may also be an IP address (VirtualService hosts, SNI hosts).
+pub fn check_host_or_ip(host: &str) -> Result<(), String> {
+    match check_wildcard_domain(host) {
+        Ok(()) => Ok(()),
+        Err(_) if host.parse::<IpAddr>().is_ok() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Parses a protobuf JSON duration as Istio reads it (Go's `time.ParseDuration` syntax:
+/// `1.5s`, `100ms`, `1h30m`). Returns `None` when the text is not a duration.
+pub fn parse_duration(text: &str) -> Option<(bool, Duration)> {
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Some((negative, Duration::ZERO));
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..num_end];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per: u128 = match &rest[..unit_end] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let mut value = int.checked_mul(nanos_per)?;
+        let mut scale = nanos_per;
+        for digit in frac.bytes().take(18) {
+            scale /= 10;
+            value += u128::from(digit - b'0') * scale;
+        }
+        total = total.checked_add(value)?;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).ok()?;
+    Some((
+        negative,
+        Duration::new(secs, (total % 1_000_000_000) as u32),
+    ))
+}
+
+/// Istio's `ValidateDuration`: at least 1ms, millisecond precision.
+pub fn duration(text: &str, path: &str, report: &mut Report) -> Option<Duration> {
+    match parse_duration(text) {
+        None => {
+            report.error(path, format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"));
+            None
+        }
+        Some((true, _)) => {
+            report.error(path, "duration must be greater than 1ms");
+            None
+        }
+        Some((false, d)) if d < Duration::from_millis(1) => {
+            report.error(path, "duration must be greater than 1ms");
+            None
+        }
+        Some((false, d)) if d.subsec_nanos() % 1_000_000 != 0 => {
+            report.error(path, "only durations to ms precision are supported");
+            None
+        }
+        Some((false, d)) => Some(d),
+    }
+}
+
+/// A duration that may be zero (`tcp.idleTimeout: 0s` disables the timeout).
+pub fn non_negative_duration(text: &str, path: &str, report: &mut Report) -> Option<Duration> {
+    match parse_duration(text) {
+        Some((false, d)) => Some(d),
+        Some((true, _)) => {
+            report.error(path, "duration must not be negative");
+            None
+        }
+        None => {
+            report.error(path, format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"));
+            None
+        }
+    }
+}
+
+/// Compiles an RE2 regex the way Istio checks them; the `regex` crate accepts RE2's syntax
+/// except for a few rarely used forms (`\C`, and Perl classes in character-class ranges).
+pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
+    if pattern.is_empty() {
+        report.error(path, format!("{pattern:?}: regex string match should not be empty"));
+        return false;
+    }
+    if pattern.len() > MAX_REGEX_LEN {
+        report.error(
+            path,
+            format!("regex is too large, max length allowed is {MAX_REGEX_LEN}"),
+        );
+        return false;
+    }
+    match regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(_) => true,
+        Err(e) => {
+            let reason = e.to_string();
+            let reason = reason.lines().last().unwrap_or("invalid regex").trim();
+            report.error(
+                path,
+                format!(
+                    "{pattern:?}: {reason}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// A string match; `allow_empty_prefix` is set for URIs, where `prefix: ""` is meaningful.
+pub fn string_match(
+    m: &ApiStringMatch,
+    path: &str,
+    allow_empty_prefix: bool,
+    report: &mut Report,
+) -> Option<StringMatch> {
+    if let Some(exact) = &m.exact {
+        return Some(StringMatch::Exact(exact.clone()));
+    }
+    if let Some(prefix) = &m.prefix {
+        if prefix.is_empty() && !allow_empty_prefix {
+            report.error(
+                format!("{path}.prefix"),
+                format!("{prefix:?}: prefix string match should not be empty"),
+            );
+            return None;
+        }
+        return Some(StringMatch::Prefix(prefix.clone()));
+    }
+    if let Some(regex) = &m.regex {
+        return check_regex(regex, &format!("{path}.regex"), report)
+            .then(|| StringMatch::Regex(regex.clone()));
+    }
+    None
+}
+
+/// RFC 7230 token characters: what an HTTP header name may contain.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+pub fn check_header_name(name: &str, path: &str, report: &mut Report) -> bool {
+    if name.is_empty() {
+        report.error(path, "header name cannot be empty");
+        false
+    } else if !is_header_name(name) {
+        report.error(path, format!("header name {name} is not a valid header name"));
+        false
+    } else {
+        true
+    }
+}
+
+/// Envoy header values may hold `%COMMAND%` substitutions; `%%` is a literal percent.
+pub fn check_header_value(value: &str, path: &str, report: &mut Report) {
+    let mut open = false;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            if !open && chars.peek() == Some(&'%') {
+                chars.next();
+                continue;
+            }
+            open = !open;
+        }
+    }
+    if open {
+        report.error(
+            path,
+            format!("header value configuration {value} is invalid: unterminated '%' substitution"),
+        );
+    }
+}
+
+pub fn check_port(port: u32, path: &str, report: &mut Report) -> Option<u16> {
+    match u16::try_from(port) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            report.error(path, format!("port number {port} must be in the range 1..65535"));
+            None
+        }
+    }
+}
+
+/// Kubernetes label keys (`prefix/name`) and values.
+pub fn check_labels(labels: &BTreeMap<String, String>, path: &str, report: &mut Report) {
+    for (key, value) in labels {
+        let (prefix, name) = match key.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, key.as_str()),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+        if !name_ok || prefix.is_some_and(|p| !is_dns1123_subdomain(p)) {
+            report.error(format!("{path}[{key}]"), format!("invalid label key {key:?}"));
+        }
+        let value_ok = value.is_empty()
+            || (value.len() <= 63
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && value.as_bytes()[0].is_ascii_alphanumeric()
+                && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric());
+        if !value_ok {
+            report.error(
+                format!("{path}[{key}]"),
+                format!("invalid label value {value:?}"),
+            );
+        }
+    }
+}
+
+/// `exportTo`: `.`, `*`, or namespace names; `~` is not allowed for these kinds.
+pub fn export_to(
+    entries: Option<&[String]>,
+    own_namespace: &str,
+    path: &str,
+    report: &mut Report,
+) -> Visibility {
+    let Some(entries) = entries.filter(|e| !e.is_empty()) else {
+        return Visibility::Public;
+    };
+    let mut seen = BTreeSet::new();
+    let mut public = false;
+    let mut namespaces = BTreeSet::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if !seen.insert(entry.as_str()) {
+            report.error(&at, format!("duplicate entries in exportTo for entry {entry}"));
+            continue;
+        }
+        match entry.as_str() {
+            "*" => public = true,
+            "." => {
+                namespaces.insert(own_namespace.to_owned());
+            }
+            "~" => report.error(
+                &at,
+                "exportTo ~ (none) is not allowed for Istio configuration objects",
+            ),
+            ns if is_dns1123_label(ns) => {
+                namespaces.insert(ns.to_owned());
+            }
+            other => report.error(
+                &at,
+                format!("only .,*, or a valid DNS 1123 label is allowed as exportTo entry, got {other:?}"),
+            ),
+        }
+    }
+    if seen.contains(".") && seen.contains(own_namespace) {
+        report.error(
+            path,
+            format!("duplicate entries in exportTo: . and current namespace {own_namespace}"),
+        );
+    }
+    if public && entries.len() > 1 {
+        report.error(
+            path,
+            "cannot have both public (*) and non-public exportTo values for a resource",
+        );
+    }
+    if public {
+        Visibility::Public
+    } else {
+        Visibility::Namespaces(namespaces)
+    }
+}
+
+/// Istio's `validatePercentage`: 0, or in [0.0001, 100].
+pub fn check_percentage(value: f64, path: &str, report: &mut Report) -> bool {
+    if !(0.0..=100.0).contains(&value) || (value > 0.0 && value < 0.0001) {
+        report.error(
+            path,
+            format!("percentage {value} is neither 0.0, nor in range [0.0001, 100.0]"),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("1.5s"), Some((false, Duration::from_millis(1500))));
+        assert_eq!(parse_duration("1h1m"), Some((false, Duration::from_secs(3660))));
+        assert_eq!(parse_duration("100ms"), Some((false, Duration::from_millis(100))));
+        assert_eq!(parse_duration("-1s"), Some((true, Duration::from_secs(1))));
+        assert_eq!(parse_duration("0"), Some((false, Duration::ZERO)));
+        assert_eq!(parse_duration("1"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn wildcard_domains() {
+        assert!(check_wildcard_domain("*").is_ok());
+        assert!(check_wildcard_domain("*.bookinfo.com").is_ok());
+        assert!(check_wildcard_domain("reviews.default.svc.cluster.local").is_ok());
+        assert!(check_wildcard_domain("foo.*.com").is_err());
+        assert!(check_wildcard_domain("*foo.com").is_err());
+        assert!(check_wildcard_domain("a.123").is_err());
+        assert!(check_wildcard_domain("").is_err());
+        assert!(check_host_or_ip("10.0.0.1").is_ok());
+    }
+}
