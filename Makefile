@@ -7,7 +7,7 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci
+.PHONY: build test lint crds check-crds ci demo
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -29,3 +29,8 @@ check-crds:
 	  && diff -ru crds $$tmp || { echo "crds/ is out of date: run 'make crds' and commit"; exit 1; }
 
 ci: lint check-crds test
+
+# The README's first command: the demo on the bundled example mesh.
+demo:
+	$(CARGO) build -q -p sextant
+	./target/debug/sextant validate -f examples/

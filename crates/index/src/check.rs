@@ -111,10 +111,14 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
     let semantic = match kind {
         Kind::VirtualService => serde_json::from_value::<api::VirtualService>(object.clone())
             .map_err(|e| e.to_string())
-            .map(|vs| parse::virtual_service(&vs).map(|p| (Config::VirtualService(p.value), p.warnings))),
+            .map(|vs| {
+                parse::virtual_service(&vs).map(|p| (Config::VirtualService(p.value), p.warnings))
+            }),
         _ => serde_json::from_value::<api::DestinationRule>(object.clone())
             .map_err(|e| e.to_string())
-            .map(|dr| parse::destination_rule(&dr).map(|p| (Config::DestinationRule(p.value), p.warnings))),
+            .map(|dr| {
+                parse::destination_rule(&dr).map(|p| (Config::DestinationRule(p.value), p.warnings))
+            }),
     };
     match semantic {
         Ok(Ok((value, w))) => {

@@ -87,7 +87,7 @@ impl Schema {
             {
                 for failure in failures.iter() {
                     errors.push(SchemaError {
-                        path: failure.field_path.clone(),
+                        path: map_keys_in_brackets(&self.root, &failure.field_path),
                         message: format!("Invalid value: {}", failure.message),
                     });
                 }
@@ -95,6 +95,39 @@ impl Schema {
         }
         errors
     }
+}
+
+/// kube-cel writes map entries as `.key`; the API server (and this crate) write `[key]`.
+fn map_keys_in_brackets(root: &Value, path: &str) -> String {
+    let mut out = String::new();
+    let mut schema = Some(root);
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (name, indices) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        let is_map_entry = schema.is_some_and(|s| {
+            s.get("properties").is_none()
+                && s.get("additionalProperties").is_some_and(Value::is_object)
+        });
+        if is_map_entry {
+            out.push_str(&format!("[{name}]"));
+            schema = schema.and_then(|s| s.get("additionalProperties"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(name);
+            schema = schema
+                .and_then(|s| s.get("properties"))
+                .and_then(|p| p.get(name));
+        }
+        out.push_str(indices);
+        for _ in 0..indices.matches('[').count() {
+            schema = schema.and_then(|s| s.get("items"));
+        }
+    }
+    out
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -135,10 +168,13 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<SchemaError
     }
     if flag(s, "x-kubernetes-int-or-string") {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            err(errors, format!(
-                "Invalid value: {}: must be an integer or a string",
-                type_name(value)
-            ));
+            err(
+                errors,
+                format!(
+                    "Invalid value: {}: must be an integer or a string",
+                    type_name(value)
+                ),
+            );
         }
         return;
     }
@@ -153,11 +189,14 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<SchemaError
             _ => true,
         };
         if !ok {
-            err(errors, format!(
-                "Invalid value: \"{}\": {path} in body must be of type {expected}: \"{}\"",
-                short(value),
-                type_name(value)
-            ));
+            err(
+                errors,
+                format!(
+                    "Invalid value: \"{}\": {path} in body must be of type {expected}: \"{}\"",
+                    short(value),
+                    type_name(value)
+                ),
+            );
             return;
         }
     }
@@ -165,11 +204,14 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<SchemaError
         && !allowed.contains(value)
     {
         let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-        err(errors, format!(
-            "Unsupported value: {}: supported values: {}",
-            value,
-            list.join(", ")
-        ));
+        err(
+            errors,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                value,
+                list.join(", ")
+            ),
+        );
     }
     match value {
         Value::Number(n) => check_number(s, n, path, errors),
@@ -178,19 +220,28 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<SchemaError
             if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
-                err(errors, format!("Too many: {}: must have at most {max} items", items.len()));
+                err(
+                    errors,
+                    format!("Too many: {}: must have at most {max} items", items.len()),
+                );
             }
             if let Some(min) = s.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
             {
-                err(errors, format!("Invalid value: must have at least {min} items"));
+                err(
+                    errors,
+                    format!("Invalid value: must have at least {min} items"),
+                );
             }
         }
         Value::Object(fields) => {
             if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
                 && fields.len() as u64 > max
             {
-                err(errors, format!("Too many: {}: must have at most {max} items", fields.len()));
+                err(
+                    errors,
+                    format!("Too many: {}: must have at most {max} items", fields.len()),
+                );
             }
             for required in s
                 .get("required")
@@ -211,7 +262,10 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<SchemaError
     }
     for (keyword, want) in [("oneOf", Some(1)), ("anyOf", None)] {
         if let Some(branches) = s.get(keyword).and_then(Value::as_array) {
-            let matching = branches.iter().filter(|b| matches_constraint(b, value)).count();
+            let matching = branches
+                .iter()
+                .filter(|b| matches_constraint(b, value))
+                .count();
             let ok = match want {
                 Some(n) => matching == n,
                 None => matching > 0,
@@ -282,8 +336,18 @@ fn is_integer(value: &Value) -> bool {
     }
 }
 
-fn check_number(s: &Map<String, Value>, n: &serde_json::Number, path: &str, errors: &mut Vec<SchemaError>) {
-    let mut err = |message: String| errors.push(SchemaError { path: path.to_owned(), message });
+fn check_number(
+    s: &Map<String, Value>,
+    n: &serde_json::Number,
+    path: &str,
+    errors: &mut Vec<SchemaError>,
+) {
+    let mut err = |message: String| {
+        errors.push(SchemaError {
+            path: path.to_owned(),
+            message,
+        })
+    };
     let Some(v) = n.as_f64() else { return };
     if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
         let exclusive = flag(s, "exclusiveMinimum");
@@ -306,7 +370,9 @@ fn check_number(s: &Map<String, Value>, n: &serde_json::Number, path: &str, erro
     if s.get("format").and_then(Value::as_str) == Some("int32")
         && !(f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v)
     {
-        err(format!("Invalid value: {n}: must fit in a 32-bit signed integer"));
+        err(format!(
+            "Invalid value: {n}: must fit in a 32-bit signed integer"
+        ));
     }
 }
 
@@ -319,7 +385,12 @@ fn fmt_bound(b: f64) -> String {
 }
 
 fn check_string(s: &Map<String, Value>, text: &str, path: &str, errors: &mut Vec<SchemaError>) {
-    let mut err = |message: String| errors.push(SchemaError { path: path.to_owned(), message });
+    let mut err = |message: String| {
+        errors.push(SchemaError {
+            path: path.to_owned(),
+            message,
+        })
+    };
     let len = text.chars().count() as u64;
     if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
         && len > max
@@ -329,7 +400,9 @@ fn check_string(s: &Map<String, Value>, text: &str, path: &str, errors: &mut Vec
     if let Some(min) = s.get("minLength").and_then(Value::as_u64)
         && len < min
     {
-        err(format!("Invalid value: should be at least {min} chars long"));
+        err(format!(
+            "Invalid value: should be at least {min} chars long"
+        ));
     }
     match s.get("format").and_then(Value::as_str) {
         Some("byte") if !is_base64(text) => err(format!(
@@ -349,7 +422,7 @@ fn is_base64(text: &str) -> bool {
     text.len() - t.len() <= 2
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
-        && (text.len() % 4 == 0 || !text.ends_with('='))
+        && (text.len().is_multiple_of(4) || !text.ends_with('='))
 }
 
 fn is_rfc3339(text: &str) -> bool {
@@ -425,7 +498,9 @@ fn prune_nulls(schema: &Value, value: &Value) -> Value {
                 let child = properties
                     .and_then(|p| p.get(k))
                     .or(additional.filter(|a| a.is_object()));
-                let nullable = child.and_then(|c| c.get("nullable")).and_then(Value::as_bool);
+                let nullable = child
+                    .and_then(|c| c.get("nullable"))
+                    .and_then(Value::as_bool);
                 if v.is_null() && nullable != Some(true) {
                     continue;
                 }
@@ -499,12 +574,29 @@ mod tests {
 
     #[test]
     fn reports_types_bounds_required_and_unknown_fields() {
-        let obj = json!({"spec": {"port": 70000, "extra": 1, "match": {"exact": "a", "prefix": "b"}}});
+        let obj =
+            json!({"spec": {"port": 70000, "extra": 1, "match": {"exact": "a", "prefix": "b"}}});
         let errs = paths(schema().validate(&obj));
-        assert!(errs.iter().any(|e| e.starts_with("spec.host: Required value")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("spec.port: Invalid value: 70000")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("spec.extra: field not declared")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("spec.match: Invalid value: only one of")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.host: Required value")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.port: Invalid value: 70000")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.extra: field not declared")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.match: Invalid value: only one of")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -512,7 +604,10 @@ mod tests {
         let obj = json!({"spec": {"host": "h", "timeout": "0s"}});
         let errs = paths(schema().validate(&obj));
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].contains("must be a valid duration greater than 1ms"), "{errs:?}");
+        assert!(
+            errs[0].contains("must be a valid duration greater than 1ms"),
+            "{errs:?}"
+        );
     }
 
     #[test]

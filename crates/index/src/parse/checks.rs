@@ -53,7 +53,9 @@ pub fn check_wildcard_domain(host: &str) -> Result<(), String> {
     let labels: Vec<&str> = rest.split('.').collect();
     for label in &labels {
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {host:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {host:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     if let Some(top) = labels.last()
@@ -133,7 +135,10 @@ pub fn parse_duration(text: &str) -> Option<(bool, Duration)> {
 pub fn duration(text: &str, path: &str, report: &mut Report) -> Option<Duration> {
     match parse_duration(text) {
         None => {
-            report.error(path, format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"));
+            report.error(
+                path,
+                format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"),
+            );
             None
         }
         Some((true, _)) => {
@@ -161,7 +166,10 @@ pub fn non_negative_duration(text: &str, path: &str, report: &mut Report) -> Opt
             None
         }
         None => {
-            report.error(path, format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"));
+            report.error(
+                path,
+                format!("{text:?} is not a valid duration (e.g. \"1.5s\", \"100ms\")"),
+            );
             None
         }
     }
@@ -171,7 +179,10 @@ pub fn non_negative_duration(text: &str, path: &str, report: &mut Report) -> Opt
 /// except for a few rarely used forms (`\C`, and Perl classes in character-class ranges).
 pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
     if pattern.is_empty() {
-        report.error(path, format!("{pattern:?}: regex string match should not be empty"));
+        report.error(
+            path,
+            format!("{pattern:?}: regex string match should not be empty"),
+        );
         return false;
     }
     if pattern.len() > MAX_REGEX_LEN {
@@ -230,9 +241,9 @@ pub fn string_match(
 /// RFC 7230 token characters: what an HTTP header name may contain.
 pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 pub fn check_header_name(name: &str, path: &str, report: &mut Report) -> bool {
@@ -240,7 +251,10 @@ pub fn check_header_name(name: &str, path: &str, report: &mut Report) -> bool {
         report.error(path, "header name cannot be empty");
         false
     } else if !is_header_name(name) {
-        report.error(path, format!("header name {name} is not a valid header name"));
+        report.error(
+            path,
+            format!("header name {name} is not a valid header name"),
+        );
         false
     } else {
         true
@@ -272,7 +286,10 @@ pub fn check_port(port: u32, path: &str, report: &mut Report) -> Option<u16> {
     match u16::try_from(port) {
         Ok(p) if p > 0 => Some(p),
         _ => {
-            report.error(path, format!("port number {port} must be in the range 1..65535"));
+            report.error(
+                path,
+                format!("port number {port} must be in the range 1..65535"),
+            );
             None
         }
     }
@@ -293,7 +310,10 @@ pub fn check_labels(labels: &BTreeMap<String, String>, path: &str, report: &mut 
             && name.as_bytes()[0].is_ascii_alphanumeric()
             && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
         if !name_ok || prefix.is_some_and(|p| !is_dns1123_subdomain(p)) {
-            report.error(format!("{path}[{key}]"), format!("invalid label key {key:?}"));
+            report.error(
+                format!("{path}[{key}]"),
+                format!("invalid label key {key:?}"),
+            );
         }
         let value_ok = value.is_empty()
             || (value.len() <= 63
@@ -327,7 +347,10 @@ pub fn export_to(
     for (i, entry) in entries.iter().enumerate() {
         let at = format!("{path}[{i}]");
         if !seen.insert(entry.as_str()) {
-            report.error(&at, format!("duplicate entries in exportTo for entry {entry}"));
+            report.error(
+                &at,
+                format!("duplicate entries in exportTo for entry {entry}"),
+            );
             continue;
         }
         match entry.as_str() {
@@ -386,9 +409,18 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        assert_eq!(parse_duration("1.5s"), Some((false, Duration::from_millis(1500))));
-        assert_eq!(parse_duration("1h1m"), Some((false, Duration::from_secs(3660))));
-        assert_eq!(parse_duration("100ms"), Some((false, Duration::from_millis(100))));
+        assert_eq!(
+            parse_duration("1.5s"),
+            Some((false, Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            parse_duration("1h1m"),
+            Some((false, Duration::from_secs(3660)))
+        );
+        assert_eq!(
+            parse_duration("100ms"),
+            Some((false, Duration::from_millis(100)))
+        );
         assert_eq!(parse_duration("-1s"), Some((true, Duration::from_secs(1))));
         assert_eq!(parse_duration("0"), Some((false, Duration::ZERO)));
         assert_eq!(parse_duration("1"), None);

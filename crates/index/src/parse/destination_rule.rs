@@ -12,7 +12,9 @@ use super::{
 };
 
 /// Validates a DestinationRule and builds its model.
-pub fn destination_rule(obj: &api::DestinationRule) -> Result<Parsed<model::DestinationRule>, Invalid> {
+pub fn destination_rule(
+    obj: &api::DestinationRule,
+) -> Result<Parsed<model::DestinationRule>, Invalid> {
     let id = object_ref(Kind::DestinationRule, &obj.metadata);
     let mut r = Report::default();
     super::check_metadata(&obj.metadata, &mut r);
@@ -29,10 +31,16 @@ pub fn destination_rule(obj: &api::DestinationRule) -> Result<Parsed<model::Dest
     for (i, s) in spec.subsets.iter().flatten().enumerate() {
         let at = format!("spec.subsets[{i}]");
         if !names.insert(s.name.as_str()) {
-            r.error(format!("{at}.name"), format!("duplicate subset names: {}", s.name));
+            r.error(
+                format!("{at}.name"),
+                format!("duplicate subset names: {}", s.name),
+            );
         }
         if !checks::is_dns1123_label(&s.name) {
-            r.error(format!("{at}.name"), format!("subset name is invalid: {}", s.name));
+            r.error(
+                format!("{at}.name"),
+                format!("subset name is invalid: {}", s.name),
+            );
         }
         let labels = s.labels.clone().unwrap_or_default();
         checks::check_labels(&labels, &format!("{at}.labels"), &mut r);
@@ -68,10 +76,19 @@ pub fn destination_rule(obj: &api::DestinationRule) -> Result<Parsed<model::Dest
             );
         }
     }
-    let export_to = checks::export_to(spec.export_to.as_deref(), &id.namespace, "spec.exportTo", &mut r);
+    let export_to = checks::export_to(
+        spec.export_to.as_deref(),
+        &id.namespace,
+        "spec.exportTo",
+        &mut r,
+    );
     let value = model::DestinationRule {
         id: id.clone(),
-        creation_timestamp: obj.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        creation_timestamp: obj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
         host: spec.host.clone(),
         traffic_policy: top_policy,
         subsets,
@@ -114,7 +131,10 @@ fn traffic_policy(p: &api::TrafficPolicy, path: &str, r: &mut Report) -> model::
             continue;
         };
         if !ports.insert(port) {
-            r.warn(&at, format!("duplicate port level settings for port {port}; the first one wins"));
+            r.warn(
+                &at,
+                format!("duplicate port level settings for port {port}; the first one wins"),
+            );
         }
         let policy = components(
             pl.load_balancer.as_ref(),
@@ -130,7 +150,10 @@ fn traffic_policy(p: &api::TrafficPolicy, path: &str, r: &mut Report) -> model::
         let at = format!("{path}.tunnel");
         let protocol = t.protocol.clone().unwrap_or_else(|| "CONNECT".into());
         if protocol != "CONNECT" && protocol != "POST" {
-            r.error(format!("{at}.protocol"), "tunnel protocol must be \"CONNECT\" or \"POST\"");
+            r.error(
+                format!("{at}.protocol"),
+                "tunnel protocol must be \"CONNECT\" or \"POST\"",
+            );
         }
         if let Err(e) = checks::check_host_or_ip(&t.target_host) {
             r.error(format!("{at}.targetHost"), e);
@@ -151,7 +174,10 @@ fn traffic_policy(p: &api::TrafficPolicy, path: &str, r: &mut Report) -> model::
     }
     if let Some(rb) = &p.retry_budget {
         if rb.budget_interval.is_some() {
-            r.unsupported(format!("{path}.retryBudget.budgetInterval"), "retryBudget.budgetInterval");
+            r.unsupported(
+                format!("{path}.retryBudget.budgetInterval"),
+                "retryBudget.budgetInterval",
+            );
         }
         out.retry_budget = Some(model::RetryBudget {
             percent: rb.percent,
@@ -172,19 +198,23 @@ fn components(
     model::TrafficPolicy {
         load_balancer: lb.map(|lb| load_balancer(lb, &format!("{path}.loadBalancer"), r)),
         connection_pool: cp.map(|cp| connection_pool(cp, &format!("{path}.connectionPool"), r)),
-        outlier_detection: od.map(|od| outlier_detection(od, &format!("{path}.outlierDetection"), r)),
+        outlier_detection: od
+            .map(|od| outlier_detection(od, &format!("{path}.outlierDetection"), r)),
         tls: tls.map(|t| client_tls(t, &format!("{path}.tls"), r)),
         ..Default::default()
     }
 }
 
-fn load_balancer(lb: &api::LoadBalancerSettings, path: &str, r: &mut Report) -> model::LoadBalancer {
-    let mut out = model::LoadBalancer::default();
-    out.policy = if let Some(simple) = lb.simple {
+fn load_balancer(
+    lb: &api::LoadBalancerSettings,
+    path: &str,
+    r: &mut Report,
+) -> model::LoadBalancer {
+    let policy = if let Some(simple) = lb.simple {
         Some(match simple {
-            api::SimpleLb::UNSPECIFIED | api::SimpleLb::LEAST_CONN | api::SimpleLb::LEAST_REQUEST => {
-                LbPolicy::LeastRequest
-            }
+            api::SimpleLb::UNSPECIFIED
+            | api::SimpleLb::LEAST_CONN
+            | api::SimpleLb::LEAST_REQUEST => LbPolicy::LeastRequest,
             api::SimpleLb::ROUND_ROBIN => LbPolicy::RoundRobin,
             api::SimpleLb::RANDOM => LbPolicy::Random,
             api::SimpleLb::PASSTHROUGH => LbPolicy::Passthrough,
@@ -194,15 +224,28 @@ fn load_balancer(lb: &api::LoadBalancerSettings, path: &str, r: &mut Report) -> 
     } else {
         None
     };
+    let mut out = model::LoadBalancer {
+        policy,
+        ..Default::default()
+    };
     if lb.backend_utilization.is_some() {
-        r.unsupported(format!("{path}.backendUtilization"), "loadBalancer.backendUtilization");
+        r.unsupported(
+            format!("{path}.backendUtilization"),
+            "loadBalancer.backendUtilization",
+        );
         out.unsupported.push("backendUtilization");
     }
     if lb.locality_lb_setting.is_some() && lb.zone_aware_lb_setting.is_some() {
-        r.error(path, "only one of localityLbSetting and zoneAwareLbSetting can be set");
+        r.error(
+            path,
+            "only one of localityLbSetting and zoneAwareLbSetting can be set",
+        );
     }
     if lb.zone_aware_lb_setting.is_some() {
-        r.unsupported(format!("{path}.zoneAwareLbSetting"), "loadBalancer.zoneAwareLbSetting");
+        r.unsupported(
+            format!("{path}.zoneAwareLbSetting"),
+            "loadBalancer.zoneAwareLbSetting",
+        );
         out.unsupported.push("zoneAwareLbSetting");
     }
     if let Some(l) = &lb.locality_lb_setting {
@@ -210,11 +253,19 @@ fn load_balancer(lb: &api::LoadBalancerSettings, path: &str, r: &mut Report) -> 
     }
     if let Some(w) = &lb.warmup {
         let at = format!("{path}.warmup");
-        if w.minimum_percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
-            r.error(format!("{at}.minimumPercent"), "minimumPercent value should be between 0 and 100");
+        if w.minimum_percent
+            .is_some_and(|p| !(0.0..=100.0).contains(&p))
+        {
+            r.error(
+                format!("{at}.minimumPercent"),
+                "minimumPercent value should be between 0 and 100",
+            );
         }
         if w.aggression.is_some_and(|a| a <= 0.0) {
-            r.error(format!("{at}.aggression"), "aggression should be greater than 0");
+            r.error(
+                format!("{at}.aggression"),
+                "aggression should be greater than 0",
+            );
         }
         if let Some(d) = duration(w.duration.as_str(), &format!("{at}.duration"), r) {
             out.warmup = Some(model::Warmup {
@@ -235,7 +286,11 @@ fn load_balancer(lb: &api::LoadBalancerSettings, path: &str, r: &mut Report) -> 
     out
 }
 
-fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Option<model::ConsistentHash> {
+fn consistent_hash(
+    ch: &api::ConsistentHashLb,
+    path: &str,
+    r: &mut Report,
+) -> Option<model::ConsistentHash> {
     let key = if let Some(h) = &ch.http_header_name {
         checks::check_header_name(h, &format!("{path}.httpHeaderName"), r);
         HashKey::Header(h.clone())
@@ -247,7 +302,10 @@ fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Op
         let mut names = BTreeSet::new();
         for (i, a) in c.attributes.iter().flatten().enumerate() {
             if a.name.is_empty() {
-                r.error(format!("{at}.attributes[{i}].name"), "cookie attribute name cannot be empty");
+                r.error(
+                    format!("{at}.attributes[{i}].name"),
+                    "cookie attribute name cannot be empty",
+                );
             } else if !names.insert(a.name.as_str()) {
                 r.error(
                     format!("{at}.attributes[{i}].name"),
@@ -258,7 +316,10 @@ fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Op
         HashKey::Cookie {
             name: c.name.clone(),
             path: c.path.clone(),
-            ttl: c.ttl.as_deref().and_then(|t| non_negative_duration(t, &format!("{at}.ttl"), r)),
+            ttl: c
+                .ttl
+                .as_deref()
+                .and_then(|t| non_negative_duration(t, &format!("{at}.ttl"), r)),
             attributes: c
                 .attributes
                 .iter()
@@ -274,7 +335,10 @@ fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Op
         HashKey::None
     };
     if ch.minimum_ring_size.is_some() && (ch.ring_hash.is_some() || ch.maglev.is_some()) {
-        r.error(path, "only one of MinimumRingSize or Maglev/Ringhash can be specified");
+        r.error(
+            path,
+            "only one of MinimumRingSize or Maglev/Ringhash can be specified",
+        );
     }
     let algorithm = if let Some(m) = &ch.maglev {
         let at = format!("{path}.maglev.tableSize");
@@ -291,7 +355,9 @@ fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Op
                 r.error(&at, "tableSize must be a prime number for maglev");
                 None
             }
-            Some(n) => Some(HashAlgorithm::Maglev { table_size: Some(n) }),
+            Some(n) => Some(HashAlgorithm::Maglev {
+                table_size: Some(n),
+            }),
         }
     } else {
         let size = ch
@@ -301,20 +367,31 @@ fn consistent_hash(ch: &api::ConsistentHashLb, path: &str, r: &mut Report) -> Op
             .or(ch.minimum_ring_size)
             .filter(|s| *s > 0)
             .unwrap_or(1024);
-        Some(HashAlgorithm::RingHash { minimum_ring_size: size })
+        Some(HashAlgorithm::RingHash {
+            minimum_ring_size: size,
+        })
     };
-    Some(model::ConsistentHash { key, algorithm: algorithm? })
+    Some(model::ConsistentHash {
+        key,
+        algorithm: algorithm?,
+    })
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn locality(l: &api::LocalityLbSetting, path: &str, r: &mut Report) -> model::LocalityLb {
     let distribute_in = l.distribute.as_deref().unwrap_or_default();
     let failover_in = l.failover.as_deref().unwrap_or_default();
     if !distribute_in.is_empty() && !failover_in.is_empty() {
-        r.error(path, "can not simultaneously specify 'distribute' and 'failover'");
+        r.error(
+            path,
+            "can not simultaneously specify 'distribute' and 'failover'",
+        );
     }
     let mut distribute = Vec::new();
     for (i, d) in distribute_in.iter().enumerate() {
@@ -323,13 +400,19 @@ fn locality(l: &api::LocalityLbSetting, path: &str, r: &mut Report) -> model::Lo
         let mut to = Vec::new();
         for (loc, weight) in d.to.iter().flatten() {
             if !(1..=100).contains(weight) {
-                r.error(format!("{at}.to[{loc}]"), "locality weight must be in range [1, 100]");
+                r.error(
+                    format!("{at}.to[{loc}]"),
+                    "locality weight must be in range [1, 100]",
+                );
             }
             total += u64::from(*weight);
             to.push((loc.clone(), *weight));
         }
         if total != 100 {
-            r.error(format!("{at}.to"), format!("total locality weight {total} != 100"));
+            r.error(
+                format!("{at}.to"),
+                format!("total locality weight {total} != 100"),
+            );
         }
         distribute.push((d.from.clone().unwrap_or_default(), to));
     }
@@ -339,13 +422,19 @@ fn locality(l: &api::LocalityLbSetting, path: &str, r: &mut Report) -> model::Lo
         let from = f.from.clone().unwrap_or_default();
         let to = f.to.clone().unwrap_or_default();
         if from == to {
-            r.error(&at, "locality lb failover settings must specify different regions");
+            r.error(
+                &at,
+                "locality lb failover settings must specify different regions",
+            );
         }
         if from.contains('/') || to.contains('/') {
             r.error(&at, "locality lb failover only specify region");
         }
         if from.contains('*') || to.contains('*') {
-            r.error(&at, "locality lb failover region should not contain '*' wildcard");
+            r.error(
+                &at,
+                "locality lb failover region should not contain '*' wildcard",
+            );
         }
         failover.push((from, to));
     }
@@ -368,15 +457,23 @@ fn non_negative(v: Option<i32>, path: &str, what: &str, r: &mut Report) -> Optio
     }
 }
 
-fn connection_pool(cp: &api::ConnectionPoolSettings, path: &str, r: &mut Report) -> model::ConnectionPool {
+fn connection_pool(
+    cp: &api::ConnectionPoolSettings,
+    path: &str,
+    r: &mut Report,
+) -> model::ConnectionPool {
     let mut out = model::ConnectionPool::default();
     if cp.http.is_none() && cp.tcp.is_none() {
         r.error(path, "connection pool must have at least one field");
     }
     if let Some(tcp) = &cp.tcp {
         let at = format!("{path}.tcp");
-        out.max_connections =
-            non_negative(tcp.max_connections, &format!("{at}.maxConnections"), "max connections", r);
+        out.max_connections = non_negative(
+            tcp.max_connections,
+            &format!("{at}.maxConnections"),
+            "max connections",
+            r,
+        );
         out.connect_timeout = tcp
             .connect_timeout
             .as_ref()
@@ -392,7 +489,9 @@ fn connection_pool(cp: &api::ConnectionPoolSettings, path: &str, r: &mut Report)
         out.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(|k| {
             (
                 k.probes,
-                k.time.as_ref().and_then(|d| duration(d.as_str(), &format!("{at}.tcpKeepalive.time"), r)),
+                k.time
+                    .as_ref()
+                    .and_then(|d| duration(d.as_str(), &format!("{at}.tcpKeepalive.time"), r)),
                 k.interval
                     .as_ref()
                     .and_then(|d| duration(d.as_str(), &format!("{at}.tcpKeepalive.interval"), r)),
@@ -407,15 +506,24 @@ fn connection_pool(cp: &api::ConnectionPoolSettings, path: &str, r: &mut Report)
             "http1 max pending requests",
             r,
         );
-        out.http2_max_requests =
-            non_negative(http.http2_max_requests, &format!("{at}.http2MaxRequests"), "http2 max requests", r);
+        out.http2_max_requests = non_negative(
+            http.http2_max_requests,
+            &format!("{at}.http2MaxRequests"),
+            "http2 max requests",
+            r,
+        );
         out.max_requests_per_connection = non_negative(
             http.max_requests_per_connection,
             &format!("{at}.maxRequestsPerConnection"),
             "max requests per connection",
             r,
         );
-        out.max_retries = non_negative(http.max_retries, &format!("{at}.maxRetries"), "max retries", r);
+        out.max_retries = non_negative(
+            http.max_retries,
+            &format!("{at}.maxRetries"),
+            "max retries",
+            r,
+        );
         out.max_concurrent_streams = non_negative(
             http.max_concurrent_streams,
             &format!("{at}.maxConcurrentStreams"),
@@ -433,21 +541,30 @@ fn connection_pool(cp: &api::ConnectionPoolSettings, path: &str, r: &mut Report)
             _ => None,
         };
         if out.h2_upgrade == Some(true) && out.use_client_protocol {
-            r.error(&at, "use client protocol must not be true when H2UpgradePolicy is UPGRADE");
+            r.error(
+                &at,
+                "use client protocol must not be true when H2UpgradePolicy is UPGRADE",
+            );
         }
         if let Some(ka) = &http.http2_keep_alive {
             let kat = format!("{at}.http2KeepAlive");
             let interval = match &ka.interval {
                 Some(d) => duration(d.as_str(), &format!("{kat}.interval"), r),
                 None => {
-                    r.error(format!("{kat}.interval"), "http2 keepalive interval is required");
+                    r.error(
+                        format!("{kat}.interval"),
+                        "http2 keepalive interval is required",
+                    );
                     None
                 }
             };
             let timeout = match &ka.timeout {
                 Some(d) => duration(d.as_str(), &format!("{kat}.timeout"), r),
                 None => {
-                    r.error(format!("{kat}.timeout"), "http2 keepalive timeout is required");
+                    r.error(
+                        format!("{kat}.timeout"),
+                        "http2 keepalive timeout is required",
+                    );
                     None
                 }
             };
@@ -457,7 +574,11 @@ fn connection_pool(cp: &api::ConnectionPoolSettings, path: &str, r: &mut Report)
     out
 }
 
-fn outlier_detection(od: &api::OutlierDetection, path: &str, r: &mut Report) -> model::OutlierDetection {
+fn outlier_detection(
+    od: &api::OutlierDetection,
+    path: &str,
+    r: &mut Report,
+) -> model::OutlierDetection {
     if od.consecutive_errors.is_some_and(|n| n != 0) {
         r.warn(
             format!("{path}.consecutiveErrors"),
@@ -473,7 +594,10 @@ fn outlier_detection(od: &api::OutlierDetection, path: &str, r: &mut Report) -> 
     }
     let percent = |v: Option<i32>, field: &str, r: &mut Report| match v {
         Some(p) if !(0..=100).contains(&p) => {
-            r.error(format!("{path}.{field}"), format!("percentage {p} is not in range 0..100"));
+            r.error(
+                format!("{path}.{field}"),
+                format!("percentage {p} is not in range 0..100"),
+            );
             None
         }
         other => other.map(i32::unsigned_abs),
@@ -483,14 +607,20 @@ fn outlier_detection(od: &api::OutlierDetection, path: &str, r: &mut Report) -> 
         consecutive_gateway_errors: od.consecutive_gateway_errors,
         split_external_local_origin_errors: split,
         consecutive_local_origin_failures: od.consecutive_local_origin_failures,
-        interval: od.interval.as_ref().and_then(|d| duration(d.as_str(), &format!("{path}.interval"), r)),
+        interval: od
+            .interval
+            .as_ref()
+            .and_then(|d| duration(d.as_str(), &format!("{path}.interval"), r)),
         base_ejection_time: od
             .base_ejection_time
             .as_ref()
             .and_then(|d| duration(d.as_str(), &format!("{path}.baseEjectionTime"), r)),
         max_ejection_percent: percent(od.max_ejection_percent, "maxEjectionPercent", r),
         min_health_percent: percent(od.min_health_percent, "minHealthPercent", r),
-        http_error_codes: od.outlier_detection_http_error_codes.clone().unwrap_or_default(),
+        http_error_codes: od
+            .outlier_detection_http_error_codes
+            .clone()
+            .unwrap_or_default(),
     }
 }
 
@@ -511,13 +641,21 @@ fn client_tls(t: &api::ClientTlsSettings, path: &str, r: &mut Report) -> model::
     let insecure = t.insecure_skip_verify.unwrap_or(false);
     if mode == model::TlsMode::Mutual && credential.is_none() {
         if client_cert.is_none() {
-            r.error(format!("{path}.clientCertificate"), "client certificate required for mutual tls");
+            r.error(
+                format!("{path}.clientCertificate"),
+                "client certificate required for mutual tls",
+            );
         }
         if key.is_none() {
-            r.error(format!("{path}.privateKey"), "private key required for mutual tls");
+            r.error(
+                format!("{path}.privateKey"),
+                "private key required for mutual tls",
+            );
         }
     }
-    if credential.is_some() && (client_cert.is_some() || key.is_some() || ca.is_some() || crl.is_some()) {
+    if credential.is_some()
+        && (client_cert.is_some() || key.is_some() || ca.is_some() || crl.is_some())
+    {
         r.error(
             path,
             "cannot specify client certificates or CA certificate or CA CRL If credentialName is set",

@@ -65,7 +65,9 @@ const GRPC_CODES: &[(&str, u32)] = &[
 ];
 
 /// Validates a VirtualService and builds its model.
-pub fn virtual_service(obj: &api::VirtualService) -> Result<Parsed<model::VirtualService>, Invalid> {
+pub fn virtual_service(
+    obj: &api::VirtualService,
+) -> Result<Parsed<model::VirtualService>, Invalid> {
     let id = object_ref(Kind::VirtualService, &obj.metadata);
     let mut r = Report::default();
     super::check_metadata(&obj.metadata, &mut r);
@@ -77,13 +79,22 @@ pub fn virtual_service(obj: &api::VirtualService) -> Result<Parsed<model::Virtua
 
     if is_delegate {
         if !gateways.is_empty() {
-            r.error("spec.gateways", "delegate virtual service must have no gateways specified");
+            r.error(
+                "spec.gateways",
+                "delegate virtual service must have no gateways specified",
+            );
         }
         if spec.tls.as_ref().is_some_and(|t| !t.is_empty()) {
-            r.error("spec.tls", "delegate virtual service must have no tls route specified");
+            r.error(
+                "spec.tls",
+                "delegate virtual service must have no tls route specified",
+            );
         }
         if spec.tcp.as_ref().is_some_and(|t| !t.is_empty()) {
-            r.error("spec.tcp", "delegate virtual service must have no tcp route specified");
+            r.error(
+                "spec.tcp",
+                "delegate virtual service must have no tcp route specified",
+            );
         }
     }
     for (i, host) in hosts.iter().enumerate() {
@@ -110,7 +121,10 @@ pub fn virtual_service(obj: &api::VirtualService) -> Result<Parsed<model::Virtua
     let tcp_in = spec.tcp.as_deref().unwrap_or_default();
     let tls_in = spec.tls.as_deref().unwrap_or_default();
     if http_in.is_empty() && tcp_in.is_empty() && tls_in.is_empty() {
-        r.error("spec", "http, tcp or tls must be provided in virtual service");
+        r.error(
+            "spec",
+            "http, tcp or tls must be provided in virtual service",
+        );
     }
     let ctx = Ctx {
         namespace: &id.namespace,
@@ -134,10 +148,19 @@ pub fn virtual_service(obj: &api::VirtualService) -> Result<Parsed<model::Virtua
         .enumerate()
         .map(|(i, route)| tcp_route(route, &format!("spec.tcp[{i}]"), &mut r))
         .collect();
-    let export_to = checks::export_to(spec.export_to.as_deref(), &id.namespace, "spec.exportTo", &mut r);
+    let export_to = checks::export_to(
+        spec.export_to.as_deref(),
+        &id.namespace,
+        "spec.exportTo",
+        &mut r,
+    );
     let value = model::VirtualService {
         id: id.clone(),
-        creation_timestamp: obj.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        creation_timestamp: obj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
         hosts,
         gateways,
         http,
@@ -176,7 +199,10 @@ fn check_gateway_name(gw: &str, path: &str, r: &mut Report) {
             if !checks::is_dns1123_subdomain(gw) {
                 r.error(path, format!("invalid value for gateway name: {gw:?}"));
             } else if gw.contains('.') {
-                r.warn(path, "using legacy gatewayName format; prefer namespace/name");
+                r.warn(
+                    path,
+                    "using legacy gatewayName format; prefer namespace/name",
+                );
             }
         }
     }
@@ -198,23 +224,38 @@ fn http_route(
             r.error(path, "HTTP route cannot contain both fault and redirect");
         }
         if http.rewrite.is_some() {
-            r.error(path, "HTTP route rule cannot contain both rewrite and redirect");
+            r.error(
+                path,
+                "HTTP route rule cannot contain both rewrite and redirect",
+            );
         }
         if http.direct_response.is_some() {
-            r.error(path, "HTTP route cannot contain both direct_response and redirect");
+            r.error(
+                path,
+                "HTTP route cannot contain both direct_response and redirect",
+            );
         }
     }
     if http.direct_response.is_some() {
         if has_route {
-            r.error(path, "HTTP route cannot contain both route and direct_response");
+            r.error(
+                path,
+                "HTTP route cannot contain both route and direct_response",
+            );
         }
         if http.fault.is_some() {
-            r.error(path, "HTTP route cannot contain both fault and direct_response");
+            r.error(
+                path,
+                "HTTP route cannot contain both fault and direct_response",
+            );
         }
     }
     if let Some(delegate) = &http.delegate {
         if ctx.is_delegate {
-            r.error(format!("{path}.delegate"), "delegate HTTP route cannot contain delegate");
+            r.error(
+                format!("{path}.delegate"),
+                "delegate HTTP route cannot contain delegate",
+            );
         } else if has_route || http.redirect.is_some() {
             r.error(
                 path,
@@ -252,8 +293,16 @@ fn http_route(
         .collect();
 
     let mut authority_from_headers = None;
-    let headers = headers(http.headers.as_ref(), &format!("{path}.headers"), &mut authority_from_headers, r);
-    let rewrite = http.rewrite.as_ref().and_then(|rw| rewrite(rw, &format!("{path}.rewrite"), r));
+    let headers = headers(
+        http.headers.as_ref(),
+        &format!("{path}.headers"),
+        &mut authority_from_headers,
+        r,
+    );
+    let rewrite = http
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rewrite(rw, &format!("{path}.rewrite"), r));
     if let (Some(rw), Some(h)) = (
         rewrite.as_ref().and_then(|rw| rw.authority.as_ref()),
         authority_from_headers.as_ref(),
@@ -267,7 +316,8 @@ fn http_route(
     let action = if let Some(redirect) = &http.redirect {
         redirect_action(redirect, http, &format!("{path}.redirect"), r).map(HttpAction::Redirect)
     } else if let Some(direct) = &http.direct_response {
-        direct_response(direct, &format!("{path}.directResponse"), r).map(HttpAction::DirectResponse)
+        direct_response(direct, &format!("{path}.directResponse"), r)
+            .map(HttpAction::DirectResponse)
     } else if let Some(delegate) = &http.delegate {
         Some(HttpAction::Delegate {
             name: delegate.name.clone().unwrap_or_default(),
@@ -285,11 +335,23 @@ fn http_route(
         )))
     };
 
-    let timeout = http.timeout.as_ref().and_then(|t| duration(t.as_str(), &format!("{path}.timeout"), r));
-    let retries = http.retries.as_ref().and_then(|x| retries(x, &format!("{path}.retries"), r));
-    let fault = http.fault.as_ref().and_then(|f| fault(f, &format!("{path}.fault"), r));
+    let timeout = http
+        .timeout
+        .as_ref()
+        .and_then(|t| duration(t.as_str(), &format!("{path}.timeout"), r));
+    let retries = http
+        .retries
+        .as_ref()
+        .and_then(|x| retries(x, &format!("{path}.retries"), r));
+    let fault = http
+        .fault
+        .as_ref()
+        .and_then(|f| fault(f, &format!("{path}.fault"), r));
     let mirrors = mirrors(http, path, r);
-    let cors = http.cors_policy.as_ref().map(|c| cors(c, &format!("{path}.corsPolicy"), r));
+    let cors = http
+        .cors_policy
+        .as_ref()
+        .map(|c| cors(c, &format!("{path}.corsPolicy"), r));
 
     if r.errors.len() > errors_before {
         return None;
@@ -323,14 +385,21 @@ fn http_match(
     let method = sm("method", &m.method, false, r);
     let authority = sm("authority", &m.authority, false, r);
     let headers = header_matches(m.headers.as_ref(), &format!("{path}.headers"), ctx, r);
-    let without_headers =
-        header_matches(m.without_headers.as_ref(), &format!("{path}.withoutHeaders"), ctx, r);
+    let without_headers = header_matches(
+        m.without_headers.as_ref(),
+        &format!("{path}.withoutHeaders"),
+        ctx,
+        r,
+    );
     let mut query_params = BTreeMap::new();
     for (name, q) in m.query_params.iter().flatten() {
         let at = format!("{path}.queryParams[{name}]");
         query_params.insert(name.clone(), present_or_match(q, &at, r));
     }
-    let port = m.port.filter(|p| *p != 0).and_then(|p| check_port(p, &format!("{path}.port"), r));
+    let port = m
+        .port
+        .filter(|p| *p != 0)
+        .and_then(|p| check_port(p, &format!("{path}.port"), r));
     let source_labels = m.source_labels.clone().unwrap_or_default();
     checks::check_labels(&source_labels, &format!("{path}.sourceLabels"), r);
     if let Some(ns) = m.source_namespace.as_deref()
@@ -409,10 +478,24 @@ fn headers(
     authority: &mut Option<String>,
     r: &mut Report,
 ) -> model::Headers {
-    let Some(h) = h else { return model::Headers::default() };
+    let Some(h) = h else {
+        return model::Headers::default();
+    };
     model::Headers {
-        request: header_ops(h.request.as_ref(), &format!("{path}.request"), true, authority, r),
-        response: header_ops(h.response.as_ref(), &format!("{path}.response"), false, authority, r),
+        request: header_ops(
+            h.request.as_ref(),
+            &format!("{path}.request"),
+            true,
+            authority,
+            r,
+        ),
+        response: header_ops(
+            h.response.as_ref(),
+            &format!("{path}.response"),
+            false,
+            authority,
+            r,
+        ),
     }
 }
 
@@ -423,7 +506,9 @@ fn header_ops(
     authority: &mut Option<String>,
     r: &mut Report,
 ) -> model::HeaderOperations {
-    let Some(ops) = ops else { return model::HeaderOperations::default() };
+    let Some(ops) = ops else {
+        return model::HeaderOperations::default();
+    };
     let mut out = model::HeaderOperations::default();
     for (field, map, target) in [
         ("set", &ops.set, &mut out.set),
@@ -440,9 +525,15 @@ fn header_ops(
                     );
                 }
             } else if name.starts_with(':') {
-                r.error(&at, format!("invalid header {name:?}: header cannot have \":\" prefix"));
+                r.error(
+                    &at,
+                    format!("invalid header {name:?}: header cannot have \":\" prefix"),
+                );
             } else if !request && lower == "host" {
-                r.error(&at, format!("invalid header {name:?}: cannot set Host header"));
+                r.error(
+                    &at,
+                    format!("invalid header {name:?}: cannot set Host header"),
+                );
             } else {
                 check_header_name(name, &at, r);
             }
@@ -453,9 +544,15 @@ fn header_ops(
     for (i, name) in ops.remove.iter().flatten().enumerate() {
         let at = format!("{path}.remove[{i}]");
         if name.starts_with(':') {
-            r.error(&at, format!("invalid header {name:?}: header cannot have \":\" prefix"));
+            r.error(
+                &at,
+                format!("invalid header {name:?}: header cannot have \":\" prefix"),
+            );
         } else if name.eq_ignore_ascii_case("host") {
-            r.error(&at, format!("invalid header {name:?}: cannot remove Host header"));
+            r.error(
+                &at,
+                format!("invalid header {name:?}: cannot remove Host header"),
+            );
         } else if check_header_name(name, &at, r) {
             out.remove.push(name.clone());
         }
@@ -469,7 +566,10 @@ fn rewrite(rw: &api::HttpRewrite, path: &str, r: &mut Report) -> Option<model::R
     let mut uri_regex = None;
     if let Some(rr) = &rw.uri_regex_rewrite {
         if uri.is_some() {
-            r.error(path, "rewrite may only contain one of URI or UriRegexRewrite");
+            r.error(
+                path,
+                "rewrite may only contain one of URI or UriRegexRewrite",
+            );
         }
         match (rr.match_.as_deref(), rr.rewrite.as_deref()) {
             (Some(m), Some(s)) if !m.is_empty() => {
@@ -504,7 +604,10 @@ fn redirect_action(
     let uri = red.uri.clone().filter(|s| !s.is_empty());
     let prefix = red.prefix_rewrite.clone().filter(|s| !s.is_empty());
     if uri.is_some() && prefix.is_some() {
-        r.error(path, "redirect may only specify one of uri or prefix_rewrite");
+        r.error(
+            path,
+            "redirect may only specify one of uri or prefix_rewrite",
+        );
     }
     if prefix.is_some() {
         let all_prefix = http
@@ -523,14 +626,24 @@ fn redirect_action(
     let scheme = red.scheme.clone().filter(|s| !s.is_empty());
     let port = match (red.port.filter(|p| *p != 0), red.derive_port) {
         (Some(p), _) => check_port(p, &format!("{path}.port"), r).map(RedirectPort::Port),
-        (None, Some(api::RedirectPortSelection::FROM_REQUEST_PORT)) => Some(RedirectPort::FromRequest),
+        (None, Some(api::RedirectPortSelection::FROM_REQUEST_PORT)) => {
+            Some(RedirectPort::FromRequest)
+        }
         (None, Some(api::RedirectPortSelection::FROM_PROTOCOL_DEFAULT)) => {
             Some(RedirectPort::FromProtocolDefault)
         }
         (None, None) => None,
     };
-    if uri.is_none() && prefix.is_none() && authority.is_none() && scheme.is_none() && port.is_none() {
-        r.error(path, "redirect must specify URI, authority, scheme, or port");
+    if uri.is_none()
+        && prefix.is_none()
+        && authority.is_none()
+        && scheme.is_none()
+        && port.is_none()
+    {
+        r.error(
+            path,
+            "redirect must specify URI, authority, scheme, or port",
+        );
     }
     let code = red.redirect_code.unwrap_or(0);
     if code != 0 && !(300..=399).contains(&code) {
@@ -543,7 +656,10 @@ fn redirect_action(
         && s != "http"
         && s != "https"
     {
-        r.error(format!("{path}.scheme"), "invalid redirect scheme, must be \"http\" or \"https\"");
+        r.error(
+            format!("{path}.scheme"),
+            "invalid redirect scheme, must be \"http\" or \"https\"",
+        );
     }
     Some(model::Redirect {
         uri,
@@ -551,7 +667,11 @@ fn redirect_action(
         authority,
         scheme,
         port,
-        code: if code == 0 { 301 } else { u16::try_from(code).unwrap_or(301) },
+        code: if code == 0 {
+            301
+        } else {
+            u16::try_from(code).unwrap_or(301)
+        },
     })
 }
 
@@ -567,7 +687,9 @@ fn direct_response(
         );
     }
     let body = match d.body.as_ref() {
-        Some(api::HttpBody { string: Some(s), .. }) => Some(Body::String(s.clone())),
+        Some(api::HttpBody {
+            string: Some(s), ..
+        }) => Some(Body::String(s.clone())),
         Some(api::HttpBody { bytes: Some(b), .. }) => {
             match base64::engine::general_purpose::STANDARD.decode(b) {
                 Ok(bytes) => Some(Body::Bytes(bytes)),
@@ -611,7 +733,10 @@ fn destination(d: &api::Destination, path: &str, r: &mut Report) -> model::Desti
     if let Some(s) = &subset
         && !checks::is_dns1123_label(s)
     {
-        r.error(format!("{path}.subset"), format!("subset name is invalid: {s}"));
+        r.error(
+            format!("{path}.subset"),
+            format!("subset name is invalid: {s}"),
+        );
     }
     let port = d
         .port
@@ -635,7 +760,12 @@ fn http_destinations(
     for (i, rd) in routes.iter().enumerate() {
         let at = format!("{path}[{i}]");
         let mut authority = None;
-        let headers = headers(rd.headers.as_ref(), &format!("{at}.headers"), &mut authority, r);
+        let headers = headers(
+            rd.headers.as_ref(),
+            &format!("{at}.headers"),
+            &mut authority,
+            r,
+        );
         let weight = weight(rd.weight, &at, r);
         total += i64::from(weight);
         out.push(model::WeightedDestination {
@@ -694,13 +824,19 @@ fn retries(x: &api::HttpRetry, path: &str, r: &mut Report) -> Option<model::Retr
             || x.retry_on.as_deref().is_some_and(|s| !s.is_empty())
             || x.retry_remote_localities.is_some())
     {
-        r.error(path, "http retry policy configured when attempts are set to 0 (disabled)");
+        r.error(
+            path,
+            "http retry policy configured when attempts are set to 0 (disabled)",
+        );
     }
     let per_try_timeout = x
         .per_try_timeout
         .as_ref()
         .and_then(|d| duration(d.as_str(), &format!("{path}.perTryTimeout"), r));
-    let backoff = x.backoff.as_ref().and_then(|d| duration(d.as_str(), &format!("{path}.backoff"), r));
+    let backoff = x
+        .backoff
+        .as_ref()
+        .and_then(|d| duration(d.as_str(), &format!("{path}.backoff"), r));
     let mut retry_on = Vec::new();
     let mut codes = Vec::new();
     for policy in x.retry_on.iter().flat_map(|s| s.split(',')).map(str::trim) {
@@ -709,10 +845,17 @@ fn retries(x: &api::HttpRetry, path: &str, r: &mut Report) -> Option<model::Retr
         }
         if RETRY_ON.contains(&policy) {
             retry_on.push(policy.to_owned());
-        } else if let Some(code) = policy.parse::<u32>().ok().filter(|c| (100..=599).contains(c)) {
+        } else if let Some(code) = policy
+            .parse::<u32>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+        {
             codes.push(code);
         } else {
-            r.error(format!("{path}.retryOn"), format!("{policy:?} is not a valid retryOn policy"));
+            r.error(
+                format!("{path}.retryOn"),
+                format!("{policy:?} is not a valid retryOn policy"),
+            );
         }
     }
     if !codes.is_empty() && !retry_on.iter().any(|p| p == "retriable-status-codes") {
@@ -731,18 +874,28 @@ fn retries(x: &api::HttpRetry, path: &str, r: &mut Report) -> Option<model::Retr
 
 fn fault(f: &api::HttpFaultInjection, path: &str, r: &mut Report) -> Option<model::Fault> {
     if f.abort.is_none() && f.delay.is_none() {
-        r.error(path, "HTTP fault injection must have an abort and/or a delay");
+        r.error(
+            path,
+            "HTTP fault injection must have an abort and/or a delay",
+        );
         return None;
     }
     let delay = f.delay.as_ref().and_then(|d| {
         let at = format!("{path}.delay");
         let percentage = fault_percentage(d.percentage.as_ref(), d.percent, &at, r);
         if d.exponential_delay.is_some() {
-            r.error(format!("{at}.exponentialDelay"), "exponentialDelay not supported yet");
+            r.error(
+                format!("{at}.exponentialDelay"),
+                "exponentialDelay not supported yet",
+            );
         }
         match &d.fixed_delay {
-            Some(fd) => duration(fd.as_str(), &format!("{at}.fixedDelay"), r)
-                .map(|fixed_delay| model::FaultDelay { fixed_delay, percentage }),
+            Some(fd) => duration(fd.as_str(), &format!("{at}.fixedDelay"), r).map(|fixed_delay| {
+                model::FaultDelay {
+                    fixed_delay,
+                    percentage,
+                }
+            }),
             None => {
                 if d.exponential_delay.is_none() {
                     r.warn(&at, "delay has no fixedDelay and is ignored");
@@ -797,7 +950,10 @@ fn fault_percentage(
     }
     match percent {
         Some(p) if !(0..=100).contains(&p) => {
-            r.error(format!("{path}.percent"), format!("percentage {p} is not in range 0..100"));
+            r.error(
+                format!("{path}.percent"),
+                format!("percentage {p} is not in range 0..100"),
+            );
             Percentage::Hundred(0)
         }
         Some(p) => Percentage::Hundred(p.unsigned_abs()),
@@ -812,12 +968,18 @@ fn mirrors(http: &api::HttpRoute, path: &str, r: &mut Report) -> Vec<model::Mirr
             if p.value > 100.0 {
                 r.error(
                     format!("{path}.mirrorPercentage.value"),
-                    format!("mirror_percentage must have a max value of 100 (it has {})", p.value),
+                    format!(
+                        "mirror_percentage must have a max value of 100 (it has {})",
+                        p.value
+                    ),
                 );
             } else if p.value < 0.0 {
                 r.error(
                     format!("{path}.mirrorPercentage.value"),
-                    format!("mirror_percentage must have a min value of 0 (it has {})", p.value),
+                    format!(
+                        "mirror_percentage must have a min value of 0 (it has {})",
+                        p.value
+                    ),
                 );
             }
             Percentage::from_percent(p.value.clamp(0.0, 100.0))
@@ -838,7 +1000,10 @@ fn mirrors(http: &api::HttpRoute, path: &str, r: &mut Report) -> Vec<model::Mirr
         };
         let destination = destination(m, &format!("{path}.mirror"), r);
         if percentage != Percentage::Hundred(0) && percentage != Percentage::Million(0) {
-            out.push(model::Mirror { destination, percentage });
+            out.push(model::Mirror {
+                destination,
+                percentage,
+            });
         }
     }
     for (i, m) in http.mirrors.iter().flatten().enumerate() {
@@ -848,7 +1013,10 @@ fn mirrors(http: &api::HttpRoute, path: &str, r: &mut Report) -> Vec<model::Mirr
                 if p.value > 100.0 || p.value < 0.0 {
                     r.error(
                         format!("{at}.percentage.value"),
-                        format!("mirror percentage must have a max value of 100 (it has {})", p.value),
+                        format!(
+                            "mirror percentage must have a max value of 100 (it has {})",
+                            p.value
+                        ),
                     );
                 }
                 Percentage::from_percent(p.value.clamp(0.0, 100.0))
@@ -857,7 +1025,10 @@ fn mirrors(http: &api::HttpRoute, path: &str, r: &mut Report) -> Vec<model::Mirr
         };
         let destination = destination(&m.destination, &format!("{at}.destination"), r);
         if percentage != Percentage::Million(0) {
-            out.push(model::Mirror { destination, percentage });
+            out.push(model::Mirror {
+                destination,
+                percentage,
+            });
         }
     }
     out
@@ -867,14 +1038,20 @@ fn cors(c: &api::CorsPolicy, path: &str, r: &mut Report) -> model::CorsPolicy {
     let mut allow_origins = Vec::new();
     for (i, origin) in c.allow_origin.iter().flatten().enumerate() {
         if origin.is_empty() {
-            r.error(format!("{path}.allowOrigin[{i}]"), "allow origin cannot be empty");
+            r.error(
+                format!("{path}.allowOrigin[{i}]"),
+                "allow origin cannot be empty",
+            );
         }
         allow_origins.push(StringMatch::Exact(origin.clone()));
     }
     for (i, origin) in c.allow_origins.iter().flatten().enumerate() {
         let at = format!("{path}.allowOrigins[{i}]");
         if origin.exact.is_none() && origin.prefix.is_none() && origin.regex.is_none() {
-            r.error(&at, format!("'{origin:?}' is not a valid match type for CORS allow origins"));
+            r.error(
+                &at,
+                format!("'{origin:?}' is not a valid match type for CORS allow origins"),
+            );
         } else if let Some(m) = checks::string_match(origin, &at, false, r) {
             allow_origins.push(m);
         }
@@ -887,7 +1064,10 @@ fn cors(c: &api::CorsPolicy, path: &str, r: &mut Report) -> model::CorsPolicy {
             );
         }
     }
-    for (field, list) in [("allowHeaders", &c.allow_headers), ("exposeHeaders", &c.expose_headers)] {
+    for (field, list) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
         for (i, h) in list.iter().flatten().enumerate() {
             if h != "*" {
                 check_header_name(h, &format!("{path}.{field}[{i}]"), r);
@@ -898,7 +1078,10 @@ fn cors(c: &api::CorsPolicy, path: &str, r: &mut Report) -> model::CorsPolicy {
         let at = format!("{path}.maxAge");
         let parsed = duration(d.as_str(), &at, r)?;
         if parsed.subsec_nanos() != 0 {
-            r.error(&at, "max_age duration is accurate only to seconds precision");
+            r.error(
+                &at,
+                "max_age duration is accurate only to seconds precision",
+            );
         }
         Some(parsed)
     });
@@ -934,15 +1117,22 @@ fn l4_match_common(
     if let Some(ns) = source_namespace.filter(|n| !n.is_empty())
         && !checks::is_dns1123_label(ns)
     {
-        r.error(format!("{path}.sourceNamespace"), format!("sourceNamespace match {ns} is invalid"));
+        r.error(
+            format!("{path}.sourceNamespace"),
+            format!("sourceNamespace match {ns} is invalid"),
+        );
     }
     model::L4Match {
         sni_hosts: Vec::new(),
         destination_subnets: subnets.map(<[String]>::to_vec).unwrap_or_default(),
-        port: port.filter(|p| *p != 0).and_then(|p| check_port(p, &format!("{path}.port"), r)),
+        port: port
+            .filter(|p| *p != 0)
+            .and_then(|p| check_port(p, &format!("{path}.port"), r)),
         source_subnet: None,
         source_labels: labels,
-        source_namespace: source_namespace.filter(|n| !n.is_empty()).map(str::to_owned),
+        source_namespace: source_namespace
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
         gateways: gateways.map(<[String]>::to_vec).unwrap_or_default(),
     }
 }
@@ -960,7 +1150,10 @@ fn check_subnet(subnet: &str, path: &str, r: &mut Report) {
         Err(_) => false,
     };
     if !ok {
-        r.error(path, format!("{subnet:?} is not a valid IP address or CIDR"));
+        r.error(
+            path,
+            format!("{subnet:?} is not a valid IP address or CIDR"),
+        );
     }
 }
 
@@ -998,9 +1191,17 @@ fn tcp_route(route: &api::TcpRoute, path: &str, r: &mut Report) -> model::TcpRou
     }
 }
 
-fn tls_route(route: &api::TlsRoute, hosts: &[String], path: &str, r: &mut Report) -> model::TlsRoute {
+fn tls_route(
+    route: &api::TlsRoute,
+    hosts: &[String],
+    path: &str,
+    r: &mut Report,
+) -> model::TlsRoute {
     if route.match_.is_empty() {
-        r.error(format!("{path}.match"), "TLS route must have at least one match condition");
+        r.error(
+            format!("{path}.match"),
+            "TLS route must have at least one match condition",
+        );
     }
     let matches = route
         .match_
@@ -1056,7 +1257,10 @@ fn host_covers(host: &str, sni: &str) -> bool {
         Some(suffix) => name.ends_with(suffix),
         None => wild.eq_ignore_ascii_case(name),
     };
-    host == "*" || matches(host, sni) || matches(sni, host) || host.starts_with(&format!("{sni}."))
+    host == "*"
+        || matches(host, sni)
+        || matches(sni, host)
+        || host.starts_with(&format!("{sni}."))
         || sni.starts_with(&format!("{host}."))
 }
 

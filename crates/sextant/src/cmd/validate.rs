@@ -97,7 +97,10 @@ pub struct Report {
 impl Report {
     /// Number of findings of a severity.
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
 }
 
@@ -135,8 +138,13 @@ pub fn run(args: ValidateArgs) -> ExitCode {
             }
         },
     }
-    let failed = report.count(Severity::Error) > 0 || (strict && report.count(Severity::Warning) > 0);
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    let failed =
+        report.count(Severity::Error) > 0 || (strict && report.count(Severity::Warning) > 0);
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Reads every input: files, directories (recursively, `.yaml`/`.yml`/`.json`), or `-`.
@@ -176,7 +184,10 @@ fn read_file(path: &Path) -> Result<String, Unreadable> {
     if meta.len() > MAX_INPUT_BYTES as u64 {
         return Err(unreadable(
             path,
-            format!("{} bytes is over the {MAX_INPUT_BYTES}-byte limit", meta.len()),
+            format!(
+                "{} bytes is over the {MAX_INPUT_BYTES}-byte limit",
+                meta.len()
+            ),
         ));
     }
     std::fs::read_to_string(path).map_err(|e| unreadable(path, e))
@@ -219,7 +230,9 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
                     | manifest::ManifestError::Unsupported { line, .. } => *line,
                     manifest::ManifestError::TooLarge { .. } => 1,
                 };
-                report.diagnostics.push(diag(file, line, Severity::Error, None, "", e.to_string()));
+                report
+                    .diagnostics
+                    .push(diag(file, line, Severity::Error, None, "", e.to_string()));
                 continue;
             }
         };
@@ -229,7 +242,16 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
                     Some(i) => doc.line_of(&format!("items[{i}]")),
                     None => doc.line,
                 };
-                handle_object(file, &doc, item, value, line, &mut report, &mut configs, &mut services);
+                handle_object(
+                    file,
+                    &doc,
+                    item,
+                    value,
+                    line,
+                    &mut report,
+                    &mut configs,
+                    &mut services,
+                );
             }
         }
     }
@@ -237,6 +259,14 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
         emit_checked(located, &mut report);
     }
     cross_references(&configs, &services, &mut report);
+    let order: BTreeMap<&str, usize> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.as_str(), i))
+        .collect();
+    report
+        .diagnostics
+        .sort_by_key(|d| (order.get(d.file.as_str()).copied(), d.line));
     report
 }
 
@@ -245,7 +275,12 @@ fn expand_lists(value: &Value) -> Vec<(Option<usize>, Value)> {
     if value.get("kind").and_then(Value::as_str) == Some("List")
         && let Some(items) = value.get("items").and_then(Value::as_array)
     {
-        return items.iter().cloned().enumerate().map(|(i, v)| (Some(i), v)).collect();
+        return items
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (Some(i), v))
+            .collect();
     }
     vec![(None, value.clone())]
 }
@@ -264,7 +299,10 @@ fn handle_object(
     if value.is_null() {
         return;
     }
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     if api_version.is_empty() || kind.is_empty() {
         report.diagnostics.push(diag(
@@ -424,13 +462,17 @@ fn cross_references(configs: &[Located], services: &BTreeSet<String>, report: &m
                                 located,
                                 &vs.id,
                                 format!("spec.hosts[{i}]"),
-                                format!("Referenced host not found: {host:?} ({fqdn} matches no Service)"),
+                                format!(
+                                    "Referenced host not found: {host:?} ({fqdn} matches no Service)"
+                                ),
                             );
                         }
                     }
                 }
                 for (i, route) in vs.http.iter().enumerate() {
-                    let HttpAction::Route(dests) = &route.action else { continue };
+                    let HttpAction::Route(dests) = &route.action else {
+                        continue;
+                    };
                     for (j, d) in dests.iter().enumerate() {
                         let field = format!("spec.http[{i}].route[{j}].destination");
                         let fqdn = resolve(&d.destination.host, ns);
@@ -466,7 +508,10 @@ fn cross_references(configs: &[Located], services: &BTreeSet<String>, report: &m
                         located,
                         &dr.id,
                         "spec.host".into(),
-                        format!("Referenced host not found: {:?} ({fqdn} matches no Service)", dr.host),
+                        format!(
+                            "Referenced host not found: {:?} ({fqdn} matches no Service)",
+                            dr.host
+                        ),
                     );
                 }
             }

@@ -1,0 +1,136 @@
+//! `sextant validate` as a user runs it: exit codes, compiler-style lines, JSON output.
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Output, Stdio},
+};
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn sextant(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sextant runs");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("sextant finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn valid_input_exits_zero_with_reference_warnings_and_notes() {
+    let out = sextant(&["validate", "-f", &fixture("mesh.yaml")], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let file = fixture("mesh.yaml");
+    assert!(
+        text.contains(&format!(
+            "{file}:37: warning: VirtualService default/reviews: spec.http[0].route[1].destination.subset: [IST0101] Referenced host+subset in destinationrule not found: \"reviews+v3\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(": note: skipping Deployment (apps/v1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn warnings_fail_only_with_strict() {
+    let out = sextant(&["validate", "--strict", "-f", &fixture("mesh.yaml")], None);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn invalid_input_exits_one_and_points_at_each_field() {
+    let out = sextant(&["validate", "-f", &fixture("invalid.yaml")], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let file = fixture("invalid.yaml");
+    assert!(
+        text.contains(&format!(
+            "{file}:13: error: VirtualService prod/reviews: spec.http[0].route[0].weight: weight -5 < 0"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{file}:17: error: VirtualService prod/reviews: spec.http[0].timeout:"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_output_lists_diagnostics_for_tools() {
+    let out = sextant(
+        &["validate", "-o", "json", "-f", &fixture("invalid.yaml")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let diags = report["diagnostics"].as_array().expect("diagnostics");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d["field"] == "spec.http[0].route[0].weight"
+                && d["severity"] == "error"
+                && d["line"] == 13
+                && d["object"] == "VirtualService prod/reviews")
+    );
+    assert_eq!(report["checked"], 1);
+}
+
+#[test]
+fn stdin_and_directories_are_read() {
+    let text = std::fs::read_to_string(fixture("invalid.yaml")).expect("fixture");
+    let out = sextant(&["validate", "-f", "-"], Some(&text));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("<stdin>:13: error:"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = sextant(&["validate", "-f", &dir.display().to_string()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the directory holds invalid.yaml"
+    );
+}
+
+#[test]
+fn unreadable_input_and_bad_usage_exit_two() {
+    let out = sextant(&["validate", "-f", "/nonexistent/file.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.yaml"));
+    let out = sextant(&["validate"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sextant(&["validate", "-o", "xml", "-f", "x"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn malformed_yaml_is_an_error_with_its_line() {
+    let out = sextant(&["validate", "-f", "-"], Some("a: 1\nb: [unclosed\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("<stdin>:"), "{}", stdout(&out));
+}
