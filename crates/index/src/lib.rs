@@ -5,5 +5,9 @@
 //! accepted or rejected the same way everywhere.
 
 pub mod check;
+mod delegate;
 pub mod manifest;
 pub mod parse;
+mod registry;
+
+pub use registry::{Changes, Index, Object, ObjectError};

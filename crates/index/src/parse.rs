@@ -6,6 +6,7 @@
 
 mod checks;
 mod destination_rule;
+pub mod kube;
 mod virtual_service;
 
 use std::fmt;

@@ -1,16 +1,24 @@
 //! The mesh vocabulary: validated routes and traffic policies, as the compiler consumes them.
 //!
-//! Values here have passed Istio's validation: durations are parsed, regexes compile, weights
+//! Services, endpoints, workloads and proxies describe the registry; an immutable `Snapshot`
+//! holds one version of everything together with Istio's lookup rules (short names, exportTo,
+//! DestinationRule precedence). Values here have passed Istio's validation: durations are parsed, regexes compile, weights
 //! and percentages are in range, oneofs are resolved into enums. Nothing here knows about
 //! Kubernetes objects or protobuf; `sextant-index` builds these types from the API types.
 
+mod mesh;
 mod policy;
+mod proxy;
 mod routes;
+mod snapshot;
 
 use std::{collections::BTreeSet, fmt};
 
+pub use mesh::*;
 pub use policy::*;
+pub use proxy::*;
 pub use routes::*;
+pub use snapshot::*;
 
 /// Identifies a configuration object in messages: `VirtualService default/reviews`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,171 @@
+//! A self-contained Envoy bootstrap holding a proxy's compiled resources as
+//! `static_resources`: EDS clusters carry their load assignment inline and listeners carry their
+//! route configurations inline, so `envoy --mode validate` checks every resource, routes
+//! included. An ADS config source is declared (never contacted in validate mode) because SDS
+//! secrets in TLS contexts refer to it.
+
+use envoy_types::pb::envoy::{
+    config::{
+        bootstrap::v3::{Admin, Bootstrap, bootstrap},
+        cluster::v3::{Cluster, cluster},
+        core::v3::{ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source, grpc_service},
+        endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+        listener::v3::{Filter, Listener, filter},
+        route::v3::RouteConfiguration,
+    },
+    extensions::{
+        filters::network::http_connection_manager::v3::{HttpConnectionManager, http_connection_manager},
+        upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
+    },
+};
+use prost::Message;
+
+use crate::{
+    Resources,
+    proto::{any, map_of, seconds, socket},
+};
+
+/// The name of the static cluster that points at the control plane.
+pub const XDS_CLUSTER: &str = "xds-grpc";
+
+/// Builds the static bootstrap for `node_id` from its resources.
+pub fn static_bootstrap(node_id: &str, resources: &Resources, admin_port: u32) -> Bootstrap {
+    let mut clusters: Vec<Cluster> = resources
+        .clusters
+        .iter()
+        .map(|c| inline_endpoints(c, &resources.endpoints))
+        .collect();
+    clusters.push(xds_cluster("127.0.0.1", 15010));
+    let listeners = resources
+        .listeners
+        .iter()
+        .map(|l| inline_routes(l, &resources.routes))
+        .collect();
+    Bootstrap {
+        node: Some(Node {
+            id: node_id.to_owned(),
+            cluster: "sextant".to_owned(),
+            ..Default::default()
+        }),
+        admin: Some(Admin {
+            address: Some(socket("127.0.0.1", admin_port)),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            listeners,
+            clusters,
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ads_config()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// ADS over gRPC to [`XDS_CLUSTER`].
+pub fn ads_config() -> ApiConfigSource {
+    ApiConfigSource {
+        api_type: api_config_source::ApiType::Grpc as i32,
+        transport_api_version: ApiVersion::V3 as i32,
+        grpc_services: vec![GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+                cluster_name: XDS_CLUSTER.to_owned(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        set_node_on_first_message_only: true,
+        ..Default::default()
+    }
+}
+
+/// The static cluster that reaches the control plane over HTTP/2.
+pub fn xds_cluster(host: &str, port: u32) -> Cluster {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Default::default(),
+                    ),
+                ),
+            },
+        )),
+        ..Default::default()
+    };
+    Cluster {
+        name: XDS_CLUSTER.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32)),
+        connect_timeout: Some(seconds(1)),
+        typed_extension_protocol_options: map_of([(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(&options),
+        )]),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: XDS_CLUSTER.to_owned(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                            address: Some(socket(host, port)),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn inline_endpoints(c: &Cluster, assignments: &[ClusterLoadAssignment]) -> Cluster {
+    let mut c = c.clone();
+    if let Some(eds) = c.eds_cluster_config.take() {
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32));
+        c.load_assignment = Some(
+            assignments
+                .iter()
+                .find(|a| a.cluster_name == eds.service_name)
+                .cloned()
+                .unwrap_or_else(|| ClusterLoadAssignment {
+                    cluster_name: eds.service_name.clone(),
+                    ..Default::default()
+                }),
+        );
+    }
+    c
+}
+
+fn inline_routes(l: &Listener, routes: &[RouteConfiguration]) -> Listener {
+    let mut l = l.clone();
+    let chains = l.filter_chains.iter_mut().chain(l.default_filter_chain.as_mut());
+    for chain in chains {
+        for f in &mut chain.filters {
+            inline_hcm_routes(f, routes);
+        }
+    }
+    l
+}
+
+fn inline_hcm_routes(f: &mut Filter, routes: &[RouteConfiguration]) {
+    let Some(filter::ConfigType::TypedConfig(config)) = &mut f.config_type else {
+        return;
+    };
+    let Ok(mut hcm) = HttpConnectionManager::decode(config.value.as_slice()) else {
+        return;
+    };
+    if let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
+        let route = routes
+            .iter()
+            .find(|r| r.name == rds.route_config_name)
+            .cloned()
+            .unwrap_or_else(|| crate::rds::empty(&rds.route_config_name));
+        hcm.route_specifier = Some(http_connection_manager::RouteSpecifier::RouteConfig(route));
+        *config = any(&hcm);
+    }
+}

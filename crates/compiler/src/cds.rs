@@ -1,0 +1,263 @@
+//! CDS: `outbound|PORT|SUBSET|HOST` for every visible service port and subset, the proxy's
+//! `inbound|PORT||` clusters, and Istio's `BlackHoleCluster`, `PassthroughCluster` and
+//! `InboundPassthroughCluster`.
+
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::{
+            Cluster,
+            cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
+        },
+        core::v3::{BindConfig, SocketAddress, socket_address},
+        endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+    },
+    extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
+};
+use sextant_model::{Protocol, Resolution, Service, ServicePort};
+
+use crate::{
+    context::{Context, inbound_cluster, outbound_cluster},
+    policy::{self, CONNECT_TIMEOUT_SECS, Target},
+    proto::{ads, any, list_value, map_of, metadata, seconds, socket, string_value, struct_value},
+};
+
+/// Every cluster of the proxy, sorted by name.
+pub fn clusters(ctx: &Context<'_>) -> Vec<Cluster> {
+    let mut out = Vec::new();
+    for svc in ctx.services() {
+        for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+            out.push(outbound(ctx, svc, port, ""));
+            if let Some(dr) = ctx.rule(&svc.hostname) {
+                for subset in &dr.subsets {
+                    out.push(outbound(ctx, svc, port, &subset.name));
+                }
+            }
+        }
+    }
+    for (_, port, target) in ctx.inbound_ports() {
+        out.push(inbound(ctx, port, target));
+    }
+    out.push(black_hole());
+    out.push(passthrough());
+    out.push(inbound_passthrough());
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+fn discovery(kind: DiscoveryType) -> Option<ClusterDiscoveryType> {
+    Some(ClusterDiscoveryType::Type(kind as i32))
+}
+
+/// SPIFFE identities of a service's workloads, for ISTIO_MUTUAL SAN checks.
+fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
+    let mut ids: Vec<String> = ctx
+        .snapshot
+        .endpoints(&svc.hostname)
+        .iter()
+        .filter_map(|e| {
+            e.service_account
+                .as_ref()
+                .map(|sa| format!("spiffe://{}/ns/{}/sa/{sa}", ctx.snapshot.domain_suffix, e.namespace))
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) -> Cluster {
+    let name = outbound_cluster(port.port, subset, &svc.hostname);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        alt_stat_name: format!("{name};"),
+        ..Default::default()
+    };
+    match &svc.resolution {
+        Resolution::ClientSideLb => {
+            cluster.cluster_discovery_type = discovery(DiscoveryType::Eds);
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                service_name: name.clone(),
+                eds_config: Some(ads()),
+            });
+        }
+        Resolution::Passthrough => {
+            cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+        }
+        Resolution::Dns(dns) => {
+            cluster.cluster_discovery_type = discovery(DiscoveryType::StrictDns);
+            cluster.dns_lookup_family = DnsLookupFamily::V4Only as i32;
+            cluster.load_assignment = Some(ClusterLoadAssignment {
+                cluster_name: name.clone(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                            address: Some(socket(dns, u32::from(port.target_port.unwrap_or(port.port)))),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    let dr = ctx.rule(&svc.hostname);
+    let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
+    policy::apply(
+        &mut cluster,
+        &effective,
+        &Target {
+            host: &svc.hostname,
+            port: port.port,
+            subset,
+            http2: port.protocol.is_http2(),
+            http: port.protocol.is_http(),
+            identities: identities(ctx, svc),
+            flavor: ctx.proxy.flavor,
+        },
+    );
+    if svc.resolution == Resolution::Passthrough {
+        cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+    }
+    let mut istio = vec![(
+        "services",
+        list_value(vec![struct_value(vec![
+            ("host", string_value(&svc.hostname)),
+            ("name", string_value(&svc.name)),
+            ("namespace", string_value(&svc.namespace)),
+        ])]),
+    )];
+    if let Some(dr) = dr {
+        istio.insert(
+            0,
+            (
+                "config",
+                string_value(&format!(
+                    "/apis/networking.istio.io/v1/namespaces/{}/destination-rule/{}",
+                    dr.id.namespace, dr.id.name
+                )),
+            ),
+        );
+        if !subset.is_empty() {
+            istio.push(("subset", string_value(subset)));
+        }
+    }
+    cluster.metadata = Some(metadata(vec![("istio", istio)]));
+    cluster
+}
+
+fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
+    let name = inbound_cluster(target);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        circuit_breakers: Some(policy::default_circuit_breakers()),
+        ..Default::default()
+    };
+    if ctx.bound_listeners() {
+        // No iptables: the application listens on localhost behind the proxy.
+        cluster.cluster_discovery_type = discovery(DiscoveryType::Static);
+        cluster.load_assignment = Some(ClusterLoadAssignment {
+            cluster_name: name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket("127.0.0.1", u32::from(target))),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    } else {
+        cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+        cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+        cluster.cleanup_interval = Some(seconds(60));
+        cluster.upstream_bind_config = Some(bind_127_0_0_6());
+    }
+    if port.protocol.is_http2() {
+        cluster.typed_extension_protocol_options = http2_options();
+    }
+    cluster
+}
+
+fn http2_options() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Default::default(),
+                    ),
+                ),
+            },
+        )),
+        ..Default::default()
+    };
+    map_of([(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+        any(&options),
+    )])
+}
+
+fn bind_127_0_0_6() -> BindConfig {
+    BindConfig {
+        source_address: Some(SocketAddress {
+            address: "127.0.0.6".to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn black_hole() -> Cluster {
+    Cluster {
+        name: "BlackHoleCluster".to_owned(),
+        cluster_discovery_type: discovery(DiscoveryType::Static),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        ..Default::default()
+    }
+}
+
+fn passthrough() -> Cluster {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            http_protocol_options::UseDownstreamHttpConfig {
+                http_protocol_options: Some(Default::default()),
+                http2_protocol_options: Some(Default::default()),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    Cluster {
+        name: "PassthroughCluster".to_owned(),
+        cluster_discovery_type: discovery(DiscoveryType::OriginalDst),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(policy::default_circuit_breakers()),
+        typed_extension_protocol_options: map_of([(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(&options),
+        )]),
+        ..Default::default()
+    }
+}
+
+fn inbound_passthrough() -> Cluster {
+    Cluster {
+        name: "InboundPassthroughCluster".to_owned(),
+        cluster_discovery_type: discovery(DiscoveryType::OriginalDst),
+        connect_timeout: Some(seconds(CONNECT_TIMEOUT_SECS)),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(policy::default_circuit_breakers()),
+        upstream_bind_config: Some(bind_127_0_0_6()),
+        ..Default::default()
+    }
+}

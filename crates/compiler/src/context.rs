@@ -1,0 +1,109 @@
+//! What one proxy sees of the snapshot: its visible services and the DestinationRule that
+//! applies to each, computed once per compilation.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use sextant_model::{
+    DestinationRule, Interception, Proxy, Service, ServicePort, Snapshot, VirtualService,
+    resolve_host,
+};
+
+/// The per-proxy view the xDS modules read.
+pub struct Context<'a> {
+    /// The whole mesh.
+    pub snapshot: &'a Snapshot,
+    /// Who is asking.
+    pub proxy: &'a Proxy,
+    services: BTreeMap<&'a str, &'a Arc<Service>>,
+    rules: BTreeMap<&'a str, DestinationRule>,
+}
+
+/// `outbound|PORT|SUBSET|HOST`.
+pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// `inbound|PORT||`.
+pub fn inbound_cluster(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+impl<'a> Context<'a> {
+    /// Builds the view of `proxy`.
+    pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Context<'a> {
+        let services: BTreeMap<&str, &Arc<Service>> = snapshot
+            .visible_services(&proxy.namespace)
+            .map(|s| (s.hostname.as_str(), s))
+            .collect();
+        let rules = services
+            .iter()
+            .filter_map(|(host, svc)| {
+                snapshot
+                    .destination_rule(&proxy.namespace, &proxy.labels, svc)
+                    .map(|dr| (*host, dr))
+            })
+            .collect();
+        Context {
+            snapshot,
+            proxy,
+            services,
+            rules,
+        }
+    }
+
+    /// Visible services in host-name order.
+    pub fn services(&self) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
+        self.services.values().copied()
+    }
+
+    /// A visible service by host name.
+    pub fn service(&self, hostname: &str) -> Option<&'a Arc<Service>> {
+        self.services.get(hostname).copied()
+    }
+
+    /// The DestinationRule for a service, if any.
+    pub fn rule(&self, hostname: &str) -> Option<&DestinationRule> {
+        self.rules.get(hostname)
+    }
+
+    /// The VirtualService routing a service host for this proxy.
+    pub fn virtual_service(&self, hostname: &str) -> Option<&'a Arc<VirtualService>> {
+        self.snapshot.virtual_service_for(&self.proxy.namespace, hostname)
+    }
+
+    /// Resolves a host written in a config of `namespace`.
+    pub fn resolve(&self, host: &str, namespace: &str) -> String {
+        resolve_host(host, namespace, &self.snapshot.domain_suffix)
+    }
+
+    /// Whether listeners bind real addresses (no iptables).
+    pub fn bound_listeners(&self) -> bool {
+        self.proxy.interception == Interception::None
+    }
+
+    /// Address outbound listeners bind to without interception.
+    pub fn bind_address(&self) -> IpAddr {
+        self.proxy
+            .bind_address
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// The proxy's own service ports (services selecting its workload), as
+    /// `(service, port, target port)`, deduplicated by target port.
+    pub fn inbound_ports(&self) -> Vec<(&'a Arc<Service>, &'a ServicePort, u16)> {
+        let mut out: Vec<(&Arc<Service>, &ServicePort, u16)> = Vec::new();
+        for svc in self
+            .snapshot
+            .services_selecting(&self.proxy.namespace, &self.proxy.labels)
+        {
+            for port in svc.ports.iter().filter(|p| p.protocol != sextant_model::Protocol::Udp) {
+                let target = port.target_port.unwrap_or(port.port);
+                if !out.iter().any(|(_, _, t)| *t == target) {
+                    out.push((svc, port, target));
+                }
+            }
+        }
+        out.sort_by_key(|(_, _, t)| *t);
+        out
+    }
+}

@@ -1,0 +1,440 @@
+//! LDS. With iptables interception: `virtualOutbound` (15001), `virtualInbound` (15006),
+//! `0.0.0.0_PORT` for HTTP ports (RDS `PORT`) and `VIP_PORT` for TCP ports. Without
+//! interception (`INTERCEPTION_MODE: NONE`): real listeners `BIND_PORT` per service port and
+//! inbound listeners on the workload's address.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::{
+    config::{
+        core::v3::{CidrRange, TrafficDirection},
+        listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter},
+        route::v3::{
+            Route, RouteAction, RouteConfiguration, RetryPolicy, RouteMatch, VirtualHost, route,
+            route_action, route_match,
+        },
+    },
+    extensions::filters::{
+        http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router},
+        listener::{
+            http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst, tls_inspector::v3::TlsInspector,
+        },
+        network::{
+            http_connection_manager::v3::{
+                HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+            },
+            tcp_proxy::v3::{TcpProxy, tcp_proxy},
+        },
+    },
+};
+use sextant_model::{L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedDestination};
+
+use crate::{
+    context::{Context, inbound_cluster, outbound_cluster},
+    proto::{ads, any, boolv, ip_socket, seconds, socket, u32v},
+};
+
+/// Istio's outbound capture port.
+pub const VIRTUAL_OUTBOUND_PORT: u32 = 15001;
+/// Istio's inbound capture port.
+pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
+
+/// Every listener of the proxy, sorted by name.
+pub fn listeners(ctx: &Context<'_>) -> Vec<Listener> {
+    let mut out = if ctx.bound_listeners() {
+        bound(ctx)
+    } else {
+        intercepted(ctx)
+    };
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn network_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> Filter {
+    Filter {
+        name: name.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(config))),
+    }
+}
+
+fn listener_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> ListenerFilter {
+    ListenerFilter {
+        name: name.to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }
+}
+
+fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }
+}
+
+/// Outbound HTTP connection manager with routes from RDS `port`.
+fn outbound_hcm(port: u16) -> Filter {
+    let hcm = HttpConnectionManager {
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        stat_prefix: format!("outbound_0.0.0.0_{port}"),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: port.to_string(),
+        })),
+        http_filters: vec![
+            http_filter("envoy.filters.http.fault", &HttpFault::default()),
+            http_filter("envoy.filters.http.cors", &Cors {}),
+            http_filter("envoy.filters.http.router", &Router::default()),
+        ],
+        use_remote_address: Some(boolv(false)),
+        normalize_path: Some(boolv(true)),
+        path_with_escaped_slashes_action:
+            http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32,
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..Default::default()
+        }],
+        stream_idle_timeout: Some(seconds(0)),
+        server_name: "istio-envoy".to_owned(),
+        ..Default::default()
+    };
+    network_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+/// Inbound HTTP connection manager with an inline route to `inbound|PORT||`.
+fn inbound_hcm(target: u16) -> Filter {
+    let cluster = inbound_cluster(target);
+    let routes = RouteConfiguration {
+        name: cluster.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{target}"),
+            domains: vec!["*".to_owned()],
+            routes: vec![Route {
+                name: "default".to_owned(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.clone())),
+                    timeout: Some(seconds(0)),
+                    retry_policy: Some(RetryPolicy {
+                        retry_on: "reset-before-request".to_owned(),
+                        num_retries: Some(u32v(2)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        validate_clusters: Some(boolv(false)),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        stat_prefix: format!("inbound_0.0.0.0_{target}"),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(routes)),
+        http_filters: vec![
+            http_filter("envoy.filters.http.fault", &HttpFault::default()),
+            http_filter("envoy.filters.http.cors", &Cors {}),
+            http_filter("envoy.filters.http.router", &Router::default()),
+        ],
+        use_remote_address: Some(boolv(false)),
+        normalize_path: Some(boolv(true)),
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..Default::default()
+        }],
+        stream_idle_timeout: Some(seconds(0)),
+        server_name: "istio-envoy".to_owned(),
+        ..Default::default()
+    };
+    network_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
+    let specifier = if let [(cluster, _)] = dests.as_slice() {
+        tcp_proxy::ClusterSpecifier::Cluster(cluster.clone())
+    } else {
+        tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: dests
+                .into_iter()
+                .map(|(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                    name,
+                    weight,
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    };
+    let config = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(specifier),
+        ..Default::default()
+    };
+    network_filter("envoy.filters.network.tcp_proxy", &config)
+}
+
+fn passthrough_chain(name: &str, cluster: &str) -> FilterChain {
+    FilterChain {
+        name: name.to_owned(),
+        filters: vec![tcp_proxy_to(cluster, vec![(cluster.to_owned(), 1)])],
+        ..Default::default()
+    }
+}
+
+fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
+    let mut out = vec![virtual_outbound(), virtual_inbound(ctx)];
+    let mut http_ports = BTreeSet::new();
+    for svc in ctx.services() {
+        for port in &svc.ports {
+            if port.protocol.is_http() {
+                if http_ports.insert(port.port) {
+                    out.push(Listener {
+                        name: format!("0.0.0.0_{}", port.port),
+                        address: Some(socket("0.0.0.0", u32::from(port.port))),
+                        bind_to_port: Some(boolv(false)),
+                        traffic_direction: TrafficDirection::Outbound as i32,
+                        listener_filters: vec![
+                            listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default()),
+                            listener_filter("envoy.filters.listener.http_inspector", &HttpInspector {}),
+                        ],
+                        filter_chains: vec![FilterChain {
+                            filter_chain_match: Some(FilterChainMatch {
+                                transport_protocol: "raw_buffer".to_owned(),
+                                application_protocols: vec!["http/1.1".to_owned(), "h2c".to_owned()],
+                                ..Default::default()
+                            }),
+                            filters: vec![outbound_hcm(port.port)],
+                            ..Default::default()
+                        }],
+                        default_filter_chain: Some(passthrough_chain("PassthroughFilterChain", "PassthroughCluster")),
+                        ..Default::default()
+                    });
+                }
+            } else if port.protocol != Protocol::Udp
+                && let Some(vip) = svc.cluster_ip
+            {
+                let chains = tcp_chains(ctx, svc, port);
+                let needs_sni = chains.iter().any(|c| {
+                    c.filter_chain_match
+                        .as_ref()
+                        .is_some_and(|m| !m.server_names.is_empty())
+                });
+                out.push(Listener {
+                    name: format!("{vip}_{}", port.port),
+                    address: Some(ip_socket(vip, u32::from(port.port))),
+                    bind_to_port: Some(boolv(false)),
+                    traffic_direction: TrafficDirection::Outbound as i32,
+                    listener_filters: if needs_sni {
+                        vec![listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default())]
+                    } else {
+                        Vec::new()
+                    },
+                    filter_chains: chains,
+                    default_filter_chain: Some(passthrough_chain("PassthroughFilterChain", "PassthroughCluster")),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Filter chains of a TCP or TLS service port: one per applicable TLS/TCP rule of its
+/// VirtualService, else a tcp_proxy to the service.
+fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<FilterChain> {
+    let default = outbound_cluster(port.port, "", &svc.hostname);
+    let mut chains = Vec::new();
+    if let Some(vs) = ctx.virtual_service(&svc.hostname) {
+        let resolve = |d: &WeightedDestination| {
+            let host = ctx.resolve(&d.destination.host, &vs.id.namespace);
+            let p = d.destination.port.unwrap_or(port.port);
+            (
+                outbound_cluster(p, d.destination.subset.as_deref().unwrap_or_default(), &host),
+                d.weight.max(1),
+            )
+        };
+        if port.protocol == Protocol::Tls || port.protocol == Protocol::Https {
+            for (i, rule) in vs.tls.iter().enumerate() {
+                for m in rule.matches.iter().filter(|m| l4_applies(ctx, m, port.port)) {
+                    let dests: Vec<_> = rule.route.iter().map(resolve).collect();
+                    chains.push(FilterChain {
+                        name: format!("tls-{i}"),
+                        filter_chain_match: Some(FilterChainMatch {
+                            server_names: m.sni_hosts.clone(),
+                            prefix_ranges: cidrs(&m.destination_subnets),
+                            ..Default::default()
+                        }),
+                        filters: vec![tcp_proxy_to(&default, dests)],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        if let Some(rule) = first_tcp_rule(ctx, &vs.tcp, port.port) {
+            let dests: Vec<_> = rule.route.iter().map(resolve).collect();
+            chains.push(FilterChain {
+                filters: vec![tcp_proxy_to(&default, dests)],
+                ..Default::default()
+            });
+        }
+    }
+    if !chains.iter().any(|c| c.filter_chain_match.is_none()) {
+        chains.push(FilterChain {
+            filters: vec![tcp_proxy_to(&default, vec![(default.clone(), 1)])],
+            ..Default::default()
+        });
+    }
+    chains
+}
+
+fn first_tcp_rule<'a>(ctx: &Context<'_>, rules: &'a [TcpRoute], port: u16) -> Option<&'a TcpRoute> {
+    rules
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| l4_applies(ctx, m, port)))
+}
+
+fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
+    m.port.is_none_or(|p| p == port)
+        && m.source_labels.iter().all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
+        && m.source_namespace.as_ref().is_none_or(|ns| *ns == ctx.proxy.namespace)
+        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+}
+
+fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
+    subnets
+        .iter()
+        .filter_map(|s| {
+            let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+            let ip: std::net::IpAddr = ip.parse().ok()?;
+            let len = len.parse().unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
+            Some(CidrRange {
+                address_prefix: ip.to_string(),
+                prefix_len: Some(u32v(len)),
+            })
+        })
+        .collect()
+}
+
+fn virtual_outbound() -> Listener {
+    Listener {
+        name: "virtualOutbound".to_owned(),
+        address: Some(socket("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
+        use_original_dst: Some(boolv(true)),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        filter_chains: vec![FilterChain {
+            name: "virtualOutbound-blackhole".to_owned(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(u32v(VIRTUAL_OUTBOUND_PORT)),
+                ..Default::default()
+            }),
+            filters: vec![tcp_proxy_to("BlackHoleCluster", vec![("BlackHoleCluster".to_owned(), 1)])],
+            ..Default::default()
+        }],
+        default_filter_chain: Some(passthrough_chain("virtualOutbound-catchall-tcp", "PassthroughCluster")),
+        ..Default::default()
+    }
+}
+
+fn virtual_inbound(ctx: &Context<'_>) -> Listener {
+    let mut chains = vec![FilterChain {
+        name: "virtualInbound-blackhole".to_owned(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(u32v(VIRTUAL_INBOUND_PORT)),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy_to("BlackHoleCluster", vec![("BlackHoleCluster".to_owned(), 1)])],
+        ..Default::default()
+    }];
+    for (_, port, target) in ctx.inbound_ports() {
+        chains.push(FilterChain {
+            name: format!("0.0.0.0_{target}"),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(u32v(u32::from(target))),
+                ..Default::default()
+            }),
+            filters: vec![inbound_filter(port, target)],
+            ..Default::default()
+        });
+    }
+    Listener {
+        name: "virtualInbound".to_owned(),
+        address: Some(socket("0.0.0.0", VIRTUAL_INBOUND_PORT)),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![listener_filter("envoy.filters.listener.original_dst", &OriginalDst {})],
+        filter_chains: chains,
+        default_filter_chain: Some(passthrough_chain("virtualInbound", "InboundPassthroughCluster")),
+        ..Default::default()
+    }
+}
+
+fn inbound_filter(port: &ServicePort, target: u16) -> Filter {
+    if port.protocol.is_http() {
+        inbound_hcm(target)
+    } else {
+        let cluster = inbound_cluster(target);
+        tcp_proxy_to(&cluster, vec![(cluster.clone(), 1)])
+    }
+}
+
+/// Listeners that bind real addresses: outbound on the bind address, one per port (HTTP
+/// wins over TCP when both use a port), inbound on the workload's own address.
+fn bound(ctx: &Context<'_>) -> Vec<Listener> {
+    let bind = ctx.bind_address();
+    let mut out = Vec::new();
+    let mut http_ports = BTreeSet::new();
+    for svc in ctx.services() {
+        for port in svc.ports.iter().filter(|p| p.protocol.is_http()) {
+            if http_ports.insert(port.port) {
+                out.push(Listener {
+                    name: format!("{bind}_{}", port.port),
+                    address: Some(ip_socket(bind, u32::from(port.port))),
+                    traffic_direction: TrafficDirection::Outbound as i32,
+                    filter_chains: vec![FilterChain {
+                        filters: vec![outbound_hcm(port.port)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let mut tcp_ports = BTreeSet::new();
+    for svc in ctx.services() {
+        for port in svc.ports.iter().filter(|p| !p.protocol.is_http() && p.protocol != Protocol::Udp) {
+            if http_ports.contains(&port.port) || !tcp_ports.insert(port.port) {
+                continue;
+            }
+            out.push(Listener {
+                name: format!("{bind}_{}", port.port),
+                address: Some(ip_socket(bind, u32::from(port.port))),
+                traffic_direction: TrafficDirection::Outbound as i32,
+                filter_chains: tcp_chains(ctx, svc, port)
+                    .into_iter()
+                    .filter(|c| c.filter_chain_match.is_none())
+                    .take(1)
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(ip) = ctx.proxy.ips.first().copied().filter(|ip| *ip != bind) {
+        for (_, port, target) in ctx.inbound_ports() {
+            out.push(Listener {
+                name: format!("{ip}_{}", port.port),
+                address: Some(ip_socket(ip, u32::from(port.port))),
+                traffic_direction: TrafficDirection::Inbound as i32,
+                filter_chains: vec![FilterChain {
+                    filters: vec![inbound_filter(port, target)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    out
+}

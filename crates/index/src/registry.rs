@@ -1,0 +1,554 @@
+//! The index: Kubernetes objects in, immutable snapshots and changed keys out.
+//!
+//! Every source (directory, kube watches) calls `apply`, `delete` and `reset` per kind; nothing
+//! here awaits. An invalid object is recorded with its errors and left out; it never removes
+//! other objects' configuration.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use serde_json::Value;
+use sextant_api as api;
+use sextant_model::{
+    DestinationRule, Endpoint, Kind, Locality, ObjectRef, Snapshot, VirtualService, Workload,
+};
+
+use crate::{
+    check::{self, ObjectKind},
+    delegate,
+    parse::{self, Invalid, Parsed, kube::Slice},
+};
+
+/// A Kubernetes object of a kind the index reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// core/v1 Service.
+    Service(Box<Service>),
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// core/v1 Pod.
+    Pod(Box<Pod>),
+    /// core/v1 Namespace.
+    Namespace(Box<Namespace>),
+    /// networking.istio.io VirtualService (any served version).
+    VirtualService(Box<api::VirtualService>),
+    /// networking.istio.io DestinationRule (any served version).
+    DestinationRule(Box<api::DestinationRule>),
+}
+
+/// A JSON document that is not an object the index reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// Not one of the kinds the index reads.
+    #[error("{api_version} {kind} is not a kind sextant reads")]
+    Unknown {
+        /// apiVersion.
+        api_version: String,
+        /// kind.
+        kind: String,
+    },
+    /// The object does not have the shape of its kind.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl Object {
+    /// Reads a JSON object; objects without a namespace are placed in `default_namespace`.
+    pub fn from_json(mut value: Value, default_namespace: &str) -> Result<Object, ObjectError> {
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        let class = check::classify(&api_version, &kind);
+        if class != ObjectKind::Kubernetes(Kind::Namespace)
+            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+            && meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
+            meta.insert("namespace".into(), Value::String(default_namespace.to_owned()));
+        }
+        let malformed = |e: serde_json::Error| ObjectError::Malformed(format!("{kind}: {e}"));
+        Ok(match class {
+            ObjectKind::Istio(Kind::VirtualService) => {
+                Object::VirtualService(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Istio(_) => {
+                Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Kubernetes(Kind::Service) => {
+                Object::Service(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Kubernetes(Kind::EndpointSlice) => {
+                Object::EndpointSlice(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Kubernetes(Kind::Pod) => {
+                Object::Pod(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Kubernetes(Kind::Namespace) => {
+                Object::Namespace(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            _ => return Err(ObjectError::Unknown { api_version, kind }),
+        })
+    }
+
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::VirtualService(_) => Kind::VirtualService,
+            Object::DestinationRule(_) => Kind::DestinationRule,
+        }
+    }
+}
+
+/// What changed since the previous snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Host names of services whose definition changed (added, removed, edited).
+    pub services: BTreeSet<String>,
+    /// Host names of services whose endpoints changed.
+    pub endpoints: BTreeSet<String>,
+    /// VirtualServices and DestinationRules that changed.
+    pub configs: BTreeSet<ObjectRef>,
+    /// Workloads (Pods) that changed.
+    pub workloads: BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.endpoints.is_empty()
+            && self.configs.is_empty()
+            && self.workloads.is_empty()
+    }
+
+    /// Only endpoints changed: an EDS-only push.
+    pub fn endpoints_only(&self) -> bool {
+        self.services.is_empty() && self.configs.is_empty() && self.workloads.is_empty()
+    }
+
+    /// Adds another set of changes.
+    pub fn merge(&mut self, other: Changes) {
+        self.services.extend(other.services);
+        self.endpoints.extend(other.endpoints);
+        self.configs.extend(other.configs);
+        self.workloads.extend(other.workloads);
+    }
+}
+
+type Key = (String, String);
+
+/// The mutable index behind the published snapshots.
+#[derive(Debug)]
+pub struct Index {
+    domain_suffix: String,
+    cluster_id: String,
+    version: u64,
+    services: BTreeMap<Key, Arc<sextant_model::Service>>,
+    slices: BTreeMap<Key, Slice>,
+    /// Slices of each service, so endpoints rebuild without scanning every slice.
+    service_slices: BTreeMap<Key, BTreeSet<Key>>,
+    /// Services whose slices reference each pod (with a count per service).
+    pod_owners: BTreeMap<Key, BTreeMap<Key, usize>>,
+    pods: BTreeMap<Key, Arc<Workload>>,
+    namespaces: BTreeSet<String>,
+    virtual_services: BTreeMap<Key, Arc<VirtualService>>,
+    destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
+    invalid: BTreeMap<ObjectRef, Vec<String>>,
+    warnings: BTreeMap<ObjectRef, Vec<String>>,
+    endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
+    dirty_endpoints: BTreeSet<Key>,
+    changes: Changes,
+    published: Option<Arc<Snapshot>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new("cluster.local", "Kubernetes")
+    }
+}
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
+}
+
+impl Index {
+    /// An empty index for a cluster.
+    pub fn new(domain_suffix: &str, cluster_id: &str) -> Index {
+        Index {
+            domain_suffix: domain_suffix.to_owned(),
+            cluster_id: cluster_id.to_owned(),
+            version: 0,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            service_slices: BTreeMap::new(),
+            pod_owners: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            namespaces: BTreeSet::new(),
+            virtual_services: BTreeMap::new(),
+            destination_rules: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            dirty_endpoints: BTreeSet::new(),
+            changes: Changes::default(),
+            published: None,
+        }
+    }
+
+    fn hostname(&self, namespace: &str, name: &str) -> String {
+        format!("{name}.{namespace}.svc.{}", self.domain_suffix)
+    }
+
+    fn record<T>(&mut self, result: Result<Parsed<T>, Invalid>, id: ObjectRef) -> Option<T> {
+        self.invalid.remove(&id);
+        self.warnings.remove(&id);
+        match result {
+            Ok(parsed) => {
+                if !parsed.warnings.is_empty() {
+                    self.warnings
+                        .insert(id, parsed.warnings.iter().map(ToString::to_string).collect());
+                }
+                Some(parsed.value)
+            }
+            Err(invalid) => {
+                self.invalid
+                    .insert(id, invalid.errors.iter().map(ToString::to_string).collect());
+                None
+            }
+        }
+    }
+
+    /// Adds or replaces an object. An invalid object is recorded and leaves the index as it
+    /// was for that object (its last good version, if any, is removed: Istio stops using it too).
+    pub fn apply(&mut self, object: Object) {
+        match object {
+            Object::Service(svc) => {
+                let id = parse::object_ref(Kind::Service, &svc.metadata);
+                let parsed = parse::kube::service(&svc, &self.domain_suffix);
+                let k = key(&id.namespace, &id.name);
+                let host = self.hostname(&id.namespace, &id.name);
+                match self.record(parsed, id) {
+                    Some(s) => {
+                        let s = Arc::new(s);
+                        if self.services.get(&k) != Some(&s) {
+                            self.services.insert(k.clone(), s);
+                            self.changes.services.insert(host);
+                            self.dirty_endpoints.insert(k);
+                        }
+                    }
+                    None => self.remove_service(k, host),
+                }
+            }
+            Object::EndpointSlice(es) => {
+                let id = parse::object_ref(Kind::EndpointSlice, &es.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::kube::slice(&es);
+                match self.record(parsed, id) {
+                    Some(slice) => {
+                        if self.slices.get(&k) != Some(&slice) {
+                            self.remove_slice(&k);
+                            self.insert_slice(k, slice);
+                        }
+                    }
+                    None => self.remove_slice(&k),
+                }
+            }
+            Object::Pod(pod) => {
+                let id = parse::object_ref(Kind::Pod, &pod.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::kube::workload(&pod);
+                match self.record(parsed, id) {
+                    Some(w) => {
+                        let w = Arc::new(w);
+                        if self.pods.get(&k) != Some(&w) {
+                            self.pods.insert(k.clone(), w);
+                            self.pod_changed(k);
+                        }
+                    }
+                    None => {
+                        if self.pods.remove(&k).is_some() {
+                            self.pod_changed(k);
+                        }
+                    }
+                }
+            }
+            Object::Namespace(ns) => {
+                if let Some(name) = ns.metadata.name.clone() {
+                    self.namespaces.insert(name);
+                }
+            }
+            Object::VirtualService(vs) => {
+                let id = parse::object_ref(Kind::VirtualService, &vs.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::virtual_service(&vs);
+                self.changes.configs.insert(id.clone());
+                match self.record(parsed, id) {
+                    Some(v) => {
+                        self.virtual_services.insert(k, Arc::new(v));
+                    }
+                    None => {
+                        self.virtual_services.remove(&k);
+                    }
+                }
+            }
+            Object::DestinationRule(dr) => {
+                let id = parse::object_ref(Kind::DestinationRule, &dr.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::destination_rule(&dr);
+                self.changes.configs.insert(id.clone());
+                match self.record(parsed, id) {
+                    Some(v) => {
+                        self.destination_rules.insert(k, Arc::new(v));
+                    }
+                    None => {
+                        self.destination_rules.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes an object.
+    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) {
+        let k = key(namespace, name);
+        self.invalid.remove(&ObjectRef {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        match kind {
+            Kind::Service => {
+                let host = self.hostname(namespace, name);
+                self.remove_service(k, host);
+            }
+            Kind::EndpointSlice => self.remove_slice(&k),
+            Kind::Pod => {
+                if self.pods.remove(&k).is_some() {
+                    self.pod_changed(k);
+                }
+            }
+            Kind::Namespace => {
+                self.namespaces.remove(name);
+            }
+            Kind::VirtualService => {
+                if self.virtual_services.remove(&k).is_some() {
+                    self.changes.configs.insert(ObjectRef {
+                        kind,
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                    });
+                }
+            }
+            Kind::DestinationRule => {
+                if self.destination_rules.remove(&k).is_some() {
+                    self.changes.configs.insert(ObjectRef {
+                        kind,
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Replaces every object of one kind at once (a watch restart, a directory reload).
+    pub fn reset(&mut self, kind: Kind, objects: Vec<Object>) {
+        let existing: Vec<Key> = match kind {
+            Kind::Service => self.services.keys().cloned().collect(),
+            Kind::EndpointSlice => self.slices.keys().cloned().collect(),
+            Kind::Pod => self.pods.keys().cloned().collect(),
+            Kind::Namespace => self.namespaces.iter().map(|n| (String::new(), n.clone())).collect(),
+            Kind::VirtualService => self.virtual_services.keys().cloned().collect(),
+            Kind::DestinationRule => self.destination_rules.keys().cloned().collect(),
+        };
+        let mut keep = BTreeSet::new();
+        for object in objects.into_iter().filter(|o| o.kind() == kind) {
+            let meta = match &object {
+                Object::Service(o) => &o.metadata,
+                Object::EndpointSlice(o) => &o.metadata,
+                Object::Pod(o) => &o.metadata,
+                Object::Namespace(o) => &o.metadata,
+                Object::VirtualService(o) => &o.metadata,
+                Object::DestinationRule(o) => &o.metadata,
+            };
+            let id = parse::object_ref(kind, meta);
+            keep.insert(if kind == Kind::Namespace {
+                (String::new(), id.name.clone())
+            } else {
+                (id.namespace, id.name)
+            });
+            self.apply(object);
+        }
+        for (ns, name) in existing.into_iter().filter(|k| !keep.contains(k)) {
+            self.delete(kind, &ns, &name);
+        }
+        self.invalid
+            .retain(|id, _| id.kind != kind || keep.contains(&(id.namespace.clone(), id.name.clone())));
+    }
+
+    fn remove_service(&mut self, k: Key, host: String) {
+        if self.services.remove(&k).is_some() {
+            self.changes.services.insert(host);
+            self.dirty_endpoints.insert(k);
+        }
+    }
+
+    fn insert_slice(&mut self, k: Key, slice: Slice) {
+        let service = key(&slice.namespace, &slice.service);
+        for pod in slice.endpoints.iter().filter_map(|e| e.pod.clone()) {
+            *self
+                .pod_owners
+                .entry(pod)
+                .or_default()
+                .entry(service.clone())
+                .or_default() += 1;
+        }
+        self.service_slices
+            .entry(service.clone())
+            .or_default()
+            .insert(k.clone());
+        self.dirty_endpoints.insert(service);
+        self.slices.insert(k, slice);
+    }
+
+    fn remove_slice(&mut self, k: &Key) {
+        let Some(old) = self.slices.remove(k) else {
+            return;
+        };
+        let service = key(&old.namespace, &old.service);
+        for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            if let Some(owners) = self.pod_owners.get_mut(pod) {
+                if let Some(n) = owners.get_mut(&service) {
+                    *n -= 1;
+                    if *n == 0 {
+                        owners.remove(&service);
+                    }
+                }
+                if owners.is_empty() {
+                    self.pod_owners.remove(pod);
+                }
+            }
+        }
+        if let Some(set) = self.service_slices.get_mut(&service) {
+            set.remove(k);
+            if set.is_empty() {
+                self.service_slices.remove(&service);
+            }
+        }
+        self.dirty_endpoints.insert(service);
+    }
+
+    fn pod_changed(&mut self, pod: Key) {
+        if let Some(owners) = self.pod_owners.get(&pod) {
+            self.dirty_endpoints.extend(owners.keys().cloned());
+        }
+        self.changes.workloads.insert(pod);
+    }
+
+    fn build_endpoints(&self, (namespace, service): &Key) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        let slices = self
+            .service_slices
+            .get(&key(namespace, service))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k));
+        for slice in slices {
+            for ep in &slice.endpoints {
+                let pod = ep.pod.as_ref().and_then(|p| self.pods.get(p));
+                let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
+                let mut locality = pod.and_then(|p| p.locality.clone()).unwrap_or_default();
+                if locality.zone.is_empty()
+                    && let Some(zone) = &ep.zone
+                {
+                    locality = Locality {
+                        zone: zone.clone(),
+                        ..locality
+                    };
+                }
+                out.push(Endpoint {
+                    address: ep.address,
+                    ports: slice.ports.clone(),
+                    istio_mtls: labels.get("security.istio.io/tlsMode").map(String::as_str)
+                        == Some("istio"),
+                    labels,
+                    service_account: pod.and_then(|p| p.service_account.clone()),
+                    locality,
+                    cluster_id: self.cluster_id.clone(),
+                    health: ep.health,
+                    workload: ep.pod.as_ref().map(|(_, n)| n.clone()),
+                    namespace: namespace.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.address.cmp(&b.address));
+        out.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
+        out
+    }
+
+    /// Publishes a snapshot of the current state and the changes since the last one.
+    pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
+        for k in std::mem::take(&mut self.dirty_endpoints) {
+            let host = self.hostname(&k.0, &k.1);
+            let fresh = self.build_endpoints(&k);
+            let old = self.endpoints.get(&host);
+            if old.map(|o| o.as_slice()) != Some(fresh.as_slice()) && !(old.is_none() && fresh.is_empty()) {
+                self.changes.endpoints.insert(host.clone());
+            }
+            if fresh.is_empty() {
+                self.endpoints.remove(&host);
+            } else {
+                self.endpoints.insert(host, Arc::new(fresh));
+            }
+        }
+        let changes = std::mem::take(&mut self.changes);
+        if let Some(published) = &self.published
+            && changes.is_empty()
+        {
+            return (published.clone(), changes);
+        }
+        self.version += 1;
+        let order = |creation: &Option<String>, id: &ObjectRef| {
+            (creation.clone().unwrap_or_default(), id.name.clone(), id.namespace.clone())
+        };
+        let mut virtual_services: Vec<Arc<VirtualService>> = self.virtual_services.values().cloned().collect();
+        virtual_services.sort_by_key(|vs| order(&vs.creation_timestamp, &vs.id));
+        let virtual_services = delegate::merge(&virtual_services);
+        let mut destination_rules: Vec<Arc<DestinationRule>> =
+            self.destination_rules.values().cloned().collect();
+        destination_rules.sort_by_key(|dr| order(&dr.creation_timestamp, &dr.id));
+        let mut snapshot = Snapshot {
+            version: self.version,
+            domain_suffix: self.domain_suffix.clone(),
+            services: self
+                .services
+                .values()
+                .map(|s| (s.hostname.clone(), s.clone()))
+                .collect(),
+            endpoints: self.endpoints.clone(),
+            workloads: self.pods.clone(),
+            virtual_services,
+            destination_rules,
+            invalid: self.invalid.clone(),
+            warnings: self.warnings.clone(),
+            ..Default::default()
+        };
+        snapshot.index_hosts();
+        let snapshot = Arc::new(snapshot);
+        self.published = Some(snapshot.clone());
+        (snapshot, changes)
+    }
+
+    /// Errors of objects that were skipped, by object.
+    pub fn invalid(&self) -> &BTreeMap<ObjectRef, Vec<String>> {
+        &self.invalid
+    }
+}

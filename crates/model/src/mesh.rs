@@ -1,0 +1,229 @@
+//! Services, their ports and endpoints, and the proxies that connect.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use crate::Visibility;
+
+/// A service in the registry (from a Kubernetes Service).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// Fully qualified host name, `reviews.default.svc.cluster.local`.
+    pub hostname: String,
+    /// Service name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Ports in declaration order.
+    pub ports: Vec<ServicePort>,
+    /// Cluster IP (`None` for headless and ExternalName services).
+    pub cluster_ip: Option<IpAddr>,
+    /// Labels of the Service object.
+    pub labels: BTreeMap<String, String>,
+    /// Pod selector (empty: endpoints are managed by hand).
+    pub selector: BTreeMap<String, String>,
+    /// Namespaces the service is visible to (`networking.istio.io/exportTo`).
+    pub export_to: Visibility,
+    /// How clients find endpoints.
+    pub resolution: Resolution,
+    /// Creation time, for ordering.
+    pub creation_timestamp: Option<String>,
+}
+
+impl Service {
+    /// The port with this number.
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// How a service's endpoints are discovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Endpoints come from the registry (EDS).
+    ClientSideLb,
+    /// Headless: connect to the original destination.
+    Passthrough,
+    /// ExternalName: resolve this DNS name.
+    Dns(String),
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name (`http`, `grpc-web`, ...).
+    pub name: String,
+    /// Service port.
+    pub port: u16,
+    /// Target port number on the endpoints, when numeric.
+    pub target_port: Option<u16>,
+    /// Application protocol.
+    pub protocol: Protocol,
+}
+
+/// Application protocol of a port, as Istio derives it from `appProtocol` or the port name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 (h2c).
+    Http2,
+    /// gRPC.
+    Grpc,
+    /// gRPC-Web.
+    GrpcWeb,
+    /// TLS-wrapped HTTP (treated as opaque TLS by sidecars).
+    Https,
+    /// Opaque TLS.
+    Tls,
+    /// Opaque TCP (also mongo, redis, mysql).
+    Tcp,
+    /// UDP (not proxied).
+    Udp,
+    /// Unknown: Istio sniffs the protocol.
+    Unsupported,
+}
+
+impl Protocol {
+    /// Istio's `ConvertProtocol`: `appProtocol` first, else the port-name prefix before `-`;
+    /// UDP ports are skipped; unnamed ports of well-known TCP services are TCP.
+    pub fn detect(name: &str, app_protocol: Option<&str>, l4: &str, port: u16) -> Protocol {
+        if l4.eq_ignore_ascii_case("UDP") {
+            return Protocol::Udp;
+        }
+        if let Some(app) = app_protocol {
+            match app {
+                "kubernetes.io/h2c" => return Protocol::Http2,
+                "kubernetes.io/ws" | "kubernetes.io/wss" => return Protocol::Http,
+                other => {
+                    if let Some(p) = Protocol::from_prefix(other) {
+                        return p;
+                    }
+                }
+            }
+        }
+        let prefix = name.split('-').next().unwrap_or(name);
+        match Protocol::from_prefix(prefix) {
+            Some(p) => p,
+            None if matches!(port, 25 | 53 | 3306 | 27017) => Protocol::Tcp,
+            None => Protocol::Unsupported,
+        }
+    }
+
+    fn from_prefix(p: &str) -> Option<Protocol> {
+        Some(match p.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "http2" | "h2c" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "https" => Protocol::Https,
+            "tls" => Protocol::Tls,
+            "tcp" | "mongo" | "redis" | "mysql" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return None,
+        })
+    }
+
+    /// HTTP family: served by an HTTP connection manager with routes.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
+    }
+
+    /// Upstream connections use HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// Where an endpoint runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Locality {
+    /// Region.
+    pub region: String,
+    /// Zone.
+    pub zone: String,
+    /// Sub-zone.
+    pub subzone: String,
+}
+
+impl Locality {
+    /// `region/zone/subzone`, as Istio prints localities.
+    pub fn label(&self) -> String {
+        format!("{}/{}/{}", self.region, self.zone, self.subzone)
+    }
+}
+
+/// Health of an endpoint, from EndpointSlice conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Health {
+    /// Ready.
+    Healthy,
+    /// Not ready.
+    Unhealthy,
+    /// Terminating.
+    Draining,
+}
+
+/// One workload address backing a service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// Workload address.
+    pub address: IpAddr,
+    /// Port numbers by service port name (from the EndpointSlice).
+    pub ports: Arc<Vec<(String, u16)>>,
+    /// Labels of the workload (its Pod's labels).
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Service account of the workload.
+    pub service_account: Option<String>,
+    /// Locality.
+    pub locality: Locality,
+    /// Cluster the endpoint lives in.
+    pub cluster_id: String,
+    /// Health.
+    pub health: Health,
+    /// Workload (Pod) name.
+    pub workload: Option<String>,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// The workload runs an Istio sidecar (label `security.istio.io/tlsMode: istio`).
+    pub istio_mtls: bool,
+}
+
+impl Endpoint {
+    /// The endpoint port for a service port, matched by name (unnamed single ports match).
+    pub fn port_for(&self, port: &ServicePort) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(name, _)| *name == port.name)
+            .or_else(|| (self.ports.len() == 1 && port.name.is_empty()).then(|| &self.ports[0]))
+            .map(|(_, p)| *p)
+    }
+
+    /// Whether the endpoint's labels include every selector label.
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// A workload known from a Pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Pod name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Labels.
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Pod IPs.
+    pub ips: Vec<IpAddr>,
+    /// Service account.
+    pub service_account: Option<String>,
+    /// Node name.
+    pub node: Option<String>,
+    /// Locality from the Pod's topology labels (`istio-locality`, `topology.kubernetes.io/*`).
+    pub locality: Option<Locality>,
+    /// Container ports (name, number).
+    pub ports: Vec<(String, u16)>,
+}

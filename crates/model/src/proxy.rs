@@ -1,0 +1,185 @@
+//! Proxies: who is asking for configuration.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+/// A connected (or hypothetical) proxy, from its node id and metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proxy {
+    /// The node id as sent, `sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local`.
+    pub id: String,
+    /// Sidecar or gateway.
+    pub kind: ProxyKind,
+    /// Workload IPs (the first is the primary).
+    pub ips: Vec<IpAddr>,
+    /// Pod (or workload) name.
+    pub workload_name: String,
+    /// Config namespace.
+    pub namespace: String,
+    /// Workload labels.
+    pub labels: BTreeMap<String, String>,
+    /// Service account, if known.
+    pub service_account: Option<String>,
+    /// Istio proxy (istio-proxy build, accepts `istio.*` extensions) or plain Envoy.
+    pub flavor: ProxyFlavor,
+    /// How traffic reaches the proxy.
+    pub interception: Interception,
+    /// Address outbound listeners bind to when `interception` is `None`.
+    pub bind_address: Option<IpAddr>,
+    /// Cluster the proxy runs in.
+    pub cluster_id: String,
+}
+
+/// Node metadata key naming the address outbound listeners bind to when the proxy runs without
+/// interception (several proxies can then share one machine, each on its own loopback address).
+pub const BIND_ADDRESS_KEY: &str = "SEXTANT_BIND_ADDRESS";
+
+/// Sidecar or gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProxyKind {
+    /// An application sidecar (`sidecar~...`).
+    Sidecar,
+    /// A gateway (`router~...`).
+    Router,
+}
+
+/// Which Envoy build the proxy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProxyFlavor {
+    /// Istio's proxy (metadata has `ISTIO_VERSION`).
+    Istio,
+    /// Stock Envoy.
+    Envoy,
+}
+
+/// `INTERCEPTION_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Interception {
+    /// iptables REDIRECT (Istio's default).
+    Redirect,
+    /// iptables TPROXY.
+    Tproxy,
+    /// No interception: listeners bind real addresses.
+    None,
+}
+
+/// A node id that does not have Istio's four `~`-separated parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidNodeId(pub String);
+
+impl fmt::Display for InvalidNodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid node id {:?}: expected TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidNodeId {}
+
+impl Proxy {
+    /// Parses an Istio node id; metadata refines it afterwards.
+    pub fn from_node_id(id: &str) -> Result<Proxy, InvalidNodeId> {
+        let parts: Vec<&str> = id.split('~').collect();
+        let [kind, ip, workload, domain] = parts.as_slice() else {
+            return Err(InvalidNodeId(id.to_owned()));
+        };
+        let kind = match *kind {
+            "sidecar" => ProxyKind::Sidecar,
+            "router" => ProxyKind::Router,
+            _ => return Err(InvalidNodeId(id.to_owned())),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| InvalidNodeId(id.to_owned()))?;
+        let (name, namespace) = match workload.rsplit_once('.') {
+            Some((n, ns)) => (n.to_owned(), ns.to_owned()),
+            None => (
+                workload.to_string(),
+                domain.split('.').next().unwrap_or("default").to_owned(),
+            ),
+        };
+        if name.is_empty() || namespace.is_empty() {
+            return Err(InvalidNodeId(id.to_owned()));
+        }
+        Ok(Proxy {
+            id: id.to_owned(),
+            kind,
+            ips: vec![ip],
+            workload_name: name,
+            namespace,
+            labels: BTreeMap::new(),
+            service_account: None,
+            flavor: ProxyFlavor::Envoy,
+            interception: Interception::Redirect,
+            bind_address: None,
+            cluster_id: "Kubernetes".to_owned(),
+        })
+    }
+
+    /// Applies one node metadata entry given as text (Istio encodes lists as comma-joined
+    /// strings). Unknown keys are ignored, as istiod ignores them.
+    pub fn apply_metadata(&mut self, key: &str, value: &str) {
+        match key {
+            "NAMESPACE" if !value.is_empty() => self.namespace = value.to_owned(),
+            "INTERCEPTION_MODE" => {
+                self.interception = match value {
+                    "NONE" => Interception::None,
+                    "TPROXY" => Interception::Tproxy,
+                    _ => Interception::Redirect,
+                }
+            }
+            "ISTIO_VERSION" if !value.is_empty() => self.flavor = ProxyFlavor::Istio,
+            "SERVICE_ACCOUNT" if !value.is_empty() => self.service_account = Some(value.to_owned()),
+            "CLUSTER_ID" if !value.is_empty() => self.cluster_id = value.to_owned(),
+            "WORKLOAD_NAME" if !value.is_empty() => self.workload_name = value.to_owned(),
+            "INSTANCE_IPS" => {
+                let ips: Vec<IpAddr> = value.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+                if !ips.is_empty() {
+                    self.ips = ips;
+                }
+            }
+            BIND_ADDRESS_KEY => self.bind_address = value.parse().ok(),
+            "LABELS" => {
+                for pair in value.split(',') {
+                    if let Some((k, v)) = pair.split_once('=') {
+                        self.labels.insert(k.trim().to_owned(), v.trim().to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fills what the node did not say from its workload (Pod): labels, identity, IPs.
+    pub fn complete_from(&mut self, workload: &crate::Workload) {
+        if self.labels.is_empty() {
+            self.labels = (*workload.labels).clone();
+        }
+        if self.service_account.is_none() {
+            self.service_account = workload.service_account.clone();
+        }
+    }
+
+    /// The primary IP.
+    pub fn ip(&self) -> IpAddr {
+        self.ips[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_istio_node_ids() {
+        let p = Proxy::from_node_id("sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local")
+            .expect("valid");
+        assert_eq!(p.kind, ProxyKind::Sidecar);
+        assert_eq!(p.workload_name, "reviews-v1-abc");
+        assert_eq!(p.namespace, "default");
+        assert_eq!(p.ip().to_string(), "10.1.2.3");
+        assert!(Proxy::from_node_id("sidecar~10.1.2.3~x").is_err());
+        assert!(Proxy::from_node_id("waiter~10.1.2.3~a.b~b.svc.cluster.local").is_err());
+        assert!(Proxy::from_node_id("sidecar~nope~a.b~b.svc.cluster.local").is_err());
+    }
+}

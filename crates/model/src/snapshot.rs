@@ -1,0 +1,228 @@
+//! An immutable, versioned view of the whole mesh, and Istio's lookup rules over it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use crate::{DestinationRule, Endpoint, ObjectRef, Service, VirtualService, Workload};
+
+/// The namespace whose DestinationRules apply mesh-wide (Istio's root namespace).
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// Everything the compiler needs, frozen at one version. Cheap to clone (maps of `Arc`s).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every published change.
+    pub version: u64,
+    /// DNS suffix of the cluster (`cluster.local`).
+    pub domain_suffix: String,
+    /// Services by host name.
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// Endpoints by service host name.
+    pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
+    /// Workloads by `(namespace, name)`.
+    pub workloads: BTreeMap<(String, String), Arc<Workload>>,
+    /// VirtualServices with delegates merged in, ordered by creation time, name, namespace.
+    pub virtual_services: Vec<Arc<VirtualService>>,
+    /// DestinationRules ordered by creation time, name, namespace.
+    pub destination_rules: Vec<Arc<DestinationRule>>,
+    /// Objects skipped because they are invalid, with their errors.
+    pub invalid: BTreeMap<ObjectRef, Vec<String>>,
+    /// Warnings (unsupported fields) of accepted objects.
+    pub warnings: BTreeMap<ObjectRef, Vec<String>>,
+    /// DestinationRules by resolved host (wildcard hosts under their pattern), in order.
+    pub rules_by_host: BTreeMap<String, Vec<Arc<DestinationRule>>>,
+    /// VirtualServices by resolved host (wildcard hosts under their pattern), in precedence
+    /// order. Delegates are not listed.
+    pub routes_by_host: BTreeMap<String, Vec<Arc<VirtualService>>>,
+}
+
+/// Istio's short-name resolution: a host without dots names a Service in `namespace`.
+pub fn resolve_host(host: &str, namespace: &str, domain_suffix: &str) -> String {
+    if host.contains('.') || host.contains('*') {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.{domain_suffix}")
+    }
+}
+
+/// Whether `pattern` (possibly `*.suffix` or `*`) matches host `name`.
+pub fn host_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => name.ends_with(suffix) && name.len() > suffix.len(),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+impl Snapshot {
+    /// Computes the host indexes from `virtual_services` and `destination_rules`; call after
+    /// filling them.
+    pub fn index_hosts(&mut self) {
+        let suffix = self.domain_suffix.clone();
+        self.rules_by_host.clear();
+        for dr in &self.destination_rules {
+            let host = resolve_host(&dr.host, &dr.id.namespace, &suffix);
+            self.rules_by_host.entry(host).or_default().push(dr.clone());
+        }
+        self.routes_by_host.clear();
+        for vs in self.virtual_services.iter().filter(|vs| !vs.is_delegate()) {
+            for host in &vs.hosts {
+                let host = resolve_host(host, &vs.id.namespace, &suffix);
+                let list = self.routes_by_host.entry(host).or_default();
+                if !list.iter().any(|v| Arc::ptr_eq(v, vs)) {
+                    list.push(vs.clone());
+                }
+            }
+        }
+    }
+
+    /// The VirtualService that routes `hostname` for sidecars in `namespace`: exact hosts
+    /// before wildcards, then precedence order (creation time, name, namespace).
+    pub fn virtual_service_for(&self, namespace: &str, hostname: &str) -> Option<&Arc<VirtualService>> {
+        let applies = |vs: &&Arc<VirtualService>| {
+            (vs.id.namespace == namespace || vs.export_to.allows(namespace))
+                && (vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+        };
+        if let Some(vs) = self.routes_by_host.get(hostname).and_then(|l| l.iter().find(applies)) {
+            return Some(vs);
+        }
+        self.routes_by_host
+            .iter()
+            .filter(|(pattern, _)| pattern.starts_with('*') && host_matches(pattern, hostname))
+            .max_by_key(|(pattern, _)| pattern.len())
+            .and_then(|(_, l)| l.iter().find(applies))
+    }
+
+    /// Services visible to proxies in `namespace`, in host-name order.
+    pub fn visible_services<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Service>> {
+        self.services
+            .values()
+            .filter(move |s| s.namespace == namespace || s.export_to.allows(namespace))
+    }
+
+    /// Endpoints of a service.
+    pub fn endpoints(&self, hostname: &str) -> &[Endpoint] {
+        self.endpoints.get(hostname).map(|e| e.as_slice()).unwrap_or_default()
+    }
+
+    /// VirtualServices that apply to sidecars in `namespace`: exported there, bound to the mesh,
+    /// not delegates; in precedence order (creation time, name, namespace).
+    pub fn mesh_virtual_services<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<VirtualService>> {
+        self.virtual_services.iter().filter(move |vs| {
+            !vs.is_delegate()
+                && (vs.id.namespace == namespace || vs.export_to.allows(namespace))
+                && (vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
+        })
+    }
+
+    /// The DestinationRule a proxy in `proxy_namespace` with `labels` uses for `hostname`:
+    /// first the proxy's namespace, then the service's, then the root namespace; within one,
+    /// the most specific host wins, and rules for the same host are merged (the first rule's
+    /// traffic policy, every rule's subsets), as Istio does.
+    pub fn destination_rule(
+        &self,
+        proxy_namespace: &str,
+        labels: &BTreeMap<String, String>,
+        service: &Service,
+    ) -> Option<DestinationRule> {
+        let candidates = |ns: &str| -> Vec<&Arc<DestinationRule>> {
+            let mut best: Option<(usize, Vec<&Arc<DestinationRule>>)> = None;
+            let exact = self.rules_by_host.get(&service.hostname).map(|l| (usize::MAX, l));
+            let wildcards = self
+                .rules_by_host
+                .iter()
+                .filter(|(h, _)| h.starts_with('*') && host_matches(h, &service.hostname))
+                .map(|(h, l)| (h.len(), l));
+            for (rank, list) in exact.into_iter().chain(wildcards) {
+                for dr in list.iter().filter(|dr| dr.id.namespace == ns) {
+                    let visible = ns == proxy_namespace || dr.export_to.allows(proxy_namespace);
+                    let selected = match &dr.workload_selector {
+                        None => true,
+                        Some(sel) => {
+                            ns == proxy_namespace && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                        }
+                    };
+                    if !visible || !selected {
+                        continue;
+                    }
+                    // Exact hosts beat wildcards; longer wildcards beat shorter ones.
+                    match &mut best {
+                        Some((r, l)) if *r == rank => l.push(dr),
+                        Some((r, _)) if *r > rank => {}
+                        _ => best = Some((rank, vec![dr])),
+                    }
+                }
+            }
+            best.map(|(_, l)| l).unwrap_or_default()
+        };
+        let mut order = vec![proxy_namespace];
+        if service.namespace != proxy_namespace {
+            order.push(&service.namespace);
+        }
+        if proxy_namespace != ROOT_NAMESPACE && service.namespace != ROOT_NAMESPACE {
+            order.push(ROOT_NAMESPACE);
+        }
+        for ns in order {
+            let found = candidates(ns);
+            let Some((first, rest)) = found.split_first() else {
+                continue;
+            };
+            let mut merged = DestinationRule::clone(first);
+            let mut names: BTreeSet<String> = merged.subsets.iter().map(|s| s.name.clone()).collect();
+            for other in rest {
+                if merged.traffic_policy.is_none() {
+                    merged.traffic_policy = other.traffic_policy.clone();
+                }
+                for s in &other.subsets {
+                    if names.insert(s.name.clone()) {
+                        merged.subsets.push(s.clone());
+                    }
+                }
+            }
+            return Some(merged);
+        }
+        None
+    }
+
+    /// The workload behind a proxy, by pod name and namespace.
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.workloads.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Services whose selector picks a workload with these labels in this namespace.
+    pub fn services_selecting<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Arc<Service>> {
+        self.services.values().filter(move |s| {
+            s.namespace == namespace
+                && !s.selector.is_empty()
+                && s.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_resolve_in_the_config_namespace() {
+        assert_eq!(resolve_host("reviews", "prod", "cluster.local"), "reviews.prod.svc.cluster.local");
+        assert_eq!(resolve_host("reviews.prod", "x", "cluster.local"), "reviews.prod");
+        assert_eq!(resolve_host("*.example.com", "x", "cluster.local"), "*.example.com");
+    }
+
+    #[test]
+    fn wildcards_match_suffixes() {
+        assert!(host_matches("*.svc.cluster.local", "a.b.svc.cluster.local"));
+        assert!(host_matches("*", "anything"));
+        assert!(!host_matches("*.b.com", "b.com"));
+        assert!(host_matches("A.com", "a.com"));
+    }
+}
