@@ -42,7 +42,13 @@ fn from_metadata() -> Option<PathBuf> {
     let manifest = env::var_os("CARGO_MANIFEST_DIR")?;
     let target = env::var("TARGET").ok()?;
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--filter-platform", &target])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &target,
+        ])
         .current_dir(manifest)
         .output()
         .ok()?;

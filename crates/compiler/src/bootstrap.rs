@@ -8,13 +8,19 @@ use envoy_types::pb::envoy::{
     config::{
         bootstrap::v3::{Admin, Bootstrap, bootstrap},
         cluster::v3::{Cluster, cluster},
-        core::v3::{ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source, grpc_service},
+        core::v3::{
+            ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Node, TransportSocket,
+            api_config_source, config_source, grpc_service, transport_socket,
+        },
         endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
         listener::v3::{Filter, Listener, filter},
         route::v3::RouteConfiguration,
     },
     extensions::{
-        filters::network::http_connection_manager::v3::{HttpConnectionManager, http_connection_manager},
+        filters::network::http_connection_manager::v3::{
+            HttpConnectionManager, http_connection_manager,
+        },
+        transport_sockets::tls::v3::{UpstreamTlsContext, common_tls_context},
         upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
     },
 };
@@ -70,10 +76,12 @@ pub fn ads_config() -> ApiConfigSource {
         api_type: api_config_source::ApiType::Grpc as i32,
         transport_api_version: ApiVersion::V3 as i32,
         grpc_services: vec![GrpcService {
-            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
-                cluster_name: XDS_CLUSTER.to_owned(),
-                ..Default::default()
-            })),
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: XDS_CLUSTER.to_owned(),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         }],
         set_node_on_first_message_only: true,
@@ -97,7 +105,9 @@ pub fn xds_cluster(host: &str, port: u32) -> Cluster {
     };
     Cluster {
         name: XDS_CLUSTER.to_owned(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        )),
         connect_timeout: Some(seconds(1)),
         typed_extension_protocol_options: map_of([(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
@@ -125,8 +135,18 @@ pub fn xds_cluster(host: &str, port: u32) -> Cluster {
 
 fn inline_endpoints(c: &Cluster, assignments: &[ClusterLoadAssignment]) -> Cluster {
     let mut c = c.clone();
+    let sockets = c.transport_socket.iter_mut().chain(
+        c.transport_socket_matches
+            .iter_mut()
+            .filter_map(|m| m.transport_socket.as_mut()),
+    );
+    for socket in sockets {
+        sds_over_grpc(socket);
+    }
     if let Some(eds) = c.eds_cluster_config.take() {
-        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32));
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        ));
         c.load_assignment = Some(
             assignments
                 .iter()
@@ -141,9 +161,43 @@ fn inline_endpoints(c: &Cluster, assignments: &[ClusterLoadAssignment]) -> Clust
     c
 }
 
+/// Envoy's validate mode has no ADS connection and crashes on SDS configs that use ADS, so the
+/// static form fetches secrets over a plain gRPC SDS source on the same control-plane cluster.
+fn sds_over_grpc(socket: &mut TransportSocket) {
+    let Some(transport_socket::ConfigType::TypedConfig(config)) = &mut socket.config_type else {
+        return;
+    };
+    let Ok(mut tls) = UpstreamTlsContext::decode(config.value.as_slice()) else {
+        return;
+    };
+    let source = ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::ApiConfigSource(
+            ads_config(),
+        )),
+        initial_fetch_timeout: Some(seconds(0)),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    if let Some(common) = tls.common_tls_context.as_mut() {
+        for sds in &mut common.tls_certificate_sds_secret_configs {
+            sds.sds_config = Some(source.clone());
+        }
+        if let Some(common_tls_context::ValidationContextType::CombinedValidationContext(combined)) =
+            common.validation_context_type.as_mut()
+            && let Some(sds) = combined.validation_context_sds_secret_config.as_mut()
+        {
+            sds.sds_config = Some(source.clone());
+        }
+    }
+    *config = any(&tls);
+}
+
 fn inline_routes(l: &Listener, routes: &[RouteConfiguration]) -> Listener {
     let mut l = l.clone();
-    let chains = l.filter_chains.iter_mut().chain(l.default_filter_chain.as_mut());
+    let chains = l
+        .filter_chains
+        .iter_mut()
+        .chain(l.default_filter_chain.as_mut());
     for chain in chains {
         for f in &mut chain.filters {
             inline_hcm_routes(f, routes);

@@ -6,10 +6,14 @@ use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
             Cluster,
-            cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
+            cluster::{
+                ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
+            },
         },
         core::v3::{BindConfig, SocketAddress, socket_address},
-        endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+        endpoint::v3::{
+            ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+        },
     },
     extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
 };
@@ -56,9 +60,12 @@ fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
         .endpoints(&svc.hostname)
         .iter()
         .filter_map(|e| {
-            e.service_account
-                .as_ref()
-                .map(|sa| format!("spiffe://{}/ns/{}/sa/{sa}", ctx.snapshot.domain_suffix, e.namespace))
+            e.service_account.as_ref().map(|sa| {
+                format!(
+                    "spiffe://{}/ns/{}/sa/{sa}",
+                    ctx.snapshot.domain_suffix, e.namespace
+                )
+            })
         })
         .collect();
     ids.sort();
@@ -92,7 +99,10 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
                 endpoints: vec![LocalityLbEndpoints {
                     lb_endpoints: vec![LbEndpoint {
                         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                            address: Some(socket(dns, u32::from(port.target_port.unwrap_or(port.port)))),
+                            address: Some(socket(
+                                dns,
+                                u32::from(port.target_port.unwrap_or(port.port)),
+                            )),
                             ..Default::default()
                         })),
                         ..Default::default()
@@ -227,13 +237,15 @@ fn black_hole() -> Cluster {
 
 fn passthrough() -> Cluster {
     let options = HttpProtocolOptions {
-        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-            http_protocol_options::UseDownstreamHttpConfig {
-                http_protocol_options: Some(Default::default()),
-                http2_protocol_options: Some(Default::default()),
-                ..Default::default()
-            },
-        )),
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                http_protocol_options::UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Default::default()),
+                    http2_protocol_options: Some(Default::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
         ..Default::default()
     };
     Cluster {

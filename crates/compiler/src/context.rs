@@ -68,7 +68,8 @@ impl<'a> Context<'a> {
 
     /// The VirtualService routing a service host for this proxy.
     pub fn virtual_service(&self, hostname: &str) -> Option<&'a Arc<VirtualService>> {
-        self.snapshot.virtual_service_for(&self.proxy.namespace, hostname)
+        self.snapshot
+            .virtual_service_for(&self.proxy.namespace, hostname)
     }
 
     /// Resolves a host written in a config of `namespace`.
@@ -96,7 +97,11 @@ impl<'a> Context<'a> {
             .snapshot
             .services_selecting(&self.proxy.namespace, &self.proxy.labels)
         {
-            for port in svc.ports.iter().filter(|p| p.protocol != sextant_model::Protocol::Udp) {
+            for port in svc
+                .ports
+                .iter()
+                .filter(|p| p.protocol != sextant_model::Protocol::Udp)
+            {
                 let target = port.target_port.unwrap_or(port.port);
                 if !out.iter().any(|(_, _, t)| *t == target) {
                     out.push((svc, port, target));

@@ -8,7 +8,9 @@ use envoy_types::pb::envoy::config::{
     core::v3::{HealthStatus, Locality},
     endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
 };
-use sextant_model::{Endpoint as ModelEndpoint, Health, Protocol, Resolution, Service, ServicePort};
+use sextant_model::{
+    Endpoint as ModelEndpoint, Health, Protocol, Resolution, Service, ServicePort,
+};
 
 use crate::{
     context::{Context, outbound_cluster},
@@ -19,10 +21,17 @@ use crate::{
 pub fn load_assignments(ctx: &Context<'_>, clusters: &[Cluster]) -> Vec<ClusterLoadAssignment> {
     let wanted: std::collections::BTreeSet<&str> = clusters
         .iter()
-        .filter_map(|c| c.eds_cluster_config.as_ref().map(|e| e.service_name.as_str()))
+        .filter_map(|c| {
+            c.eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.as_str())
+        })
         .collect();
     let mut out = Vec::new();
-    for svc in ctx.services().filter(|s| s.resolution == Resolution::ClientSideLb) {
+    for svc in ctx
+        .services()
+        .filter(|s| s.resolution == Resolution::ClientSideLb)
+    {
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             let name = outbound_cluster(port.port, "", &svc.hostname);
             if wanted.contains(name.as_str()) {
@@ -74,7 +83,9 @@ pub fn assignment(
                     sub_zone: locality.subzone.clone(),
                     ..Default::default()
                 }),
-                load_balancing_weight: Some(u32v(u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX))),
+                load_balancing_weight: Some(u32v(
+                    u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX),
+                )),
                 lb_endpoints,
                 ..Default::default()
             })
@@ -113,7 +124,10 @@ fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16) -> LbEndpoint {
     if ep.istio_mtls {
         entries.insert(
             0,
-            ("envoy.transport_socket_match", vec![("tlsMode", string_value("istio"))]),
+            (
+                "envoy.transport_socket_match",
+                vec![("tlsMode", string_value("istio"))],
+            ),
         );
     }
     LbEndpoint {

@@ -8,16 +8,20 @@ use std::collections::BTreeSet;
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{CidrRange, TrafficDirection},
-        listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter},
+        listener::v3::{
+            Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
+            listener_filter,
+        },
         route::v3::{
-            Route, RouteAction, RouteConfiguration, RetryPolicy, RouteMatch, VirtualHost, route,
+            RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
             route_action, route_match,
         },
     },
     extensions::filters::{
         http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router},
         listener::{
-            http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst, tls_inspector::v3::TlsInspector,
+            http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
+            tls_inspector::v3::TlsInspector,
         },
         network::{
             http_connection_manager::v3::{
@@ -117,7 +121,9 @@ fn inbound_hcm(target: u16) -> Filter {
                     ..Default::default()
                 }),
                 action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.clone())),
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        cluster.clone(),
+                    )),
                     timeout: Some(seconds(0)),
                     retry_policy: Some(RetryPolicy {
                         retry_on: "reset-before-request".to_owned(),
@@ -162,11 +168,13 @@ fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
         tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
             clusters: dests
                 .into_iter()
-                .map(|(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
-                    name,
-                    weight,
-                    ..Default::default()
-                })
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name,
+                        weight,
+                        ..Default::default()
+                    },
+                )
                 .collect(),
         })
     };
@@ -199,19 +207,31 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
                         bind_to_port: Some(boolv(false)),
                         traffic_direction: TrafficDirection::Outbound as i32,
                         listener_filters: vec![
-                            listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default()),
-                            listener_filter("envoy.filters.listener.http_inspector", &HttpInspector {}),
+                            listener_filter(
+                                "envoy.filters.listener.tls_inspector",
+                                &TlsInspector::default(),
+                            ),
+                            listener_filter(
+                                "envoy.filters.listener.http_inspector",
+                                &HttpInspector {},
+                            ),
                         ],
                         filter_chains: vec![FilterChain {
                             filter_chain_match: Some(FilterChainMatch {
                                 transport_protocol: "raw_buffer".to_owned(),
-                                application_protocols: vec!["http/1.1".to_owned(), "h2c".to_owned()],
+                                application_protocols: vec![
+                                    "http/1.1".to_owned(),
+                                    "h2c".to_owned(),
+                                ],
                                 ..Default::default()
                             }),
                             filters: vec![outbound_hcm(port.port)],
                             ..Default::default()
                         }],
-                        default_filter_chain: Some(passthrough_chain("PassthroughFilterChain", "PassthroughCluster")),
+                        default_filter_chain: Some(passthrough_chain(
+                            "PassthroughFilterChain",
+                            "PassthroughCluster",
+                        )),
                         ..Default::default()
                     });
                 }
@@ -230,12 +250,18 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
                     bind_to_port: Some(boolv(false)),
                     traffic_direction: TrafficDirection::Outbound as i32,
                     listener_filters: if needs_sni {
-                        vec![listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default())]
+                        vec![listener_filter(
+                            "envoy.filters.listener.tls_inspector",
+                            &TlsInspector::default(),
+                        )]
                     } else {
                         Vec::new()
                     },
                     filter_chains: chains,
-                    default_filter_chain: Some(passthrough_chain("PassthroughFilterChain", "PassthroughCluster")),
+                    default_filter_chain: Some(passthrough_chain(
+                        "PassthroughFilterChain",
+                        "PassthroughCluster",
+                    )),
                     ..Default::default()
                 });
             }
@@ -254,13 +280,21 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
             let host = ctx.resolve(&d.destination.host, &vs.id.namespace);
             let p = d.destination.port.unwrap_or(port.port);
             (
-                outbound_cluster(p, d.destination.subset.as_deref().unwrap_or_default(), &host),
+                outbound_cluster(
+                    p,
+                    d.destination.subset.as_deref().unwrap_or_default(),
+                    &host,
+                ),
                 d.weight.max(1),
             )
         };
         if port.protocol == Protocol::Tls || port.protocol == Protocol::Https {
             for (i, rule) in vs.tls.iter().enumerate() {
-                for m in rule.matches.iter().filter(|m| l4_applies(ctx, m, port.port)) {
+                for m in rule
+                    .matches
+                    .iter()
+                    .filter(|m| l4_applies(ctx, m, port.port))
+                {
                     let dests: Vec<_> = rule.route.iter().map(resolve).collect();
                     chains.push(FilterChain {
                         name: format!("tls-{i}"),
@@ -300,8 +334,12 @@ fn first_tcp_rule<'a>(ctx: &Context<'_>, rules: &'a [TcpRoute], port: u16) -> Op
 
 fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
     m.port.is_none_or(|p| p == port)
-        && m.source_labels.iter().all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
-        && m.source_namespace.as_ref().is_none_or(|ns| *ns == ctx.proxy.namespace)
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
+        && m.source_namespace
+            .as_ref()
+            .is_none_or(|ns| *ns == ctx.proxy.namespace)
         && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
 }
 
@@ -332,10 +370,16 @@ fn virtual_outbound() -> Listener {
                 destination_port: Some(u32v(VIRTUAL_OUTBOUND_PORT)),
                 ..Default::default()
             }),
-            filters: vec![tcp_proxy_to("BlackHoleCluster", vec![("BlackHoleCluster".to_owned(), 1)])],
+            filters: vec![tcp_proxy_to(
+                "BlackHoleCluster",
+                vec![("BlackHoleCluster".to_owned(), 1)],
+            )],
             ..Default::default()
         }],
-        default_filter_chain: Some(passthrough_chain("virtualOutbound-catchall-tcp", "PassthroughCluster")),
+        default_filter_chain: Some(passthrough_chain(
+            "virtualOutbound-catchall-tcp",
+            "PassthroughCluster",
+        )),
         ..Default::default()
     }
 }
@@ -347,7 +391,10 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
             destination_port: Some(u32v(VIRTUAL_INBOUND_PORT)),
             ..Default::default()
         }),
-        filters: vec![tcp_proxy_to("BlackHoleCluster", vec![("BlackHoleCluster".to_owned(), 1)])],
+        filters: vec![tcp_proxy_to(
+            "BlackHoleCluster",
+            vec![("BlackHoleCluster".to_owned(), 1)],
+        )],
         ..Default::default()
     }];
     for (_, port, target) in ctx.inbound_ports() {
@@ -365,9 +412,15 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
         name: "virtualInbound".to_owned(),
         address: Some(socket("0.0.0.0", VIRTUAL_INBOUND_PORT)),
         traffic_direction: TrafficDirection::Inbound as i32,
-        listener_filters: vec![listener_filter("envoy.filters.listener.original_dst", &OriginalDst {})],
+        listener_filters: vec![listener_filter(
+            "envoy.filters.listener.original_dst",
+            &OriginalDst {},
+        )],
         filter_chains: chains,
-        default_filter_chain: Some(passthrough_chain("virtualInbound", "InboundPassthroughCluster")),
+        default_filter_chain: Some(passthrough_chain(
+            "virtualInbound",
+            "InboundPassthroughCluster",
+        )),
         ..Default::default()
     }
 }
@@ -405,7 +458,11 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
     }
     let mut tcp_ports = BTreeSet::new();
     for svc in ctx.services() {
-        for port in svc.ports.iter().filter(|p| !p.protocol.is_http() && p.protocol != Protocol::Udp) {
+        for port in svc
+            .ports
+            .iter()
+            .filter(|p| !p.protocol.is_http() && p.protocol != Protocol::Udp)
+        {
             if http_ports.contains(&port.port) || !tcp_ports.insert(port.port) {
                 continue;
             }

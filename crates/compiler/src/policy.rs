@@ -22,16 +22,20 @@ use envoy_types::pb::envoy::{
         transport_sockets::{
             raw_buffer::v3::RawBuffer,
             tls::v3::{
-                CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-                TlsParameters, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
-                tls_parameters,
+                CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
+                SubjectAltNameMatcher, TlsParameters, UpstreamTlsContext, common_tls_context,
+                subject_alt_name_matcher, tls_parameters,
             },
         },
         upstreams::http::v3::{
-            HttpProtocolOptions, http_protocol_options::{self, ExplicitHttpConfig, explicit_http_config},
+            HttpProtocolOptions,
+            http_protocol_options::{self, ExplicitHttpConfig, explicit_http_config},
         },
     },
-    r#type::{matcher::v3::{StringMatcher, string_matcher}, v3::Percent},
+    r#type::{
+        matcher::v3::{StringMatcher, string_matcher},
+        v3::Percent,
+    },
 };
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value, UInt64Value};
 use sextant_model::{
@@ -126,7 +130,10 @@ pub fn apply(cluster: &mut Cluster, policy: &TrafficPolicy, target: &Target<'_>)
         connection_pool(cluster, cp, &mut http_options);
     }
     if let Some(rb) = &policy.retry_budget
-        && let Some(t) = cluster.circuit_breakers.as_mut().and_then(|c| c.thresholds.first_mut())
+        && let Some(t) = cluster
+            .circuit_breakers
+            .as_mut()
+            .and_then(|c| c.thresholds.first_mut())
     {
         t.retry_budget = Some(RetryBudget {
             budget_percent: Some(Percent {
@@ -154,10 +161,9 @@ pub fn apply(cluster: &mut Cluster, policy: &TrafficPolicy, target: &Target<'_>)
         None => {}
     }
     if let Some(version) = policy.proxy_protocol {
-        let inner = cluster
-            .transport_socket
-            .take()
-            .unwrap_or_else(|| transport_socket("envoy.transport_sockets.raw_buffer", &RawBuffer {}));
+        let inner = cluster.transport_socket.take().unwrap_or_else(|| {
+            transport_socket("envoy.transport_sockets.raw_buffer", &RawBuffer {})
+        });
         let config = envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport {
             config: Some(envoy_types::pb::envoy::config::core::v3::ProxyProtocolConfig {
                 version: if version == 2 { 1 } else { 0 },
@@ -166,7 +172,10 @@ pub fn apply(cluster: &mut Cluster, policy: &TrafficPolicy, target: &Target<'_>)
             transport_socket: Some(inner),
             ..Default::default()
         };
-        cluster.transport_socket = Some(transport_socket("envoy.transport_sockets.upstream_proxy_protocol", &config));
+        cluster.transport_socket = Some(transport_socket(
+            "envoy.transport_sockets.upstream_proxy_protocol",
+            &config,
+        ));
     }
     http_options.write(cluster, target.http);
 }
@@ -198,7 +207,9 @@ impl HttpOptions {
             )
         } else if self.http2 {
             http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(self.h2)),
+                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    self.h2,
+                )),
             })
         } else {
             http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
@@ -231,7 +242,11 @@ fn connection_pool(cluster: &mut Cluster, cp: &ConnectionPool, http: &mut HttpOp
     if let Some(t) = cp.connect_timeout {
         cluster.connect_timeout = Some(duration(t));
     }
-    if let Some(th) = cluster.circuit_breakers.as_mut().and_then(|c| c.thresholds.first_mut()) {
+    if let Some(th) = cluster
+        .circuit_breakers
+        .as_mut()
+        .and_then(|c| c.thresholds.first_mut())
+    {
         let set = |slot: &mut Option<UInt32Value>, v: Option<u32>| {
             if let Some(v) = v.filter(|v| *v > 0) {
                 *slot = Some(u32v(v));
@@ -247,7 +262,8 @@ fn connection_pool(cluster: &mut Cluster, cp: &ConnectionPool, http: &mut HttpOp
             tcp_keepalive: Some(TcpKeepalive {
                 keepalive_probes: probes.map(u32v),
                 keepalive_time: time.map(|d| u32v(d.as_secs().try_into().unwrap_or(u32::MAX))),
-                keepalive_interval: interval.map(|d| u32v(d.as_secs().try_into().unwrap_or(u32::MAX))),
+                keepalive_interval: interval
+                    .map(|d| u32v(d.as_secs().try_into().unwrap_or(u32::MAX))),
             }),
             ..Default::default()
         });
@@ -305,8 +321,9 @@ fn load_balancer(cluster: &mut Cluster, lb: &LoadBalancer, outlier: bool) {
         Some(ModelLb::Random) => cluster.lb_policy = LbPolicy::Random as i32,
         Some(ModelLb::Passthrough) => {
             cluster.lb_policy = LbPolicy::ClusterProvided as i32;
-            cluster.cluster_discovery_type =
-                Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32));
+            cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            ));
             cluster.eds_cluster_config = None;
             cluster.load_assignment = None;
         }
@@ -341,10 +358,14 @@ fn load_balancer(cluster: &mut Cluster, lb: &LoadBalancer, outlier: bool) {
         && locality.enabled != Some(false)
         && (!locality.distribute.is_empty() || (outlier && !locality.failover.is_empty()))
     {
-        let common = cluster.common_lb_config.get_or_insert_with(CommonLbConfig::default);
-        common.locality_config_specifier = Some(common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
-            common_lb_config::LocalityWeightedLbConfig {},
-        ));
+        let common = cluster
+            .common_lb_config
+            .get_or_insert_with(CommonLbConfig::default);
+        common.locality_config_specifier = Some(
+            common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                common_lb_config::LocalityWeightedLbConfig {},
+            ),
+        );
     }
 }
 
@@ -364,11 +385,14 @@ fn outlier_detection(cluster: &mut Cluster, od: &ModelOd, http: &mut HttpOptions
     if od.split_external_local_origin_errors {
         out.split_external_local_origin_errors = true;
         out.consecutive_local_origin_failure = od.consecutive_local_origin_failures.map(u32v);
-        out.enforcing_consecutive_local_origin_failure = enforce(od.consecutive_local_origin_failures);
+        out.enforcing_consecutive_local_origin_failure =
+            enforce(od.consecutive_local_origin_failures);
         out.enforcing_local_origin_success_rate = Some(u32v(0));
     }
     cluster.outlier_detection = Some(out);
-    let common = cluster.common_lb_config.get_or_insert_with(CommonLbConfig::default);
+    let common = cluster
+        .common_lb_config
+        .get_or_insert_with(CommonLbConfig::default);
     common.healthy_panic_threshold = Some(Percent {
         value: f64::from(od.min_health_percent.unwrap_or(0)),
     });
@@ -395,15 +419,26 @@ fn exact(s: &str) -> SubjectAltNameMatcher {
 
 /// SNI of an ISTIO_MUTUAL connection: `outbound_.PORT_.SUBSET_.HOST`.
 fn istio_sni(target: &Target<'_>) -> String {
-    format!("outbound_.{}_.{}_.{}", target.port, target.subset, target.host)
+    format!(
+        "outbound_.{}_.{}_.{}",
+        target.port, target.subset, target.host
+    )
 }
 
-fn istio_mutual_context(target: &Target<'_>, sans: &[String], sni: Option<&str>) -> UpstreamTlsContext {
+fn istio_mutual_context(
+    target: &Target<'_>,
+    sans: &[String],
+    sni: Option<&str>,
+) -> UpstreamTlsContext {
     let mut alpn = vec!["istio-peer-exchange".to_owned(), "istio".to_owned()];
     if target.http2 {
         alpn.push("h2".to_owned());
     }
-    let sans: Vec<String> = if sans.is_empty() { target.identities.clone() } else { sans.to_vec() };
+    let sans: Vec<String> = if sans.is_empty() {
+        target.identities.clone()
+    } else {
+        sans.to_vec()
+    };
     UpstreamTlsContext {
         sni: sni.map(str::to_owned).unwrap_or_else(|| istio_sni(target)),
         common_tls_context: Some(CommonTlsContext {
@@ -414,26 +449,34 @@ fn istio_mutual_context(target: &Target<'_>, sans: &[String], sni: Option<&str>)
             }),
             alpn_protocols: alpn,
             tls_certificate_sds_secret_configs: vec![sds("default")],
-            validation_context_type: Some(common_tls_context::ValidationContextType::CombinedValidationContext(
-                common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: sans.iter().map(|s| exact(s)).collect(),
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_typed_subject_alt_names: sans.iter().map(|s| exact(s)).collect(),
+                            ..Default::default()
+                        }),
+                        validation_context_sds_secret_config: Some(sds("ROOTCA")),
                         ..Default::default()
-                    }),
-                    validation_context_sds_secret_config: Some(sds("ROOTCA")),
-                    ..Default::default()
-                },
-            )),
+                    },
+                ),
+            ),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-fn tls_socket(tls: &ClientTls, target: &Target<'_>, http: &mut HttpOptions) -> Option<TransportSocket> {
+fn tls_socket(
+    tls: &ClientTls,
+    target: &Target<'_>,
+    http: &mut HttpOptions,
+) -> Option<TransportSocket> {
     let context = match tls.mode {
         TlsMode::Disable => return None,
-        TlsMode::IstioMutual => istio_mutual_context(target, &tls.subject_alt_names, tls.sni.as_deref()),
+        TlsMode::IstioMutual => {
+            istio_mutual_context(target, &tls.subject_alt_names, tls.sni.as_deref())
+        }
         TlsMode::Simple | TlsMode::Mutual => {
             let validation = if tls.insecure_skip_verify {
                 None
@@ -443,16 +486,22 @@ fn tls_socket(tls: &ClientTls, target: &Target<'_>, http: &mut HttpOptions) -> O
                     (None, Some(ca)) => format!("file-root:{ca}"),
                     (None, None) => "file-root:system".to_owned(),
                 };
-                Some(common_tls_context::ValidationContextType::CombinedValidationContext(
-                    common_tls_context::CombinedCertificateValidationContext {
-                        default_validation_context: Some(CertificateValidationContext {
-                            match_typed_subject_alt_names: tls.subject_alt_names.iter().map(|s| exact(s)).collect(),
+                Some(
+                    common_tls_context::ValidationContextType::CombinedValidationContext(
+                        common_tls_context::CombinedCertificateValidationContext {
+                            default_validation_context: Some(CertificateValidationContext {
+                                match_typed_subject_alt_names: tls
+                                    .subject_alt_names
+                                    .iter()
+                                    .map(|s| exact(s))
+                                    .collect(),
+                                ..Default::default()
+                            }),
+                            validation_context_sds_secret_config: Some(sds(&root)),
                             ..Default::default()
-                        }),
-                        validation_context_sds_secret_config: Some(sds(&root)),
-                        ..Default::default()
-                    },
-                ))
+                        },
+                    ),
+                )
             };
             let certs = match (tls.mode, &tls.credential_name) {
                 (TlsMode::Mutual, Some(cred)) => vec![sds(&format!("kubernetes://{cred}"))],
@@ -473,7 +522,11 @@ fn tls_socket(tls: &ClientTls, target: &Target<'_>, http: &mut HttpOptions) -> O
                         tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
                         ..Default::default()
                     }),
-                    alpn_protocols: if target.http2 { vec!["h2".to_owned()] } else { Vec::new() },
+                    alpn_protocols: if target.http2 {
+                        vec!["h2".to_owned()]
+                    } else {
+                        Vec::new()
+                    },
                     tls_certificate_sds_secret_configs: certs,
                     validation_context_type: validation,
                     ..Default::default()
@@ -499,7 +552,10 @@ fn auto_mtls(target: &Target<'_>, _http: &mut HttpOptions) -> Vec<TransportSocke
         TransportSocketMatch {
             name: "tlsMode-disabled".to_owned(),
             r#match: Some(Struct::default()),
-            transport_socket: Some(transport_socket("envoy.transport_sockets.raw_buffer", &RawBuffer {})),
+            transport_socket: Some(transport_socket(
+                "envoy.transport_sockets.raw_buffer",
+                &RawBuffer {},
+            )),
         },
     ]
 }

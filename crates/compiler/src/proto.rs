@@ -1,16 +1,11 @@
 //! Small constructors for the protobuf pieces every xDS type needs.
 
-use std::{
-    collections::HashMap,
-    hash::RandomState,
-    net::IpAddr,
-    sync::LazyLock,
-};
+use std::{collections::HashMap, hash::RandomState, net::IpAddr, sync::LazyLock};
 
 use envoy_types::pb::{
     envoy::config::core::v3::{
-        Address, ApiVersion, ConfigSource, Metadata, SocketAddress, TransportSocket,
-        address, config_source, socket_address,
+        Address, ApiVersion, ConfigSource, Metadata, SocketAddress, TransportSocket, address,
+        config_source, socket_address,
     },
     google::protobuf::{Any, BoolValue, Duration, ListValue, Struct, UInt32Value, Value, value},
 };
@@ -27,7 +22,9 @@ pub fn map<K, V>() -> HashMap<K, V> {
 }
 
 /// A map from `(key, value)` pairs inserted in the given order.
-pub fn map_of<K: std::hash::Hash + Eq, V>(entries: impl IntoIterator<Item = (K, V)>) -> HashMap<K, V> {
+pub fn map_of<K: std::hash::Hash + Eq, V>(
+    entries: impl IntoIterator<Item = (K, V)>,
+) -> HashMap<K, V> {
     let mut m = map();
     m.extend(entries);
     m
@@ -51,7 +48,10 @@ pub fn duration(d: std::time::Duration) -> Duration {
 
 /// A duration of whole seconds.
 pub fn seconds(s: i64) -> Duration {
-    Duration { seconds: s, nanos: 0 }
+    Duration {
+        seconds: s,
+        nanos: 0,
+    }
 }
 
 /// `google.protobuf.UInt32Value`.
@@ -83,7 +83,9 @@ pub fn ip_socket(ip: IpAddr, port: u32) -> Address {
 /// Configuration delivered over the same ADS stream, without waiting on first fetch.
 pub fn ads() -> ConfigSource {
     ConfigSource {
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(Default::default())),
+        config_source_specifier: Some(
+            config_source::ConfigSourceSpecifier::Ads(Default::default()),
+        ),
         initial_fetch_timeout: Some(seconds(0)),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
@@ -132,8 +134,10 @@ pub fn metadata(entries: Vec<(&str, Vec<(&str, Value)>)>) -> Metadata {
 pub fn transport_socket<M: Message + Name>(name: &str, config: &M) -> TransportSocket {
     TransportSocket {
         name: name.to_owned(),
-        config_type: Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-            any(config),
-        )),
+        config_type: Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any(config),
+            ),
+        ),
     }
 }

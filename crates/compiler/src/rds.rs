@@ -94,7 +94,11 @@ fn domains(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
 
 /// VirtualService hosts that name no service (`bookinfo.com`) get a virtual host with just that
 /// domain on port 80.
-fn non_registry_hosts(ctx: &Context<'_>, port: u16, used: &mut BTreeSet<String>) -> Vec<VirtualHost> {
+fn non_registry_hosts(
+    ctx: &Context<'_>,
+    port: u16,
+    used: &mut BTreeSet<String>,
+) -> Vec<VirtualHost> {
     let mut out = Vec::new();
     for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
         for host in &vs.hosts {
@@ -130,7 +134,9 @@ fn catch_all(ctx: &Context<'_>) -> VirtualHost {
         (
             "allow_any",
             route::Action::Route(RouteAction {
-                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("PassthroughCluster".to_owned())),
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                    "PassthroughCluster".to_owned(),
+                )),
                 timeout: Some(seconds(0)),
                 ..Default::default()
             }),
@@ -143,7 +149,9 @@ fn catch_all(ctx: &Context<'_>) -> VirtualHost {
             name: name.to_owned(),
             r#match: Some(envoy_types::pb::envoy::config::route::v3::RouteMatch {
                 path_specifier: Some(
-                    envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix("/".to_owned()),
+                    envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix(
+                        "/".to_owned(),
+                    ),
                 ),
                 ..Default::default()
             }),

@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::{
         route::v3::{
             Decorator, DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction,
             RetryPolicy, Route, RouteAction, RouteMatch, WeightedCluster, header_matcher,
-            query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
-            weighted_cluster::ClusterWeight,
+            query_parameter_matcher, redirect_action, retry_policy, route, route_action,
+            route_match, weighted_cluster::ClusterWeight,
         },
     },
     extensions::{
@@ -44,7 +44,8 @@ use crate::{
 };
 
 /// Istio's default `retry_on` when a VirtualService sets no retries.
-const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// Routes of a VirtualService for one listener port, in order, stopping after a catch-all.
 pub fn virtual_service_routes(ctx: &Context<'_>, vs: &VirtualService, port: u16) -> Vec<Route> {
@@ -141,7 +142,9 @@ fn string_matcher(m: &StringMatch) -> StringMatcher {
 fn header_matcher(name: &str, m: &HeaderMatch, invert: bool) -> HeaderMatcher {
     let specifier = match m {
         HeaderMatch::Present => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
-        HeaderMatch::Value(v) => header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(v)),
+        HeaderMatch::Value(v) => {
+            header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(v))
+        }
     };
     HeaderMatcher {
         name: name.to_owned(),
@@ -166,13 +169,21 @@ fn route_match(m: Option<&HttpMatch>) -> RouteMatch {
         }),
     };
     let mut headers = Vec::new();
-    for (name, v) in [(":scheme", &m.scheme), (":method", &m.method), (":authority", &m.authority)] {
+    for (name, v) in [
+        (":scheme", &m.scheme),
+        (":method", &m.method),
+        (":authority", &m.authority),
+    ] {
         if let Some(v) = v {
             headers.push(header_matcher(name, &HeaderMatch::Value(v.clone()), false));
         }
     }
     headers.extend(m.headers.iter().map(|(k, v)| header_matcher(k, v, false)));
-    headers.extend(m.without_headers.iter().map(|(k, v)| header_matcher(k, v, true)));
+    headers.extend(
+        m.without_headers
+            .iter()
+            .map(|(k, v)| header_matcher(k, v, true)),
+    );
     RouteMatch {
         path_specifier: Some(path),
         case_sensitive: Some(boolv(!m.ignore_uri_case)),
@@ -183,9 +194,13 @@ fn route_match(m: Option<&HttpMatch>) -> RouteMatch {
             .map(|(k, v)| QueryParameterMatcher {
                 name: k.clone(),
                 query_parameter_match_specifier: Some(match v {
-                    HeaderMatch::Present => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+                    HeaderMatch::Present => {
+                        query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
+                    }
                     HeaderMatch::Value(s) => {
-                        query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string_matcher(s))
+                        query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                            string_matcher(s),
+                        )
                     }
                 }),
             })
@@ -196,7 +211,12 @@ fn route_match(m: Option<&HttpMatch>) -> RouteMatch {
 
 /// The cluster a destination resolves to from a listener port (Istio's
 /// `GetDestinationCluster`: the given port, else the service's only port, else the listener's).
-fn destination_cluster(ctx: &Context<'_>, vs: &VirtualService, d: &model::Destination, port: u16) -> (String, String, u16) {
+fn destination_cluster(
+    ctx: &Context<'_>,
+    vs: &VirtualService,
+    d: &model::Destination,
+    port: u16,
+) -> (String, String, u16) {
     let host = ctx.resolve(&d.host, &vs.id.namespace);
     let p = d.port.unwrap_or_else(|| match ctx.service(&host) {
         Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
@@ -248,7 +268,11 @@ fn default_retry_policy(consistent_hash: bool) -> RetryPolicy {
     RetryPolicy {
         retry_on: DEFAULT_RETRY_ON.to_owned(),
         num_retries: Some(u32v(2)),
-        retry_host_predicate: if consistent_hash { Vec::new() } else { vec![previous_hosts()] },
+        retry_host_predicate: if consistent_hash {
+            Vec::new()
+        } else {
+            vec![previous_hosts()]
+        },
         host_selection_retry_max_attempts: 5,
         ..Default::default()
     }
@@ -257,9 +281,9 @@ fn default_retry_policy(consistent_hash: bool) -> RetryPolicy {
 fn previous_hosts() -> retry_policy::RetryHostPredicate {
     retry_policy::RetryHostPredicate {
         name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
-        config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(
-            &PreviousHostsPredicate {},
-        ))),
+        config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+            any(&PreviousHostsPredicate {}),
+        )),
     }
 }
 
@@ -284,7 +308,9 @@ fn retry_policy(r: Option<&model::RetryPolicy>, consistent_hash: bool) -> Option
         policy.retry_priority = Some(retry_policy::RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".to_owned(),
             config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(any(
-                &PreviousPrioritiesConfig { update_frequency: 2 },
+                &PreviousPrioritiesConfig {
+                    update_frequency: 2,
+                },
             ))),
         });
     }
@@ -298,9 +324,15 @@ fn retry_policy(r: Option<&model::RetryPolicy>, consistent_hash: bool) -> Option
 }
 
 /// The route hash policy of a destination whose DestinationRule asks for consistent hashing.
-fn hash_policy(ctx: &Context<'_>, host: &str, subset: &str, port: u16) -> Option<route_action::HashPolicy> {
+fn hash_policy(
+    ctx: &Context<'_>,
+    host: &str,
+    subset: &str,
+    port: u16,
+) -> Option<route_action::HashPolicy> {
     let effective = policy::effective(ctx.rule(host), (!subset.is_empty()).then_some(subset), port);
-    let Some(LbPolicy::ConsistentHash(ch)) = effective.load_balancer.and_then(|lb| lb.policy) else {
+    let Some(LbPolicy::ConsistentHash(ch)) = effective.load_balancer.and_then(|lb| lb.policy)
+    else {
         return None;
     };
     use route_action::hash_policy::{self as hp, PolicySpecifier};
@@ -309,7 +341,12 @@ fn hash_policy(ctx: &Context<'_>, host: &str, subset: &str, port: u16) -> Option
             header_name: name,
             ..Default::default()
         }),
-        HashKey::Cookie { name, path, ttl, attributes } => PolicySpecifier::Cookie(hp::Cookie {
+        HashKey::Cookie {
+            name,
+            path,
+            ttl,
+            attributes,
+        } => PolicySpecifier::Cookie(hp::Cookie {
             name,
             path: path.unwrap_or_default(),
             ttl: ttl.map(duration),
@@ -321,8 +358,12 @@ fn hash_policy(ctx: &Context<'_>, host: &str, subset: &str, port: u16) -> Option
                 })
                 .collect(),
         }),
-        HashKey::SourceIp => PolicySpecifier::ConnectionProperties(hp::ConnectionProperties { source_ip: true }),
-        HashKey::QueryParameter(name) => PolicySpecifier::QueryParameter(hp::QueryParameter { name }),
+        HashKey::SourceIp => {
+            PolicySpecifier::ConnectionProperties(hp::ConnectionProperties { source_ip: true })
+        }
+        HashKey::QueryParameter(name) => {
+            PolicySpecifier::QueryParameter(hp::QueryParameter { name })
+        }
         HashKey::None => return None,
     };
     Some(route_action::HashPolicy {
@@ -368,7 +409,9 @@ fn translate(
                 response_add.extend(a);
                 response_remove.extend(r);
                 if let Some(authority) = authority(&single.headers) {
-                    action.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(authority));
+                    action.host_rewrite_specifier = Some(
+                        route_action::HostRewriteSpecifier::HostRewriteLiteral(authority),
+                    );
                 }
             } else {
                 operation = format!("{}:{port}/*", vs.id.name);
@@ -392,10 +435,12 @@ fn translate(
                         }
                     })
                     .collect();
-                action.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                    clusters,
-                    ..Default::default()
-                }));
+                action.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(
+                    WeightedCluster {
+                        clusters,
+                        ..Default::default()
+                    },
+                ));
             }
             action.timeout = Some(http.timeout.map(duration).unwrap_or_else(|| seconds(0)));
             action.retry_policy = retry_policy(http.retries.as_ref(), consistent_hash);
@@ -412,11 +457,14 @@ fn translate(
                     action.prefix_rewrite = uri.clone();
                 }
                 if let Some(a) = &rw.authority {
-                    action.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(a.clone()));
+                    action.host_rewrite_specifier = Some(
+                        route_action::HostRewriteSpecifier::HostRewriteLiteral(a.clone()),
+                    );
                 }
             }
             if let Some(a) = authority(&http.headers) {
-                action.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(a));
+                action.host_rewrite_specifier =
+                    Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(a));
             }
             action.request_mirror_policies = http
                 .mirrors
@@ -451,10 +499,16 @@ fn translate(
         HttpAction::Delegate { .. } => return None,
     };
     if let Some(fault) = &http.fault {
-        typed_per_filter_config.insert("envoy.filters.http.fault".to_owned(), any(&fault_config(fault)));
+        typed_per_filter_config.insert(
+            "envoy.filters.http.fault".to_owned(),
+            any(&fault_config(fault)),
+        );
     }
     if let Some(cors) = &http.cors {
-        typed_per_filter_config.insert("envoy.filters.http.cors".to_owned(), any(&cors_policy(cors)));
+        typed_per_filter_config.insert(
+            "envoy.filters.http.cors".to_owned(),
+            any(&cors_policy(cors)),
+        );
     }
     Some(Route {
         name,
@@ -531,7 +585,9 @@ fn redirect(r: &model::Redirect, listener_port: u16) -> RedirectAction {
 fn fault_config(f: &model::Fault) -> HttpFault {
     HttpFault {
         delay: f.delay.as_ref().map(|d| FaultDelay {
-            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(duration(d.fixed_delay))),
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(duration(
+                d.fixed_delay,
+            ))),
             percentage: Some(fractional(d.percentage)),
             ..Default::default()
         }),
@@ -553,7 +609,10 @@ fn cors_policy(c: &model::CorsPolicy) -> CorsPolicy {
         allow_methods: c.allow_methods.join(","),
         allow_headers: c.allow_headers.join(","),
         expose_headers: c.expose_headers.join(","),
-        max_age: c.max_age.map(|d| d.as_secs().to_string()).unwrap_or_default(),
+        max_age: c
+            .max_age
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
         allow_credentials: c.allow_credentials.map(boolv),
         filter_enabled: Some(RuntimeFractionalPercent {
             default_value: Some(FractionalPercent {

@@ -54,7 +54,12 @@ fn merge_route(root: &HttpRoute, delegate: &HttpRoute) -> Option<HttpRoute> {
         let merged: Vec<HttpMatch> = root
             .matches
             .iter()
-            .flat_map(|r| delegate.matches.iter().filter_map(move |d| merge_match(r, d)))
+            .flat_map(|r| {
+                delegate
+                    .matches
+                    .iter()
+                    .filter_map(move |d| merge_match(r, d))
+            })
             .collect();
         if merged.is_empty() {
             return None;
@@ -147,7 +152,9 @@ fn merge_match(root: &HttpMatch, delegate: &HttpMatch) -> Option<HttpMatch> {
 
 fn narrower_uri(root: &StringMatch, delegate: &StringMatch) -> Option<StringMatch> {
     match (root, delegate) {
-        (StringMatch::Prefix(r), StringMatch::Prefix(d) | StringMatch::Exact(d)) if d.starts_with(r.as_str()) => {
+        (StringMatch::Prefix(r), StringMatch::Prefix(d) | StringMatch::Exact(d))
+            if d.starts_with(r.as_str()) =>
+        {
             Some(delegate.clone())
         }
         (StringMatch::Exact(r), StringMatch::Exact(d)) if r == d => Some(delegate.clone()),

@@ -61,14 +61,28 @@ pub enum ObjectError {
 impl Object {
     /// Reads a JSON object; objects without a namespace are placed in `default_namespace`.
     pub fn from_json(mut value: Value, default_namespace: &str) -> Result<Object, ObjectError> {
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let class = check::classify(&api_version, &kind);
         if class != ObjectKind::Kubernetes(Kind::Namespace)
             && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
-            && meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty)
+            && meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
         {
-            meta.insert("namespace".into(), Value::String(default_namespace.to_owned()));
+            meta.insert(
+                "namespace".into(),
+                Value::String(default_namespace.to_owned()),
+            );
         }
         let malformed = |e: serde_json::Error| ObjectError::Malformed(format!("{kind}: {e}"));
         Ok(match class {
@@ -213,8 +227,10 @@ impl Index {
         match result {
             Ok(parsed) => {
                 if !parsed.warnings.is_empty() {
-                    self.warnings
-                        .insert(id, parsed.warnings.iter().map(ToString::to_string).collect());
+                    self.warnings.insert(
+                        id,
+                        parsed.warnings.iter().map(ToString::to_string).collect(),
+                    );
                 }
                 Some(parsed.value)
             }
@@ -365,7 +381,11 @@ impl Index {
             Kind::Service => self.services.keys().cloned().collect(),
             Kind::EndpointSlice => self.slices.keys().cloned().collect(),
             Kind::Pod => self.pods.keys().cloned().collect(),
-            Kind::Namespace => self.namespaces.iter().map(|n| (String::new(), n.clone())).collect(),
+            Kind::Namespace => self
+                .namespaces
+                .iter()
+                .map(|n| (String::new(), n.clone()))
+                .collect(),
             Kind::VirtualService => self.virtual_services.keys().cloned().collect(),
             Kind::DestinationRule => self.destination_rules.keys().cloned().collect(),
         };
@@ -390,8 +410,9 @@ impl Index {
         for (ns, name) in existing.into_iter().filter(|k| !keep.contains(k)) {
             self.delete(kind, &ns, &name);
         }
-        self.invalid
-            .retain(|id, _| id.kind != kind || keep.contains(&(id.namespace.clone(), id.name.clone())));
+        self.invalid.retain(|id, _| {
+            id.kind != kind || keep.contains(&(id.namespace.clone(), id.name.clone()))
+        });
     }
 
     fn remove_service(&mut self, k: Key, host: String) {
@@ -489,7 +510,7 @@ impl Index {
                 });
             }
         }
-        out.sort_by(|a, b| a.address.cmp(&b.address));
+        out.sort_by_key(|e| e.address);
         out.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
         out
     }
@@ -500,7 +521,9 @@ impl Index {
             let host = self.hostname(&k.0, &k.1);
             let fresh = self.build_endpoints(&k);
             let old = self.endpoints.get(&host);
-            if old.map(|o| o.as_slice()) != Some(fresh.as_slice()) && !(old.is_none() && fresh.is_empty()) {
+            if old.map(|o| o.as_slice()) != Some(fresh.as_slice())
+                && !(old.is_none() && fresh.is_empty())
+            {
                 self.changes.endpoints.insert(host.clone());
             }
             if fresh.is_empty() {
@@ -517,9 +540,14 @@ impl Index {
         }
         self.version += 1;
         let order = |creation: &Option<String>, id: &ObjectRef| {
-            (creation.clone().unwrap_or_default(), id.name.clone(), id.namespace.clone())
+            (
+                creation.clone().unwrap_or_default(),
+                id.name.clone(),
+                id.namespace.clone(),
+            )
         };
-        let mut virtual_services: Vec<Arc<VirtualService>> = self.virtual_services.values().cloned().collect();
+        let mut virtual_services: Vec<Arc<VirtualService>> =
+            self.virtual_services.values().cloned().collect();
         virtual_services.sort_by_key(|vs| order(&vs.creation_timestamp, &vs.id));
         let virtual_services = delegate::merge(&virtual_services);
         let mut destination_rules: Vec<Arc<DestinationRule>> =

@@ -133,7 +133,10 @@ impl Proxy {
             "CLUSTER_ID" if !value.is_empty() => self.cluster_id = value.to_owned(),
             "WORKLOAD_NAME" if !value.is_empty() => self.workload_name = value.to_owned(),
             "INSTANCE_IPS" => {
-                let ips: Vec<IpAddr> = value.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+                let ips: Vec<IpAddr> = value
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect();
                 if !ips.is_empty() {
                     self.ips = ips;
                 }
@@ -172,8 +175,10 @@ mod tests {
 
     #[test]
     fn parses_istio_node_ids() {
-        let p = Proxy::from_node_id("sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local")
-            .expect("valid");
+        let p = Proxy::from_node_id(
+            "sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local",
+        )
+        .expect("valid");
         assert_eq!(p.kind, ProxyKind::Sidecar);
         assert_eq!(p.workload_name, "reviews-v1-abc");
         assert_eq!(p.namespace, "default");

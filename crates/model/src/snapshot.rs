@@ -79,12 +79,20 @@ impl Snapshot {
 
     /// The VirtualService that routes `hostname` for sidecars in `namespace`: exact hosts
     /// before wildcards, then precedence order (creation time, name, namespace).
-    pub fn virtual_service_for(&self, namespace: &str, hostname: &str) -> Option<&Arc<VirtualService>> {
+    pub fn virtual_service_for(
+        &self,
+        namespace: &str,
+        hostname: &str,
+    ) -> Option<&Arc<VirtualService>> {
         let applies = |vs: &&Arc<VirtualService>| {
             (vs.id.namespace == namespace || vs.export_to.allows(namespace))
                 && (vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh"))
         };
-        if let Some(vs) = self.routes_by_host.get(hostname).and_then(|l| l.iter().find(applies)) {
+        if let Some(vs) = self
+            .routes_by_host
+            .get(hostname)
+            .and_then(|l| l.iter().find(applies))
+        {
             return Some(vs);
         }
         self.routes_by_host
@@ -95,7 +103,10 @@ impl Snapshot {
     }
 
     /// Services visible to proxies in `namespace`, in host-name order.
-    pub fn visible_services<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Arc<Service>> {
+    pub fn visible_services<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Service>> {
         self.services
             .values()
             .filter(move |s| s.namespace == namespace || s.export_to.allows(namespace))
@@ -103,7 +114,10 @@ impl Snapshot {
 
     /// Endpoints of a service.
     pub fn endpoints(&self, hostname: &str) -> &[Endpoint] {
-        self.endpoints.get(hostname).map(|e| e.as_slice()).unwrap_or_default()
+        self.endpoints
+            .get(hostname)
+            .map(|e| e.as_slice())
+            .unwrap_or_default()
     }
 
     /// VirtualServices that apply to sidecars in `namespace`: exported there, bound to the mesh,
@@ -131,7 +145,10 @@ impl Snapshot {
     ) -> Option<DestinationRule> {
         let candidates = |ns: &str| -> Vec<&Arc<DestinationRule>> {
             let mut best: Option<(usize, Vec<&Arc<DestinationRule>>)> = None;
-            let exact = self.rules_by_host.get(&service.hostname).map(|l| (usize::MAX, l));
+            let exact = self
+                .rules_by_host
+                .get(&service.hostname)
+                .map(|l| (usize::MAX, l));
             let wildcards = self
                 .rules_by_host
                 .iter()
@@ -143,7 +160,8 @@ impl Snapshot {
                     let selected = match &dr.workload_selector {
                         None => true,
                         Some(sel) => {
-                            ns == proxy_namespace && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                            ns == proxy_namespace
+                                && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
                         }
                     };
                     if !visible || !selected {
@@ -172,7 +190,8 @@ impl Snapshot {
                 continue;
             };
             let mut merged = DestinationRule::clone(first);
-            let mut names: BTreeSet<String> = merged.subsets.iter().map(|s| s.name.clone()).collect();
+            let mut names: BTreeSet<String> =
+                merged.subsets.iter().map(|s| s.name.clone()).collect();
             for other in rest {
                 if merged.traffic_policy.is_none() {
                     merged.traffic_policy = other.traffic_policy.clone();
@@ -213,9 +232,18 @@ mod tests {
 
     #[test]
     fn short_names_resolve_in_the_config_namespace() {
-        assert_eq!(resolve_host("reviews", "prod", "cluster.local"), "reviews.prod.svc.cluster.local");
-        assert_eq!(resolve_host("reviews.prod", "x", "cluster.local"), "reviews.prod");
-        assert_eq!(resolve_host("*.example.com", "x", "cluster.local"), "*.example.com");
+        assert_eq!(
+            resolve_host("reviews", "prod", "cluster.local"),
+            "reviews.prod.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve_host("reviews.prod", "x", "cluster.local"),
+            "reviews.prod"
+        );
+        assert_eq!(
+            resolve_host("*.example.com", "x", "cluster.local"),
+            "*.example.com"
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub struct Skipped {
 
 /// Every object of every manifest under `dir`, with objects lacking a namespace placed in
 /// `default_namespace`. Unknown kinds are ignored; unreadable documents are reported.
-pub fn load_objects(dir: &Path, default_namespace: &str) -> Result<(Vec<Object>, Vec<Skipped>), Unreadable> {
+pub fn load_objects(
+    dir: &Path,
+    default_namespace: &str,
+) -> Result<(Vec<Object>, Vec<Skipped>), Unreadable> {
     let inputs = read_inputs(&[PathBuf::from(dir)])?;
     let mut objects = Vec::new();
     let mut skipped = Vec::new();
@@ -35,7 +38,12 @@ pub fn load_objects(dir: &Path, default_namespace: &str) -> Result<(Vec<Object>,
         };
         for doc in docs {
             let items: Vec<Value> = match doc.value.get("kind").and_then(Value::as_str) {
-                Some("List") => doc.value.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+                Some("List") => doc
+                    .value
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => vec![doc.value.clone()],
             };
             for item in items.into_iter().filter(|v| !v.is_null()) {
@@ -54,7 +62,10 @@ pub fn load_objects(dir: &Path, default_namespace: &str) -> Result<(Vec<Object>,
 }
 
 /// An index loaded from a directory.
-pub fn load_index(dir: &Path, default_namespace: &str) -> Result<(Index, Vec<Skipped>), Unreadable> {
+pub fn load_index(
+    dir: &Path,
+    default_namespace: &str,
+) -> Result<(Index, Vec<Skipped>), Unreadable> {
     let (objects, skipped) = load_objects(dir, default_namespace)?;
     let mut index = Index::default();
     for o in objects {

@@ -148,6 +148,7 @@ fn traffic_policy(p: &api::TrafficPolicy, path: &str, r: &mut Report) -> model::
     }
     if let Some(t) = &p.tunnel {
         let at = format!("{path}.tunnel");
+        r.unsupported(&at, "trafficPolicy.tunnel");
         let protocol = t.protocol.clone().unwrap_or_else(|| "CONNECT".into());
         if protocol != "CONNECT" && protocol != "POST" {
             r.error(
@@ -438,6 +439,24 @@ fn locality(l: &api::LocalityLbSetting, path: &str, r: &mut Report) -> model::Lo
         }
         failover.push((from, to));
     }
+    if !distribute.is_empty() {
+        r.unsupported(
+            format!("{path}.distribute"),
+            "localityLbSetting.distribute (locality weights)",
+        );
+    }
+    if !failover.is_empty() {
+        r.unsupported(
+            format!("{path}.failover"),
+            "localityLbSetting.failover (locality priorities)",
+        );
+    }
+    if l.failover_priority.as_ref().is_some_and(|f| !f.is_empty()) {
+        r.unsupported(
+            format!("{path}.failoverPriority"),
+            "localityLbSetting.failoverPriority",
+        );
+    }
     model::LocalityLb {
         distribute,
         failover,
@@ -602,6 +621,16 @@ fn outlier_detection(
         }
         other => other.map(i32::unsigned_abs),
     };
+    if od
+        .outlier_detection_http_error_codes
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+    {
+        r.unsupported(
+            format!("{path}.outlierDetectionHttpErrorCodes"),
+            "outlierDetection.outlierDetectionHttpErrorCodes",
+        );
+    }
     model::OutlierDetection {
         consecutive_5xx_errors: od.consecutive_5xx_errors,
         consecutive_gateway_errors: od.consecutive_gateway_errors,
@@ -666,6 +695,9 @@ fn client_tls(t: &api::ClientTlsSettings, path: &str, r: &mut Report) -> model::
             path,
             "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true",
         );
+    }
+    if crl.is_some() {
+        r.unsupported(format!("{path}.caCrl"), "tls.caCrl");
     }
     model::ClientTls {
         mode,

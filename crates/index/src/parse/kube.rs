@@ -23,13 +23,18 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let at = format!("spec.ports[{i}]");
         let Some(port) = u16::try_from(p.port).ok().filter(|p| *p > 0) else {
-            r.error(format!("{at}.port"), format!("port number {} must be in the range 1..65535", p.port));
+            r.error(
+                format!("{at}.port"),
+                format!("port number {} must be in the range 1..65535", p.port),
+            );
             continue;
         };
         let name = p.name.clone().unwrap_or_default();
         let l4 = p.protocol.as_deref().unwrap_or("TCP");
         let target_port = match &p.target_port {
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => u16::try_from(*n).ok(),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                u16::try_from(*n).ok()
+            }
             Some(_) => None,
             None => Some(port),
         };
@@ -40,7 +45,10 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
             target_port,
         });
     }
-    let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
+    let cluster_ip = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
     let resolution = if spec.type_.as_deref() == Some("ExternalName") {
         Resolution::Dns(spec.external_name.clone().unwrap_or_default())
     } else if spec.cluster_ip.as_deref() == Some("None") {
@@ -71,7 +79,11 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
         selector: spec.selector.clone().unwrap_or_default(),
         export_to,
         resolution,
-        creation_timestamp: svc.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        creation_timestamp: svc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
     };
     r.finish(id, value)
 }
@@ -99,7 +111,12 @@ pub fn workload(pod: &Pod) -> Result<Parsed<model::Workload>, Invalid> {
         .containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| Some((p.name.clone().unwrap_or_default(), u16::try_from(p.container_port).ok()?)))
+        .filter_map(|p| {
+            Some((
+                p.name.clone().unwrap_or_default(),
+                u16::try_from(p.container_port).ok()?,
+            ))
+        })
         .collect();
     let value = model::Workload {
         name: id.name.clone(),
@@ -129,7 +146,10 @@ fn locality_from_labels(labels: &BTreeMap<String, String>) -> Option<Locality> {
     (region.is_some() || zone.is_some()).then(|| Locality {
         region: region.cloned().unwrap_or_default(),
         zone: zone.cloned().unwrap_or_default(),
-        subzone: labels.get("topology.istio.io/subzone").cloned().unwrap_or_default(),
+        subzone: labels
+            .get("topology.istio.io/subzone")
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 
@@ -179,9 +199,16 @@ pub fn slice(es: &EndpointSlice) -> Result<Parsed<Slice>, Invalid> {
     }
     let mut ports = Vec::new();
     for (i, p) in es.ports.iter().flatten().enumerate() {
-        match p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) {
+        match p
+            .port
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+        {
             Some(n) => ports.push((p.name.clone().unwrap_or_default(), n)),
-            None => r.error(format!("ports[{i}].port"), "port must be in the range 1..65535"),
+            None => r.error(
+                format!("ports[{i}].port"),
+                "port must be in the range 1..65535",
+            ),
         }
     }
     let mut endpoints = Vec::new();
@@ -200,7 +227,10 @@ pub fn slice(es: &EndpointSlice) -> Result<Parsed<Slice>, Invalid> {
                 .as_ref()
                 .filter(|t| t.kind.as_deref() == Some("Pod"))
                 .and_then(|t| {
-                    Some((t.namespace.clone().unwrap_or_else(|| id.namespace.clone()), t.name.clone()?))
+                    Some((
+                        t.namespace.clone().unwrap_or_else(|| id.namespace.clone()),
+                        t.name.clone()?,
+                    ))
                 });
             for (j, addr) in ep.addresses.iter().enumerate() {
                 match addr.parse::<IpAddr>() {

@@ -1158,6 +1158,17 @@ fn check_subnet(subnet: &str, path: &str, r: &mut Report) {
 }
 
 fn tcp_route(route: &api::TcpRoute, path: &str, r: &mut Report) -> model::TcpRoute {
+    for (i, m) in route.match_.iter().flatten().enumerate() {
+        if m.destination_subnets
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+        {
+            r.unsupported(
+                format!("{path}.match[{i}].destinationSubnets"),
+                "tcp match destinationSubnets",
+            );
+        }
+    }
     let matches = route
         .match_
         .iter()
@@ -1176,6 +1187,7 @@ fn tcp_route(route: &api::TcpRoute, path: &str, r: &mut Report) -> model::TcpRou
             );
             if let Some(s) = m.source_subnet.as_deref().filter(|s| !s.is_empty()) {
                 check_subnet(s, &format!("{at}.sourceSubnet"), r);
+                r.unsupported(format!("{at}.sourceSubnet"), "tcp match sourceSubnet");
                 out.source_subnet = Some(s.to_owned());
             }
             out

@@ -127,16 +127,28 @@ fn cluster_type(c: &Cluster) -> &'static str {
 fn table(resource: ResourceKind, r: &Resources) -> String {
     let mut sections = Vec::new();
     if matches!(resource, ResourceKind::Clusters | ResourceKind::All) {
-        let mut rows = vec![vec!["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"]
+        let mut rows = vec![
+            vec![
+                "SERVICE FQDN",
+                "PORT",
+                "SUBSET",
+                "DIRECTION",
+                "TYPE",
+                "DESTINATION RULE",
+            ]
             .into_iter()
             .map(str::to_owned)
-            .collect::<Vec<_>>()];
+            .collect::<Vec<_>>(),
+        ];
         for c in &r.clusters {
             let parts: Vec<&str> = c.name.split('|').collect();
             let dr = json::to_json(c)
                 .pointer("/metadata/filter_metadata/istio/config")
                 .and_then(Value::as_str)
-                .and_then(|p| p.rsplit_once("/destination-rule/").map(|(ns, n)| (ns.to_owned(), n.to_owned())))
+                .and_then(|p| {
+                    p.rsplit_once("/destination-rule/")
+                        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+                })
                 .map(|(ns, n)| format!("{n}.{}", ns.rsplit('/').next().unwrap_or_default()))
                 .unwrap_or_else(|| "-".to_owned());
             let row = if let [dir, port, subset, host] = parts.as_slice() {
@@ -149,14 +161,26 @@ fn table(resource: ResourceKind, r: &Resources) -> String {
                     dr,
                 ]
             } else {
-                vec![c.name.clone(), "-".into(), "-".into(), "-".into(), cluster_type(c).to_owned(), "-".into()]
+                vec![
+                    c.name.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    cluster_type(c).to_owned(),
+                    "-".into(),
+                ]
             };
             rows.push(row);
         }
         sections.push(columns(rows));
     }
     if matches!(resource, ResourceKind::Listeners | ResourceKind::All) {
-        let mut rows = vec![vec!["NAME".to_owned(), "ADDRESS".into(), "PORT".into(), "CHAINS".into()]];
+        let mut rows = vec![vec![
+            "NAME".to_owned(),
+            "ADDRESS".into(),
+            "PORT".into(),
+            "CHAINS".into(),
+        ]];
         for l in &r.listeners {
             let (addr, port) = match l.address.as_ref().and_then(|a| a.address.as_ref()) {
                 Some(address::Address::SocketAddress(s)) => (
@@ -174,7 +198,12 @@ fn table(resource: ResourceKind, r: &Resources) -> String {
         sections.push(columns(rows));
     }
     if matches!(resource, ResourceKind::Routes | ResourceKind::All) {
-        let mut rows = vec![vec!["NAME".to_owned(), "VHOST NAME".into(), "DOMAINS".into(), "ROUTES".into()]];
+        let mut rows = vec![vec![
+            "NAME".to_owned(),
+            "VHOST NAME".into(),
+            "DOMAINS".into(),
+            "ROUTES".into(),
+        ]];
         for rc in &r.routes {
             for vh in &rc.virtual_hosts {
                 let domains = match vh.domains.as_slice() {
@@ -182,13 +211,23 @@ fn table(resource: ResourceKind, r: &Resources) -> String {
                     [one] => one.clone(),
                     [first, rest @ ..] => format!("{first} + {} more", rest.len()),
                 };
-                rows.push(vec![rc.name.clone(), vh.name.clone(), domains, vh.routes.len().to_string()]);
+                rows.push(vec![
+                    rc.name.clone(),
+                    vh.name.clone(),
+                    domains,
+                    vh.routes.len().to_string(),
+                ]);
             }
         }
         sections.push(columns(rows));
     }
     if matches!(resource, ResourceKind::Endpoints | ResourceKind::All) {
-        let mut rows = vec![vec!["ENDPOINT".to_owned(), "STATUS".into(), "LOCALITY".into(), "CLUSTER".into()]];
+        let mut rows = vec![vec![
+            "ENDPOINT".to_owned(),
+            "STATUS".into(),
+            "LOCALITY".into(),
+            "CLUSTER".into(),
+        ]];
         let mut by_cluster: BTreeMap<&str, Vec<Vec<String>>> = BTreeMap::new();
         for cla in &r.endpoints {
             for group in &cla.endpoints {
@@ -199,22 +238,32 @@ fn table(resource: ResourceKind, r: &Resources) -> String {
                     .unwrap_or_default();
                 for e in &group.lb_endpoints {
                     let addr = match &e.host_identifier {
-                        Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
-                            Some(address::Address::SocketAddress(s)) => match s.port_specifier {
-                                Some(socket_address::PortSpecifier::PortValue(p)) => format!("{}:{p}", s.address),
-                                _ => s.address.clone(),
-                            },
-                            _ => "-".into(),
-                        },
+                        Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                            match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
+                                Some(address::Address::SocketAddress(s)) => {
+                                    match s.port_specifier {
+                                        Some(socket_address::PortSpecifier::PortValue(p)) => {
+                                            format!("{}:{p}", s.address)
+                                        }
+                                        _ => s.address.clone(),
+                                    }
+                                }
+                                _ => "-".into(),
+                            }
+                        }
                         _ => "-".into(),
                     };
-                    let status = envoy_types::pb::envoy::config::core::v3::HealthStatus::try_from(e.health_status)
-                        .map(|h| h.as_str_name().to_owned())
-                        .unwrap_or_default();
-                    by_cluster
-                        .entry(&cla.cluster_name)
-                        .or_default()
-                        .push(vec![addr, status, locality.clone(), cla.cluster_name.clone()]);
+                    let status = envoy_types::pb::envoy::config::core::v3::HealthStatus::try_from(
+                        e.health_status,
+                    )
+                    .map(|h| h.as_str_name().to_owned())
+                    .unwrap_or_default();
+                    by_cluster.entry(&cla.cluster_name).or_default().push(vec![
+                        addr,
+                        status,
+                        locality.clone(),
+                        cla.cluster_name.clone(),
+                    ]);
                 }
             }
         }
