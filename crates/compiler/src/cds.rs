@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::{
     },
     extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
 };
-use sextant_model::{Protocol, Resolution, Service, ServicePort};
+use sextant_model::{Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
@@ -115,6 +115,12 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
     }
     let dr = ctx.rule(&svc.hostname);
     let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
+    let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
+    let needs_identities = istio
+        || effective
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == TlsMode::IstioMutual);
     policy::apply(
         &mut cluster,
         &effective,
@@ -124,23 +130,32 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
             subset,
             http2: port.protocol.is_http2(),
             http: port.protocol.is_http(),
-            identities: identities(ctx, svc),
+            identities: if needs_identities {
+                identities(ctx, svc)
+            } else {
+                Vec::new()
+            },
             flavor: ctx.proxy.flavor,
         },
     );
     if svc.resolution == Resolution::Passthrough {
         cluster.lb_policy = LbPolicy::ClusterProvided as i32;
     }
-    let mut istio = vec![(
-        "services",
-        list_value(vec![struct_value(vec![
-            ("host", string_value(&svc.hostname)),
-            ("name", string_value(&svc.name)),
-            ("namespace", string_value(&svc.namespace)),
-        ])]),
-    )];
+    // `istio.config` names the DestinationRule (for humans and tools); `istio.services` feeds
+    // istio-proxy's telemetry and is only sent to Istio proxies.
+    let mut fields = Vec::new();
+    if istio {
+        fields.push((
+            "services",
+            list_value(vec![struct_value(vec![
+                ("host", string_value(&svc.hostname)),
+                ("name", string_value(&svc.name)),
+                ("namespace", string_value(&svc.namespace)),
+            ])]),
+        ));
+    }
     if let Some(dr) = dr {
-        istio.insert(
+        fields.insert(
             0,
             (
                 "config",
@@ -151,10 +166,12 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
             ),
         );
         if !subset.is_empty() {
-            istio.push(("subset", string_value(subset)));
+            fields.push(("subset", string_value(subset)));
         }
     }
-    cluster.metadata = Some(metadata(vec![("istio", istio)]));
+    if !fields.is_empty() {
+        cluster.metadata = Some(metadata(vec![("istio", fields)]));
+    }
     cluster
 }
 

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::{
     endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
 };
 use sextant_model::{
-    Endpoint as ModelEndpoint, Health, Protocol, Resolution, Service, ServicePort,
+    Endpoint as ModelEndpoint, Health, Protocol, ProxyFlavor, Resolution, Service, ServicePort,
 };
 
 use crate::{
@@ -70,7 +70,12 @@ pub fn assignment(
         by_locality
             .entry(&ep.locality)
             .or_default()
-            .push(lb_endpoint(ep, svc, number));
+            .push(lb_endpoint(
+                ep,
+                svc,
+                number,
+                ctx.proxy.flavor == ProxyFlavor::Istio,
+            ));
     }
     ClusterLoadAssignment {
         cluster_name: name,
@@ -94,12 +99,30 @@ pub fn assignment(
     }
 }
 
-fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16) -> LbEndpoint {
+/// Istio's endpoint metadata (`istio.workload`, read by istio-proxy's telemetry, and the
+/// `tlsMode` that auto-mTLS matches on) is only sent to Istio proxies: stock Envoy uses neither.
+fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16, istio: bool) -> LbEndpoint {
     let health = match ep.health {
         Health::Healthy => HealthStatus::Healthy,
         Health::Unhealthy => HealthStatus::Unhealthy,
         Health::Draining => HealthStatus::Draining,
     };
+    let metadata = istio.then(|| endpoint_metadata(ep, svc));
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(ip_socket(ep.address, u32::from(port))),
+            ..Default::default()
+        })),
+        health_status: health as i32,
+        metadata,
+        load_balancing_weight: Some(u32v(1)),
+    }
+}
+
+fn endpoint_metadata(
+    ep: &ModelEndpoint,
+    svc: &Service,
+) -> envoy_types::pb::envoy::config::core::v3::Metadata {
     // `istio.workload` is "name;namespace;canonical service;revision;cluster".
     let canonical = ep
         .labels
@@ -130,13 +153,5 @@ fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16) -> LbEndpoint {
             ),
         );
     }
-    LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(ip_socket(ep.address, u32::from(port))),
-            ..Default::default()
-        })),
-        health_status: health as i32,
-        metadata: Some(metadata(entries)),
-        load_balancing_weight: Some(u32v(1)),
-    }
+    metadata(entries)
 }

@@ -52,6 +52,92 @@ pub struct Resources {
     pub routes: Vec<RouteConfiguration>,
 }
 
+/// One resource encoded once: its name, protobuf bytes (shared, cheap to clone) and a content
+/// hash used as its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Resource name.
+    pub name: String,
+    /// Protobuf encoding of the resource (not wrapped in `Any`).
+    pub bytes: bytes::Bytes,
+    /// xxh3 of `bytes`.
+    pub hash: u64,
+}
+
+impl Encoded {
+    /// Encodes one message.
+    pub fn new<M: prost::Message>(name: &str, message: &M) -> Encoded {
+        let bytes = bytes::Bytes::from(message.encode_to_vec());
+        Encoded {
+            name: name.to_owned(),
+            hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+            bytes,
+        }
+    }
+
+    /// The version string sent to Envoy.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
+/// A proxy's resources, encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedResources {
+    /// CDS.
+    pub clusters: Vec<Encoded>,
+    /// EDS.
+    pub endpoints: Vec<Encoded>,
+    /// LDS.
+    pub listeners: Vec<Encoded>,
+    /// RDS.
+    pub routes: Vec<Encoded>,
+}
+
+impl EncodedResources {
+    /// Total encoded size in bytes.
+    pub fn size(&self) -> usize {
+        [
+            &self.clusters,
+            &self.endpoints,
+            &self.listeners,
+            &self.routes,
+        ]
+        .iter()
+        .flat_map(|l| l.iter())
+        .map(|e| e.bytes.len())
+        .sum()
+    }
+}
+
+impl Resources {
+    /// Encodes every resource once.
+    pub fn encode(&self) -> EncodedResources {
+        EncodedResources {
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| Encoded::new(&c.name, c))
+                .collect(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|c| Encoded::new(&c.cluster_name, c))
+                .collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| Encoded::new(&l.name, l))
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| Encoded::new(&r.name, r))
+                .collect(),
+        }
+    }
+}
+
 /// Compiles the full configuration of `proxy` from `snapshot`.
 pub fn compile(snapshot: &Snapshot, proxy: &Proxy) -> Resources {
     let ctx = Context::new(snapshot, proxy);

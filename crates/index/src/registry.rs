@@ -242,8 +242,9 @@ impl Index {
         }
     }
 
-    /// Adds or replaces an object. An invalid object is recorded and leaves the index as it
-    /// was for that object (its last good version, if any, is removed: Istio stops using it too).
+    /// Adds or replaces an object. An invalid object is recorded with its errors and leaves the
+    /// index as it was: a new invalid object is not added, and an invalid edit keeps the last
+    /// good version in use until the object is fixed or deleted.
     pub fn apply(&mut self, object: Object) {
         match object {
             Object::Service(svc) => {
@@ -251,48 +252,35 @@ impl Index {
                 let parsed = parse::kube::service(&svc, &self.domain_suffix);
                 let k = key(&id.namespace, &id.name);
                 let host = self.hostname(&id.namespace, &id.name);
-                match self.record(parsed, id) {
-                    Some(s) => {
-                        let s = Arc::new(s);
-                        if self.services.get(&k) != Some(&s) {
-                            self.services.insert(k.clone(), s);
-                            self.changes.services.insert(host);
-                            self.dirty_endpoints.insert(k);
-                        }
+                if let Some(s) = self.record(parsed, id) {
+                    let s = Arc::new(s);
+                    if self.services.get(&k) != Some(&s) {
+                        self.services.insert(k.clone(), s);
+                        self.changes.services.insert(host);
+                        self.dirty_endpoints.insert(k);
                     }
-                    None => self.remove_service(k, host),
                 }
             }
             Object::EndpointSlice(es) => {
                 let id = parse::object_ref(Kind::EndpointSlice, &es.metadata);
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::kube::slice(&es);
-                match self.record(parsed, id) {
-                    Some(slice) => {
-                        if self.slices.get(&k) != Some(&slice) {
-                            self.remove_slice(&k);
-                            self.insert_slice(k, slice);
-                        }
-                    }
-                    None => self.remove_slice(&k),
+                if let Some(slice) = self.record(parsed, id)
+                    && self.slices.get(&k) != Some(&slice)
+                {
+                    self.remove_slice(&k);
+                    self.insert_slice(k, slice);
                 }
             }
             Object::Pod(pod) => {
                 let id = parse::object_ref(Kind::Pod, &pod.metadata);
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::kube::workload(&pod);
-                match self.record(parsed, id) {
-                    Some(w) => {
-                        let w = Arc::new(w);
-                        if self.pods.get(&k) != Some(&w) {
-                            self.pods.insert(k.clone(), w);
-                            self.pod_changed(k);
-                        }
-                    }
-                    None => {
-                        if self.pods.remove(&k).is_some() {
-                            self.pod_changed(k);
-                        }
+                if let Some(w) = self.record(parsed, id) {
+                    let w = Arc::new(w);
+                    if self.pods.get(&k) != Some(&w) {
+                        self.pods.insert(k.clone(), w);
+                        self.pod_changed(k);
                     }
                 }
             }
@@ -306,13 +294,8 @@ impl Index {
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::virtual_service(&vs);
                 self.changes.configs.insert(id.clone());
-                match self.record(parsed, id) {
-                    Some(v) => {
-                        self.virtual_services.insert(k, Arc::new(v));
-                    }
-                    None => {
-                        self.virtual_services.remove(&k);
-                    }
+                if let Some(v) = self.record(parsed, id) {
+                    self.virtual_services.insert(k, Arc::new(v));
                 }
             }
             Object::DestinationRule(dr) => {
@@ -320,13 +303,8 @@ impl Index {
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::destination_rule(&dr);
                 self.changes.configs.insert(id.clone());
-                match self.record(parsed, id) {
-                    Some(v) => {
-                        self.destination_rules.insert(k, Arc::new(v));
-                    }
-                    None => {
-                        self.destination_rules.remove(&k);
-                    }
+                if let Some(v) = self.record(parsed, id) {
+                    self.destination_rules.insert(k, Arc::new(v));
                 }
             }
         }
