@@ -7,7 +7,7 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci demo
+.PHONY: build test lint crds check-crds ci demo bench
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -31,6 +31,13 @@ check-crds:
 ci: lint check-crds test
 
 # The README's first command: the demo on the bundled example mesh.
+DEMO_PROXY ?= sidecar~127.0.1.1~productpage-v1-0.default~default.svc.cluster.local
 demo:
 	$(CARGO) build -q -p sextant
 	./target/debug/sextant validate -f examples/
+	./target/debug/sextant proxy-config all --config-dir examples --proxy '$(DEMO_PROXY)' \
+	  --meta INTERCEPTION_MODE=NONE --meta SEXTANT_BIND_ADDRESS=127.0.0.2
+
+# Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
+bench:
+	$(CARGO) bench -p sextant-compiler --bench compile

@@ -2,6 +2,8 @@
 //! `inbound|PORT||` clusters, and Istio's `BlackHoleCluster`, `PassthroughCluster` and
 //! `InboundPassthroughCluster`.
 
+use std::collections::{HashMap, HashSet};
+
 use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
@@ -19,34 +21,47 @@ use envoy_types::pb::envoy::{
 };
 use sextant_model::{Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
 
+use prost::Message;
+
 use crate::{
+    Encoded,
     context::{Context, inbound_cluster, outbound_cluster},
     policy::{self, CONNECT_TIMEOUT_SECS, Target},
     proto::{ads, any, list_value, map_of, metadata, seconds, socket, string_value, struct_value},
+    wire,
 };
 
-/// Every cluster of the proxy, sorted by name.
-pub fn clusters(ctx: &Context<'_>) -> Vec<Cluster> {
+/// Every cluster of the proxy, sorted by name, and the names of those that use EDS.
+pub fn clusters(ctx: &Context<'_>) -> (Vec<Encoded>, HashSet<String>) {
     let mut out = Vec::new();
+    let mut eds = HashSet::new();
+    let mut templates = HashMap::new();
     for svc in ctx.services() {
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
-            out.push(outbound(ctx, svc, port, ""));
-            if let Some(dr) = ctx.rule(&svc.hostname) {
-                for subset in &dr.subsets {
-                    out.push(outbound(ctx, svc, port, &subset.name));
+            let subsets = ctx
+                .rule(&svc.hostname)
+                .map(|dr| dr.subsets.as_slice())
+                .unwrap_or_default();
+            let names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
+            for subset in names {
+                let (cluster, uses_eds) = outbound(ctx, svc, port, subset, &mut templates);
+                if uses_eds {
+                    eds.insert(cluster.name.clone());
                 }
+                out.push(cluster);
             }
         }
     }
     for (_, port, target) in ctx.inbound_ports() {
-        out.push(inbound(ctx, port, target));
+        let c = inbound(ctx, port, target);
+        out.push(Encoded::new(&c.name, &c));
     }
-    out.push(black_hole());
-    out.push(passthrough());
-    out.push(inbound_passthrough());
+    for c in [black_hole(), passthrough(), inbound_passthrough()] {
+        out.push(Encoded::new(&c.name, &c));
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
-    out
+    (out, eds)
 }
 
 fn discovery(kind: DiscoveryType) -> Option<ClusterDiscoveryType> {
@@ -73,15 +88,104 @@ fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
     ids
 }
 
-fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) -> Cluster {
+/// Everything a cluster's shared policy bytes depend on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TemplateKey {
+    rule: usize,
+    subset: String,
+    port: u16,
+    host: String,
+    http2: bool,
+    http: bool,
+    istio: bool,
+}
+
+/// A cluster's policy fields, encoded once and shared by every cluster with the same key.
+struct Template {
+    bytes: Vec<u8>,
+    /// The policy turned the cluster into an ORIGINAL_DST cluster (`simple: PASSTHROUGH`).
+    original_dst: bool,
+}
+
+fn outbound(
+    ctx: &Context<'_>,
+    svc: &Service,
+    port: &ServicePort,
+    subset: &str,
+    templates: &mut HashMap<TemplateKey, Template>,
+) -> (Encoded, bool) {
     let name = outbound_cluster(port.port, subset, &svc.hostname);
+    let dr = ctx.rule(&svc.hostname);
+    let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
+    let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
+    let needs_identities = istio
+        || effective
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == TlsMode::IstioMutual);
+    let key = TemplateKey {
+        rule: dr.map_or(0, |d| d as *const _ as usize),
+        subset: if dr.is_some() {
+            subset.to_owned()
+        } else {
+            String::new()
+        },
+        port: if dr.is_some() || needs_identities {
+            port.port
+        } else {
+            0
+        },
+        host: if needs_identities {
+            svc.hostname.clone()
+        } else {
+            String::new()
+        },
+        http2: port.protocol.is_http2(),
+        http: port.protocol.is_http(),
+        istio,
+    };
+    let template = templates.entry(key).or_insert_with(|| {
+        let mut c = Cluster::default();
+        policy::apply(
+            &mut c,
+            &effective,
+            &Target {
+                host: &svc.hostname,
+                port: port.port,
+                subset,
+                http2: port.protocol.is_http2(),
+                http: port.protocol.is_http(),
+                identities: if needs_identities {
+                    identities(ctx, svc)
+                } else {
+                    Vec::new()
+                },
+                flavor: ctx.proxy.flavor,
+            },
+        );
+        let original_dst = c.cluster_discovery_type.take().is_some();
+        Template {
+            bytes: c.encode_to_vec(),
+            original_dst,
+        }
+    });
     let mut cluster = Cluster {
         name: name.clone(),
-        alt_stat_name: format!("{name};"),
+        alt_stat_name: {
+            let mut alt = String::with_capacity(name.len() + 1);
+            alt.push_str(&name);
+            alt.push(';');
+            alt
+        },
         ..Default::default()
     };
+    let mut eds = false;
     match &svc.resolution {
+        Resolution::ClientSideLb if template.original_dst => {
+            cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+        }
         Resolution::ClientSideLb => {
+            eds = true;
             cluster.cluster_discovery_type = discovery(DiscoveryType::Eds);
             cluster.eds_cluster_config = Some(EdsClusterConfig {
                 service_name: name.clone(),
@@ -90,6 +194,7 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
         }
         Resolution::Passthrough => {
             cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+            cluster.lb_policy = LbPolicy::ClusterProvided as i32;
         }
         Resolution::Dns(dns) => {
             cluster.cluster_discovery_type = discovery(DiscoveryType::StrictDns);
@@ -112,34 +217,6 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
                 ..Default::default()
             });
         }
-    }
-    let dr = ctx.rule(&svc.hostname);
-    let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
-    let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
-    let needs_identities = istio
-        || effective
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.mode == TlsMode::IstioMutual);
-    policy::apply(
-        &mut cluster,
-        &effective,
-        &Target {
-            host: &svc.hostname,
-            port: port.port,
-            subset,
-            http2: port.protocol.is_http2(),
-            http: port.protocol.is_http(),
-            identities: if needs_identities {
-                identities(ctx, svc)
-            } else {
-                Vec::new()
-            },
-            flavor: ctx.proxy.flavor,
-        },
-    );
-    if svc.resolution == Resolution::Passthrough {
-        cluster.lb_policy = LbPolicy::ClusterProvided as i32;
     }
     // `istio.config` names the DestinationRule (for humans and tools); `istio.services` feeds
     // istio-proxy's telemetry and is only sent to Istio proxies.
@@ -172,7 +249,31 @@ fn outbound(ctx: &Context<'_>, svc: &Service, port: &ServicePort, subset: &str) 
     if !fields.is_empty() {
         cluster.metadata = Some(metadata(vec![("istio", fields)]));
     }
-    cluster
+    // Shared policy first, then this cluster's own fields (which win where both set one).
+    let mut bytes = Vec::with_capacity(template.bytes.len() + 3 * name.len() + 64);
+    bytes.extend_from_slice(&template.bytes);
+    if eds {
+        // name (1), type (2) = EDS, eds_cluster_config (3) { eds_config (1), service_name (2) },
+        // alt_stat_name (28): the fields of every EDS cluster, written directly.
+        static ADS: std::sync::LazyLock<Vec<u8>> =
+            std::sync::LazyLock::new(|| ads().encode_to_vec());
+        wire::string_field(&mut bytes, 1, &name);
+        wire::varint_field(&mut bytes, 2, DiscoveryType::Eds as u64);
+        wire::open_field(
+            &mut bytes,
+            3,
+            wire::field_len(ADS.len()) + wire::field_len(name.len()),
+        );
+        wire::bytes_field(&mut bytes, 1, &ADS);
+        wire::string_field(&mut bytes, 2, &name);
+        wire::string_field(&mut bytes, 28, &cluster.alt_stat_name);
+        if let Some(m) = &cluster.metadata {
+            wire::message_field(&mut bytes, 25, m);
+        }
+    } else {
+        cluster.encode_raw(&mut bytes);
+    }
+    (Encoded::from_bytes(&name, bytes), eds)
 }
 
 fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {

@@ -1,102 +1,144 @@
 //! EDS: one ClusterLoadAssignment per EDS cluster, endpoints grouped by locality, subsets
 //! selected by workload labels, with Istio's endpoint metadata.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster,
-    core::v3::{HealthStatus, Locality},
-    endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+    core::v3::HealthStatus,
+    endpoint::v3::{Endpoint, LbEndpoint, lb_endpoint},
 };
+use prost::Message;
 use sextant_model::{
-    Endpoint as ModelEndpoint, Health, Protocol, ProxyFlavor, Resolution, Service, ServicePort,
+    Endpoint as ModelEndpoint, Health, Protocol, ProxyFlavor, Resolution, Service,
 };
 
 use crate::{
+    Encoded,
     context::{Context, outbound_cluster},
     proto::{ip_socket, metadata, string_value, u32v},
+    wire,
 };
 
-/// The load assignments for every EDS cluster in `clusters`, sorted by name.
-pub fn load_assignments(ctx: &Context<'_>, clusters: &[Cluster]) -> Vec<ClusterLoadAssignment> {
-    let wanted: std::collections::BTreeSet<&str> = clusters
-        .iter()
-        .filter_map(|c| {
-            c.eds_cluster_config
-                .as_ref()
-                .map(|e| e.service_name.as_str())
-        })
-        .collect();
+/// The load assignments of the EDS clusters named in `wanted`, sorted by name. Each endpoint is
+/// encoded once per service port and shared by the service's cluster and its subsets.
+pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Encoded> {
+    let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
     let mut out = Vec::new();
     for svc in ctx
         .services()
         .filter(|s| s.resolution == Resolution::ClientSideLb)
     {
+        let endpoints = ctx.snapshot.endpoints(&svc.hostname);
         for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+            // Every endpoint of this port encoded once, into one buffer.
+            let mut all = Vec::with_capacity(endpoints.len() * 40);
+            let mut text = String::new();
+            let ranges: Vec<Option<(usize, usize)>> = endpoints
+                .iter()
+                .map(|ep| {
+                    let number = ep.port_for(port).or(port.target_port)?;
+                    let start = all.len();
+                    if istio {
+                        lb_endpoint(ep, svc, number, true).encode_raw(&mut all);
+                    } else {
+                        encode_lb_endpoint(&mut all, &mut text, ep, number);
+                    }
+                    Some((start, all.len()))
+                })
+                .collect();
+            let encoded: Vec<Option<&[u8]>> =
+                ranges.iter().map(|r| r.map(|(a, b)| &all[a..b])).collect();
             let name = outbound_cluster(port.port, "", &svc.hostname);
-            if wanted.contains(name.as_str()) {
-                out.push(assignment(ctx, svc, port, None, name));
+            if wanted.contains(&name) {
+                out.push(assemble(name, endpoints, &encoded, None));
             }
             if let Some(dr) = ctx.rule(&svc.hostname) {
                 for subset in &dr.subsets {
                     let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
-                    if wanted.contains(name.as_str()) {
-                        out.push(assignment(ctx, svc, port, Some(&subset.labels), name));
+                    if wanted.contains(&name) {
+                        out.push(assemble(name, endpoints, &encoded, Some(&subset.labels)));
                     }
                 }
             }
         }
     }
-    out.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
-/// The load assignment of one cluster.
-pub fn assignment(
-    ctx: &Context<'_>,
-    svc: &Service,
-    port: &ServicePort,
-    subset: Option<&BTreeMap<String, String>>,
+/// A ClusterLoadAssignment from encoded endpoints, grouped by locality.
+fn assemble(
     name: String,
-) -> ClusterLoadAssignment {
-    let mut by_locality: BTreeMap<&sextant_model::Locality, Vec<LbEndpoint>> = BTreeMap::new();
-    for ep in ctx.snapshot.endpoints(&svc.hostname) {
+    endpoints: &[ModelEndpoint],
+    encoded: &[Option<&[u8]>],
+    subset: Option<&BTreeMap<String, String>>,
+) -> Encoded {
+    // Few localities per service: a small vector beats a map.
+    let mut by_locality: Vec<(&sextant_model::Locality, Vec<&[u8]>)> = Vec::new();
+    let mut size = name.len() + 8;
+    for (ep, bytes) in endpoints.iter().zip(encoded) {
+        let Some(bytes) = bytes else { continue };
         if subset.is_some_and(|labels| !ep.matches(labels)) {
             continue;
         }
-        let Some(number) = ep.port_for(port).or(port.target_port) else {
-            continue;
-        };
-        by_locality
-            .entry(&ep.locality)
-            .or_default()
-            .push(lb_endpoint(
-                ep,
-                svc,
-                number,
-                ctx.proxy.flavor == ProxyFlavor::Istio,
-            ));
+        size += bytes.len() + 2;
+        match by_locality.iter_mut().find(|(l, _)| *l == &ep.locality) {
+            Some((_, list)) => list.push(bytes),
+            None => by_locality.push((&ep.locality, vec![bytes])),
+        }
     }
-    ClusterLoadAssignment {
-        cluster_name: name,
-        endpoints: by_locality
-            .into_iter()
-            .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
-                locality: Some(Locality {
-                    region: locality.region.clone(),
-                    zone: locality.zone.clone(),
-                    sub_zone: locality.subzone.clone(),
-                    ..Default::default()
-                }),
-                load_balancing_weight: Some(u32v(
-                    u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX),
-                )),
-                lb_endpoints,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
+    by_locality.sort_by(|a, b| a.0.cmp(b.0));
+    let mut buf = Vec::with_capacity(size + by_locality.len() * 48);
+    wire::string_field(&mut buf, 1, &name);
+    let mut group = Vec::new();
+    for (locality, lb_endpoints) in by_locality {
+        group.clear();
+        wire::open_field(&mut group, 1, locality_len(locality));
+        wire::string_field(&mut group, 1, &locality.region);
+        wire::string_field(&mut group, 2, &locality.zone);
+        wire::string_field(&mut group, 3, &locality.subzone);
+        for e in &lb_endpoints {
+            wire::bytes_field(&mut group, 2, e);
+        }
+        wire::u32_value_field(
+            &mut group,
+            3,
+            u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX),
+        );
+        wire::bytes_field(&mut buf, 2, &group);
     }
+    Encoded::from_bytes(&name, buf)
+}
+
+fn locality_len(l: &sextant_model::Locality) -> usize {
+    [&l.region, &l.zone, &l.subzone]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| wire::field_len(s.len()))
+        .sum()
+}
+
+/// A plain Envoy `LbEndpoint` written directly: address, health, weight 1. Equivalent to
+/// `lb_endpoint(.., false)` encoded by prost (the golden tests decode it).
+fn encode_lb_endpoint(buf: &mut Vec<u8>, text: &mut String, ep: &ModelEndpoint, port: u16) {
+    wire::ip_text(ep.address, text);
+    // endpoint (1) { address (1) { socket_address (1) { address (2), port_value (3) } } }
+    let socket =
+        wire::field_len(text.len()) + 1 + prost::encoding::encoded_len_varint(u64::from(port));
+    let address = wire::field_len(socket);
+    let endpoint = wire::field_len(address);
+    wire::open_field(buf, 1, endpoint);
+    wire::open_field(buf, 1, address);
+    wire::open_field(buf, 1, socket);
+    wire::string_field(buf, 2, text);
+    wire::varint_field(buf, 3, u64::from(port));
+    let health = match ep.health {
+        Health::Healthy => HealthStatus::Healthy,
+        Health::Unhealthy => HealthStatus::Unhealthy,
+        Health::Draining => HealthStatus::Draining,
+    };
+    wire::varint_field(buf, 2, health as u64);
+    wire::u32_value_field(buf, 4, 1);
 }
 
 /// Istio's endpoint metadata (`istio.workload`, read by istio-proxy's telemetry, and the

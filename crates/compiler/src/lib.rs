@@ -18,6 +18,7 @@ mod policy;
 mod proto;
 mod rds;
 mod routes;
+mod wire;
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
@@ -67,12 +68,22 @@ pub struct Encoded {
 impl Encoded {
     /// Encodes one message.
     pub fn new<M: prost::Message>(name: &str, message: &M) -> Encoded {
-        let bytes = bytes::Bytes::from(message.encode_to_vec());
+        Encoded::from_bytes(name, message.encode_to_vec())
+    }
+
+    /// Wraps already encoded bytes.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Encoded {
+        let bytes = bytes::Bytes::from(bytes);
         Encoded {
             name: name.to_owned(),
             hash: xxhash_rust::xxh3::xxh3_64(&bytes),
             bytes,
         }
+    }
+
+    /// Decodes the resource (for display and tests).
+    pub fn decode<M: prost::Message + Default>(&self) -> M {
+        M::decode(self.bytes.as_ref()).expect("the compiler encodes valid messages")
     }
 
     /// The version string sent to Envoy.
@@ -110,45 +121,32 @@ impl EncodedResources {
     }
 }
 
-impl Resources {
-    /// Encodes every resource once.
-    pub fn encode(&self) -> EncodedResources {
-        EncodedResources {
-            clusters: self
-                .clusters
-                .iter()
-                .map(|c| Encoded::new(&c.name, c))
-                .collect(),
-            endpoints: self
-                .endpoints
-                .iter()
-                .map(|c| Encoded::new(&c.cluster_name, c))
-                .collect(),
-            listeners: self
-                .listeners
-                .iter()
-                .map(|l| Encoded::new(&l.name, l))
-                .collect(),
-            routes: self
-                .routes
-                .iter()
-                .map(|r| Encoded::new(&r.name, r))
-                .collect(),
-        }
-    }
-}
-
-/// Compiles the full configuration of `proxy` from `snapshot`.
-pub fn compile(snapshot: &Snapshot, proxy: &Proxy) -> Resources {
+/// Compiles and encodes the full configuration of `proxy` from `snapshot`. This is what the
+/// xDS server sends; every resource is encoded exactly once.
+pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
     let ctx = Context::new(snapshot, proxy);
-    let clusters = cds::clusters(&ctx);
-    let endpoints = eds::load_assignments(&ctx, &clusters);
-    let listeners = lds::listeners(&ctx);
+    let (clusters, eds) = cds::clusters(&ctx);
+    let endpoints = eds::load_assignments(&ctx, &eds);
+    let listeners = lds::listeners(&ctx)
+        .iter()
+        .map(|l| Encoded::new(&l.name, l))
+        .collect();
     let routes = rds::route_configurations(&ctx);
-    Resources {
+    EncodedResources {
         clusters,
         endpoints,
         listeners,
         routes,
+    }
+}
+
+/// The same configuration as messages, for display, JSON and tests.
+pub fn compile(snapshot: &Snapshot, proxy: &Proxy) -> Resources {
+    let encoded = compile_encoded(snapshot, proxy);
+    Resources {
+        clusters: encoded.clusters.iter().map(Encoded::decode).collect(),
+        endpoints: encoded.endpoints.iter().map(Encoded::decode).collect(),
+        listeners: encoded.listeners.iter().map(Encoded::decode).collect(),
+        routes: encoded.routes.iter().map(Encoded::decode).collect(),
     }
 }

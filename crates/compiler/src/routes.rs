@@ -97,6 +97,48 @@ fn is_catch_all(m: &HttpMatch) -> bool {
         && m.authority.is_none()
 }
 
+/// Encoded [`default_route`], assembled from bytes shared by every service unless the
+/// destination needs a hash policy.
+pub fn default_route_bytes(ctx: &Context<'_>, host: &str, port: u16, out: &mut Vec<u8>) {
+    use prost::Message;
+    static SHARED: std::sync::LazyLock<(Vec<u8>, Vec<u8>)> = std::sync::LazyLock::new(|| {
+        let mut head = Vec::new();
+        crate::wire::message_field(&mut head, 1, &prefix_match("/"));
+        let action = RouteAction {
+            timeout: Some(seconds(0)),
+            retry_policy: Some(default_retry_policy(false)),
+            ..Default::default()
+        };
+        (head, action.encode_to_vec())
+    });
+    if hash_policy(ctx, host, "", port).is_some() {
+        default_route(ctx, host, port).encode_raw(out);
+        return;
+    }
+    let (head, action_tail) = &*SHARED;
+    let cluster = outbound_cluster(port, "", host);
+    out.extend_from_slice(head);
+    // action (2): RouteAction { cluster (1), shared tail }
+    let cluster_field = 1 + varint_len(cluster.len()) + cluster.len();
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint((cluster_field + action_tail.len()) as u64, out);
+    crate::wire::string_field(out, 1, &cluster);
+    out.extend_from_slice(action_tail);
+    // decorator (5): Decorator { operation (1) }
+    let operation = format!("{host}:{port}/*");
+    prost::encoding::encode_key(5, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(
+        (1 + varint_len(operation.len()) + operation.len()) as u64,
+        out,
+    );
+    crate::wire::string_field(out, 1, &operation);
+    crate::wire::string_field(out, 14, "default");
+}
+
+fn varint_len(n: usize) -> usize {
+    prost::encoding::encoded_len_varint(n as u64)
+}
+
 /// The route of a service with no VirtualService.
 pub fn default_route(ctx: &Context<'_>, host: &str, port: u16) -> Route {
     let cluster = outbound_cluster(port, "", host);

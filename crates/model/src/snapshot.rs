@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// VirtualServices by resolved host (wildcard hosts under their pattern), in precedence
     /// order. Delegates are not listed.
     pub routes_by_host: BTreeMap<String, Vec<Arc<VirtualService>>>,
+    /// Whether any DestinationRule / VirtualService host is a wildcard (lookups skip the scan
+    /// when none is).
+    pub wildcard_hosts: (bool, bool),
 }
 
 /// Istio's short-name resolution: a host without dots names a Service in `namespace`.
@@ -75,6 +78,10 @@ impl Snapshot {
                 }
             }
         }
+        self.wildcard_hosts = (
+            self.rules_by_host.keys().any(|h| h.starts_with('*')),
+            self.routes_by_host.keys().any(|h| h.starts_with('*')),
+        );
     }
 
     /// The VirtualService that routes `hostname` for sidecars in `namespace`: exact hosts
@@ -143,6 +150,9 @@ impl Snapshot {
         labels: &BTreeMap<String, String>,
         service: &Service,
     ) -> Option<DestinationRule> {
+        if !self.wildcard_hosts.0 && !self.rules_by_host.contains_key(&service.hostname) {
+            return None;
+        }
         let candidates = |ns: &str| -> Vec<&Arc<DestinationRule>> {
             let mut best: Option<(usize, Vec<&Arc<DestinationRule>>)> = None;
             let exact = self
@@ -152,6 +162,7 @@ impl Snapshot {
             let wildcards = self
                 .rules_by_host
                 .iter()
+                .filter(|_| self.wildcard_hosts.0)
                 .filter(|(h, _)| h.starts_with('*') && host_matches(h, &service.hostname))
                 .map(|(h, l)| (h.len(), l));
             for (rank, list) in exact.into_iter().chain(wildcards) {
