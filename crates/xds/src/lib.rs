@@ -1,0 +1,12 @@
+//! The Envoy v3 Aggregated Discovery Service, state-of-the-world and delta.
+//!
+//! `protocol` is the xDS protocol as synchronous state machines (versions, nonces, ACK/NACK,
+//! wildcard and named subscriptions, delta removals and reconnects), tested without sockets.
+//! `server` is the thin tonic loop around them: one task per stream selecting on requests,
+//! snapshot updates and shutdown. The server is generic over a `Generator` that supplies each
+//! proxy's encoded resources, so caching and compilation live outside it.
+
+pub mod protocol;
+pub mod server;
+
+pub use server::{AdsServer, Connection, Generator, Registry, proxy_from_node};

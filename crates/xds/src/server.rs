@@ -1,0 +1,311 @@
+//! The tonic side: a short loop per stream around the protocol state machines.
+
+use std::{
+    collections::BTreeMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_server::AggregatedDiscoveryService,
+        },
+    },
+    google::protobuf::{Struct, Value, value::Kind as ValueKind},
+};
+use sextant_compiler::EncodedResources;
+use sextant_model::Proxy;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::protocol::{Delta, Event, Sotw, TypeStatus};
+
+/// What the server needs from the rest of the control plane.
+pub trait Generator: Send + Sync + 'static {
+    /// Whether every source has done its initial sync.
+    fn ready(&self) -> bool;
+    /// Completes a proxy parsed from its node (labels and identity from its workload).
+    fn complete(&self, proxy: Proxy) -> Proxy;
+    /// The current resources of a proxy (shared, encoded once).
+    fn resources(&self, proxy: &Proxy) -> Arc<EncodedResources>;
+    /// Called for ACKs, NACKs and pushes, for metrics.
+    fn observe(&self, _proxy: &Proxy, _event: &Event) {}
+}
+
+/// A proxy from its node: Istio's node id and the metadata keys istiod reads.
+pub fn proxy_from_node(node: &Node) -> Result<Proxy, String> {
+    if node.id.is_empty() {
+        return Err("missing node information".into());
+    }
+    let mut proxy = Proxy::from_node_id(&node.id).map_err(|e| e.to_string())?;
+    if let Some(meta) = &node.metadata {
+        let mut keys: Vec<&String> = meta.fields.keys().collect();
+        keys.sort();
+        for key in keys {
+            match &meta.fields[key].kind {
+                Some(ValueKind::StringValue(s)) => proxy.apply_metadata(key, s),
+                Some(ValueKind::BoolValue(b)) => proxy.apply_metadata(key, &b.to_string()),
+                Some(ValueKind::StructValue(s)) if key == "LABELS" => {
+                    proxy.labels.extend(string_fields(s));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(proxy)
+}
+
+fn string_fields(s: &Struct) -> impl Iterator<Item = (String, String)> + '_ {
+    s.fields
+        .iter()
+        .filter_map(|(k, v): (&String, &Value)| match &v.kind {
+            Some(ValueKind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+}
+
+/// One connected stream, for `/debug/syncz`.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// Node id.
+    pub proxy: String,
+    /// `sotw` or `delta`.
+    pub protocol: &'static str,
+    /// When the stream opened.
+    pub connected_at: SystemTime,
+    /// Per type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// Connected streams by connection number.
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    connections: Mutex<BTreeMap<u64, Connection>>,
+}
+
+impl Registry {
+    /// A copy of every connection's status.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Connection>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The protocol of a stream: state-of-the-world or delta.
+trait Machine: Default + Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    const NAME: &'static str;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn request(&mut self, req: Self::Req, all: &EncodedResources) -> Option<Self::Resp>;
+    fn update(&mut self, all: &EncodedResources) -> Vec<Self::Resp>;
+    fn status(&self) -> BTreeMap<String, TypeStatus>;
+    fn drain(&mut self) -> Vec<Event>;
+}
+
+impl Machine for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn request(
+        &mut self,
+        req: DiscoveryRequest,
+        all: &EncodedResources,
+    ) -> Option<DiscoveryResponse> {
+        self.on_request(req, all)
+    }
+    fn update(&mut self, all: &EncodedResources) -> Vec<DiscoveryResponse> {
+        self.on_update(all)
+    }
+    fn status(&self) -> BTreeMap<String, TypeStatus> {
+        Sotw::status(self)
+    }
+    fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Machine for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        all: &EncodedResources,
+    ) -> Option<DeltaDiscoveryResponse> {
+        self.on_request(req, all)
+    }
+    fn update(&mut self, all: &EncodedResources) -> Vec<DeltaDiscoveryResponse> {
+        self.on_update(all)
+    }
+    fn status(&self) -> BTreeMap<String, TypeStatus> {
+        Delta::status(self)
+    }
+    fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// The ADS service.
+pub struct AdsServer<G> {
+    generator: Arc<G>,
+    updates: watch::Receiver<u64>,
+    registry: Arc<Registry>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<G: Generator> AdsServer<G> {
+    /// A server that pushes whenever `updates` changes (the published snapshot version) and
+    /// closes streams when `shutdown` turns true.
+    pub fn new(
+        generator: Arc<G>,
+        updates: watch::Receiver<u64>,
+        registry: Arc<Registry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AdsServer {
+            generator,
+            updates,
+            registry,
+            shutdown,
+        }
+    }
+
+    fn open<M: Machine>(
+        &self,
+        mut inbound: Streaming<M::Req>,
+    ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status>
+    where
+        M::Req: prost::Message + Default,
+    {
+        if !self.generator.ready() {
+            return Err(Status::unavailable(
+                "server is not ready to serve discovery information",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let generator = self.generator.clone();
+        let mut updates = self.updates.clone();
+        let registry = self.registry.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let first = match inbound.next().await {
+                Some(Ok(r)) => r,
+                _ => return,
+            };
+            let proxy = match M::node(&first).map(proxy_from_node) {
+                Some(Ok(p)) => generator.complete(p),
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(Status::invalid_argument(e))).await;
+                    return;
+                }
+                None => {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument("missing node information")))
+                        .await;
+                    return;
+                }
+            };
+            let id = registry.next.fetch_add(1, Ordering::Relaxed);
+            registry.lock().insert(
+                id,
+                Connection {
+                    proxy: proxy.id.clone(),
+                    protocol: M::NAME,
+                    connected_at: SystemTime::now(),
+                    types: BTreeMap::new(),
+                },
+            );
+            tracing::info!(proxy = %proxy.id, protocol = M::NAME, "proxy connected");
+            let mut machine = M::default();
+            updates.borrow_and_update();
+            let mut resources = generator.resources(&proxy);
+            let mut pending = Some(first);
+            loop {
+                let mut out = Vec::new();
+                if let Some(req) = pending.take() {
+                    out.extend(machine.request(req, &resources));
+                } else {
+                    tokio::select! {
+                        msg = inbound.next() => match msg {
+                            Some(Ok(req)) => pending = Some(req),
+                            Some(Err(status)) => {
+                                tracing::debug!(proxy = %proxy.id, %status, "stream error");
+                                break;
+                            }
+                            None => break,
+                        },
+                        changed = updates.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                            resources = generator.resources(&proxy);
+                            out.extend(machine.update(&resources));
+                        }
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                for event in machine.drain() {
+                    if let Event::Nack { type_url, error } = &event {
+                        tracing::warn!(proxy = %proxy.id, type_url = %type_url, %error, "proxy rejected configuration");
+                    }
+                    generator.observe(&proxy, &event);
+                }
+                if let Some(c) = registry.lock().get_mut(&id) {
+                    c.types = machine.status();
+                }
+                for response in out {
+                    if tx.send(Ok(response)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            registry.lock().remove(&id);
+            tracing::info!(proxy = %proxy.id, "proxy disconnected");
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let stream = self.open::<Sotw>(request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let stream = self.open::<Delta>(request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

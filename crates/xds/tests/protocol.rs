@@ -1,0 +1,318 @@
+//! The ADS protocol state machines, without sockets.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        },
+        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
+    },
+    google::rpc::Status,
+};
+use sextant_compiler::{Encoded, EncodedResources, type_url};
+use sextant_xds::protocol::{Delta, Event, Sotw};
+
+fn cluster(name: &str, timeout: i64) -> Encoded {
+    Encoded::new(
+        name,
+        &Cluster {
+            name: name.into(),
+            connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: timeout,
+                nanos: 0,
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+fn cla(name: &str) -> Encoded {
+    Encoded::new(
+        name,
+        &ClusterLoadAssignment {
+            cluster_name: name.into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn state(clusters: &[(&str, i64)]) -> EncodedResources {
+    EncodedResources {
+        clusters: clusters.iter().map(|(n, t)| cluster(n, *t)).collect(),
+        endpoints: clusters.iter().map(|(n, _)| cla(n)).collect(),
+        listeners: vec![Encoded::new(
+            "l",
+            &Listener {
+                name: "l".into(),
+                ..Default::default()
+            },
+        )],
+        routes: vec![],
+    }
+}
+
+fn req(url: &str, names: &[&str], nonce: &str, version: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: url.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        version_info: version.into(),
+        ..Default::default()
+    }
+}
+
+fn nack(mut r: DiscoveryRequest) -> DiscoveryRequest {
+    r.error_detail = Some(Status {
+        code: 3,
+        message: "bad cluster".into(),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn sotw_initial_request_gets_everything_and_an_ack_gets_nothing() {
+    let all = state(&[("a", 1), ("b", 1)]);
+    let mut s = Sotw::default();
+    let r = s
+        .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+        .expect("response");
+    assert_eq!(r.resources.len(), 2);
+    assert!(
+        s.on_request(req(type_url::CLUSTER, &[], &r.nonce, &r.version_info), &all)
+            .is_none()
+    );
+    assert!(s.on_update(&all).is_empty(), "nothing changed");
+    assert!(matches!(s.events.last(), Some(Event::Ack { .. })));
+}
+
+#[test]
+fn sotw_update_sends_only_changed_types_in_push_order() {
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1)]);
+    for url in [type_url::LISTENER, type_url::CLUSTER] {
+        s.on_request(req(url, &[], "", ""), &all).expect("initial");
+    }
+    s.on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
+        .expect("eds");
+    let mut changed = all.clone();
+    changed.clusters = vec![cluster("a", 2)];
+    let pushed = s.on_update(&changed);
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [type_url::CLUSTER], "only CDS changed");
+}
+
+#[test]
+fn sotw_nacked_version_is_not_resent_but_a_newer_one_is() {
+    let mut s = Sotw::default();
+    let bad = state(&[("a", 1)]);
+    let r = s
+        .on_request(req(type_url::CLUSTER, &[], "", ""), &bad)
+        .expect("initial");
+    assert!(
+        s.on_request(nack(req(type_url::CLUSTER, &[], &r.nonce, "")), &bad)
+            .is_none()
+    );
+    assert!(matches!(s.events.last(), Some(Event::Nack { error, .. }) if error == "bad cluster"));
+    assert!(
+        s.on_update(&bad).is_empty(),
+        "the rejected version is not resent"
+    );
+    let status = s.status();
+    assert_eq!(
+        status[type_url::CLUSTER]
+            .nack
+            .as_ref()
+            .map(|n| n.1.as_str()),
+        Some("bad cluster")
+    );
+    let good = state(&[("a", 2)]);
+    assert_eq!(s.on_update(&good).len(), 1);
+}
+
+#[test]
+fn sotw_stale_nonces_are_ignored() {
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1)]);
+    let first = s
+        .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+        .expect("initial");
+    let second = s.on_update(&state(&[("a", 2)])).pop().expect("update");
+    assert_ne!(first.nonce, second.nonce);
+    assert!(
+        s.on_request(nack(req(type_url::CLUSTER, &[], &first.nonce, "")), &all)
+            .is_none()
+    );
+    assert!(matches!(s.events.last(), Some(Event::Stale { .. })));
+    assert!(
+        s.status()[type_url::CLUSTER].nack.is_none(),
+        "a stale NACK is not recorded"
+    );
+}
+
+#[test]
+fn sotw_named_types_send_what_was_asked_and_answer_name_changes() {
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1), ("b", 1)]);
+    let r = s
+        .on_request(req(type_url::ENDPOINT, &["a", "zzz"], "", ""), &all)
+        .expect("eds");
+    assert_eq!(
+        r.resources.len(),
+        2,
+        "a, and an empty assignment for the unknown name"
+    );
+    let r2 = s
+        .on_request(
+            req(type_url::ENDPOINT, &["a", "b"], &r.nonce, &r.version_info),
+            &all,
+        )
+        .expect("names changed");
+    assert_eq!(r2.resources.len(), 2);
+}
+
+#[test]
+fn sotw_eds_is_answered_after_clusters_are_sent() {
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1)]);
+    let eds = s
+        .on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
+        .expect("eds");
+    s.on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+        .expect("cds");
+    // Envoy re-requests the same assignments to warm the clusters it just received.
+    assert!(
+        s.on_request(
+            req(type_url::ENDPOINT, &["a"], &eds.nonce, &eds.version_info),
+            &all
+        )
+        .is_some()
+    );
+}
+
+fn dreq(url: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: url.into(),
+        resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
+        resource_names_unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn delta_sends_changes_and_removals_only() {
+    let mut d = Delta::default();
+    let r = d
+        .on_request(
+            dreq(type_url::CLUSTER, &[], &[], ""),
+            &state(&[("a", 1), ("b", 1)]),
+        )
+        .expect("initial");
+    assert_eq!(r.resources.len(), 2);
+    assert!(
+        d.on_request(
+            dreq(type_url::CLUSTER, &[], &[], &r.nonce),
+            &state(&[("a", 1), ("b", 1)])
+        )
+        .is_none()
+    );
+    let r = d.on_update(&state(&[("a", 2)])).pop().expect("update");
+    assert_eq!(
+        r.resources
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(r.removed_resources, ["b"]);
+    assert!(d.on_update(&state(&[("a", 2)])).is_empty());
+}
+
+#[test]
+fn delta_reconnect_with_initial_versions_skips_what_the_proxy_has() {
+    let all = state(&[("a", 1), ("b", 1)]);
+    let versions: HashMap<String, String> = all
+        .clusters
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                if c.name == "a" {
+                    c.version()
+                } else {
+                    "old".into()
+                },
+            )
+        })
+        .collect();
+    let mut d = Delta::default();
+    let mut first = dreq(type_url::CLUSTER, &[], &[], "");
+    first.initial_resource_versions = versions;
+    let r = d.on_request(first, &all).expect("initial");
+    assert_eq!(
+        r.resources
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+}
+
+#[test]
+fn delta_named_subscriptions_and_unsubscribe() {
+    let all = state(&[("a", 1), ("b", 1)]);
+    let mut d = Delta::default();
+    let r = d
+        .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)
+        .expect("sub a");
+    assert_eq!(r.resources.len(), 1);
+    let r = d
+        .on_request(dreq(type_url::ENDPOINT, &["b"], &["a"], &r.nonce), &all)
+        .expect("sub b");
+    assert_eq!(
+        r.resources
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert!(
+        r.removed_resources.is_empty(),
+        "unsubscribed names are not reported as removed"
+    );
+    let mut changed = all.clone();
+    changed.endpoints = vec![
+        cla("a"),
+        Encoded::new(
+            "b",
+            &ClusterLoadAssignment {
+                cluster_name: "b".into(),
+                endpoints: vec![Default::default()],
+                ..Default::default()
+            },
+        ),
+    ];
+    let r = d.on_update(&changed).pop().expect("b changed");
+    assert_eq!(r.resources.len(), 1);
+}
+
+#[test]
+fn delta_nacked_resources_are_not_resent() {
+    let mut d = Delta::default();
+    let all = state(&[("a", 1)]);
+    let r = d
+        .on_request(dreq(type_url::CLUSTER, &[], &[], ""), &all)
+        .expect("initial");
+    let mut n = dreq(type_url::CLUSTER, &[], &[], &r.nonce);
+    n.error_detail = Some(Status {
+        code: 3,
+        message: "no".into(),
+        ..Default::default()
+    });
+    assert!(d.on_request(n, &all).is_none());
+    assert!(d.on_update(&all).is_empty(), "same content is not resent");
+    assert_eq!(d.on_update(&state(&[("a", 5)])).len(), 1);
+}
