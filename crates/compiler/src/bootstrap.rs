@@ -70,6 +70,64 @@ pub fn static_bootstrap(node_id: &str, resources: &Resources, admin_port: u32) -
     }
 }
 
+/// The bootstrap of a proxy that gets everything over ADS from `xds_host:xds_port`.
+pub fn dynamic_bootstrap(
+    node_id: &str,
+    metadata: &[(String, String)],
+    xds_host: &str,
+    xds_port: u32,
+    delta: bool,
+    admin_port: u32,
+) -> Bootstrap {
+    use envoy_types::pb::google::protobuf::Struct;
+    let mut ads = ads_config();
+    if delta {
+        ads.api_type = api_config_source::ApiType::DeltaGrpc as i32;
+    }
+    let mut xds = xds_cluster(xds_host, xds_port);
+    if xds_host.parse::<std::net::IpAddr>().is_ok() {
+        xds.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        ));
+    }
+    let ads_source = || ConfigSource {
+        config_source_specifier: Some(
+            config_source::ConfigSourceSpecifier::Ads(Default::default()),
+        ),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    Bootstrap {
+        node: Some(Node {
+            id: node_id.to_owned(),
+            cluster: "sextant".to_owned(),
+            metadata: Some(Struct {
+                fields: crate::proto::map_of(
+                    metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), crate::proto::string_value(v))),
+                ),
+            }),
+            ..Default::default()
+        }),
+        admin: Some(Admin {
+            address: Some(socket("127.0.0.1", admin_port)),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            clusters: vec![xds],
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ads),
+            cds_config: Some(ads_source()),
+            lds_config: Some(ads_source()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// ADS over gRPC to [`XDS_CLUSTER`].
 pub fn ads_config() -> ApiConfigSource {
     ApiConfigSource {

@@ -180,6 +180,8 @@ pub struct Index {
     endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
     dirty_endpoints: BTreeSet<Key>,
     changes: Changes,
+    /// Errors or warnings of some object changed since the last publish.
+    status_changed: bool,
     published: Option<Arc<Snapshot>>,
 }
 
@@ -213,6 +215,7 @@ impl Index {
             endpoints: BTreeMap::new(),
             dirty_endpoints: BTreeSet::new(),
             changes: Changes::default(),
+            status_changed: false,
             published: None,
         }
     }
@@ -222,24 +225,28 @@ impl Index {
     }
 
     fn record<T>(&mut self, result: Result<Parsed<T>, Invalid>, id: ObjectRef) -> Option<T> {
+        let before = (self.invalid.get(&id).cloned(), self.warnings.get(&id).cloned());
         self.invalid.remove(&id);
         self.warnings.remove(&id);
-        match result {
+        let value = match result {
             Ok(parsed) => {
                 if !parsed.warnings.is_empty() {
-                    self.warnings.insert(
-                        id,
-                        parsed.warnings.iter().map(ToString::to_string).collect(),
-                    );
+                    self.warnings
+                        .insert(id.clone(), parsed.warnings.iter().map(ToString::to_string).collect());
                 }
                 Some(parsed.value)
             }
             Err(invalid) => {
                 self.invalid
-                    .insert(id, invalid.errors.iter().map(ToString::to_string).collect());
+                    .insert(id.clone(), invalid.errors.iter().map(ToString::to_string).collect());
                 None
             }
+        };
+        // A change in what is reported about an object is published too.
+        if before != (self.invalid.get(&id).cloned(), self.warnings.get(&id).cloned()) {
+            self.status_changed = true;
         }
+        value
     }
 
     /// Adds or replaces an object. An invalid object is recorded with its errors and leaves the
@@ -293,18 +300,22 @@ impl Index {
                 let id = parse::object_ref(Kind::VirtualService, &vs.metadata);
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::virtual_service(&vs);
-                self.changes.configs.insert(id.clone());
-                if let Some(v) = self.record(parsed, id) {
+                if let Some(v) = self.record(parsed, id.clone())
+                    && self.virtual_services.get(&k).is_none_or(|old| **old != v)
+                {
                     self.virtual_services.insert(k, Arc::new(v));
+                    self.changes.configs.insert(id);
                 }
             }
             Object::DestinationRule(dr) => {
                 let id = parse::object_ref(Kind::DestinationRule, &dr.metadata);
                 let k = key(&id.namespace, &id.name);
                 let parsed = parse::destination_rule(&dr);
-                self.changes.configs.insert(id.clone());
-                if let Some(v) = self.record(parsed, id) {
+                if let Some(v) = self.record(parsed, id.clone())
+                    && self.destination_rules.get(&k).is_none_or(|old| **old != v)
+                {
                     self.destination_rules.insert(k, Arc::new(v));
+                    self.changes.configs.insert(id);
                 }
             }
         }
@@ -313,11 +324,14 @@ impl Index {
     /// Removes an object.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) {
         let k = key(namespace, name);
-        self.invalid.remove(&ObjectRef {
+        let id = ObjectRef {
             kind,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        });
+        };
+        if self.invalid.remove(&id).is_some() | self.warnings.remove(&id).is_some() {
+            self.status_changed = true;
+        }
         match kind {
             Kind::Service => {
                 let host = self.hostname(namespace, name);
@@ -511,8 +525,10 @@ impl Index {
             }
         }
         let changes = std::mem::take(&mut self.changes);
+        let status_changed = std::mem::take(&mut self.status_changed);
         if let Some(published) = &self.published
             && changes.is_empty()
+            && !status_changed
         {
             return (published.clone(), changes);
         }

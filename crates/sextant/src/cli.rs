@@ -19,6 +19,10 @@ enum Command {
     /// Check VirtualService and DestinationRule manifests offline: schema, Istio's semantic
     /// rules, and references between the objects given.
     Validate(ValidateArgs),
+    /// Run the control plane on a directory of manifests, serving ADS to Envoy.
+    Serve(ServeArgs),
+    /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS.
+    Bootstrap(BootstrapArgs),
     /// Show the Envoy configuration a proxy gets from a directory of manifests.
     ProxyConfig(ProxyConfigArgs),
     /// Print the CustomResourceDefinitions Sextant serves (generated from its API types).
@@ -49,6 +53,77 @@ pub enum Output {
     Text,
     /// One JSON document for tools.
     Json,
+}
+
+/// Arguments of `sextant serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of YAML manifests, watched for changes.
+    #[arg(long, env = "SEXTANT_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Namespace for objects that name none (as `kubectl apply` would place them).
+    #[arg(long, env = "SEXTANT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Plaintext xDS port.
+    #[arg(long, env = "SEXTANT_XDS_PORT", default_value_t = 15010)]
+    pub xds_port: u16,
+    /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
+    #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
+    pub admin_port: u16,
+    /// Address the servers listen on.
+    #[arg(long, env = "SEXTANT_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: std::net::IpAddr,
+    /// Push once changes have been quiet this long (ms).
+    #[arg(long, env = "SEXTANT_DEBOUNCE_AFTER_MS", default_value_t = 100)]
+    pub debounce_after_ms: u64,
+    /// Push at the latest this long after the first change (ms).
+    #[arg(long, env = "SEXTANT_DEBOUNCE_MAX_MS", default_value_t = 1000)]
+    pub debounce_max_ms: u64,
+    /// DNS suffix of the cluster.
+    #[arg(long, env = "SEXTANT_DOMAIN_SUFFIX", default_value = "cluster.local")]
+    pub domain_suffix: String,
+    /// Log format.
+    #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `sextant_xds=debug`).
+    #[arg(long, env = "SEXTANT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `sextant bootstrap`.
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    #[arg(long)]
+    pub node_id: String,
+    /// Sextant's xDS address, `HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_address: String,
+    /// Use incremental (delta) ADS.
+    #[arg(long)]
+    pub delta: bool,
+    /// Envoy's admin port (on 127.0.0.1).
+    #[arg(long, default_value_t = 15000)]
+    pub admin_port: u32,
+    /// Address outbound listeners bind to without interception; give each proxy on one
+    /// machine its own loopback address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: String,
+    /// `INTERCEPTION_MODE`: NONE (no iptables: real listeners) or REDIRECT.
+    #[arg(long, default_value = "NONE")]
+    pub interception: String,
+    /// Extra node metadata, `KEY=VALUE`.
+    #[arg(long = "meta")]
+    pub meta: Vec<String>,
 }
 
 /// Arguments of `sextant proxy-config`.
@@ -117,6 +192,8 @@ impl Cli {
             Command::Validate(args) => cmd::validate::run(args),
             Command::Crds(args) => cmd::crds::run(args),
             Command::ProxyConfig(args) => cmd::proxy_config::run(args),
+            Command::Serve(args) => cmd::serve::run(args),
+            Command::Bootstrap(args) => cmd::bootstrap::run(args),
             Command::Version => {
                 println!("sextant {}", env!("CARGO_PKG_VERSION"));
                 ExitCode::SUCCESS

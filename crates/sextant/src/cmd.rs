@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bootstrap;
 pub mod crds;
 pub mod proxy_config;
+pub mod serve;
 pub mod validate;

@@ -26,35 +26,46 @@ pub fn load_objects(
     let mut objects = Vec::new();
     let mut skipped = Vec::new();
     for (file, text) in inputs {
-        let docs = match manifest::parse_documents(&text) {
-            Ok(d) => d,
-            Err(e) => {
-                skipped.push(Skipped {
-                    location: file.clone(),
-                    reason: e.to_string(),
-                });
-                continue;
+        match objects_from_text(&file, &text, default_namespace) {
+            Ok((o, s)) => {
+                objects.extend(o);
+                skipped.extend(s);
             }
+            Err(e) => skipped.push(Skipped {
+                location: file.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok((objects, skipped))
+}
+
+/// The objects of one file's text. Errors only when the text is not YAML at all.
+pub fn objects_from_text(
+    file: &str,
+    text: &str,
+    default_namespace: &str,
+) -> Result<(Vec<Object>, Vec<Skipped>), manifest::ManifestError> {
+    let mut objects = Vec::new();
+    let mut skipped = Vec::new();
+    for doc in manifest::parse_documents(text)? {
+        let items: Vec<Value> = match doc.value.get("kind").and_then(Value::as_str) {
+            Some("List") => doc
+                .value
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => vec![doc.value.clone()],
         };
-        for doc in docs {
-            let items: Vec<Value> = match doc.value.get("kind").and_then(Value::as_str) {
-                Some("List") => doc
-                    .value
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => vec![doc.value.clone()],
-            };
-            for item in items.into_iter().filter(|v| !v.is_null()) {
-                match Object::from_json(item, default_namespace) {
-                    Ok(o) => objects.push(o),
-                    Err(ObjectError::Unknown { .. }) => {}
-                    Err(e) => skipped.push(Skipped {
-                        location: format!("{file}:{}", doc.line),
-                        reason: e.to_string(),
-                    }),
-                }
+        for item in items.into_iter().filter(|v| !v.is_null()) {
+            match Object::from_json(item, default_namespace) {
+                Ok(o) => objects.push(o),
+                Err(ObjectError::Unknown { .. }) => {}
+                Err(e) => skipped.push(Skipped {
+                    location: format!("{file}:{}", doc.line),
+                    reason: e.to_string(),
+                }),
             }
         }
     }

@@ -1,0 +1,154 @@
+//! The admin HTTP server (port 15014): health, metrics and debug views.
+
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+use sextant_xds::{Generator, Registry, proxy_from_node};
+
+use crate::mesh::Mesh;
+
+#[derive(Clone)]
+struct Admin {
+    mesh: Arc<Mesh>,
+    registry: Arc<Registry>,
+}
+
+/// The admin routes.
+pub fn router(mesh: Arc<Mesh>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/live", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/configz", get(configz))
+        .route("/debug/registryz", get(registryz))
+        .with_state(Admin { mesh, registry })
+}
+
+async fn ready(State(a): State<Admin>) -> Response {
+    if a.mesh.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: initial sync not done",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(a): State<Admin>) -> Response {
+    a.mesh
+        .metrics
+        .connected_proxies
+        .set(a.registry.connections().len() as i64);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        a.mesh.metrics.render(),
+    )
+        .into_response()
+}
+
+fn secs(t: Option<SystemTime>) -> Value {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(Value::Null, |d| json!(d.as_secs_f64()))
+}
+
+async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
+    let list: Vec<Value> = a
+        .registry
+        .connections()
+        .into_iter()
+        .map(|c| {
+            let types: serde_json::Map<String, Value> = c
+                .types
+                .into_iter()
+                .map(|(url, s)| {
+                    (
+                        url,
+                        json!({
+                            "sent_version": s.sent_version, "sent_nonce": s.sent_nonce,
+                            "sent_at": secs(s.sent_at), "acked_version": s.acked_version,
+                            "acked_at": secs(s.acked_at), "responses": s.responses,
+                            "resources": s.resources,
+                            "last_nack": s.nack.map(|(v, e)| json!({"version": v, "error": e})),
+                        }),
+                    )
+                })
+                .collect();
+            json!({"proxy": c.proxy, "protocol": c.protocol,
+                   "connected_since": secs(Some(c.connected_at)), "types": types})
+        })
+        .collect();
+    axum::Json(Value::Array(list))
+}
+
+async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(id) = q.get("proxy").or_else(|| q.get("proxyID")) else {
+        return (StatusCode::BAD_REQUEST, "missing ?proxy=NODE_ID").into_response();
+    };
+    let node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let proxy = match proxy_from_node(&node) {
+        Ok(p) => a.mesh.complete(p),
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let resources = a.mesh.resources(&proxy);
+    let decoded = sextant_compiler::Resources {
+        clusters: resources
+            .clusters
+            .iter()
+            .map(sextant_compiler::Encoded::decode)
+            .collect(),
+        endpoints: resources
+            .endpoints
+            .iter()
+            .map(sextant_compiler::Encoded::decode)
+            .collect(),
+        listeners: resources
+            .listeners
+            .iter()
+            .map(sextant_compiler::Encoded::decode)
+            .collect(),
+        routes: resources
+            .routes
+            .iter()
+            .map(sextant_compiler::Encoded::decode)
+            .collect(),
+    };
+    axum::Json(sextant_compiler::json::resources(&decoded)).into_response()
+}
+
+async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
+    let s = a.mesh.snapshot();
+    let ids = |v: Vec<String>| json!(v);
+    axum::Json(json!({
+        "version": s.version,
+        "virtual_services": ids(s.virtual_services.iter().map(|v| v.id.to_string()).collect()),
+        "destination_rules": ids(s.destination_rules.iter().map(|d| d.id.to_string()).collect()),
+        "invalid": s.invalid.iter().map(|(o, e)| json!({"object": o.to_string(), "errors": e})).collect::<Vec<_>>(),
+        "warnings": s.warnings.iter().map(|(o, e)| json!({"object": o.to_string(), "warnings": e})).collect::<Vec<_>>(),
+    }))
+}
+
+async fn registryz(State(a): State<Admin>) -> axum::Json<Value> {
+    let s = a.mesh.snapshot();
+    axum::Json(json!(s.services.values().map(|svc| json!({
+        "hostname": svc.hostname,
+        "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),
+        "endpoints": s.endpoints(&svc.hostname).iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>()))
+}

@@ -1,0 +1,54 @@
+//! `sextant bootstrap`: an Envoy bootstrap that gets everything over ADS from Sextant.
+
+use std::process::ExitCode;
+
+use sextant_compiler::{bootstrap, json};
+use sextant_model::BIND_ADDRESS_KEY;
+
+use crate::cli::BootstrapArgs;
+
+pub fn run(args: BootstrapArgs) -> ExitCode {
+    let BootstrapArgs {
+        node_id,
+        xds_address,
+        delta,
+        admin_port,
+        bind_address,
+        interception,
+        meta,
+    } = args;
+    if let Err(e) = sextant_model::Proxy::from_node_id(&node_id) {
+        eprintln!("error: --node-id: {e}");
+        return ExitCode::from(2);
+    }
+    let Some((host, port)) = xds_address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u32>().ok()?)))
+    else {
+        eprintln!("error: --xds-address {xds_address:?}: expected HOST:PORT");
+        return ExitCode::from(2);
+    };
+    let mut metadata = vec![("INTERCEPTION_MODE".to_owned(), interception.clone())];
+    if interception == "NONE" {
+        metadata.push((BIND_ADDRESS_KEY.to_owned(), bind_address));
+    }
+    for entry in meta {
+        match entry.split_once('=') {
+            Some((k, v)) => metadata.push((k.to_owned(), v.to_owned())),
+            None => {
+                eprintln!("error: --meta {entry:?}: expected KEY=VALUE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let b = bootstrap::dynamic_bootstrap(
+        &node_id,
+        &metadata,
+        host.trim_matches(['[', ']']),
+        port,
+        delta,
+        admin_port,
+    );
+    print!("{}", sextant_index::manifest::to_yaml(&[json::to_json(&b)]));
+    ExitCode::SUCCESS
+}

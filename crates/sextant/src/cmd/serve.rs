@@ -1,0 +1,280 @@
+//! `sextant serve`: the control plane, fed from a directory of manifests.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use notify::Watcher;
+use sextant_index::{Index, Object};
+use sextant_model::Kind;
+use sextant_xds::{AdsServer, Registry};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    admin,
+    cli::{LogFormat, ServeArgs},
+    files,
+    mesh::Mesh,
+    metrics::Metrics,
+};
+
+/// Largest xDS request accepted (Envoy's requests are small; this bounds hostile ones).
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest response sent (a full configuration at W-L is far below this).
+const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "sextant serve failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The directory source: every manifest under a directory, re-read on change. A file that
+/// cannot be read or parsed keeps contributing its last good objects.
+struct DirSource {
+    dir: PathBuf,
+    namespace: String,
+    index: Index,
+    last_good: HashMap<String, Vec<Object>>,
+}
+
+impl DirSource {
+    fn reload(&mut self) -> Arc<sextant_model::Snapshot> {
+        let mut current: HashMap<String, Vec<Object>> = HashMap::new();
+        match crate::cmd::validate::read_inputs(std::slice::from_ref(&self.dir)) {
+            Ok(inputs) => {
+                for (file, text) in inputs {
+                    match files::objects_from_text(&file, &text, &self.namespace) {
+                        Ok((objects, skipped)) => {
+                            for s in skipped {
+                                tracing::warn!(location = %s.location, reason = %s.reason, "skipping document");
+                            }
+                            current.insert(file, objects);
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %file, error = %e, "cannot parse file; keeping its previous content");
+                            if let Some(previous) = self.last_good.get(&file) {
+                                current.insert(file, previous.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the config directory; keeping the last configuration");
+                current = self.last_good.clone();
+            }
+        }
+        let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
+        for o in current.values().flatten() {
+            by_kind.entry(o.kind()).or_default().push(o.clone());
+        }
+        for kind in [
+            Kind::Namespace,
+            Kind::Pod,
+            Kind::Service,
+            Kind::EndpointSlice,
+            Kind::DestinationRule,
+            Kind::VirtualService,
+        ] {
+            self.index
+                .reset(kind, by_kind.remove(&kind).unwrap_or_default());
+        }
+        self.last_good = current;
+        let (snapshot, changes) = self.index.publish();
+        for (object, errors) in &snapshot.invalid {
+            tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
+        }
+        tracing::info!(
+            version = snapshot.version,
+            services = changes.services.len(),
+            endpoints = changes.endpoints.len(),
+            configs = changes.configs.len(),
+            "published snapshot"
+        );
+        snapshot
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        config_dir,
+        namespace,
+        xds_port,
+        admin_port,
+        listen_address,
+        debounce_after_ms,
+        debounce_max_ms,
+        domain_suffix,
+        log_format,
+        log_level,
+    } = args;
+    tracing::info!(
+        config_dir = %config_dir.display(), %namespace, xds_port, admin_port, %listen_address,
+        debounce_after_ms, debounce_max_ms, %domain_suffix, ?log_format, %log_level,
+        "starting sextant"
+    );
+    let metrics = Arc::new(Metrics::new());
+    let mesh = Arc::new(Mesh::new(metrics.clone()));
+    let registry = Arc::new(Registry::default());
+    let mut source = DirSource {
+        dir: config_dir.clone(),
+        namespace,
+        index: Index::new(&domain_suffix, "Kubernetes"),
+        last_good: HashMap::new(),
+    };
+    let first = source.reload();
+    metrics.invalid_objects.set(first.invalid.len() as i64);
+    let (updates_tx, updates_rx) = watch::channel(first.version);
+    mesh.publish(first);
+    metrics.snapshots.inc();
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the files ourselves raises access events; only changes matter.
+        if let Ok(e) = event
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = events_tx.send(());
+        }
+    })?;
+    watcher.watch(&config_dir, notify::RecursiveMode::Recursive)?;
+    let debounce = (
+        Duration::from_millis(debounce_after_ms),
+        Duration::from_millis(debounce_max_ms),
+    );
+    tokio::spawn(watch_loop(
+        source,
+        events_rx,
+        debounce,
+        mesh.clone(),
+        updates_tx,
+    ));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ads = AdsServer::new(
+        mesh.clone(),
+        updates_rx,
+        registry.clone(),
+        shutdown_rx.clone(),
+    );
+    let xds_addr = SocketAddr::new(listen_address, xds_port);
+    let admin_addr = SocketAddr::new(listen_address, admin_port);
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
+    let mut admin_shutdown = shutdown_rx.clone();
+    let admin_server = axum::serve(
+        admin_listener,
+        admin::router(mesh.clone(), registry.clone()),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = admin_shutdown.wait_for(|s| *s).await;
+    });
+    let mut xds_shutdown = shutdown_rx.clone();
+    let xds_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(
+            AggregatedDiscoveryServiceServer::new(ads)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .serve_with_shutdown(xds_addr, async move {
+            let _ = xds_shutdown.wait_for(|s| *s).await;
+        });
+    tracing::info!(%xds_addr, %admin_addr, "serving");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining streams");
+        let _ = shutdown_tx.send(true);
+    });
+    let (admin_result, xds_result) = tokio::join!(admin_server, xds_server);
+    drop(watcher);
+    admin_result?;
+    xds_result?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The one place changes are debounced: after the first event, publish once the directory has
+/// been quiet for `after`, or `max` after the first event at the latest.
+async fn watch_loop(
+    mut source: DirSource,
+    mut events: mpsc::UnboundedReceiver<()>,
+    (after, max): (Duration, Duration),
+    mesh: Arc<Mesh>,
+    updates: watch::Sender<u64>,
+) {
+    while events.recv().await.is_some() {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let quiet = tokio::time::Instant::now() + after;
+            match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
+                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                Ok(None) => return,
+                _ => break,
+            }
+        }
+        let snapshot = source.reload();
+        mesh.metrics
+            .debounce_seconds
+            .observe(started.elapsed().as_secs_f64());
+        mesh.metrics
+            .invalid_objects
+            .set(snapshot.invalid.len() as i64);
+        mesh.metrics.snapshots.inc();
+        let version = snapshot.version;
+        mesh.publish(snapshot);
+        updates.send_if_modified(|v| std::mem::replace(v, version) != version);
+    }
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics, one registry with the `sextant` prefix.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of per-type metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    /// xDS type URL.
+    pub type_url: String,
+}
+
+/// Every metric the control plane exports.
+pub struct Metrics {
+    /// The registry they are registered in.
+    pub registry: Registry,
+    /// Connected xDS streams.
+    pub connected_proxies: Gauge,
+    /// NACKs by type.
+    pub nacks: Family<TypeLabels, Counter>,
+    /// ACKs by type.
+    pub acks: Family<TypeLabels, Counter>,
+    /// Time to compile and encode one proxy's configuration.
+    pub compile_seconds: Histogram,
+    /// Encoded size of the last compiled configuration.
+    pub config_bytes: Gauge,
+    /// Snapshots published.
+    pub snapshots: Counter,
+    /// Time from the first change to publishing (debounce included).
+    pub debounce_seconds: Histogram,
+    /// Objects skipped because they are invalid.
+    pub invalid_objects: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sextant");
+        let buckets =
+            || Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        let m = Metrics {
+            connected_proxies: Gauge::default(),
+            nacks: Family::default(),
+            acks: Family::default(),
+            compile_seconds: buckets(),
+            config_bytes: Gauge::default(),
+            snapshots: Counter::default(),
+            debounce_seconds: buckets(),
+            invalid_objects: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "xds_connected_proxies",
+            "Connected xDS streams",
+            m.connected_proxies.clone(),
+        );
+        registry.register(
+            "xds_nacks",
+            "Configuration rejected by proxies",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "xds_acks",
+            "Configuration accepted by proxies",
+            m.acks.clone(),
+        );
+        registry.register(
+            "compile_seconds",
+            "Compile and encode time per proxy",
+            m.compile_seconds.clone(),
+        );
+        registry.register(
+            "config_size_bytes",
+            "Encoded size of the last compiled configuration",
+            m.config_bytes.clone(),
+        );
+        registry.register("snapshots", "Snapshots published", m.snapshots.clone());
+        registry.register(
+            "debounce_seconds",
+            "Time from first change to publish",
+            m.debounce_seconds.clone(),
+        );
+        registry.register(
+            "invalid_objects",
+            "Objects skipped as invalid",
+            m.invalid_objects.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a NACK.
+    pub fn nack(&self, type_url: &str) {
+        self.nacks
+            .get_or_create(&TypeLabels {
+                type_url: type_url.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an ACK.
+    pub fn ack(&self, type_url: &str) {
+        self.acks
+            .get_or_create(&TypeLabels {
+                type_url: type_url.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
