@@ -225,25 +225,37 @@ impl Index {
     }
 
     fn record<T>(&mut self, result: Result<Parsed<T>, Invalid>, id: ObjectRef) -> Option<T> {
-        let before = (self.invalid.get(&id).cloned(), self.warnings.get(&id).cloned());
+        let before = (
+            self.invalid.get(&id).cloned(),
+            self.warnings.get(&id).cloned(),
+        );
         self.invalid.remove(&id);
         self.warnings.remove(&id);
         let value = match result {
             Ok(parsed) => {
                 if !parsed.warnings.is_empty() {
-                    self.warnings
-                        .insert(id.clone(), parsed.warnings.iter().map(ToString::to_string).collect());
+                    self.warnings.insert(
+                        id.clone(),
+                        parsed.warnings.iter().map(ToString::to_string).collect(),
+                    );
                 }
                 Some(parsed.value)
             }
             Err(invalid) => {
-                self.invalid
-                    .insert(id.clone(), invalid.errors.iter().map(ToString::to_string).collect());
+                self.invalid.insert(
+                    id.clone(),
+                    invalid.errors.iter().map(ToString::to_string).collect(),
+                );
                 None
             }
         };
         // A change in what is reported about an object is published too.
-        if before != (self.invalid.get(&id).cloned(), self.warnings.get(&id).cloned()) {
+        if before
+            != (
+                self.invalid.get(&id).cloned(),
+                self.warnings.get(&id).cloned(),
+            )
+        {
             self.status_changed = true;
         }
         value

@@ -1,0 +1,501 @@
+//! End to end with real Envoy 1.40: `sextant serve` on a directory, Envoy from
+//! `sextant bootstrap`, small HTTP backends on their own loopback addresses, and traffic sent
+//! through Envoy's outbound listener. Every step edits the directory and waits (with a deadline,
+//! no sleeps) until Envoy's behaviour follows. Run for both state-of-the-world and delta ADS.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+fn envoy() -> Option<PathBuf> {
+    let found = std::env::var_os("ENVOY")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy")))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Envoy is required under CI=true"
+        );
+        eprintln!("warning: Envoy not found (set ENVOY); skipping");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Kills a child process when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP/1.1 backend that answers every request with its name; `fail` makes it answer 503.
+struct Backend {
+    stop: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Backend {
+    fn start(addr: &str, name: &'static str) -> Backend {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let fail = Arc::new(AtomicBool::new(false));
+        let (s, f) = (stop.clone(), fail.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let failing = f.load(Ordering::Relaxed);
+                        thread::spawn(move || serve_one(&mut conn, name, failing));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Backend { stop, fail }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(conn: &mut TcpStream, name: &str, failing: bool) {
+    conn.set_nonblocking(false).ok();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let status = if failing {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+        name.len()
+    );
+}
+
+/// One request through Envoy: `(status, body, headers)`.
+fn request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String, String)> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned(), head.to_owned()))
+}
+
+fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    request(addr, "localhost", path, &[])
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, b, _)| b)
+}
+
+struct Mesh {
+    dir: PathBuf,
+    net: u8,
+}
+
+impl Mesh {
+    fn ip(&self, host: u8) -> String {
+        format!("127.0.{}.{host}", self.net)
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        // Write then rename, as editors and kubectl-like tools do.
+        let tmp = self.dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.dir.join(file)).expect("rename");
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.dir.join(file)).expect("remove");
+    }
+
+    fn base(&self, endpoints: &[(u8, &str)]) {
+        let mut pods = String::new();
+        let mut eps = String::new();
+        for (host, version) in endpoints {
+            let ip = self.ip(*host);
+            pods.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: reviews-{version}-{host}, namespace: default, labels: {{app: reviews, version: {version}}}}}\nspec: {{containers: [{{name: c, image: x}}]}}\nstatus: {{podIP: {ip}}}\n"
+            ));
+            eps.push_str(&format!(
+                "- addresses: [{ip}]\n  targetRef: {{kind: Pod, name: reviews-{version}-{host}, namespace: default}}\n"
+            ));
+        }
+        self.write("pods.yaml", &pods);
+        self.write(
+            "mesh.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  clusterIP: 10.96.{}.1\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: reviews-1, namespace: default, labels: {{kubernetes.io/service-name: reviews}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n{eps}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n  - {{name: v3, labels: {{version: v3}}}}\n",
+                self.net
+            ),
+        );
+    }
+
+    fn virtual_service(&self, http: &str) {
+        self.write(
+            "vs.yaml",
+            &format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n{http}"),
+        );
+    }
+}
+
+fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let (status, body, _) = request(addr, "reviews", "/", &[]).expect("request through Envoy");
+        let key = if status == 200 {
+            body
+        } else {
+            format!("status {status}")
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+fn scenario(delta: bool, net: u8) {
+    let Some(envoy) = envoy() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-e2e-{}-{net}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mesh = Mesh {
+        dir: dir.clone(),
+        net,
+    };
+    let _v1 = Backend::start(&format!("{}:9080", mesh.ip(1)), "v1");
+    let _v2 = Backend::start(&format!("{}:9080", mesh.ip(2)), "v2");
+    let backend_v3 = Backend::start(&format!("{}:9080", mesh.ip(3)), "v3");
+    mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3")]);
+    mesh.virtual_service("  - route: [{destination: {host: reviews, subset: v1}}]\n");
+
+    let (xds, admin, envoy_admin) = (free_port(), free_port(), free_port());
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    let _sextant = Process(
+        Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args([
+                "serve",
+                "--config-dir",
+                dir.to_str().expect("utf-8"),
+                "--listen-address",
+                "127.0.0.1",
+            ])
+            .args([
+                "--xds-port",
+                &xds.to_string(),
+                "--admin-port",
+                &admin.to_string(),
+                "--debounce-after-ms",
+                "50",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    wait_for("sextant /ready", Duration::from_secs(20), || {
+        request(admin_addr, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
+    });
+
+    let bind = mesh.ip(100);
+    let node = format!(
+        "sidecar~{}~client-0.default~default.svc.cluster.local",
+        mesh.ip(99)
+    );
+    let mut args = vec![
+        "bootstrap".to_owned(),
+        "--node-id".into(),
+        node.clone(),
+        "--xds-address".into(),
+        format!("127.0.0.1:{xds}"),
+        "--bind-address".into(),
+        bind.clone(),
+        "--admin-port".into(),
+        envoy_admin.to_string(),
+    ];
+    if delta {
+        args.push("--delta".into());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(&args)
+        .output()
+        .expect("bootstrap");
+    assert!(out.status.success());
+    let bootstrap = dir
+        .join("..")
+        .join(format!("envoy-{}-{net}.yaml", std::process::id()));
+    std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+    let _envoy = Process(
+        Command::new(envoy)
+            .args([
+                "-c",
+                bootstrap.to_str().expect("utf-8"),
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "-l",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("envoy starts"),
+    );
+    let listener: SocketAddr = format!("{bind}:9080").parse().expect("addr");
+    let envoy_admin: SocketAddr = format!("127.0.0.1:{envoy_admin}").parse().expect("addr");
+
+    // 1. All traffic to v1.
+    wait_for("traffic through Envoy", Duration::from_secs(30), || {
+        request(listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1")
+    });
+    assert_eq!(split(listener, 20), BTreeMap::from([("v1".to_owned(), 20)]));
+
+    // 2. Envoy shows Istio's names; every type is ACKed.
+    let dump = wait_for("config_dump", Duration::from_secs(5), || {
+        http_get(envoy_admin, "/config_dump?include_eds")
+    });
+    for name in [
+        "outbound|9080|v1|reviews.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local:9080",
+        &format!("{bind}_9080"),
+    ] {
+        assert!(dump.contains(name), "config_dump lacks {name}");
+    }
+    wait_for(
+        "every type ACKed in /debug/syncz",
+        Duration::from_secs(10),
+        || {
+            let syncz: serde_json::Value =
+                serde_json::from_str(&http_get(admin_addr, "/debug/syncz")?).ok()?;
+            let types = syncz
+                .as_array()?
+                .iter()
+                .find(|c| c["proxy"] == node.as_str())?["types"]
+                .as_object()?
+                .clone();
+            (types.len() == 4
+                && types.values().all(|t| {
+                    t["acked_version"] == t["sent_version"] && !t["sent_version"].is_null()
+                }))
+            .then_some(())
+        },
+    );
+
+    // 3. Editing the VirtualService shifts traffic: 50/50 between v1 and v3.
+    mesh.virtual_service("  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 50}\n    - {destination: {host: reviews, subset: v3}, weight: 50}\n");
+    wait_for("v3 receives traffic", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v3")
+    });
+    let counts = split(listener, 200);
+    let v3 = counts.get("v3").copied().unwrap_or(0);
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + v3,
+        200,
+        "{counts:?}"
+    );
+    // Binomial(200, 0.5): 4.5 standard deviations either side.
+    assert!(
+        (68..=132).contains(&v3),
+        "50/50 split outside tolerance: {counts:?}"
+    );
+
+    // 4. Header match routing.
+    mesh.virtual_service("  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n");
+    wait_for("header routing", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[("end-user", "jason")]).filter(|(_, b, _)| b == "v2")
+    });
+    assert_eq!(
+        request(listener, "reviews", "/", &[]).expect("request").1,
+        "v1"
+    );
+
+    // 5. Fault abort, redirect and direct response.
+    mesh.virtual_service("  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new}\n  - match: [{uri: {exact: /health}}]\n    directResponse: {status: 200, body: {string: healthy}}\n  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: reviews, subset: v1}}]\n");
+    wait_for("fault abort", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[]).filter(|(s, _, _)| *s == 418)
+    });
+    let (status, _, head) = request(listener, "reviews", "/old", &[]).expect("redirect");
+    assert_eq!(status, 301);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("location: http://reviews/new"),
+        "{head}"
+    );
+    assert_eq!(
+        request(listener, "reviews", "/health", &[]).map(|r| (r.0, r.1)),
+        Some((200, "healthy".to_owned()))
+    );
+
+    // 6. Retries against a failing backend: v3 answers 503; retries on 503 go to other hosts
+    // of the cluster (previous hosts are avoided), so no request fails.
+    backend_v3.fail.store(true, Ordering::Relaxed);
+    mesh.virtual_service(
+        "  - retries: {attempts: 5, retryOn: '503'}\n    route: [{destination: {host: reviews}}]\n",
+    );
+    wait_for("retry policy applied", Duration::from_secs(10), || {
+        http_get(envoy_admin, "/config_dump").filter(|d| d.contains("retriable_status_codes"))
+    });
+    let counts = split(listener, 40);
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + counts.get("v2").copied().unwrap_or(0),
+        40,
+        "every failed attempt is retried elsewhere: {counts:?}"
+    );
+    backend_v3.fail.store(false, Ordering::Relaxed);
+
+    // 7. A route timeout: the backend that never answers is cut off.
+    let _slow = {
+        let l = TcpListener::bind(format!("{}:9080", mesh.ip(4))).expect("bind slow");
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in l.incoming().take(64).flatten() {
+                held.push(c);
+            }
+        })
+    };
+    mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3"), (4, "v4")]);
+    mesh.virtual_service(
+        "  - timeout: 300ms\n    route: [{destination: {host: reviews, subset: v4}}]\n",
+    );
+    let mesh_dr = std::fs::read_to_string(dir.join("mesh.yaml")).expect("mesh");
+    mesh.write(
+        "mesh.yaml",
+        &mesh_dr.replace(
+            "  - {name: v3, labels: {version: v3}}\n",
+            "  - {name: v3, labels: {version: v3}}\n  - {name: v4, labels: {version: v4}}\n",
+        ),
+    );
+    wait_for("route timeout", Duration::from_secs(10), || {
+        let started = Instant::now();
+        request(listener, "reviews", "/", &[])
+            .filter(|(s, _, _)| *s == 504 && started.elapsed() < Duration::from_secs(2))
+    });
+
+    // 8. Endpoints removed and added are seen by Envoy.
+    mesh.virtual_service("  - route: [{destination: {host: reviews, subset: v2}}]\n");
+    wait_for("v2 routing", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v2")
+    });
+    mesh.base(&[(1, "v1"), (3, "v3")]);
+    wait_for("v2 endpoint removed", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[]).filter(|(s, _, _)| *s == 503)
+    });
+    mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3")]);
+    wait_for("v2 endpoint added", Duration::from_secs(10), || {
+        request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v2")
+    });
+
+    // 9. A resource Envoy rejects: the NACK is recorded, other resources keep updating.
+    mesh.virtual_service("  - match: [{uri: {regex: '(a|b|c|d|e|f|g|h|i|j){40}'}}]\n    route: [{destination: {host: reviews, subset: v3}}]\n  - route: [{destination: {host: reviews, subset: v2}}]\n");
+    let nack = wait_for("RDS NACK in /debug/syncz", Duration::from_secs(10), || {
+        let syncz: serde_json::Value =
+            serde_json::from_str(&http_get(admin_addr, "/debug/syncz")?).ok()?;
+        let conn = syncz
+            .as_array()?
+            .iter()
+            .find(|c| c["proxy"] == node.as_str())?
+            .clone();
+        let n = conn["types"]["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]["last_nack"].clone();
+        (!n.is_null()).then_some(n)
+    });
+    assert!(
+        nack["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{nack}"
+    );
+    let metrics = http_get(admin_addr, "/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sextant_xds_nacks_total{") && l.contains("RouteConfiguration")),
+        "{metrics}"
+    );
+    assert_eq!(
+        request(listener, "reviews", "/", &[]).expect("request").1,
+        "v2",
+        "the last accepted routes stay"
+    );
+    mesh.base(&[(1, "v1"), (2, "v2")]);
+    wait_for("endpoints still update", Duration::from_secs(10), || {
+        http_get(envoy_admin, "/clusters").filter(|c| !c.contains(&format!("{}:9080", mesh.ip(3))))
+    });
+
+    // 10. Removing the VirtualService restores default routing (all subsets' endpoints).
+    mesh.remove("vs.yaml");
+    wait_for(
+        "default routing reaches v1",
+        Duration::from_secs(10),
+        || split(listener, 10).contains_key("v1").then_some(()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&bootstrap);
+}
+
+#[test]
+fn traffic_follows_configuration_over_state_of_the_world_ads() {
+    scenario(false, 31);
+}
+
+#[test]
+fn traffic_follows_configuration_over_delta_ads() {
+    scenario(true, 32);
+}
