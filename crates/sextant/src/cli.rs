@@ -21,6 +21,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Run the control plane on a directory of manifests, serving ADS to Envoy.
     Serve(ServeArgs),
+    /// Run the demo: backends, sextant serve and Envoy on the example mesh, with live route
+    /// changes and the traffic split printed as it happens.
+    Demo(DemoArgs),
     /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS.
     Bootstrap(BootstrapArgs),
     /// Show the Envoy configuration a proxy gets from a directory of manifests.
@@ -97,6 +100,20 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Arguments of `sextant demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The example mesh (copied to a temporary directory; the original is not modified).
+    #[arg(long, default_value = "examples")]
+    pub config_dir: PathBuf,
+    /// The Envoy binary.
+    #[arg(long, env = "ENVOY", default_value = ".venv/bin/envoy")]
+    pub envoy: PathBuf,
+    /// Requests per step.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
 }
 
 /// Arguments of `sextant bootstrap`.
@@ -194,6 +211,7 @@ impl Cli {
             Command::ProxyConfig(args) => cmd::proxy_config::run(args),
             Command::Serve(args) => cmd::serve::run(args),
             Command::Bootstrap(args) => cmd::bootstrap::run(args),
+            Command::Demo(args) => crate::demo::run(args),
             Command::Version => {
                 println!("sextant {}", env!("CARGO_PKG_VERSION"));
                 ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod cmd;
+pub mod demo;
 pub mod files;
 pub mod mesh;
 pub mod metrics;

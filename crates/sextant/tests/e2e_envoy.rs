@@ -5,17 +5,15 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    process::{Command, Stdio},
+    sync::atomic::Ordering,
     thread,
     time::{Duration, Instant},
 };
+
+use sextant::demo::{self, Backend, Process, free_port, request};
 
 fn envoy() -> Option<PathBuf> {
     let found = std::env::var_os("ENVOY")
@@ -32,115 +30,8 @@ fn envoy() -> Option<PathBuf> {
     found
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Kills a child process when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An HTTP/1.1 backend that answers every request with its name; `fail` makes it answer 503.
-struct Backend {
-    stop: Arc<AtomicBool>,
-    fail: Arc<AtomicBool>,
-}
-
-impl Backend {
-    fn start(addr: &str, name: &'static str) -> Backend {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let fail = Arc::new(AtomicBool::new(false));
-        let (s, f) = (stop.clone(), fail.clone());
-        thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let failing = f.load(Ordering::Relaxed);
-                        thread::spawn(move || serve_one(&mut conn, name, failing));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        Backend { stop, fail }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn serve_one(conn: &mut TcpStream, name: &str, failing: bool) {
-    conn.set_nonblocking(false).ok();
-    conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let status = if failing {
-        "503 Service Unavailable"
-    } else {
-        "200 OK"
-    };
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-        name.len()
-    );
-}
-
-/// One request through Envoy: `(status, body, headers)`.
-fn request(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<(u16, String, String)> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    conn.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((status, body.to_owned(), head.to_owned()))
-}
-
-fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
+    demo::wait_for(what, deadline, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
@@ -223,9 +114,9 @@ fn scenario(delta: bool, net: u8) {
         dir: dir.clone(),
         net,
     };
-    let _v1 = Backend::start(&format!("{}:9080", mesh.ip(1)), "v1");
-    let _v2 = Backend::start(&format!("{}:9080", mesh.ip(2)), "v2");
-    let backend_v3 = Backend::start(&format!("{}:9080", mesh.ip(3)), "v3");
+    let _v1 = Backend::start(&format!("{}:9080", mesh.ip(1)), "v1").expect("backend");
+    let _v2 = Backend::start(&format!("{}:9080", mesh.ip(2)), "v2").expect("backend");
+    let backend_v3 = Backend::start(&format!("{}:9080", mesh.ip(3)), "v3").expect("backend");
     mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3")]);
     mesh.virtual_service("  - route: [{destination: {host: reviews, subset: v1}}]\n");
 
