@@ -52,12 +52,16 @@ pub fn clusters(ctx: &Context<'_>) -> (Vec<Encoded>, HashSet<String>) {
             }
         }
     }
-    for (_, port, target) in ctx.inbound_ports() {
-        let c = inbound(ctx, port, target);
-        out.push(Encoded::new(&c.name, &c));
+    if ctx.inbound() {
+        for (_, port, target) in ctx.inbound_ports() {
+            let c = inbound(ctx, port, target);
+            out.push(Encoded::new(&c.name, &c));
+        }
     }
-    for c in [black_hole(), passthrough(), inbound_passthrough()] {
-        out.push(Encoded::new(&c.name, &c));
+    if ctx.outbound() {
+        for c in [black_hole(), passthrough(), inbound_passthrough()] {
+            out.push(Encoded::new(&c.name, &c));
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);

@@ -8,8 +8,23 @@ use sextant_model::{
     resolve_host,
 };
 
+/// Which part of a proxy's configuration to build: the outbound part depends only on the
+/// proxy's scope (namespace, flavor, interception, bind address and the labels configuration
+/// reads) and is shared; the inbound part depends on its workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Everything.
+    All,
+    /// Outbound clusters, endpoints, listeners and routes, and Istio's static clusters.
+    Outbound,
+    /// The workload's inbound clusters and listeners.
+    Inbound,
+}
+
 /// The per-proxy view the xDS modules read.
 pub struct Context<'a> {
+    /// What to build.
+    pub part: Part,
     /// The whole mesh.
     pub snapshot: &'a Snapshot,
     /// Who is asking.
@@ -56,7 +71,16 @@ pub fn inbound_cluster(port: u16) -> String {
 
 impl<'a> Context<'a> {
     /// Builds the view of `proxy`.
-    pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Context<'a> {
+    pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy, part: Part) -> Context<'a> {
+        if part == Part::Inbound {
+            return Context {
+                part,
+                snapshot,
+                proxy,
+                services: BTreeMap::new(),
+                rules: BTreeMap::new(),
+            };
+        }
         let services: BTreeMap<&str, &Arc<Service>> = snapshot
             .visible_services(&proxy.namespace)
             .map(|s| (s.hostname.as_str(), s))
@@ -70,6 +94,7 @@ impl<'a> Context<'a> {
             })
             .collect();
         Context {
+            part,
             snapshot,
             proxy,
             services,
@@ -113,6 +138,16 @@ impl<'a> Context<'a> {
         self.proxy
             .bind_address
             .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// Whether the outbound part is built.
+    pub fn outbound(&self) -> bool {
+        self.part != Part::Inbound
+    }
+
+    /// Whether the inbound part is built.
+    pub fn inbound(&self) -> bool {
+        self.part != Part::Outbound
     }
 
     /// The proxy's own service ports (services selecting its workload), as

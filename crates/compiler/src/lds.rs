@@ -195,7 +195,14 @@ fn passthrough_chain(name: &str, cluster: &str) -> FilterChain {
 }
 
 fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
-    let mut out = vec![virtual_outbound(), virtual_inbound(ctx)];
+    let mut out = Vec::new();
+    if ctx.inbound() {
+        out.push(virtual_inbound(ctx));
+    }
+    if !ctx.outbound() {
+        return out;
+    }
+    out.push(virtual_outbound());
     let mut http_ports = BTreeSet::new();
     for svc in ctx.services() {
         for port in &svc.ports {
@@ -479,7 +486,13 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
             });
         }
     }
-    if let Some(ip) = ctx.proxy.ips.first().copied().filter(|ip| *ip != bind) {
+    if let Some(ip) = ctx
+        .proxy
+        .ips
+        .first()
+        .copied()
+        .filter(|ip| *ip != bind && ctx.inbound())
+    {
         for (_, port, target) in ctx.inbound_ports() {
             out.push(Listener {
                 name: format!("{ip}_{}", port.port),

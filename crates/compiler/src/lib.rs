@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::config::{
 };
 use sextant_model::{Proxy, Snapshot};
 
-pub use context::Context;
+pub use context::{Context, Part};
 
 /// Type URLs of the resources the compiler produces.
 pub mod type_url {
@@ -124,7 +124,13 @@ impl EncodedResources {
 /// Compiles and encodes the full configuration of `proxy` from `snapshot`. This is what the
 /// xDS server sends; every resource is encoded exactly once.
 pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
-    let ctx = Context::new(snapshot, proxy);
+    compile_part(snapshot, proxy, Part::All)
+}
+
+/// Compiles one part of a proxy's configuration (see [`Part`]); the outbound part of proxies
+/// with the same [`scope`] is identical.
+pub fn compile_part(snapshot: &Snapshot, proxy: &Proxy, part: Part) -> EncodedResources {
+    let ctx = Context::new(snapshot, proxy, part);
     let (clusters, eds) = cds::clusters(&ctx);
     let endpoints = eds::load_assignments(&ctx, &eds);
     let listeners = lds::listeners(&ctx)
@@ -137,6 +143,36 @@ pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
         endpoints,
         listeners,
         routes,
+    }
+}
+
+/// The proxy as far as its outbound configuration depends on it: workload identity and
+/// addresses dropped, labels reduced to the keys the configuration reads.
+pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
+    let mut p = proxy.clone();
+    p.labels.retain(|k, _| snapshot.label_keys.contains(k));
+    p.workload_name = String::new();
+    p.ips = vec![std::net::IpAddr::from([0, 0, 0, 0])];
+    p.id = String::new();
+    p.service_account = None;
+    p
+}
+
+impl EncodedResources {
+    /// Merges two parts (each sorted by name) into one sorted set.
+    pub fn merge(&self, other: &EncodedResources) -> EncodedResources {
+        fn join(a: &[Encoded], b: &[Encoded]) -> Vec<Encoded> {
+            let mut out: Vec<Encoded> = a.iter().chain(b).cloned().collect();
+            out.sort_by(|x, y| x.name.cmp(&y.name));
+            out.dedup_by(|x, y| x.name == y.name);
+            out
+        }
+        EncodedResources {
+            clusters: join(&self.clusters, &other.clusters),
+            endpoints: join(&self.endpoints, &other.endpoints),
+            listeners: join(&self.listeners, &other.listeners),
+            routes: join(&self.routes, &other.routes),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sextant_compiler::{compile_encoded, json as render};
+use sextant_compiler::{Part, compile_encoded, compile_part, json as render};
 use sextant_index::{Index, Object};
 use sextant_model::Proxy;
 
@@ -183,6 +183,11 @@ proptest! {
         let c = compile_encoded(&reverse, &proxy);
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(&a, &c);
+        // The shared outbound part of the proxy's scope plus its own inbound part is the whole.
+        let scope = sextant_compiler::scope(&forward, &proxy);
+        let outbound = compile_part(&forward, &scope, Part::Outbound);
+        let inbound = compile_part(&forward, &proxy, Part::Inbound);
+        prop_assert_eq!(&outbound.merge(&inbound), &a);
         // Every resource decodes and renders.
         let resources = sextant_compiler::compile(&forward, &proxy);
         let rendered = render::resources(&resources);

@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// VirtualServices by resolved host (wildcard hosts under their pattern), in precedence
     /// order. Delegates are not listed.
     pub routes_by_host: BTreeMap<String, Vec<Arc<VirtualService>>>,
+    /// Label keys that configuration reads (VirtualService `sourceLabels`, DestinationRule
+    /// `workloadSelector`): the only labels that make two proxies' outbound config differ.
+    pub label_keys: BTreeSet<String>,
     /// Whether any DestinationRule / VirtualService host is a wildcard (lookups skip the scan
     /// when none is).
     pub wildcard_hosts: (bool, bool),
@@ -78,6 +81,25 @@ impl Snapshot {
                 }
             }
         }
+        self.label_keys = self
+            .destination_rules
+            .iter()
+            .filter_map(|d| d.workload_selector.as_ref())
+            .flat_map(|s| s.keys().cloned())
+            .chain(self.virtual_services.iter().flat_map(|vs| {
+                let http = vs
+                    .http
+                    .iter()
+                    .flat_map(|r| r.matches.iter().flat_map(|m| m.source_labels.keys()));
+                let l4 = vs
+                    .tcp
+                    .iter()
+                    .flat_map(|r| r.matches.iter())
+                    .chain(vs.tls.iter().flat_map(|r| r.matches.iter()))
+                    .flat_map(|m| m.source_labels.keys());
+                http.chain(l4).cloned().collect::<Vec<_>>()
+            }))
+            .collect();
         self.wildcard_hosts = (
             self.rules_by_host.keys().any(|h| h.starts_with('*')),
             self.routes_by_host.keys().any(|h| h.starts_with('*')),

@@ -143,7 +143,11 @@ pub fn free_port() -> u16 {
 }
 
 /// A demo step: what it shows, the VirtualService's `http` rules, request headers to try.
-type Step = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Step = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const STEPS: &[Step] = &[
     (

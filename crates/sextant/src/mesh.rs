@@ -9,17 +9,25 @@ use std::{
     },
 };
 
-use sextant_compiler::EncodedResources;
+use sextant_compiler::{EncodedResources, Part};
 use sextant_model::{Proxy, Snapshot};
 use sextant_xds::{Generator, protocol::Event};
 
 use crate::metrics::Metrics;
 
+#[derive(Default)]
+struct Cache {
+    version: u64,
+    scopes: HashMap<String, Arc<EncodedResources>>,
+    proxies: HashMap<String, Arc<EncodedResources>>,
+}
+
 /// Snapshot, readiness and a per-version cache of compiled resources.
 pub struct Mesh {
     snapshot: RwLock<Arc<Snapshot>>,
     ready: AtomicBool,
-    cache: Mutex<(u64, HashMap<String, Arc<EncodedResources>>)>,
+    /// Outbound parts by scope and full configurations by proxy, for one snapshot version.
+    cache: Mutex<Cache>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -30,7 +38,7 @@ impl Mesh {
         Mesh {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             ready: AtomicBool::new(false),
-            cache: Mutex::new((0, HashMap::new())),
+            cache: Mutex::new(Cache::default()),
             metrics,
         }
     }
@@ -80,26 +88,45 @@ impl Generator for Mesh {
 
     fn resources(&self, proxy: &Proxy) -> Arc<EncodedResources> {
         let snapshot = self.snapshot();
-        let key = scope_key(proxy);
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.0 == snapshot.version
-                && let Some(r) = cache.1.get(&key)
-            {
+        let proxy_key = scope_key(proxy);
+        let scope = sextant_compiler::scope(&snapshot, proxy);
+        let scope_key = scope_key(&scope);
+        let cached_scope = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.version != snapshot.version {
+                *cache = Cache {
+                    version: snapshot.version,
+                    ..Cache::default()
+                };
+            }
+            if let Some(r) = cache.proxies.get(&proxy_key) {
                 return r.clone();
             }
-        }
+            cache.scopes.get(&scope_key).cloned()
+        };
         let started = std::time::Instant::now();
-        let resources = Arc::new(sextant_compiler::compile_encoded(&snapshot, proxy));
-        self.metrics
-            .compile_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let outbound = match cached_scope {
+            Some(o) => o,
+            None => {
+                let o = Arc::new(sextant_compiler::compile_part(
+                    &snapshot,
+                    &scope,
+                    Part::Outbound,
+                ));
+                self.metrics
+                    .compile_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                o
+            }
+        };
+        let inbound = sextant_compiler::compile_part(&snapshot, proxy, Part::Inbound);
+        let resources = Arc::new(outbound.merge(&inbound));
         self.metrics.config_bytes.set(resources.size() as i64);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != snapshot.version {
-            *cache = (snapshot.version, HashMap::new());
+        if cache.version == snapshot.version {
+            cache.scopes.insert(scope_key, outbound);
+            cache.proxies.insert(proxy_key, resources.clone());
         }
-        cache.1.insert(key, resources.clone());
         resources
     }
 
