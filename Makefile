@@ -44,3 +44,4 @@ demo: .venv/bin/envoy
 # Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
 bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
+	$(CARGO) bench -p sextant --bench ads
