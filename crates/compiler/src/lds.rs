@@ -77,15 +77,16 @@ fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpF
     }
 }
 
-/// Outbound HTTP connection manager with routes from RDS `port`.
-fn outbound_hcm(port: u16) -> Filter {
+/// An HTTP connection manager with Istio's settings and the fault, CORS and router filters.
+fn hcm(
+    stat_prefix: String,
+    routes: http_connection_manager::RouteSpecifier,
+    outbound: bool,
+) -> Filter {
     let hcm = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
-        stat_prefix: format!("outbound_0.0.0.0_{port}"),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: port.to_string(),
-        })),
+        stat_prefix,
+        route_specifier: Some(routes),
         http_filters: vec![
             http_filter("envoy.filters.http.fault", &HttpFault::default()),
             http_filter("envoy.filters.http.cors", &Cors {}),
@@ -93,8 +94,11 @@ fn outbound_hcm(port: u16) -> Filter {
         ],
         use_remote_address: Some(boolv(false)),
         normalize_path: Some(boolv(true)),
-        path_with_escaped_slashes_action:
-            http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32,
+        path_with_escaped_slashes_action: if outbound {
+            http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32
+        } else {
+            0
+        },
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".to_owned(),
             ..Default::default()
@@ -104,6 +108,18 @@ fn outbound_hcm(port: u16) -> Filter {
         ..Default::default()
     };
     network_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+/// Outbound HTTP connection manager with routes from RDS `port`.
+fn outbound_hcm(port: u16) -> Filter {
+    hcm(
+        format!("outbound_0.0.0.0_{port}"),
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: port.to_string(),
+        }),
+        true,
+    )
 }
 
 /// Inbound HTTP connection manager with an inline route to `inbound|PORT||`.
@@ -139,26 +155,11 @@ fn inbound_hcm(target: u16) -> Filter {
         validate_clusters: Some(boolv(false)),
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
-        codec_type: http_connection_manager::CodecType::Auto as i32,
-        stat_prefix: format!("inbound_0.0.0.0_{target}"),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(routes)),
-        http_filters: vec![
-            http_filter("envoy.filters.http.fault", &HttpFault::default()),
-            http_filter("envoy.filters.http.cors", &Cors {}),
-            http_filter("envoy.filters.http.router", &Router::default()),
-        ],
-        use_remote_address: Some(boolv(false)),
-        normalize_path: Some(boolv(true)),
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".to_owned(),
-            ..Default::default()
-        }],
-        stream_idle_timeout: Some(seconds(0)),
-        server_name: "istio-envoy".to_owned(),
-        ..Default::default()
-    };
-    network_filter("envoy.filters.network.http_connection_manager", &hcm)
+    hcm(
+        format!("inbound_0.0.0.0_{target}"),
+        http_connection_manager::RouteSpecifier::RouteConfig(routes),
+        false,
+    )
 }
 
 fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {

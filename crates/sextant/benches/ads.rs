@@ -16,7 +16,8 @@ use std::{
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{
-        DeltaDiscoveryRequest, DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        DeltaDiscoveryRequest, DiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
     },
 };
@@ -63,7 +64,10 @@ struct Progress {
 async fn sotw_proxy(addr: String, node: Node, progress: Arc<Progress>) {
     // A storm of simultaneous connects can overflow the listen backlog: retry like Envoy does.
     for attempt in 0..20u64 {
-        if sotw_session(addr.clone(), node.clone(), progress.clone()).await.is_ok() {
+        if sotw_session(addr.clone(), node.clone(), progress.clone())
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
@@ -97,7 +101,10 @@ async fn sotw_session(addr: String, node: Node, progress: Arc<Progress>) -> Resu
     let mut have = BTreeSet::new();
     let mut configured = false;
     while let Some(Ok(resp)) = inbound.next().await {
-        progress.bytes.fetch_add(resp.resources.iter().map(|r| r.value.len() as u64).sum(), Ordering::Relaxed);
+        progress.bytes.fetch_add(
+            resp.resources.iter().map(|r| r.value.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
         let ack = DiscoveryRequest {
             type_url: resp.type_url.clone(),
             version_info: resp.version_info.clone(),
@@ -181,7 +188,10 @@ async fn delta_bytes(addr: String, node: Node, changed: Arc<tokio::sync::Notify>
         .expect("connect")
         .max_decoding_message_size(512 * 1024 * 1024);
     let (tx, rx) = mpsc::channel(16);
-    for (i, url) in [type_url::CLUSTER, type_url::LISTENER].into_iter().enumerate() {
+    for (i, url) in [type_url::CLUSTER, type_url::LISTENER]
+        .into_iter()
+        .enumerate()
+    {
         tx.send(DeltaDiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
             type_url: url.into(),
@@ -211,7 +221,11 @@ async fn delta_bytes(addr: String, node: Node, changed: Arc<tokio::sync::Notify>
             }
         };
         let Some(Ok(resp)) = next else { break };
-        let size: u64 = resp.resources.iter().map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64)).sum();
+        let size: u64 = resp
+            .resources
+            .iter()
+            .map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64))
+            .sum();
         if waiting {
             initial += size;
         } else {
@@ -225,7 +239,12 @@ async fn delta_bytes(addr: String, node: Node, changed: Arc<tokio::sync::Notify>
         if resp.type_url == type_url::CLUSTER {
             reqs.push(DeltaDiscoveryRequest {
                 type_url: type_url::ENDPOINT.into(),
-                resource_names_subscribe: resp.resources.iter().map(|r| r.name.clone()).filter(|n| n.starts_with("outbound|")).collect(),
+                resource_names_subscribe: resp
+                    .resources
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .filter(|n| n.starts_with("outbound|"))
+                    .collect(),
                 ..Default::default()
             });
         }
@@ -251,7 +270,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let proxies: usize = std::env::var("SEXTANT_BENCH_PROXIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let proxies: usize = std::env::var("SEXTANT_BENCH_PROXIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let rss0 = rss_kib();
     let mut index = sextant_workload::index(&W_M);
     let (snapshot, _) = index.publish();
@@ -261,15 +283,23 @@ async fn main() {
     let (_shutdown_tx, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let server = AdsServer::new(mesh.clone(), updates_rx, registry.clone(), shutdown_rx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(server).max_encoding_message_size(512 * 1024 * 1024))
+            .add_service(
+                AggregatedDiscoveryServiceServer::new(server)
+                    .max_encoding_message_size(512 * 1024 * 1024),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let rss_state = rss_kib();
-    println!("W-M state loaded: {} MiB resident (before any proxy)", (rss_state - rss0.min(rss_state)) / 1024);
+    println!(
+        "W-M state loaded: {} MiB resident (before any proxy)",
+        (rss_state - rss0.min(rss_state)) / 1024
+    );
 
     let progress = Arc::new(Progress {
         fully_configured: AtomicUsize::new(0),
@@ -281,12 +311,18 @@ async fn main() {
     // 100 namespaces).
     let started = Instant::now();
     for i in 0..proxies {
-        let (s, e) = (i % W_M.services, (i / W_M.services) % W_M.endpoints_per_service);
+        let (s, e) = (
+            i % W_M.services,
+            (i / W_M.services) % W_M.endpoints_per_service,
+        );
         tokio::spawn(sotw_proxy(addr.clone(), node(s, e), progress.clone()));
     }
     while progress.fully_configured.load(Ordering::Relaxed) < proxies {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(started.elapsed() < Duration::from_secs(300), "connect storm did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "connect storm did not finish"
+        );
     }
     let storm = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -323,7 +359,10 @@ async fn main() {
                 acked.push(t0.elapsed().as_secs_f64() * 1e3);
             }
             seen = now;
-            assert!(t0.elapsed() < Duration::from_secs(120), "push did not finish");
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "push did not finish"
+            );
         }
         samples.extend(acked);
     }

@@ -49,6 +49,11 @@ impl Mesh {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// Stops reporting ready (shutdown has begun; load balancers should stop sending proxies).
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot

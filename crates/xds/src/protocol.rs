@@ -100,6 +100,16 @@ pub struct TypeStatus {
     pub resources: usize,
 }
 
+impl TypeStatus {
+    fn record_sent(&mut self, version: &str, nonce: &str, resources: usize) {
+        self.sent_version = Some(version.to_owned());
+        self.sent_nonce = Some(nonce.to_owned());
+        self.sent_at = Some(SystemTime::now());
+        self.responses += 1;
+        self.resources = resources;
+    }
+}
+
 /// An event worth counting (metrics) that the state machine saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -247,11 +257,7 @@ impl Sotw {
         let nonce = format!("{}-{version}", self.nonces);
         state.version = Some(version.clone());
         state.nonce = Some(nonce.clone());
-        state.status.sent_version = Some(version.clone());
-        state.status.sent_nonce = Some(nonce.clone());
-        state.status.sent_at = Some(SystemTime::now());
-        state.status.responses += 1;
-        state.status.resources = items.len();
+        state.status.record_sent(&version, &nonce, items.len());
         let response = DiscoveryResponse {
             version_info: version,
             resources: items.iter().map(|e| any(url, e)).collect(),
@@ -450,11 +456,7 @@ impl Delta {
         let version = format!("{:016x}", h.digest());
         let nonce = format!("{}-{version}", self.nonces);
         state.nonce = Some(nonce.clone());
-        state.status.sent_version = Some(version.clone());
-        state.status.sent_nonce = Some(nonce.clone());
-        state.status.sent_at = Some(SystemTime::now());
-        state.status.responses += 1;
-        state.status.resources = changed.len();
+        state.status.record_sent(&version, &nonce, changed.len());
         let updated_clusters: Vec<String> = if url == type_url::CLUSTER {
             changed.iter().map(|e| e.name.clone()).collect()
         } else {

@@ -207,6 +207,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Rebalance long-lived streams across replicas, as istiod does (30 min).
+        .max_connection_age(Duration::from_secs(30 * 60))
+        .max_connection_age_grace(Duration::from_secs(10))
         .add_service(
             AggregatedDiscoveryServiceServer::new(ads)
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
@@ -216,9 +219,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
     tracing::info!(%xds_addr, %admin_addr, "serving");
+    let draining = mesh.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: draining streams");
+        // Not ready first, so no new proxies arrive; then close streams (proxies reconnect to
+        // another replica) and let in-flight responses finish.
+        draining.set_not_ready();
+        tracing::info!("shutting down: not ready, draining streams");
         let _ = shutdown_tx.send(true);
     });
     let (admin_result, xds_result) = tokio::join!(admin_server, xds_server);
