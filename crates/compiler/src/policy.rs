@@ -399,10 +399,14 @@ fn outlier_detection(cluster: &mut Cluster, od: &ModelOd, http: &mut HttpOptions
     http.error_codes = od.http_error_codes.clone();
 }
 
+/// A secret fetched over ADS. Unlike other ADS resources it waits at most 5 s on first fetch:
+/// Sextant does not serve secrets yet, and a cluster must not warm forever waiting for one.
 fn sds(name: &str) -> SdsSecretConfig {
+    let mut source = crate::proto::ads();
+    source.initial_fetch_timeout = Some(seconds(5));
     SdsSecretConfig {
         name: name.to_owned(),
-        sds_config: Some(crate::proto::ads()),
+        sds_config: Some(source),
     }
 }
 

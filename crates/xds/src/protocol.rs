@@ -175,20 +175,25 @@ impl Sotw {
             self.events.push(Event::Stale { type_url: url });
             return None;
         }
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let wildcard = is_wildcard_type(&url) && (names.is_empty() || names.contains("*"));
+        let subscription = if wildcard { None } else { Some(names) };
         if let Some(err) = &req.error_detail {
             if let Some(v) = state.version.clone() {
                 state.nacked = Some(v.clone());
                 state.status.nack = Some((v, err.message.clone()));
             }
             self.events.push(Event::Nack {
-                type_url: url,
+                type_url: url.clone(),
                 error: err.message.clone(),
             });
+            // A NACK is also the only message carrying names that changed meanwhile.
+            if state.names != subscription {
+                state.names = subscription;
+                return self.respond(&url, all, true);
+            }
             return None;
         }
-        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let wildcard = is_wildcard_type(&url) && (names.is_empty() || names.contains("*"));
-        let subscription = if wildcard { None } else { Some(names) };
         let initial = req.response_nonce.is_empty();
         if !initial {
             state.status.acked_version = Some(req.version_info.clone());
@@ -250,7 +255,9 @@ impl Sotw {
         let version = version_of(&items);
         let unchanged = state.version.as_deref() == Some(version.as_str());
         let rejected = state.nacked.as_deref() == Some(version.as_str());
-        if rejected || (unchanged && !always) {
+        // An explicit request (first, new names, warming) is always answered; a plain update
+        // never resends what the proxy rejected.
+        if !always && (rejected || unchanged) {
             return None;
         }
         self.nonces += 1;
@@ -286,8 +293,9 @@ impl Sotw {
 struct DeltaType {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// What the proxy has: name → content hash.
-    sent: HashMap<String, u64>,
+    /// What the proxy holds: name → content hash (`None`: held, version unknown, e.g. after a
+    /// NACK Envoy may have applied part of, or an unparsable reconnect version).
+    sent: HashMap<String, Option<u64>>,
     /// Content the proxy rejected: name → hash (not sent again).
     rejected: HashMap<String, u64>,
     /// Resources in the last response, to attribute a NACK.
@@ -307,7 +315,9 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// Handles one request; returns the response to send, if any.
+    /// Handles one request; returns the response to send, if any. Subscription changes are
+    /// applied whatever the nonce says: Envoy sends them together with ACKs and NACKs and never
+    /// repeats them.
     pub fn on_request(
         &mut self,
         req: DeltaDiscoveryRequest,
@@ -318,40 +328,14 @@ impl Delta {
             return None;
         }
         let state = self.types.entry(url.clone()).or_default();
-        if !req.response_nonce.is_empty() {
-            if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
-                self.events.push(Event::Stale { type_url: url });
-                return None;
-            }
-            if let Some(err) = &req.error_detail {
-                for (name, hash) in std::mem::take(&mut state.last) {
-                    state.rejected.insert(name.clone(), hash);
-                    state.sent.remove(&name);
-                }
-                state.status.nack = Some((
-                    state.status.sent_version.clone().unwrap_or_default(),
-                    err.message.clone(),
-                ));
-                self.events.push(Event::Nack {
-                    type_url: url,
-                    error: err.message.clone(),
-                });
-                return None;
-            }
-            state.status.acked_version = state.status.sent_version.clone();
-            state.status.acked_at = Some(SystemTime::now());
-            self.events.push(Event::Ack {
-                type_url: url.clone(),
-            });
-        }
         let first = !state.started;
         if first {
             state.started = true;
-            // Reconnect: the proxy already has these versions.
+            // Reconnect: the proxy already holds these.
             for (name, version) in &req.initial_resource_versions {
-                if let Ok(hash) = u64::from_str_radix(version, 16) {
-                    state.sent.insert(name.clone(), hash);
-                }
+                state
+                    .sent
+                    .insert(name.clone(), u64::from_str_radix(version, 16).ok());
                 if !is_wildcard_type(&url) {
                     state.names.insert(name.clone());
                 }
@@ -365,8 +349,12 @@ impl Delta {
                 state.wildcard = true;
             } else {
                 state.names.insert(name.clone());
-                // An explicit (re)subscription asks for the resource again.
-                state.sent.remove(name);
+                // An explicit (re)subscription asks for the resource again, unless this is the
+                // reconnect that just told us which version the proxy holds.
+                if !(first && req.initial_resource_versions.contains_key(name)) {
+                    state.sent.remove(name);
+                }
+                state.rejected.remove(name);
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -377,7 +365,41 @@ impl Delta {
                 state.sent.remove(name);
             }
         }
-        self.respond(&url, all, first)
+        let explicit = first || !req.resource_names_subscribe.is_empty();
+        if !req.response_nonce.is_empty() {
+            if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                self.events.push(Event::Stale {
+                    type_url: url.clone(),
+                });
+            } else if let Some(err) = &req.error_detail {
+                // Envoy may have applied the valid part of a rejected response: the proxy holds
+                // those names at an unknown version; the rejected content is not resent.
+                for (name, hash) in std::mem::take(&mut state.last) {
+                    state.rejected.insert(name.clone(), hash);
+                    if let Some(held) = state.sent.get_mut(&name) {
+                        *held = None;
+                    }
+                }
+                state.status.nack = Some((
+                    state.status.sent_version.clone().unwrap_or_default(),
+                    err.message.clone(),
+                ));
+                self.events.push(Event::Nack {
+                    type_url: url.clone(),
+                    error: err.message.clone(),
+                });
+            } else {
+                for (name, _) in std::mem::take(&mut state.last) {
+                    state.rejected.remove(&name);
+                }
+                state.status.acked_version = state.status.sent_version.clone();
+                state.status.acked_at = Some(SystemTime::now());
+                self.events.push(Event::Ack {
+                    type_url: url.clone(),
+                });
+            }
+        }
+        self.respond(&url, all, explicit)
     }
 
     /// Handles new resources: the responses to send, in push order.
@@ -423,7 +445,7 @@ impl Delta {
             .iter()
             .copied()
             .filter(|e| {
-                state.sent.get(&e.name) != Some(&e.hash)
+                state.sent.get(&e.name) != Some(&Some(e.hash))
                     && state.rejected.get(&e.name) != Some(&e.hash)
             })
             .collect();
@@ -441,17 +463,16 @@ impl Delta {
             state.sent.remove(n);
         }
         for e in &changed {
-            state.sent.insert(e.name.clone(), e.hash);
-            state.rejected.remove(&e.name);
+            state.sent.insert(e.name.clone(), Some(e.hash));
         }
         state.last = changed.iter().map(|e| (e.name.clone(), e.hash)).collect();
         self.nonces += 1;
-        let mut sent: Vec<(&String, &u64)> = state.sent.iter().collect();
+        let mut sent: Vec<(&String, &Option<u64>)> = state.sent.iter().collect();
         sent.sort();
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         for (n, v) in sent {
             h.update(n.as_bytes());
-            h.update(&v.to_le_bytes());
+            h.update(&v.unwrap_or(0).to_le_bytes());
         }
         let version = format!("{:016x}", h.digest());
         let nonce = format!("{}-{version}", self.nonces);
@@ -482,6 +503,7 @@ impl Delta {
         if let Some(eds) = self.types.get_mut(type_url::ENDPOINT) {
             for c in updated_clusters {
                 eds.sent.remove(&c);
+                eds.rejected.remove(&c);
             }
         }
         Some(response)

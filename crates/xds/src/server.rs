@@ -240,7 +240,7 @@ impl<G: Generator> AdsServer<G> {
             updates.borrow_and_update();
             let mut resources = generator.resources(&proxy);
             let mut pending = Some(first);
-            loop {
+            'stream: loop {
                 let mut out = Vec::new();
                 if let Some(req) = pending.take() {
                     out.extend(machine.request(req, &resources));
@@ -250,18 +250,18 @@ impl<G: Generator> AdsServer<G> {
                             Some(Ok(req)) => pending = Some(req),
                             Some(Err(status)) => {
                                 tracing::debug!(proxy = %proxy.id, %status, "stream error");
-                                break;
+                                break 'stream;
                             }
-                            None => break,
+                            None => break 'stream,
                         },
                         changed = updates.changed() => {
                             if changed.is_err() {
-                                break;
+                                break 'stream;
                             }
                             resources = generator.resources(&proxy);
                             out.extend(machine.update(&resources));
                         }
-                        _ = shutdown.changed() => break,
+                        _ = shutdown.changed() => break 'stream,
                     }
                 }
                 for event in machine.drain() {
@@ -274,8 +274,10 @@ impl<G: Generator> AdsServer<G> {
                     c.types = machine.status();
                 }
                 for response in out {
-                    if tx.send(Ok(response)).await.is_err() {
-                        break;
+                    // A proxy that stops reading must not pin this task past shutdown.
+                    tokio::select! {
+                        sent = tx.send(Ok(response)) => if sent.is_err() { break 'stream; },
+                        _ = shutdown.changed() => break 'stream,
                     }
                 }
             }

@@ -316,3 +316,116 @@ fn delta_nacked_resources_are_not_resent() {
     assert!(d.on_update(&all).is_empty(), "same content is not resent");
     assert_eq!(d.on_update(&state(&[("a", 5)])).len(), 1);
 }
+
+#[test]
+fn sotw_nack_carrying_new_names_is_answered() {
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1), ("b", 1)]);
+    let r = s
+        .on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
+        .expect("eds");
+    let answer = s
+        .on_request(
+            nack(req(type_url::ENDPOINT, &["a", "b"], &r.nonce, "")),
+            &all,
+        )
+        .expect("the new names are served");
+    assert_eq!(answer.resources.len(), 2);
+}
+
+#[test]
+fn delta_subscriptions_in_stale_or_nack_requests_are_applied() {
+    let all = state(&[("a", 1), ("b", 1)]);
+    let mut d = Delta::default();
+    let first = d
+        .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)
+        .expect("a");
+    let second = d.on_update(&EncodedResources {
+        endpoints: vec![
+            Encoded::new(
+                "a",
+                &ClusterLoadAssignment {
+                    cluster_name: "a".into(),
+                    endpoints: vec![Default::default()],
+                    ..Default::default()
+                },
+            ),
+            cla("b"),
+        ],
+        ..all.clone()
+    });
+    assert_eq!(second.len(), 1);
+    // An ACK of the older nonce that also subscribes to b: b must still be sent.
+    let r = d
+        .on_request(dreq(type_url::ENDPOINT, &["b"], &[], &first.nonce), &all)
+        .expect("b sent");
+    assert!(r.resources.iter().any(|x| x.name == "b"));
+    // A NACK that subscribes to a new name: the name is served.
+    let mut n = dreq(type_url::ENDPOINT, &["zzz"], &[], &r.nonce);
+    n.error_detail = Some(Status {
+        code: 3,
+        message: "no".into(),
+        ..Default::default()
+    });
+    let r = d.on_request(n, &all).expect("zzz served");
+    assert!(r.resources.iter().any(|x| x.name == "zzz"));
+}
+
+#[test]
+fn delta_reconnect_of_named_resources_resends_only_what_changed() {
+    let all = state(&[("a", 1), ("b", 1)]);
+    let mut d = Delta::default();
+    let mut first = dreq(type_url::ENDPOINT, &["a", "b"], &[], "");
+    first.initial_resource_versions = all
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                if e.name == "a" {
+                    e.version()
+                } else {
+                    "stale".into()
+                },
+            )
+        })
+        .collect();
+    let r = d.on_request(first, &all).expect("response");
+    assert_eq!(
+        r.resources
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+}
+
+#[test]
+fn delta_removes_resources_held_at_unknown_versions() {
+    let mut d = Delta::default();
+    let mut first = dreq(type_url::CLUSTER, &[], &[], "");
+    first.initial_resource_versions = [("gone".to_owned(), "not-hex".to_owned())].into();
+    let r = d.on_request(first, &state(&[("a", 1)])).expect("initial");
+    assert_eq!(r.removed_resources, ["gone"]);
+}
+
+#[test]
+fn delta_resubscribe_gets_rejected_content_again() {
+    let mut d = Delta::default();
+    let all = state(&[("a", 1)]);
+    let r = d
+        .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)
+        .expect("a");
+    let mut n = dreq(type_url::ENDPOINT, &[], &[], &r.nonce);
+    n.error_detail = Some(Status {
+        code: 3,
+        message: "no".into(),
+        ..Default::default()
+    });
+    assert!(d.on_request(n, &all).is_none());
+    let again = d.on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all);
+    assert!(
+        again.is_some_and(|r| r.resources.len() == 1),
+        "an explicit request is answered"
+    );
+}
