@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use sextant_api as api;
-use sextant_model::{
-    self as model, AbortError, Body, HeaderMatch, HttpAction, Kind, Percentage, RedirectPort,
-    StringMatch,
-};
+use sextant_model::{self as model, Body, HeaderMatch, HttpAction, Kind, RedirectPort};
 
 use super::{
     Invalid, Parsed, Report,
@@ -15,12 +12,18 @@ use super::{
     object_ref,
 };
 
+mod l4;
+mod policies;
+
+use l4::{tcp_route, tls_route};
+use policies::{cors, fault, mirrors, retries};
+
 /// Direct response bodies above this are refused (Istio's limit).
 const MAX_DIRECT_RESPONSE_BODY: usize = 1024 * 1024;
 /// Direct response bodies above this get a warning.
 const WARN_DIRECT_RESPONSE_BODY: usize = 100 * 1024;
 
-const RETRY_ON: &[&str] = &[
+pub(super) const RETRY_ON: &[&str] = &[
     "5xx",
     "gateway-error",
     "reset",
@@ -39,12 +42,12 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-const HTTP_METHODS: &[&str] = &[
+pub(super) const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
 /// gRPC status names and their codes.
-const GRPC_CODES: &[(&str, u32)] = &[
+pub(super) const GRPC_CODES: &[(&str, u32)] = &[
     ("OK", 0),
     ("CANCELLED", 1),
     ("UNKNOWN", 2),
@@ -178,7 +181,7 @@ struct Ctx<'a> {
     gateways: &'a [String],
 }
 
-fn check_gateway_name(gw: &str, path: &str, r: &mut Report) {
+pub(super) fn check_gateway_name(gw: &str, path: &str, r: &mut Report) {
     if gw == "mesh" {
         return;
     }
@@ -723,7 +726,7 @@ fn direct_response(
     })
 }
 
-fn destination(d: &api::Destination, path: &str, r: &mut Report) -> model::Destination {
+pub(super) fn destination(d: &api::Destination, path: &str, r: &mut Report) -> model::Destination {
     if d.host == "*" {
         r.error(format!("{path}.host"), "invalid destination host *");
     } else if let Err(e) = checks::check_host_or_ip(&d.host) {
@@ -790,7 +793,7 @@ fn weight(w: Option<i32>, path: &str, r: &mut Report) -> u32 {
     }
 }
 
-fn l4_destinations(
+pub(super) fn l4_destinations(
     routes: &[api::RouteDestination],
     path: &str,
     r: &mut Report,
@@ -811,469 +814,6 @@ fn l4_destinations(
         r.error(path, "total destination weight = 0");
     }
     out
-}
-
-fn retries(x: &api::HttpRetry, path: &str, r: &mut Report) -> Option<model::RetryPolicy> {
-    let attempts = x.attempts.unwrap_or(0);
-    if attempts < 0 {
-        r.error(format!("{path}.attempts"), "attempts cannot be negative");
-        return None;
-    }
-    if attempts == 0
-        && (x.per_try_timeout.is_some()
-            || x.retry_on.as_deref().is_some_and(|s| !s.is_empty())
-            || x.retry_remote_localities.is_some())
-    {
-        r.error(
-            path,
-            "http retry policy configured when attempts are set to 0 (disabled)",
-        );
-    }
-    let per_try_timeout = x
-        .per_try_timeout
-        .as_ref()
-        .and_then(|d| duration(d.as_str(), &format!("{path}.perTryTimeout"), r));
-    let backoff = x
-        .backoff
-        .as_ref()
-        .and_then(|d| duration(d.as_str(), &format!("{path}.backoff"), r));
-    let mut retry_on = Vec::new();
-    let mut codes = Vec::new();
-    for policy in x.retry_on.iter().flat_map(|s| s.split(',')).map(str::trim) {
-        if policy.is_empty() {
-            continue;
-        }
-        if RETRY_ON.contains(&policy) {
-            retry_on.push(policy.to_owned());
-        } else if let Some(code) = policy
-            .parse::<u32>()
-            .ok()
-            .filter(|c| (100..=599).contains(c))
-        {
-            codes.push(code);
-        } else {
-            r.error(
-                format!("{path}.retryOn"),
-                format!("{policy:?} is not a valid retryOn policy"),
-            );
-        }
-    }
-    if !codes.is_empty() && !retry_on.iter().any(|p| p == "retriable-status-codes") {
-        retry_on.push("retriable-status-codes".into());
-    }
-    Some(model::RetryPolicy {
-        attempts: attempts.unsigned_abs(),
-        per_try_timeout,
-        retry_on,
-        retriable_status_codes: codes,
-        retry_remote_localities: x.retry_remote_localities,
-        retry_ignore_previous_hosts: x.retry_ignore_previous_hosts,
-        backoff,
-    })
-}
-
-fn fault(f: &api::HttpFaultInjection, path: &str, r: &mut Report) -> Option<model::Fault> {
-    if f.abort.is_none() && f.delay.is_none() {
-        r.error(
-            path,
-            "HTTP fault injection must have an abort and/or a delay",
-        );
-        return None;
-    }
-    let delay = f.delay.as_ref().and_then(|d| {
-        let at = format!("{path}.delay");
-        let percentage = fault_percentage(d.percentage.as_ref(), d.percent, &at, r);
-        if d.exponential_delay.is_some() {
-            r.error(
-                format!("{at}.exponentialDelay"),
-                "exponentialDelay not supported yet",
-            );
-        }
-        match &d.fixed_delay {
-            Some(fd) => duration(fd.as_str(), &format!("{at}.fixedDelay"), r).map(|fixed_delay| {
-                model::FaultDelay {
-                    fixed_delay,
-                    percentage,
-                }
-            }),
-            None => {
-                if d.exponential_delay.is_none() {
-                    r.warn(&at, "delay has no fixedDelay and is ignored");
-                }
-                None
-            }
-        }
-    });
-    let abort = f.abort.as_ref().and_then(|a| {
-        let at = format!("{path}.abort");
-        let percentage = fault_percentage(a.percentage.as_ref(), None, &at, r);
-        let error = if let Some(status) = a.http_status {
-            if !(200..=599).contains(&status) {
-                r.error(format!("{at}.httpStatus"), format!("invalid abort http status {status}"));
-                return None;
-            }
-            AbortError::Http(status.unsigned_abs() as u16)
-        } else if let Some(grpc) = &a.grpc_status {
-            match GRPC_CODES.iter().find(|(name, _)| name == grpc) {
-                Some((_, code)) => AbortError::Grpc(*code),
-                None => {
-                    r.error(
-                        format!("{at}.grpcStatus"),
-                        format!("gRPC status {grpc:?} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md"),
-                    );
-                    return None;
-                }
-            }
-        } else if a.http2_error.is_some() {
-            r.error(format!("{at}.http2Error"), "HTTP/2 abort fault injection not supported yet");
-            return None;
-        } else {
-            r.error(&at, "abort configured, but error type not set");
-            return None;
-        };
-        Some(model::FaultAbort { error, percentage })
-    });
-    Some(model::Fault { delay, abort })
-}
-
-/// `percentage` wins over the deprecated integer `percent`; unset means none for aborts and
-/// (per Istio) all for delays given only `percent`.
-fn fault_percentage(
-    percentage: Option<&api::Percent>,
-    percent: Option<i32>,
-    path: &str,
-    r: &mut Report,
-) -> Percentage {
-    if let Some(p) = percentage {
-        checks::check_percentage(p.value, &format!("{path}.percentage.value"), r);
-        return Percentage::from_percent(p.value.clamp(0.0, 100.0));
-    }
-    match percent {
-        Some(p) if !(0..=100).contains(&p) => {
-            r.error(
-                format!("{path}.percent"),
-                format!("percentage {p} is not in range 0..100"),
-            );
-            Percentage::Hundred(0)
-        }
-        Some(p) => Percentage::Hundred(p.unsigned_abs()),
-        None => Percentage::Hundred(0),
-    }
-}
-
-fn mirrors(http: &api::HttpRoute, path: &str, r: &mut Report) -> Vec<model::Mirror> {
-    let mut out = Vec::new();
-    if let Some(m) = &http.mirror {
-        let percentage = if let Some(p) = &http.mirror_percentage {
-            if p.value > 100.0 {
-                r.error(
-                    format!("{path}.mirrorPercentage.value"),
-                    format!(
-                        "mirror_percentage must have a max value of 100 (it has {})",
-                        p.value
-                    ),
-                );
-            } else if p.value < 0.0 {
-                r.error(
-                    format!("{path}.mirrorPercentage.value"),
-                    format!(
-                        "mirror_percentage must have a min value of 0 (it has {})",
-                        p.value
-                    ),
-                );
-            }
-            Percentage::from_percent(p.value.clamp(0.0, 100.0))
-        } else if let Some(p) = http.mirror_percent_any() {
-            r.warn(
-                format!("{path}.mirrorPercent"),
-                "using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead",
-            );
-            if p > 100 {
-                r.error(
-                    format!("{path}.mirrorPercent"),
-                    format!("mirror_percent must have a max value of 100 (it has {p})"),
-                );
-            }
-            Percentage::Hundred(p.min(100))
-        } else {
-            Percentage::Million(1_000_000)
-        };
-        let destination = destination(m, &format!("{path}.mirror"), r);
-        if percentage != Percentage::Hundred(0) && percentage != Percentage::Million(0) {
-            out.push(model::Mirror {
-                destination,
-                percentage,
-            });
-        }
-    }
-    for (i, m) in http.mirrors.iter().flatten().enumerate() {
-        let at = format!("{path}.mirrors[{i}]");
-        let percentage = match &m.percentage {
-            Some(p) => {
-                if p.value > 100.0 || p.value < 0.0 {
-                    r.error(
-                        format!("{at}.percentage.value"),
-                        format!(
-                            "mirror percentage must have a max value of 100 (it has {})",
-                            p.value
-                        ),
-                    );
-                }
-                Percentage::from_percent(p.value.clamp(0.0, 100.0))
-            }
-            None => Percentage::Million(1_000_000),
-        };
-        let destination = destination(&m.destination, &format!("{at}.destination"), r);
-        if percentage != Percentage::Million(0) {
-            out.push(model::Mirror {
-                destination,
-                percentage,
-            });
-        }
-    }
-    out
-}
-
-fn cors(c: &api::CorsPolicy, path: &str, r: &mut Report) -> model::CorsPolicy {
-    let mut allow_origins = Vec::new();
-    for (i, origin) in c.allow_origin.iter().flatten().enumerate() {
-        if origin.is_empty() {
-            r.error(
-                format!("{path}.allowOrigin[{i}]"),
-                "allow origin cannot be empty",
-            );
-        }
-        allow_origins.push(StringMatch::Exact(origin.clone()));
-    }
-    for (i, origin) in c.allow_origins.iter().flatten().enumerate() {
-        let at = format!("{path}.allowOrigins[{i}]");
-        if origin.exact.is_none() && origin.prefix.is_none() && origin.regex.is_none() {
-            r.error(
-                &at,
-                format!("'{origin:?}' is not a valid match type for CORS allow origins"),
-            );
-        } else if let Some(m) = checks::string_match(origin, &at, false, r) {
-            allow_origins.push(m);
-        }
-    }
-    for (i, method) in c.allow_methods.iter().flatten().enumerate() {
-        if !HTTP_METHODS.contains(&method.as_str()) {
-            r.error(
-                format!("{path}.allowMethods[{i}]"),
-                format!("{method:?} is not a supported HTTP method"),
-            );
-        }
-    }
-    for (field, list) in [
-        ("allowHeaders", &c.allow_headers),
-        ("exposeHeaders", &c.expose_headers),
-    ] {
-        for (i, h) in list.iter().flatten().enumerate() {
-            if h != "*" {
-                check_header_name(h, &format!("{path}.{field}[{i}]"), r);
-            }
-        }
-    }
-    let max_age = c.max_age.as_ref().and_then(|d| {
-        let at = format!("{path}.maxAge");
-        let parsed = duration(d.as_str(), &at, r)?;
-        if parsed.subsec_nanos() != 0 {
-            r.error(
-                &at,
-                "max_age duration is accurate only to seconds precision",
-            );
-        }
-        Some(parsed)
-    });
-    model::CorsPolicy {
-        allow_origins,
-        allow_methods: c.allow_methods.clone().unwrap_or_default(),
-        allow_headers: c.allow_headers.clone().unwrap_or_default(),
-        expose_headers: c.expose_headers.clone().unwrap_or_default(),
-        max_age,
-        allow_credentials: c.allow_credentials,
-        forward_not_matching_preflights: c.unmatched_preflights
-            != Some(api::UnmatchedPreflights::IGNORE),
-    }
-}
-
-fn l4_match_common(
-    subnets: Option<&[String]>,
-    port: Option<u32>,
-    labels: Option<&BTreeMap<String, String>>,
-    gateways: Option<&[String]>,
-    source_namespace: Option<&str>,
-    path: &str,
-    r: &mut Report,
-) -> model::L4Match {
-    for (i, subnet) in subnets.into_iter().flatten().enumerate() {
-        check_subnet(subnet, &format!("{path}.destinationSubnets[{i}]"), r);
-    }
-    let labels = labels.cloned().unwrap_or_default();
-    checks::check_labels(&labels, &format!("{path}.sourceLabels"), r);
-    for (i, gw) in gateways.into_iter().flatten().enumerate() {
-        check_gateway_name(gw, &format!("{path}.gateways[{i}]"), r);
-    }
-    if let Some(ns) = source_namespace.filter(|n| !n.is_empty())
-        && !checks::is_dns1123_label(ns)
-    {
-        r.error(
-            format!("{path}.sourceNamespace"),
-            format!("sourceNamespace match {ns} is invalid"),
-        );
-    }
-    model::L4Match {
-        sni_hosts: Vec::new(),
-        destination_subnets: subnets.map(<[String]>::to_vec).unwrap_or_default(),
-        port: port
-            .filter(|p| *p != 0)
-            .and_then(|p| check_port(p, &format!("{path}.port"), r)),
-        source_subnet: None,
-        source_labels: labels,
-        source_namespace: source_namespace
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned),
-        gateways: gateways.map(<[String]>::to_vec).unwrap_or_default(),
-    }
-}
-
-fn check_subnet(subnet: &str, path: &str, r: &mut Report) {
-    let (addr, len) = match subnet.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (subnet, None),
-    };
-    let ok = match addr.parse::<std::net::IpAddr>() {
-        Ok(ip) => {
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
-        }
-        Err(_) => false,
-    };
-    if !ok {
-        r.error(
-            path,
-            format!("{subnet:?} is not a valid IP address or CIDR"),
-        );
-    }
-}
-
-fn tcp_route(route: &api::TcpRoute, path: &str, r: &mut Report) -> model::TcpRoute {
-    for (i, m) in route.match_.iter().flatten().enumerate() {
-        if m.destination_subnets
-            .as_ref()
-            .is_some_and(|s| !s.is_empty())
-        {
-            r.unsupported(
-                format!("{path}.match[{i}].destinationSubnets"),
-                "tcp match destinationSubnets",
-            );
-        }
-    }
-    let matches = route
-        .match_
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, m)| {
-            let at = format!("{path}.match[{i}]");
-            let mut out = l4_match_common(
-                m.destination_subnets.as_deref(),
-                m.port,
-                m.source_labels.as_ref(),
-                m.gateways.as_deref(),
-                m.source_namespace.as_deref(),
-                &at,
-                r,
-            );
-            if let Some(s) = m.source_subnet.as_deref().filter(|s| !s.is_empty()) {
-                check_subnet(s, &format!("{at}.sourceSubnet"), r);
-                r.unsupported(format!("{at}.sourceSubnet"), "tcp match sourceSubnet");
-                out.source_subnet = Some(s.to_owned());
-            }
-            out
-        })
-        .collect();
-    let dests = route.route.as_deref().unwrap_or_default();
-    if dests.is_empty() {
-        r.error(format!("{path}.route"), "TCP route is required");
-    }
-    model::TcpRoute {
-        matches,
-        route: l4_destinations(dests, &format!("{path}.route"), r),
-    }
-}
-
-fn tls_route(
-    route: &api::TlsRoute,
-    hosts: &[String],
-    path: &str,
-    r: &mut Report,
-) -> model::TlsRoute {
-    if route.match_.is_empty() {
-        r.error(
-            format!("{path}.match"),
-            "TLS route must have at least one match condition",
-        );
-    }
-    let matches = route
-        .match_
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let at = format!("{path}.match[{i}]");
-            if m.sni_hosts.is_empty() {
-                r.error(format!("{at}.sniHosts"), "TLS match must have at least one SNI host");
-            }
-            for (j, sni) in m.sni_hosts.iter().enumerate() {
-                let sat = format!("{at}.sniHosts[{j}]");
-                if sni.parse::<std::net::IpAddr>().is_ok() {
-                    r.warn(&sat, format!("using an IP address ({sni}) as an SNI host is not standard and may not work"));
-                } else if let Err(e) = checks::check_wildcard_domain(sni) {
-                    r.error(&sat, e);
-                } else if !hosts.iter().any(|h| host_covers(h, sni)) {
-                    r.error(
-                        &sat,
-                        format!(
-                            "SNI host {sni:?} is not a compatible subset of any of the virtual service hosts: [{}]",
-                            hosts.join(", ")
-                        ),
-                    );
-                }
-            }
-            let mut out = l4_match_common(
-                m.destination_subnets.as_deref(),
-                m.port,
-                m.source_labels.as_ref(),
-                m.gateways.as_deref(),
-                m.source_namespace.as_deref(),
-                &at,
-                r,
-            );
-            out.sni_hosts = m.sni_hosts.clone();
-            out
-        })
-        .collect();
-    let dests = route.route.as_deref().unwrap_or_default();
-    if dests.is_empty() {
-        r.error(format!("{path}.route"), "TLS route is required");
-    }
-    model::TlsRoute {
-        matches,
-        route: l4_destinations(dests, &format!("{path}.route"), r),
-    }
-}
-
-/// Whether VirtualService host `host` covers SNI `sni` (wildcards on either side).
-fn host_covers(host: &str, sni: &str) -> bool {
-    let matches = |wild: &str, name: &str| match wild.strip_prefix('*') {
-        Some(suffix) => name.ends_with(suffix),
-        None => wild.eq_ignore_ascii_case(name),
-    };
-    host == "*"
-        || matches(host, sni)
-        || matches(sni, host)
-        || host.starts_with(&format!("{sni}."))
-        || sni.starts_with(&format!("{host}."))
 }
 
 /// Istio's analysis warnings for rules that can never match.
