@@ -139,7 +139,21 @@ impl Generator for Mesh {
         match event {
             Event::Nack { type_url, .. } => self.metrics.nack(type_url),
             Event::Ack { type_url } => self.metrics.ack(type_url),
+            Event::Sent { type_url, .. } => {
+                self.metrics
+                    .pushes
+                    .get_or_create(&crate::metrics::TypeLabels {
+                        type_url: type_url.clone(),
+                    })
+                    .inc();
+            }
             Event::Stale { .. } => {}
         }
+    }
+
+    fn converged(&self, _proxy: &Proxy, elapsed: std::time::Duration) {
+        self.metrics
+            .convergence_seconds
+            .observe(elapsed.as_secs_f64());
     }
 }

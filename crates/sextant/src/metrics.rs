@@ -23,6 +23,10 @@ pub struct Metrics {
     pub nacks: Family<TypeLabels, Counter>,
     /// ACKs by type.
     pub acks: Family<TypeLabels, Counter>,
+    /// Responses sent by type.
+    pub pushes: Family<TypeLabels, Counter>,
+    /// Time from a configuration change reaching a stream until the proxy ACKed all of it.
+    pub convergence_seconds: Histogram,
     /// Time to compile and encode one proxy's configuration.
     pub compile_seconds: Histogram,
     /// Encoded size of the last compiled configuration.
@@ -45,6 +49,8 @@ impl Metrics {
             connected_proxies: Gauge::default(),
             nacks: Family::default(),
             acks: Family::default(),
+            pushes: Family::default(),
+            convergence_seconds: buckets(),
             compile_seconds: buckets(),
             config_bytes: Gauge::default(),
             snapshots: Counter::default(),
@@ -78,6 +84,12 @@ impl Metrics {
             m.config_bytes.clone(),
         );
         registry.register("snapshots", "Snapshots published", m.snapshots.clone());
+        registry.register("xds_pushes", "xDS responses sent", m.pushes.clone());
+        registry.register(
+            "xds_convergence_seconds",
+            "Change reaching a stream until the proxy ACKed all of it",
+            m.convergence_seconds.clone(),
+        );
         registry.register(
             "debounce_seconds",
             "Time from first change to publish",

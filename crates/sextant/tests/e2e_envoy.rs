@@ -195,10 +195,21 @@ fn scenario(delta: bool, net: u8) {
     let listener: SocketAddr = format!("{bind}:9080").parse().expect("addr");
     let envoy_admin: SocketAddr = format!("127.0.0.1:{envoy_admin}").parse().expect("addr");
 
-    // 1. All traffic to v1.
-    wait_for("traffic through Envoy", Duration::from_secs(30), || {
+    // 1. All traffic to v1. On failure, say what each side believes, to debug from CI logs.
+    if let Err(e) = demo::wait_for("traffic through Envoy", Duration::from_secs(45), || {
         request(listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1")
-    });
+    }) {
+        let syncz = http_get(admin_addr, "/debug/syncz").unwrap_or_default();
+        let stats = http_get(
+            envoy_admin,
+            "/stats?filter=(cluster_manager|listener_manager|control_plane)",
+        )
+        .unwrap_or_default();
+        let listeners = http_get(envoy_admin, "/listeners").unwrap_or_default();
+        panic!(
+            "{e}\nsextant /debug/syncz: {syncz}\nenvoy listeners: {listeners}\nenvoy stats:\n{stats}"
+        );
+    }
     assert_eq!(split(listener, 20), BTreeMap::from([("v1".to_owned(), 20)]));
 
     // 2. Envoy shows Istio's names; every type is ACKed.
@@ -360,6 +371,13 @@ fn scenario(delta: bool, net: u8) {
             .any(|l| l.starts_with("sextant_xds_nacks_total{") && l.contains("RouteConfiguration")),
         "{metrics}"
     );
+    let converged: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_xds_convergence_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(converged >= 1.0, "convergence is measured: {metrics}");
+    assert!(metrics.contains("sextant_xds_pushes_total{"), "{metrics}");
     assert_eq!(
         request(listener, "reviews", "/", &[]).expect("request").1,
         "v2",

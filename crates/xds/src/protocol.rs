@@ -119,6 +119,8 @@ pub enum Event {
     Nack { type_url: String, error: String },
     /// A response for an older nonce arrived and was ignored.
     Stale { type_url: String },
+    /// A response was sent.
+    Sent { type_url: String, resources: usize },
 }
 
 #[derive(Default)]
@@ -277,6 +279,10 @@ impl Sotw {
         {
             eds.force = true;
         }
+        self.events.push(Event::Sent {
+            type_url: url.to_owned(),
+            resources: response.resources.len(),
+        });
         Some(response)
     }
 
@@ -499,6 +505,10 @@ impl Delta {
             nonce,
             ..Default::default()
         };
+        self.events.push(Event::Sent {
+            type_url: url.to_owned(),
+            resources: response.resources.len() + response.removed_resources.len(),
+        });
         // Updated clusters must get their assignments again to finish warming.
         if let Some(eds) = self.types.get_mut(type_url::ENDPOINT) {
             for c in updated_clusters {

@@ -38,6 +38,9 @@ pub trait Generator: Send + Sync + 'static {
     fn resources(&self, proxy: &Proxy) -> Arc<EncodedResources>;
     /// Called for ACKs, NACKs and pushes, for metrics.
     fn observe(&self, _proxy: &Proxy, _event: &Event) {}
+    /// Called when a proxy has ACKed everything sent for a configuration change, with the time
+    /// since the change reached its stream.
+    fn converged(&self, _proxy: &Proxy, _elapsed: std::time::Duration) {}
 }
 
 /// A proxy from its node: Istio's node id and the metadata keys istiod reads.
@@ -240,6 +243,9 @@ impl<G: Generator> AdsServer<G> {
             updates.borrow_and_update();
             let mut resources = generator.resources(&proxy);
             let mut pending = Some(first);
+            // Convergence: types sent since the last update that the proxy has not ACKed yet.
+            let mut update_at: Option<std::time::Instant> = None;
+            let mut unacked: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
             'stream: loop {
                 let mut out = Vec::new();
                 if let Some(req) = pending.take() {
@@ -259,14 +265,31 @@ impl<G: Generator> AdsServer<G> {
                                 break 'stream;
                             }
                             resources = generator.resources(&proxy);
+                            update_at = Some(std::time::Instant::now());
+                            unacked.clear();
                             out.extend(machine.update(&resources));
                         }
                         _ = shutdown.changed() => break 'stream,
                     }
                 }
                 for event in machine.drain() {
-                    if let Event::Nack { type_url, error } = &event {
-                        tracing::warn!(proxy = %proxy.id, type_url = %type_url, %error, "proxy rejected configuration");
+                    match &event {
+                        Event::Nack { type_url, error } => {
+                            tracing::warn!(proxy = %proxy.id, type_url = %type_url, %error, "proxy rejected configuration");
+                            unacked.remove(type_url);
+                        }
+                        Event::Sent { type_url, .. } if update_at.is_some() => {
+                            unacked.insert(type_url.clone());
+                        }
+                        Event::Ack { type_url } => {
+                            if unacked.remove(type_url)
+                                && unacked.is_empty()
+                                && let Some(t) = update_at.take()
+                            {
+                                generator.converged(&proxy, t.elapsed());
+                            }
+                        }
+                        _ => {}
                     }
                     generator.observe(&proxy, &event);
                 }
