@@ -120,7 +120,7 @@ fn scenario(delta: bool, net: u8) {
     mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3")]);
     mesh.virtual_service("  - route: [{destination: {host: reviews, subset: v1}}]\n");
 
-    let (xds, admin, envoy_admin) = (free_port(), free_port(), free_port());
+    let (xds, admin) = (free_port(), free_port());
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
     let _sextant = Process(
         Command::new(env!("CARGO_BIN_EXE_sextant"))
@@ -162,7 +162,7 @@ fn scenario(delta: bool, net: u8) {
         "--bind-address".into(),
         bind.clone(),
         "--admin-port".into(),
-        envoy_admin.to_string(),
+        "0".into(),
     ];
     if delta {
         args.push("--delta".into());
@@ -176,24 +176,45 @@ fn scenario(delta: bool, net: u8) {
         .join("..")
         .join(format!("envoy-{}-{net}.yaml", std::process::id()));
     std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+    // Envoy's admin binds port 0 and reports the port it got: no race for free ports.
+    let admin_path = bootstrap.with_extension("admin");
+    let envoy_log = bootstrap.with_extension("log");
+    let _ = std::fs::remove_file(&admin_path);
     let _envoy = Process(
         Command::new(envoy)
             .args([
                 "-c",
                 bootstrap.to_str().expect("utf-8"),
                 "--use-dynamic-base-id",
+            ])
+            .args([
                 "--concurrency",
                 "1",
                 "-l",
-                "error",
+                "warning",
+                "--admin-address-path",
             ])
+            .arg(&admin_path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&envoy_log).expect("log file"))
             .spawn()
             .expect("envoy starts"),
     );
     let listener: SocketAddr = format!("{bind}:9080").parse().expect("addr");
-    let envoy_admin: SocketAddr = format!("127.0.0.1:{envoy_admin}").parse().expect("addr");
+    let envoy_admin: SocketAddr =
+        demo::wait_for("Envoy's admin address", Duration::from_secs(30), || {
+            std::fs::read_to_string(&admin_path)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; Envoy's log:\n{}",
+                std::fs::read_to_string(&envoy_log).unwrap_or_default()
+            )
+        });
 
     // 1. All traffic to v1. On failure, say what each side believes, to debug from CI logs.
     if let Err(e) = demo::wait_for("traffic through Envoy", Duration::from_secs(45), || {
@@ -397,6 +418,8 @@ fn scenario(delta: bool, net: u8) {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&bootstrap);
+    let _ = std::fs::remove_file(&admin_path);
+    let _ = std::fs::remove_file(&envoy_log);
 }
 
 #[test]
