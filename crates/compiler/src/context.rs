@@ -140,6 +140,24 @@ impl<'a> Context<'a> {
             .unwrap_or(IpAddr::from([127, 0, 0, 1]))
     }
 
+    /// Whether a rule's generation-time conditions (port, source labels, source namespace,
+    /// gateways) hold for this sidecar on `listener_port`. Shared by HTTP and TCP/TLS matches.
+    pub fn source_matches(
+        &self,
+        port: Option<u16>,
+        source_labels: &std::collections::BTreeMap<String, String>,
+        source_namespace: Option<&String>,
+        gateways: &[String],
+        listener_port: u16,
+    ) -> bool {
+        port.is_none_or(|p| p == listener_port)
+            && source_labels
+                .iter()
+                .all(|(k, v)| self.proxy.labels.get(k) == Some(v))
+            && source_namespace.is_none_or(|ns| *ns == self.proxy.namespace)
+            && (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
+    }
+
     /// Whether the outbound part is built.
     pub fn outbound(&self) -> bool {
         self.part != Part::Inbound

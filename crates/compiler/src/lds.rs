@@ -341,14 +341,13 @@ fn first_tcp_rule<'a>(ctx: &Context<'_>, rules: &'a [TcpRoute], port: u16) -> Op
 }
 
 fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
-    m.port.is_none_or(|p| p == port)
-        && m.source_labels
-            .iter()
-            .all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
-        && m.source_namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == ctx.proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+    ctx.source_matches(
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_ref(),
+        &m.gateways,
+        port,
+    )
 }
 
 fn cidrs(subnets: &[String]) -> Vec<CidrRange> {

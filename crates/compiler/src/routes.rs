@@ -71,14 +71,13 @@ pub fn virtual_service_routes(ctx: &Context<'_>, vs: &VirtualService, port: u16)
 
 /// Whether a match's generation-time conditions hold for this proxy and port.
 fn applies(ctx: &Context<'_>, m: &HttpMatch, port: u16) -> bool {
-    m.port.is_none_or(|p| p == port)
-        && m.source_labels
-            .iter()
-            .all(|(k, v)| ctx.proxy.labels.get(k) == Some(v))
-        && m.source_namespace
-            .as_ref()
-            .is_none_or(|ns| *ns == ctx.proxy.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+    ctx.source_matches(
+        m.port,
+        &m.source_labels,
+        m.source_namespace.as_ref(),
+        &m.gateways,
+        port,
+    )
 }
 
 fn is_catch_all(m: &HttpMatch) -> bool {

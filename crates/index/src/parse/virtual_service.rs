@@ -758,26 +758,34 @@ fn http_destinations(
     path: &str,
     r: &mut Report,
 ) -> Vec<model::WeightedDestination> {
+    let items = routes
+        .iter()
+        .map(|rd| (&rd.destination, rd.weight, rd.headers.as_ref()));
+    weighted_destinations(items, path, r)
+}
+
+/// Destinations with weights (HTTP ones may carry headers): Istio's weight rules.
+fn weighted_destinations<'a>(
+    items: impl ExactSizeIterator<Item = (&'a api::Destination, Option<i32>, Option<&'a api::Headers>)>,
+    path: &str,
+    r: &mut Report,
+) -> Vec<model::WeightedDestination> {
+    let count = items.len();
     let mut out = Vec::new();
     let mut total: i64 = 0;
-    for (i, rd) in routes.iter().enumerate() {
+    for (i, (dest, w, h)) in items.enumerate() {
         let at = format!("{path}[{i}]");
         let mut authority = None;
-        let headers = headers(
-            rd.headers.as_ref(),
-            &format!("{at}.headers"),
-            &mut authority,
-            r,
-        );
-        let weight = weight(rd.weight, &at, r);
+        let headers = headers(h, &format!("{at}.headers"), &mut authority, r);
+        let weight = weight(w, &at, r);
         total += i64::from(weight);
         out.push(model::WeightedDestination {
-            destination: destination(&rd.destination, &format!("{at}.destination"), r),
+            destination: destination(dest, &format!("{at}.destination"), r),
             weight,
             headers,
         });
     }
-    if routes.len() > 1 && total == 0 {
+    if count > 1 && total == 0 {
         r.error(path, "total destination weight = 0");
     }
     out
@@ -798,22 +806,8 @@ pub(super) fn l4_destinations(
     path: &str,
     r: &mut Report,
 ) -> Vec<model::WeightedDestination> {
-    let mut out = Vec::new();
-    let mut total: i64 = 0;
-    for (i, rd) in routes.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        let weight = weight(rd.weight, &at, r);
-        total += i64::from(weight);
-        out.push(model::WeightedDestination {
-            destination: destination(&rd.destination, &format!("{at}.destination"), r),
-            weight,
-            headers: model::Headers::default(),
-        });
-    }
-    if routes.len() > 1 && total == 0 {
-        r.error(path, "total destination weight = 0");
-    }
-    out
+    let items = routes.iter().map(|rd| (&rd.destination, rd.weight, None));
+    weighted_destinations(items, path, r)
 }
 
 /// Istio's analysis warnings for rules that can never match.
