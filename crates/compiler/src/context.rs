@@ -72,6 +72,17 @@ pub fn inbound_cluster(port: u16) -> String {
 impl<'a> Context<'a> {
     /// Builds the view of `proxy`.
     pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy, part: Part) -> Context<'a> {
+        Context::restricted(snapshot, proxy, part, None)
+    }
+
+    /// The view of `proxy` limited to the services of `hosts` (for rebuilding the resources
+    /// of a few services).
+    pub fn restricted(
+        snapshot: &'a Snapshot,
+        proxy: &'a Proxy,
+        part: Part,
+        hosts: Option<&std::collections::BTreeSet<String>>,
+    ) -> Context<'a> {
         if part == Part::Inbound {
             return Context {
                 part,
@@ -83,6 +94,7 @@ impl<'a> Context<'a> {
         }
         let services: BTreeMap<&str, &Arc<Service>> = snapshot
             .visible_services(&proxy.namespace)
+            .filter(|s| hosts.is_none_or(|h| h.contains(&s.hostname)))
             .map(|s| (s.hostname.as_str(), s))
             .collect();
         let rules = services

@@ -1,16 +1,23 @@
 //! ADS at W-M with many emulated proxies (an in-repo client that subscribes and ACKs like
 //! Envoy): connect-storm time, time for one VirtualService change to be ACKed by every proxy,
 //! resident memory per connected proxy, and bytes per push for one endpoint change, SotW vs
-//! delta. Server and clients share this process (and its 2 cores). Run with `make bench`;
-//! `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000).
+//! delta.
+//!
+//! The server and the emulated proxies run in two processes, each pinned to its own core when
+//! `taskset` is available (DESIGN.md section 5), so the server's memory and time are its own.
+//! The proxies speak the protocol like Envoy (subscriptions, EDS after CDS, RDS after LDS, an
+//! ACK for every response) but read only the fields they need from each resource. Run with
+//! `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000).
 
 use std::{
     collections::BTreeSet,
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use envoy_types::pb::envoy::{
@@ -18,7 +25,6 @@ use envoy_types::pb::envoy::{
     service::discovery::v3::{
         DeltaDiscoveryRequest, DiscoveryRequest,
         aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
     },
 };
 use sextant::{mesh::Mesh, metrics::Metrics};
@@ -32,6 +38,44 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Set in the child process: the server address to connect the emulated proxies to.
+const CLIENTS_ENV: &str = "SEXTANT_BENCH_CLIENTS";
+
+fn main() {
+    let proxies: usize = std::env::var("SEXTANT_BENCH_PROXIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client_role = std::env::var(CLIENTS_ENV).ok();
+    let pinned = pin(if client_role.is_some() { 1 } else { 0 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(if pinned { 1 } else { 2 })
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match client_role {
+        Some(addr) => runtime.block_on(clients::run(addr, proxies)),
+        None => runtime.block_on(server(proxies, pinned)),
+    }
+}
+
+/// Pins this process (every thread) to one core with `taskset`, when there are two cores.
+fn pin(core: usize) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores >= 2
+        && Command::new("taskset")
+            .args([
+                "-a",
+                "-c",
+                "-p",
+                &core.to_string(),
+                &std::process::id().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -43,6 +87,12 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 fn node(s: usize, e: usize) -> Node {
     let p = sextant_workload::sidecar(&W_M, s, e);
     Node {
@@ -51,234 +101,89 @@ fn node(s: usize, e: usize) -> Node {
     }
 }
 
-/// Progress shared by every emulated proxy: which route version each has ACKed.
-struct Progress {
-    fully_configured: AtomicUsize,
-    route_acks: AtomicUsize,
-    target_route_version: std::sync::Mutex<String>,
-    bytes: AtomicU64,
+/// The node of the i-th emulated proxy: every proxy a different pod of W-M (10 per service,
+/// services spread over 100 namespaces).
+fn nth_node(i: usize) -> Node {
+    node(
+        i % W_M.services,
+        (i / W_M.services) % W_M.endpoints_per_service,
+    )
 }
 
-/// One state-of-the-world proxy: subscribes to CDS and LDS, then EDS for every cluster and
-/// RDS for every route name, and ACKs every response.
-async fn sotw_proxy(addr: String, node: Node, progress: Arc<Progress>) {
-    // A storm of simultaneous connects can overflow the listen backlog: retry like Envoy does.
-    for attempt in 0..20u64 {
-        if sotw_session(addr.clone(), node.clone(), progress.clone())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-    }
-    panic!("proxy {} could not connect", node.id);
-}
-
-async fn sotw_session(addr: String, node: Node, progress: Arc<Progress>) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?
-        .max_decoding_message_size(512 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel(16);
-    let first = DiscoveryRequest {
-        node: Some(node),
-        type_url: type_url::CLUSTER.into(),
-        ..Default::default()
+/// Scope compilations so far and their total time, from the server's metrics.
+fn compile_time(mesh: &Mesh) -> String {
+    let text = mesh.metrics.render();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
-    tx.send(first).await.expect("send");
-    tx.send(DiscoveryRequest {
-        type_url: type_url::LISTENER.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("send");
-    let mut inbound = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let mut have = BTreeSet::new();
-    let mut configured = false;
-    while let Some(Ok(resp)) = inbound.next().await {
-        progress.bytes.fetch_add(
-            resp.resources.iter().map(|r| r.value.len() as u64).sum(),
-            Ordering::Relaxed,
-        );
-        let ack = DiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            version_info: resp.version_info.clone(),
-            response_nonce: resp.nonce.clone(),
-            resource_names: match resp.type_url.as_str() {
-                type_url::ENDPOINT => (0..0).map(|_: usize| String::new()).collect(),
-                _ => Vec::new(),
-            },
-            ..Default::default()
-        };
-        let url = resp.type_url.clone();
-        let mut requests = vec![];
-        match url.as_str() {
-            type_url::CLUSTER => {
-                let names: Vec<String> = resp
-                    .resources
-                    .iter()
-                    .filter_map(|r| {
-                        let c: envoy_types::pb::envoy::config::cluster::v3::Cluster =
-                            prost::Message::decode(r.value.as_slice()).ok()?;
-                        c.eds_cluster_config.map(|_| c.name)
-                    })
-                    .collect();
-                requests.push(ack);
-                requests.push(DiscoveryRequest {
-                    type_url: type_url::ENDPOINT.into(),
-                    resource_names: names,
-                    ..Default::default()
-                });
-            }
-            type_url::LISTENER => {
-                requests.push(ack);
-                requests.push(DiscoveryRequest {
-                    type_url: type_url::ROUTE.into(),
-                    resource_names: vec!["8080".into(), "9090".into()],
-                    ..Default::default()
-                });
-            }
-            type_url::ENDPOINT => {
-                // Keep the subscription: an ACK carries the names again.
-                let mut a = ack;
-                a.resource_names = resp
-                    .resources
-                    .iter()
-                    .filter_map(|r| {
-                        let c: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment =
-                            prost::Message::decode(r.value.as_slice()).ok()?;
-                        Some(c.cluster_name)
-                    })
-                    .collect();
-                requests.push(a);
-            }
-            _ => {
-                let mut a = ack;
-                a.resource_names = vec!["8080".into(), "9090".into()];
-                requests.push(a);
-                let target = progress.target_route_version.lock().expect("lock").clone();
-                if !target.is_empty() && resp.version_info != target {
-                    progress.route_acks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        have.insert(url);
-        if !configured && have.len() == 4 {
-            configured = true;
-            progress.fully_configured.fetch_add(1, Ordering::Relaxed);
-        }
-        for r in requests {
-            if tx.send(r).await.is_err() {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Bytes one delta proxy receives for the configuration and then for one endpoint change.
-async fn delta_bytes(addr: String, node: Node, changed: Arc<tokio::sync::Notify>) -> (u64, u64) {
-    let mut client = AggregatedDiscoveryServiceClient::connect(addr)
-        .await
-        .expect("connect")
-        .max_decoding_message_size(512 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel(16);
-    for (i, url) in [type_url::CLUSTER, type_url::LISTENER]
-        .into_iter()
-        .enumerate()
-    {
-        tx.send(DeltaDiscoveryRequest {
-            node: (i == 0).then(|| node.clone()),
-            type_url: url.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("send");
-    }
-    let mut inbound = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut initial = 0u64;
-    let mut after = 0u64;
-    let mut waiting = true;
-    loop {
-        let next = if waiting {
-            tokio::select! {
-                r = inbound.next() => r,
-                _ = changed.notified() => { waiting = false; continue; }
-            }
-        } else {
-            match tokio::time::timeout(Duration::from_secs(2), inbound.next()).await {
-                Ok(r) => r,
-                Err(_) => break,
-            }
-        };
-        let Some(Ok(resp)) = next else { break };
-        let size: u64 = resp
-            .resources
-            .iter()
-            .map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64))
-            .sum();
-        if waiting {
-            initial += size;
-        } else {
-            after += size;
-        }
-        let mut reqs = vec![DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
-            ..Default::default()
-        }];
-        if resp.type_url == type_url::CLUSTER {
-            reqs.push(DeltaDiscoveryRequest {
-                type_url: type_url::ENDPOINT.into(),
-                resource_names_subscribe: resp
-                    .resources
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .filter(|n| n.starts_with("outbound|"))
-                    .collect(),
-                ..Default::default()
-            });
-        }
-        if resp.type_url == type_url::LISTENER {
-            reqs.push(DeltaDiscoveryRequest {
-                type_url: type_url::ROUTE.into(),
-                resource_names_subscribe: vec!["8080".into(), "9090".into()],
-                ..Default::default()
-            });
-        }
-        for r in reqs {
-            if tx.send(r).await.is_err() {
-                return (initial, after);
-            }
-        }
-    }
-    (initial, after)
+    format!(
+        "{} scope builds, {:.2} s",
+        value("sextant_compile_seconds_count"),
+        value("sextant_compile_seconds_sum")
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let proxies: usize = std::env::var("SEXTANT_BENCH_PROXIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+/// The emulated proxies' process, driven by line commands on its stdin.
+struct Clients {
+    stdin: std::process::ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+    child: std::process::Child,
+}
+
+impl Clients {
+    fn spawn(addr: &str, proxies: usize) -> Clients {
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .env(CLIENTS_ENV, addr)
+            .env("SEXTANT_BENCH_PROXIES", proxies.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the clients process");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Clients {
+            stdin: child.stdin.take().expect("stdin"),
+            lines,
+            child,
+        }
+    }
+
+    /// Sends a command and returns the words of the reply.
+    async fn ask(&mut self, command: &str) -> Vec<String> {
+        writeln!(self.stdin, "{command}").expect("write to clients");
+        self.stdin.flush().expect("flush");
+        let line = tokio::time::timeout(Duration::from_secs(300), self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("clients did not answer {command}"))
+            .unwrap_or_else(|| panic!("clients exited during {command}"));
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+fn num(words: &[String], i: usize) -> u64 {
+    words[i].parse().expect("number")
+}
+
+async fn server(proxies: usize, pinned: bool) {
     let rss0 = rss_kib();
     let mut index = sextant_workload::index(&W_M);
-    let (snapshot, _) = index.publish();
+    let (snapshot, changes) = index.publish();
     let mesh = Arc::new(Mesh::new(Arc::new(Metrics::new())));
-    mesh.publish(snapshot);
+    mesh.publish(snapshot, changes);
     let (updates_tx, updates_rx) = watch::channel(1u64);
     let (_shutdown_tx, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
@@ -289,97 +194,70 @@ async fn main() {
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
-                AggregatedDiscoveryServiceServer::new(server)
-                    .max_encoding_message_size(512 * 1024 * 1024),
-            )
+            .add_service(server.into_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let rss_state = rss_kib();
     println!(
-        "W-M state loaded: {} MiB resident (before any proxy)",
-        (rss_state - rss0.min(rss_state)) / 1024
+        "W-M state loaded: {} MiB resident (before any proxy); server and proxies {}",
+        (rss_state - rss0.min(rss_state)) / 1024,
+        if pinned {
+            "pinned to one core each"
+        } else {
+            "share the cores"
+        }
     );
 
-    let progress = Arc::new(Progress {
-        fully_configured: AtomicUsize::new(0),
-        route_acks: AtomicUsize::new(0),
-        target_route_version: std::sync::Mutex::new(String::new()),
-        bytes: AtomicU64::new(0),
-    });
-    // Connect storm: every proxy a different pod of W-M (10 per service, services spread over
-    // 100 namespaces).
-    let started = Instant::now();
-    for i in 0..proxies {
-        let (s, e) = (
-            i % W_M.services,
-            (i / W_M.services) % W_M.endpoints_per_service,
-        );
-        tokio::spawn(sotw_proxy(addr.clone(), node(s, e), progress.clone()));
-    }
-    while progress.fully_configured.load(Ordering::Relaxed) < proxies {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "connect storm did not finish"
-        );
-    }
-    let storm = started.elapsed();
+    let mut clients = Clients::spawn(&addr, proxies);
+    clients.ask("hello").await;
+    let started = now_us();
+    let reply = clients.ask("connect").await;
+    let storm = (num(&reply, 1) - started) as f64 / 1e6;
+    println!(
+        "connect storm: {proxies} proxies fully configured (CDS, EDS, LDS, RDS) in {storm:.2} s; {:.2} GB sent",
+        num(&reply, 2) as f64 / 1e9
+    );
+    println!("  compile time so far: {}", compile_time(&mesh));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = rss_kib();
+    let client_rss = num(&clients.ask("rss").await, 1);
     println!(
-        "connect storm: {proxies} proxies fully configured (CDS, EDS, LDS, RDS) in {:.2} s; {:.1} GB sent",
-        storm.as_secs_f64(),
-        progress.bytes.load(Ordering::Relaxed) as f64 / 1e9
-    );
-    println!(
-        "resident memory with {proxies} proxies: {} MiB total, {} KiB per proxy beyond the state (clients in the same process)",
+        "server resident memory with {proxies} proxies: {} MiB, {} KiB per proxy beyond the loaded state (the proxies' process: {} MiB)",
         rss_connected / 1024,
-        (rss_connected.saturating_sub(rss_state)) / proxies as u64
+        rss_connected.saturating_sub(rss_state) / proxies as u64,
+        client_rss / 1024,
     );
 
-    // One VirtualService change, measured from publishing to each proxy's ACK of new routes.
+    // One VirtualService change, from publishing to each proxy's ACK of the new routes.
     let mut samples = Vec::new();
-    for round in 0..3 {
-        progress.route_acks.store(0, Ordering::Relaxed);
-        let vs = virtual_service(&W_M, 0, 80 - round * 10);
+    for round in 0..5 {
+        clients.ask("arm").await;
+        let vs = virtual_service(&W_M, round % 7, 80 - round as u32 * 10);
         index.apply(Object::from_json(vs, "default").expect("valid"));
-        *progress.target_route_version.lock().expect("lock") = "old".into();
-        let t0 = Instant::now();
-        let (snapshot, _) = index.publish();
+        let t0 = now_us();
+        let (snapshot, changes) = index.publish();
         let version = snapshot.version;
-        mesh.publish(snapshot);
+        mesh.publish(snapshot, changes);
         updates_tx.send(version).expect("send");
-        let mut acked = Vec::with_capacity(proxies);
-        let mut seen = 0;
-        while seen < proxies {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            let now = progress.route_acks.load(Ordering::Relaxed);
-            for _ in seen..now.min(proxies) {
-                acked.push(t0.elapsed().as_secs_f64() * 1e3);
-            }
-            seen = now;
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "push did not finish"
-            );
-        }
-        samples.extend(acked);
+        let reply = clients.ask("wait").await;
+        samples.extend(
+            reply[1..]
+                .iter()
+                .map(|t| (t.parse::<u64>().expect("time") as f64 - t0 as f64) / 1e3),
+        );
     }
+    println!("  compile time so far: {}", compile_time(&mesh));
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "VirtualService change until ACKed by all {proxies} proxies (3 changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "VirtualService change until ACKed by all {proxies} proxies (5 changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
         samples[samples.len() - 1]
     );
 
-    // One endpoint change: bytes a state-of-the-world proxy and a delta proxy receive.
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let delta = tokio::spawn(delta_bytes(addr.clone(), node(1, 3), changed.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let sotw_before = progress.bytes.load(Ordering::Relaxed);
-    changed.notify_one();
+    // One endpoint change: bytes each state-of-the-world proxy and one delta proxy receive.
+    let delta_initial = num(&clients.ask("delta").await, 1);
+    clients.ask("arm").await;
     let slice = serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "svc-5-slice", "namespace": "ns-5", "labels": {"kubernetes.io/service-name": "svc-5"}},
@@ -389,16 +267,381 @@ async fn main() {
             "targetRef": {"kind": "Pod", "name": format!("svc-5-{e}"), "namespace": "ns-5"}})).collect::<Vec<_>>(),
     });
     index.apply(Object::from_json(slice, "default").expect("valid"));
+    let t0 = now_us();
     let (snapshot, changes) = index.publish();
     assert!(changes.endpoints_only());
     let version = snapshot.version;
-    mesh.publish(snapshot);
+    mesh.publish(snapshot, changes);
     updates_tx.send(version).expect("send");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let sotw_after = (progress.bytes.load(Ordering::Relaxed) - sotw_before) / proxies as u64;
-    let (delta_initial, delta_after) = delta.await.expect("delta client");
+    let reply = clients.ask("wait-endpoints").await;
+    let (sotw_bytes, delta_after, last) = (num(&reply, 1), num(&reply, 2), num(&reply, 3));
     println!(
-        "one endpoint change: state of the world sends {sotw_after} bytes per proxy, delta {delta_after} bytes ({:.3}% of the {delta_initial}-byte full configuration)",
+        "one endpoint change: every proxy updated in {:.0} ms; state of the world sends {} bytes per proxy, delta {delta_after} bytes ({:.3}% of the {delta_initial}-byte full configuration)",
+        (last - t0) as f64 / 1e3,
+        sotw_bytes / proxies as u64,
         delta_after as f64 * 100.0 / delta_initial.max(1) as f64
     );
+    clients.ask("quit").await;
+    let _ = clients.child.wait();
+}
+
+/// The emulated proxies.
+mod clients {
+    use super::*;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    /// A discovery response, reading resources as undecoded bytes (zero-copy).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Response {
+        #[prost(string, tag = "1")]
+        version_info: String,
+        #[prost(message, repeated, tag = "2")]
+        resources: Vec<AnyBytes>,
+        #[prost(string, tag = "4")]
+        type_url: String,
+        #[prost(string, tag = "5")]
+        nonce: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct AnyBytes {
+        #[prost(bytes = "bytes", tag = "2")]
+        value: bytes::Bytes,
+    }
+
+    /// The two fields of a Cluster an ADS client needs: its name and whether it uses EDS.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ClusterHead {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, optional, tag = "3")]
+        eds_cluster_config: Option<Empty>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Empty {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct AssignmentHead {
+        #[prost(string, tag = "1")]
+        cluster_name: String,
+    }
+
+    const ROUTE_NAMES: [&str; 2] = ["8080", "9090"];
+
+    /// What the driver waits for.
+    #[derive(Default)]
+    struct Progress {
+        configured: AtomicUsize,
+        bytes: AtomicU64,
+        /// Incremented by `arm`: each proxy records the time of its first RDS (and EDS)
+        /// response of the round.
+        round: AtomicU64,
+        times: Mutex<Vec<u64>>,
+        eds_times: Mutex<Vec<u64>>,
+        delta_after: AtomicU64,
+        delta_updated: AtomicU64,
+    }
+
+    pub async fn run(addr: String, proxies: usize) {
+        let progress = Arc::new(Progress::default());
+        let (tx, mut commands) = mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let reply = |words: String| {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{words}").expect("stdout");
+            out.flush().expect("stdout");
+        };
+        let mut delta_initial = None;
+        while let Some(command) = commands.recv().await {
+            match command.as_str() {
+                "hello" => reply("hello".into()),
+                "connect" => {
+                    for i in 0..proxies {
+                        tokio::spawn(proxy(addr.clone(), nth_node(i), progress.clone()));
+                    }
+                    while progress.configured.load(Ordering::Relaxed) < proxies {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    let done = now_us();
+                    reply(format!(
+                        "configured {done} {}",
+                        progress.bytes.load(Ordering::Relaxed)
+                    ));
+                }
+                "rss" => reply(format!("rss {}", rss_kib())),
+                "arm" => {
+                    progress.times.lock().expect("lock").clear();
+                    progress.eds_times.lock().expect("lock").clear();
+                    progress.bytes.store(0, Ordering::Relaxed);
+                    progress.delta_updated.store(0, Ordering::Relaxed);
+                    progress.delta_after.store(0, Ordering::Relaxed);
+                    progress.round.fetch_add(1, Ordering::SeqCst);
+                    reply("armed".into());
+                }
+                "wait" => {
+                    while progress.times.lock().expect("lock").len() < proxies {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let times = progress.times.lock().expect("lock").clone();
+                    let words: Vec<String> = times.iter().map(u64::to_string).collect();
+                    reply(format!("acked {}", words.join(" ")));
+                }
+                "delta" => {
+                    let initial = Arc::new(AtomicU64::new(0));
+                    tokio::spawn(delta_proxy(
+                        addr.clone(),
+                        node(1, 3),
+                        initial.clone(),
+                        progress.clone(),
+                        progress.round.load(Ordering::SeqCst),
+                    ));
+                    // Initial configuration: until nothing arrives for a second.
+                    let mut last = u64::MAX;
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let now = initial.load(Ordering::Relaxed);
+                        if now == last && now > 0 {
+                            break;
+                        }
+                        last = now;
+                    }
+                    delta_initial = Some(last);
+                    reply(format!("delta {last}"));
+                }
+                "wait-endpoints" => {
+                    assert!(delta_initial.is_some(), "delta client not started");
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while (progress.eds_times.lock().expect("lock").len() < proxies
+                        || progress.delta_updated.load(Ordering::Relaxed) == 0)
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let last = progress
+                        .eds_times
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .copied()
+                        .max()
+                        .unwrap_or(0);
+                    reply(format!(
+                        "endpoints {} {} {last}",
+                        progress.bytes.load(Ordering::Relaxed),
+                        progress.delta_after.load(Ordering::Relaxed),
+                    ));
+                }
+                "quit" => {
+                    reply("bye".into());
+                    std::process::exit(0);
+                }
+                other => panic!("unknown command {other}"),
+            }
+        }
+    }
+
+    /// One state-of-the-world proxy; reconnects like Envoy when a storm overflows the backlog.
+    async fn proxy(addr: String, node: Node, progress: Arc<Progress>) {
+        for attempt in 0..20u64 {
+            if session(addr.clone(), node.clone(), progress.clone())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        panic!("proxy {} could not connect", node.id);
+    }
+
+    async fn session(addr: String, node: Node, progress: Arc<Progress>) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(addr)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(512 << 20);
+        grpc.ready().await.map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(16);
+        for (i, url) in [type_url::CLUSTER, type_url::LISTENER]
+            .into_iter()
+            .enumerate()
+        {
+            tx.send(DiscoveryRequest {
+                node: (i == 0).then(|| node.clone()),
+                type_url: url.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        let codec = tonic_prost::ProstCodec::<DiscoveryRequest, Response>::default();
+        let mut inbound = grpc
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static(
+                    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                ),
+                codec,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let mut have = BTreeSet::new();
+        let mut eds_names: Vec<String> = Vec::new();
+        let mut configured = false;
+        let mut routes_round = 0;
+        let mut endpoints_round = 0;
+        while let Some(Ok(resp)) = inbound.next().await {
+            let received = now_us();
+            progress.bytes.fetch_add(
+                resp.resources.iter().map(|r| r.value.len() as u64).sum(),
+                Ordering::Relaxed,
+            );
+            let mut ack = DiscoveryRequest {
+                type_url: resp.type_url.clone(),
+                version_info: resp.version_info.clone(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            };
+            let mut next = None;
+            let round = progress.round.load(Ordering::Relaxed);
+            match resp.type_url.as_str() {
+                type_url::CLUSTER => {
+                    eds_names = resp
+                        .resources
+                        .iter()
+                        .filter_map(|r| {
+                            let c: ClusterHead = prost::Message::decode(r.value.clone()).ok()?;
+                            c.eds_cluster_config.map(|_| c.name)
+                        })
+                        .collect();
+                    next = Some(DiscoveryRequest {
+                        type_url: type_url::ENDPOINT.into(),
+                        resource_names: eds_names.clone(),
+                        ..Default::default()
+                    });
+                }
+                type_url::LISTENER => {
+                    next = Some(DiscoveryRequest {
+                        type_url: type_url::ROUTE.into(),
+                        resource_names: ROUTE_NAMES.map(String::from).to_vec(),
+                        ..Default::default()
+                    });
+                }
+                type_url::ENDPOINT => {
+                    // An ACK carries the subscription again.
+                    ack.resource_names = eds_names.clone();
+                    if configured && endpoints_round < round {
+                        endpoints_round = round;
+                        progress.eds_times.lock().expect("lock").push(received);
+                    }
+                    for r in &resp.resources {
+                        let _: AssignmentHead =
+                            prost::Message::decode(r.value.clone()).map_err(|e| e.to_string())?;
+                    }
+                }
+                _ => {
+                    ack.resource_names = ROUTE_NAMES.map(String::from).to_vec();
+                    if configured && routes_round < round {
+                        routes_round = round;
+                        progress.times.lock().expect("lock").push(received);
+                    }
+                }
+            }
+            have.insert(resp.type_url);
+            if !configured && have.len() == 4 {
+                configured = true;
+                progress.configured.fetch_add(1, Ordering::Relaxed);
+            }
+            for r in std::iter::once(ack).chain(next) {
+                if tx.send(r).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One delta proxy: counts bytes of its initial configuration, then of what arrives after
+    /// the driver arms the next change.
+    async fn delta_proxy(
+        addr: String,
+        node: Node,
+        initial: Arc<AtomicU64>,
+        progress: Arc<Progress>,
+        start_round: u64,
+    ) {
+        let mut client = AggregatedDiscoveryServiceClient::connect(addr)
+            .await
+            .expect("connect")
+            .max_decoding_message_size(512 << 20);
+        let (tx, rx) = mpsc::channel(16);
+        for (i, url) in [type_url::CLUSTER, type_url::LISTENER]
+            .into_iter()
+            .enumerate()
+        {
+            tx.send(DeltaDiscoveryRequest {
+                node: (i == 0).then(|| node.clone()),
+                type_url: url.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("send");
+        }
+        let mut inbound = client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        while let Some(Ok(resp)) = inbound.next().await {
+            let size: u64 = resp
+                .resources
+                .iter()
+                .map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64))
+                .sum();
+            if progress.round.load(Ordering::Relaxed) == start_round {
+                initial.fetch_add(size, Ordering::Relaxed);
+            } else {
+                progress.delta_after.fetch_add(size, Ordering::Relaxed);
+                progress.delta_updated.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut reqs = vec![DeltaDiscoveryRequest {
+                type_url: resp.type_url.clone(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            }];
+            if resp.type_url == type_url::CLUSTER {
+                reqs.push(DeltaDiscoveryRequest {
+                    type_url: type_url::ENDPOINT.into(),
+                    resource_names_subscribe: resp
+                        .resources
+                        .iter()
+                        .map(|r| r.name.clone())
+                        .filter(|n| n.starts_with("outbound|"))
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            if resp.type_url == type_url::LISTENER {
+                reqs.push(DeltaDiscoveryRequest {
+                    type_url: type_url::ROUTE.into(),
+                    resource_names_subscribe: ROUTE_NAMES.map(String::from).to_vec(),
+                    ..Default::default()
+                });
+            }
+            for r in reqs {
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }

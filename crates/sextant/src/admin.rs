@@ -106,7 +106,7 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         Ok(p) => a.mesh.complete(p),
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let resources = a.mesh.resources(&proxy);
+    let resources = a.mesh.resources(&proxy).merged();
     let decoded = sextant_compiler::Resources {
         clusters: resources
             .clusters

@@ -1,8 +1,9 @@
-//! The control plane's view of the mesh: the published snapshot and each proxy's encoded
-//! resources, compiled once per snapshot version and shared by every stream of that proxy.
+//! The control plane's view of the mesh: the published snapshot and each scope's encoded
+//! resources, shared by every proxy of the scope and carried across snapshots: a new snapshot
+//! rebuilds only what its changes touch (see [`sextant_compiler::recompile_part`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -10,24 +11,32 @@ use std::{
 };
 
 use sextant_compiler::{EncodedResources, Part};
-use sextant_model::{Proxy, Snapshot};
-use sextant_xds::{Generator, protocol::Event};
+use sextant_index::Changes;
+use sextant_model::{Kind, Proxy, Snapshot};
+use sextant_xds::{Generator, ProxyResources, protocol::Event};
 
 use crate::metrics::Metrics;
 
+/// Changes kept to bring older scope entries up to date; older entries are rebuilt whole.
+const CHANGE_LOG: usize = 64;
+
+/// A scope's shared (outbound) resources and the snapshot they were built from.
 #[derive(Default)]
-struct Cache {
-    version: u64,
-    scopes: HashMap<String, Arc<EncodedResources>>,
-    proxies: HashMap<String, Arc<EncodedResources>>,
+struct ScopeEntry {
+    /// `None` until first built.
+    version: Option<u64>,
+    resources: Arc<EncodedResources>,
 }
 
-/// Snapshot, readiness and a per-version cache of compiled resources.
+/// Snapshot, readiness and the scope cache.
 pub struct Mesh {
     snapshot: RwLock<Arc<Snapshot>>,
     ready: AtomicBool,
-    /// Outbound parts by scope and full configurations by proxy, for one snapshot version.
-    cache: Mutex<Cache>,
+    /// Changes that produced each published version (oldest first).
+    log: Mutex<VecDeque<(u64, Changes)>>,
+    /// By scope key; one lock per scope, so one proxy of a scope compiles it and the others
+    /// wait for the result.
+    scopes: Mutex<HashMap<String, Arc<Mutex<ScopeEntry>>>>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -38,13 +47,22 @@ impl Mesh {
         Mesh {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             ready: AtomicBool::new(false),
-            cache: Mutex::new(Cache::default()),
+            log: Mutex::new(VecDeque::new()),
+            scopes: Mutex::new(HashMap::new()),
             metrics,
         }
     }
 
-    /// Publishes a new snapshot; after the first, the mesh is ready.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+    /// Publishes a new snapshot and the changes since the previous one; after the first, the
+    /// mesh is ready.
+    pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) {
+        {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            log.push_back((snapshot.version, changes));
+            while log.len() > CHANGE_LOG {
+                log.pop_front();
+            }
+        }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
         self.ready.store(true, Ordering::SeqCst);
     }
@@ -61,9 +79,80 @@ impl Mesh {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// What changed after `since` up to `until`, as far as compiled resources can be reused;
+    /// `None` when they cannot (or the log no longer reaches back that far).
+    fn delta(&self, since: u64, until: u64) -> Option<sextant_compiler::Delta> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut covered = false;
+        let mut delta = sextant_compiler::Delta::default();
+        for (version, changes) in log.iter() {
+            if *version <= since {
+                covered = true;
+                continue;
+            }
+            if *version > until {
+                break;
+            }
+            reuse(changes, &mut delta)?;
+        }
+        covered.then_some(delta)
+    }
+
+    /// The scope's shared resources for `snapshot`, compiled or brought up to date once.
+    fn scope_resources(&self, snapshot: &Snapshot, scope: &Proxy) -> Arc<EncodedResources> {
+        let entry = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(scope_key(scope))
+            .or_default()
+            .clone();
+        let mut entry = entry.lock().unwrap_or_else(|p| p.into_inner());
+        if entry.version == Some(snapshot.version) {
+            return entry.resources.clone();
+        }
+        let started = std::time::Instant::now();
+        let delta = entry
+            .version
+            .and_then(|since| self.delta(since, snapshot.version));
+        let resources = match delta {
+            Some(delta) => sextant_compiler::recompile_part(
+                snapshot,
+                scope,
+                Part::Outbound,
+                &entry.resources,
+                &delta,
+            ),
+            None => sextant_compiler::compile_part(snapshot, scope, Part::Outbound),
+        };
+        self.metrics
+            .compile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        *entry = ScopeEntry {
+            version: Some(snapshot.version),
+            resources: Arc::new(resources),
+        };
+        entry.resources.clone()
+    }
 }
 
-/// What a proxy's output depends on besides the snapshot.
+/// Adds `changes` to what must be rebuilt; `None` when everything must be.
+fn reuse(changes: &Changes, delta: &mut sextant_compiler::Delta) -> Option<()> {
+    if !changes.services.is_empty()
+        || changes
+            .configs
+            .iter()
+            .any(|c| c.kind != Kind::VirtualService)
+    {
+        return None;
+    }
+    delta.routing |= !changes.configs.is_empty();
+    delta.endpoints.extend(changes.endpoints.iter().cloned());
+    Some(())
+}
+
+/// What a proxy's shared output depends on besides the snapshot.
 fn scope_key(p: &Proxy) -> String {
     format!(
         "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
@@ -91,47 +180,17 @@ impl Generator for Mesh {
         proxy
     }
 
-    fn resources(&self, proxy: &Proxy) -> Arc<EncodedResources> {
+    fn resources(&self, proxy: &Proxy) -> Arc<ProxyResources> {
         let snapshot = self.snapshot();
-        let proxy_key = scope_key(proxy);
         let scope = sextant_compiler::scope(&snapshot, proxy);
-        let scope_key = scope_key(&scope);
-        let cached_scope = {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.version != snapshot.version {
-                *cache = Cache {
-                    version: snapshot.version,
-                    ..Cache::default()
-                };
-            }
-            if let Some(r) = cache.proxies.get(&proxy_key) {
-                return r.clone();
-            }
-            cache.scopes.get(&scope_key).cloned()
-        };
-        let started = std::time::Instant::now();
-        let outbound = match cached_scope {
-            Some(o) => o,
-            None => {
-                let o = Arc::new(sextant_compiler::compile_part(
-                    &snapshot,
-                    &scope,
-                    Part::Outbound,
-                ));
-                self.metrics
-                    .compile_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                o
-            }
-        };
-        let inbound = sextant_compiler::compile_part(&snapshot, proxy, Part::Inbound);
-        let resources = Arc::new(outbound.merge(&inbound));
+        let shared = self.scope_resources(&snapshot, &scope);
+        let own = Arc::new(sextant_compiler::compile_part(
+            &snapshot,
+            proxy,
+            Part::Inbound,
+        ));
+        let resources = Arc::new(ProxyResources { shared, own });
         self.metrics.config_bytes.set(resources.size() as i64);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.version == snapshot.version {
-            cache.scopes.insert(scope_key, outbound);
-            cache.proxies.insert(proxy_key, resources.clone());
-        }
         resources
     }
 
@@ -155,5 +214,53 @@ impl Generator for Mesh {
         self.metrics
             .convergence_seconds
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_model::ObjectRef;
+
+    fn vs(kind: Kind) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: "default".into(),
+            name: "x".into(),
+        }
+    }
+
+    #[test]
+    fn endpoint_and_virtual_service_changes_are_reused_others_rebuild() {
+        let mut d = sextant_compiler::Delta::default();
+        let mut c = Changes::default();
+        c.endpoints.insert("a.default.svc.cluster.local".into());
+        assert!(reuse(&c, &mut d).is_some());
+        assert!(!d.routing);
+        c.configs.insert(vs(Kind::VirtualService));
+        assert!(reuse(&c, &mut d).is_some());
+        assert!(d.routing);
+        assert_eq!(d.endpoints.len(), 1);
+        c.configs.insert(vs(Kind::DestinationRule));
+        assert!(reuse(&c, &mut d).is_none());
+        let mut c = Changes::default();
+        c.services.insert("a.default.svc.cluster.local".into());
+        assert!(reuse(&c, &mut d).is_none());
+    }
+
+    #[test]
+    fn the_change_log_must_reach_back_to_the_entry() {
+        let mesh = Mesh::new(Arc::new(Metrics::new()));
+        for version in 1..=(CHANGE_LOG as u64 + 3) {
+            let snapshot = Snapshot {
+                version,
+                ..Snapshot::default()
+            };
+            mesh.publish(Arc::new(snapshot), Changes::default());
+        }
+        let newest = CHANGE_LOG as u64 + 3;
+        assert!(mesh.delta(newest - 5, newest).is_some());
+        // Versions that fell out of the log are rebuilt whole.
+        assert!(mesh.delta(1, newest).is_none());
     }
 }

@@ -4,9 +4,12 @@
 //! wildcard and named subscriptions, delta removals and reconnects), tested without sockets.
 //! `server` is the thin tonic loop around them: one task per stream selecting on requests,
 //! snapshot updates and shutdown. The server is generic over a `Generator` that supplies each
-//! proxy's encoded resources, so caching and compilation live outside it.
+//! proxy's encoded resources, so caching and compilation live outside it. `grpc` is the
+//! service itself: responses are written to HTTP/2 straight from the shared resource bytes.
 
+pub mod grpc;
 pub mod protocol;
 pub mod server;
 
+pub use protocol::ProxyResources;
 pub use server::{AdsServer, Connection, Generator, Registry, proxy_from_node};

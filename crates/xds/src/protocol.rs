@@ -15,16 +15,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, Weak},
     time::SystemTime,
 };
 
-use envoy_types::pb::{
-    envoy::service::discovery::v3::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-        Resource,
-    },
-    google::protobuf::Any,
-};
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use sextant_compiler::{Encoded, EncodedResources, type_url};
 
 /// The xDS types Sextant serves, in push order (make before break).
@@ -40,7 +36,12 @@ pub fn is_wildcard_type(url: &str) -> bool {
     url == type_url::CLUSTER || url == type_url::LISTENER
 }
 
-/// The resources of one type.
+/// The static spelling of a type URL Sextant serves.
+fn known_type(url: &str) -> Option<&'static str> {
+    PUSH_ORDER.into_iter().find(|u| *u == url)
+}
+
+/// The resources of one type in one encoded set (sorted by name).
 pub fn resources_of<'a>(all: &'a EncodedResources, url: &str) -> &'a [Encoded] {
     match url {
         type_url::CLUSTER => &all.clusters,
@@ -49,6 +50,173 @@ pub fn resources_of<'a>(all: &'a EncodedResources, url: &str) -> &'a [Encoded] {
         type_url::ROUTE => &all.routes,
         _ => &[],
     }
+}
+
+/// What a stream serves from: every resource of a type, and one by name.
+pub trait ResourceSet {
+    /// Every resource of `url`.
+    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded>;
+    /// One resource of `url` by name.
+    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded>;
+    /// The resources of `url` named in `names`, in name order; a name without a resource is
+    /// returned as itself.
+    fn select<'a, 'n>(
+        &'a self,
+        url: &str,
+        names: &'n BTreeSet<String>,
+    ) -> Vec<Result<&'a Encoded, &'n String>> {
+        names.iter().map(|n| self.find(url, n).ok_or(n)).collect()
+    }
+}
+
+/// `select` over sorted lists in one pass: a stream's subscription is usually every resource
+/// of the type, and walking both sorted sequences beats a binary search per name.
+fn select_sorted<'a, 'n>(
+    lists: &[&'a [Encoded]],
+    names: &'n BTreeSet<String>,
+) -> Vec<Result<&'a Encoded, &'n String>> {
+    let mut cursors: Vec<usize> = vec![0; lists.len()];
+    names
+        .iter()
+        .map(|name| {
+            for (list, at) in lists.iter().zip(cursors.iter_mut()) {
+                while *at < list.len() && list[*at].name.as_str() < name.as_str() {
+                    *at += 1;
+                }
+                if *at < list.len() && list[*at].name == *name {
+                    return Ok(&list[*at]);
+                }
+            }
+            Err(name)
+        })
+        .collect()
+}
+
+fn find_sorted<'a>(list: &'a [Encoded], name: &str) -> Option<&'a Encoded> {
+    list.binary_search_by(|e| e.name.as_str().cmp(name))
+        .ok()
+        .map(|i| &list[i])
+}
+
+impl ResourceSet for EncodedResources {
+    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded> {
+        resources_of(self, url).iter().collect()
+    }
+    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded> {
+        find_sorted(resources_of(self, url), name)
+    }
+    fn select<'a, 'n>(
+        &'a self,
+        url: &str,
+        names: &'n BTreeSet<String>,
+    ) -> Vec<Result<&'a Encoded, &'n String>> {
+        select_sorted(&[resources_of(self, url)], names)
+    }
+}
+
+/// A proxy's resources without copying shared ones: the part its scope shares with other
+/// proxies and its own part (inbound listeners and clusters). Each list is sorted by name and
+/// no name is in both parts.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyResources {
+    /// Shared by every proxy of the scope.
+    pub shared: Arc<EncodedResources>,
+    /// This proxy's own.
+    pub own: Arc<EncodedResources>,
+}
+
+impl ProxyResources {
+    /// Total encoded size in bytes.
+    pub fn size(&self) -> usize {
+        self.shared.size() + self.own.size()
+    }
+
+    /// Both parts in one set, sorted by name (for display).
+    pub fn merged(&self) -> EncodedResources {
+        self.shared.merge(&self.own)
+    }
+}
+
+impl ResourceSet for ProxyResources {
+    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded> {
+        resources_of(&self.shared, url)
+            .iter()
+            .chain(resources_of(&self.own, url))
+            .collect()
+    }
+    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded> {
+        find_sorted(resources_of(&self.own, url), name)
+            .or_else(|| find_sorted(resources_of(&self.shared, url), name))
+    }
+    fn select<'a, 'n>(
+        &'a self,
+        url: &str,
+        names: &'n BTreeSet<String>,
+    ) -> Vec<Result<&'a Encoded, &'n String>> {
+        select_sorted(
+            &[
+                resources_of(&self.own, url),
+                resources_of(&self.shared, url),
+            ],
+            names,
+        )
+    }
+}
+
+/// A state-of-the-world response, its resources shared with every other stream sending them.
+#[derive(Clone, Debug)]
+pub struct SotwResponse {
+    /// Version of the whole set.
+    pub version_info: String,
+    /// Resource type.
+    pub type_url: &'static str,
+    /// Nonce the proxy answers with.
+    pub nonce: String,
+    /// Encoded resources, in order.
+    pub resources: Vec<Bytes>,
+}
+
+/// An incremental response: changed resources and removed names.
+#[derive(Clone, Debug)]
+pub struct DeltaResponse {
+    /// Version of the proxy's whole set of this type (informational).
+    pub system_version_info: String,
+    /// Resource type.
+    pub type_url: &'static str,
+    /// Nonce the proxy answers with.
+    pub nonce: String,
+    /// Added or changed resources.
+    pub resources: Vec<Encoded>,
+    /// Names the proxy must drop.
+    pub removed_resources: Vec<String>,
+}
+
+/// Subscribed names, shared by every stream that asked for the same list (a scope's proxies
+/// all ask for the same load assignments), so a proxy's state stays small.
+pub type Names = Arc<BTreeSet<String>>;
+
+fn intern(names: &[String]) -> Names {
+    static POOL: Mutex<Option<HashMap<u64, Weak<BTreeSet<String>>>>> = Mutex::new(None);
+    let set: BTreeSet<String> = names.iter().cloned().collect();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for n in &set {
+        h.update(n.as_bytes());
+        h.update(&[0]);
+    }
+    let key = h.digest();
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let pool = pool.get_or_insert_with(HashMap::new);
+    if let Some(shared) = pool.get(&key).and_then(Weak::upgrade)
+        && *shared == set
+    {
+        return shared;
+    }
+    if pool.len() > 1024 {
+        pool.retain(|_, w| w.strong_count() > 0);
+    }
+    let shared = Arc::new(set);
+    pool.insert(key, Arc::downgrade(&shared));
+    shared
 }
 
 /// A resource a proxy asked for by name that does not exist: an empty route configuration
@@ -126,7 +294,7 @@ pub enum Event {
 #[derive(Default)]
 struct SotwType {
     /// `None`: wildcard.
-    names: Option<BTreeSet<String>>,
+    names: Option<Names>,
     version: Option<String>,
     nonce: Option<String>,
     nacked: Option<String>,
@@ -152,47 +320,43 @@ fn version_of(items: &[&Encoded]) -> String {
     format!("{:016x}", h.digest())
 }
 
-fn any(url: &str, e: &Encoded) -> Any {
-    Any {
-        type_url: url.to_owned(),
-        value: e.bytes.to_vec(),
-    }
-}
-
 impl Sotw {
     /// Handles one request; returns the response to send, if any.
-    pub fn on_request(
+    pub fn on_request<R: ResourceSet + ?Sized>(
         &mut self,
         req: DiscoveryRequest,
-        all: &EncodedResources,
-    ) -> Option<DiscoveryResponse> {
-        let url = req.type_url.clone();
-        if !PUSH_ORDER.contains(&url.as_str()) {
-            return None;
-        }
-        let state = self.types.entry(url.clone()).or_default();
+        all: &R,
+    ) -> Option<SotwResponse> {
+        let url = known_type(&req.type_url)?;
+        let state = self.types.entry(url.to_owned()).or_default();
         if !req.response_nonce.is_empty()
             && state.nonce.as_deref() != Some(req.response_nonce.as_str())
         {
-            self.events.push(Event::Stale { type_url: url });
+            self.events.push(Event::Stale {
+                type_url: url.to_owned(),
+            });
             return None;
         }
-        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let wildcard = is_wildcard_type(&url) && (names.is_empty() || names.contains("*"));
-        let subscription = if wildcard { None } else { Some(names) };
+        let wildcard = is_wildcard_type(url)
+            && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+        let subscription = if wildcard {
+            None
+        } else {
+            Some(intern(&req.resource_names))
+        };
         if let Some(err) = &req.error_detail {
             if let Some(v) = state.version.clone() {
                 state.nacked = Some(v.clone());
                 state.status.nack = Some((v, err.message.clone()));
             }
             self.events.push(Event::Nack {
-                type_url: url.clone(),
+                type_url: url.to_owned(),
                 error: err.message.clone(),
             });
             // A NACK is also the only message carrying names that changed meanwhile.
             if state.names != subscription {
                 state.names = subscription;
-                return self.respond(&url, all, true);
+                return self.respond(url, all, true);
             }
             return None;
         }
@@ -201,20 +365,20 @@ impl Sotw {
             state.status.acked_version = Some(req.version_info.clone());
             state.status.acked_at = Some(SystemTime::now());
             self.events.push(Event::Ack {
-                type_url: url.clone(),
+                type_url: url.to_owned(),
             });
         }
         let changed = state.names != subscription;
         state.names = subscription;
         if initial || changed || state.force {
             state.force = false;
-            return self.respond(&url, all, true);
+            return self.respond(url, all, true);
         }
         None
     }
 
     /// Handles new resources: the responses to send, in push order.
-    pub fn on_update(&mut self, all: &EncodedResources) -> Vec<DiscoveryResponse> {
+    pub fn on_update<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Vec<SotwResponse> {
         let mut out = Vec::new();
         for url in PUSH_ORDER {
             if self.types.contains_key(url)
@@ -226,32 +390,35 @@ impl Sotw {
         out
     }
 
-    fn respond(
+    fn respond<R: ResourceSet + ?Sized>(
         &mut self,
-        url: &str,
-        all: &EncodedResources,
+        url: &'static str,
+        all: &R,
         always: bool,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let state = self.types.get_mut(url)?;
-        let available = resources_of(all, url);
         let placeholders: Vec<Encoded>;
         let items: Vec<&Encoded> = match &state.names {
-            None => available.iter().collect(),
+            None => all.all_of(url),
             Some(names) => {
-                let by_name: HashMap<&str, &Encoded> =
-                    available.iter().map(|e| (e.name.as_str(), e)).collect();
-                placeholders = names
+                // Names are sorted, so the items are too.
+                let found = all.select(url, names);
+                placeholders = found
                     .iter()
-                    .filter(|n| !by_name.contains_key(n.as_str()))
+                    .filter_map(|r| r.err())
                     .filter_map(|n| placeholder(url, n))
                     .collect();
-                let mut items: Vec<&Encoded> = names
+                let mut extra = placeholders.iter();
+                found
                     .iter()
-                    .filter_map(|n| by_name.get(n.as_str()).copied())
-                    .collect();
-                items.extend(placeholders.iter());
-                items.sort_by(|a, b| a.name.cmp(&b.name));
-                items
+                    .filter_map(|r| match r {
+                        Ok(e) => Some(*e),
+                        Err(_) if url == type_url::ROUTE || url == type_url::ENDPOINT => {
+                            extra.next()
+                        }
+                        Err(_) => None,
+                    })
+                    .collect()
             }
         };
         let version = version_of(&items);
@@ -267,12 +434,11 @@ impl Sotw {
         state.version = Some(version.clone());
         state.nonce = Some(nonce.clone());
         state.status.record_sent(&version, &nonce, items.len());
-        let response = DiscoveryResponse {
+        let response = SotwResponse {
             version_info: version,
-            resources: items.iter().map(|e| any(url, e)).collect(),
-            type_url: url.to_owned(),
+            resources: items.iter().map(|e| e.bytes.clone()).collect(),
+            type_url: url,
             nonce,
-            ..Default::default()
         };
         if url == type_url::CLUSTER
             && let Some(eds) = self.types.get_mut(type_url::ENDPOINT)
@@ -324,16 +490,13 @@ impl Delta {
     /// Handles one request; returns the response to send, if any. Subscription changes are
     /// applied whatever the nonce says: Envoy sends them together with ACKs and NACKs and never
     /// repeats them.
-    pub fn on_request(
+    pub fn on_request<R: ResourceSet + ?Sized>(
         &mut self,
         req: DeltaDiscoveryRequest,
-        all: &EncodedResources,
-    ) -> Option<DeltaDiscoveryResponse> {
-        let url = req.type_url.clone();
-        if !PUSH_ORDER.contains(&url.as_str()) {
-            return None;
-        }
-        let state = self.types.entry(url.clone()).or_default();
+        all: &R,
+    ) -> Option<DeltaResponse> {
+        let url = known_type(&req.type_url)?;
+        let state = self.types.entry(url.to_owned()).or_default();
         let first = !state.started;
         if first {
             state.started = true;
@@ -342,11 +505,11 @@ impl Delta {
                 state
                     .sent
                     .insert(name.clone(), u64::from_str_radix(version, 16).ok());
-                if !is_wildcard_type(&url) {
+                if !is_wildcard_type(url) {
                     state.names.insert(name.clone());
                 }
             }
-            if is_wildcard_type(&url) && req.resource_names_subscribe.is_empty() {
+            if is_wildcard_type(url) && req.resource_names_subscribe.is_empty() {
                 state.wildcard = true;
             }
         }
@@ -375,7 +538,7 @@ impl Delta {
         if !req.response_nonce.is_empty() {
             if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 self.events.push(Event::Stale {
-                    type_url: url.clone(),
+                    type_url: url.to_owned(),
                 });
             } else if let Some(err) = &req.error_detail {
                 // Envoy may have applied the valid part of a rejected response: the proxy holds
@@ -391,7 +554,7 @@ impl Delta {
                     err.message.clone(),
                 ));
                 self.events.push(Event::Nack {
-                    type_url: url.clone(),
+                    type_url: url.to_owned(),
                     error: err.message.clone(),
                 });
             } else {
@@ -401,15 +564,15 @@ impl Delta {
                 state.status.acked_version = state.status.sent_version.clone();
                 state.status.acked_at = Some(SystemTime::now());
                 self.events.push(Event::Ack {
-                    type_url: url.clone(),
+                    type_url: url.to_owned(),
                 });
             }
         }
-        self.respond(&url, all, explicit)
+        self.respond(url, all, explicit)
     }
 
     /// Handles new resources: the responses to send, in push order.
-    pub fn on_update(&mut self, all: &EncodedResources) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_update<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         for url in PUSH_ORDER {
             if self.types.contains_key(url)
@@ -421,29 +584,26 @@ impl Delta {
         out
     }
 
-    fn respond(
+    fn respond<R: ResourceSet + ?Sized>(
         &mut self,
-        url: &str,
-        all: &EncodedResources,
+        url: &'static str,
+        all: &R,
         always: bool,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<DeltaResponse> {
         let state = self.types.get_mut(url)?;
-        let available = resources_of(all, url);
-        let by_name: HashMap<&str, &Encoded> =
-            available.iter().map(|e| (e.name.as_str(), e)).collect();
-        let placeholders: Vec<Encoded> = state
-            .names
-            .iter()
-            .filter(|n| !by_name.contains_key(n.as_str()))
-            .filter_map(|n| placeholder(url, n))
-            .collect();
+        let placeholders: Vec<Encoded>;
         let wanted: Vec<&Encoded> = if state.wildcard {
-            available.iter().collect()
+            all.all_of(url)
         } else {
-            state
-                .names
+            let found = all.select(url, &state.names);
+            placeholders = found
                 .iter()
-                .filter_map(|n| by_name.get(n.as_str()).copied())
+                .filter_map(|r| r.err())
+                .filter_map(|n| placeholder(url, n))
+                .collect();
+            found
+                .iter()
+                .filter_map(|r| r.ok())
                 .chain(placeholders.iter())
                 .collect()
         };
@@ -489,21 +649,12 @@ impl Delta {
         } else {
             Vec::new()
         };
-        let response = DeltaDiscoveryResponse {
+        let response = DeltaResponse {
             system_version_info: version,
-            resources: changed
-                .iter()
-                .map(|e| Resource {
-                    name: e.name.clone(),
-                    version: e.version(),
-                    resource: Some(any(url, e)),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: url.to_owned(),
+            resources: changed.iter().map(|e| (*e).clone()).collect(),
+            type_url: url,
             removed_resources: removed,
             nonce,
-            ..Default::default()
         };
         self.events.push(Event::Sent {
             type_url: url.to_owned(),

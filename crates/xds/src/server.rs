@@ -2,7 +2,6 @@
 
 use std::{
     collections::BTreeMap,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -13,20 +12,19 @@ use std::{
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
-        service::discovery::v3::{
-            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_server::AggregatedDiscoveryService,
-        },
+        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
     },
     google::protobuf::{Struct, Value, value::Kind as ValueKind},
 };
-use sextant_compiler::EncodedResources;
 use sextant_model::Proxy;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::StreamExt;
+use tonic::{Status, Streaming};
 
-use crate::protocol::{Delta, Event, Sotw, TypeStatus};
+use crate::{
+    grpc::{AdsService, Outgoing, Streams},
+    protocol::{Delta, Event, ProxyResources, Sotw, TypeStatus},
+};
 
 /// What the server needs from the rest of the control plane.
 pub trait Generator: Send + Sync + 'static {
@@ -35,7 +33,7 @@ pub trait Generator: Send + Sync + 'static {
     /// Completes a proxy parsed from its node (labels and identity from its workload).
     fn complete(&self, proxy: Proxy) -> Proxy;
     /// The current resources of a proxy (shared, encoded once).
-    fn resources(&self, proxy: &Proxy) -> Arc<EncodedResources>;
+    fn resources(&self, proxy: &Proxy) -> Arc<ProxyResources>;
     /// Called for ACKs, NACKs and pushes, for metrics.
     fn observe(&self, _proxy: &Proxy, _event: &Event) {}
     /// Called when a proxy has ACKed everything sent for a configuration change, with the time
@@ -109,31 +107,28 @@ impl Registry {
 /// The protocol of a stream: state-of-the-world or delta.
 trait Machine: Default + Send + 'static {
     type Req: Send + 'static;
-    type Resp: Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn request(&mut self, req: Self::Req, all: &EncodedResources) -> Option<Self::Resp>;
-    fn update(&mut self, all: &EncodedResources) -> Vec<Self::Resp>;
+    fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Option<Outgoing>;
+    fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing>;
     fn status(&self) -> BTreeMap<String, TypeStatus>;
     fn drain(&mut self) -> Vec<Event>;
 }
 
 impl Machine for Sotw {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
     const NAME: &'static str = "sotw";
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn request(
-        &mut self,
-        req: DiscoveryRequest,
-        all: &EncodedResources,
-    ) -> Option<DiscoveryResponse> {
-        self.on_request(req, all)
+    fn request(&mut self, req: DiscoveryRequest, all: &ProxyResources) -> Option<Outgoing> {
+        self.on_request(req, all).map(Outgoing::Sotw)
     }
-    fn update(&mut self, all: &EncodedResources) -> Vec<DiscoveryResponse> {
+    fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing> {
         self.on_update(all)
+            .into_iter()
+            .map(Outgoing::Sotw)
+            .collect()
     }
     fn status(&self) -> BTreeMap<String, TypeStatus> {
         Sotw::status(self)
@@ -145,20 +140,18 @@ impl Machine for Sotw {
 
 impl Machine for Delta {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        all: &EncodedResources,
-    ) -> Option<DeltaDiscoveryResponse> {
-        self.on_request(req, all)
+    fn request(&mut self, req: DeltaDiscoveryRequest, all: &ProxyResources) -> Option<Outgoing> {
+        self.on_request(req, all).map(Outgoing::Delta)
     }
-    fn update(&mut self, all: &EncodedResources) -> Vec<DeltaDiscoveryResponse> {
+    fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing> {
         self.on_update(all)
+            .into_iter()
+            .map(Outgoing::Delta)
+            .collect()
     }
     fn status(&self) -> BTreeMap<String, TypeStatus> {
         Delta::status(self)
@@ -174,7 +167,11 @@ pub struct AdsServer<G> {
     updates: watch::Receiver<u64>,
     registry: Arc<Registry>,
     shutdown: watch::Receiver<bool>,
+    max_request_bytes: usize,
 }
+
+/// Largest request accepted by default (Envoy's requests are small; this bounds hostile ones).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 impl<G: Generator> AdsServer<G> {
     /// A server that pushes whenever `updates` changes (the published snapshot version) and
@@ -190,13 +187,25 @@ impl<G: Generator> AdsServer<G> {
             updates,
             registry,
             shutdown,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
+    }
+
+    /// Sets the largest request accepted.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// The gRPC service to add to a tonic server.
+    pub fn into_service(self) -> AdsService<Self> {
+        AdsService::new(Arc::new(self))
     }
 
     fn open<M: Machine>(
         &self,
         mut inbound: Streaming<M::Req>,
-    ) -> Result<ReceiverStream<Result<M::Resp, Status>>, Status>
+    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>
     where
         M::Req: prost::Message + Default,
     {
@@ -307,30 +316,26 @@ impl<G: Generator> AdsServer<G> {
             registry.lock().remove(&id);
             tracing::info!(proxy = %proxy.id, "proxy disconnected");
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(rx)
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
+impl<G: Generator> Streams for AdsServer<G> {
+    fn sotw(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let stream = self.open::<Sotw>(request.into_inner())?;
-        Ok(Response::new(Box::pin(stream)))
+        requests: Streaming<DiscoveryRequest>,
+    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
+        self.open::<Sotw>(requests)
     }
 
-    async fn delta_aggregated_resources(
+    fn delta(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let stream = self.open::<Delta>(request.into_inner())?;
-        Ok(Response::new(Box::pin(stream)))
+        requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
+        self.open::<Delta>(requests)
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
     }
 }

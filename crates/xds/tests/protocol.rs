@@ -100,7 +100,7 @@ fn sotw_update_sends_only_changed_types_in_push_order() {
     let mut changed = all.clone();
     changed.clusters = vec![cluster("a", 2)];
     let pushed = s.on_update(&changed);
-    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url).collect();
     assert_eq!(types, [type_url::CLUSTER], "only CDS changed");
 }
 

@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use notify::Watcher;
 use sextant_index::{Index, Object};
 use sextant_model::Kind;
@@ -26,8 +25,6 @@ use crate::{
 
 /// Largest xDS request accepted (Envoy's requests are small; this bounds hostile ones).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-/// Largest response sent (a full configuration at W-L is far below this).
-const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
 pub fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
@@ -73,7 +70,7 @@ struct DirSource {
 }
 
 impl DirSource {
-    fn reload(&mut self) -> Arc<sextant_model::Snapshot> {
+    fn reload(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
         let mut current: HashMap<String, Vec<Object>> = HashMap::new();
         match crate::cmd::validate::read_inputs(std::slice::from_ref(&self.dir)) {
             Ok(inputs) => {
@@ -126,7 +123,7 @@ impl DirSource {
             configs = changes.configs.len(),
             "published snapshot"
         );
-        snapshot
+        (snapshot, changes)
     }
 }
 
@@ -157,10 +154,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         index: Index::new(&domain_suffix, "Kubernetes"),
         last_good: HashMap::new(),
     };
-    let first = source.reload();
+    let (first, changes) = source.reload();
     metrics.invalid_objects.set(first.invalid.len() as i64);
     let (updates_tx, updates_rx) = watch::channel(first.version);
-    mesh.publish(first);
+    mesh.publish(first, changes);
     metrics.snapshots.inc();
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -210,11 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Rebalance long-lived streams across replicas, as istiod does (30 min).
         .max_connection_age(Duration::from_secs(30 * 60))
         .max_connection_age_grace(Duration::from_secs(10))
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(ads)
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        )
+        .add_service(ads.max_request_bytes(MAX_REQUEST_BYTES).into_service())
         .serve_with_shutdown(xds_addr, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
@@ -272,7 +265,7 @@ async fn watch_loop(
                 _ => break,
             }
         }
-        let snapshot = source.reload();
+        let (snapshot, changes) = source.reload();
         mesh.metrics
             .debounce_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -281,7 +274,7 @@ async fn watch_loop(
             .set(snapshot.invalid.len() as i64);
         mesh.metrics.snapshots.inc();
         let version = snapshot.version;
-        mesh.publish(snapshot);
+        mesh.publish(snapshot, changes);
         updates.send_if_modified(|v| std::mem::replace(v, version) != version);
     }
 }

@@ -1,0 +1,486 @@
+//! The ADS gRPC service with responses written straight from shared resource bytes.
+//!
+//! tonic's codec encodes each response message whole into a buffer of its own: 2.7 MB per
+//! proxy at W-M, held until the proxy has read it. Here a response stays a list of shared
+//! `Bytes` until the HTTP/2 connection asks for data; the body then writes gRPC frames in
+//! chunks of at most [`CHUNK`] bytes (small resources copied, large ones passed on without a
+//! copy). Requests are decoded with tonic's streaming decoder.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use http_body::Frame;
+use tokio::sync::mpsc;
+use tonic::{
+    Status,
+    body::Body,
+    codec::{BufferSettings, Streaming},
+    codegen::{Service, http},
+    server::NamedService,
+};
+
+use crate::protocol::{DeltaResponse, SotwResponse};
+
+/// Bytes written per body frame: small resources are gathered up to this size (HTTP/2's
+/// default frame size; small buffers are reused by the allocator instead of fresh pages).
+pub const CHUNK: usize = 16 * 1024;
+/// Resources at least this large are sent without copying.
+const ZERO_COPY: usize = 8 * 1024;
+
+const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// A response on its way to the wire.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// State of the world.
+    Sotw(SotwResponse),
+    /// Incremental.
+    Delta(DeltaResponse),
+}
+
+fn varint_len(v: usize) -> usize {
+    prost::encoding::encoded_len_varint(v as u64)
+}
+
+/// Length of a length-delimited field with a one-byte tag.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len) + len
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: usize) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// Opens a length-delimited field (tag below 16).
+fn open(buf: &mut BytesMut, tag: u8, len: usize) {
+    buf.put_u8((tag << 3) | 2);
+    put_varint(buf, len);
+}
+
+fn string(buf: &mut BytesMut, tag: u8, s: &str) {
+    if !s.is_empty() {
+        open(buf, tag, s.len());
+        buf.put_slice(s.as_bytes());
+    }
+}
+
+fn string_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { field_len(s.len()) }
+}
+
+impl Outgoing {
+    fn count(&self) -> usize {
+        match self {
+            Outgoing::Sotw(r) => r.resources.len(),
+            Outgoing::Delta(r) => r.resources.len(),
+        }
+    }
+
+    fn value(&self, i: usize) -> &Bytes {
+        match self {
+            Outgoing::Sotw(r) => &r.resources[i],
+            Outgoing::Delta(r) => &r.resources[i].bytes,
+        }
+    }
+
+    fn type_url(&self) -> &str {
+        match self {
+            Outgoing::Sotw(r) => r.type_url,
+            Outgoing::Delta(r) => r.type_url,
+        }
+    }
+
+    /// `google.protobuf.Any { type_url = 1, value = 2 }` of the i-th resource.
+    fn any_len(&self, i: usize) -> usize {
+        field_len(self.type_url().len()) + field_len(self.value(i).len())
+    }
+
+    /// Length of the i-th entry of `resources` (field 2), without its own tag and length.
+    fn entry_len(&self, i: usize) -> usize {
+        match self {
+            Outgoing::Sotw(_) => self.any_len(i),
+            Outgoing::Delta(r) => {
+                let e = &r.resources[i];
+                // Resource { version = 1, resource = 2, name = 3 }
+                field_len(16) + field_len(self.any_len(i)) + string_len(&e.name)
+            }
+        }
+    }
+
+    /// Everything but the resources: the gRPC frame prefix and the scalar fields.
+    fn head(&self) -> BytesMut {
+        let mut fields = BytesMut::new();
+        match self {
+            Outgoing::Sotw(r) => {
+                string(&mut fields, 1, &r.version_info);
+                string(&mut fields, 4, r.type_url);
+                string(&mut fields, 5, &r.nonce);
+            }
+            Outgoing::Delta(r) => {
+                string(&mut fields, 1, &r.system_version_info);
+                string(&mut fields, 4, r.type_url);
+                string(&mut fields, 5, &r.nonce);
+                for name in &r.removed_resources {
+                    open(&mut fields, 6, name.len());
+                    fields.put_slice(name.as_bytes());
+                }
+            }
+        }
+        let resources: usize = (0..self.count())
+            .map(|i| field_len(self.entry_len(i)))
+            .sum();
+        let total = fields.len() + resources;
+        let mut head = BytesMut::with_capacity(5 + fields.len());
+        head.put_u8(0); // not compressed
+        head.put_u32(u32::try_from(total).unwrap_or(u32::MAX));
+        head.put_slice(&fields);
+        head
+    }
+
+    /// The i-th entry up to the resource bytes (which follow it directly).
+    fn entry_head(&self, i: usize, buf: &mut BytesMut) {
+        let url = self.type_url();
+        let value = self.value(i).len();
+        open(buf, 2, self.entry_len(i));
+        if let Outgoing::Delta(r) = self {
+            let e = &r.resources[i];
+            string(buf, 3, &e.name);
+            open(buf, 1, 16);
+            buf.put_slice(e.version().as_bytes());
+            open(buf, 2, self.any_len(i));
+        }
+        string(buf, 1, url);
+        open(buf, 2, value);
+    }
+}
+
+/// The response body of one stream: gRPC frames written from the queued responses as HTTP/2
+/// asks for data, then the trailers with the stream's status.
+struct ResponseBody {
+    rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    /// The message being written and its next resource.
+    current: Option<(Outgoing, usize)>,
+    /// Frames ready to go (a chunk followed by a large resource).
+    ready: VecDeque<Bytes>,
+    /// Status for the trailers, once the stream ends.
+    end: Option<Status>,
+    done: bool,
+}
+
+impl ResponseBody {
+    /// Writes into `chunk` until it is full or a large resource is queued after it.
+    fn fill(&mut self, chunk: &mut BytesMut) {
+        while chunk.len() < CHUNK {
+            let Some((out, next)) = &mut self.current else {
+                return;
+            };
+            if *next == out.count() {
+                self.current = None;
+                return;
+            }
+            out.entry_head(*next, chunk);
+            let value = out.value(*next);
+            *next += 1;
+            if value.len() >= ZERO_COPY {
+                self.ready.push_back(std::mem::take(chunk).freeze());
+                self.ready.push_back(value.clone());
+                return;
+            }
+            chunk.put_slice(value);
+        }
+    }
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.insert("grpc-status", http::HeaderValue::from_static("13"));
+    }
+    map
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(data) = this.ready.pop_front() {
+                if data.is_empty() {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(status) = this.end.take() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
+            }
+            let mut chunk = BytesMut::with_capacity(CHUNK);
+            this.fill(&mut chunk);
+            while this.current.is_none() && this.ready.is_empty() && chunk.len() < CHUNK {
+                match this.rx.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(out))) => {
+                        chunk.put_slice(&out.head());
+                        this.current = Some((out, 0));
+                        this.fill(&mut chunk);
+                    }
+                    Poll::Ready(Some(Err(status))) => {
+                        this.end = Some(status);
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        this.end = Some(Status::ok(""));
+                        break;
+                    }
+                    Poll::Pending => {
+                        if chunk.is_empty() {
+                            return Poll::Pending;
+                        }
+                        break;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                this.ready.push_front(chunk.freeze());
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// Opens streams for the service: each returns the receiving end of its responses.
+pub trait Streams: Send + Sync + 'static {
+    /// A state-of-the-world stream.
+    fn sotw(
+        &self,
+        requests: Streaming<DiscoveryRequest>,
+    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
+    /// A delta stream.
+    fn delta(
+        &self,
+        requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
+    /// Largest request accepted.
+    fn max_request_bytes(&self) -> usize;
+}
+
+/// `AggregatedDiscoveryService` as a tower service for tonic's router.
+pub struct AdsService<S> {
+    streams: Arc<S>,
+}
+
+impl<S> Clone for AdsService<S> {
+    fn clone(&self) -> Self {
+        AdsService {
+            streams: self.streams.clone(),
+        }
+    }
+}
+
+impl<S> AdsService<S> {
+    /// Serves `streams`.
+    pub fn new(streams: Arc<S>) -> Self {
+        AdsService { streams }
+    }
+}
+
+impl<S> NamedService for AdsService<S> {
+    const NAME: &'static str = SERVICE;
+}
+
+fn grpc_response(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response<Body> {
+    let body = ResponseBody {
+        rx,
+        current: None,
+        ready: VecDeque::new(),
+        end: None,
+        done: false,
+    };
+    let mut response = http::Response::new(Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+fn decode<T: prost::Message + Default + Send + 'static>(
+    request: http::Request<Body>,
+    max: usize,
+) -> Streaming<T> {
+    Streaming::new_request(
+        tonic_prost::ProstDecoder::<T>::new(BufferSettings::default()),
+        request.into_body(),
+        None,
+        Some(max),
+    )
+}
+
+impl<S: Streams> Service<http::Request<Body>> for AdsService<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let max = self.streams.max_request_bytes();
+        let opened = match request.uri().path() {
+            SOTW_METHOD => self.streams.sotw(decode(request, max)),
+            DELTA_METHOD => self.streams.delta(decode(request, max)),
+            other => Err(Status::unimplemented(format!("unknown method {other}"))),
+        };
+        std::future::ready(Ok(match opened {
+            Ok(rx) => grpc_response(rx),
+            Err(status) => status.into_http(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
+    use http_body::Body as _;
+    use prost::Message;
+    use sextant_compiler::{Encoded, type_url};
+
+    /// Everything the body writes: data bytes and the trailers.
+    async fn drain(mut body: ResponseBody) -> (Vec<u8>, http::HeaderMap) {
+        let mut data = Vec::new();
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let frame = frame
+                .expect("the body ends with trailers")
+                .expect("no error");
+            match frame.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => return (data, f.into_trailers().expect("trailers")),
+            }
+        }
+    }
+
+    /// Splits gRPC length-prefixed messages.
+    fn messages(mut data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            assert_eq!(data[0], 0, "uncompressed");
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            out.push(data[5..5 + len].to_vec());
+            data = &data[5 + len..];
+        }
+        out
+    }
+
+    fn body(items: Vec<Result<Outgoing, Status>>) -> ResponseBody {
+        let (tx, rx) = mpsc::channel(items.len() + 1);
+        for i in items {
+            tx.try_send(i).expect("room");
+        }
+        ResponseBody {
+            rx,
+            current: None,
+            ready: VecDeque::new(),
+            end: None,
+            done: false,
+        }
+    }
+
+    fn resource(name: &str, size: usize) -> Encoded {
+        Encoded::from_bytes(name, vec![b'x'; size])
+    }
+
+    #[tokio::test]
+    async fn responses_decode_as_envoys_messages_across_chunks() {
+        // Small resources are gathered into chunks, large ones pass through uncopied.
+        let sizes = [10, ZERO_COPY + 5, 3, CHUNK, 0, 700];
+        let resources: Vec<Encoded> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| resource(&format!("r{i}"), *s))
+            .collect();
+        let mut many = Vec::new();
+        for i in 0..2000 {
+            many.push(resource(&format!("m{i}"), 100));
+        }
+        let sotw = SotwResponse {
+            version_info: "v1".into(),
+            type_url: type_url::CLUSTER,
+            nonce: "n1".into(),
+            resources: resources.iter().map(|e| e.bytes.clone()).collect(),
+        };
+        let delta = DeltaResponse {
+            system_version_info: "sv".into(),
+            type_url: type_url::ENDPOINT,
+            nonce: "n2".into(),
+            resources: many.clone(),
+            removed_resources: vec!["gone".into(), "also-gone".into()],
+        };
+        let (data, trailers) = drain(body(vec![
+            Ok(Outgoing::Sotw(sotw)),
+            Ok(Outgoing::Delta(delta)),
+        ]))
+        .await;
+        let msgs = messages(&data);
+        assert_eq!(msgs.len(), 2);
+        let first = DiscoveryResponse::decode(msgs[0].as_slice()).expect("decodes");
+        assert_eq!(
+            (first.version_info.as_str(), first.nonce.as_str()),
+            ("v1", "n1")
+        );
+        assert_eq!(first.type_url, type_url::CLUSTER);
+        assert_eq!(first.resources.len(), sizes.len());
+        for (any, e) in first.resources.iter().zip(&resources) {
+            assert_eq!(any.type_url, type_url::CLUSTER);
+            assert_eq!(any.value, e.bytes.as_ref());
+        }
+        let second = DeltaDiscoveryResponse::decode(msgs[1].as_slice()).expect("decodes");
+        assert_eq!(second.system_version_info, "sv");
+        assert_eq!(second.removed_resources, ["gone", "also-gone"]);
+        assert_eq!(second.resources.len(), many.len());
+        for (r, e) in second.resources.iter().zip(&many) {
+            assert_eq!(r.name, e.name);
+            assert_eq!(r.version, e.version());
+            let any = r.resource.as_ref().expect("resource");
+            assert_eq!(any.value, e.bytes.as_ref());
+        }
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream_with_its_status() {
+        let (data, trailers) = drain(body(vec![Err(Status::invalid_argument("bad node"))])).await;
+        assert!(data.is_empty());
+        assert_eq!(trailers["grpc-status"], "3");
+        assert_eq!(trailers["grpc-message"], "bad%20node");
+    }
+}
