@@ -121,6 +121,56 @@ impl EncodedResources {
     }
 }
 
+/// Keeps one copy of identical encoded resources: most resources (a service's clusters and
+/// load assignments) are the same bytes in every scope, and scopes are compiled separately.
+#[derive(Debug, Default)]
+pub struct Interner {
+    by_hash: std::collections::HashMap<u64, bytes::Bytes>,
+    prune_at: usize,
+}
+
+impl Interner {
+    /// Replaces each resource's bytes with the shared copy of the same content.
+    pub fn intern(&mut self, resources: &mut EncodedResources) {
+        use std::collections::hash_map::Entry;
+        for list in [
+            &mut resources.clusters,
+            &mut resources.endpoints,
+            &mut resources.listeners,
+            &mut resources.routes,
+        ] {
+            for e in list.iter_mut() {
+                match self.by_hash.entry(e.hash) {
+                    // Unchanged resources of a rebuilt scope are the shared copy already.
+                    Entry::Occupied(o)
+                        if o.get().as_ptr() == e.bytes.as_ptr()
+                            && o.get().len() == e.bytes.len() => {}
+                    Entry::Occupied(o) if *o.get() == e.bytes => e.bytes = o.get().clone(),
+                    Entry::Occupied(_) => {} // a hash collision: keep its own copy
+                    Entry::Vacant(v) => {
+                        v.insert(e.bytes.clone());
+                    }
+                }
+            }
+        }
+        if self.by_hash.len() > self.prune_at {
+            // Entries only the interner still holds belong to replaced resources.
+            self.by_hash.retain(|_, b| !b.is_unique());
+            self.prune_at = (self.by_hash.len() * 2).max(4096);
+        }
+    }
+
+    /// Distinct resources held.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
 /// Compiles and encodes the full configuration of `proxy` from `snapshot`. This is what the
 /// xDS server sends; every resource is encoded exactly once.
 pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {

@@ -250,3 +250,39 @@ proptest! {
         prop_assert!(rendered["clusters"].as_array().is_some_and(|c| !c.is_empty()));
     }
 }
+
+#[test]
+fn interning_shares_identical_resources_and_keeps_content() {
+    let mut index = build(
+        [
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "a", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "http", "port": 80}]}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+        ]
+        .into_iter(),
+    );
+    let (snapshot, _) = index.publish();
+    let here = Proxy::from_node_id("sidecar~10.0.0.1~p.default~default.svc.cluster.local")
+        .expect("node id");
+    let there =
+        Proxy::from_node_id("sidecar~10.0.0.2~q.other~other.svc.cluster.local").expect("node id");
+    let mut a = compile_part(&snapshot, &here, Part::Outbound);
+    let mut b = compile_part(&snapshot, &there, Part::Outbound);
+    let (a0, b0) = (a.clone(), b.clone());
+    let mut interner = sextant_compiler::Interner::default();
+    interner.intern(&mut a);
+    interner.intern(&mut b);
+    assert_eq!((&a, &b), (&a0, &b0), "content unchanged");
+    let cluster = |r: &sextant_compiler::EncodedResources| {
+        r.clusters
+            .iter()
+            .find(|c| c.name == "outbound|80||a.default.svc.cluster.local")
+            .expect("cluster")
+            .bytes
+            .as_ptr()
+    };
+    assert_eq!(cluster(&a), cluster(&b), "one copy for both scopes");
+    // Route configurations differ (short names in the service's own namespace): two copies.
+    assert_ne!(a.routes[0].bytes, b.routes[0].bytes);
+}

@@ -188,14 +188,12 @@ async fn server(proxies: usize, pinned: bool) {
     let (_shutdown_tx, shutdown_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let server = AdsServer::new(mesh.clone(), updates_rx, registry.clone(), shutdown_rx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let incoming = sextant::xds_incoming("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let addr = format!("http://{}", incoming.local_addr().expect("addr"));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server.into_service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(incoming),
     );
     let rss_state = rss_kib();
     println!(
@@ -214,11 +212,13 @@ async fn server(proxies: usize, pinned: bool) {
     let reply = clients.ask("connect").await;
     let storm = (num(&reply, 1) - started) as f64 / 1e6;
     println!(
-        "connect storm: {proxies} proxies fully configured (CDS, EDS, LDS, RDS) in {storm:.2} s; {:.2} GB sent",
-        num(&reply, 2) as f64 / 1e9
+        "connect storm: {proxies} proxies fully configured (CDS, EDS, LDS, RDS) in {storm:.2} s; {:.2} GB sent; {} reconnects",
+        num(&reply, 2) as f64 / 1e9,
+        num(&reply, 3)
     );
     println!("  compile time so far: {}", compile_time(&mesh));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle: every response sent and ACKed, buffers returned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_connected = rss_kib();
     let client_rss = num(&clients.ask("rss").await, 1);
     println!(
@@ -333,6 +333,7 @@ mod clients {
     #[derive(Default)]
     struct Progress {
         configured: AtomicUsize,
+        reconnects: AtomicUsize,
         bytes: AtomicU64,
         /// Incremented by `arm`: each proxy records the time of its first RDS (and EDS)
         /// response of the round.
@@ -371,8 +372,9 @@ mod clients {
                     }
                     let done = now_us();
                     reply(format!(
-                        "configured {done} {}",
-                        progress.bytes.load(Ordering::Relaxed)
+                        "configured {done} {} {}",
+                        progress.bytes.load(Ordering::Relaxed),
+                        progress.reconnects.load(Ordering::Relaxed)
                     ));
                 }
                 "rss" => reply(format!("rss {}", rss_kib())),
@@ -456,6 +458,7 @@ mod clients {
             {
                 return;
             }
+            progress.reconnects.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
         }
         panic!("proxy {} could not connect", node.id);

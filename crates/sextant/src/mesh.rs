@@ -37,6 +37,8 @@ pub struct Mesh {
     /// By scope key; one lock per scope, so one proxy of a scope compiles it and the others
     /// wait for the result.
     scopes: Mutex<HashMap<String, Arc<Mutex<ScopeEntry>>>>,
+    /// One copy of each distinct resource across scopes and snapshots.
+    interner: Mutex<sextant_compiler::Interner>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -49,6 +51,7 @@ impl Mesh {
             ready: AtomicBool::new(false),
             log: Mutex::new(VecDeque::new()),
             scopes: Mutex::new(HashMap::new()),
+            interner: Mutex::new(sextant_compiler::Interner::default()),
             metrics,
         }
     }
@@ -116,7 +119,7 @@ impl Mesh {
         let delta = entry
             .version
             .and_then(|since| self.delta(since, snapshot.version));
-        let resources = match delta {
+        let mut resources = match delta {
             Some(delta) => sextant_compiler::recompile_part(
                 snapshot,
                 scope,
@@ -126,6 +129,10 @@ impl Mesh {
             ),
             None => sextant_compiler::compile_part(snapshot, scope, Part::Outbound),
         };
+        self.interner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .intern(&mut resources);
         self.metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -4,7 +4,7 @@
 //! proxy at W-M, held until the proxy has read it. Here a response stays a list of shared
 //! `Bytes` until the HTTP/2 connection asks for data; the body then writes gRPC frames in
 //! chunks of at most [`CHUNK`] bytes (small resources copied, large ones passed on without a
-//! copy). Requests are decoded with tonic's streaming decoder.
+//! copy). Requests are decoded here too, so an idle stream keeps no large read buffer.
 
 use std::{
     collections::VecDeque,
@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tonic::{
     Status,
     body::Body,
-    codec::{BufferSettings, Streaming},
     codegen::{Service, http},
     server::NamedService,
 };
@@ -273,17 +272,110 @@ impl http_body::Body for ResponseBody {
     }
 }
 
+/// The requests of one stream, decoded from the HTTP/2 body. The read buffer is released
+/// when empty once it has grown past [`CHUNK`] (a proxy's load-assignment subscription can be
+/// 150 KB), so an idle stream holds no large buffer.
+pub struct Requests<T> {
+    body: Body,
+    buf: BytesMut,
+    max: usize,
+    done: bool,
+    _message: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: prost::Message + Default> Requests<T> {
+    /// Requests of at most `max` bytes each from `body`.
+    pub fn new(body: Body, max: usize) -> Self {
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            max,
+            done: false,
+            _message: std::marker::PhantomData,
+        }
+    }
+
+    /// The next complete message in the buffer, if any.
+    fn take(&mut self) -> Option<Result<T, Status>> {
+        use bytes::Buf;
+        if self.buf.len() < 5 {
+            return None;
+        }
+        if self.buf[0] != 0 {
+            return Some(Err(Status::unimplemented(
+                "compressed requests are not supported",
+            )));
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > self.max {
+            return Some(Err(Status::out_of_range(format!(
+                "request of {len} bytes is larger than the limit of {} bytes",
+                self.max
+            ))));
+        }
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
+            return None;
+        }
+        self.buf.advance(5);
+        let message = self.buf.split_to(len).freeze();
+        if self.buf.capacity() > CHUNK && self.buf.len() <= CHUNK {
+            // Keep what follows (the start of the next message) in a small buffer.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+        Some(T::decode(message).map_err(|e| Status::invalid_argument(format!("bad request: {e}"))))
+    }
+}
+
+impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(message) = this.take() {
+                if message.is_err() {
+                    this.done = true;
+                }
+                return Poll::Ready(Some(message));
+            }
+            match std::task::ready!(http_body::Body::poll_frame(Pin::new(&mut this.body), cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.put_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.done = true;
+                    if !this.buf.is_empty() {
+                        return Poll::Ready(Some(Err(Status::invalid_argument(
+                            "stream ended inside a message",
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Opens streams for the service: each returns the receiving end of its responses.
 pub trait Streams: Send + Sync + 'static {
     /// A state-of-the-world stream.
     fn sotw(
         &self,
-        requests: Streaming<DiscoveryRequest>,
+        requests: Requests<DiscoveryRequest>,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
     /// A delta stream.
     fn delta(
         &self,
-        requests: Streaming<DeltaDiscoveryRequest>,
+        requests: Requests<DeltaDiscoveryRequest>,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
     /// Largest request accepted.
     fn max_request_bytes(&self) -> usize;
@@ -329,16 +421,8 @@ fn grpc_response(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response
     response
 }
 
-fn decode<T: prost::Message + Default + Send + 'static>(
-    request: http::Request<Body>,
-    max: usize,
-) -> Streaming<T> {
-    Streaming::new_request(
-        tonic_prost::ProstDecoder::<T>::new(BufferSettings::default()),
-        request.into_body(),
-        None,
-        Some(max),
-    )
+fn decode<T: prost::Message + Default>(request: http::Request<Body>, max: usize) -> Requests<T> {
+    Requests::new(request.into_body(), max)
 }
 
 impl<S: Streams> Service<http::Request<Body>> for AdsService<S> {
@@ -474,6 +558,68 @@ mod tests {
             assert_eq!(any.value, e.bytes.as_ref());
         }
         assert_eq!(trailers["grpc-status"], "0");
+    }
+
+    /// A request body delivered in the given pieces.
+    struct Pieces(VecDeque<Bytes>);
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = Status;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn framed(message: &impl Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[tokio::test]
+    async fn requests_split_across_frames_decode_and_oversized_ones_end_the_stream() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..3000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let small = DiscoveryRequest {
+            type_url: type_url::CLUSTER.into(),
+            ..Default::default()
+        };
+        let mut wire = framed(&big);
+        wire.extend(framed(&small));
+        // Cut everywhere: mid-prefix, mid-message, across the two messages.
+        let pieces: VecDeque<Bytes> = wire.chunks(7).map(Bytes::copy_from_slice).collect();
+        let mut requests: Requests<DiscoveryRequest> =
+            Requests::new(Body::new(Pieces(pieces)), 1 << 20);
+        assert_eq!(requests.next().await.expect("first").expect("decodes"), big);
+        assert!(
+            requests.buf.capacity() <= CHUNK,
+            "the large read buffer is released"
+        );
+        assert_eq!(
+            requests.next().await.expect("second").expect("decodes"),
+            small
+        );
+        assert!(requests.next().await.is_none());
+
+        let pieces = VecDeque::from([Bytes::from(framed(&big))]);
+        let mut limited: Requests<DiscoveryRequest> =
+            Requests::new(Body::new(Pieces(pieces)), 1024);
+        let err = limited
+            .next()
+            .await
+            .expect("an error")
+            .expect_err("too large");
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(limited.next().await.is_none());
     }
 
     #[tokio::test]

@@ -19,10 +19,10 @@ use envoy_types::pb::{
 use sextant_model::Proxy;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::{
-    grpc::{AdsService, Outgoing, Streams},
+    grpc::{AdsService, Outgoing, Requests, Streams},
     protocol::{Delta, Event, ProxyResources, Sotw, TypeStatus},
 };
 
@@ -204,7 +204,7 @@ impl<G: Generator> AdsServer<G> {
 
     fn open<M: Machine>(
         &self,
-        mut inbound: Streaming<M::Req>,
+        mut inbound: Requests<M::Req>,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>
     where
         M::Req: prost::Message + Default,
@@ -323,14 +323,14 @@ impl<G: Generator> AdsServer<G> {
 impl<G: Generator> Streams for AdsServer<G> {
     fn sotw(
         &self,
-        requests: Streaming<DiscoveryRequest>,
+        requests: Requests<DiscoveryRequest>,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
         self.open::<Sotw>(requests)
     }
 
     fn delta(
         &self,
-        requests: Streaming<DeltaDiscoveryRequest>,
+        requests: Requests<DeltaDiscoveryRequest>,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
         self.open::<Delta>(requests)
     }
