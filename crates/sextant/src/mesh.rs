@@ -217,6 +217,15 @@ impl Generator for Mesh {
         }
     }
 
+    fn pushed(&self, _proxy: &Proxy, type_url: &str, elapsed: std::time::Duration) {
+        self.metrics
+            .push_seconds
+            .get_or_create(&crate::metrics::TypeLabels {
+                type_url: type_url.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     fn converged(&self, _proxy: &Proxy, elapsed: std::time::Duration) {
         self.metrics
             .convergence_seconds

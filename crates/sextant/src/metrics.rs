@@ -29,6 +29,9 @@ pub struct Metrics {
     pub convergence_seconds: Histogram,
     /// Time to compile and encode one proxy's configuration.
     pub compile_seconds: Histogram,
+    /// Time from a push's trigger (a change or a request) to its response being queued on the
+    /// stream, by type.
+    pub push_seconds: Family<TypeLabels, Histogram, fn() -> Histogram>,
     /// Encoded size of the last compiled configuration.
     pub config_bytes: Gauge,
     /// Snapshots published.
@@ -37,6 +40,12 @@ pub struct Metrics {
     pub debounce_seconds: Histogram,
     /// Objects skipped because they are invalid.
     pub invalid_objects: Gauge,
+}
+
+fn push_buckets() -> Histogram {
+    Histogram::new([
+        0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
 }
 
 impl Metrics {
@@ -52,6 +61,7 @@ impl Metrics {
             pushes: Family::default(),
             convergence_seconds: buckets(),
             compile_seconds: buckets(),
+            push_seconds: Family::new_with_constructor(push_buckets),
             config_bytes: Gauge::default(),
             snapshots: Counter::default(),
             debounce_seconds: buckets(),
@@ -77,6 +87,11 @@ impl Metrics {
             "compile_seconds",
             "Compile and encode time per proxy",
             m.compile_seconds.clone(),
+        );
+        registry.register(
+            "xds_push_seconds",
+            "Push trigger until the response is queued on the stream, by type",
+            m.push_seconds.clone(),
         );
         registry.register(
             "config_size_bytes",

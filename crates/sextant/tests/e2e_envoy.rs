@@ -91,6 +91,46 @@ impl Mesh {
     }
 }
 
+/// Envoy's CSDS on the xDS port: the config status of each type of `node`.
+fn csds(xds: u16, node: &str) -> Option<BTreeMap<String, i32>> {
+    use envoy_types::pb::envoy::{
+        service::status::v3::{
+            ClientStatusRequest,
+            client_status_discovery_service_client::ClientStatusDiscoveryServiceClient,
+        },
+        r#type::matcher::v3::{NodeMatcher, StringMatcher, string_matcher::MatchPattern},
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let mut client =
+            ClientStatusDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds}"))
+                .await
+                .ok()?;
+        let request = ClientStatusRequest {
+            node_matchers: vec![NodeMatcher {
+                node_id: Some(StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(node.to_owned())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let response = client.fetch_client_status(request).await.ok()?.into_inner();
+        let config = response.config.into_iter().next()?;
+        Some(
+            config
+                .generic_xds_configs
+                .into_iter()
+                .map(|c| (c.type_url, c.config_status))
+                .collect(),
+        )
+    })
+}
+
 fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for _ in 0..n {
@@ -264,6 +304,13 @@ fn scenario(delta: bool, net: u8) {
         },
     );
 
+    // ... and so does Envoy's CSDS on the xDS port: every type SYNCED.
+    wait_for("every type SYNCED in CSDS", Duration::from_secs(10), || {
+        let types = csds(xds, &node)?;
+        let synced = envoy_types::pb::envoy::service::status::v3::ConfigStatus::Synced as i32;
+        (types.len() == 4 && types.values().all(|s| *s == synced)).then_some(())
+    });
+
     // 3. Editing the VirtualService shifts traffic: 50/50 between v1 and v3.
     mesh.virtual_service("  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 50}\n    - {destination: {host: reviews, subset: v3}, weight: 50}\n");
     wait_for("v3 receives traffic", Duration::from_secs(10), || {
@@ -399,6 +446,20 @@ fn scenario(delta: bool, net: u8) {
         .unwrap_or(0.0);
     assert!(converged >= 1.0, "convergence is measured: {metrics}");
     assert!(metrics.contains("sextant_xds_pushes_total{"), "{metrics}");
+    for url in [
+        "Cluster",
+        "ClusterLoadAssignment",
+        "Listener",
+        "RouteConfiguration",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("sextant_xds_push_seconds_count{")
+                    && l.contains(&format!("v3.{url}\""))),
+            "push time for {url}: {metrics}"
+        );
+    }
     assert_eq!(
         request(listener, "reviews", "/", &[]).expect("request").1,
         "v2",

@@ -97,7 +97,8 @@ impl Outgoing {
         }
     }
 
-    fn type_url(&self) -> &str {
+    /// The response's type URL.
+    pub fn type_url(&self) -> &'static str {
         match self {
             Outgoing::Sotw(r) => r.type_url,
             Outgoing::Delta(r) => r.type_url,

@@ -6,7 +6,9 @@
 //! snapshot updates and shutdown. The server is generic over a `Generator` that supplies each
 //! proxy's encoded resources, so caching and compilation live outside it. `grpc` is the
 //! service itself: responses are written to HTTP/2 straight from the shared resource bytes.
+//! `csds` is Envoy's Client Status Discovery Service over the same connection registry.
 
+pub mod csds;
 pub mod grpc;
 pub mod protocol;
 pub mod server;

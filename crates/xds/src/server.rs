@@ -39,6 +39,9 @@ pub trait Generator: Send + Sync + 'static {
     /// Called when a proxy has ACKed everything sent for a configuration change, with the time
     /// since the change reached its stream.
     fn converged(&self, _proxy: &Proxy, _elapsed: std::time::Duration) {}
+    /// Called for each response with the time from its trigger (a change or a request) until
+    /// it was queued on the stream.
+    fn pushed(&self, _proxy: &Proxy, _type_url: &str, _elapsed: std::time::Duration) {}
 }
 
 /// A proxy from its node: Istio's node id and the metadata keys istiod reads.
@@ -257,6 +260,8 @@ impl<G: Generator> AdsServer<G> {
             let mut unacked: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
             'stream: loop {
                 let mut out = Vec::new();
+                // Push time runs from the request or change that caused the responses.
+                let mut triggered = std::time::Instant::now();
                 if let Some(req) = pending.take() {
                     out.extend(machine.request(req, &resources));
                 } else {
@@ -273,6 +278,7 @@ impl<G: Generator> AdsServer<G> {
                             if changed.is_err() {
                                 break 'stream;
                             }
+                            triggered = std::time::Instant::now();
                             resources = generator.resources(&proxy);
                             update_at = Some(std::time::Instant::now());
                             unacked.clear();
@@ -306,11 +312,13 @@ impl<G: Generator> AdsServer<G> {
                     c.types = machine.status();
                 }
                 for response in out {
+                    let type_url = response.type_url();
                     // A proxy that stops reading must not pin this task past shutdown.
                     tokio::select! {
                         sent = tx.send(Ok(response)) => if sent.is_err() { break 'stream; },
                         _ = shutdown.changed() => break 'stream,
                     }
+                    generator.pushed(&proxy, type_url, triggered.elapsed());
                 }
             }
             registry.lock().remove(&id);

@@ -208,6 +208,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_connection_age(Duration::from_secs(30 * 60))
         .max_connection_age_grace(Duration::from_secs(10))
         .add_service(ads.max_request_bytes(MAX_REQUEST_BYTES).into_service())
+        .add_service(sextant_xds::csds::Csds::new(registry.clone()).into_service())
         .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
