@@ -181,8 +181,7 @@ pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
 /// with the same [`scope`] is identical.
 pub fn compile_part(snapshot: &Snapshot, proxy: &Proxy, part: Part) -> EncodedResources {
     let ctx = Context::new(snapshot, proxy, part);
-    let (mut clusters, eds) = cds::clusters(&ctx);
-    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let (clusters, eds) = cds::clusters(&ctx);
     let endpoints = eds::load_assignments(&ctx, &eds);
     let listeners = encode_listeners(&ctx);
     let routes = rds::route_configurations(&ctx);
@@ -197,7 +196,7 @@ pub fn compile_part(snapshot: &Snapshot, proxy: &Proxy, part: Part) -> EncodedRe
 
 /// What changed in the mesh since a part was compiled, as far as the rest can be reused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Delta {
+pub struct Rebuild {
     /// Services whose endpoints changed: their clusters and load assignments are rebuilt.
     pub endpoints: std::collections::BTreeSet<String>,
     /// VirtualServices changed: listeners and route configurations are rebuilt.
@@ -205,14 +204,14 @@ pub struct Delta {
 }
 
 /// Rebuilds `previous` (the same part of the same proxy, compiled from an earlier snapshot)
-/// for `snapshot`, given everything that changed in between was `delta`. The result is what
+/// for `snapshot`, given that everything that changed in between is described by `rebuild`. The result is what
 /// [`compile_part`] would return, at a fraction of the cost.
 pub fn recompile_part(
     snapshot: &Snapshot,
     proxy: &Proxy,
     part: Part,
     previous: &EncodedResources,
-    delta: &Delta,
+    rebuild: &Rebuild,
 ) -> EncodedResources {
     let mut out = EncodedResources {
         clusters: previous.clusters.clone(),
@@ -220,14 +219,14 @@ pub fn recompile_part(
         listeners: Vec::new(),
         routes: Vec::new(),
     };
-    if !delta.endpoints.is_empty() {
-        let ctx = Context::restricted(snapshot, proxy, part, Some(&delta.endpoints));
+    if !rebuild.endpoints.is_empty() {
+        let ctx = Context::restricted(snapshot, proxy, part, Some(&rebuild.endpoints));
         let (clusters, eds) = cds::clusters(&ctx);
         let endpoints = eds::load_assignments(&ctx, &eds);
-        splice(&mut out.clusters, clusters, &delta.endpoints);
-        splice(&mut out.endpoints, endpoints, &delta.endpoints);
+        splice(&mut out.clusters, clusters, &rebuild.endpoints);
+        splice(&mut out.endpoints, endpoints, &rebuild.endpoints);
     }
-    if delta.routing {
+    if rebuild.routing {
         let ctx = Context::new(snapshot, proxy, part);
         out.listeners = encode_listeners(&ctx);
         out.routes = rds::route_configurations(&ctx);

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sextant_compiler::{
-    Delta, Part, compile_encoded, compile_part, json as render, recompile_part,
+    Part, Rebuild, compile_encoded, compile_part, json as render, recompile_part,
 };
 use sextant_index::{Index, Object};
 use sextant_model::Proxy;
@@ -210,11 +210,11 @@ proptest! {
         // Scopes are keyed by the labels configuration reads; a new key is compiled anew.
         prop_assume!(sextant_compiler::scope(&after, &proxy) == scope);
         prop_assert!(changes.services.is_empty());
-        let delta = Delta {
+        let rebuild = Rebuild {
             endpoints: changes.endpoints.clone(),
             routing: !changes.configs.is_empty(),
         };
-        let rebuilt = recompile_part(&after, &scope, Part::Outbound, &old, &delta);
+        let rebuilt = recompile_part(&after, &scope, Part::Outbound, &old, &rebuild);
         prop_assert_eq!(rebuilt, compile_part(&after, &scope, Part::Outbound));
     }
 

@@ -85,10 +85,10 @@ impl Mesh {
 
     /// What changed after `since` up to `until`, as far as compiled resources can be reused;
     /// `None` when they cannot (or the log no longer reaches back that far).
-    fn delta(&self, since: u64, until: u64) -> Option<sextant_compiler::Delta> {
+    fn rebuild(&self, since: u64, until: u64) -> Option<sextant_compiler::Rebuild> {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let mut covered = false;
-        let mut delta = sextant_compiler::Delta::default();
+        let mut rebuild = sextant_compiler::Rebuild::default();
         for (version, changes) in log.iter() {
             if *version <= since {
                 covered = true;
@@ -97,9 +97,9 @@ impl Mesh {
             if *version > until {
                 break;
             }
-            reuse(changes, &mut delta)?;
+            reuse(changes, &mut rebuild)?;
         }
-        covered.then_some(delta)
+        covered.then_some(rebuild)
     }
 
     /// The scope's shared resources for `snapshot`, compiled or brought up to date once.
@@ -116,16 +116,16 @@ impl Mesh {
             return entry.resources.clone();
         }
         let started = std::time::Instant::now();
-        let delta = entry
+        let rebuild = entry
             .version
-            .and_then(|since| self.delta(since, snapshot.version));
-        let mut resources = match delta {
-            Some(delta) => sextant_compiler::recompile_part(
+            .and_then(|since| self.rebuild(since, snapshot.version));
+        let mut resources = match rebuild {
+            Some(rebuild) => sextant_compiler::recompile_part(
                 snapshot,
                 scope,
                 Part::Outbound,
                 &entry.resources,
-                &delta,
+                &rebuild,
             ),
             None => sextant_compiler::compile_part(snapshot, scope, Part::Outbound),
         };
@@ -136,6 +136,7 @@ impl Mesh {
         self.metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.metrics.config_bytes.set(resources.size() as i64);
         *entry = ScopeEntry {
             version: Some(snapshot.version),
             resources: Arc::new(resources),
@@ -145,7 +146,7 @@ impl Mesh {
 }
 
 /// Adds `changes` to what must be rebuilt; `None` when everything must be.
-fn reuse(changes: &Changes, delta: &mut sextant_compiler::Delta) -> Option<()> {
+fn reuse(changes: &Changes, rebuild: &mut sextant_compiler::Rebuild) -> Option<()> {
     if !changes.services.is_empty()
         || changes
             .configs
@@ -154,8 +155,8 @@ fn reuse(changes: &Changes, delta: &mut sextant_compiler::Delta) -> Option<()> {
     {
         return None;
     }
-    delta.routing |= !changes.configs.is_empty();
-    delta.endpoints.extend(changes.endpoints.iter().cloned());
+    rebuild.routing |= !changes.configs.is_empty();
+    rebuild.endpoints.extend(changes.endpoints.iter().cloned());
     Some(())
 }
 
@@ -196,9 +197,7 @@ impl Generator for Mesh {
             proxy,
             Part::Inbound,
         ));
-        let resources = Arc::new(ProxyResources { shared, own });
-        self.metrics.config_bytes.set(resources.size() as i64);
-        resources
+        Arc::new(ProxyResources { shared, own })
     }
 
     fn observe(&self, _proxy: &Proxy, event: &Event) {
@@ -248,7 +247,7 @@ mod tests {
 
     #[test]
     fn endpoint_and_virtual_service_changes_are_reused_others_rebuild() {
-        let mut d = sextant_compiler::Delta::default();
+        let mut d = sextant_compiler::Rebuild::default();
         let mut c = Changes::default();
         c.endpoints.insert("a.default.svc.cluster.local".into());
         assert!(reuse(&c, &mut d).is_some());
@@ -275,8 +274,8 @@ mod tests {
             mesh.publish(Arc::new(snapshot), Changes::default());
         }
         let newest = CHANGE_LOG as u64 + 3;
-        assert!(mesh.delta(newest - 5, newest).is_some());
+        assert!(mesh.rebuild(newest - 5, newest).is_some());
         // Versions that fell out of the log are rebuilt whole.
-        assert!(mesh.delta(1, newest).is_none());
+        assert!(mesh.rebuild(1, newest).is_none());
     }
 }

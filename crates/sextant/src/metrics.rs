@@ -95,7 +95,7 @@ impl Metrics {
         );
         registry.register(
             "config_size_bytes",
-            "Encoded size of the last compiled configuration",
+            "Encoded size of the last compiled scope configuration (the part its proxies share)",
             m.config_bytes.clone(),
         );
         registry.register("snapshots", "Snapshots published", m.snapshots.clone());

@@ -124,31 +124,30 @@ impl Outgoing {
 
     /// Everything but the resources: the gRPC frame prefix and the scalar fields.
     fn head(&self) -> BytesMut {
-        let mut fields = BytesMut::new();
+        let mut head = BytesMut::with_capacity(128);
+        head.put_u8(0); // not compressed
+        head.put_u32(0); // length, set below
         match self {
             Outgoing::Sotw(r) => {
-                string(&mut fields, 1, &r.version_info);
-                string(&mut fields, 4, r.type_url);
-                string(&mut fields, 5, &r.nonce);
+                string(&mut head, 1, &r.version_info);
+                string(&mut head, 4, r.type_url);
+                string(&mut head, 5, &r.nonce);
             }
             Outgoing::Delta(r) => {
-                string(&mut fields, 1, &r.system_version_info);
-                string(&mut fields, 4, r.type_url);
-                string(&mut fields, 5, &r.nonce);
+                string(&mut head, 1, &r.system_version_info);
+                string(&mut head, 4, r.type_url);
+                string(&mut head, 5, &r.nonce);
                 for name in &r.removed_resources {
-                    open(&mut fields, 6, name.len());
-                    fields.put_slice(name.as_bytes());
+                    open(&mut head, 6, name.len());
+                    head.put_slice(name.as_bytes());
                 }
             }
         }
         let resources: usize = (0..self.count())
             .map(|i| field_len(self.entry_len(i)))
             .sum();
-        let total = fields.len() + resources;
-        let mut head = BytesMut::with_capacity(5 + fields.len());
-        head.put_u8(0); // not compressed
-        head.put_u32(u32::try_from(total).unwrap_or(u32::MAX));
-        head.put_slice(&fields);
+        let total = head.len() - 5 + resources;
+        head[1..5].copy_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
         head
     }
 

@@ -52,66 +52,55 @@ pub fn resources_of<'a>(all: &'a EncodedResources, url: &str) -> &'a [Encoded] {
     }
 }
 
-/// What a stream serves from: every resource of a type, and one by name.
+/// What a stream serves from: for each type, up to two lists sorted by name with no name in
+/// both (a proxy's shared and own parts).
 pub trait ResourceSet {
-    /// Every resource of `url`.
-    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded>;
-    /// One resource of `url` by name.
-    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded>;
-    /// The resources of `url` named in `names`, in name order; a name without a resource is
-    /// returned as itself.
-    fn select<'a, 'n>(
-        &'a self,
-        url: &str,
-        names: &'n BTreeSet<String>,
-    ) -> Vec<Result<&'a Encoded, &'n String>> {
-        names.iter().map(|n| self.find(url, n).ok_or(n)).collect()
-    }
-}
-
-/// `select` over sorted lists in one pass: a stream's subscription is usually every resource
-/// of the type, and walking both sorted sequences beats a binary search per name.
-fn select_sorted<'a, 'n>(
-    lists: &[&'a [Encoded]],
-    names: &'n BTreeSet<String>,
-) -> Vec<Result<&'a Encoded, &'n String>> {
-    let mut cursors: Vec<usize> = vec![0; lists.len()];
-    names
-        .iter()
-        .map(|name| {
-            for (list, at) in lists.iter().zip(cursors.iter_mut()) {
-                while *at < list.len() && list[*at].name.as_str() < name.as_str() {
-                    *at += 1;
-                }
-                if *at < list.len() && list[*at].name == *name {
-                    return Ok(&list[*at]);
-                }
-            }
-            Err(name)
-        })
-        .collect()
-}
-
-fn find_sorted<'a>(list: &'a [Encoded], name: &str) -> Option<&'a Encoded> {
-    list.binary_search_by(|e| e.name.as_str().cmp(name))
-        .ok()
-        .map(|i| &list[i])
+    /// The lists of `url`.
+    fn lists(&self, url: &str) -> [&[Encoded]; 2];
 }
 
 impl ResourceSet for EncodedResources {
-    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded> {
-        resources_of(self, url).iter().collect()
+    fn lists(&self, url: &str) -> [&[Encoded]; 2] {
+        [resources_of(self, url), &[]]
     }
-    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded> {
-        find_sorted(resources_of(self, url), name)
+}
+
+/// Every resource of `url`.
+fn all_of<'a, R: ResourceSet + ?Sized>(all: &'a R, url: &str) -> Vec<&'a Encoded> {
+    all.lists(url).into_iter().flatten().collect()
+}
+
+/// The resources of `url` named in `names` (in name order), then placeholders for the names
+/// without one. One pass over the sorted lists: a subscription is usually every resource of
+/// the type, and walking both sorted sequences beats a lookup per name.
+fn select<'a, R: ResourceSet + ?Sized>(
+    all: &'a R,
+    url: &'static str,
+    names: &BTreeSet<String>,
+    placeholders: &'a mut Vec<Encoded>,
+) -> Vec<&'a Encoded> {
+    let lists = all.lists(url);
+    let mut cursors = [0usize; 2];
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        let mut hit = None;
+        for (list, at) in lists.iter().zip(cursors.iter_mut()) {
+            while *at < list.len() && list[*at].name.as_str() < name.as_str() {
+                *at += 1;
+            }
+            if *at < list.len() && list[*at].name == *name {
+                hit = Some(&list[*at]);
+                break;
+            }
+        }
+        match hit {
+            Some(e) => found.push(e),
+            None => placeholders.extend(placeholder(url, name)),
+        }
     }
-    fn select<'a, 'n>(
-        &'a self,
-        url: &str,
-        names: &'n BTreeSet<String>,
-    ) -> Vec<Result<&'a Encoded, &'n String>> {
-        select_sorted(&[resources_of(self, url)], names)
-    }
+    let placeholders: &'a Vec<Encoded> = placeholders;
+    found.extend(placeholders.iter());
+    found
 }
 
 /// A proxy's resources without copying shared ones: the part its scope shares with other
@@ -126,11 +115,6 @@ pub struct ProxyResources {
 }
 
 impl ProxyResources {
-    /// Total encoded size in bytes.
-    pub fn size(&self) -> usize {
-        self.shared.size() + self.own.size()
-    }
-
     /// Both parts in one set, sorted by name (for display).
     pub fn merged(&self) -> EncodedResources {
         self.shared.merge(&self.own)
@@ -138,28 +122,11 @@ impl ProxyResources {
 }
 
 impl ResourceSet for ProxyResources {
-    fn all_of<'a>(&'a self, url: &str) -> Vec<&'a Encoded> {
-        resources_of(&self.shared, url)
-            .iter()
-            .chain(resources_of(&self.own, url))
-            .collect()
-    }
-    fn find<'a>(&'a self, url: &str, name: &str) -> Option<&'a Encoded> {
-        find_sorted(resources_of(&self.own, url), name)
-            .or_else(|| find_sorted(resources_of(&self.shared, url), name))
-    }
-    fn select<'a, 'n>(
-        &'a self,
-        url: &str,
-        names: &'n BTreeSet<String>,
-    ) -> Vec<Result<&'a Encoded, &'n String>> {
-        select_sorted(
-            &[
-                resources_of(&self.own, url),
-                resources_of(&self.shared, url),
-            ],
-            names,
-        )
+    fn lists(&self, url: &str) -> [&[Encoded]; 2] {
+        [
+            resources_of(&self.shared, url),
+            resources_of(&self.own, url),
+        ]
     }
 }
 
@@ -397,29 +364,10 @@ impl Sotw {
         always: bool,
     ) -> Option<SotwResponse> {
         let state = self.types.get_mut(url)?;
-        let placeholders: Vec<Encoded>;
+        let mut placeholders = Vec::new();
         let items: Vec<&Encoded> = match &state.names {
-            None => all.all_of(url),
-            Some(names) => {
-                // Names are sorted, so the items are too.
-                let found = all.select(url, names);
-                placeholders = found
-                    .iter()
-                    .filter_map(|r| r.err())
-                    .filter_map(|n| placeholder(url, n))
-                    .collect();
-                let mut extra = placeholders.iter();
-                found
-                    .iter()
-                    .filter_map(|r| match r {
-                        Ok(e) => Some(*e),
-                        Err(_) if url == type_url::ROUTE || url == type_url::ENDPOINT => {
-                            extra.next()
-                        }
-                        Err(_) => None,
-                    })
-                    .collect()
-            }
+            None => all_of(all, url),
+            Some(names) => select(all, url, names, &mut placeholders),
         };
         let version = version_of(&items);
         let unchanged = state.version.as_deref() == Some(version.as_str());
@@ -591,21 +539,11 @@ impl Delta {
         always: bool,
     ) -> Option<DeltaResponse> {
         let state = self.types.get_mut(url)?;
-        let placeholders: Vec<Encoded>;
+        let mut placeholders = Vec::new();
         let wanted: Vec<&Encoded> = if state.wildcard {
-            all.all_of(url)
+            all_of(all, url)
         } else {
-            let found = all.select(url, &state.names);
-            placeholders = found
-                .iter()
-                .filter_map(|r| r.err())
-                .filter_map(|n| placeholder(url, n))
-                .collect();
-            found
-                .iter()
-                .filter_map(|r| r.ok())
-                .chain(placeholders.iter())
-                .collect()
+            select(all, url, &state.names, &mut placeholders)
         };
         let changed: Vec<&Encoded> = wanted
             .iter()
