@@ -23,6 +23,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// How long open connections may take to close once shutdown has begun.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 /// Largest xDS request accepted (Envoy's requests are small; this bounds hostile ones).
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
@@ -222,10 +225,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: not ready, draining streams");
         let _ = shutdown_tx.send(true);
     });
-    let (admin_result, xds_result) = tokio::join!(admin_server, xds_server);
-    drop(watcher);
-    admin_result?;
-    xds_result?;
+    let mut drain_started = shutdown_rx.clone();
+    let servers = async { tokio::join!(admin_server, xds_server) };
+    // Connections get DRAIN_GRACE to close after shutdown begins; a proxy that never closes
+    // its connection must not keep the process alive.
+    let grace = async {
+        let _ = drain_started.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        (admin_result, xds_result) = servers => {
+            drop(watcher);
+            admin_result?;
+            xds_result?;
+        }
+        () = grace => {
+            tracing::warn!(grace = ?DRAIN_GRACE, "connections still open after the drain grace period; exiting");
+        }
+    }
     Ok(())
 }
 
