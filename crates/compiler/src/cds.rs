@@ -82,7 +82,7 @@ fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
             e.service_account.as_ref().map(|sa| {
                 format!(
                     "spiffe://{}/ns/{}/sa/{sa}",
-                    ctx.snapshot.domain_suffix, e.namespace
+                    ctx.snapshot.trust_domain, e.namespace
                 )
             })
         })

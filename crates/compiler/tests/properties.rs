@@ -286,3 +286,39 @@ fn interning_shares_identical_resources_and_keeps_content() {
     // Route configurations differ (short names in the service's own namespace): two copies.
     assert_ne!(a.routes[0].bytes, b.routes[0].bytes);
 }
+
+#[test]
+fn istio_mutual_peers_are_named_in_the_configured_trust_domain() {
+    let manifests = [
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "selector": {"app": "a"},
+                     "ports": [{"name": "http", "port": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a-0", "namespace": "default", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "serviceAccountName": "reader"},
+            "status": {"podIP": "10.1.0.1"}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "a-x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "a"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 80}],
+            "endpoints": [{"addresses": ["10.1.0.1"],
+                           "targetRef": {"kind": "Pod", "name": "a-0", "namespace": "default"}}]}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "a", "namespace": "default"},
+            "spec": {"host": "a", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}}),
+    ];
+    let mut index = Index::new("cluster.local", "Kubernetes").with_trust_domain("example.org");
+    for m in manifests {
+        index.apply(Object::from_json(m, "default").expect("known kind"));
+    }
+    let (snapshot, _) = index.publish();
+    let proxy = Proxy::from_node_id("sidecar~10.0.0.1~p.default~default.svc.cluster.local")
+        .expect("node id");
+    let rendered = render::resources(&sextant_compiler::compile(&snapshot, &proxy)).to_string();
+    assert!(
+        rendered.contains("spiffe://example.org/ns/default/sa/reader"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("spiffe://cluster.local/"));
+}

@@ -163,6 +163,7 @@ type Key = (String, String);
 #[derive(Debug)]
 pub struct Index {
     domain_suffix: String,
+    trust_domain: String,
     cluster_id: String,
     version: u64,
     services: BTreeMap<Key, Arc<sextant_model::Service>>,
@@ -196,10 +197,17 @@ fn key(namespace: &str, name: &str) -> Key {
 }
 
 impl Index {
+    /// Sets the SPIFFE trust domain of workload identities (default `cluster.local`).
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Index {
+        self.trust_domain = trust_domain.to_owned();
+        self
+    }
+
     /// An empty index for a cluster.
     pub fn new(domain_suffix: &str, cluster_id: &str) -> Index {
         Index {
             domain_suffix: domain_suffix.to_owned(),
+            trust_domain: "cluster.local".to_owned(),
             cluster_id: cluster_id.to_owned(),
             version: 0,
             services: BTreeMap::new(),
@@ -562,6 +570,7 @@ impl Index {
         let mut snapshot = Snapshot {
             version: self.version,
             domain_suffix: self.domain_suffix.clone(),
+            trust_domain: self.trust_domain.clone(),
             services: self
                 .services
                 .values()

@@ -17,6 +17,9 @@ pub struct Snapshot {
     pub version: u64,
     /// DNS suffix of the cluster (`cluster.local`).
     pub domain_suffix: String,
+    /// SPIFFE trust domain of workload identities (Istio's `trustDomain`, `cluster.local` by
+    /// default; independent of the DNS suffix).
+    pub trust_domain: String,
     /// Services by host name.
     pub services: BTreeMap<String, Arc<Service>>,
     /// Endpoints by service host name.

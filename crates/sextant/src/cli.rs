@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// DNS suffix of the cluster.
     #[arg(long, env = "SEXTANT_DOMAIN_SUFFIX", default_value = "cluster.local")]
     pub domain_suffix: String,
+    /// SPIFFE trust domain of workload identities (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`).
+    #[arg(long, env = "SEXTANT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
     /// Log format.
     #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -140,12 +140,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         debounce_after_ms,
         debounce_max_ms,
         domain_suffix,
+        trust_domain,
         log_format,
         log_level,
     } = args;
     tracing::info!(
         config_dir = %config_dir.display(), %namespace, xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, %domain_suffix, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
@@ -154,7 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut source = DirSource {
         dir: config_dir.clone(),
         namespace,
-        index: Index::new(&domain_suffix, "Kubernetes"),
+        index: Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain),
         last_good: HashMap::new(),
     };
     let (first, changes) = source.reload();
