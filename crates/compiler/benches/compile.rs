@@ -77,7 +77,7 @@ fn main() {
     ] {
         println!(
             "  {name}: {:.2} MB",
-            list.iter().map(|e| e.bytes.len()).sum::<usize>() as f64 / 1e6
+            list.iter().map(|e| e.body.len()).sum::<usize>() as f64 / 1e6
         );
     }
     println!(

@@ -27,6 +27,7 @@ use envoy_types::pb::envoy::config::{
 use sextant_model::{Proxy, Snapshot};
 
 pub use context::{Context, Part};
+pub use rds::Memo;
 
 /// Type URLs of the resources the compiler produces.
 pub mod type_url {
@@ -60,9 +61,75 @@ pub struct Encoded {
     /// Resource name.
     pub name: String,
     /// Protobuf encoding of the resource (not wrapped in `Any`).
-    pub bytes: bytes::Bytes,
-    /// xxh3 of `bytes`.
+    pub body: Body,
+    /// xxh3 of the encoding.
     pub hash: u64,
+}
+
+/// A resource's encoding: one buffer, or parts sent one after the other. A route
+/// configuration is kept as parts (one per virtual host) so that the parts are shared between
+/// scopes and reused when a snapshot changes other virtual hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The whole encoding.
+    One(bytes::Bytes),
+    /// The encoding is the concatenation of the parts; `len` is their total size.
+    Parts {
+        /// In order.
+        parts: std::sync::Arc<[bytes::Bytes]>,
+        /// Total size.
+        len: usize,
+    },
+}
+
+impl Body {
+    /// Encoded size.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::One(b) => b.len(),
+            Body::Parts { len, .. } => *len,
+        }
+    }
+
+    /// Whether the encoding is empty (a message with every field at its default).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffers to send, in order.
+    pub fn chunks(&self) -> &[bytes::Bytes] {
+        match self {
+            Body::One(b) => std::slice::from_ref(b),
+            Body::Parts { parts, .. } => parts,
+        }
+    }
+
+    /// The encoding in one buffer (copied when in parts).
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        match self {
+            Body::One(b) => b.clone(),
+            Body::Parts { parts, len } => {
+                let mut out = Vec::with_capacity(*len);
+                for p in parts.iter() {
+                    out.extend_from_slice(p);
+                }
+                out.into()
+            }
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        match self {
+            Body::One(b) => xxhash_rust::xxh3::xxh3_64(b),
+            Body::Parts { parts, .. } => {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for p in parts.iter() {
+                    h.update(p);
+                }
+                h.digest()
+            }
+        }
+    }
 }
 
 impl Encoded {
@@ -73,17 +140,32 @@ impl Encoded {
 
     /// Wraps already encoded bytes.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Encoded {
-        let bytes = bytes::Bytes::from(bytes);
+        Encoded::from_body(name, Body::One(bytes.into()))
+    }
+
+    /// Wraps an encoding made of parts.
+    pub fn from_parts(name: &str, parts: Vec<bytes::Bytes>) -> Encoded {
+        let len = parts.iter().map(bytes::Bytes::len).sum();
+        Encoded::from_body(
+            name,
+            Body::Parts {
+                parts: parts.into(),
+                len,
+            },
+        )
+    }
+
+    fn from_body(name: &str, body: Body) -> Encoded {
         Encoded {
             name: name.to_owned(),
-            hash: xxhash_rust::xxh3::xxh3_64(&bytes),
-            bytes,
+            hash: body.hash(),
+            body,
         }
     }
 
     /// Decodes the resource (for display and tests).
     pub fn decode<M: prost::Message + Default>(&self) -> M {
-        M::decode(self.bytes.as_ref()).expect("the compiler encodes valid messages")
+        M::decode(self.body.to_bytes()).expect("the compiler encodes valid messages")
     }
 
     /// The version string sent to Envoy.
@@ -92,8 +174,8 @@ impl Encoded {
     }
 }
 
-/// A proxy's resources, encoded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A proxy's resources, encoded. Two are equal when their resources are (whatever the memo).
+#[derive(Clone, Debug, Default)]
 pub struct EncodedResources {
     /// CDS.
     pub clusters: Vec<Encoded>,
@@ -103,7 +185,20 @@ pub struct EncodedResources {
     pub listeners: Vec<Encoded>,
     /// RDS.
     pub routes: Vec<Encoded>,
+    /// Where the route configurations' virtual hosts came from, for [`recompile_part`].
+    pub memo: rds::Memo,
 }
+
+impl PartialEq for EncodedResources {
+    fn eq(&self, other: &Self) -> bool {
+        self.clusters == other.clusters
+            && self.endpoints == other.endpoints
+            && self.listeners == other.listeners
+            && self.routes == other.routes
+    }
+}
+
+impl Eq for EncodedResources {}
 
 impl EncodedResources {
     /// Total encoded size in bytes.
@@ -116,7 +211,7 @@ impl EncodedResources {
         ]
         .iter()
         .flat_map(|l| l.iter())
-        .map(|e| e.bytes.len())
+        .map(|e| e.body.len())
         .sum()
     }
 }
@@ -132,7 +227,6 @@ pub struct Interner {
 impl Interner {
     /// Replaces each resource's bytes with the shared copy of the same content.
     pub fn intern(&mut self, resources: &mut EncodedResources) {
-        use std::collections::hash_map::Entry;
         for list in [
             &mut resources.clusters,
             &mut resources.endpoints,
@@ -140,15 +234,14 @@ impl Interner {
             &mut resources.routes,
         ] {
             for e in list.iter_mut() {
-                match self.by_hash.entry(e.hash) {
-                    // Unchanged resources of a rebuilt scope are the shared copy already.
-                    Entry::Occupied(o)
-                        if o.get().as_ptr() == e.bytes.as_ptr()
-                            && o.get().len() == e.bytes.len() => {}
-                    Entry::Occupied(o) if *o.get() == e.bytes => e.bytes = o.get().clone(),
-                    Entry::Occupied(_) => {} // a hash collision: keep its own copy
-                    Entry::Vacant(v) => {
-                        v.insert(e.bytes.clone());
+                match &mut e.body {
+                    Body::One(bytes) => self.share(e.hash, bytes),
+                    Body::Parts { parts, .. } => {
+                        let mut shared: Vec<bytes::Bytes> = parts.to_vec();
+                        for p in &mut shared {
+                            self.share(xxhash_rust::xxh3::xxh3_64(p), p);
+                        }
+                        *parts = shared.into();
                     }
                 }
             }
@@ -157,6 +250,21 @@ impl Interner {
             // Entries only the interner still holds belong to replaced resources.
             self.by_hash.retain(|_, b| !b.is_unique());
             self.prune_at = (self.by_hash.len() * 2).max(4096);
+        }
+    }
+
+    /// Replaces `bytes` (whose hash is `hash`) with the shared copy of the same content.
+    fn share(&mut self, hash: u64, bytes: &mut bytes::Bytes) {
+        use std::collections::hash_map::Entry;
+        match self.by_hash.entry(hash) {
+            // Unchanged resources of a rebuilt scope are the shared copy already.
+            Entry::Occupied(o)
+                if o.get().as_ptr() == bytes.as_ptr() && o.get().len() == bytes.len() => {}
+            Entry::Occupied(o) if *o.get() == *bytes => *bytes = o.get().clone(),
+            Entry::Occupied(_) => {} // a hash collision: keep its own copy
+            Entry::Vacant(v) => {
+                v.insert(bytes.clone());
+            }
         }
     }
 
@@ -184,22 +292,25 @@ pub fn compile_part(snapshot: &Snapshot, proxy: &Proxy, part: Part) -> EncodedRe
     let (clusters, eds) = cds::clusters(&ctx);
     let endpoints = eds::load_assignments(&ctx, &eds);
     let listeners = encode_listeners(&ctx);
-    let routes = rds::route_configurations(&ctx);
+    let (routes, memo) = rds::route_configurations(&ctx, None);
     // Every list sorted by name: streams look resources up by binary search.
     EncodedResources {
         clusters,
         endpoints,
         listeners,
         routes,
+        memo,
     }
 }
 
 /// What changed in the mesh since a part was compiled, as far as the rest can be reused.
+/// Anything else (services, DestinationRules, settings) needs a compilation anew.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rebuild {
     /// Services whose endpoints changed: their clusters and load assignments are rebuilt.
     pub endpoints: std::collections::BTreeSet<String>,
-    /// VirtualServices changed: listeners and route configurations are rebuilt.
+    /// VirtualServices changed: listeners are rebuilt, and in route configurations the
+    /// virtual hosts of services whose VirtualService changed.
     pub routing: bool,
 }
 
@@ -216,8 +327,7 @@ pub fn recompile_part(
     let mut out = EncodedResources {
         clusters: previous.clusters.clone(),
         endpoints: previous.endpoints.clone(),
-        listeners: Vec::new(),
-        routes: Vec::new(),
+        ..EncodedResources::default()
     };
     if !rebuild.endpoints.is_empty() {
         let ctx = Context::restricted(snapshot, proxy, part, Some(&rebuild.endpoints));
@@ -229,10 +339,15 @@ pub fn recompile_part(
     if rebuild.routing {
         let ctx = Context::new(snapshot, proxy, part);
         out.listeners = encode_listeners(&ctx);
-        out.routes = rds::route_configurations(&ctx);
+        let previous = rds::Previous {
+            routes: &previous.routes,
+            memo: &previous.memo,
+        };
+        (out.routes, out.memo) = rds::route_configurations(&ctx, Some(&previous));
     } else {
         out.listeners = previous.listeners.clone();
         out.routes = previous.routes.clone();
+        out.memo = previous.memo.clone();
     }
     out
 }
@@ -290,6 +405,7 @@ impl EncodedResources {
             endpoints: join(&self.endpoints, &other.endpoints),
             listeners: join(&self.listeners, &other.listeners),
             routes: join(&self.routes, &other.routes),
+            memo: rds::Memo::default(),
         }
     }
 }

@@ -1,12 +1,17 @@
 //! RDS: one route configuration per HTTP port, a virtual host `host:port` per service with all
 //! its alternative names, and the catch-all virtual host last.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
+
+use bytes::Bytes;
 
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action,
 };
-use sextant_model::{Service, host_matches};
+use sextant_model::{Service, VirtualService, host_matches};
 
 use prost::Message;
 
@@ -17,20 +22,79 @@ use crate::{
     routes, wire,
 };
 
-/// Route configurations the proxy's HTTP listeners ask for, sorted by name.
-pub fn route_configurations(ctx: &Context<'_>) -> Vec<Encoded> {
+/// Where each virtual host of a proxy's route configurations came from, so that a rebuild after
+/// VirtualService changes re-encodes only the virtual hosts whose VirtualService changed.
+#[derive(Clone, Debug, Default)]
+pub struct Memo {
+    /// By route configuration name, in the order of `EncodedResources::routes`.
+    configs: Vec<ConfigMemo>,
+}
+
+#[derive(Clone, Debug)]
+struct ConfigMemo {
+    /// One per service with the configuration's port, in order.
+    hosts: Vec<Origin>,
+    /// Whether the configuration may be rebuilt from its parts (not when it has virtual hosts
+    /// for VirtualService hosts that name no service, which depend on every other host).
+    reusable: bool,
+}
+
+/// What a service's virtual host was built from.
+#[derive(Clone, Debug)]
+enum Origin {
+    /// No virtual host: an earlier one already claimed all its domains.
+    Skipped,
+    /// The default route.
+    Default,
+    /// This VirtualService's routes (kept alive, so pointer equality means "the same").
+    Routed(Arc<VirtualService>),
+}
+
+impl Origin {
+    fn same(&self, other: &Origin) -> bool {
+        match (self, other) {
+            (Origin::Routed(a), Origin::Routed(b)) => Arc::ptr_eq(a, b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+/// The previous compilation of the same proxy, when only VirtualServices changed since: its
+/// route configurations and where their virtual hosts came from.
+pub struct Previous<'a> {
+    /// Route configurations, sorted by name.
+    pub routes: &'a [Encoded],
+    /// Their memo.
+    pub memo: &'a Memo,
+}
+
+/// Route configurations the proxy's HTTP listeners ask for, sorted by name, and their memo.
+/// With `previous`, virtual hosts whose origin did not change are reused as they are.
+pub fn route_configurations(
+    ctx: &Context<'_>,
+    previous: Option<&Previous<'_>>,
+) -> (Vec<Encoded>, Memo) {
     let mut by_port: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for svc in ctx.services() {
         for port in svc.ports.iter().filter(|p| p.protocol.is_http()) {
             by_port.entry(port.port).or_default().push(svc);
         }
     }
-    let mut out: Vec<Encoded> = by_port
+    let mut out: Vec<(Encoded, ConfigMemo)> = by_port
         .into_iter()
-        .map(|(port, services)| route_configuration(ctx, port, &services))
+        .map(|(port, services)| {
+            let old = previous.and_then(|p| {
+                let name = port.to_string();
+                let i = p.routes.binary_search_by(|e| e.name.cmp(&name)).ok()?;
+                let memo = p.memo.configs.get(i)?;
+                (memo.reusable && memo.hosts.len() == services.len()).then(|| (&p.routes[i], memo))
+            });
+            route_configuration(ctx, port, &services, old)
+        })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let (routes, configs) = out.into_iter().unzip();
+    (routes, Memo { configs })
 }
 
 /// A route configuration for a name the proxy asked for that we do not know: empty, as Istio
@@ -43,73 +107,150 @@ pub fn empty(name: &str) -> RouteConfiguration {
     }
 }
 
-fn route_configuration(ctx: &Context<'_>, port: u16, services: &[&Service]) -> Encoded {
+/// One route configuration as parts: its name, one part per virtual host, then the rest.
+/// With `old` (the same configuration for the same services), a virtual host whose origin is
+/// unchanged is the old part, and a changed one keeps the old part's name and domains (they
+/// depend only on the services).
+fn route_configuration(
+    ctx: &Context<'_>,
+    port: u16,
+    services: &[&Service],
+    old: Option<(&Encoded, &ConfigMemo)>,
+) -> (Encoded, ConfigMemo) {
+    // Virtual hosts for hosts that name no service are checked against every domain, which
+    // a rebuild from parts does not collect.
+    let old =
+        old.filter(|_| port != 80 || non_registry_hosts(ctx, port, &mut HashSet::new()).is_empty());
     let name = port.to_string();
-    let mut buf = Vec::new();
-    wire::string_field(&mut buf, 1, &name);
+    let mut parts = Vec::with_capacity(services.len() + 2);
+    let mut head = Vec::new();
+    wire::string_field(&mut head, 1, &name);
+    parts.push(Bytes::from(head));
+    let mut hosts = Vec::with_capacity(services.len());
+    // Old parts, after the name, one per virtual host.
+    let mut old_parts = old.map(|(e, m)| (e.body.chunks()[1..].iter(), &m.hosts));
     // Domains already used by an earlier virtual host (Envoy rejects duplicates), by hash.
-    let mut used_domains: HashSet<u64> = HashSet::with_capacity(services.len() * 5);
-    let mut vhost = Vec::new();
-    let mut route = Vec::new();
+    let mut used_domains: HashSet<u64> = HashSet::new();
     let mut text = String::new();
-    for svc in services {
-        let vhost_name = format!("{}:{port}", svc.hostname);
-        match ctx.virtual_service(&svc.hostname) {
-            Some(vs) => {
-                let mut domains = Vec::new();
-                for_each_domain(ctx, svc, &mut text, |d| {
-                    if used_domains.insert(xxhash_rust::xxh3::xxh3_64(d.as_bytes())) {
-                        domains.push(d.to_owned());
-                    }
-                });
-                if domains.is_empty() {
-                    continue;
-                }
-                let v = VirtualHost {
-                    name: vhost_name,
-                    domains,
-                    routes: routes::virtual_service_routes(ctx, vs, port),
-                    include_request_attempt_count: true,
-                    ..Default::default()
-                };
-                wire::message_field(&mut buf, 2, &v);
+    for (i, svc) in services.iter().enumerate() {
+        let origin = match ctx.virtual_service(&svc.hostname) {
+            Some(vs) => Origin::Routed(vs.clone()),
+            None => Origin::Default,
+        };
+        if let Some((old_parts, old_hosts)) = &mut old_parts {
+            if matches!(old_hosts[i], Origin::Skipped) {
+                hosts.push(Origin::Skipped);
+                continue;
             }
-            None => {
-                // The common case, assembled from shared parts: see `wire`.
-                vhost.clear();
-                wire::string_field(&mut vhost, 1, &vhost_name);
-                let mut any = false;
-                for_each_domain(ctx, svc, &mut text, |d| {
-                    if used_domains.insert(xxhash_rust::xxh3::xxh3_64(d.as_bytes())) {
-                        wire::string_field(&mut vhost, 2, d);
-                        any = true;
-                    }
-                });
-                if !any {
-                    continue;
-                }
-                route.clear();
-                routes::default_route_bytes(ctx, &svc.hostname, port, &mut route);
-                wire::bytes_field(&mut vhost, 3, &route);
-                wire::varint_field(&mut vhost, 14, 1);
-                wire::bytes_field(&mut buf, 2, &vhost);
+            let part = old_parts.next().expect("a part per virtual host");
+            if !old_hosts[i].same(&origin) {
+                parts.push(virtual_host(
+                    ctx,
+                    svc,
+                    port,
+                    &origin,
+                    name_and_domains(part),
+                ));
+            } else {
+                parts.push(part.clone());
             }
+            hosts.push(origin);
+            continue;
         }
+        let mut prefix = Vec::new();
+        wire::string_field(&mut prefix, 1, &format!("{}:{port}", svc.hostname));
+        let mut any = false;
+        for_each_domain(ctx, svc, &mut text, |d| {
+            if used_domains.insert(xxhash_rust::xxh3::xxh3_64(d.as_bytes())) {
+                wire::string_field(&mut prefix, 2, d);
+                any = true;
+            }
+        });
+        if !any {
+            hosts.push(Origin::Skipped);
+            continue;
+        }
+        parts.push(virtual_host(ctx, svc, port, &origin, &prefix));
+        hosts.push(origin);
     }
+    let mut tail = Vec::new();
+    let mut reusable = true;
     if port == 80 {
-        for v in non_registry_hosts(ctx, port, &mut used_domains) {
-            wire::message_field(&mut buf, 2, &v);
+        let extra = non_registry_hosts(ctx, port, &mut used_domains);
+        reusable = extra.is_empty();
+        for v in extra {
+            wire::message_field(&mut tail, 2, &v);
         }
     }
-    wire::message_field(&mut buf, 2, &catch_all(ctx));
+    wire::message_field(&mut tail, 2, &catch_all(ctx));
     RouteConfiguration {
         validate_clusters: Some(boolv(false)),
         ignore_port_in_host_matching: true,
         max_direct_response_body_size_bytes: Some(u32v(1024 * 1024)),
         ..Default::default()
     }
-    .encode_raw(&mut buf);
-    Encoded::from_bytes(&name, buf)
+    .encode_raw(&mut tail);
+    parts.push(Bytes::from(tail));
+    (
+        Encoded::from_parts(&name, parts),
+        ConfigMemo { hosts, reusable },
+    )
+}
+
+/// A `virtual_hosts` entry (field 2 of the route configuration): `prefix` (the encoded name
+/// and domains) and the routes of `origin`.
+fn virtual_host(
+    ctx: &Context<'_>,
+    svc: &Service,
+    port: u16,
+    origin: &Origin,
+    prefix: &[u8],
+) -> Bytes {
+    let mut vhost = prefix.to_vec();
+    match origin {
+        Origin::Routed(vs) => {
+            for r in routes::virtual_service_routes(ctx, vs, port) {
+                wire::message_field(&mut vhost, 3, &r);
+            }
+        }
+        // The common case, assembled from shared parts: see `wire`.
+        _ => {
+            let mut route = Vec::new();
+            routes::default_route_bytes(ctx, &svc.hostname, port, &mut route);
+            wire::bytes_field(&mut vhost, 3, &route);
+        }
+    }
+    // include_request_attempt_count
+    wire::varint_field(&mut vhost, 14, 1);
+    let mut entry = Vec::with_capacity(vhost.len() + 6);
+    wire::bytes_field(&mut entry, 2, &vhost);
+    Bytes::from(entry)
+}
+
+/// The name and domains at the start of an encoded `virtual_hosts` entry: every field before
+/// its routes (field 3) and later fields.
+fn name_and_domains(entry: &[u8]) -> &[u8] {
+    use prost::encoding::{decode_key, decode_varint};
+    let mut outer = entry;
+    let parsed = (|| {
+        decode_key(&mut outer).ok()?;
+        let len = decode_varint(&mut outer).ok()? as usize;
+        let body = outer.get(..len)?;
+        let mut rest = body;
+        loop {
+            let at = body.len() - rest.len();
+            if rest.is_empty() {
+                return Some(body);
+            }
+            let (tag, _) = decode_key(&mut rest).ok()?;
+            if tag > 2 {
+                return Some(&body[..at]);
+            }
+            let len = decode_varint(&mut rest).ok()? as usize;
+            rest = rest.get(len..)?;
+        }
+    })();
+    parsed.expect("virtual hosts are encoded by `virtual_host`")
 }
 
 /// Istio's alternative names: the FQDN, the short name (same namespace), `name.ns.svc`,

@@ -90,10 +90,10 @@ impl Outgoing {
         }
     }
 
-    fn value(&self, i: usize) -> &Bytes {
+    fn value(&self, i: usize) -> &sextant_compiler::Body {
         match self {
             Outgoing::Sotw(r) => &r.resources[i],
-            Outgoing::Delta(r) => &r.resources[i].bytes,
+            Outgoing::Delta(r) => &r.resources[i].body,
         }
     }
 
@@ -172,8 +172,9 @@ impl Outgoing {
 /// asks for data, then the trailers with the stream's status.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Outgoing, Status>>,
-    /// The message being written and its next resource.
-    current: Option<(Outgoing, usize)>,
+    /// The message being written, its next resource and that resource's next part (a
+    /// resource in parts is written a part at a time).
+    current: Option<(Outgoing, usize, usize)>,
     /// Frames ready to go (a chunk followed by a large resource).
     ready: VecDeque<Bytes>,
     /// Status for the trailers, once the stream ends.
@@ -182,19 +183,25 @@ struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// Writes into `chunk` until it is full or a large resource is queued after it.
+    /// Writes into `chunk` until it is full or a large part is queued after it.
     fn fill(&mut self, chunk: &mut BytesMut) {
         while chunk.len() < CHUNK {
-            let Some((out, next)) = &mut self.current else {
+            let Some((out, next, part)) = &mut self.current else {
                 return;
             };
             if *next == out.count() {
                 self.current = None;
                 return;
             }
-            out.entry_head(*next, chunk);
-            let value = out.value(*next);
-            *next += 1;
+            if *part == 0 {
+                out.entry_head(*next, chunk);
+            }
+            let parts = out.value(*next).chunks();
+            let Some(value) = parts.get(*part) else {
+                (*next, *part) = (*next + 1, 0);
+                continue;
+            };
+            *part += 1;
             if value.len() >= ZERO_COPY {
                 self.ready.push_back(std::mem::take(chunk).freeze());
                 self.ready.push_back(value.clone());
@@ -242,7 +249,7 @@ impl http_body::Body for ResponseBody {
                 match this.rx.poll_recv(cx) {
                     Poll::Ready(Some(Ok(out))) => {
                         chunk.put_slice(&out.head());
-                        this.current = Some((out, 0));
+                        this.current = Some((out, 0, 0));
                         this.fill(&mut chunk);
                     }
                     Poll::Ready(Some(Err(status))) => {
@@ -507,11 +514,23 @@ mod tests {
     async fn responses_decode_as_envoys_messages_across_chunks() {
         // Small resources are gathered into chunks, large ones pass through uncopied.
         let sizes = [10, ZERO_COPY + 5, 3, CHUNK, 0, 700];
-        let resources: Vec<Encoded> = sizes
+        let mut resources: Vec<Encoded> = sizes
             .iter()
             .enumerate()
             .map(|(i, s)| resource(&format!("r{i}"), *s))
             .collect();
+        // Resources in parts: many small parts across chunk boundaries, a large part between
+        // small ones, and no parts at all.
+        let part = |n: usize, b: u8| Bytes::from(vec![b; n]);
+        resources.push(Encoded::from_parts(
+            "p0",
+            (0..200).map(|i| part(300, i as u8)).collect(),
+        ));
+        resources.push(Encoded::from_parts(
+            "p1",
+            vec![part(7, 1), part(ZERO_COPY * 2, 2), part(9, 3)],
+        ));
+        resources.push(Encoded::from_parts("p2", Vec::new()));
         let mut many = Vec::new();
         for i in 0..2000 {
             many.push(resource(&format!("m{i}"), 100));
@@ -520,7 +539,7 @@ mod tests {
             version_info: "v1".into(),
             type_url: type_url::CLUSTER,
             nonce: "n1".into(),
-            resources: resources.iter().map(|e| e.bytes.clone()).collect(),
+            resources: resources.iter().map(|e| e.body.clone()).collect(),
         };
         let delta = DeltaResponse {
             system_version_info: "sv".into(),
@@ -542,10 +561,10 @@ mod tests {
             ("v1", "n1")
         );
         assert_eq!(first.type_url, type_url::CLUSTER);
-        assert_eq!(first.resources.len(), sizes.len());
+        assert_eq!(first.resources.len(), resources.len());
         for (any, e) in first.resources.iter().zip(&resources) {
             assert_eq!(any.type_url, type_url::CLUSTER);
-            assert_eq!(any.value, e.bytes.as_ref());
+            assert_eq!(any.value, e.body.to_bytes());
         }
         let second = DeltaDiscoveryResponse::decode(msgs[1].as_slice()).expect("decodes");
         assert_eq!(second.system_version_info, "sv");
@@ -555,7 +574,7 @@ mod tests {
             assert_eq!(r.name, e.name);
             assert_eq!(r.version, e.version());
             let any = r.resource.as_ref().expect("resource");
-            assert_eq!(any.value, e.bytes.as_ref());
+            assert_eq!(any.value, e.body.to_bytes());
         }
         assert_eq!(trailers["grpc-status"], "0");
     }

@@ -19,9 +19,8 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use sextant_compiler::{Encoded, EncodedResources, type_url};
+use sextant_compiler::{Body, Encoded, EncodedResources, type_url};
 
 /// The xDS types Sextant serves, in push order (make before break).
 pub const PUSH_ORDER: [&str; 4] = [
@@ -140,7 +139,7 @@ pub struct SotwResponse {
     /// Nonce the proxy answers with.
     pub nonce: String,
     /// Encoded resources, in order.
-    pub resources: Vec<Bytes>,
+    pub resources: Vec<Body>,
 }
 
 /// An incremental response: changed resources and removed names.
@@ -384,7 +383,7 @@ impl Sotw {
         state.status.record_sent(&version, &nonce, items.len());
         let response = SotwResponse {
             version_info: version,
-            resources: items.iter().map(|e| e.bytes.clone()).collect(),
+            resources: items.iter().map(|e| e.body.clone()).collect(),
             type_url: url,
             nonce,
         };

@@ -49,7 +49,7 @@ fn state(clusters: &[(&str, i64)]) -> EncodedResources {
                 ..Default::default()
             },
         )],
-        routes: vec![],
+        ..Default::default()
     }
 }
 
