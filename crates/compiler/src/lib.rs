@@ -9,6 +9,7 @@
 //! inlines them into a static Envoy bootstrap for `envoy --mode validate`.
 
 pub mod bootstrap;
+mod cache;
 mod cds;
 mod context;
 mod eds;
@@ -26,6 +27,7 @@ use envoy_types::pb::envoy::config::{
 };
 use sextant_model::{Proxy, Snapshot};
 
+pub use cache::ScopeCache;
 pub use context::{Context, Part};
 pub use rds::Memo;
 
@@ -174,17 +176,20 @@ impl Encoded {
     }
 }
 
+/// Resources of one type, sorted by name; shared by every scope with the same list.
+pub type List = std::sync::Arc<[Encoded]>;
+
 /// A proxy's resources, encoded. Two are equal when their resources are (whatever the memo).
 #[derive(Clone, Debug, Default)]
 pub struct EncodedResources {
     /// CDS.
-    pub clusters: Vec<Encoded>,
+    pub clusters: List,
     /// EDS.
-    pub endpoints: Vec<Encoded>,
+    pub endpoints: List,
     /// LDS.
-    pub listeners: Vec<Encoded>,
+    pub listeners: List,
     /// RDS.
-    pub routes: Vec<Encoded>,
+    pub routes: List,
     /// Where the route configurations' virtual hosts came from, for [`recompile_part`].
     pub memo: rds::Memo,
 }
@@ -216,69 +221,6 @@ impl EncodedResources {
     }
 }
 
-/// Keeps one copy of identical encoded resources: most resources (a service's clusters and
-/// load assignments) are the same bytes in every scope, and scopes are compiled separately.
-#[derive(Debug, Default)]
-pub struct Interner {
-    by_hash: std::collections::HashMap<u64, bytes::Bytes>,
-    prune_at: usize,
-}
-
-impl Interner {
-    /// Replaces each resource's bytes with the shared copy of the same content.
-    pub fn intern(&mut self, resources: &mut EncodedResources) {
-        for list in [
-            &mut resources.clusters,
-            &mut resources.endpoints,
-            &mut resources.listeners,
-            &mut resources.routes,
-        ] {
-            for e in list.iter_mut() {
-                match &mut e.body {
-                    Body::One(bytes) => self.share(e.hash, bytes),
-                    Body::Parts { parts, .. } => {
-                        let mut shared: Vec<bytes::Bytes> = parts.to_vec();
-                        for p in &mut shared {
-                            self.share(xxhash_rust::xxh3::xxh3_64(p), p);
-                        }
-                        *parts = shared.into();
-                    }
-                }
-            }
-        }
-        if self.by_hash.len() > self.prune_at {
-            // Entries only the interner still holds belong to replaced resources.
-            self.by_hash.retain(|_, b| !b.is_unique());
-            self.prune_at = (self.by_hash.len() * 2).max(4096);
-        }
-    }
-
-    /// Replaces `bytes` (whose hash is `hash`) with the shared copy of the same content.
-    fn share(&mut self, hash: u64, bytes: &mut bytes::Bytes) {
-        use std::collections::hash_map::Entry;
-        match self.by_hash.entry(hash) {
-            // Unchanged resources of a rebuilt scope are the shared copy already.
-            Entry::Occupied(o)
-                if o.get().as_ptr() == bytes.as_ptr() && o.get().len() == bytes.len() => {}
-            Entry::Occupied(o) if *o.get() == *bytes => *bytes = o.get().clone(),
-            Entry::Occupied(_) => {} // a hash collision: keep its own copy
-            Entry::Vacant(v) => {
-                v.insert(bytes.clone());
-            }
-        }
-    }
-
-    /// Distinct resources held.
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
-    }
-}
-
 /// Compiles and encodes the full configuration of `proxy` from `snapshot`. This is what the
 /// xDS server sends; every resource is encoded exactly once.
 pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
@@ -288,19 +230,7 @@ pub fn compile_encoded(snapshot: &Snapshot, proxy: &Proxy) -> EncodedResources {
 /// Compiles one part of a proxy's configuration (see [`Part`]); the outbound part of proxies
 /// with the same [`scope`] is identical.
 pub fn compile_part(snapshot: &Snapshot, proxy: &Proxy, part: Part) -> EncodedResources {
-    let ctx = Context::new(snapshot, proxy, part);
-    let (clusters, eds) = cds::clusters(&ctx);
-    let endpoints = eds::load_assignments(&ctx, &eds);
-    let listeners = encode_listeners(&ctx);
-    let (routes, memo) = rds::route_configurations(&ctx, None);
-    // Every list sorted by name: streams look resources up by binary search.
-    EncodedResources {
-        clusters,
-        endpoints,
-        listeners,
-        routes,
-        memo,
-    }
+    build(snapshot, proxy, part, None, None)
 }
 
 /// What changed in the mesh since a part was compiled, as far as the rest can be reused.
@@ -315,8 +245,8 @@ pub struct Rebuild {
 }
 
 /// Rebuilds `previous` (the same part of the same proxy, compiled from an earlier snapshot)
-/// for `snapshot`, given that everything that changed in between is described by `rebuild`. The result is what
-/// [`compile_part`] would return, at a fraction of the cost.
+/// for `snapshot`, given that everything that changed in between is described by `rebuild`.
+/// The result is what [`compile_part`] would return, at a fraction of the cost.
 pub fn recompile_part(
     snapshot: &Snapshot,
     proxy: &Proxy,
@@ -324,32 +254,88 @@ pub fn recompile_part(
     previous: &EncodedResources,
     rebuild: &Rebuild,
 ) -> EncodedResources {
-    let mut out = EncodedResources {
-        clusters: previous.clusters.clone(),
-        endpoints: previous.endpoints.clone(),
-        ..EncodedResources::default()
-    };
-    if !rebuild.endpoints.is_empty() {
-        let ctx = Context::restricted(snapshot, proxy, part, Some(&rebuild.endpoints));
-        let (clusters, eds) = cds::clusters(&ctx);
-        let endpoints = eds::load_assignments(&ctx, &eds);
-        splice(&mut out.clusters, clusters, &rebuild.endpoints);
-        splice(&mut out.endpoints, endpoints, &rebuild.endpoints);
-    }
-    if rebuild.routing {
-        let ctx = Context::new(snapshot, proxy, part);
-        out.listeners = encode_listeners(&ctx);
-        let previous = rds::Previous {
-            routes: &previous.routes,
-            memo: &previous.memo,
-        };
-        (out.routes, out.memo) = rds::route_configurations(&ctx, Some(&previous));
-    } else {
-        out.listeners = previous.listeners.clone();
-        out.routes = previous.routes.clone();
-        out.memo = previous.memo.clone();
-    }
+    build(snapshot, proxy, part, Some((previous, rebuild)), None)
+}
+
+/// The outbound part of a scope, as [`compile_part`] (or [`recompile_part`] from `previous`)
+/// would build it, sharing with other scopes through `cache`: clusters and load assignments
+/// built once per snapshot for scopes that depend on the same inputs, and one copy of
+/// identical resources and lists. Scopes compile concurrently; the cache is locked only to
+/// build or find clusters and to intern.
+pub fn compile_scope(
+    snapshot: &Snapshot,
+    scope: &Proxy,
+    previous: Option<(&EncodedResources, &Rebuild)>,
+    cache: &std::sync::Mutex<ScopeCache>,
+) -> EncodedResources {
+    let mut out = build(snapshot, scope, Part::Outbound, previous, Some(cache));
+    lock(cache).intern(&mut out);
     out
+}
+
+fn lock(cache: &std::sync::Mutex<ScopeCache>) -> std::sync::MutexGuard<'_, ScopeCache> {
+    // A panic while it was held leaves at worst an entry missing.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn build(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    part: Part,
+    previous: Option<(&EncodedResources, &Rebuild)>,
+    cache: Option<&std::sync::Mutex<ScopeCache>>,
+) -> EncodedResources {
+    let ctx = Context::new(snapshot, proxy, part);
+    let clusters = || match previous {
+        // Services and rules are as before: only the clusters of changed endpoints change.
+        Some((previous, rebuild)) => {
+            let mut clusters = previous.clusters.clone();
+            let mut endpoints = previous.endpoints.clone();
+            if !rebuild.endpoints.is_empty() {
+                let ctx = Context::restricted(snapshot, proxy, part, Some(&rebuild.endpoints));
+                let (fresh, eds) = cds::clusters(&ctx);
+                let fresh_endpoints = eds::load_assignments(&ctx, &eds);
+                splice(&mut clusters, fresh, &rebuild.endpoints);
+                splice(&mut endpoints, fresh_endpoints, &rebuild.endpoints);
+            }
+            (clusters, endpoints)
+        }
+        None => {
+            let (clusters, eds) = cds::clusters(&ctx);
+            let endpoints = eds::load_assignments(&ctx, &eds);
+            (clusters.into(), endpoints.into())
+        }
+    };
+    let (clusters, endpoints) = match cache {
+        Some(cache) => {
+            let key = cache::cluster_key(&ctx);
+            lock(cache).clusters(snapshot.version, key, clusters)
+        }
+        None => clusters(),
+    };
+    let (listeners, routes, memo) = match previous {
+        Some((previous, rebuild)) if !rebuild.routing => (
+            previous.listeners.clone(),
+            previous.routes.clone(),
+            previous.memo.clone(),
+        ),
+        _ => {
+            let previous = previous.map(|(p, _)| rds::Previous {
+                routes: &p.routes,
+                memo: &p.memo,
+            });
+            let (routes, memo) = rds::route_configurations(&ctx, previous.as_ref());
+            (encode_listeners(&ctx).into(), routes.into(), memo)
+        }
+    };
+    // Every list sorted by name: streams look resources up by binary search.
+    EncodedResources {
+        clusters,
+        endpoints,
+        listeners,
+        routes,
+        memo,
+    }
 }
 
 /// The service host of an `outbound|PORT|SUBSET|HOST` name.
@@ -359,15 +345,12 @@ fn outbound_host(name: &str) -> Option<&str> {
 }
 
 /// Replaces the resources of `hosts` in the sorted `list` with `fresh`.
-fn splice(
-    list: &mut Vec<Encoded>,
-    fresh: Vec<Encoded>,
-    hosts: &std::collections::BTreeSet<String>,
-) {
+fn splice(list: &mut List, fresh: Vec<Encoded>, hosts: &std::collections::BTreeSet<String>) {
     let of_hosts = |e: &Encoded| outbound_host(&e.name).is_some_and(|h| hosts.contains(h));
-    list.retain(|e| !of_hosts(e));
-    list.extend(fresh.into_iter().filter(of_hosts));
-    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut spliced: Vec<Encoded> = list.iter().filter(|e| !of_hosts(e)).cloned().collect();
+    spliced.extend(fresh.into_iter().filter(of_hosts));
+    spliced.sort_by(|a, b| a.name.cmp(&b.name));
+    *list = spliced.into();
 }
 
 fn encode_listeners(ctx: &Context<'_>) -> Vec<Encoded> {
@@ -401,10 +384,10 @@ impl EncodedResources {
             out
         }
         EncodedResources {
-            clusters: join(&self.clusters, &other.clusters),
-            endpoints: join(&self.endpoints, &other.endpoints),
-            listeners: join(&self.listeners, &other.listeners),
-            routes: join(&self.routes, &other.routes),
+            clusters: join(&self.clusters, &other.clusters).into(),
+            endpoints: join(&self.endpoints, &other.endpoints).into(),
+            listeners: join(&self.listeners, &other.listeners).into(),
+            routes: join(&self.routes, &other.routes).into(),
             memo: rds::Memo::default(),
         }
     }

@@ -34,9 +34,6 @@ pub struct Memo {
 struct ConfigMemo {
     /// One per service with the configuration's port, in order.
     hosts: Vec<Origin>,
-    /// Whether the configuration may be rebuilt from its parts (not when it has virtual hosts
-    /// for VirtualService hosts that name no service, which depend on every other host).
-    reusable: bool,
 }
 
 /// What a service's virtual host was built from.
@@ -87,7 +84,7 @@ pub fn route_configurations(
                 let name = port.to_string();
                 let i = p.routes.binary_search_by(|e| e.name.cmp(&name)).ok()?;
                 let memo = p.memo.configs.get(i)?;
-                (memo.reusable && memo.hosts.len() == services.len()).then(|| (&p.routes[i], memo))
+                (memo.hosts.len() == services.len()).then(|| (&p.routes[i], memo))
             });
             route_configuration(ctx, port, &services, old)
         })
@@ -107,7 +104,8 @@ pub fn empty(name: &str) -> RouteConfiguration {
     }
 }
 
-/// One route configuration as parts: its name, one part per virtual host, then the rest.
+/// One route configuration as parts: its name, one part per service virtual host, then the
+/// rest (virtual hosts for VirtualService hosts that name no service, the catch-all, options).
 /// With `old` (the same configuration for the same services), a virtual host whose origin is
 /// unchanged is the old part, and a changed one keeps the old part's name and domains (they
 /// depend only on the services).
@@ -143,16 +141,11 @@ fn route_configuration(
                 continue;
             }
             let part = old_parts.next().expect("a part per virtual host");
-            if !old_hosts[i].same(&origin) {
-                parts.push(virtual_host(
-                    ctx,
-                    svc,
-                    port,
-                    &origin,
-                    name_and_domains(part),
-                ));
-            } else {
+            if old_hosts[i].same(&origin) {
                 parts.push(part.clone());
+            } else {
+                let prefix = name_and_domains(part);
+                parts.push(virtual_host(ctx, svc, port, &origin, prefix));
             }
             hosts.push(origin);
             continue;
@@ -174,11 +167,8 @@ fn route_configuration(
         hosts.push(origin);
     }
     let mut tail = Vec::new();
-    let mut reusable = true;
     if port == 80 {
-        let extra = non_registry_hosts(ctx, port, &mut used_domains);
-        reusable = extra.is_empty();
-        for v in extra {
+        for v in non_registry_hosts(ctx, port, &mut used_domains) {
             wire::message_field(&mut tail, 2, &v);
         }
     }
@@ -191,10 +181,7 @@ fn route_configuration(
     }
     .encode_raw(&mut tail);
     parts.push(Bytes::from(tail));
-    (
-        Encoded::from_parts(&name, parts),
-        ConfigMemo { hosts, reusable },
-    )
+    (Encoded::from_parts(&name, parts), ConfigMemo { hosts })
 }
 
 /// A `virtual_hosts` entry (field 2 of the route configuration): `prefix` (the encoded name

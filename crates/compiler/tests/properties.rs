@@ -1,10 +1,13 @@
 //! Random valid meshes: compiling never panics, and the same input always yields byte-identical
 //! output (resource versions are content hashes), whatever order the objects arrived in.
 
+use std::sync::{Arc, Mutex};
+
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sextant_compiler::{
-    Part, Rebuild, compile_encoded, compile_part, json as render, recompile_part,
+    Part, Rebuild, ScopeCache, compile_encoded, compile_part, compile_scope, json as render,
+    recompile_part,
 };
 use sextant_index::{Index, Object};
 use sextant_model::{Kind, Proxy};
@@ -232,9 +235,31 @@ proptest! {
             let (next, changes) = index.publish();
             prop_assume!(sextant_compiler::scope(&next, &proxy) == scope);
             let rebuild = Rebuild { routing: !changes.configs.is_empty(), ..Rebuild::default() };
-            let rebuilt = recompile_part(&next, &scope, Part::Outbound, &previous, &rebuild);
+            let cache = Mutex::new(ScopeCache::default());
+            let rebuilt = compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
             prop_assert_eq!(&rebuilt, &compile_part(&next, &scope, Part::Outbound));
             previous = rebuilt;
+        }
+    }
+
+    #[test]
+    fn scopes_share_clusters_only_when_they_depend_on_the_same_rules(mesh in mesh()) {
+        let mut index = build(mesh.manifests.iter().cloned());
+        // A rule local to one namespace: its proxies must not share the others' clusters.
+        let local = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "local", "namespace": "elsewhere"},
+            "spec": {"host": "svc-0.default.svc.cluster.local",
+                     "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}});
+        index.apply(Object::from_json(local, "default").expect("known kind"));
+        let (snapshot, _) = index.publish();
+        let here = sextant_compiler::scope(&snapshot, &proxy_of(&mesh));
+        let in_namespace = |ns: &str| Proxy { namespace: ns.to_owned(), ..here.clone() };
+        let cache = Mutex::new(ScopeCache::default());
+        for p in [&here, &in_namespace("elsewhere"), &in_namespace("third"), &here] {
+            prop_assert_eq!(
+                compile_scope(&snapshot, p, None, &cache),
+                compile_part(&snapshot, p, Part::Outbound)
+            );
         }
     }
 
@@ -272,7 +297,7 @@ proptest! {
 }
 
 #[test]
-fn interning_shares_identical_resources_and_keeps_content() {
+fn scopes_share_lists_and_identical_parts_and_keep_content() {
     let mut index = build(
         [
             json!({"apiVersion": "v1", "kind": "Service",
@@ -287,23 +312,15 @@ fn interning_shares_identical_resources_and_keeps_content() {
         .expect("node id");
     let there =
         Proxy::from_node_id("sidecar~10.0.0.2~q.other~other.svc.cluster.local").expect("node id");
-    let mut a = compile_part(&snapshot, &here, Part::Outbound);
-    let mut b = compile_part(&snapshot, &there, Part::Outbound);
-    let (a0, b0) = (a.clone(), b.clone());
-    let mut interner = sextant_compiler::Interner::default();
-    interner.intern(&mut a);
-    interner.intern(&mut b);
-    assert_eq!((&a, &b), (&a0, &b0), "content unchanged");
-    let cluster = |r: &sextant_compiler::EncodedResources| {
-        r.clusters
-            .iter()
-            .find(|c| c.name == "outbound|80||a.default.svc.cluster.local")
-            .expect("cluster")
-            .body
-            .chunks()[0]
-            .as_ptr()
-    };
-    assert_eq!(cluster(&a), cluster(&b), "one copy for both scopes");
+    let cache = Mutex::new(ScopeCache::default());
+    let a = compile_scope(&snapshot, &here, None, &cache);
+    let b = compile_scope(&snapshot, &there, None, &cache);
+    assert_eq!(a, compile_part(&snapshot, &here, Part::Outbound));
+    assert_eq!(b, compile_part(&snapshot, &there, Part::Outbound));
+    assert!(
+        Arc::ptr_eq(&a.clusters, &b.clusters),
+        "one list for both scopes"
+    );
     // Route configurations differ (short names in the service's own namespace), but the parts
     // they have in common (everything after the virtual host of `a`) are one copy.
     assert_ne!(a.routes[0].body, b.routes[0].body);

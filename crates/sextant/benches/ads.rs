@@ -585,8 +585,15 @@ mod clients {
         endpoint: Result<tonic::transport::Endpoint, tonic::transport::Error>,
     ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
         Ok(endpoint?
-            .initial_stream_window_size(256 << 20)
-            .initial_connection_window_size(256 << 20))
+            .initial_stream_window_size(window("SEXTANT_BENCH_STREAM_WINDOW", 256 << 20))
+            .initial_connection_window_size(window("SEXTANT_BENCH_CONN_WINDOW", 256 << 20)))
+    }
+
+    fn window(var: &str, default: u32) -> u32 {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 
     /// One state-of-the-world proxy; reconnects like Envoy when a storm overflows the backlog.

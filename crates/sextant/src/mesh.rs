@@ -37,8 +37,9 @@ pub struct Mesh {
     /// By scope key; one lock per scope, so one proxy of a scope compiles it and the others
     /// wait for the result.
     scopes: Mutex<HashMap<String, Arc<Mutex<ScopeEntry>>>>,
-    /// One copy of each distinct resource across scopes and snapshots.
-    interner: Mutex<sextant_compiler::Interner>,
+    /// What scopes share: one copy of identical resources across scopes and snapshots,
+    /// clusters and load assignments built once per snapshot.
+    cache: Mutex<sextant_compiler::ScopeCache>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -51,7 +52,7 @@ impl Mesh {
             ready: AtomicBool::new(false),
             log: Mutex::new(VecDeque::new()),
             scopes: Mutex::new(HashMap::new()),
-            interner: Mutex::new(sextant_compiler::Interner::default()),
+            cache: Mutex::new(sextant_compiler::ScopeCache::default()),
             metrics,
         }
     }
@@ -119,20 +120,12 @@ impl Mesh {
         let rebuild = entry
             .version
             .and_then(|since| self.rebuild(since, snapshot.version));
-        let mut resources = match rebuild {
-            Some(rebuild) => sextant_compiler::recompile_part(
-                snapshot,
-                scope,
-                Part::Outbound,
-                &entry.resources,
-                &rebuild,
-            ),
-            None => sextant_compiler::compile_part(snapshot, scope, Part::Outbound),
-        };
-        self.interner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .intern(&mut resources);
+        let resources = sextant_compiler::compile_scope(
+            snapshot,
+            scope,
+            rebuild.as_ref().map(|r| (&*entry.resources, r)),
+            &self.cache,
+        );
         self.metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -42,13 +42,14 @@ fn state(clusters: &[(&str, i64)]) -> EncodedResources {
     EncodedResources {
         clusters: clusters.iter().map(|(n, t)| cluster(n, *t)).collect(),
         endpoints: clusters.iter().map(|(n, _)| cla(n)).collect(),
-        listeners: vec![Encoded::new(
+        listeners: [Encoded::new(
             "l",
             &Listener {
                 name: "l".into(),
                 ..Default::default()
             },
-        )],
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -98,7 +99,7 @@ fn sotw_update_sends_only_changed_types_in_push_order() {
     s.on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
         .expect("eds");
     let mut changed = all.clone();
-    changed.clusters = vec![cluster("a", 2)];
+    changed.clusters = [cluster("a", 2)].into();
     let pushed = s.on_update(&changed);
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url).collect();
     assert_eq!(types, [type_url::CLUSTER], "only CDS changed");
@@ -294,7 +295,8 @@ fn delta_named_subscriptions_and_unsubscribe() {
                 ..Default::default()
             },
         ),
-    ];
+    ]
+    .into();
     let r = d.on_update(&changed).pop().expect("b changed");
     assert_eq!(r.resources.len(), 1);
 }
@@ -351,7 +353,8 @@ fn delta_subscriptions_in_stale_or_nack_requests_are_applied() {
                 },
             ),
             cla("b"),
-        ],
+        ]
+        .into(),
         ..all.clone()
     });
     assert_eq!(second.len(), 1);

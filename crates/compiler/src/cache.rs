@@ -1,0 +1,178 @@
+//! What scopes share: one copy of identical resources (most of a service's clusters and load
+//! assignments are the same bytes in every scope, and so are most virtual hosts), one copy of
+//! identical lists, and the clusters and load assignments of the current snapshot by what they
+//! depend on, so that scopes which see the same services through the same DestinationRules
+//! build them once.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use sextant_model::{DestinationRule, ProxyFlavor};
+
+use crate::{Body, Context, Encoded, EncodedResources, List};
+
+/// Shared by the scopes of one control plane; see the module documentation.
+#[derive(Debug, Default)]
+pub struct ScopeCache {
+    /// Buffers by content hash.
+    buffers: HashMap<u64, Bytes>,
+    /// Lists by a hash of their names and resource hashes.
+    lists: HashMap<u64, List>,
+    prune_at: usize,
+    /// Snapshot version of `clusters`.
+    version: u64,
+    /// Outbound clusters and load assignments of that snapshot, by their inputs.
+    clusters: Vec<(ClusterKey, List, List)>,
+}
+
+/// What a scope's outbound clusters and load assignments depend on: the proxy flavor, the
+/// visible services and the DestinationRule each resolves to (merged, as the proxy sees it).
+/// `hash` covers the flavor, host names and rule names; equality compares everything.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ClusterKey {
+    hash: u64,
+    flavor: ProxyFlavor,
+    /// Services by identity within the snapshot, with their rule.
+    services: Vec<(usize, Option<DestinationRule>)>,
+}
+
+/// The key of the scope `ctx` compiles.
+pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[ctx.proxy.flavor as u8]);
+    let services = ctx
+        .services()
+        .map(|svc| {
+            let rule = ctx.rule(&svc.hostname).cloned();
+            h.update(svc.hostname.as_bytes());
+            if let Some(r) = &rule {
+                h.update(r.id.namespace.as_bytes());
+                h.update(r.id.name.as_bytes());
+            }
+            (Arc::as_ptr(svc) as usize, rule)
+        })
+        .collect();
+    ClusterKey {
+        hash: h.digest(),
+        flavor: ctx.proxy.flavor,
+        services,
+    }
+}
+
+impl ScopeCache {
+    /// The clusters and load assignments for `key` in snapshot `version`: built by `build`
+    /// (and interned) the first time, shared after.
+    pub(crate) fn clusters(
+        &mut self,
+        version: u64,
+        key: ClusterKey,
+        build: impl FnOnce() -> (List, List),
+    ) -> (List, List) {
+        if self.version != version {
+            self.clusters.clear();
+            self.version = version;
+        }
+        if let Some((_, c, e)) = self.clusters.iter().find(|(k, _, _)| *k == key) {
+            return (c.clone(), e.clone());
+        }
+        let (mut c, mut e) = build();
+        self.intern_list(&mut c);
+        self.intern_list(&mut e);
+        self.clusters.push((key, c.clone(), e.clone()));
+        (c, e)
+    }
+
+    /// Replaces each list of `resources`, and each resource's buffers, with the shared copy of
+    /// the same content.
+    pub(crate) fn intern(&mut self, resources: &mut EncodedResources) {
+        for list in [
+            &mut resources.clusters,
+            &mut resources.endpoints,
+            &mut resources.listeners,
+            &mut resources.routes,
+        ] {
+            self.intern_list(list);
+        }
+        if self.buffers.len() > self.prune_at {
+            // Entries only the cache still holds belong to replaced resources.
+            self.buffers.retain(|_, b| !b.is_unique());
+            self.lists.retain(|_, l| Arc::strong_count(l) > 1);
+            self.prune_at = (self.buffers.len() * 2).max(4096);
+        }
+    }
+
+    /// A list held elsewhere too (a previous scope's, a cached one) went through here when it
+    /// was built: only a list of its own has its resources interned.
+    fn intern_list(&mut self, list: &mut List) {
+        if let Some(entries) = Arc::get_mut(list) {
+            for e in entries.iter_mut() {
+                self.intern_body(e);
+            }
+        }
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for e in list.iter() {
+            h.update(e.name.as_bytes());
+            h.update(&e.hash.to_le_bytes());
+        }
+        match self.lists.entry(h.digest()) {
+            Entry::Occupied(o) if Arc::ptr_eq(o.get(), list) => {}
+            Entry::Occupied(o)
+                if o.get().len() == list.len()
+                    && o.get().iter().zip(list.iter()).all(|(a, b)| same(a, b)) =>
+            {
+                *list = o.get().clone();
+            }
+            Entry::Occupied(_) => {} // a hash collision: keep its own list
+            Entry::Vacant(v) => {
+                v.insert(list.clone());
+            }
+        }
+    }
+
+    fn intern_body(&mut self, e: &mut Encoded) {
+        match &mut e.body {
+            Body::One(bytes) => self.share(e.hash, bytes),
+            Body::Parts { parts, .. } => {
+                let mut shared: Vec<Bytes> = parts.to_vec();
+                for p in &mut shared {
+                    self.share(xxhash_rust::xxh3::xxh3_64(p), p);
+                }
+                *parts = shared.into();
+            }
+        }
+    }
+
+    /// Replaces `bytes` (whose hash is `hash`) with the shared copy of the same content.
+    fn share(&mut self, hash: u64, bytes: &mut Bytes) {
+        match self.buffers.entry(hash) {
+            // Unchanged parts of a rebuilt resource are the shared copy already.
+            Entry::Occupied(o)
+                if o.get().as_ptr() == bytes.as_ptr() && o.get().len() == bytes.len() => {}
+            Entry::Occupied(o) if *o.get() == *bytes => *bytes = o.get().clone(),
+            Entry::Occupied(_) => {} // a hash collision: keep its own copy
+            Entry::Vacant(v) => {
+                v.insert(bytes.clone());
+            }
+        }
+    }
+
+    /// Distinct buffers held.
+    pub fn buffers(&self) -> usize {
+        self.buffers.len()
+    }
+}
+
+/// The same resource: after interning, equal content is the same buffers.
+fn same(a: &Encoded, b: &Encoded) -> bool {
+    a.name == b.name
+        && a.hash == b.hash
+        && a.body.chunks().len() == b.body.chunks().len()
+        && a.body
+            .chunks()
+            .iter()
+            .zip(b.body.chunks())
+            .all(|(x, y)| x.as_ptr() == y.as_ptr() && x.len() == y.len())
+}
