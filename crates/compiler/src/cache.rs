@@ -134,19 +134,24 @@ impl ScopeCache {
 
     fn intern_body(&mut self, e: &mut Encoded) {
         match &mut e.body {
-            Body::One(bytes) => self.share(e.hash, bytes),
+            Body::One(bytes) => self.share_with(e.hash, bytes, |b| b.clone()),
             Body::Parts { parts, .. } => {
                 let mut shared: Vec<Bytes> = parts.to_vec();
                 for p in &mut shared {
-                    self.share(xxhash_rust::xxh3::xxh3_64(p), p);
+                    // Parts are slices of one buffer per resource: a kept part gets its own
+                    // copy, so that it does not keep the rest of that buffer alive.
+                    self.share_with(xxhash_rust::xxh3::xxh3_64(p), p, |b| {
+                        Bytes::copy_from_slice(b)
+                    });
                 }
                 *parts = shared.into();
             }
         }
     }
 
-    /// Replaces `bytes` (whose hash is `hash`) with the shared copy of the same content.
-    fn share(&mut self, hash: u64, bytes: &mut Bytes) {
+    /// Replaces `bytes` (whose hash is `hash`) with the shared copy of the same content; the
+    /// first copy seen is kept as `keep` makes it.
+    fn share_with(&mut self, hash: u64, bytes: &mut Bytes, keep: impl FnOnce(&Bytes) -> Bytes) {
         match self.buffers.entry(hash) {
             // Unchanged parts of a rebuilt resource are the shared copy already.
             Entry::Occupied(o)
@@ -154,6 +159,7 @@ impl ScopeCache {
             Entry::Occupied(o) if *o.get() == *bytes => *bytes = o.get().clone(),
             Entry::Occupied(_) => {} // a hash collision: keep its own copy
             Entry::Vacant(v) => {
+                *bytes = keep(bytes);
                 v.insert(bytes.clone());
             }
         }

@@ -108,7 +108,8 @@ pub fn empty(name: &str) -> RouteConfiguration {
 /// rest (virtual hosts for VirtualService hosts that name no service, the catch-all, options).
 /// With `old` (the same configuration for the same services), a virtual host whose origin is
 /// unchanged is the old part, and a changed one keeps the old part's name and domains (they
-/// depend only on the services).
+/// depend only on the services). New parts are written into one buffer and sliced from it; the
+/// scope cache gives each part its own copy when it keeps it.
 fn route_configuration(
     ctx: &Context<'_>,
     port: u16,
@@ -120,16 +121,17 @@ fn route_configuration(
     let old =
         old.filter(|_| port != 80 || non_registry_hosts(ctx, port, &mut HashSet::new()).is_empty());
     let name = port.to_string();
-    let mut parts = Vec::with_capacity(services.len() + 2);
-    let mut head = Vec::new();
-    wire::string_field(&mut head, 1, &name);
-    parts.push(Bytes::from(head));
+    let mut buf = Vec::new();
+    // Each part: an old one, or where a new one ends in `buf`.
+    let mut parts: Vec<Result<Bytes, usize>> = Vec::with_capacity(services.len() + 2);
+    wire::string_field(&mut buf, 1, &name);
+    parts.push(Err(buf.len()));
     let mut hosts = Vec::with_capacity(services.len());
     // Old parts, after the name, one per virtual host.
     let mut old_parts = old.map(|(e, m)| (e.body.chunks()[1..].iter(), &m.hosts));
     // Domains already used by an earlier virtual host (Envoy rejects duplicates), by hash.
-    let mut used_domains: HashSet<u64> = HashSet::new();
-    let mut text = String::new();
+    let mut used_domains: HashSet<u64> = HashSet::with_capacity(services.len() * 5);
+    let mut scratch = Scratch::default();
     for (i, svc) in services.iter().enumerate() {
         let origin = match ctx.virtual_service(&svc.hostname) {
             Some(vs) => Origin::Routed(vs.clone()),
@@ -142,20 +144,27 @@ fn route_configuration(
             }
             let part = old_parts.next().expect("a part per virtual host");
             if old_hosts[i].same(&origin) {
-                parts.push(part.clone());
+                parts.push(Ok(part.clone()));
             } else {
-                let prefix = name_and_domains(part);
-                parts.push(virtual_host(ctx, svc, port, &origin, prefix));
+                scratch.vhost.clear();
+                scratch.vhost.extend_from_slice(name_and_domains(part));
+                virtual_host(ctx, svc, port, &origin, &mut scratch, &mut buf);
+                parts.push(Err(buf.len()));
             }
             hosts.push(origin);
             continue;
         }
-        let mut prefix = Vec::new();
-        wire::string_field(&mut prefix, 1, &format!("{}:{port}", svc.hostname));
+        let Scratch { vhost, text, .. } = &mut scratch;
+        vhost.clear();
+        text.clear();
+        text.push_str(&svc.hostname);
+        text.push(':');
+        text.push_str(&name);
+        wire::string_field(vhost, 1, text);
         let mut any = false;
-        for_each_domain(ctx, svc, &mut text, |d| {
+        for_each_domain(ctx, svc, text, |d| {
             if used_domains.insert(xxhash_rust::xxh3::xxh3_64(d.as_bytes())) {
-                wire::string_field(&mut prefix, 2, d);
+                wire::string_field(vhost, 2, d);
                 any = true;
             }
         });
@@ -163,55 +172,76 @@ fn route_configuration(
             hosts.push(Origin::Skipped);
             continue;
         }
-        parts.push(virtual_host(ctx, svc, port, &origin, &prefix));
+        virtual_host(ctx, svc, port, &origin, &mut scratch, &mut buf);
+        parts.push(Err(buf.len()));
         hosts.push(origin);
     }
-    let mut tail = Vec::new();
     if port == 80 {
         for v in non_registry_hosts(ctx, port, &mut used_domains) {
-            wire::message_field(&mut tail, 2, &v);
+            wire::message_field(&mut buf, 2, &v);
         }
     }
-    wire::message_field(&mut tail, 2, &catch_all(ctx));
+    wire::message_field(&mut buf, 2, &catch_all(ctx));
     RouteConfiguration {
         validate_clusters: Some(boolv(false)),
         ignore_port_in_host_matching: true,
         max_direct_response_body_size_bytes: Some(u32v(1024 * 1024)),
         ..Default::default()
     }
-    .encode_raw(&mut tail);
-    parts.push(Bytes::from(tail));
+    .encode_raw(&mut buf);
+    parts.push(Err(buf.len()));
+    let buf = Bytes::from(buf);
+    let mut start = 0;
+    let parts = parts
+        .into_iter()
+        .map(|p| match p {
+            Ok(old) => old,
+            Err(end) => {
+                let part = buf.slice(start..end);
+                start = end;
+                part
+            }
+        })
+        .collect();
     (Encoded::from_parts(&name, parts), ConfigMemo { hosts })
 }
 
-/// A `virtual_hosts` entry (field 2 of the route configuration): `prefix` (the encoded name
-/// and domains) and the routes of `origin`.
+/// Reused buffers: a route configuration is built one virtual host at a time.
+#[derive(Default)]
+struct Scratch {
+    /// The virtual host being built.
+    vhost: Vec<u8>,
+    route: Vec<u8>,
+    text: String,
+}
+
+/// Appends a `virtual_hosts` entry (field 2 of the route configuration) to `buf`: what
+/// `scratch.vhost` holds already (the encoded name and domains), then the routes of `origin`.
 fn virtual_host(
     ctx: &Context<'_>,
     svc: &Service,
     port: u16,
     origin: &Origin,
-    prefix: &[u8],
-) -> Bytes {
-    let mut vhost = prefix.to_vec();
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) {
+    let vhost = &mut scratch.vhost;
     match origin {
         Origin::Routed(vs) => {
             for r in routes::virtual_service_routes(ctx, vs, port) {
-                wire::message_field(&mut vhost, 3, &r);
+                wire::message_field(vhost, 3, &r);
             }
         }
         // The common case, assembled from shared parts: see `wire`.
         _ => {
-            let mut route = Vec::new();
-            routes::default_route_bytes(ctx, &svc.hostname, port, &mut route);
-            wire::bytes_field(&mut vhost, 3, &route);
+            scratch.route.clear();
+            routes::default_route_bytes(ctx, &svc.hostname, port, &mut scratch.route);
+            wire::bytes_field(vhost, 3, &scratch.route);
         }
     }
     // include_request_attempt_count
-    wire::varint_field(&mut vhost, 14, 1);
-    let mut entry = Vec::with_capacity(vhost.len() + 6);
-    wire::bytes_field(&mut entry, 2, &vhost);
-    Bytes::from(entry)
+    wire::varint_field(vhost, 14, 1);
+    wire::bytes_field(buf, 2, vhost);
 }
 
 /// The name and domains at the start of an encoded `virtual_hosts` entry: every field before
