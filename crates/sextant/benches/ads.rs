@@ -145,6 +145,27 @@ fn compile_time(mesh: &Mesh) -> String {
     )
 }
 
+/// Median and maximum time to produce a proxy's resources when its scope is compiled already,
+/// over the bench's proxies (DESIGN.md: at most 1 ms).
+fn cached_scope_time(mesh: &Mesh, proxies: usize) -> String {
+    use sextant_xds::Generator;
+    let mut times: Vec<f64> = (0..proxies)
+        .map(|i| {
+            let proxy = sextant_xds::proxy_from_node(&nth_node(i)).expect("valid node");
+            let started = Instant::now();
+            let proxy = mesh.complete(proxy);
+            std::hint::black_box(mesh.resources(&proxy));
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "median {:.3} ms, p99 {:.3} ms ({proxies} proxies)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    )
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -244,6 +265,10 @@ async fn server(proxies: usize, pinned: bool) {
         client_cpu(&mut clients).await - client_cpu0,
     );
     println!("  compile time so far: {}", compile_time(&mesh));
+    println!(
+        "  a proxy's configuration once its scope is cached (scope lookup + its own inbound part): {}",
+        cached_scope_time(&mesh, proxies)
+    );
     // Idle: every response sent and ACKed, buffers returned.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_connected = rss_kib();
