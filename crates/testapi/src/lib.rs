@@ -1,0 +1,122 @@
+//! A small Kubernetes API server for tests, standing in for envtest where no kube-apiserver
+//! can run. Real clients talk to it over HTTP: kubectl (discovery, OpenAPI v3 with server-side
+//! field validation, client-side and server-side apply, server-side printing), kube-rs
+//! (list and watch with resource versions, bookmarks and `410 Gone`), and Sextant itself.
+//!
+//! What it serves: the built-in kinds Sextant and its Helm chart use (`registry::builtins`),
+//! and custom resources from the CustomResourceDefinitions applied to it, validated against
+//! their `openAPIV3Schema` and CEL rules (`sextant-schema`; unknown fields are rejected as with
+//! `fieldValidation=Strict`). Create, get, list, update, delete, JSON merge patch, strategic
+//! merge patch for built-in kinds, server-side apply without field ownership, the status
+//! subresource, watch, label selectors and `metadata.name`/`metadata.namespace` field
+//! selectors, TokenReview for configured tokens. With a data directory its objects survive a
+//! restart.
+//!
+//! What it does not do: authentication and authorization (every request is allowed),
+//! validation of built-in kinds beyond kind and apiVersion, schema conversion between versions
+//! of a custom resource (they must share one schema, as Istio's do), admission webhooks,
+//! pagination (`limit` is ignored), and garbage collection by owner references.
+
+pub mod api;
+pub mod patch;
+pub mod registry;
+pub mod select;
+pub mod store;
+pub mod table;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use serde_json::json;
+
+use crate::{
+    api::{Inner, Server},
+    store::{EventType, Key, Store, now_rfc3339},
+};
+
+/// How to run the server.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Address to listen on (port 0: any free port).
+    pub listen: Option<SocketAddr>,
+    /// Where objects are kept across restarts.
+    pub data_dir: Option<PathBuf>,
+    /// Where to write a kubeconfig for kubectl, helm and kube-rs.
+    pub kubeconfig: Option<PathBuf>,
+    /// Bearer tokens TokenReview accepts, with their user names.
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// A running server.
+pub struct Handle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// A kubeconfig pointing at `url`, with context `sextant-testapi` and namespace `default`.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sextant-testapi\n  cluster:\n    server: {url}\ncontexts:\n- name: sextant-testapi\n  context:\n    cluster: sextant-testapi\n    user: sextant-testapi\n    namespace: default\ncurrent-context: sextant-testapi\nusers:\n- name: sextant-testapi\n  user: {{}}\n"
+    )
+}
+
+/// Starts the server on the current tokio runtime.
+pub async fn start(options: Options) -> anyhow::Result<Handle> {
+    let mut store = Store::open(options.data_dir.clone())?;
+    // The namespaces every cluster has.
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let key = Key {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.into(),
+        };
+        if store.get(&key).is_none() {
+            let uid = store.uid();
+            store.put(
+                key,
+                json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": ns, "uid": uid, "creationTimestamp": now_rfc3339(),
+                                    "labels": {"kubernetes.io/metadata.name": ns}},
+                       "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+                EventType::Added,
+            );
+        }
+    }
+    let mut inner = Inner {
+        store,
+        types: Vec::new(),
+    };
+    inner.refresh_types();
+    let server = Arc::new(Server {
+        inner: tokio::sync::Mutex::new(inner),
+        tokens: options.tokens,
+    });
+    let listen = options
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    if let Some(path) = &options.kubeconfig {
+        std::fs::write(path, kubeconfig(&format!("http://{addr}")))?;
+    }
+    let app = axum::Router::new().fallback(api::handle).with_state(server);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "test API server stopped");
+        }
+    });
+    Ok(Handle { addr, task })
+}

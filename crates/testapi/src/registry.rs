@@ -1,0 +1,473 @@
+//! The resource types the server serves: the built-in kinds Sextant and its Helm chart use, and
+//! those that CustomResourceDefinitions add. Discovery and OpenAPI documents are derived from
+//! this list.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sextant_schema::Schema;
+
+/// One served resource type (one group, version and plural).
+#[derive(Clone, Debug)]
+pub struct ResourceType {
+    /// API group, empty for the core group.
+    pub group: String,
+    /// Served version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Plural, lowercase (the URL segment).
+    pub plural: String,
+    /// Singular, lowercase.
+    pub singular: String,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// `kubectl get` abbreviations.
+    pub short_names: Vec<String>,
+    /// Categories (`kubectl get istio-io`).
+    pub categories: Vec<String>,
+    /// Has a `status` subresource.
+    pub status: bool,
+    /// Only `create` (TokenReview).
+    pub create_only: bool,
+    /// What a CustomResourceDefinition adds.
+    pub custom: Option<Custom>,
+}
+
+/// Per-version details of a custom resource.
+#[derive(Clone, Debug)]
+pub struct Custom {
+    /// The CRD's name (`virtualservices.networking.istio.io`).
+    pub crd: String,
+    /// Schema to validate objects with (`None`: no schema, everything preserved).
+    pub schema: Option<std::sync::Arc<Schema>>,
+    /// `additionalPrinterColumns`.
+    pub columns: Vec<Column>,
+}
+
+/// A printer column of a custom resource.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// Header.
+    pub name: String,
+    /// OpenAPI type (`string`, `integer`, `date`, ...).
+    pub type_: String,
+    /// Simple JSONPath (`.spec.gateways`).
+    pub json_path: String,
+    /// Description shown by `kubectl explain`-like tools.
+    pub description: String,
+    /// Shown only with `-o wide` when above 0.
+    pub priority: i64,
+}
+
+impl ResourceType {
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The URL prefix of the group version: `/api/v1` or `/apis/GROUP/VERSION`.
+    pub fn prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Verbs for discovery.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            vec!["create"]
+        } else {
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        }
+    }
+}
+
+fn builtin(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    short: &[&str],
+    status: bool,
+) -> ResourceType {
+    ResourceType {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        namespaced,
+        short_names: short.iter().map(|s| s.to_string()).collect(),
+        categories: Vec::new(),
+        status,
+        create_only: false,
+        custom: None,
+    }
+}
+
+/// The built-in kinds: what Sextant watches and writes, and what its Helm chart renders.
+pub fn builtins() -> Vec<ResourceType> {
+    let mut out = vec![
+        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], true),
+        builtin("", "v1", "Service", "services", true, &["svc"], true),
+        builtin("", "v1", "Pod", "pods", true, &["po"], true),
+        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false),
+        builtin("", "v1", "Secret", "secrets", true, &[], false),
+        builtin(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            &["sa"],
+            false,
+        ),
+        builtin("", "v1", "Endpoints", "endpoints", true, &["ep"], false),
+        builtin("", "v1", "Event", "events", true, &["ev"], false),
+        builtin(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            true,
+            &["deploy"],
+            true,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            &["crd", "crds"],
+            true,
+        ),
+        builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["pdb"],
+            true,
+        ),
+    ];
+    let mut review = builtin(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        false,
+        &[],
+        false,
+    );
+    review.create_only = true;
+    out.push(review);
+    out
+}
+
+/// The resource types a CustomResourceDefinition serves, one per served version, or why it
+/// cannot be served.
+pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().ok_or("spec.group: Required value")?;
+    let names = &spec["names"];
+    let plural = names["plural"]
+        .as_str()
+        .ok_or("spec.names.plural: Required value")?;
+    let kind = names["kind"]
+        .as_str()
+        .ok_or("spec.names.kind: Required value")?;
+    if name != format!("{plural}.{group}") {
+        return Err(format!(
+            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        ));
+    }
+    let namespaced = match spec["scope"].as_str() {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        _ => return Err("spec.scope: Unsupported value: must be Namespaced or Cluster".into()),
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let versions = spec["versions"]
+        .as_array()
+        .filter(|v| !v.is_empty())
+        .ok_or("spec.versions: Required value")?;
+    let mut out = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        if v["served"] != json!(true) {
+            continue;
+        }
+        let version = v["name"]
+            .as_str()
+            .ok_or_else(|| format!("spec.versions[{i}].name: Required value"))?;
+        let schema = match v["schema"].get("openAPIV3Schema") {
+            Some(s) => Some(std::sync::Arc::new(Schema::new(s.clone()).map_err(
+                |e| format!("spec.versions[{i}].schema.openAPIV3Schema: Invalid value: {e}"),
+            )?)),
+            None => None,
+        };
+        let columns = v["additionalPrinterColumns"]
+            .as_array()
+            .map(|cols| {
+                cols.iter()
+                    .map(|c| Column {
+                        name: c["name"].as_str().unwrap_or_default().to_owned(),
+                        type_: c["type"].as_str().unwrap_or("string").to_owned(),
+                        json_path: c["jsonPath"].as_str().unwrap_or_default().to_owned(),
+                        description: c["description"].as_str().unwrap_or_default().to_owned(),
+                        priority: c["priority"].as_i64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ResourceType {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+            singular: names["singular"]
+                .as_str()
+                .map_or_else(|| kind.to_lowercase(), str::to_owned),
+            namespaced,
+            short_names: strings(&names["shortNames"]),
+            categories: strings(&names["categories"]),
+            status: v["subresources"].get("status").is_some(),
+            create_only: false,
+            custom: Some(Custom {
+                crd: name.to_owned(),
+                schema,
+                columns,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// The version objects of a CRD are stored at.
+pub fn storage_version(crd: &Value) -> Option<String> {
+    crd["spec"]["versions"]
+        .as_array()?
+        .iter()
+        .find(|v| v["storage"] == json!(true))
+        .and_then(|v| v["name"].as_str().map(str::to_owned))
+}
+
+/// `APIResourceList` of one group version.
+pub fn resource_list(api_version: &str, types: &[&ResourceType]) -> Value {
+    let mut resources = Vec::new();
+    for t in types {
+        let mut r = json!({
+            "name": t.plural,
+            "singularName": t.singular,
+            "namespaced": t.namespaced,
+            "kind": t.kind,
+            "verbs": t.verbs(),
+        });
+        if !t.short_names.is_empty() {
+            r["shortNames"] = json!(t.short_names);
+        }
+        if !t.categories.is_empty() {
+            r["categories"] = json!(t.categories);
+        }
+        resources.push(r);
+        if t.status {
+            resources.push(json!({
+                "name": format!("{}/status", t.plural),
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "kind": t.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": api_version,
+        "resources": resources,
+    })
+}
+
+/// `APIGroupList` of the named groups (versions in the order served, preferred first).
+pub fn group_list(types: &[ResourceType]) -> Value {
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in types.iter().filter(|t| !t.group.is_empty()) {
+        let versions = groups.entry(&t.group).or_default();
+        if !versions.contains(&t.version.as_str()) {
+            versions.push(&t.version);
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                .collect();
+            json!({
+                "name": group,
+                "versions": versions,
+                "preferredVersion": versions[0],
+            })
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// An OpenAPI v3 document for one group version. It describes the paths of each resource with
+/// the `fieldValidation` parameter on `PATCH`, so kubectl leaves validation to this server
+/// (`fieldValidation=Strict`) instead of needing every schema; custom resources get their
+/// schema under `components`.
+pub fn openapi_v3(types: &[&ResourceType]) -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for t in types {
+        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let params = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        ]);
+        let op = |action: &str| {
+            json!({
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
+        let base = if t.namespaced {
+            format!("{}/namespaces/{{namespace}}/{}", t.prefix(), t.plural)
+        } else {
+            format!("{}/{}", t.prefix(), t.plural)
+        };
+        paths.insert(base.clone(), json!({"get": op("list"), "post": op("post")}));
+        if !t.create_only {
+            paths.insert(
+                format!("{base}/{{name}}"),
+                json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+            );
+        }
+        let schema_name = format!(
+            "{}.{}.{}",
+            if t.group.is_empty() { "core" } else { &t.group },
+            t.version,
+            t.kind
+        );
+        let mut schema = t
+            .custom
+            .as_ref()
+            .and_then(|c| c.schema.as_ref())
+            .map_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                |s| s.root().clone(),
+            );
+        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
+        schemas.insert(schema_name, schema);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "sextant-testapi", "version": "v1"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}

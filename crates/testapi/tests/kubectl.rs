@@ -1,0 +1,241 @@
+//! Real kubectl 1.35 against the test API server: CRDs, Istio's bookinfo manifests unchanged,
+//! strict validation without `--validate=false`, printer columns, patches, and objects that
+//! survive a restart of the server with a data directory.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// kubectl: `$KUBECTL`, or the repository's `.tools/kubectl/kubectl` (installed by `make
+/// tools` and `.ci/run`). Under `CI=true` a missing kubectl fails the test.
+fn kubectl() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let found = std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .or_else(|| Some(root.join(".tools/kubectl/kubectl")))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubectl is required under CI=true (install with `make tools` or set KUBECTL)"
+        );
+        eprintln!("skipping: kubectl not found (run `make tools` or set KUBECTL)");
+    }
+    found
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn samples(path: &str) -> PathBuf {
+    repo("../shared/istio-samples/samples/bookinfo").join(path)
+}
+
+/// The server binary with a data directory, and the kubeconfig it wrote.
+struct Api {
+    child: std::process::Child,
+    kubeconfig: PathBuf,
+}
+
+impl Api {
+    fn start(dir: &Path) -> Api {
+        let kubeconfig = dir.join("kubeconfig");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant-testapi"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start sextant-testapi");
+        // It prints its URL once the kubeconfig is written.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read the server's first line");
+        assert!(
+            line.starts_with("http://"),
+            "unexpected first line {line:?}"
+        );
+        Api { child, kubeconfig }
+    }
+
+    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> Output {
+        Command::new(kubectl)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.kubeconfig.parent().expect("dir"))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl and returns stdout; fails the test with stderr when kubectl fails.
+    fn ok(&self, kubectl: &Path, args: &[&str]) -> String {
+        let out = self.kubectl(kubectl, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn kubectl_applies_istio_manifests_unchanged_and_objects_survive_a_restart() {
+    let Some(k) = kubectl() else { return };
+    let dir = temp_dir("testapi-kubectl");
+    let api = Api::start(&dir);
+    let crds = repo("crds");
+    let out = api.ok(&k, &["apply", "-f", crds.to_str().expect("path")]);
+    assert!(
+        out.contains("virtualservices.networking.istio.io created"),
+        "{out}"
+    );
+    let resources = api.ok(&k, &["api-resources", "--api-group=networking.istio.io"]);
+    assert!(
+        resources.contains("virtualservices") && resources.contains("vs"),
+        "{resources}"
+    );
+
+    // Bookinfo: Services, ServiceAccounts, Deployments (built-in kinds), then Istio's
+    // networking samples, all with kubectl's default strict validation.
+    let bookinfo = samples("platform/kube/bookinfo.yaml");
+    api.ok(&k, &["apply", "-f", bookinfo.to_str().expect("path")]);
+    for f in [
+        "networking/virtual-service-all-v1.yaml",
+        "networking/destination-rule-all.yaml",
+    ] {
+        api.ok(&k, &["apply", "-f", samples(f).to_str().expect("path")]);
+    }
+    let table = api.ok(&k, &["get", "vs"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "GATEWAYS", "HOSTS", "AGE"], "{table}");
+    assert!(table.contains("[\"reviews\"]"), "{table}");
+    // A change: the object's generation counts it.
+    api.ok(
+        &k,
+        &[
+            "apply",
+            "-f",
+            samples("networking/virtual-service-reviews-50-v3.yaml")
+                .to_str()
+                .expect("path"),
+        ],
+    );
+    let generation = api.ok(
+        &k,
+        &[
+            "get",
+            "vs",
+            "reviews",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    );
+    assert_eq!(generation, "2");
+    // Services get a cluster IP, as from a real API server.
+    let ip = api.ok(
+        &k,
+        &["get", "svc", "reviews", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    assert!(ip.starts_with("10.96."), "{ip}");
+    // Re-applying is a no-op; a strategic merge patch merges ports by port.
+    let again = api.ok(&k, &["apply", "-f", bookinfo.to_str().expect("path")]);
+    assert!(again.contains("service/reviews unchanged"), "{again}");
+    api.ok(
+        &k,
+        &[
+            "patch",
+            "svc",
+            "reviews",
+            "-p",
+            r#"{"spec":{"ports":[{"port":9080,"targetPort":9999}]}}"#,
+        ],
+    );
+    let ports = api.ok(
+        &k,
+        &[
+            "get",
+            "svc",
+            "reviews",
+            "-o",
+            "jsonpath={.spec.ports[*].targetPort}",
+        ],
+    );
+    assert_eq!(ports, "9999");
+
+    // A VirtualService the CRD schema rejects: kubectl prints every field error.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n      weight: fifty\n    bogus: 1\n",
+    )
+    .expect("write");
+    let out = api.kubectl(&k, &["apply", "-f", bad.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("The VirtualService \"bad\" is invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec.http[0].route[0].weight"), "{stderr}");
+    assert!(stderr.contains("spec.http[0].bogus"), "{stderr}");
+
+    // A restart with the same data directory keeps every object.
+    let kubeconfig = api.kubeconfig.clone();
+    drop(api);
+    let api = Api::start(&dir);
+    assert_eq!(api.kubeconfig, kubeconfig);
+    let names = api.ok(
+        &k,
+        &["get", "vs", "-o", "jsonpath={.items[*].metadata.name}"],
+    );
+    assert_eq!(names, "details productpage ratings reviews");
+    let generation = api.ok(
+        &k,
+        &[
+            "get",
+            "vs",
+            "reviews",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    );
+    assert_eq!(generation, "2");
+    // Deleting the CRD deletes its objects.
+    api.ok(
+        &k,
+        &["delete", "crd", "virtualservices.networking.istio.io"],
+    );
+    let out = api.kubectl(&k, &["get", "vs"]);
+    assert!(!out.status.success());
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+}

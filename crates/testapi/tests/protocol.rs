@@ -1,0 +1,286 @@
+//! The API protocol over real HTTP: list and watch with resource versions, label selectors,
+//! bookmarks and `410 Gone`; the status subresource; JSON merge patch; TokenReview.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::{Value, json};
+use sextant_testapi::{Options, start, store::LOG_LENGTH};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+/// One HTTP/1.1 request; returns the status code and the body as JSON.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a response");
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+/// A watch: the events it streams, read one JSON line at a time.
+struct Watch {
+    lines: tokio::io::Lines<BufReader<TcpStream>>,
+}
+
+impl Watch {
+    async fn open(addr: SocketAddr, path: &str) -> Watch {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // HTTP/1.0: the body is the rest of the connection, no chunk framing.
+        let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut lines = BufReader::new(s).lines();
+        while let Some(l) = lines.next_line().await.expect("read") {
+            if l.is_empty() {
+                break;
+            }
+        }
+        Watch { lines }
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+            .await
+            .expect("an event within 10 s")
+            .expect("read")
+            .expect("the watch is open");
+        serde_json::from_str(&line).expect("a JSON event")
+    }
+}
+
+fn cm(name: &str, app: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "labels": {"app": app}}, "data": {"k": "v"}})
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::test]
+async fn watch_resumes_from_a_version_filters_by_label_and_expires() {
+    let api = start(Options::default()).await.expect("starts");
+    let addr = api.addr;
+    let (code, _) = call(addr, "POST", CMS, "application/json", &cm("a", "x")).await;
+    assert_eq!(code, 201);
+    let (_, list) = call(addr, "GET", CMS, "", &Value::Null).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+
+    // From the list's version: only what happens after, and only label app=y.
+    let mut w = Watch::open(
+        addr,
+        &format!("{CMS}?watch=true&resourceVersion={rv}&labelSelector=app%3Dy"),
+    )
+    .await;
+    call(addr, "POST", CMS, "application/json", &cm("b", "x")).await;
+    call(addr, "POST", CMS, "application/json", &cm("c", "y")).await;
+    call(
+        addr,
+        "PATCH",
+        &format!("{CMS}/c"),
+        "application/merge-patch+json",
+        &json!({"data": {"k": "w"}}),
+    )
+    .await;
+    call(addr, "DELETE", &format!("{CMS}/c"), "", &Value::Null).await;
+    let added = w.next().await;
+    assert_eq!(
+        (
+            added["type"].as_str(),
+            added["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("c"))
+    );
+    let modified = w.next().await;
+    assert_eq!(modified["type"], "MODIFIED");
+    assert_eq!(modified["object"]["data"]["k"], "w");
+    assert_eq!(w.next().await["type"], "DELETED");
+
+    // From version 0: the current objects first.
+    let mut w = Watch::open(addr, &format!("{CMS}?watch=1&resourceVersion=0")).await;
+    let names: Vec<String> = [w.next().await, w.next().await]
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+
+    // Streaming list: initial events, then a bookmark that marks their end.
+    let mut w = Watch::open(addr, &format!("{CMS}?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan")).await;
+    w.next().await;
+    w.next().await;
+    let bookmark = w.next().await;
+    assert_eq!(bookmark["type"], "BOOKMARK");
+    assert_eq!(
+        bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+
+    // A version older than the event log reaches: 410 Gone, as an ERROR event.
+    for i in 0..=LOG_LENGTH {
+        let patch = json!({"data": {"k": i.to_string()}});
+        call(
+            addr,
+            "PATCH",
+            &format!("{CMS}/a"),
+            "application/merge-patch+json",
+            &patch,
+        )
+        .await;
+    }
+    let mut w = Watch::open(addr, &format!("{CMS}?watch=1&resourceVersion={rv}")).await;
+    let gone = w.next().await;
+    assert_eq!(gone["type"], "ERROR");
+    assert_eq!(gone["object"]["code"], 410);
+    api.stop();
+}
+
+#[tokio::test]
+async fn status_is_written_only_through_its_subresource() {
+    let api = start(Options::default()).await.expect("starts");
+    let addr = api.addr;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crds/virtualservices.networking.istio.io.yaml"
+    ))
+    .expect("the VirtualService CRD");
+    let crd = sextant_index::manifest::parse_documents(&text).expect("YAML")[0]
+        .value
+        .clone();
+    let (code, body) = call(
+        addr,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "application/json",
+        &crd,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "r"}, "spec": {"hosts": ["r"]}, "status": {"ignored": true}});
+    let base = "/apis/networking.istio.io/v1/namespaces/default/virtualservices";
+    let (code, created) = call(addr, "POST", base, "application/json", &vs).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(
+        created.get("status").is_none(),
+        "status is not set on create"
+    );
+    assert_eq!(created["metadata"]["generation"], 1);
+    // Server-side apply of the status subresource, as Sextant writes it.
+    let status = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "r"},
+        "status": {"conditions": [{"type": "Reconciled", "status": "True"}], "observedGeneration": 1}});
+    let (code, applied) = call(
+        addr,
+        "PATCH",
+        &format!("{base}/r/status?fieldManager=sextant&force=true"),
+        "application/apply-patch+yaml",
+        &status,
+    )
+    .await;
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!(applied["status"]["conditions"][0]["type"], "Reconciled");
+    assert_eq!(
+        applied["metadata"]["generation"], 1,
+        "status does not count as a change"
+    );
+    // A merge patch of the object leaves status alone and counts a generation.
+    let (_, patched) = call(
+        addr,
+        "PATCH",
+        &format!("{base}/r"),
+        "application/merge-patch+json",
+        &json!({"spec": {"hosts": ["r", "s"]}, "status": {"conditions": []}}),
+    )
+    .await;
+    assert_eq!(patched["metadata"]["generation"], 2);
+    assert_eq!(patched["status"]["conditions"][0]["type"], "Reconciled");
+    // Served at every version of the CRD.
+    let (code, old) = call(
+        addr,
+        "GET",
+        "/apis/networking.istio.io/v1alpha3/namespaces/default/virtualservices/r",
+        "",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(old["apiVersion"], "networking.istio.io/v1alpha3");
+    api.stop();
+}
+
+#[tokio::test]
+async fn token_reviews_authenticate_configured_tokens_only() {
+    let api = start(Options {
+        tokens: [(
+            "t0k3n".to_owned(),
+            "system:serviceaccount:default:reviews".to_owned(),
+        )]
+        .into(),
+        ..Options::default()
+    })
+    .await
+    .expect("starts");
+    let review = |token: &str| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let (code, ok) = call(api.addr, "POST", path, "application/json", &review("t0k3n")).await;
+    assert_eq!(code, 201);
+    assert_eq!(ok["status"]["authenticated"], true);
+    assert_eq!(
+        ok["status"]["user"]["username"],
+        "system:serviceaccount:default:reviews"
+    );
+    let (_, no) = call(api.addr, "POST", path, "application/json", &review("other")).await;
+    assert_eq!(no["status"]["authenticated"], false);
+    api.stop();
+}
