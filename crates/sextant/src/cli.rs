@@ -61,9 +61,10 @@ pub enum Output {
 /// Arguments of `sextant serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Directory of YAML manifests, watched for changes.
+    /// Directory of YAML manifests, watched for changes. Without it, Sextant watches the
+    /// Kubernetes cluster of its in-cluster configuration or `KUBECONFIG`.
     #[arg(long, env = "SEXTANT_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
     /// Namespace for objects that name none (as `kubectl apply` would place them).
     #[arg(long, env = "SEXTANT_NAMESPACE", default_value = "default")]
     pub namespace: String,

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub debounce_seconds: Histogram,
     /// Objects skipped because they are invalid.
     pub invalid_objects: Gauge,
+    /// Kubernetes watches: errors, malformed objects, relists.
+    pub kube: sextant_kube::Counters,
 }
 
 fn push_buckets() -> Histogram {
@@ -66,8 +68,24 @@ impl Metrics {
             snapshots: Counter::default(),
             debounce_seconds: buckets(),
             invalid_objects: Gauge::default(),
+            kube: sextant_kube::Counters::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "kube_watch_errors",
+            "Kubernetes watch failures (each retried with backoff; the last snapshot is kept)",
+            m.kube.watch_errors.clone(),
+        );
+        registry.register(
+            "kube_malformed_objects",
+            "Kubernetes objects skipped because they do not have the shape of their kind",
+            m.kube.malformed.clone(),
+        );
+        registry.register(
+            "kube_relists",
+            "Kubernetes watch lists (the first of each watch, then each restart)",
+            m.kube.relists.clone(),
+        );
         registry.register(
             "xds_connected_proxies",
             "Connected xDS streams",

@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::atomic::Ordering,
     thread,
@@ -14,31 +14,9 @@ use std::{
 };
 
 use sextant::demo::{self, Backend, Process, free_port, request};
+use support::{envoy, http_get, split, wait_for};
 
-fn envoy() -> Option<PathBuf> {
-    let found = std::env::var_os("ENVOY")
-        .map(PathBuf::from)
-        .or_else(|| Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/envoy")))
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Envoy is required under CI=true"
-        );
-        eprintln!("warning: Envoy not found (set ENVOY); skipping");
-    }
-    found
-}
-
-fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
-    demo::wait_for(what, deadline, f).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    request(addr, "localhost", path, &[])
-        .filter(|(s, _, _)| *s == 200)
-        .map(|(_, b, _)| b)
-}
+mod support;
 
 struct Mesh {
     dir: PathBuf,
@@ -131,20 +109,6 @@ fn csds(xds: u16, node: &str) -> Option<BTreeMap<String, i32>> {
     })
 }
 
-fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let (status, body, _) = request(addr, "reviews", "/", &[]).expect("request through Envoy");
-        let key = if status == 200 {
-            body
-        } else {
-            format!("status {status}")
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
-}
-
 fn scenario(delta: bool, net: u8) {
     let Some(envoy) = envoy() else { return };
     let dir = std::env::temp_dir().join(format!("sextant-e2e-{}-{net}", std::process::id()));
@@ -193,68 +157,8 @@ fn scenario(delta: bool, net: u8) {
         "sidecar~{}~client-0.default~default.svc.cluster.local",
         mesh.ip(99)
     );
-    let mut args = vec![
-        "bootstrap".to_owned(),
-        "--node-id".into(),
-        node.clone(),
-        "--xds-address".into(),
-        format!("127.0.0.1:{xds}"),
-        "--bind-address".into(),
-        bind.clone(),
-        "--admin-port".into(),
-        "0".into(),
-    ];
-    if delta {
-        args.push("--delta".into());
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(&args)
-        .output()
-        .expect("bootstrap");
-    assert!(out.status.success());
-    let bootstrap = dir
-        .join("..")
-        .join(format!("envoy-{}-{net}.yaml", std::process::id()));
-    std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
-    // Envoy's admin binds port 0 and reports the port it got: no race for free ports.
-    let admin_path = bootstrap.with_extension("admin");
-    let envoy_log = bootstrap.with_extension("log");
-    let _ = std::fs::remove_file(&admin_path);
-    let _envoy = Process(
-        Command::new(envoy)
-            .args([
-                "-c",
-                bootstrap.to_str().expect("utf-8"),
-                "--use-dynamic-base-id",
-            ])
-            .args([
-                "--concurrency",
-                "1",
-                "-l",
-                "warning",
-                "--admin-address-path",
-            ])
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&envoy_log).expect("log file"))
-            .spawn()
-            .expect("envoy starts"),
-    );
-    let listener: SocketAddr = format!("{bind}:9080").parse().expect("addr");
-    let envoy_admin: SocketAddr =
-        demo::wait_for("Envoy's admin address", Duration::from_secs(30), || {
-            std::fs::read_to_string(&admin_path)
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}; Envoy's log:\n{}",
-                std::fs::read_to_string(&envoy_log).unwrap_or_default()
-            )
-        });
+    let proxy = support::Envoy::start(&envoy, &dir, &node, xds, &bind, delta, net);
+    let (listener, envoy_admin) = (proxy.listener, proxy.admin);
 
     // 1. All traffic to v1. On failure, say what each side believes, to debug from CI logs.
     if let Err(e) = demo::wait_for("traffic through Envoy", Duration::from_secs(45), || {
@@ -478,9 +382,6 @@ fn scenario(delta: bool, net: u8) {
         || split(listener, 10).contains_key("v1").then_some(()),
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&bootstrap);
-    let _ = std::fs::remove_file(&admin_path);
-    let _ = std::fs::remove_file(&envoy_log);
 }
 
 #[test]

@@ -1,13 +1,16 @@
-//! `sextant serve`: the control plane, fed from a directory of manifests.
+//! `sextant serve`: the control plane, fed from a directory of manifests or from a Kubernetes
+//! cluster.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use anyhow::Context;
 
 use notify::Watcher;
 use sextant_index::{Index, Object};
@@ -116,18 +119,47 @@ impl DirSource {
         }
         self.last_good = current;
         let (snapshot, changes) = self.index.publish();
-        for (object, errors) in &snapshot.invalid {
-            tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
-        }
-        tracing::info!(
-            version = snapshot.version,
-            services = changes.services.len(),
-            endpoints = changes.endpoints.len(),
-            configs = changes.configs.len(),
-            "published snapshot"
-        );
+        log_published(&snapshot, &changes);
         (snapshot, changes)
     }
+}
+
+/// Where the mesh comes from.
+enum Source {
+    /// A directory of manifests.
+    Dir(DirSource),
+    /// A cluster: watches keep the index current.
+    Kube {
+        index: Arc<Mutex<Index>>,
+        _watches: sextant_kube::Watches,
+    },
+}
+
+impl Source {
+    /// A snapshot of what the source holds now.
+    fn publish(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
+        match self {
+            Source::Dir(dir) => dir.reload(),
+            Source::Kube { index, .. } => {
+                let (snapshot, changes) = index.lock().unwrap_or_else(|p| p.into_inner()).publish();
+                log_published(&snapshot, &changes);
+                (snapshot, changes)
+            }
+        }
+    }
+}
+
+fn log_published(snapshot: &sextant_model::Snapshot, changes: &sextant_index::Changes) {
+    for (object, errors) in &snapshot.invalid {
+        tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
+    }
+    tracing::info!(
+        version = snapshot.version,
+        services = changes.services.len(),
+        endpoints = changes.endpoints.len(),
+        configs = changes.configs.len(),
+        "published snapshot"
+    );
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -145,46 +177,82 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_level,
     } = args;
     tracing::info!(
-        config_dir = %config_dir.display(), %namespace, xds_port, admin_port, %listen_address,
+        config_dir = ?config_dir, %namespace, xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
     let mesh = Arc::new(Mesh::new(metrics.clone()));
     let registry = Arc::new(Registry::default());
-    let mut source = DirSource {
-        dir: config_dir.clone(),
-        namespace,
-        index: Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain),
-        last_good: HashMap::new(),
-    };
-    let (first, changes) = source.reload();
-    metrics.invalid_objects.set(first.invalid.len() as i64);
-    let (updates_tx, updates_rx) = watch::channel(first.version);
-    mesh.publish(first, changes);
-    metrics.snapshots.inc();
-
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading the files ourselves raises access events; only changes matter.
-        if let Ok(e) = event
-            && !matches!(e.kind, notify::EventKind::Access(_))
-        {
-            let _ = events_tx.send(());
-        }
-    })?;
-    watcher.watch(&config_dir, notify::RecursiveMode::Recursive)?;
+    let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
     let debounce = (
         Duration::from_millis(debounce_after_ms),
         Duration::from_millis(debounce_max_ms),
     );
-    tokio::spawn(watch_loop(
-        source,
-        events_rx,
-        debounce,
-        mesh.clone(),
-        updates_tx,
-    ));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = watch::channel(0);
+    // Kept alive while serving.
+    let mut _dir_watcher = None;
+    match config_dir {
+        Some(config_dir) => {
+            let mut source = DirSource {
+                dir: config_dir.clone(),
+                namespace,
+                index,
+                last_good: HashMap::new(),
+            };
+            let (first, changes) = source.reload();
+            metrics.invalid_objects.set(first.invalid.len() as i64);
+            updates_tx.send_replace(first.version);
+            mesh.publish(first, changes);
+            metrics.snapshots.inc();
+            let mut watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    // Reading the files ourselves raises access events; only changes matter.
+                    if let Ok(e) = event
+                        && !matches!(e.kind, notify::EventKind::Access(_))
+                    {
+                        let _ = events_tx.send(());
+                    }
+                })?;
+            watcher.watch(&config_dir, notify::RecursiveMode::Recursive)?;
+            _dir_watcher = Some(watcher);
+            tokio::spawn(watch_loop(
+                Source::Dir(source),
+                events_rx,
+                debounce,
+                mesh.clone(),
+                updates_tx,
+            ));
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
+            )?;
+            let index = Arc::new(Mutex::new(index));
+            let watches =
+                sextant_kube::spawn(client, index.clone(), events_tx, metrics.kube.clone());
+            let mut synced = watches.synced.clone();
+            let mut source = Source::Kube {
+                index,
+                _watches: watches,
+            };
+            let mesh = mesh.clone();
+            // Serve (not ready) while the watches list; publish once every one has.
+            tokio::spawn(async move {
+                tracing::info!("waiting for the first list of every watch");
+                if synced.wait_for(|s| *s).await.is_err() {
+                    return;
+                }
+                let (first, changes) = source.publish();
+                mesh.metrics.invalid_objects.set(first.invalid.len() as i64);
+                updates_tx.send_replace(first.version);
+                mesh.publish(first, changes);
+                mesh.metrics.snapshots.inc();
+                watch_loop(source, events_rx, debounce, mesh, updates_tx).await;
+            });
+        }
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ads = AdsServer::new(
@@ -236,7 +304,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         (admin_result, xds_result) = servers => {
-            drop(watcher);
             admin_result?;
             xds_result?;
         }
@@ -267,7 +334,7 @@ async fn shutdown_signal() {
 /// The one place changes are debounced: after the first event, publish once the directory has
 /// been quiet for `after`, or `max` after the first event at the latest.
 async fn watch_loop(
-    mut source: DirSource,
+    mut source: Source,
     mut events: mpsc::UnboundedReceiver<()>,
     (after, max): (Duration, Duration),
     mesh: Arc<Mesh>,
@@ -284,7 +351,7 @@ async fn watch_loop(
                 _ => break,
             }
         }
-        let (snapshot, changes) = source.reload();
+        let (snapshot, changes) = source.publish();
         mesh.metrics
             .debounce_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -1,0 +1,207 @@
+//! The Kubernetes source: kube-runtime watchers for every kind Sextant reads, feeding the same
+//! [`Index`] as the directory source.
+//!
+//! - Each watch's initial list (and every relist after a restart or `410 Gone`) is buffered
+//!   and replaces that kind in the index at once ([`Index::reset`]), so a relist never shows a
+//!   half-empty mesh; later events apply one by one.
+//! - [`Watches::synced`] turns true once every watch has finished its first list; the control
+//!   plane publishes nothing before.
+//! - When the API server is unreachable the watchers retry with backoff; the index (and the
+//!   last published snapshot) stay as they are. Errors are logged and counted.
+//! - An object that does not have the shape of its kind is skipped and reported.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use prometheus_client::metrics::counter::Counter;
+
+use futures_util::StreamExt;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{WatchStreamExt, watcher},
+};
+use sextant_index::{Index, Object};
+use sextant_model::Kind;
+use tokio::sync::{mpsc, watch};
+
+/// The kinds watched, with the version read.
+pub const WATCHED: [(Kind, &str, &str, &str, &str); 6] = [
+    (Kind::Namespace, "", "v1", "Namespace", "namespaces"),
+    (Kind::Pod, "", "v1", "Pod", "pods"),
+    (Kind::Service, "", "v1", "Service", "services"),
+    (
+        Kind::EndpointSlice,
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+    ),
+    (
+        Kind::DestinationRule,
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+    ),
+    (
+        Kind::VirtualService,
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+    ),
+];
+
+/// Counters the control plane exports (clones share their values).
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Watch errors (API server unreachable, watch failures); each is retried with backoff.
+    pub watch_errors: Counter,
+    /// Objects skipped because they do not have the shape of their kind.
+    pub malformed: Counter,
+    /// Relists (initial lists included).
+    pub relists: Counter,
+}
+
+/// Running watches.
+pub struct Watches {
+    /// True once every watch has completed its first list.
+    pub synced: watch::Receiver<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts one watcher per kind; each change to the index is followed by a message on
+/// `changed` (the control plane debounces them).
+pub fn spawn(
+    client: Client,
+    index: Arc<Mutex<Index>>,
+    changed: mpsc::UnboundedSender<()>,
+    counters: Counters,
+) -> Watches {
+    let (synced_tx, synced) = watch::channel(false);
+    let pending = Arc::new(AtomicU64::new(WATCHED.len() as u64));
+    let synced_tx = Arc::new(synced_tx);
+    let tasks = WATCHED
+        .iter()
+        .map(|&(kind, group, version, kind_name, plural)| {
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, kind_name),
+                plural,
+            );
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            tokio::spawn(run(
+                kind,
+                resource,
+                api,
+                index.clone(),
+                changed.clone(),
+                counters.clone(),
+                Synced {
+                    pending: pending.clone(),
+                    tx: synced_tx.clone(),
+                    done: false,
+                },
+            ))
+        })
+        .collect();
+    Watches { synced, tasks }
+}
+
+/// One watch's share of the "every watch has listed" signal.
+struct Synced {
+    pending: Arc<AtomicU64>,
+    tx: Arc<watch::Sender<bool>>,
+    done: bool,
+}
+
+impl Synced {
+    fn listed(&mut self) {
+        if !self.done {
+            self.done = true;
+            if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _ = self.tx.send(true);
+            }
+        }
+    }
+}
+
+/// The object as the index reads it: list items come without `apiVersion` and `kind`.
+fn to_object(resource: &ApiResource, o: DynamicObject) -> Result<Object, String> {
+    let name = o.metadata.name.clone().unwrap_or_default();
+    let namespace = o.metadata.namespace.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(o).map_err(|e| e.to_string())?;
+    value["apiVersion"] = serde_json::json!(resource.api_version);
+    value["kind"] = serde_json::json!(resource.kind);
+    Object::from_json(value, "default")
+        .map_err(|e| format!("{} {namespace}/{name}: {e}", resource.kind))
+}
+
+async fn run(
+    kind: Kind,
+    resource: ApiResource,
+    api: Api<DynamicObject>,
+    index: Arc<Mutex<Index>>,
+    changed: mpsc::UnboundedSender<()>,
+    counters: Counters,
+    mut synced: Synced,
+) {
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: Vec<Object> = Vec::new();
+    let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                counters.watch_errors.inc();
+                tracing::warn!(kind = %resource.kind, error = %e, "watch failed; retrying with backoff, serving the last snapshot");
+                continue;
+            }
+        };
+        let object = |o: DynamicObject| match to_object(&resource, o) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                counters.malformed.inc();
+                tracing::warn!(error = %e, "skipping object");
+                None
+            }
+        };
+        match event {
+            watcher::Event::Init => {
+                counters.relists.inc();
+                buffer.clear();
+            }
+            watcher::Event::InitApply(o) => buffer.extend(object(o)),
+            watcher::Event::InitDone => {
+                lock().reset(kind, std::mem::take(&mut buffer));
+                tracing::info!(kind = %resource.kind, "listed");
+                synced.listed();
+                let _ = changed.send(());
+            }
+            watcher::Event::Apply(o) => {
+                if let Some(o) = object(o) {
+                    lock().apply(o);
+                    let _ = changed.send(());
+                }
+            }
+            watcher::Event::Delete(o) => {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let namespace = o.metadata.namespace.clone().unwrap_or_default();
+                lock().delete(kind, &namespace, &name);
+                let _ = changed.send(());
+            }
+        }
+    }
+}

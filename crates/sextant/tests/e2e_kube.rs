@@ -1,0 +1,291 @@
+//! End to end on the Kubernetes path: the test API server, real kubectl 1.35 applying the CRDs,
+//! a small mesh and Istio's bookinfo networking samples unchanged, `sextant serve` watching the
+//! cluster through a kubeconfig, and a real Envoy whose routing follows each step. The API server
+//! is then stopped (Envoy keeps its configuration and traffic flows) and restarted (Sextant
+//! resyncs and later changes arrive).
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sextant::demo::{Backend, Process, free_port, request};
+use support::{kubectl, repo, split, wait_for};
+
+mod support;
+
+/// The test API server on its own runtime: stopping it drops every connection, as a real API
+/// server going away would.
+struct Cluster {
+    addr: SocketAddr,
+    dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, port: u16) -> Cluster {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = sextant_testapi::Options {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            data_dir: Some(dir.join("data")),
+            kubeconfig: Some(dir.join("kubeconfig")),
+            ..Default::default()
+        };
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let handle = sextant_testapi::start(options)
+                    .await
+                    .expect("test API server");
+                let _ = ready_tx.send(handle.addr);
+                let _ = stopped.await;
+            });
+            // Dropping the runtime ends every connection task.
+        });
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the test API server starts");
+        Cluster {
+            addr,
+            dir: dir.to_owned(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> String {
+        let out = Command::new(kubectl)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &self.dir)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bookinfo(file: &str) -> String {
+    repo("../shared/istio-samples/samples/bookinfo/networking")
+        .join(file)
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
+}
+
+/// The `reviews` service with three versions, as a user would write it for a cluster:
+/// Service, Pods and their EndpointSlice.
+fn mesh_manifest(ip: impl Fn(u8) -> String) -> String {
+    let mut out = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, labels: {app: reviews}}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n",
+    );
+    let mut eps = String::new();
+    for (host, version) in [(1, "v1"), (2, "v2"), (3, "v3")] {
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: reviews-{version}, labels: {{app: reviews, version: {version}}}}}\nspec: {{containers: [{{name: reviews, image: docker.io/istio/examples-bookinfo-reviews-{version}:1.20.3}}]}}\n"
+        ));
+        eps.push_str(&format!(
+            "- addresses: ['{}']\n  targetRef: {{kind: Pod, name: reviews-{version}, namespace: default}}\n",
+            ip(host)
+        ));
+    }
+    out.push_str(&format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: reviews-abc12, labels: {{kubernetes.io/service-name: reviews}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080, protocol: TCP}}]\nendpoints:\n{eps}"
+    ));
+    out
+}
+
+#[test]
+fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_restart() {
+    let (Some(envoy), Some(k)) = (support::envoy(), kubectl()) else {
+        return;
+    };
+    let net = 33u8;
+    let ip = |host: u8| format!("127.0.{net}.{host}");
+    let dir = std::env::temp_dir().join(format!("sextant-e2e-kube-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut cluster = Cluster::start(&dir, 0);
+    let port = cluster.addr.port();
+
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    let manifest = dir.join("mesh.yaml");
+    std::fs::write(&manifest, mesh_manifest(ip)).expect("write");
+    cluster.kubectl(&k, &["apply", "-f", manifest.to_str().expect("utf-8")]);
+    for (host, version) in [(1, "v1"), (2, "v2"), (3, "v3")] {
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{}"}}}}"#,
+            ip(host)
+        );
+        cluster.kubectl(
+            &k,
+            &[
+                "patch",
+                "pod",
+                &format!("reviews-{version}"),
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status,
+            ],
+        );
+    }
+    let _backends: Vec<Backend> = [(1, "v1"), (2, "v2"), (3, "v3")]
+        .into_iter()
+        .map(|(h, v)| Backend::start(&format!("{}:9080", ip(h)), v).expect("backend"))
+        .collect();
+
+    let (xds, admin) = (free_port(), free_port());
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    let log = dir.join("sextant.log");
+    let _sextant = Process(
+        Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .args([
+                "serve",
+                "--listen-address",
+                "127.0.0.1",
+                "--debounce-after-ms",
+                "50",
+            ])
+            .args([
+                "--xds-port",
+                &xds.to_string(),
+                "--admin-port",
+                &admin.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    let sextant_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if let Err(e) = sextant::demo::wait_for("sextant /ready", Duration::from_secs(30), || {
+        request(admin_addr, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
+    }) {
+        panic!("{e}\nsextant's log:\n{}", sextant_log());
+    }
+    let node = format!(
+        "sidecar~{}~client-0.default~default.svc.cluster.local",
+        ip(99)
+    );
+    let proxy = support::Envoy::start(&envoy, &dir, &node, xds, &ip(100), false, net);
+    let listener = proxy.listener;
+
+    // Istio's samples, unchanged: every service to v1, then reviews 50/50 between v1 and v3.
+    cluster.kubectl(
+        &k,
+        &["apply", "-f", &bookinfo("virtual-service-all-v1.yaml")],
+    );
+    cluster.kubectl(&k, &["apply", "-f", &bookinfo("destination-rule-all.yaml")]);
+    if let Err(e) = sextant::demo::wait_for("v1 through Envoy", Duration::from_secs(45), || {
+        request(listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1")
+    }) {
+        panic!("{e}\nsextant's log:\n{}", sextant_log());
+    }
+    assert_eq!(split(listener, 20), BTreeMap::from([("v1".to_owned(), 20)]));
+    cluster.kubectl(
+        &k,
+        &[
+            "apply",
+            "-f",
+            &bookinfo("virtual-service-reviews-50-v3.yaml"),
+        ],
+    );
+    wait_for("v3 receives traffic", Duration::from_secs(15), || {
+        request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v3")
+    });
+    let counts = split(listener, 200);
+    let v3 = counts.get("v3").copied().unwrap_or(0);
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + v3,
+        200,
+        "{counts:?}"
+    );
+    // Binomial(200, 0.5): 4.5 standard deviations either side.
+    assert!(
+        (68..=132).contains(&v3),
+        "50/50 split outside tolerance: {counts:?}"
+    );
+    let table = cluster.kubectl(&k, &["get", "vs"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("HOSTS"),
+        "{table}"
+    );
+
+    // The API server goes away: Envoy keeps its configuration, traffic flows, Sextant stays
+    // ready on its last snapshot and counts the watch errors.
+    cluster.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let counts = split(listener, 40);
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + counts.get("v3").copied().unwrap_or(0),
+        40,
+        "{counts:?}"
+    );
+    assert!(request(admin_addr, "localhost", "/ready", &[]).is_some_and(|(s, _, _)| s == 200));
+    wait_for("watch errors counted", Duration::from_secs(20), || {
+        let metrics = support::http_get(admin_addr, "/metrics")?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sextant_kube_watch_errors_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| *v >= 1.0)
+    });
+
+    // It comes back with its data: Sextant resyncs, and a later change reaches Envoy.
+    let cluster = Cluster::start(&dir, port);
+    cluster.kubectl(
+        &k,
+        &["apply", "-f", &bookinfo("virtual-service-reviews-v3.yaml")],
+    );
+    if let Err(e) = sextant::demo::wait_for(
+        "all traffic to v3 after the restart",
+        Duration::from_secs(60),
+        || {
+            split(listener, 10)
+                .get("v3")
+                .filter(|n| **n == 10)
+                .map(|_| ())
+        },
+    ) {
+        panic!("{e}\nsextant's log:\n{}", sextant_log());
+    }
+    drop(proxy);
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,174 @@
+//! What the end-to-end tests share: finding the real tools, a real Envoy started from
+//! `sextant bootstrap`, and traffic helpers.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sextant::demo::{self, Process, request};
+
+/// A tool: `$VAR`, else `default` under the repository root. Under `CI=true` a missing tool
+/// fails the test; elsewhere the test is skipped with a note.
+pub fn tool(var: &str, default: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| Some(repo(default)))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{var} is required under CI=true (make test installs it)"
+        );
+        eprintln!("warning: {var} not found; skipping");
+    }
+    found
+}
+
+/// Real Envoy (`$ENVOY` or `.venv/bin/envoy`).
+pub fn envoy() -> Option<PathBuf> {
+    tool("ENVOY", ".venv/bin/envoy")
+}
+
+/// Real kubectl 1.35 (`$KUBECTL` or `.tools/kubectl/kubectl`).
+pub fn kubectl() -> Option<PathBuf> {
+    tool("KUBECTL", ".tools/kubectl/kubectl")
+}
+
+/// A path under the repository root.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
+    demo::wait_for(what, deadline, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    request(addr, "localhost", path, &[])
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, b, _)| b)
+}
+
+/// How `n` requests for `reviews` through `addr` were answered: by body, or `status N`.
+pub fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let (status, body, _) = request(addr, "reviews", "/", &[]).expect("request through Envoy");
+        let key = if status == 200 {
+            body
+        } else {
+            format!("status {status}")
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+/// A real Envoy with a bootstrap from `sextant bootstrap`.
+pub struct Envoy {
+    /// Its outbound listener for port 9080.
+    pub listener: SocketAddr,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    /// Bootstrap, admin address and log files, removed when done.
+    files: Vec<PathBuf>,
+    _process: Process,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+impl Envoy {
+    /// Starts Envoy for `node` against the xDS port, its listeners bound to `bind`; files go
+    /// beside `dir`, named by `tag`.
+    pub fn start(
+        envoy: &Path,
+        dir: &Path,
+        node: &str,
+        xds: u16,
+        bind: &str,
+        delta: bool,
+        tag: u8,
+    ) -> Envoy {
+        let mut args = vec![
+            "bootstrap".to_owned(),
+            "--node-id".into(),
+            node.to_owned(),
+            "--xds-address".into(),
+            format!("127.0.0.1:{xds}"),
+            "--bind-address".into(),
+            bind.to_owned(),
+            "--admin-port".into(),
+            "0".into(),
+        ];
+        if delta {
+            args.push("--delta".into());
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args(&args)
+            .output()
+            .expect("bootstrap");
+        assert!(out.status.success());
+        let bootstrap = dir
+            .join("..")
+            .join(format!("envoy-{}-{tag}.yaml", std::process::id()));
+        std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+        // Envoy's admin binds port 0 and reports the port it got: no race for free ports.
+        let admin_path = bootstrap.with_extension("admin");
+        let envoy_log = bootstrap.with_extension("log");
+        let _ = std::fs::remove_file(&admin_path);
+        let process = Process(
+            Command::new(envoy)
+                .args([
+                    "-c",
+                    bootstrap.to_str().expect("utf-8"),
+                    "--use-dynamic-base-id",
+                ])
+                .args([
+                    "--concurrency",
+                    "1",
+                    "-l",
+                    "warning",
+                    "--admin-address-path",
+                ])
+                .arg(&admin_path)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&envoy_log).expect("log file"))
+                .spawn()
+                .expect("envoy starts"),
+        );
+        let admin: SocketAddr =
+            demo::wait_for("Envoy's admin address", Duration::from_secs(30), || {
+                std::fs::read_to_string(&admin_path)
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}; Envoy's log:\n{}",
+                    std::fs::read_to_string(&envoy_log).unwrap_or_default()
+                )
+            });
+        Envoy {
+            listener: format!("{bind}:9080").parse().expect("addr"),
+            admin,
+            files: vec![bootstrap.clone(), admin_path, envoy_log],
+            _process: process,
+        }
+    }
+}
