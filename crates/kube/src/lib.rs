@@ -24,7 +24,13 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use sextant_index::{Index, Object};
-use sextant_model::Kind;
+use sextant_model::{Kind, ObjectRef};
+
+pub mod status;
+
+/// `metadata.generation` of every VirtualService and DestinationRule the watches saw, for the
+/// status writer's `observedGeneration`.
+pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, i64>>>;
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched, with the version read.
@@ -70,6 +76,8 @@ pub struct Counters {
 pub struct Watches {
     /// True once every watch has completed its first list.
     pub synced: watch::Receiver<bool>,
+    /// Generations of the configuration objects.
+    pub generations: Generations,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -90,6 +98,7 @@ pub fn spawn(
     counters: Counters,
 ) -> Watches {
     let (synced_tx, synced) = watch::channel(false);
+    let generations = Generations::default();
     let pending = Arc::new(AtomicU64::new(WATCHED.len() as u64));
     let synced_tx = Arc::new(synced_tx);
     let tasks = WATCHED
@@ -104,9 +113,12 @@ pub fn spawn(
                 kind,
                 resource,
                 api,
-                index.clone(),
-                changed.clone(),
-                counters.clone(),
+                Feed {
+                    index: index.clone(),
+                    generations: generations.clone(),
+                    changed: changed.clone(),
+                    counters: counters.clone(),
+                },
                 Synced {
                     pending: pending.clone(),
                     tx: synced_tx.clone(),
@@ -115,7 +127,19 @@ pub fn spawn(
             ))
         })
         .collect();
-    Watches { synced, tasks }
+    Watches {
+        synced,
+        generations,
+        tasks,
+    }
+}
+
+/// Where a watch delivers: the index, the generations, the change signal and the counters.
+struct Feed {
+    index: Arc<Mutex<Index>>,
+    generations: Generations,
+    changed: mpsc::UnboundedSender<()>,
+    counters: Counters,
 }
 
 /// One watch's share of the "every watch has listed" signal.
@@ -151,16 +175,29 @@ async fn run(
     kind: Kind,
     resource: ApiResource,
     api: Api<DynamicObject>,
-    index: Arc<Mutex<Index>>,
-    changed: mpsc::UnboundedSender<()>,
-    counters: Counters,
+    feed: Feed,
     mut synced: Synced,
 ) {
+    let Feed {
+        index,
+        generations,
+        changed,
+        counters,
+    } = feed;
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut buffer: Vec<Object> = Vec::new();
+    let mut listed: Vec<(ObjectRef, i64)> = Vec::new();
     let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
+    let is_config = matches!(kind, Kind::VirtualService | Kind::DestinationRule);
+    let id = |o: &DynamicObject| ObjectRef {
+        kind,
+        namespace: o.metadata.namespace.clone().unwrap_or_default(),
+        name: o.metadata.name.clone().unwrap_or_default(),
+    };
+    let generation = |o: &DynamicObject| o.metadata.generation.unwrap_or(1);
+    let generations_of = || generations.lock().unwrap_or_else(|p| p.into_inner());
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -182,21 +219,38 @@ async fn run(
             watcher::Event::Init => {
                 counters.relists.inc();
                 buffer.clear();
+                listed.clear();
             }
-            watcher::Event::InitApply(o) => buffer.extend(object(o)),
+            watcher::Event::InitApply(o) => {
+                if is_config {
+                    listed.push((id(&o), generation(&o)));
+                }
+                buffer.extend(object(o));
+            }
             watcher::Event::InitDone => {
+                if is_config {
+                    let mut g = generations_of();
+                    g.retain(|k, _| k.kind != kind);
+                    g.extend(listed.drain(..));
+                }
                 lock().reset(kind, std::mem::take(&mut buffer));
                 tracing::info!(kind = %resource.kind, "listed");
                 synced.listed();
                 let _ = changed.send(());
             }
             watcher::Event::Apply(o) => {
+                if is_config {
+                    generations_of().insert(id(&o), generation(&o));
+                }
                 if let Some(o) = object(o) {
                     lock().apply(o);
                     let _ = changed.send(());
                 }
             }
             watcher::Event::Delete(o) => {
+                if is_config {
+                    generations_of().remove(&id(&o));
+                }
                 let name = o.metadata.name.clone().unwrap_or_default();
                 let namespace = o.metadata.namespace.clone().unwrap_or_default();
                 lock().delete(kind, &namespace, &name);

@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// Log level or filter (`info`, `sextant_xds=debug`).
     #[arg(long, env = "SEXTANT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Namespace of the Lease that elects the replica writing status (Kubernetes only).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// How long a Lease holder stays leader without renewing (Kubernetes only).
+    #[arg(long, env = "SEXTANT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 /// Log output format.

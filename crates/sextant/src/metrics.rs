@@ -42,6 +42,10 @@ pub struct Metrics {
     pub invalid_objects: Gauge,
     /// Kubernetes watches: errors, malformed objects, relists.
     pub kube: sextant_kube::Counters,
+    /// Status writes (VirtualService and DestinationRule conditions).
+    pub status_writes: Counter,
+    /// 1 while this replica holds the Lease (writes status).
+    pub leader: Gauge,
 }
 
 fn push_buckets() -> Histogram {
@@ -69,8 +73,20 @@ impl Metrics {
             debounce_seconds: buckets(),
             invalid_objects: Gauge::default(),
             kube: sextant_kube::Counters::default(),
+            status_writes: Counter::default(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "status_writes",
+            "Status written on VirtualServices and DestinationRules (Lease holder only)",
+            m.status_writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and writes status",
+            m.leader.clone(),
+        );
         registry.register(
             "kube_watch_errors",
             "Kubernetes watch failures (each retried with backoff; the last snapshot is kept)",

@@ -246,6 +246,18 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
         table.starts_with("NAME") && table.contains("HOSTS"),
         "{table}"
     );
+    // The status Sextant writes (this single replica holds the Lease).
+    wait_for(
+        "status on the VirtualService",
+        Duration::from_secs(20),
+        || {
+            let yaml = cluster.kubectl(&k, &["get", "vs", "reviews", "-o", "yaml"]);
+            (yaml.contains("type: Reconciled")
+                && yaml.contains("status: \"True\"")
+                && yaml.contains("observedGeneration: 2"))
+            .then_some(())
+        },
+    );
 
     // The API server goes away: Envoy keeps its configuration, traffic flows, Sextant stays
     // ready on its last snapshot and counts the watch errors.
@@ -286,6 +298,165 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
         panic!("{e}\nsextant's log:\n{}", sextant_log());
     }
     drop(proxy);
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first response of an ADS stream for clusters, from the xDS server on `port`.
+fn cds_response(port: u16) -> Option<String> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let mut client =
+            AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .ok()?;
+        let request = DiscoveryRequest {
+            node: Some(Node {
+                id: "sidecar~10.1.0.9~probe.default~default.svc.cluster.local".into(),
+                ..Default::default()
+            }),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        };
+        let mut responses = client
+            .stream_aggregated_resources(tokio_stream::iter([request]))
+            .await
+            .ok()?
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(5), responses.message())
+            .await
+            .ok()?
+            .ok()??;
+        Some(first.type_url)
+    })
+}
+
+/// A metric's value from the admin endpoint.
+fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    support::http_get(admin, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn two_replicas_both_serve_and_exactly_one_writes_status() {
+    let Some(k) = kubectl() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-e2e-replicas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cluster = Cluster::start(&dir, 0);
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    // One VirtualService Sextant accepts, one it rejects (the schema allows any regex string;
+    // Istio's rules do not).
+    let configs = dir.join("vs.yaml");
+    let write = |generation_marker: &str| {
+        std::fs::write(
+            &configs,
+            format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: good}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    timeout: {generation_marker}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: bad}}\nspec:\n  hosts: [ratings]\n  http:\n  - match: [{{uri: {{regex: '('}}}}]\n    route: [{{destination: {{host: ratings}}}}]\n"),
+        )
+        .expect("write");
+    };
+    write("5s");
+    cluster.kubectl(&k, &["apply", "-f", configs.to_str().expect("utf-8")]);
+
+    let start = |n: usize| {
+        let (xds, admin) = (free_port(), free_port());
+        let process = Process(
+            Command::new(env!("CARGO_BIN_EXE_sextant"))
+                .env("KUBECONFIG", cluster.kubeconfig())
+                .env("POD_NAME", format!("sextant-{n}"))
+                .args([
+                    "serve",
+                    "--listen-address",
+                    "127.0.0.1",
+                    "--lease-duration-seconds",
+                    "3",
+                ])
+                .args([
+                    "--xds-port",
+                    &xds.to_string(),
+                    "--admin-port",
+                    &admin.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("sextant-{n}.log"))).expect("log"))
+                .spawn()
+                .expect("sextant serve starts"),
+        );
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+        (process, xds, admin)
+    };
+    let mut replicas = vec![start(0), start(1)];
+    for (_, xds, admin) in &replicas {
+        wait_for("replica ready", Duration::from_secs(30), || {
+            request(*admin, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
+        });
+        // Both serve xDS.
+        let url = wait_for("a CDS response", Duration::from_secs(10), || {
+            cds_response(*xds)
+        });
+        assert!(url.ends_with("envoy.config.cluster.v3.Cluster"), "{url}");
+    }
+    let jsonpath = |name: &str, path: &str| {
+        cluster.kubectl(&k, &["get", "vs", name, "-o", &format!("jsonpath={path}")])
+    };
+    wait_for(
+        "status of both VirtualServices",
+        Duration::from_secs(20),
+        || {
+            (jsonpath("good", "{.status.conditions[0].status}") == "True"
+                && jsonpath("bad", "{.status.conditions[0].status}") == "False")
+                .then_some(())
+        },
+    );
+    let message = jsonpath("bad", "{.status.conditions[0].message}");
+    assert!(
+        message.contains("spec.http[0].match[0].uri.regex"),
+        "{message}"
+    );
+    assert_eq!(jsonpath("good", "{.status.observedGeneration}"), "1");
+
+    // Exactly one replica leads and writes; the other writes nothing.
+    let (leaders, writers): (Vec<f64>, Vec<f64>) = replicas
+        .iter()
+        .map(|(_, _, admin)| {
+            (
+                metric(*admin, "sextant_leader").unwrap_or(-1.0),
+                metric(*admin, "sextant_status_writes_total").unwrap_or(-1.0),
+            )
+        })
+        .unzip();
+    let leader = leaders.iter().position(|l| *l == 1.0).expect("a leader");
+    assert_eq!(
+        leaders.iter().filter(|l| **l == 1.0).count(),
+        1,
+        "{leaders:?}"
+    );
+    assert!(writers[leader] >= 2.0, "{writers:?}");
+    assert_eq!(writers[1 - leader], 0.0, "{writers:?}");
+
+    // The leader goes away: the other takes the Lease over and reports the next change.
+    replicas.remove(leader);
+    write("6s");
+    cluster.kubectl(&k, &["apply", "-f", configs.to_str().expect("utf-8")]);
+    wait_for(
+        "the survivor reports generation 2",
+        Duration::from_secs(30),
+        || (jsonpath("good", "{.status.observedGeneration}") == "2").then_some(()),
+    );
+    let admin = replicas[0].2;
+    assert_eq!(metric(admin, "sextant_leader"), Some(1.0));
+    assert!(metric(admin, "sextant_status_writes_total").unwrap_or(0.0) >= 1.0);
+    drop(replicas);
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -33,6 +33,8 @@ pub struct Server {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) types: Vec<ResourceType>,
+    /// Field ownership for server-side apply: by object, manager and owned leaf paths.
+    pub(crate) owners: BTreeMap<Key, BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl Inner {
@@ -590,6 +592,117 @@ fn default_service(store: &Store, object: &mut Value) {
     }
 }
 
+/// The leaf fields of an object as paths (`spec.holderIdentity`); lists are leaves. Identity
+/// fields (apiVersion, kind, name, namespace) are nobody's.
+fn leaves(v: &Value) -> Vec<(String, &Value)> {
+    fn walk<'a>(v: &'a Value, path: &mut String, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(child, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => out.push((path.clone(), v)),
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut String::new(), &mut out);
+    out.retain(|(p, _)| {
+        !matches!(
+            p.as_str(),
+            "apiVersion" | "kind" | "metadata.name" | "metadata.namespace"
+        )
+    });
+    out
+}
+
+fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+/// A server-side apply that would change fields another manager owns is refused, as the API
+/// server does (unless forced).
+fn check_conflicts(
+    inner: &Inner,
+    key: &Key,
+    manager: &str,
+    current: &Value,
+    applied: &Value,
+    t: &ResourceType,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Some(owned) = inner.owners.get(key) else {
+        return Ok(());
+    };
+    let mut conflicts = Vec::new();
+    for (path, value) in leaves(applied) {
+        if value_at(current, &path).is_none_or(|v| v == value) {
+            continue;
+        }
+        for (other, fields) in owned {
+            if other != manager && fields.contains(&path) {
+                conflicts.push(format!("conflict with \"{other}\": .{path}"));
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError {
+        details: json!({"name": name, "group": t.group, "kind": t.plural,
+            "causes": conflicts.iter().map(|c| json!({"reason": "FieldManagerConflict", "message": c})).collect::<Vec<_>>()}),
+        ..ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict{}: {}",
+                conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" },
+                conflicts.join(", ")
+            ),
+        )
+    })
+}
+
+/// An update (or non-apply patch) takes the fields it changes from their owners; fields it
+/// removes are nobody's.
+fn record_update(
+    inner: &mut Inner,
+    key: &Key,
+    q: &BTreeMap<String, String>,
+    old: &Value,
+    new: &Value,
+) {
+    let Some(owned) = inner.owners.get_mut(key) else {
+        return;
+    };
+    let before: BTreeMap<String, &Value> = leaves(old).into_iter().collect();
+    let after: BTreeMap<String, &Value> = leaves(new).into_iter().collect();
+    let manager = q.get("fieldManager").map_or("unknown", String::as_str);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .collect();
+    for fields in owned.values_mut() {
+        for p in &changed {
+            fields.remove(*p);
+        }
+    }
+    let mine = owned.entry(manager.to_owned()).or_default();
+    for p in changed {
+        if after.contains_key(p) {
+            mine.insert(p.clone());
+        }
+    }
+}
+
 /// Marks a new CRD as accepted and established, as kubectl and helm wait for.
 fn establish(object: &mut Value) {
     let now = now_rfc3339();
@@ -828,6 +941,7 @@ fn replace_locked(
         return Ok(at_version(t, new));
     }
     let key = key_of(t, target.namespace.as_deref(), name);
+    record_update(inner, &key, q, old, &new);
     let stored = inner.store.put(key, new, EventType::Modified);
     if t.kind == "CustomResourceDefinition" {
         inner.refresh_types();
@@ -868,9 +982,16 @@ async fn patch_object(
     let builtin = target.t.custom.is_none();
     let Some(old) = old else {
         if media == "application/apply-patch+yaml" && !target.status {
-            let mut object = p;
+            let mut object = p.clone();
             object["metadata"]["name"] = json!(name);
             let created = create_locked(&mut inner, target, q, object)?;
+            let manager = q.get("fieldManager").cloned().unwrap_or_default();
+            let applied = leaves(&p).into_iter().map(|(path, _)| path).collect();
+            inner
+                .owners
+                .entry(key)
+                .or_default()
+                .insert(manager, applied);
             return Ok(json_response(StatusCode::CREATED, created));
         }
         return Err(ApiError::not_found(&target.t, name));
@@ -882,8 +1003,24 @@ async fn patch_object(
             patch::strategic(&target.t.kind, &mut new, &p).map_err(ApiError::bad_request)?;
         }
         "application/apply-patch+yaml" => {
+            let manager = q.get("fieldManager").cloned().ok_or_else(|| {
+                ApiError::bad_request("PATCH with apply requires the fieldManager parameter")
+            })?;
+            if !is_true(q, "force") {
+                check_conflicts(&inner, &key, &manager, &new, &p, &target.t, name)?;
+            }
             let kind = builtin.then_some(target.t.kind.as_str());
             patch::apply(kind, &mut new, &p);
+            let owned = inner.owners.entry(key.clone()).or_default();
+            let applied: Vec<String> = leaves(&p).into_iter().map(|(path, _)| path).collect();
+            for (other, fields) in owned.iter_mut() {
+                if *other != manager {
+                    for f in &applied {
+                        fields.remove(f);
+                    }
+                }
+            }
+            owned.entry(manager).or_default().extend(applied);
         }
         other => {
             return Err(ApiError::new(
@@ -944,6 +1081,7 @@ fn delete_locked(inner: &mut Inner, t: &ResourceType, key: Key, old: Value) -> V
     for (k, v) in dependents {
         inner.store.put(k, v, EventType::Deleted);
     }
+    inner.owners.remove(&key);
     let gone = inner.store.put(key, old, EventType::Deleted);
     if t.kind == "CustomResourceDefinition" {
         inner.refresh_types();

@@ -7,7 +7,8 @@
 //! and custom resources from the CustomResourceDefinitions applied to it, validated against
 //! their `openAPIV3Schema` and CEL rules (`sextant-schema`; unknown fields are rejected as with
 //! `fieldValidation=Strict`). Create, get, list, update, delete, JSON merge patch, strategic
-//! merge patch for built-in kinds, server-side apply without field ownership, the status
+//! merge patch for built-in kinds, server-side apply (field ownership and conflicts for leaf
+//! fields; lists are owned whole), the status
 //! subresource, watch, label selectors and `metadata.name`/`metadata.namespace` field
 //! selectors, TokenReview for configured tokens. With a data directory its objects survive a
 //! restart.
@@ -98,6 +99,7 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
     let mut inner = Inner {
         store,
         types: Vec::new(),
+        owners: BTreeMap::new(),
     };
     inner.refresh_types();
     let server = Arc::new(Server {

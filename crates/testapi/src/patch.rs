@@ -1,8 +1,9 @@
 //! The patch types clients send: JSON merge patch (RFC 7386), strategic merge patch for the
 //! built-in kinds (lists merged by their patch merge key, `$patch`, `$retainKeys`,
 //! `$setElementOrder` and `$deleteFromPrimitiveList` directives), and server-side apply as far
-//! as this server implements it (a merge of the applied configuration without field
-//! ownership: no conflicts, and fields dropped from a configuration are not removed).
+//! as this server implements it (a merge of the applied configuration; `api.rs` tracks which
+//! manager owns which field and refuses conflicting applies; fields dropped from a
+//! configuration are not removed).
 
 use serde_json::{Map, Value};
 

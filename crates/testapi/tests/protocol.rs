@@ -284,3 +284,81 @@ async fn token_reviews_authenticate_configured_tokens_only() {
     assert_eq!(no["status"]["authenticated"], false);
     api.stop();
 }
+
+#[tokio::test]
+async fn apply_refuses_to_take_fields_another_manager_owns() {
+    let api = start(Options::default()).await.expect("starts");
+    let addr = api.addr;
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/sextant";
+    let claim = |who: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "sextant"}, "spec": {"holderIdentity": who}})
+    };
+    let apply = "application/apply-patch+yaml";
+    let (code, _) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=a"),
+        apply,
+        &claim("a"),
+    )
+    .await;
+    assert_eq!(code, 201);
+    // Another manager may not take the holder; the same manager may re-apply.
+    let (code, conflict) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=b"),
+        apply,
+        &claim("b"),
+    )
+    .await;
+    assert_eq!(code, 409, "{conflict}");
+    assert!(
+        conflict["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(".spec.holderIdentity")),
+        "{conflict}"
+    );
+    let (code, _) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=a"),
+        apply,
+        &claim("a"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    // Once the field is cleared by an update, it is nobody's.
+    let clear = json!({"spec": {"holderIdentity": null}});
+    let (code, _) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=b"),
+        "application/strategic-merge-patch+json",
+        &clear,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, taken) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=b"),
+        apply,
+        &claim("b"),
+    )
+    .await;
+    assert_eq!(code, 200, "{taken}");
+    assert_eq!(taken["spec"]["holderIdentity"], "b");
+    // Forcing takes it anyway.
+    let (code, forced) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=a&force=true"),
+        apply,
+        &claim("a"),
+    )
+    .await;
+    assert_eq!(code, 200, "{forced}");
+    api.stop();
+}

@@ -132,6 +132,8 @@ enum Source {
     Kube {
         index: Arc<Mutex<Index>>,
         _watches: sextant_kube::Watches,
+        /// Published snapshots, for the status writer.
+        published: watch::Sender<Option<Arc<sextant_model::Snapshot>>>,
     },
 }
 
@@ -140,9 +142,12 @@ impl Source {
     fn publish(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
         match self {
             Source::Dir(dir) => dir.reload(),
-            Source::Kube { index, .. } => {
+            Source::Kube {
+                index, published, ..
+            } => {
                 let (snapshot, changes) = index.lock().unwrap_or_else(|p| p.into_inner()).publish();
                 log_published(&snapshot, &changes);
+                published.send_replace(Some(snapshot.clone()));
                 (snapshot, changes)
             }
         }
@@ -175,6 +180,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trust_domain,
         log_format,
         log_level,
+        lease_namespace,
+        lease_duration_seconds,
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, admin_port, %listen_address,
@@ -230,12 +237,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
             )?;
             let index = Arc::new(Mutex::new(index));
-            let watches =
-                sextant_kube::spawn(client, index.clone(), events_tx, metrics.kube.clone());
+            let watches = sextant_kube::spawn(
+                client.clone(),
+                index.clone(),
+                events_tx,
+                metrics.kube.clone(),
+            );
             let mut synced = watches.synced.clone();
+            let (published, snapshots) = watch::channel(None);
+            // Every replica serves; the Lease holder also writes status.
+            let leader = elect(client.clone(), &lease_namespace, lease_duration_seconds).await?;
+            let mut leading = leader.clone();
+            let gauge = metrics.leader.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = *leading.borrow_and_update();
+                    gauge.set(i64::from(now));
+                    tracing::info!(leader = now, "status writer election");
+                    if leading.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(sextant_kube::status::run(
+                client,
+                watches.generations.clone(),
+                leader,
+                snapshots,
+                metrics.status_writes.clone(),
+            ));
             let mut source = Source::Kube {
                 index,
                 _watches: watches,
+                published,
             };
             let mesh = mesh.clone();
             // Serve (not ready) while the watches list; publish once every one has.
@@ -312,6 +346,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this
+/// replica holds it. The identity is the pod's name (`POD_NAME`) or host name and process id.
+async fn elect(
+    client: kube::Client,
+    namespace: &str,
+    duration: u64,
+) -> anyhow::Result<watch::Receiver<bool>> {
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "sextant")
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await
+        .context("setting up the status Lease")?;
+    // The manager runs (detached) until the receiver is dropped; it retries its own errors.
+    let (leader, _task) = manager.watch().await;
+    Ok(leader)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,159 @@
+//! Status of VirtualServices and DestinationRules: a `Reconciled` condition (accepted, with
+//! any unsupported fields named; or rejected, with every error and its field path) and
+//! `observedGeneration`, written with server-side apply under field manager `sextant`, only
+//! while this replica holds the Lease, and only when it changes.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+};
+use prometheus_client::metrics::counter::Counter;
+use serde_json::{Value, json};
+use sextant_model::{Kind, ObjectRef, Snapshot};
+use tokio::sync::watch;
+
+use crate::Generations;
+
+/// The field manager status is written under.
+pub const FIELD_MANAGER: &str = "sextant";
+
+/// What the status of one object says, without timestamps (to tell whether it changed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `metadata.generation` it refers to.
+    pub generation: i64,
+    /// Accepted or not.
+    pub accepted: bool,
+    /// For people: the errors, or the fields not supported.
+    pub message: String,
+}
+
+/// The verdict on `id` in `snapshot`, if the snapshot knows the object.
+pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, generation: i64) -> Option<Verdict> {
+    if let Some(errors) = snapshot.invalid.get(id) {
+        return Some(Verdict {
+            generation,
+            accepted: false,
+            message: errors.join("; "),
+        });
+    }
+    let known = match id.kind {
+        Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
+        Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
+        _ => false,
+    };
+    known.then(|| Verdict {
+        generation,
+        accepted: true,
+        message: match snapshot.warnings.get(id) {
+            Some(w) => format!("accepted; not supported by sextant: {}", w.join("; ")),
+            None => "accepted".to_owned(),
+        },
+    })
+}
+
+/// The status body of an object, as applied.
+pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind_name(id.kind),
+        "metadata": {"name": id.name, "namespace": id.namespace},
+        "status": {
+            "observedGeneration": v.generation,
+            "conditions": [{
+                "type": "Reconciled",
+                "status": if v.accepted { "True" } else { "False" },
+                "reason": if v.accepted { "Accepted" } else { "Invalid" },
+                "message": v.message,
+                "observedGeneration": v.generation,
+                "lastTransitionTime": now,
+            }],
+        },
+    })
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::DestinationRule => "DestinationRule",
+        _ => "VirtualService",
+    }
+}
+
+fn resource(kind: Kind) -> ApiResource {
+    let (name, plural) = match kind {
+        Kind::DestinationRule => ("DestinationRule", "destinationrules"),
+        _ => ("VirtualService", "virtualservices"),
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", name),
+        plural,
+    )
+}
+
+/// Writes status while `leader` is true, from each snapshot `snapshots` publishes; counts
+/// writes in `writes`. Runs until `snapshots` closes.
+pub async fn run(
+    client: Client,
+    generations: Generations,
+    mut leader: watch::Receiver<bool>,
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    writes: Counter,
+) {
+    let mut written: HashMap<ObjectRef, Verdict> = HashMap::new();
+    loop {
+        let leading = *leader.borrow_and_update();
+        let snapshot = snapshots.borrow_and_update().clone();
+        if !leading {
+            // A new term re-asserts everything.
+            written.clear();
+        } else if let Some(snapshot) = snapshot {
+            let pending: Vec<(ObjectRef, Verdict)> = {
+                let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
+                generations
+                    .iter()
+                    .filter_map(|(id, g)| Some((id.clone(), verdict(&snapshot, id, *g)?)))
+                    .filter(|(id, v)| written.get(id) != Some(v))
+                    .collect()
+            };
+            let now = k8s_now();
+            for (id, v) in pending {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &id.namespace, &resource(id.kind));
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                match api
+                    .patch_status(
+                        &id.name,
+                        &params,
+                        &Patch::Apply(status_patch(&id, &v, &now)),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        writes.inc();
+                        written.insert(id, v);
+                    }
+                    // Deleted meanwhile: nothing to report.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(object = %id, error = %e, "could not write status; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { return },
+            changed = snapshots.changed() => if changed.is_err() { return },
+            // Retry failed writes and pick up generations that arrived without a snapshot.
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+fn k8s_now() -> String {
+    let t = k8s_openapi::jiff::Timestamp::now();
+    // Kubernetes writes seconds precision.
+    format!("{}", t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t))
+}
