@@ -101,6 +101,23 @@ pub struct ServeArgs {
     /// How long a Lease holder stays leader without renewing (Kubernetes only).
     #[arg(long, env = "SEXTANT_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// HTTPS port of the validating admission webhook (`/validate`).
+    #[arg(long, env = "SEXTANT_WEBHOOK_PORT", default_value_t = 15017)]
+    pub webhook_port: u16,
+    /// The ValidatingWebhookConfiguration whose `caBundle` the Lease holder keeps current.
+    #[arg(
+        long,
+        env = "SEXTANT_WEBHOOK_CONFIG",
+        default_value = "sextant-validator"
+    )]
+    pub webhook_config: String,
+    /// Service name in the webhook's serving certificate (`NAME.NAMESPACE.svc`).
+    #[arg(long, env = "SEXTANT_SERVICE_NAME", default_value = "sextant")]
+    pub service_name: String,
+    /// A CA to use (`ca.crt`, `ca.key`). Default: the Secret `sextant-ca` in the Lease
+    /// namespace (created if missing), or a new CA for this process without a cluster.
+    #[arg(long, env = "SEXTANT_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
 }
 
 /// Log output format.

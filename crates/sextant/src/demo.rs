@@ -241,6 +241,8 @@ fn demo_in(work: &Path, envoy: &Path, requests: usize) -> Result<(), String> {
                 &xds.to_string(),
                 "--admin-port",
                 &admin.to_string(),
+                "--webhook-port",
+                &free_port().to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

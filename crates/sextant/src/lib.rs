@@ -1,12 +1,14 @@
 //! The `sextant` command: every subcommand and the glue between the library crates.
 
 pub mod admin;
+pub mod ca;
 pub mod cli;
 pub mod cmd;
 pub mod demo;
 pub mod files;
 pub mod mesh;
 pub mod metrics;
+pub mod webhook;
 
 /// A listener for the xDS port: a connect storm of every proxy in the mesh must not overflow
 /// the accept backlog (a dropped SYN costs a proxy a second), and responses must not wait for

@@ -140,6 +140,8 @@ fn scenario(delta: bool, net: u8) {
                 &xds.to_string(),
                 "--admin-port",
                 &admin.to_string(),
+                "--webhook-port",
+                &free_port().to_string(),
                 "--debounce-after-ms",
                 "50",
             ])

@@ -187,6 +187,8 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
                 &xds.to_string(),
                 "--admin-port",
                 &admin.to_string(),
+                "--webhook-port",
+                &free_port().to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -368,8 +370,11 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
     write("5s");
     cluster.kubectl(&k, &["apply", "-f", configs.to_str().expect("utf-8")]);
 
+    // Replica 0's webhook port is fixed before it starts: the webhook configuration names it.
+    let webhook_port = free_port();
     let start = |n: usize| {
         let (xds, admin) = (free_port(), free_port());
+        let webhook = if n == 0 { webhook_port } else { free_port() };
         let process = Process(
             Command::new(env!("CARGO_BIN_EXE_sextant"))
                 .env("KUBECONFIG", cluster.kubeconfig())
@@ -386,6 +391,8 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
                     &xds.to_string(),
                     "--admin-port",
                     &admin.to_string(),
+                    "--webhook-port",
+                    &webhook.to_string(),
                 ])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join(format!("sextant-{n}.log"))).expect("log"))
@@ -443,6 +450,88 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
     );
     assert!(writers[leader] >= 2.0, "{writers:?}");
     assert_eq!(writers[1 - leader], 0.0, "{writers:?}");
+
+    // The admission webhook: registered without a caBundle, which the Lease holder fills in
+    // from the CA both replicas share; then an invalid VirtualService (valid for the CRD
+    // schema) is denied with every error, and one the schema rejects never reaches it.
+    let webhook = dir.join("webhook.yaml");
+    std::fs::write(
+        &webhook,
+        format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: sextant-validator}}\nwebhooks:\n- name: validation.sextant.io\n  clientConfig: {{url: 'https://127.0.0.1:{webhook_port}/validate'}}\n  rules:\n  - operations: [CREATE, UPDATE]\n    apiGroups: [networking.istio.io]\n    apiVersions: ['*']\n    resources: [virtualservices, destinationrules]\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n"),
+    )
+    .expect("write");
+    cluster.kubectl(&k, &["apply", "-f", webhook.to_str().expect("utf-8")]);
+    wait_for(
+        "caBundle set by the Lease holder",
+        Duration::from_secs(40),
+        || {
+            let bundle = cluster.kubectl(
+                &k,
+                &[
+                    "get",
+                    "validatingwebhookconfiguration",
+                    "sextant-validator",
+                    "-o",
+                    "jsonpath={.webhooks[0].clientConfig.caBundle}",
+                ],
+            );
+            (bundle.len() > 100).then_some(())
+        },
+    );
+    let invalid = dir.join("invalid.yaml");
+    std::fs::write(
+        &invalid,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: worse}\nspec:\n  hosts: [ratings]\n  http:\n  - match: [{uri: {regex: '('}, headers: {x-user: {prefix: ''}}}]\n    route: [{destination: {host: ratings}}]\n",
+    )
+    .expect("write");
+    let out = Command::new(&k)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HOME", &dir)
+        .args(["apply", "-f", invalid.to_str().expect("utf-8")])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("admission webhook \"validation.sextant.io\" denied the request"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.http[0].match[0].uri.regex"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.http[0].match[0].headers[x-user].prefix"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &invalid,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: worse}\nspec:\n  hosts: [ratings]\n  http:\n  - route: [{destination: {host: ratings}, weight: fifty}]\n",
+    )
+    .expect("write");
+    let out = Command::new(&k)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("HOME", &dir)
+        .args(["apply", "-f", invalid.to_str().expect("utf-8")])
+        .output()
+        .expect("kubectl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("The VirtualService \"worse\" is invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec.http[0].route[0].weight"), "{stderr}");
+
+    // The webhook names replica 0 alone (no Service in front here), which may be the one
+    // about to go away.
+    cluster.kubectl(
+        &k,
+        &[
+            "delete",
+            "validatingwebhookconfiguration",
+            "sextant-validator",
+        ],
+    );
 
     // The leader goes away: the other takes the Lease over and reports the next change.
     replicas.remove(leader);

@@ -38,6 +38,8 @@ fn sigterm_closes_streams_and_exits_cleanly() {
                 &xds.to_string(),
                 "--admin-port",
                 &admin.to_string(),
+                "--webhook-port",
+                &free_port().to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

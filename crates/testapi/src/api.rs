@@ -147,6 +147,61 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Runs the validating webhooks that apply, before anything is stored.
+async fn admit(
+    inner: &Inner,
+    target: &Target,
+    operation: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if target.status {
+        return Ok(());
+    }
+    // As in the API server: the schema first, validating webhooks after.
+    validate(
+        &target.t,
+        object,
+        object["metadata"]["name"].as_str().unwrap_or_default(),
+    )?;
+    let configs: Vec<Value> = inner
+        .store
+        .list(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            None,
+        )
+        .map(|(_, v)| v.clone())
+        .collect();
+    if configs.is_empty() {
+        return Ok(());
+    }
+    let namespace = target
+        .namespace
+        .clone()
+        .or_else(|| object["metadata"]["namespace"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            if target.t.namespaced {
+                "default".into()
+            } else {
+                String::new()
+            }
+        });
+    crate::admission::admit(&configs, &target.t, operation, object, old, &namespace)
+        .await
+        .map_err(|d| ApiError {
+            code: StatusCode::from_u16(d.code).unwrap_or(StatusCode::BAD_REQUEST),
+            reason: match d.reason.as_str() {
+                "Invalid" => "Invalid",
+                "Forbidden" => "Forbidden",
+                "InternalError" => "InternalError",
+                _ => "BadRequest",
+            },
+            message: d.message,
+            details: Value::Null,
+        })
+}
+
 /// `virtualservices.networking.istio.io` or `services`.
 fn qualified(t: &ResourceType) -> String {
     if t.group.is_empty() {
@@ -726,6 +781,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let object = parse_body(body)?;
     let mut inner = server.inner.lock().await;
+    admit(&inner, target, "CREATE", &object, None).await?;
     let created = create_locked(&mut inner, target, q, object)?;
     Ok(json_response(StatusCode::CREATED, created))
 }
@@ -962,6 +1018,7 @@ async fn update(
     let Some(old) = inner.store.get(&key).cloned() else {
         return Err(ApiError::not_found(&target.t, name));
     };
+    admit(&inner, target, "UPDATE", &new, Some(&old)).await?;
     let out = replace_locked(&mut inner, target, name, q, &old, new)?;
     Ok(json_response(StatusCode::OK, out))
 }
@@ -984,6 +1041,7 @@ async fn patch_object(
         if media == "application/apply-patch+yaml" && !target.status {
             let mut object = p.clone();
             object["metadata"]["name"] = json!(name);
+            admit(&inner, target, "CREATE", &object, None).await?;
             let created = create_locked(&mut inner, target, q, object)?;
             let manager = q.get("fieldManager").cloned().unwrap_or_default();
             let applied = leaves(&p).into_iter().map(|(path, _)| path).collect();
@@ -1041,6 +1099,7 @@ async fn patch_object(
     if p["metadata"]["resourceVersion"].is_null() {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     }
+    admit(&inner, target, "UPDATE", &new, Some(&old)).await?;
     let out = replace_locked(&mut inner, target, name, q, &old, new)?;
     Ok(json_response(StatusCode::OK, out))
 }

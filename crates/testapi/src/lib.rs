@@ -10,14 +10,16 @@
 //! merge patch for built-in kinds, server-side apply (field ownership and conflicts for leaf
 //! fields; lists are owned whole), the status
 //! subresource, watch, label selectors and `metadata.name`/`metadata.namespace` field
-//! selectors, TokenReview for configured tokens. With a data directory its objects survive a
+//! selectors, TokenReview for configured tokens, and calls to validating admission webhooks
+//! (`clientConfig.url`) before anything is stored. With a data directory its objects survive a
 //! restart.
 //!
 //! What it does not do: authentication and authorization (every request is allowed),
 //! validation of built-in kinds beyond kind and apiVersion, schema conversion between versions
-//! of a custom resource (they must share one schema, as Istio's do), admission webhooks,
-//! pagination (`limit` is ignored), and garbage collection by owner references.
+//! of a custom resource (they must share one schema, as Istio's do), mutating webhooks and
+//! webhook selectors (see `admission`), pagination (`limit` is ignored), and garbage collection by owner references.
 
+pub mod admission;
 pub mod api;
 pub mod patch;
 pub mod registry;

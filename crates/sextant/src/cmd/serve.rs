@@ -182,6 +182,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_level,
         lease_namespace,
         lease_duration_seconds,
+        webhook_port,
+        webhook_config,
+        service_name,
+        ca_dir,
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, admin_port, %listen_address,
@@ -200,8 +204,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (updates_tx, updates_rx) = watch::channel(0);
     // Kept alive while serving.
     let mut _dir_watcher = None;
-    match config_dir {
-        Some(config_dir) => {
+    let client = match config_dir {
+        Some(_) => None,
+        None => Some(kube::Client::try_default().await.context(
+            "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
+        )?),
+    };
+    let ca = match (&ca_dir, &client) {
+        (Some(dir), _) => crate::ca::Ca::from_dir(dir)?,
+        (None, Some(client)) => {
+            crate::ca::Ca::from_cluster(client.clone(), &lease_namespace).await?
+        }
+        (None, None) => crate::ca::Ca::generate()?,
+    };
+    match (config_dir, client) {
+        (Some(config_dir), _) => {
             let mut source = DirSource {
                 dir: config_dir.clone(),
                 namespace,
@@ -232,10 +249,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 updates_tx,
             ));
         }
-        None => {
-            let client = kube::Client::try_default().await.context(
-                "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
-            )?;
+        (None, Some(client)) => {
             let index = Arc::new(Mutex::new(index));
             let watches = sextant_kube::spawn(
                 client.clone(),
@@ -259,6 +273,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     }
                 }
             });
+            tokio::spawn(crate::webhook::keep_ca_bundle(
+                client.clone(),
+                webhook_config,
+                ca.bundle(),
+                leader.clone(),
+            ));
             tokio::spawn(sextant_kube::status::run(
                 client,
                 watches.generations.clone(),
@@ -286,6 +306,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 watch_loop(source, events_rx, debounce, mesh, updates_tx).await;
             });
         }
+        (None, None) => unreachable!("a client is made whenever there is no --config-dir"),
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -306,6 +327,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(async move {
         let _ = admin_shutdown.wait_for(|s| *s).await;
     });
+    let webhook_addr = SocketAddr::new(listen_address, webhook_port);
+    let names = vec![
+        format!("{service_name}.{lease_namespace}.svc"),
+        format!("{service_name}.{lease_namespace}.svc.{domain_suffix}"),
+        "localhost".to_owned(),
+    ];
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if !listen_address.is_unspecified() && !ips.contains(&listen_address) {
+        ips.push(listen_address);
+    }
+    let webhook_listener =
+        crate::webhook::TlsListener::bind(webhook_addr, ca.server_config(&names, &ips)?)
+            .await
+            .with_context(|| format!("listening on {webhook_addr}"))?;
+    let mut webhook_shutdown = shutdown_rx.clone();
+    let webhook_server = axum::serve(webhook_listener, crate::webhook::router())
+        .with_graceful_shutdown(async move {
+            let _ = webhook_shutdown.wait_for(|s| *s).await;
+        });
     let mut xds_shutdown = shutdown_rx.clone();
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -318,7 +358,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
-    tracing::info!(%xds_addr, %admin_addr, "serving");
+    tracing::info!(%xds_addr, %admin_addr, %webhook_addr, "serving");
     let draining = mesh.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -329,7 +369,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
     let mut drain_started = shutdown_rx.clone();
-    let servers = async { tokio::join!(admin_server, xds_server) };
+    let servers = async { tokio::join!(admin_server, xds_server, webhook_server) };
     // Connections get DRAIN_GRACE to close after shutdown begins; a proxy that never closes
     // its connection must not keep the process alive.
     let grace = async {
@@ -337,9 +377,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(DRAIN_GRACE).await;
     };
     tokio::select! {
-        (admin_result, xds_result) = servers => {
+        (admin_result, xds_result, webhook_result) = servers => {
             admin_result?;
             xds_result?;
+            webhook_result?;
         }
         () = grace => {
             tracing::warn!(grace = ?DRAIN_GRACE, "connections still open after the drain grace period; exiting");

@@ -1,0 +1,198 @@
+//! Sextant's certificate authority: a self-signed root (ECDSA P-256) that signs the serving
+//! certificates of Sextant's own TLS endpoints (the admission webhook). The root comes from
+//! files (`--ca-dir DIR` with `ca.crt` and `ca.key`), from the cluster (the Secret
+//! `sextant-ca`, created by the first replica and shared by the others, so every replica's
+//! serving certificate is trusted by one `caBundle`), or is generated for this process.
+
+use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Name of the Secret holding the root in the cluster.
+pub const SECRET: &str = "sextant-ca";
+
+/// The root: its certificate (PEM) and key.
+pub struct Ca {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A serving certificate chain and its key, as rustls takes them.
+pub struct Serving {
+    /// Leaf first, then the root.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl Ca {
+    /// A new root, valid for ten years.
+    pub fn generate() -> anyhow::Result<Ca> {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "sextant");
+        dn.push(DnType::CommonName, "sextant root CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = std::time::SystemTime::now();
+        params.not_before = now.into();
+        params.not_after = (now + Duration::from_secs(10 * 365 * 86_400)).into();
+        let cert = params
+            .self_signed(&key)
+            .context("signing the CA certificate")?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The root from PEM text, checked to be usable.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> anyhow::Result<Ca> {
+        let key = KeyPair::from_pem(key_pem).context("the CA key is not a PEM private key")?;
+        Issuer::from_ca_cert_pem(cert_pem, key).context("the CA certificate cannot be read")?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        })
+    }
+
+    /// `DIR/ca.crt` and `DIR/ca.key`.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Ca> {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .with_context(|| format!("reading {}", dir.join(f).display()))
+        };
+        Ca::from_pem(&read("ca.crt")?, &read("ca.key")?)
+    }
+
+    /// The Secret `sextant-ca` in `namespace`, created with a new root if missing. Replicas
+    /// racing to create it all end up with the one that was created first.
+    pub async fn from_cluster(client: kube::Client, namespace: &str) -> anyhow::Result<Ca> {
+        use k8s_openapi::{ByteString, api::core::v1::Secret};
+        use kube::api::{Api, PostParams};
+        let api: Api<Secret> = Api::namespaced(client, namespace);
+        for _ in 0..3 {
+            if let Some(secret) = api.get_opt(SECRET).await.context("reading the CA Secret")? {
+                let data = secret.data.unwrap_or_default();
+                let field = |k: &str| {
+                    data.get(k)
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        .with_context(|| format!("the Secret {SECRET} has no {k}"))
+                };
+                return Ca::from_pem(&field("ca.crt")?, &field("ca.key")?);
+            }
+            let ca = Ca::generate()?;
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(SECRET.to_owned()),
+                    ..Default::default()
+                },
+                data: Some(
+                    [
+                        (
+                            "ca.crt".to_owned(),
+                            ByteString(ca.cert_pem.clone().into_bytes()),
+                        ),
+                        (
+                            "ca.key".to_owned(),
+                            ByteString(ca.key_pem.clone().into_bytes()),
+                        ),
+                    ]
+                    .into(),
+                ),
+                type_: Some("Opaque".to_owned()),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => return Ok(ca),
+                // Another replica was first: use its root.
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e).context("creating the CA Secret"),
+            }
+        }
+        anyhow::bail!("the CA Secret {SECRET} keeps changing")
+    }
+
+    /// The root certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The root certificate as a `caBundle` (base64 of the PEM).
+    pub fn bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.cert_pem.as_bytes())
+    }
+
+    /// A serving certificate for these names and addresses, valid for a year.
+    pub fn serving(&self, names: &[String], ips: &[IpAddr]) -> anyhow::Result<Serving> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map_or("sextant", String::as_str),
+        );
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - Duration::from_secs(300)).into();
+        params.not_after = (now + Duration::from_secs(365 * 86_400)).into();
+        let cert = params.signed_by(&key, &issuer)?;
+        use rustls::pki_types::pem::PemObject;
+        let root = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))?;
+        Ok(Serving {
+            chain: vec![cert.der().clone(), root],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+
+    /// A rustls server configuration serving a certificate for `names` and `ips`.
+    pub fn server_config(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let serving = self.serving(names, ips)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(serving.chain, serving.key)?;
+        Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_root_signs_serving_certificates_and_round_trips_through_pem() {
+        let ca = Ca::generate().expect("root");
+        let again = Ca::from_pem(&ca.cert_pem, &ca.key_pem).expect("reads back");
+        let serving = again
+            .serving(
+                &["sextant.istio-system.svc".into()],
+                &["127.0.0.1".parse().expect("ip")],
+            )
+            .expect("serving certificate");
+        assert_eq!(serving.chain.len(), 2);
+        assert!(again.server_config(&["localhost".into()], &[]).is_ok());
+        assert!(Ca::from_pem("not pem", &ca.key_pem).is_err());
+        assert!(ca.bundle().len() > 100);
+    }
+}

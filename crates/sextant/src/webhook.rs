@@ -1,0 +1,208 @@
+//! The validating admission webhook (HTTPS on `--webhook-port`, 15017): VirtualServices and
+//! DestinationRules are judged by the same checks as every other path (`index::check`: the CRD
+//! schema, then Istio's rules), and a denial lists every error with its field path. The Lease
+//! holder keeps the `caBundle` of the ValidatingWebhookConfiguration current.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Json, Router, body::Bytes, routing::post};
+use serde_json::{Value, json};
+use sextant_index::check::{self, ObjectKind};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+/// Largest AdmissionReview accepted.
+const MAX_REVIEW_BYTES: usize = 3 << 20;
+
+/// A TLS listener for axum: handshakes that fail or stall are dropped.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// Listens on `addr` with `config`.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        Ok(TlsListener {
+            tcp: TcpListener::bind(addr).await?,
+            acceptor: TlsAcceptor::from(config),
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = match self.tcp.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "webhook TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "webhook TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The webhook's routes: `POST /validate`.
+pub fn router() -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+}
+
+async fn validate(body: Bytes) -> Json<Value> {
+    let review: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Json(
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": "", "allowed": false,
+                    "status": {"code": 400, "message": format!("the AdmissionReview is not JSON: {e}")}}}),
+            );
+        }
+    };
+    Json(review_response(&review))
+}
+
+/// The AdmissionReview answering `review`.
+pub fn review_response(review: &Value) -> Value {
+    let request = &review["request"];
+    let uid = request["uid"].clone();
+    let object = &request["object"];
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let mut response = json!({"uid": uid, "allowed": true});
+    // Deletions carry no object; other kinds are not ours to judge.
+    if let ObjectKind::Istio(k) = check::classify(api_version, kind) {
+        let checked = check::check_istio_object(k, object);
+        if !checked.warnings.is_empty() {
+            response["warnings"] = json!(
+                checked
+                    .warnings
+                    .iter()
+                    .map(|w| format!("{}: {}", w.path, w.message))
+                    .collect::<Vec<_>>()
+            );
+        }
+        if !checked.errors.is_empty() {
+            let errors: Vec<String> = checked
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect();
+            response["allowed"] = json!(false);
+            response["status"] = json!({
+                "code": 400, "reason": "Invalid",
+                "message": format!("configuration is invalid: {}", errors.join("; ")),
+            });
+        }
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// Keeps every webhook of the ValidatingWebhookConfiguration `name` pointing at `bundle`,
+/// while `leader` is true (checked every 5 s and on each change of leadership).
+pub async fn keep_ca_bundle(
+    client: kube::Client,
+    name: String,
+    bundle: String,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    loop {
+        if *leader.borrow_and_update() {
+            match api.get_opt(&name).await {
+                Ok(Some(config)) => {
+                    let mut webhooks = serde_json::to_value(config.webhooks.unwrap_or_default())
+                        .unwrap_or_else(|_| json!([]));
+                    let mut stale = false;
+                    for w in webhooks.as_array_mut().into_iter().flatten() {
+                        if w["clientConfig"]["caBundle"] != json!(bundle) {
+                            w["clientConfig"]["caBundle"] = json!(bundle);
+                            stale = true;
+                        }
+                    }
+                    if stale {
+                        let patch = Patch::Merge(json!({"webhooks": webhooks}));
+                        match api.patch(&name, &PatchParams::default(), &patch).await {
+                            Ok(_) => tracing::info!(%name, "webhook caBundle updated"),
+                            Err(e) => {
+                                tracing::warn!(%name, error = %e, "could not update the webhook caBundle")
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "could not read the webhook configuration")
+                }
+            }
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(object: Value) -> Value {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "request": {"uid": "u1", "operation": "CREATE", "object": object}})
+    }
+
+    #[test]
+    fn invalid_configuration_is_denied_with_every_error() {
+        let bad = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"hosts": ["r"], "http": [
+                {"match": [{"uri": {"regex": "("}}], "route": [{"destination": {"host": "r"}}]},
+                {"route": [{"destination": {"host": "r"}, "weight": -1}]}]}});
+        let out = review_response(&review(bad));
+        let response = &out["response"];
+        assert_eq!(response["uid"], "u1");
+        assert_eq!(response["allowed"], false);
+        let message = response["status"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("spec.http[0].match[0].uri.regex"),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.http[1].route[0].weight"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn valid_configuration_and_other_kinds_are_allowed() {
+        let good = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": "r"}, "spec": {"host": "r"}});
+        assert_eq!(review_response(&review(good))["response"]["allowed"], true);
+        let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        assert_eq!(review_response(&review(other))["response"]["allowed"], true);
+        assert_eq!(review_response(&json!({}))["response"]["allowed"], true);
+    }
+}
