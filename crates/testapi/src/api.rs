@@ -512,19 +512,46 @@ async fn list(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(q)?;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    // `continue`: the namespace/name of the last object of the previous page. Pages are read
+    // from the current state (this server keeps no snapshots for consistent paging).
+    let after = q.get("continue").filter(|c| !c.is_empty()).cloned();
     let inner = server.inner.lock().await;
-    let items: Vec<Value> = inner
+    let mut matching = inner
         .store
         .list(
             &target.t.group,
             &target.t.plural,
             target.namespace.as_deref(),
         )
-        .map(|(_, o)| o)
-        .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
-        .map(|o| at_version(&target.t, o.clone()))
-        .collect();
+        .filter(|(k, _)| {
+            after
+                .as_ref()
+                .is_none_or(|a| format!("{}/{}", k.namespace, k.name) > *a)
+        })
+        .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o));
+    let mut items = Vec::new();
+    let mut last = None;
+    // Items after this page (the one the loop stopped at included).
+    let mut remaining = 0;
+    for (k, o) in matching.by_ref() {
+        if limit.is_some_and(|l| items.len() == l) {
+            remaining = 1;
+            break;
+        }
+        items.push(at_version(&target.t, o.clone()));
+        last = Some(format!("{}/{}", k.namespace, k.name));
+    }
+    remaining += matching.count();
     let rv = inner.store.resource_version();
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let (true, Some(last)) = (remaining > 0, last) {
+        meta["continue"] = json!(last);
+        meta["remainingItemCount"] = json!(remaining);
+    }
     if wants_table(headers) {
         return Ok(json_response(
             StatusCode::OK,
@@ -536,7 +563,7 @@ async fn list(
         json!({
             "kind": format!("{}List", target.t.kind),
             "apiVersion": target.t.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()},
+            "metadata": meta,
             "items": items,
         }),
     ))

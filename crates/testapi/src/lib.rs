@@ -17,7 +17,8 @@
 //! What it does not do: authentication and authorization (every request is allowed),
 //! validation of built-in kinds beyond kind and apiVersion, schema conversion between versions
 //! of a custom resource (they must share one schema, as Istio's do), mutating webhooks and
-//! webhook selectors (see `admission`), pagination (`limit` is ignored), and garbage collection by owner references.
+//! webhook selectors (see `admission`), consistent pagination (pages of `limit`
+//! are cut from the current state), and garbage collection by owner references.
 
 pub mod admission;
 pub mod api;

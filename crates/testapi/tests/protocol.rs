@@ -112,6 +112,32 @@ async fn watch_resumes_from_a_version_filters_by_label_and_expires() {
         .to_owned();
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
+    // Pages: `limit` and `continue`.
+    call(addr, "POST", CMS, "application/json", &cm("a2", "x")).await;
+    let (_, page) = call(addr, "GET", &format!("{CMS}?limit=1"), "", &Value::Null).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["metadata"]["remainingItemCount"], 1);
+    let token = page["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_owned();
+    let (_, next) = call(
+        addr,
+        "GET",
+        &format!("{CMS}?limit=1&continue={token}"),
+        "",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(next["items"][0]["metadata"]["name"], "a2");
+    assert!(next["metadata"].get("continue").is_none(), "{next}");
+    call(addr, "DELETE", &format!("{CMS}/a2"), "", &Value::Null).await;
+    let (_, list) = call(addr, "GET", CMS, "", &Value::Null).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+
     // From the list's version: only what happens after, and only label app=y.
     let mut w = Watch::open(
         addr,
