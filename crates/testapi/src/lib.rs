@@ -11,7 +11,8 @@
 //! fields; lists are owned whole), the status
 //! subresource, watch, label selectors and `metadata.name`/`metadata.namespace` field
 //! selectors, TokenReview for configured tokens, and calls to validating admission webhooks
-//! (`clientConfig.url`) before anything is stored. With a data directory its objects survive a
+//! (`clientConfig.url`) before anything is stored. Bodies are JSON (YAML for apply), or
+//! protobuf for Secrets and ConfigMaps (helm stores releases that way). With a data directory its objects survive a
 //! restart.
 //!
 //! What it does not do: authentication and authorization (every request is allowed),
@@ -23,6 +24,7 @@
 pub mod admission;
 pub mod api;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod select;
 pub mod store;

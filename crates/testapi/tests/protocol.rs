@@ -106,10 +106,6 @@ async fn watch_resumes_from_a_version_filters_by_label_and_expires() {
     let (code, _) = call(addr, "POST", CMS, "application/json", &cm("a", "x")).await;
     assert_eq!(code, 201);
     let (_, list) = call(addr, "GET", CMS, "", &Value::Null).await;
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .expect("rv")
-        .to_owned();
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
     // Pages: `limit` and `continue`.
