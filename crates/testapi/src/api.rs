@@ -629,6 +629,8 @@ fn validate(t: &ResourceType, object: &Value, name: &str) -> Result<(), ApiError
         for e in schema.validate(object) {
             errors.push((e.path, e.message));
         }
+    } else {
+        errors.extend(crate::builtin::check(&t.kind, object));
     }
     if t.kind == "CustomResourceDefinition"
         && let Err(e) = registry::from_crd(object)

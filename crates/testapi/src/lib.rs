@@ -15,14 +15,18 @@
 //! protobuf for Secrets and ConfigMaps (helm stores releases that way). With a data directory its objects survive a
 //! restart.
 //!
+//! Built-in kinds are checked strictly for unknown fields and wrong types (`builtin`), not for
+//! values.
+//!
 //! What it does not do: authentication and authorization (every request is allowed),
-//! validation of built-in kinds beyond kind and apiVersion, schema conversion between versions
+//! validation of built-in values (name formats, ranges, cross-field rules), schema conversion between versions
 //! of a custom resource (they must share one schema, as Istio's do), mutating webhooks and
 //! webhook selectors (see `admission`), consistent pagination (pages of `limit`
 //! are cut from the current state), and garbage collection by owner references.
 
 pub mod admission;
 pub mod api;
+pub mod builtin;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;

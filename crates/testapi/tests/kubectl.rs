@@ -208,6 +208,18 @@ fn kubectl_applies_istio_manifests_unchanged_and_objects_survive_a_restart() {
     assert!(stderr.contains("spec.http[0].route[0].weight"), "{stderr}");
     assert!(stderr.contains("spec.http[0].bogus"), "{stderr}");
 
+    // Built-in kinds are checked strictly too: an unknown field is refused.
+    let svc = dir.join("svc.yaml");
+    std::fs::write(
+        &svc,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: odd}\nspec:\n  ports: [{port: 80, portz: 81}]\n",
+    )
+    .expect("write");
+    let out = api.kubectl(&k, &["apply", "-f", svc.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("spec.ports[0].portz"), "{stderr}");
+
     // A restart with the same data directory keeps every object.
     let kubeconfig = api.kubeconfig.clone();
     drop(api);
