@@ -64,3 +64,4 @@ demo: .venv/bin/envoy
 bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
 	$(CARGO) bench -p sextant --bench ads
+	$(CARGO) bench -p sextant --bench kube_index
