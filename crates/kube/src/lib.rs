@@ -167,8 +167,39 @@ fn to_object(resource: &ApiResource, o: DynamicObject) -> Result<Object, String>
     let mut value = serde_json::to_value(o).map_err(|e| e.to_string())?;
     value["apiVersion"] = serde_json::json!(resource.api_version);
     value["kind"] = serde_json::json!(resource.kind);
+    if resource.kind == "Pod" {
+        value = trim_pod(&value);
+    }
     Object::from_json(value, "default")
         .map_err(|e| format!("{} {namespace}/{name}: {e}", resource.kind))
+}
+
+/// A Pod reduced to what the index reads (name, namespace, labels, service account, node,
+/// container ports, addresses): a relist buffers every Pod until it completes.
+fn trim_pod(pod: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let pick = |from: &Value, keys: &[&str]| -> Value {
+        Value::Object(
+            keys.iter()
+                .filter_map(|k| Some(((*k).to_owned(), from.get(*k)?.clone())))
+                .collect(),
+        )
+    };
+    let containers: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| pick(c, &["name", "ports"]))
+        .collect();
+    let mut spec = pick(&pod["spec"], &["serviceAccountName", "nodeName"]);
+    spec["containers"] = json!(containers);
+    json!({
+        "apiVersion": pod["apiVersion"],
+        "kind": pod["kind"],
+        "metadata": pick(&pod["metadata"], &["name", "namespace", "labels", "uid"]),
+        "spec": spec,
+        "status": pick(&pod["status"], &["podIP", "podIPs"]),
+    })
 }
 
 async fn run(

@@ -222,18 +222,7 @@ fn scenario(delta: bool, net: u8) {
     wait_for("v3 receives traffic", Duration::from_secs(10), || {
         request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v3")
     });
-    let counts = split(listener, 200);
-    let v3 = counts.get("v3").copied().unwrap_or(0);
-    assert_eq!(
-        counts.get("v1").copied().unwrap_or(0) + v3,
-        200,
-        "{counts:?}"
-    );
-    // Binomial(200, 0.5): 4.5 standard deviations either side.
-    assert!(
-        (68..=132).contains(&v3),
-        "50/50 split outside tolerance: {counts:?}"
-    );
+    support::assert_even_split(listener, "v1", "v3");
 
     // 4. Header match routing.
     mesh.virtual_service("  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n");

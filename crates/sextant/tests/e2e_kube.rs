@@ -93,6 +93,24 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Runs kubectl expecting it to fail; returns what it printed on stderr.
+    fn kubectl_fails(&self, kubectl: &Path, args: &[&str]) -> String {
+        let out = Command::new(kubectl)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &self.dir)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded: {stderr}"
+        );
+        stderr
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
@@ -231,18 +249,7 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
     wait_for("v3 receives traffic", Duration::from_secs(15), || {
         request(listener, "reviews", "/", &[]).filter(|(_, b, _)| b == "v3")
     });
-    let counts = split(listener, 200);
-    let v3 = counts.get("v3").copied().unwrap_or(0);
-    assert_eq!(
-        counts.get("v1").copied().unwrap_or(0) + v3,
-        200,
-        "{counts:?}"
-    );
-    // Binomial(200, 0.5): 4.5 standard deviations either side.
-    assert!(
-        (68..=132).contains(&v3),
-        "50/50 split outside tolerance: {counts:?}"
-    );
+    support::assert_even_split(listener, "v1", "v3");
     let table = cluster.kubectl(&k, &["get", "vs"]);
     assert!(
         table.starts_with("NAME") && table.contains("HOSTS"),
@@ -484,14 +491,7 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: worse}\nspec:\n  hosts: [ratings]\n  http:\n  - match: [{uri: {regex: '('}, headers: {x-user: {prefix: ''}}}]\n    route: [{destination: {host: ratings}}]\n",
     )
     .expect("write");
-    let out = Command::new(&k)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("HOME", &dir)
-        .args(["apply", "-f", invalid.to_str().expect("utf-8")])
-        .output()
-        .expect("kubectl");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = cluster.kubectl_fails(&k, &["apply", "-f", invalid.to_str().expect("utf-8")]);
     assert!(
         stderr.contains("admission webhook \"validation.sextant.io\" denied the request"),
         "{stderr}"
@@ -509,13 +509,7 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: worse}\nspec:\n  hosts: [ratings]\n  http:\n  - route: [{destination: {host: ratings}, weight: fifty}]\n",
     )
     .expect("write");
-    let out = Command::new(&k)
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("HOME", &dir)
-        .args(["apply", "-f", invalid.to_str().expect("utf-8")])
-        .output()
-        .expect("kubectl");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = cluster.kubectl_fails(&k, &["apply", "-f", invalid.to_str().expect("utf-8")]);
     assert!(
         stderr.contains("The VirtualService \"worse\" is invalid"),
         "{stderr}"

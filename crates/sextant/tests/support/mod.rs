@@ -72,6 +72,21 @@ pub fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Sends 200 requests and checks they split evenly between `a` and `b`: Binomial(200, 0.5)
+/// within 4.5 standard deviations either side.
+pub fn assert_even_split(listener: SocketAddr, a: &str, b: &str) {
+    let counts = split(listener, 200);
+    let (na, nb) = (
+        counts.get(a).copied().unwrap_or(0),
+        counts.get(b).copied().unwrap_or(0),
+    );
+    assert_eq!(na + nb, 200, "{counts:?}");
+    assert!(
+        (68..=132).contains(&nb),
+        "50/50 split outside tolerance: {counts:?}"
+    );
+}
+
 /// A real Envoy with a bootstrap from `sextant bootstrap`.
 pub struct Envoy {
     /// Its outbound listener for port 9080.
