@@ -117,8 +117,17 @@ pub async fn run(
                     .filter(|(id, v)| written.get(id) != Some(v))
                     .collect()
             };
+            // Objects gone since: a recreated one is reported again.
+            {
+                let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
+                written.retain(|id, _| generations.contains_key(id));
+            }
             let now = k8s_now();
             for (id, v) in pending {
+                // Leadership may end in the middle of a batch.
+                if !*leader.borrow() {
+                    break;
+                }
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), &id.namespace, &resource(id.kind));
                 let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -14,10 +14,11 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 /// Largest AdmissionReview accepted.
 const MAX_REVIEW_BYTES: usize = 3 << 20;
 
-/// A TLS listener for axum: handshakes that fail or stall are dropped.
+/// A TLS listener for axum. Handshakes run concurrently, each bounded by a timeout, so an
+/// idle or slow client cannot hold up the others; failed ones are dropped.
 pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
 }
 
 impl TlsListener {
@@ -26,10 +27,40 @@ impl TlsListener {
         addr: SocketAddr,
         config: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<Self> {
-        Ok(TlsListener {
-            tcp: TcpListener::bind(addr).await?,
-            acceptor: TlsAcceptor::from(config),
-        })
+        let tcp = TcpListener::bind(addr).await?;
+        let addr = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    () = tx.closed() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "webhook accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "webhook TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, addr })
     }
 }
 
@@ -38,26 +69,15 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(stream)).await
-            {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "webhook TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "webhook TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accepting task ended: nothing more will arrive.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        Ok(self.addr)
     }
 }
 
@@ -68,18 +88,16 @@ pub fn router() -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
 }
 
-async fn validate(body: Bytes) -> Json<Value> {
-    let review: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return Json(
-                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "response": {"uid": "", "allowed": false,
-                    "status": {"code": 400, "message": format!("the AdmissionReview is not JSON: {e}")}}}),
-            );
-        }
-    };
-    Json(review_response(&review))
+async fn validate(body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(review) => Json(review_response(&review)).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("the request is not an AdmissionReview: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 /// The AdmissionReview answering `review`.
@@ -133,8 +151,9 @@ pub async fn keep_ca_bundle(
         if *leader.borrow_and_update() {
             match api.get_opt(&name).await {
                 Ok(Some(config)) => {
-                    let mut webhooks = serde_json::to_value(config.webhooks.unwrap_or_default())
-                        .unwrap_or_else(|_| json!([]));
+                    let mut webhooks =
+                        serde_json::to_value(config.webhooks.clone().unwrap_or_default())
+                            .unwrap_or_else(|_| json!([]));
                     let mut stale = false;
                     for w in webhooks.as_array_mut().into_iter().flatten() {
                         if w["clientConfig"]["caBundle"] != json!(bundle) {
@@ -143,7 +162,12 @@ pub async fn keep_ca_bundle(
                         }
                     }
                     if stale {
-                        let patch = Patch::Merge(json!({"webhooks": webhooks}));
+                        // With the version read: a concurrent edit makes this a conflict,
+                        // retried on the next round, instead of being overwritten.
+                        let patch = Patch::Merge(json!({
+                            "metadata": {"resourceVersion": config.metadata.resource_version},
+                            "webhooks": webhooks,
+                        }));
                         match api.patch(&name, &PatchParams::default(), &patch).await {
                             Ok(_) => tracing::info!(%name, "webhook caBundle updated"),
                             Err(e) => {

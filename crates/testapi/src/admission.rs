@@ -164,33 +164,38 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
     let mut raw = Vec::new();
     // A peer closing without close_notify still delivered its answer.
     let _ = tls.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or("the webhook sent no HTTP response")?;
-    let code = head.split_whitespace().nth(1).unwrap_or_default();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let rest = &raw[split + 4..];
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     if code != "200" {
         return Err(format!("the webhook answered HTTP {code}"));
     }
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(rest)
     } else {
-        rest.to_owned()
+        rest.to_vec()
     };
-    serde_json::from_str(&body).map_err(|e| format!("the webhook's answer is not JSON: {e}"))
+    serde_json::from_slice(&body).map_err(|e| format!("the webhook's answer is not JSON: {e}"))
 }
 
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..line]);
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let tail = &rest[line + 2..];
         if n == 0 || tail.len() < n {
             break;
         }
-        out.push_str(&tail[..n]);
+        out.extend_from_slice(&tail[..n]);
         rest = tail.get(n + 2..).unwrap_or_default();
     }
     out

@@ -147,23 +147,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs the validating webhooks that apply, before anything is stored.
-async fn admit(
-    inner: &Inner,
+/// Runs the validating webhooks that apply, before anything is stored. The server's lock is
+/// released while webhooks are called (one that hangs must not stop every other request) and
+/// taken again; callers check that what they read before is still current.
+async fn admit<'a>(
+    server: &'a Server,
+    inner: tokio::sync::MutexGuard<'a, Inner>,
     target: &Target,
+    q: &BTreeMap<String, String>,
     operation: &str,
     object: &Value,
     old: Option<&Value>,
-) -> Result<(), ApiError> {
+) -> Result<tokio::sync::MutexGuard<'a, Inner>, ApiError> {
     if target.status {
-        return Ok(());
+        return Ok(inner);
     }
-    // As in the API server: the schema first, validating webhooks after.
-    validate(
-        &target.t,
-        object,
-        object["metadata"]["name"].as_str().unwrap_or_default(),
-    )?;
+    // As in the API server: the schema first, validating webhooks after (on the object as it
+    // would be stored).
+    let mut object = object.clone();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    validate(&target.t, &mut object, &name, q)?;
+    let object = &object;
     let configs: Vec<Value> = inner
         .store
         .list(
@@ -174,8 +181,9 @@ async fn admit(
         .map(|(_, v)| v.clone())
         .collect();
     if configs.is_empty() {
-        return Ok(());
+        return Ok(inner);
     }
+    drop(inner);
     let namespace = target
         .namespace
         .clone()
@@ -199,7 +207,33 @@ async fn admit(
             },
             message: d.message,
             details: Value::Null,
-        })
+        })?;
+    Ok(server.inner.lock().await)
+}
+
+/// Fails with a conflict when the object changed while the lock was released for webhooks.
+fn unchanged_since(
+    inner: &Inner,
+    t: &ResourceType,
+    key: &Key,
+    old: &Value,
+) -> Result<(), ApiError> {
+    let now = inner
+        .store
+        .get(key)
+        .map(|o| &o["metadata"]["resourceVersion"]);
+    if now == Some(&old["metadata"]["resourceVersion"]) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+            qualified(t),
+            key.name
+        ),
+    ))
 }
 
 /// `virtualservices.networking.istio.io` or `services`.
@@ -208,6 +242,23 @@ fn qualified(t: &ResourceType) -> String {
         t.plural.clone()
     } else {
         format!("{}.{}", t.plural, t.group)
+    }
+}
+
+/// A stored object and the warnings for the client.
+pub(crate) struct Stored(Value, Vec<String>);
+
+impl Stored {
+    /// The response, with a `Warning` header per warning (kubectl prints them).
+    fn respond(self, code: StatusCode) -> Response {
+        let mut r = json_response(code, self.0);
+        for w in self.1 {
+            let text = format!("299 - \"{}\"", w.replace('"', "'"));
+            if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
+                r.headers_mut().append(header::WARNING, v);
+            }
+        }
+        r
     }
 }
 
@@ -535,7 +586,12 @@ async fn list(
         .filter(|l| *l > 0);
     // `continue`: the namespace/name of the last object of the previous page. Pages are read
     // from the current state (this server keeps no snapshots for consistent paging).
-    let after = q.get("continue").filter(|c| !c.is_empty()).cloned();
+    // The token is `namespace/name` of the last object returned; compared as a pair, in the
+    // store's order (as strings, `istio/x` would sort after `istio-system/y`).
+    let after: Option<(String, String)> = q.get("continue").filter(|c| !c.is_empty()).map(|c| {
+        let (ns, name) = c.split_once('/').unwrap_or(("", c));
+        (ns.to_owned(), name.to_owned())
+    });
     let inner = server.inner.lock().await;
     let mut matching = inner
         .store
@@ -547,7 +603,7 @@ async fn list(
         .filter(|(k, _)| {
             after
                 .as_ref()
-                .is_none_or(|a| format!("{}/{}", k.namespace, k.name) > *a)
+                .is_none_or(|(ns, name)| (&k.namespace, &k.name) > (ns, name))
         })
         .filter(|(_, o)| labels.matches_labels(o) && fields.matches_fields(o));
     let mut items = Vec::new();
@@ -570,10 +626,9 @@ async fn list(
         meta["remainingItemCount"] = json!(remaining);
     }
     if wants_table(headers) {
-        return Ok(json_response(
-            StatusCode::OK,
-            crate::table::table(&target.t, &items, rv),
-        ));
+        let mut table = crate::table::table(&target.t, &items, rv);
+        table["metadata"] = meta;
+        return Ok(json_response(StatusCode::OK, table));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -603,9 +658,49 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-/// Checks an object against its type: kind, apiVersion, the CRD schema (unknown fields are
-/// errors, as with `fieldValidation=Strict`), and a CRD's own definition.
-fn validate(t: &ResourceType, object: &Value, name: &str) -> Result<(), ApiError> {
+/// Checks an object against its type: kind, apiVersion, the CRD schema or the built-in type,
+/// and a CRD's own definition. Unknown fields follow `fieldValidation` (`q`): `Strict` refuses
+/// them, `Warn` (the default) and `Ignore` drop them from the object, `Warn` with a warning.
+/// Returns the warnings.
+fn validate(
+    t: &ResourceType,
+    object: &mut Value,
+    name: &str,
+    q: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ApiError> {
+    let mode = q.get("fieldValidation").map_or("Warn", String::as_str);
+    let (unknown, mut errors) = field_errors(t, object);
+    if unknown.is_empty() || mode == "Strict" {
+        errors.extend(unknown.iter().map(|f| (f.clone(), UNKNOWN.to_owned())));
+        return if errors.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(ApiError::invalid(t, name, errors))
+        };
+    }
+    for field in &unknown {
+        prune(object, field);
+    }
+    // Checked again without them (CEL rules run only on a structurally valid object).
+    let (_, errors) = field_errors(t, object);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(t, name, errors));
+    }
+    Ok(if mode == "Ignore" {
+        Vec::new()
+    } else {
+        unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect()
+    })
+}
+
+/// The message of an unknown field, from `sextant-schema` and `builtin`.
+const UNKNOWN: &str = "field not declared in schema";
+
+/// Unknown fields, and every other error as `(field, message)`.
+fn field_errors(t: &ResourceType, object: &Value) -> (Vec<String>, Vec<(String, String)>) {
     let mut errors = Vec::new();
     if object["kind"].as_str() != Some(t.kind.as_str()) {
         errors.push((
@@ -638,10 +733,43 @@ fn validate(t: &ResourceType, object: &Value, name: &str) -> Result<(), ApiError
         let (field, message) = e.split_once(": ").unwrap_or(("", &e));
         errors.push((field.to_owned(), message.to_owned()));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(t, name, errors))
+    let (unknown, errors): (Vec<_>, Vec<_>) = errors.into_iter().partition(|(_, m)| m == UNKNOWN);
+    (unknown.into_iter().map(|(f, _)| f).collect(), errors)
+}
+
+/// Removes the field at `path` (`spec.http[0].bogus`, `metadata.labels[a.b/c]`).
+fn prune(object: &mut Value, path: &str) {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        // `name[0][key]`: the name, then each bracketed index or key.
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            segments.push(name.to_owned());
+        }
+        while let Some(end) = rest.find(']') {
+            segments.push(rest[1..end].to_owned());
+            rest = &rest[end + 1..];
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else {
+        return;
+    };
+    let mut v = object;
+    for seg in parents {
+        v = match v {
+            Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(x) => x,
+                None => return,
+            },
+            Value::Object(m) => match m.get_mut(seg) {
+                Some(x) => x,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    if let Value::Object(m) = v {
+        m.remove(last);
     }
 }
 
@@ -826,10 +954,10 @@ async fn create(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let object = parse_body(body)?;
-    let mut inner = server.inner.lock().await;
-    admit(&inner, target, "CREATE", &object, None).await?;
+    let inner = server.inner.lock().await;
+    let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;
     let created = create_locked(&mut inner, target, q, object)?;
-    Ok(json_response(StatusCode::CREATED, created))
+    Ok(created.respond(StatusCode::CREATED))
 }
 
 fn create_locked(
@@ -837,7 +965,7 @@ fn create_locked(
     target: &Target,
     q: &BTreeMap<String, String>,
     mut object: Value,
-) -> Result<Value, ApiError> {
+) -> Result<Stored, ApiError> {
     let t = &target.t;
     if !object.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
@@ -904,7 +1032,7 @@ fn create_locked(
         }
         None
     };
-    validate(t, &object, &name)?;
+    let warnings = validate(t, &mut object, &name, q)?;
     let key = key_of(t, namespace.as_deref(), &name);
     if inner.store.get(&key).is_some() {
         return Err(ApiError {
@@ -937,13 +1065,13 @@ fn create_locked(
         establish(&mut object);
     }
     if q.get("dryRun").is_some_and(|d| d == "All") {
-        return Ok(at_version(t, object));
+        return Ok(Stored(at_version(t, object), warnings));
     }
     let stored = inner.store.put(key, object, EventType::Added);
     if t.kind == "CustomResourceDefinition" {
         inner.refresh_types();
     }
-    Ok(at_version(t, stored))
+    Ok(Stored(at_version(t, stored), warnings))
 }
 
 /// Replaces an object (or its status) after checks; shared by update and patch.
@@ -954,7 +1082,7 @@ fn replace_locked(
     q: &BTreeMap<String, String>,
     old: &Value,
     mut new: Value,
-) -> Result<Value, ApiError> {
+) -> Result<Stored, ApiError> {
     let t = &target.t;
     if !new.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
@@ -1038,12 +1166,12 @@ fn replace_locked(
     if new["kind"].is_null() {
         new["kind"] = json!(t.kind);
     }
-    validate(t, &new, name)?;
+    let warnings = validate(t, &mut new, name, q)?;
     if t.kind == "CustomResourceDefinition" && !target.status {
         establish(&mut new);
     }
     if q.get("dryRun").is_some_and(|d| d == "All") {
-        return Ok(at_version(t, new));
+        return Ok(Stored(at_version(t, new), warnings));
     }
     let key = key_of(t, target.namespace.as_deref(), name);
     record_update(inner, &key, q, old, &new);
@@ -1051,7 +1179,7 @@ fn replace_locked(
     if t.kind == "CustomResourceDefinition" {
         inner.refresh_types();
     }
-    Ok(at_version(t, stored))
+    Ok(Stored(at_version(t, stored), warnings))
 }
 
 async fn update(
@@ -1062,14 +1190,15 @@ async fn update(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let new = parse_body(body)?;
-    let mut inner = server.inner.lock().await;
+    let inner = server.inner.lock().await;
     let key = key_of(&target.t, target.namespace.as_deref(), name);
     let Some(old) = inner.store.get(&key).cloned() else {
         return Err(ApiError::not_found(&target.t, name));
     };
-    admit(&inner, target, "UPDATE", &new, Some(&old)).await?;
+    let mut inner = admit(server, inner, target, q, "UPDATE", &new, Some(&old)).await?;
+    unchanged_since(&inner, &target.t, &key, &old)?;
     let out = replace_locked(&mut inner, target, name, q, &old, new)?;
-    Ok(json_response(StatusCode::OK, out))
+    Ok(out.respond(StatusCode::OK))
 }
 
 async fn patch_object(
@@ -1081,7 +1210,7 @@ async fn patch_object(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let p = parse_body(body)?;
-    let mut inner = server.inner.lock().await;
+    let inner = server.inner.lock().await;
     let key = key_of(&target.t, target.namespace.as_deref(), name);
     let old = inner.store.get(&key).cloned();
     let media = content_type.split(';').next().unwrap_or_default().trim();
@@ -1090,7 +1219,7 @@ async fn patch_object(
         if media == "application/apply-patch+yaml" && !target.status {
             let mut object = p.clone();
             object["metadata"]["name"] = json!(name);
-            admit(&inner, target, "CREATE", &object, None).await?;
+            let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;
             let created = create_locked(&mut inner, target, q, object)?;
             let manager = q.get("fieldManager").cloned().unwrap_or_default();
             let applied = leaves(&p).into_iter().map(|(path, _)| path).collect();
@@ -1099,11 +1228,13 @@ async fn patch_object(
                 .entry(key)
                 .or_default()
                 .insert(manager, applied);
-            return Ok(json_response(StatusCode::CREATED, created));
+            return Ok(created.respond(StatusCode::CREATED));
         }
         return Err(ApiError::not_found(&target.t, name));
     };
     let mut new = at_version(&target.t, old.clone());
+    // For an apply: its manager and the fields it applied, owned once the patch is stored.
+    let mut applier = None;
     match media {
         "application/merge-patch+json" => patch::merge(&mut new, &p),
         "application/strategic-merge-patch+json" if builtin => {
@@ -1118,16 +1249,8 @@ async fn patch_object(
             }
             let kind = builtin.then_some(target.t.kind.as_str());
             patch::apply(kind, &mut new, &p);
-            let owned = inner.owners.entry(key.clone()).or_default();
             let applied: Vec<String> = leaves(&p).into_iter().map(|(path, _)| path).collect();
-            for (other, fields) in owned.iter_mut() {
-                if *other != manager {
-                    for f in &applied {
-                        fields.remove(f);
-                    }
-                }
-            }
-            owned.entry(manager).or_default().extend(applied);
+            applier = Some((manager, applied));
         }
         other => {
             return Err(ApiError::new(
@@ -1148,9 +1271,21 @@ async fn patch_object(
     if p["metadata"]["resourceVersion"].is_null() {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     }
-    admit(&inner, target, "UPDATE", &new, Some(&old)).await?;
+    let mut inner = admit(server, inner, target, q, "UPDATE", &new, Some(&old)).await?;
+    unchanged_since(&inner, &target.t, &key, &old)?;
     let out = replace_locked(&mut inner, target, name, q, &old, new)?;
-    Ok(json_response(StatusCode::OK, out))
+    if let Some((manager, applied)) = applier {
+        let owned = inner.owners.entry(key).or_default();
+        for (other, fields) in owned.iter_mut() {
+            if *other != manager {
+                for f in &applied {
+                    fields.remove(f);
+                }
+            }
+        }
+        owned.entry(manager).or_default().extend(applied);
+    }
+    Ok(out.respond(StatusCode::OK))
 }
 
 async fn delete(server: &Server, target: &Target, name: &str) -> Result<Response, ApiError> {

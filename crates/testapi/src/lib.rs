@@ -5,24 +5,26 @@
 //!
 //! What it serves: the built-in kinds Sextant and its Helm chart use (`registry::builtins`),
 //! and custom resources from the CustomResourceDefinitions applied to it, validated against
-//! their `openAPIV3Schema` and CEL rules (`sextant-schema`; unknown fields are rejected as with
-//! `fieldValidation=Strict`). Create, get, list, update, delete, JSON merge patch, strategic
-//! merge patch for built-in kinds, server-side apply (field ownership and conflicts for leaf
-//! fields; lists are owned whole), the status
-//! subresource, watch, label selectors and `metadata.name`/`metadata.namespace` field
-//! selectors, TokenReview for configured tokens, and calls to validating admission webhooks
-//! (`clientConfig.url`) before anything is stored. Bodies are JSON (YAML for apply), or
-//! protobuf for Secrets and ConfigMaps (helm stores releases that way). With a data directory its objects survive a
+//! their `openAPIV3Schema` and CEL rules (`sextant-schema`). Built-in kinds are checked for
+//! unknown fields and wrong types (`builtin`), not for values. Unknown fields follow
+//! `fieldValidation`: `Strict` (what kubectl sends) refuses them, `Warn` (the default) and
+//! `Ignore` drop them, `Warn` with a `Warning` header. Create, get, list (with `limit` and
+//! `continue`), update, delete, JSON merge patch, strategic merge patch for built-in kinds,
+//! server-side apply (field ownership and conflicts for leaf fields; lists are owned whole),
+//! the status subresource, watch, label selectors and `metadata.name`/`metadata.namespace`
+//! field selectors, `Table` printing, TokenReview for configured tokens, and calls to
+//! validating admission webhooks (`clientConfig.url`) before anything is stored (the server's
+//! lock is released while they run). Bodies are JSON (YAML for apply), or protobuf for Secrets
+//! and ConfigMaps (helm stores releases that way). With a data directory its objects survive a
 //! restart.
 //!
-//! Built-in kinds are checked strictly for unknown fields and wrong types (`builtin`), not for
-//! values.
-//!
-//! What it does not do: authentication and authorization (every request is allowed),
-//! validation of built-in values (name formats, ranges, cross-field rules), schema conversion between versions
-//! of a custom resource (they must share one schema, as Istio's do), mutating webhooks and
-//! webhook selectors (see `admission`), consistent pagination (pages of `limit`
-//! are cut from the current state), and garbage collection by owner references.
+//! What it does not do: HTTPS, authentication and authorization (every request is allowed),
+//! OpenAPI schemas of built-in kinds (their paths declare `fieldValidation`, so kubectl
+//! validates on the server), validation of built-in values (name formats, ranges, cross-field
+//! rules), schema conversion between versions of a custom resource (they must share one
+//! schema, as Istio's do), mutating webhooks and webhook selectors (see `admission`),
+//! consistent pagination (pages are cut from the current state), `DELETED` events for objects
+//! that stop matching a label-selector watch, and garbage collection by owner references.
 
 pub mod admission;
 pub mod api;

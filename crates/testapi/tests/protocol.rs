@@ -128,6 +128,43 @@ async fn watch_resumes_from_a_version_filters_by_label_and_expires() {
     assert_eq!(next["items"][0]["metadata"]["name"], "a2");
     assert!(next["metadata"].get("continue").is_none(), "{next}");
     call(addr, "DELETE", &format!("{CMS}/a2"), "", &Value::Null).await;
+    // Pages across namespaces whose names sort differently as strings and as pairs.
+    for ns in ["istio", "istio-system"] {
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        call(
+            addr,
+            "POST",
+            "/api/v1/namespaces",
+            "application/json",
+            &namespace,
+        )
+        .await;
+        for name in ["p", "q"] {
+            let path = format!("/api/v1/namespaces/{ns}/configmaps");
+            call(addr, "POST", &path, "application/json", &cm(name, "z")).await;
+        }
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let path = format!("/api/v1/configmaps?labelSelector=app%3Dz&limit=1&continue={token}");
+        let (_, page) = call(addr, "GET", &path, "", &Value::Null).await;
+        for item in page["items"].as_array().into_iter().flatten() {
+            seen.push(format!(
+                "{}/{}",
+                item["metadata"]["namespace"].as_str().unwrap_or_default(),
+                item["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(t) => token = t.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["istio/p", "istio/q", "istio-system/p", "istio-system/q"]
+    );
     let (_, list) = call(addr, "GET", CMS, "", &Value::Null).await;
     let rv = list["metadata"]["resourceVersion"]
         .as_str()
@@ -382,5 +419,44 @@ async fn apply_refuses_to_take_fields_another_manager_owns() {
     )
     .await;
     assert_eq!(code, 200, "{forced}");
+    api.stop();
+}
+
+#[tokio::test]
+async fn field_validation_strict_refuses_unknown_fields_warn_and_ignore_drop_them() {
+    let api = start(Options::default()).await.expect("starts");
+    let odd = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+               "data": {"k": "v"}, "bogus": {"deep": 1}})
+    };
+    let (code, body) = call(
+        api.addr,
+        "POST",
+        &format!("{CMS}?fieldValidation=Strict"),
+        "application/json",
+        &odd("s"),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bogus")),
+        "{body}"
+    );
+    for (mode, name) in [("Warn", "w"), ("Ignore", "i"), ("", "d")] {
+        let path = if mode.is_empty() {
+            CMS.to_owned()
+        } else {
+            format!("{CMS}?fieldValidation={mode}")
+        };
+        let (code, body) = call(api.addr, "POST", &path, "application/json", &odd(name)).await;
+        assert_eq!(code, 201, "{mode}: {body}");
+        assert!(
+            body.get("bogus").is_none(),
+            "{mode}: the unknown field is dropped: {body}"
+        );
+        assert_eq!(body["data"]["k"], "v");
+    }
     api.stop();
 }
