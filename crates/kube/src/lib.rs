@@ -28,9 +28,18 @@ use sextant_model::{Kind, ObjectRef};
 
 pub mod status;
 
-/// `metadata.generation` of every VirtualService and DestinationRule the watches saw, for the
-/// status writer's `observedGeneration`.
-pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, i64>>>;
+/// What the watches saw of every VirtualService and DestinationRule, for the status writer.
+pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, Seen>>>;
+
+/// One configuration object as last seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// Why it could not be read at all (it does not have the shape of its kind), so the index
+    /// kept its previous version or nothing.
+    pub unreadable: Option<String>,
+}
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched, with the version read.
@@ -219,7 +228,7 @@ async fn run(
         .default_backoff()
         .boxed();
     let mut buffer: Vec<Object> = Vec::new();
-    let mut listed: Vec<(ObjectRef, i64)> = Vec::new();
+    let mut listed: Vec<(ObjectRef, Seen)> = Vec::new();
     let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
     let is_config = matches!(kind, Kind::VirtualService | Kind::DestinationRule);
     let id = |o: &DynamicObject| ObjectRef {
@@ -238,12 +247,36 @@ async fn run(
                 continue;
             }
         };
-        let object = |o: DynamicObject| match to_object(&resource, o) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                counters.malformed.inc();
-                tracing::warn!(error = %e, "skipping object");
-                None
+        // The object as the index reads it, and what the status writer should know of it.
+        let object = |o: DynamicObject| {
+            let seen = is_config.then(|| (id(&o), generation(&o)));
+            match to_object(&resource, o) {
+                Ok(o) => (
+                    Some(o),
+                    seen.map(|(id, g)| {
+                        (
+                            id,
+                            Seen {
+                                generation: g,
+                                unreadable: None,
+                            },
+                        )
+                    }),
+                ),
+                Err(e) => {
+                    counters.malformed.inc();
+                    tracing::warn!(error = %e, "skipping object");
+                    let seen = seen.map(|(id, g)| {
+                        (
+                            id,
+                            Seen {
+                                generation: g,
+                                unreadable: Some(e),
+                            },
+                        )
+                    });
+                    (None, seen)
+                }
             }
         };
         match event {
@@ -253,10 +286,9 @@ async fn run(
                 listed.clear();
             }
             watcher::Event::InitApply(o) => {
-                if is_config {
-                    listed.push((id(&o), generation(&o)));
-                }
-                buffer.extend(object(o));
+                let (object, seen) = object(o);
+                listed.extend(seen);
+                buffer.extend(object);
             }
             watcher::Event::InitDone => {
                 if is_config {
@@ -270,13 +302,15 @@ async fn run(
                 let _ = changed.send(());
             }
             watcher::Event::Apply(o) => {
-                if is_config {
-                    generations_of().insert(id(&o), generation(&o));
+                let (object, seen) = object(o);
+                if let Some((id, seen)) = seen {
+                    generations_of().insert(id, seen);
                 }
-                if let Some(o) = object(o) {
+                if let Some(o) = object {
                     lock().apply(o);
-                    let _ = changed.send(());
                 }
+                // An unreadable object changes no configuration, but its status does.
+                let _ = changed.send(());
             }
             watcher::Event::Delete(o) => {
                 if is_config {

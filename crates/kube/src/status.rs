@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sextant_model::{Kind, ObjectRef, Snapshot};
 use tokio::sync::watch;
 
-use crate::Generations;
+use crate::{Generations, Seen};
 
 /// The field manager status is written under.
 pub const FIELD_MANAGER: &str = "sextant";
@@ -30,8 +30,16 @@ pub struct Verdict {
     pub message: String,
 }
 
-/// The verdict on `id` in `snapshot`, if the snapshot knows the object.
-pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, generation: i64) -> Option<Verdict> {
+/// The verdict on `id` as last `seen` and in `snapshot`, if the snapshot knows the object.
+pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen) -> Option<Verdict> {
+    let generation = seen.generation;
+    if let Some(e) = &seen.unreadable {
+        return Some(Verdict {
+            generation,
+            accepted: false,
+            message: format!("not read: {e}"),
+        });
+    }
     if let Some(errors) = snapshot.invalid.get(id) {
         return Some(Verdict {
             generation,
@@ -113,7 +121,7 @@ pub async fn run(
                 let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
                 generations
                     .iter()
-                    .filter_map(|(id, g)| Some((id.clone(), verdict(&snapshot, id, *g)?)))
+                    .filter_map(|(id, seen)| Some((id.clone(), verdict(&snapshot, id, seen)?)))
                     .filter(|(id, v)| written.get(id) != Some(v))
                     .collect()
             };
@@ -165,4 +173,46 @@ fn k8s_now() -> String {
     let t = k8s_openapi::jiff::Timestamp::now();
     // Kubernetes writes seconds precision.
     format!("{}", t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str) -> ObjectRef {
+        ObjectRef {
+            kind: Kind::VirtualService,
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn verdicts_name_errors_warnings_and_unreadable_objects() {
+        let mut snapshot = Snapshot::default();
+        snapshot
+            .invalid
+            .insert(vs("bad"), vec!["spec.http[0].route: required".into()]);
+        let seen = |generation, unreadable: Option<&str>| Seen {
+            generation,
+            unreadable: unreadable.map(str::to_owned),
+        };
+        let bad = verdict(&snapshot, &vs("bad"), &seen(3, None)).expect("known");
+        assert_eq!((bad.accepted, bad.generation), (false, 3));
+        assert!(bad.message.contains("spec.http[0].route"));
+        // Not in the snapshot at all: nothing to say yet.
+        assert_eq!(verdict(&snapshot, &vs("other"), &seen(1, None)), None);
+        // Could not be read: reported as such, at the generation seen.
+        let unreadable = verdict(
+            &snapshot,
+            &vs("other"),
+            &seen(2, Some("spec: invalid type")),
+        )
+        .expect("reported");
+        assert_eq!((unreadable.accepted, unreadable.generation), (false, 2));
+        assert!(unreadable.message.contains("invalid type"));
+        let patch = status_patch(&vs("bad"), &bad, "2026-01-01T00:00:00Z");
+        assert_eq!(patch["status"]["conditions"][0]["reason"], "Invalid");
+        assert_eq!(patch["status"]["observedGeneration"], 3);
+    }
 }
