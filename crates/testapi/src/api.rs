@@ -1427,12 +1427,24 @@ async fn watch(
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let t = target.t.clone();
     let namespace = target.namespace.clone();
-    let relevant = move |e: &Event| {
-        e.key.group == t.group
-            && e.key.plural == t.plural
-            && namespace.as_ref().is_none_or(|n| e.key.namespace == *n)
-            && labels.matches_labels(&e.object)
-            && fields.matches_fields(&e.object)
+    // The event a watcher with these selectors sees: an object that starts matching is
+    // ADDED, one that stops matching is DELETED.
+    let seen_as = move |e: &Event| -> Option<&'static str> {
+        if e.key.group != t.group
+            || e.key.plural != t.plural
+            || namespace.as_ref().is_some_and(|n| e.key.namespace != *n)
+        {
+            return None;
+        }
+        let matches = |o: &Value| labels.matches_labels(o) && fields.matches_fields(o);
+        let now = matches(&e.object);
+        let before = e.previous.as_ref().is_some_and(matches);
+        match (e.kind, before, now) {
+            (EventType::Deleted, _, true) | (_, true, false) => Some("DELETED"),
+            (EventType::Deleted, _, false) | (_, false, false) => None,
+            (_, true, true) => Some("MODIFIED"),
+            (_, false, true) => Some("ADDED"),
+        }
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let inner = server.inner.lock().await;
@@ -1453,8 +1465,10 @@ async fn watch(
     let live = match requested.filter(|_| !initial_events) {
         Some(rv) => match inner.store.since(rv) {
             Some((past, live)) => {
-                for e in past.iter().filter(|e| relevant(e)) {
-                    first.push(line(e.kind.as_str(), at_version(&t, e.object.clone())));
+                for e in &past {
+                    if let Some(kind) = seen_as(e) {
+                        first.push(line(kind, at_version(&t, e.object.clone())));
+                    }
                 }
                 live
             }
@@ -1493,8 +1507,9 @@ async fn watch(
                         name: String::new(),
                     },
                     object: o.clone(),
+                    previous: None,
                 };
-                if relevant(&e) {
+                if seen_as(&e).is_some() {
                     first.push(line("ADDED", at_version(&t, e.object)));
                 }
             }
@@ -1535,8 +1550,8 @@ async fn watch(
                 event = live.recv() => match event {
                     Ok(e) => {
                         last_rv = last_rv.max(e.rv);
-                        if e.rv > now && relevant(&e) {
-                            let b = line(e.kind.as_str(), at_version(&t, e.object.clone()));
+                        if let Some(kind) = seen_as(&e).filter(|_| e.rv > now) {
+                            let b = line(kind, at_version(&t, e.object.clone()));
                             if tx.send(Ok(b)).await.is_err() {
                                 return;
                             }

@@ -23,8 +23,8 @@
 //! validates on the server), validation of built-in values (name formats, ranges, cross-field
 //! rules), schema conversion between versions of a custom resource (they must share one
 //! schema, as Istio's do), mutating webhooks and webhook selectors (see `admission`),
-//! consistent pagination (pages are cut from the current state), `DELETED` events for objects
-//! that stop matching a label-selector watch, and garbage collection by owner references.
+//! consistent pagination (pages are cut from the current state), and garbage collection by
+//! owner references.
 
 pub mod admission;
 pub mod api;

@@ -60,6 +60,9 @@ pub struct Event {
     pub key: Key,
     /// The object after the change (before it, for a deletion, with the new version).
     pub object: Value,
+    /// The object before the change, if it existed (for selector watches: an object that
+    /// stops matching is deleted from the watcher's view).
+    pub previous: Option<Value>,
 }
 
 /// Live events, for a watch.
@@ -164,6 +167,7 @@ impl Store {
     pub fn put(&mut self, key: Key, mut object: Value, kind: EventType) -> Value {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let previous = self.objects.get(&key).cloned();
         if kind == EventType::Deleted {
             self.objects.remove(&key);
         } else {
@@ -174,6 +178,7 @@ impl Store {
             kind,
             key,
             object: object.clone(),
+            previous,
         });
         self.log.push_back(event.clone());
         while self.log.len() > LOG_LENGTH {

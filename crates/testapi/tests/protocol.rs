@@ -200,6 +200,33 @@ async fn watch_resumes_from_a_version_filters_by_label_and_expires() {
     assert_eq!(modified["type"], "MODIFIED");
     assert_eq!(modified["object"]["data"]["k"], "w");
     assert_eq!(w.next().await["type"], "DELETED");
+    // Relabelled into and out of the selection: ADDED, then DELETED.
+    let relabel = |app: &str| json!({"metadata": {"labels": {"app": app}}});
+    call(
+        addr,
+        "PATCH",
+        &format!("{CMS}/b"),
+        "application/merge-patch+json",
+        &relabel("y"),
+    )
+    .await;
+    let into = w.next().await;
+    assert_eq!(
+        (
+            into["type"].as_str(),
+            into["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("b"))
+    );
+    call(
+        addr,
+        "PATCH",
+        &format!("{CMS}/b"),
+        "application/merge-patch+json",
+        &relabel("x"),
+    )
+    .await;
+    assert_eq!(w.next().await["type"], "DELETED");
 
     // From version 0: the current objects first.
     let mut w = Watch::open(addr, &format!("{CMS}?watch=1&resourceVersion=0")).await;
