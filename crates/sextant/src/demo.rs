@@ -142,6 +142,66 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// `sextant serve` on 127.0.0.1 with a free port for each listener; the caller adds the
+/// source (`--config-dir`, or a kubeconfig in the environment) and other flags.
+pub struct Serve {
+    /// xDS port.
+    pub xds: u16,
+    /// Admin port.
+    pub admin: u16,
+    /// Webhook port.
+    pub webhook: u16,
+}
+
+impl Serve {
+    /// Free ports for every listener.
+    pub fn new() -> Serve {
+        Serve::with_webhook(free_port())
+    }
+
+    /// Free ports, with the webhook on `webhook`.
+    pub fn with_webhook(webhook: u16) -> Serve {
+        Serve {
+            xds: free_port(),
+            admin: free_port(),
+            webhook,
+        }
+    }
+
+    /// The command, listening on 127.0.0.1 at these ports.
+    pub fn command(&self, exe: &std::path::Path) -> Command {
+        let mut c = Command::new(exe);
+        c.args(["serve", "--listen-address", "127.0.0.1"]).args([
+            "--xds-port".to_owned(),
+            self.xds.to_string(),
+            "--admin-port".to_owned(),
+            self.admin.to_string(),
+            "--webhook-port".to_owned(),
+            self.webhook.to_string(),
+        ]);
+        c
+    }
+
+    /// The admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin))
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self, deadline: Duration) -> Result<(), String> {
+        wait_for("sextant /ready", deadline, || {
+            request(self.admin_addr(), "localhost", "/ready", &[]).filter(|r| r.0 == 200)
+        })
+        .map(|_| ())
+    }
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve::new()
+    }
+}
+
 /// A demo step: what it shows, the VirtualService's `http` rules, request headers to try.
 type Step = (
     &'static str,
@@ -226,33 +286,19 @@ fn demo_in(work: &Path, envoy: &Path, requests: usize) -> Result<(), String> {
         );
     }
     println!("backends: reviews v1 on 127.0.1.3:9080, v2 on 127.0.1.4:9080, v3 on 127.0.1.5:9080");
-    let (xds, admin, envoy_admin) = (free_port(), free_port(), free_port());
+    let envoy_admin = free_port();
+    let serve = Serve::new();
+    let (xds, admin) = (serve.xds, serve.admin);
     let _sextant = Process(
-        Command::new(&exe)
-            .args([
-                "serve",
-                "--config-dir",
-                &work.display().to_string(),
-                "--listen-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--xds-port",
-                &xds.to_string(),
-                "--admin-port",
-                &admin.to_string(),
-                "--webhook-port",
-                &free_port().to_string(),
-            ])
+        serve
+            .command(&exe)
+            .args(["--config-dir", &work.display().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting sextant serve: {e}"))?,
     );
-    let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin));
-    wait_for("sextant to be ready", Duration::from_secs(20), || {
-        request(admin_addr, "localhost", "/ready", &[]).filter(|r| r.0 == 200)
-    })?;
+    serve.wait_ready(Duration::from_secs(20))?;
     println!("sextant serve: xDS on 127.0.0.1:{xds}, admin on 127.0.0.1:{admin}");
     let node = "sidecar~127.0.2.1~productpage-demo.default~default.svc.cluster.local";
     let out = Command::new(&exe)

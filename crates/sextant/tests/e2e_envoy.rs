@@ -5,15 +5,15 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    process::{Command, Stdio},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Stdio,
     sync::atomic::Ordering,
     thread,
     time::{Duration, Instant},
 };
 
-use sextant::demo::{self, Backend, Process, free_port, request};
+use sextant::demo::{self, Backend, Process, Serve, request};
 use support::{envoy, http_get, split, wait_for};
 
 mod support;
@@ -124,35 +124,19 @@ fn scenario(delta: bool, net: u8) {
     mesh.base(&[(1, "v1"), (2, "v2"), (3, "v3")]);
     mesh.virtual_service("  - route: [{destination: {host: reviews, subset: v1}}]\n");
 
-    let (xds, admin) = (free_port(), free_port());
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    let serve = Serve::new();
+    let (xds, admin_addr) = (serve.xds, serve.admin_addr());
     let _sextant = Process(
-        Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args([
-                "serve",
-                "--config-dir",
-                dir.to_str().expect("utf-8"),
-                "--listen-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--xds-port",
-                &xds.to_string(),
-                "--admin-port",
-                &admin.to_string(),
-                "--webhook-port",
-                &free_port().to_string(),
-                "--debounce-after-ms",
-                "50",
-            ])
+        serve
+            .command(Path::new(env!("CARGO_BIN_EXE_sextant")))
+            .args(["--config-dir", dir.to_str().expect("utf-8")])
+            .args(["--debounce-after-ms", "50"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("sextant serve starts"),
     );
-    wait_for("sextant /ready", Duration::from_secs(20), || {
-        request(admin_addr, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
-    });
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
 
     let bind = mesh.ip(100);
     let node = format!(

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use sextant::demo::{Backend, Process, free_port, request};
+use sextant::demo::{Backend, Process, Serve, free_port, request};
 use support::{kubectl, repo, split, wait_for};
 
 mod support;
@@ -187,36 +187,21 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
         .map(|(h, v)| Backend::start(&format!("{}:9080", ip(h)), v).expect("backend"))
         .collect();
 
-    let (xds, admin) = (free_port(), free_port());
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    let serve = Serve::new();
+    let (xds, admin_addr) = (serve.xds, serve.admin_addr());
     let log = dir.join("sextant.log");
     let _sextant = Process(
-        Command::new(env!("CARGO_BIN_EXE_sextant"))
+        serve
+            .command(Path::new(env!("CARGO_BIN_EXE_sextant")))
             .env("KUBECONFIG", cluster.kubeconfig())
-            .args([
-                "serve",
-                "--listen-address",
-                "127.0.0.1",
-                "--debounce-after-ms",
-                "50",
-            ])
-            .args([
-                "--xds-port",
-                &xds.to_string(),
-                "--admin-port",
-                &admin.to_string(),
-                "--webhook-port",
-                &free_port().to_string(),
-            ])
+            .args(["--debounce-after-ms", "50"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("sextant serve starts"),
     );
     let sextant_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    if let Err(e) = sextant::demo::wait_for("sextant /ready", Duration::from_secs(30), || {
-        request(admin_addr, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
-    }) {
+    if let Err(e) = serve.wait_ready(Duration::from_secs(30)) {
         panic!("{e}\nsextant's log:\n{}", sextant_log());
     }
     let node = format!(
@@ -380,34 +365,23 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
     // Replica 0's webhook port is fixed before it starts: the webhook configuration names it.
     let webhook_port = free_port();
     let start = |n: usize| {
-        let (xds, admin) = (free_port(), free_port());
-        let webhook = if n == 0 { webhook_port } else { free_port() };
+        let serve = if n == 0 {
+            Serve::with_webhook(webhook_port)
+        } else {
+            Serve::new()
+        };
         let process = Process(
-            Command::new(env!("CARGO_BIN_EXE_sextant"))
+            serve
+                .command(Path::new(env!("CARGO_BIN_EXE_sextant")))
                 .env("KUBECONFIG", cluster.kubeconfig())
                 .env("POD_NAME", format!("sextant-{n}"))
-                .args([
-                    "serve",
-                    "--listen-address",
-                    "127.0.0.1",
-                    "--lease-duration-seconds",
-                    "3",
-                ])
-                .args([
-                    "--xds-port",
-                    &xds.to_string(),
-                    "--admin-port",
-                    &admin.to_string(),
-                    "--webhook-port",
-                    &webhook.to_string(),
-                ])
+                .args(["--lease-duration-seconds", "3"])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join(format!("sextant-{n}.log"))).expect("log"))
                 .spawn()
                 .expect("sextant serve starts"),
         );
-        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
-        (process, xds, admin)
+        (process, serve.xds, serve.admin_addr())
     };
     let mut replicas = vec![start(0), start(1)];
     for (_, xds, admin) in &replicas {

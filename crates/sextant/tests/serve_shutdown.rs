@@ -3,7 +3,6 @@
 //! keeps its side of the stream open.
 
 use std::{
-    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -14,42 +13,26 @@ use envoy_types::pb::envoy::{
         DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
-use sextant::demo::{Process, free_port, request, wait_for};
+use sextant::demo::{Process, Serve, request};
 use sextant_compiler::type_url;
 use tokio_stream::StreamExt;
 
 #[test]
 fn sigterm_closes_streams_and_exits_cleanly() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
-    let (xds, admin) = (free_port(), free_port());
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
+    let serve = Serve::new();
+    let (xds, admin_addr) = (serve.xds, serve.admin_addr());
     // Killed on drop if the test fails half way.
     let mut sextant = Process(
-        Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args([
-                "serve",
-                "--config-dir",
-                examples,
-                "--listen-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--xds-port",
-                &xds.to_string(),
-                "--admin-port",
-                &admin.to_string(),
-                "--webhook-port",
-                &free_port().to_string(),
-            ])
+        serve
+            .command(std::path::Path::new(env!("CARGO_BIN_EXE_sextant")))
+            .args(["--config-dir", examples])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("sextant serve starts"),
     );
-    wait_for("sextant /ready", Duration::from_secs(20), || {
-        request(admin_addr, "localhost", "/ready", &[]).filter(|(s, _, _)| *s == 200)
-    })
-    .expect("ready");
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
