@@ -88,14 +88,31 @@ impl ApiError {
         }
     }
 
-    fn not_found(t: &ResourceType, name: &str) -> ApiError {
-        let mut e = ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(t)),
-        );
+    /// An error about one object of `t`.
+    fn about(
+        t: &ResourceType,
+        name: &str,
+        code: StatusCode,
+        reason: &'static str,
+        message: String,
+    ) -> ApiError {
+        let mut e = ApiError::new(code, reason, message);
         e.details = json!({"name": name, "group": t.group, "kind": t.plural});
         e
+    }
+
+    fn not_found(t: &ResourceType, name: &str) -> ApiError {
+        let message = format!("{} \"{name}\" not found", qualified(t));
+        ApiError::about(t, name, StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// The object changed since the version the request was based on.
+    fn conflict(t: &ResourceType, name: &str) -> ApiError {
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            qualified(t)
+        );
+        ApiError::about(t, name, StatusCode::CONFLICT, "Conflict", message)
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -162,15 +179,6 @@ async fn admit<'a>(
     if target.status {
         return Ok(inner);
     }
-    // As in the API server: the schema first, validating webhooks after (on the object as it
-    // would be stored).
-    let mut object = object.clone();
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    validate(&target.t, &mut object, &name, q)?;
-    let object = &object;
     let configs: Vec<Value> = inner
         .store
         .list(
@@ -180,9 +188,18 @@ async fn admit<'a>(
         )
         .map(|(_, v)| v.clone())
         .collect();
+    // Without webhooks the write validates the object; with them, as in the API server, the
+    // schema comes first and the webhooks see the object as it would be stored.
     if configs.is_empty() {
         return Ok(inner);
     }
+    let mut object = object.clone();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    validate(&target.t, &mut object, &name, q)?;
+    let object = &object;
     drop(inner);
     let namespace = target
         .namespace
@@ -225,15 +242,7 @@ fn unchanged_since(
     if now == Some(&old["metadata"]["resourceVersion"]) {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "Conflict",
-        format!(
-            "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
-            qualified(t),
-            key.name
-        ),
-    ))
+    Err(ApiError::conflict(t, &key.name))
 }
 
 /// `virtualservices.networking.istio.io` or `services`.
@@ -1035,14 +1044,14 @@ fn create_locked(
     let warnings = validate(t, &mut object, &name, q)?;
     let key = key_of(t, namespace.as_deref(), &name);
     if inner.store.get(&key).is_some() {
-        return Err(ApiError {
-            details: json!({"name": name, "group": t.group, "kind": t.plural}),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", qualified(t)),
-            )
-        });
+        let message = format!("{} \"{name}\" already exists", qualified(t));
+        return Err(ApiError::about(
+            t,
+            &name,
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            message,
+        ));
     }
     if t.status
         && let Some(m) = object.as_object_mut()
@@ -1099,17 +1108,7 @@ fn replace_locked(
         .as_str()
         .unwrap_or_default();
     if !sent_rv.is_empty() && sent_rv != old_rv {
-        return Err(ApiError {
-            details: json!({"name": name, "group": t.group, "kind": t.plural}),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    qualified(t)
-                ),
-            )
-        });
+        return Err(ApiError::conflict(t, name));
     }
     if target.status {
         // Only the status changes.
