@@ -35,6 +35,9 @@ use sextant_xds::{AdsServer, Registry};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
+mod support;
+use support::rss_kib;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -79,17 +82,6 @@ fn pin(core: usize) -> bool {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// CPU time (user + system) this process has used, in seconds.

@@ -17,22 +17,14 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use sextant_index::Index;
 use sextant_workload::W_M;
 
+mod support;
+use support::rss_kib;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Set in the child: the directory to write the kubeconfig in.
 const SERVER_ENV: &str = "SEXTANT_BENCH_APISERVER";
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
