@@ -219,17 +219,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     match (config_dir, client) {
         (Some(config_dir), _) => {
-            let mut source = DirSource {
+            let mut source = Source::Dir(DirSource {
                 dir: config_dir.clone(),
                 namespace,
                 index,
                 last_good: HashMap::new(),
-            };
-            let (first, changes) = source.reload();
-            metrics.invalid_objects.set(first.invalid.len() as i64);
-            updates_tx.send_replace(first.version);
-            mesh.publish(first, changes);
-            metrics.snapshots.inc();
+            });
+            publish(&mut source, &mesh, &updates_tx);
             let mut watcher =
                 notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                     // Reading the files ourselves raises access events; only changes matter.
@@ -242,7 +238,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             watcher.watch(&config_dir, notify::RecursiveMode::Recursive)?;
             _dir_watcher = Some(watcher);
             tokio::spawn(watch_loop(
-                Source::Dir(source),
+                source,
                 events_rx,
                 debounce,
                 mesh.clone(),
@@ -298,11 +294,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 if synced.wait_for(|s| *s).await.is_err() {
                     return;
                 }
-                let (first, changes) = source.publish();
-                mesh.metrics.invalid_objects.set(first.invalid.len() as i64);
-                updates_tx.send_replace(first.version);
-                mesh.publish(first, changes);
-                mesh.metrics.snapshots.inc();
+                publish(&mut source, &mesh, &updates_tx);
                 watch_loop(source, events_rx, debounce, mesh, updates_tx).await;
             });
         }
@@ -450,16 +442,21 @@ async fn watch_loop(
                 _ => break,
             }
         }
-        let (snapshot, changes) = source.publish();
+        publish(&mut source, &mesh, &updates);
         mesh.metrics
             .debounce_seconds
             .observe(started.elapsed().as_secs_f64());
-        mesh.metrics
-            .invalid_objects
-            .set(snapshot.invalid.len() as i64);
-        mesh.metrics.snapshots.inc();
-        let version = snapshot.version;
-        mesh.publish(snapshot, changes);
-        updates.send_if_modified(|v| std::mem::replace(v, version) != version);
     }
+}
+
+/// Publishes what the source holds to the mesh and tells the streams.
+fn publish(source: &mut Source, mesh: &Mesh, updates: &watch::Sender<u64>) {
+    let (snapshot, changes) = source.publish();
+    mesh.metrics
+        .invalid_objects
+        .set(snapshot.invalid.len() as i64);
+    mesh.metrics.snapshots.inc();
+    let version = snapshot.version;
+    mesh.publish(snapshot, changes);
+    updates.send_if_modified(|v| std::mem::replace(v, version) != version);
 }
