@@ -70,7 +70,17 @@ pub fn static_bootstrap(node_id: &str, resources: &Resources, admin_port: u32) -
     }
 }
 
-/// The bootstrap of a proxy that gets everything over ADS from `xds_host:xds_port`.
+/// TLS to the secure xDS port: files the proxy reads at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdsTls {
+    /// The root that signed the control plane's certificate (`root-cert.pem`).
+    pub root_cert: String,
+    /// The proxy's certificate chain and key, when it authenticates with a certificate.
+    pub client: Option<(String, String)>,
+}
+
+/// The bootstrap of a proxy that gets everything over ADS from `xds_host:xds_port`, over TLS
+/// when `tls` is given.
 pub fn dynamic_bootstrap(
     node_id: &str,
     metadata: &[(String, String)],
@@ -78,6 +88,7 @@ pub fn dynamic_bootstrap(
     xds_port: u32,
     delta: bool,
     admin_port: u32,
+    tls: Option<&XdsTls>,
 ) -> Bootstrap {
     use envoy_types::pb::google::protobuf::Struct;
     let mut ads = ads_config();
@@ -85,10 +96,14 @@ pub fn dynamic_bootstrap(
         ads.api_type = api_config_source::ApiType::DeltaGrpc as i32;
     }
     let mut xds = xds_cluster(xds_host, xds_port);
-    if xds_host.parse::<std::net::IpAddr>().is_ok() {
+    let is_ip = xds_host.parse::<std::net::IpAddr>().is_ok();
+    if is_ip {
         xds.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
         ));
+    }
+    if let Some(tls) = tls {
+        xds.transport_socket = Some(xds_tls_socket(xds_host, is_ip, tls));
     }
     let ads_source = || ConfigSource {
         config_source_specifier: Some(
@@ -126,6 +141,66 @@ pub fn dynamic_bootstrap(
         }),
         ..Default::default()
     }
+}
+
+/// TLS to the control plane: its certificate must chain to `tls.root_cert` and name the host
+/// the proxy dials (a DNS or IP SAN); the proxy presents its own certificate if it has one.
+fn xds_tls_socket(host: &str, is_ip: bool, tls: &XdsTls) -> TransportSocket {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{DataSource, data_source},
+        extensions::transport_sockets::tls::v3::{
+            CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
+            subject_alt_name_matcher::SanType,
+        },
+        r#type::matcher::v3::{StringMatcher, string_matcher},
+    };
+    let file = |path: &str| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_owned())),
+        ..Default::default()
+    };
+    let san = SubjectAltNameMatcher {
+        san_type: if is_ip {
+            SanType::IpAddress
+        } else {
+            SanType::Dns
+        } as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(host.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let context = UpstreamTlsContext {
+        sni: if is_ip {
+            String::new()
+        } else {
+            host.to_owned()
+        },
+        common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: vec!["h2".to_owned()],
+            tls_certificates: tls
+                .client
+                .iter()
+                .map(|(chain, key)| TlsCertificate {
+                    certificate_chain: Some(file(chain)),
+                    private_key: Some(file(key)),
+                    ..Default::default()
+                })
+                .collect(),
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: Some(file(&tls.root_cert)),
+                        match_typed_subject_alt_names: vec![san],
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    crate::proto::transport_socket("envoy.transport_sockets.tls", &context)
 }
 
 /// ADS over gRPC to [`XDS_CLUSTER`].

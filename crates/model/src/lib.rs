@@ -6,6 +6,7 @@
 //! and percentages are in range, oneofs are resolved into enums. Nothing here knows about
 //! Kubernetes objects or protobuf; `sextant-index` builds these types from the API types.
 
+mod identity;
 mod mesh;
 mod policy;
 mod proxy;
@@ -14,6 +15,7 @@ mod snapshot;
 
 use std::{collections::BTreeSet, fmt};
 
+pub use identity::*;
 pub use mesh::*;
 pub use policy::*;
 pub use proxy::*;

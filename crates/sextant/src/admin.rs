@@ -87,7 +87,7 @@ async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
                     )
                 })
                 .collect();
-            json!({"proxy": c.proxy, "protocol": c.protocol,
+            json!({"proxy": c.proxy, "protocol": c.protocol, "identity": c.identity,
                    "connected_since": secs(Some(c.connected_at)), "types": types})
         })
         .collect();

@@ -1,5 +1,6 @@
 //! Sextant's certificate authority: a self-signed root (ECDSA P-256) that signs the serving
-//! certificates of Sextant's own TLS endpoints (the admission webhook). The root comes from
+//! certificates of Sextant's own TLS endpoints (the admission webhook, the secure xDS port)
+//! and workload certificates (`sextant ca issue`). The root comes from
 //! files (`--ca-dir DIR` with `ca.crt` and `ca.key`), from the cluster (the Secret
 //! `sextant-ca`, created by the first replica and shared by the others, so every replica's
 //! serving certificate is trusted by one `caBundle`), or is generated for this process.
@@ -12,6 +13,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use sextant_model::Identity;
 
 /// Name of the Secret holding the root in the cluster.
 pub const SECRET: &str = "sextant-ca";
@@ -166,14 +168,102 @@ impl Ca {
         ips: &[IpAddr],
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let serving = self.serving(names, ips)?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(serving.chain, serving.key)?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(serving.chain, serving.key)?;
         Ok(Arc::new(config))
     }
+
+    /// The secure xDS port's configuration: HTTP/2, and a client certificate verified against
+    /// this root when the client presents one (istiod's `VerifyClientCertIfGiven`; callers
+    /// without one must authenticate with a token).
+    pub fn xds_server_config(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let serving = self.serving(names, ips)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(serving.chain[1].clone())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .allow_unauthenticated()
+        .build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(serving.chain, serving.key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A workload certificate for `identity` as Istio issues them: the SPIFFE id as the only
+    /// (URI) SAN, an empty subject, usable for serving and as a client, valid from two minutes
+    /// ago for `ttl`.
+    pub fn workload(&self, identity: &Identity, ttl: Duration) -> anyhow::Result<Workload> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - Duration::from_secs(120)).into();
+        params.not_after = (now + ttl).into();
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Workload {
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Writes `DIR/ca.crt` and `DIR/ca.key` (the key readable by the owner only).
+    pub fn write_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_file(&dir.join("ca.crt"), &self.cert_pem, 0o644)?;
+        write_file(&dir.join("ca.key"), &self.key_pem, 0o600)
+    }
+}
+
+/// A workload's certificate and key, PEM.
+pub struct Workload {
+    /// The leaf certificate (the root is distributed separately, as `root-cert.pem`).
+    pub chain_pem: String,
+    /// The leaf's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Writes `text` to `path` with `mode` (on Unix), replacing what is there.
+pub fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    use std::io::Write;
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -194,5 +284,39 @@ mod tests {
         assert!(again.server_config(&["localhost".into()], &[]).is_ok());
         assert!(Ca::from_pem("not pem", &ca.key_pem).is_err());
         assert!(ca.bundle().len() > 100);
+    }
+
+    #[test]
+    fn workload_certificates_carry_only_the_spiffe_identity_and_chain_to_the_root() {
+        let ca = Ca::generate().expect("root");
+        let id = Identity::parse("spiffe://cluster.local/ns/bookinfo/sa/reviews").expect("id");
+        let workload = ca
+            .workload(&id, Duration::from_secs(86_400))
+            .expect("signed");
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let leaf = CertificateDer::from_pem_slice(workload.chain_pem.as_bytes()).expect("pem");
+        assert_eq!(
+            &*crate::tls::certificate_identities(&leaf),
+            std::slice::from_ref(&id)
+        );
+        let root = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("root pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).expect("root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .expect("verifier");
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_client_cert(&leaf, &[], now)
+            .expect("a client certificate the secure xDS port accepts");
+        let other = Ca::generate().expect("another root");
+        let foreign = other
+            .workload(&id, Duration::from_secs(60))
+            .expect("signed");
+        let foreign = CertificateDer::from_pem_slice(foreign.chain_pem.as_bytes()).expect("pem");
+        assert!(verifier.verify_client_cert(&foreign, &[], now).is_err());
     }
 }

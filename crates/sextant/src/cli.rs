@@ -28,6 +28,10 @@ enum Command {
     Bootstrap(BootstrapArgs),
     /// Show the Envoy configuration a proxy gets from a directory of manifests.
     ProxyConfig(ProxyConfigArgs),
+    /// Create a CA directory, or issue a workload certificate from one (for proxies that
+    /// connect to the secure xDS port with a client certificate).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Print the CustomResourceDefinitions Sextant serves (generated from its API types).
     Crds(CrdsArgs),
     /// Print the version.
@@ -71,6 +75,18 @@ pub struct ServeArgs {
     /// Plaintext xDS port.
     #[arg(long, env = "SEXTANT_XDS_PORT", default_value_t = 15010)]
     pub xds_port: u16,
+    /// TLS xDS port. Callers authenticate with a client certificate from Sextant's CA or a
+    /// service-account token, and may only ask as that identity.
+    #[arg(long, env = "SEXTANT_SECURE_XDS_PORT", default_value_t = 15012)]
+    pub secure_xds_port: u16,
+    /// Audiences a bearer token on the secure xDS port must be issued for.
+    #[arg(
+        long,
+        env = "TOKEN_AUDIENCES",
+        default_value = "istio-ca",
+        value_delimiter = ','
+    )]
+    pub token_audiences: Vec<String>,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,
@@ -168,6 +184,55 @@ pub struct BootstrapArgs {
     /// Extra node metadata, `KEY=VALUE`.
     #[arg(long = "meta")]
     pub meta: Vec<String>,
+    /// Connect over TLS (the secure xDS port, 15012), trusting this root (`root-cert.pem`);
+    /// Sextant's certificate must name the host of `--xds-address`.
+    #[arg(long)]
+    pub xds_root_cert: Option<String>,
+    /// The proxy's certificate chain (`cert-chain.pem` from `sextant ca issue`), to
+    /// authenticate with; needs `--xds-root-cert` and `--xds-key`.
+    #[arg(long, requires_all = ["xds_root_cert", "xds_key"])]
+    pub xds_cert: Option<String>,
+    /// The proxy's private key (`key.pem`).
+    #[arg(long, requires = "xds_cert")]
+    pub xds_key: Option<String>,
+}
+
+/// `sextant ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write a new root (`ca.crt`, `ca.key`) into a directory, for `serve --ca-dir`.
+    Init {
+        /// The directory (created if missing); existing files are not overwritten.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a workload certificate: `cert-chain.pem`, `key.pem` and `root-cert.pem`, as
+    /// Istio names them.
+    Issue(IssueArgs),
+}
+
+/// Arguments of `sextant ca issue`.
+#[derive(Debug, clap::Args)]
+pub struct IssueArgs {
+    /// The CA (`ca.crt`, `ca.key`).
+    #[arg(long, env = "SEXTANT_CA_DIR")]
+    pub ca_dir: PathBuf,
+    /// The workload's namespace.
+    #[arg(long)]
+    pub namespace: String,
+    /// The workload's service account.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Validity in hours (Istio's default workload certificate lives 24 hours; at most 90
+    /// days).
+    #[arg(long, default_value_t = 24)]
+    pub ttl_hours: u64,
+    /// Where to write the files (created if missing).
+    #[arg(long)]
+    pub out_dir: PathBuf,
 }
 
 /// Arguments of `sextant proxy-config`.
@@ -239,6 +304,7 @@ impl Cli {
             Command::Serve(args) => cmd::serve::run(args),
             Command::Bootstrap(args) => cmd::bootstrap::run(args),
             Command::Demo(args) => crate::demo::run(args),
+            Command::Ca(command) => cmd::ca::run(command),
             Command::Version => {
                 println!("sextant {}", env!("CARGO_PKG_VERSION"));
                 ExitCode::SUCCESS

@@ -147,6 +147,8 @@ pub fn free_port() -> u16 {
 pub struct Serve {
     /// xDS port.
     pub xds: u16,
+    /// Secure (TLS) xDS port.
+    pub secure_xds: u16,
     /// Admin port.
     pub admin: u16,
     /// Webhook port.
@@ -163,6 +165,7 @@ impl Serve {
     pub fn with_webhook(webhook: u16) -> Serve {
         Serve {
             xds: free_port(),
+            secure_xds: free_port(),
             admin: free_port(),
             webhook,
         }
@@ -174,6 +177,8 @@ impl Serve {
         c.args(["serve", "--listen-address", "127.0.0.1"]).args([
             "--xds-port".to_owned(),
             self.xds.to_string(),
+            "--secure-xds-port".to_owned(),
+            self.secure_xds.to_string(),
             "--admin-port".to_owned(),
             self.admin.to_string(),
             "--webhook-port".to_owned(),

@@ -28,12 +28,18 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path, port: u16) -> Cluster {
+        Cluster::with_tokens(dir, port, BTreeMap::new())
+    }
+
+    /// With bearer tokens that TokenReview accepts (token → user name).
+    fn with_tokens(dir: &Path, port: u16, tokens: BTreeMap<String, String>) -> Cluster {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = sextant_testapi::Options {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             data_dir: Some(dir.join("data")),
             kubeconfig: Some(dir.join("kubeconfig")),
+            tokens,
             ..Default::default()
         };
         std::fs::create_dir_all(dir.join("data")).expect("data dir");
@@ -515,5 +521,106 @@ fn two_replicas_both_serve_and_exactly_one_writes_status() {
     assert!(metric(admin, "sextant_status_writes_total").unwrap_or(0.0) >= 1.0);
     drop(replicas);
     drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The secure xDS port with service-account tokens, as Istio's sidecars authenticate: the
+/// token is reviewed by the API server (TokenReview, audience `istio-ca`), the identity is the
+/// service account, and the node must be in its namespace.
+#[test]
+fn service_account_tokens_reviewed_by_the_api_server_open_the_secure_xds_port() {
+    let Some(k) = kubectl() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-e2e-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tokens = BTreeMap::from([
+        (
+            "productpage-token".to_owned(),
+            "system:serviceaccount:default:productpage".to_owned(),
+        ),
+        ("alice-token".to_owned(), "alice".to_owned()),
+    ]);
+    let cluster = Cluster::with_tokens(&dir, 0, tokens);
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    let serve = Serve::new();
+    let log = dir.join("sextant.log");
+    let _sextant = Process(
+        serve
+            .command(Path::new(env!("CARGO_BIN_EXE_sextant")))
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    if let Err(e) = serve.wait_ready(Duration::from_secs(30)) {
+        panic!(
+            "{e}\nsextant's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    // The root, as a user would fetch it from the cluster.
+    use base64::Engine;
+    let root = cluster.kubectl(
+        &k,
+        &[
+            "get",
+            "secret",
+            "sextant-ca",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+    );
+    let root_pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(root.trim())
+            .expect("base64"),
+    )
+    .expect("PEM");
+    let node = |ns: &str| format!("sidecar~10.1.0.1~productpage-0.{ns}~{ns}.svc.cluster.local");
+    let client = |token: &str| support::SecureClient {
+        root_pem: root_pem.clone(),
+        identity: None,
+        token: Some(token.to_owned()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let served = client("productpage-token")
+            .clusters(serve.secure_xds, &node("default"))
+            .await
+            .expect("a service-account token opens the stream");
+        assert!(!served.resources.is_empty());
+        let elsewhere = client("productpage-token")
+            .clusters(serve.secure_xds, &node("other"))
+            .await
+            .expect_err("another namespace");
+        assert_eq!(
+            elsewhere.code(),
+            tonic::Code::PermissionDenied,
+            "{elsewhere:?}"
+        );
+        assert!(
+            elsewhere.message().contains("matched other/"),
+            "{elsewhere:?}"
+        );
+        let user = client("alice-token")
+            .clusters(serve.secure_xds, &node("default"))
+            .await
+            .expect_err("not a service account");
+        assert_eq!(user.code(), tonic::Code::Unauthenticated);
+        assert!(user.message().contains("not a service account"), "{user:?}");
+        let unknown = client("forged")
+            .clusters(serve.secure_xds, &node("default"))
+            .await
+            .expect_err("unknown token");
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        assert!(
+            unknown.message().contains("invalid bearer token"),
+            "{unknown:?}"
+        );
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,8 @@ use tonic::{
     server::NamedService,
 };
 
+use sextant_model::Identity;
+
 use crate::protocol::{DeltaResponse, SotwResponse};
 
 /// Bytes written per body frame: small resources are gathered up to this size (HTTP/2's
@@ -372,17 +374,44 @@ impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
     }
 }
 
+/// Who opened a stream, as its listener established it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A listener that does not authenticate (plaintext xDS, 15010).
+    Anonymous,
+    /// The identities the caller proved (a client certificate or a token); the stream's node
+    /// must agree with one of them.
+    Authenticated(Vec<Identity>),
+}
+
+/// The future of an authentication.
+pub type Authentication = Pin<Box<dyn Future<Output = Result<Vec<Identity>, Status>> + Send>>;
+
+/// Establishes who the caller of a stream is, from the request's headers and its connection's
+/// extensions (a TLS listener puts the peer's certificates there). An error refuses the
+/// stream with that status (`UNAUTHENTICATED`).
+pub trait Authenticate: Send + Sync + 'static {
+    /// The caller's identities.
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Authentication;
+}
+
 /// Opens streams for the service: each returns the receiving end of its responses.
 pub trait Streams: Send + Sync + 'static {
     /// A state-of-the-world stream.
     fn sotw(
         &self,
         requests: Requests<DiscoveryRequest>,
+        caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
     /// A delta stream.
     fn delta(
         &self,
         requests: Requests<DeltaDiscoveryRequest>,
+        caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
     /// Largest request accepted.
     fn max_request_bytes(&self) -> usize;
@@ -391,20 +420,31 @@ pub trait Streams: Send + Sync + 'static {
 /// `AggregatedDiscoveryService` as a tower service for tonic's router.
 pub struct AdsService<S> {
     streams: Arc<S>,
+    authenticate: Option<Arc<dyn Authenticate>>,
 }
 
 impl<S> Clone for AdsService<S> {
     fn clone(&self) -> Self {
         AdsService {
             streams: self.streams.clone(),
+            authenticate: self.authenticate.clone(),
         }
     }
 }
 
 impl<S> AdsService<S> {
-    /// Serves `streams`.
+    /// Serves `streams` to anyone (plaintext xDS).
     pub fn new(streams: Arc<S>) -> Self {
-        AdsService { streams }
+        AdsService {
+            streams,
+            authenticate: None,
+        }
+    }
+
+    /// Serves only callers that `authenticate` accepts (the TLS listener).
+    pub fn authenticated(mut self, authenticate: Arc<dyn Authenticate>) -> Self {
+        self.authenticate = Some(authenticate);
+        self
     }
 }
 
@@ -432,26 +472,53 @@ fn decode<T: prost::Message + Default>(request: http::Request<Body>, max: usize)
     Requests::new(request.into_body(), max)
 }
 
+fn open_stream<S: Streams>(
+    streams: &S,
+    request: http::Request<Body>,
+    caller: Caller,
+) -> http::Response<Body> {
+    let max = streams.max_request_bytes();
+    let opened = match request.uri().path() {
+        SOTW_METHOD => streams.sotw(decode(request, max), caller),
+        DELTA_METHOD => streams.delta(decode(request, max), caller),
+        other => Err(Status::unimplemented(format!("unknown method {other}"))),
+    };
+    match opened {
+        Ok(rx) => grpc_response(rx),
+        Err(status) => status.into_http(),
+    }
+}
+
 impl<S: Streams> Service<http::Request<Body>> for AdsService<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let max = self.streams.max_request_bytes();
-        let opened = match request.uri().path() {
-            SOTW_METHOD => self.streams.sotw(decode(request, max)),
-            DELTA_METHOD => self.streams.delta(decode(request, max)),
-            other => Err(Status::unimplemented(format!("unknown method {other}"))),
+        let streams = self.streams.clone();
+        let Some(authenticate) = &self.authenticate else {
+            let response = open_stream(&*streams, request, Caller::Anonymous);
+            return Box::pin(std::future::ready(Ok(response)));
         };
-        std::future::ready(Ok(match opened {
-            Ok(rx) => grpc_response(rx),
-            Err(status) => status.into_http(),
-        }))
+        let authentication = authenticate.authenticate(request.headers(), request.extensions());
+        Box::pin(async move {
+            Ok(match authentication.await {
+                Ok(identities) => {
+                    open_stream(&*streams, request, Caller::Authenticated(identities))
+                }
+                Err(status) => {
+                    tracing::warn!(
+                        message = status.message(),
+                        "refusing unauthenticated stream"
+                    );
+                    status.into_http()
+                }
+            })
+        })
     }
 }
 

@@ -13,5 +13,6 @@ pub mod grpc;
 pub mod protocol;
 pub mod server;
 
+pub use grpc::{Authenticate, Caller};
 pub use protocol::ProxyResources;
 pub use server::{AdsServer, Connection, Generator, Registry, proxy_from_node};

@@ -22,7 +22,7 @@ use tokio_stream::StreamExt;
 use tonic::Status;
 
 use crate::{
-    grpc::{AdsService, Outgoing, Requests, Streams},
+    grpc::{AdsService, Caller, Outgoing, Requests, Streams},
     protocol::{Delta, Event, ProxyResources, Sotw, TypeStatus},
 };
 
@@ -85,6 +85,8 @@ pub struct Connection {
     pub protocol: &'static str,
     /// When the stream opened.
     pub connected_at: SystemTime,
+    /// The identity the proxy proved (streams on the TLS listener).
+    pub identity: Option<String>,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
 }
@@ -208,6 +210,7 @@ impl<G: Generator> AdsServer<G> {
     fn open<M: Machine>(
         &self,
         mut inbound: Requests<M::Req>,
+        caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>
     where
         M::Req: prost::Message + Default,
@@ -240,6 +243,18 @@ impl<G: Generator> AdsServer<G> {
                     return;
                 }
             };
+            let identity = match &caller {
+                Caller::Anonymous => None,
+                Caller::Authenticated(ids) => match ids.iter().find(|i| i.admits(&proxy)) {
+                    Some(i) => Some(i.to_string()),
+                    None => {
+                        let message = refusal(&proxy, ids);
+                        tracing::warn!(proxy = %proxy.id, %message, "refusing stream");
+                        let _ = tx.send(Err(Status::permission_denied(message))).await;
+                        return;
+                    }
+                },
+            };
             let id = registry.next.fetch_add(1, Ordering::Relaxed);
             registry.lock().insert(
                 id,
@@ -247,6 +262,7 @@ impl<G: Generator> AdsServer<G> {
                     proxy: proxy.id.clone(),
                     protocol: M::NAME,
                     connected_at: SystemTime::now(),
+                    identity,
                     types: BTreeMap::new(),
                 },
             );
@@ -328,19 +344,32 @@ impl<G: Generator> AdsServer<G> {
     }
 }
 
+/// Why a proxy's node disagrees with the identities its caller proved, as istiod words it.
+fn refusal(proxy: &Proxy, identities: &[sextant_model::Identity]) -> String {
+    let ids: Vec<String> = identities.iter().map(ToString::to_string).collect();
+    format!(
+        "authorization failed: no identities ({}) matched {}/{}",
+        ids.join(", "),
+        proxy.namespace,
+        proxy.service_account.as_deref().unwrap_or("")
+    )
+}
+
 impl<G: Generator> Streams for AdsServer<G> {
     fn sotw(
         &self,
         requests: Requests<DiscoveryRequest>,
+        caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
-        self.open::<Sotw>(requests)
+        self.open::<Sotw>(requests, caller)
     }
 
     fn delta(
         &self,
         requests: Requests<DeltaDiscoveryRequest>,
+        caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
-        self.open::<Delta>(requests)
+        self.open::<Delta>(requests, caller)
     }
 
     fn max_request_bytes(&self) -> usize {

@@ -16,6 +16,9 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         bind_address,
         interception,
         meta,
+        xds_root_cert,
+        xds_cert,
+        xds_key,
     } = args;
     if let Err(e) = sextant_model::Proxy::from_node_id(&node_id) {
         eprintln!("error: --node-id: {e}");
@@ -48,6 +51,12 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         port,
         delta,
         admin_port,
+        xds_root_cert
+            .map(|root_cert| bootstrap::XdsTls {
+                root_cert,
+                client: xds_cert.zip(xds_key),
+            })
+            .as_ref(),
     );
     print!("{}", sextant_index::manifest::to_yaml(&[json::to_json(&b)]));
     ExitCode::SUCCESS

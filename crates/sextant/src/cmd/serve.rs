@@ -15,7 +15,7 @@ use anyhow::Context;
 use notify::Watcher;
 use sextant_index::{Index, Object};
 use sextant_model::Kind;
-use sextant_xds::{AdsServer, Registry};
+use sextant_xds::{AdsServer, Registry, grpc::AdsService};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -172,6 +172,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config_dir,
         namespace,
         xds_port,
+        secure_xds_port,
+        token_audiences,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -188,7 +190,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ca_dir,
     } = args;
     tracing::info!(
-        config_dir = ?config_dir, %namespace, xds_port, admin_port, %listen_address,
+        config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
@@ -217,6 +219,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, None) => crate::ca::Ca::generate()?,
     };
+    let authenticator = Arc::new(crate::secure::Authenticator::new(
+        &trust_domain,
+        client.clone(),
+        token_audiences,
+    ));
     match (config_dir, client) {
         (Some(config_dir), _) => {
             let mut source = Source::Dir(DirSource {
@@ -302,11 +309,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ads = AdsServer::new(
-        mesh.clone(),
-        updates_rx,
-        registry.clone(),
-        shutdown_rx.clone(),
+    let ads = Arc::new(
+        AdsServer::new(
+            mesh.clone(),
+            updates_rx,
+            registry.clone(),
+            shutdown_rx.clone(),
+        )
+        .max_request_bytes(MAX_REQUEST_BYTES),
     );
     let xds_addr = SocketAddr::new(listen_address, xds_port);
     let admin_addr = SocketAddr::new(listen_address, admin_port);
@@ -320,17 +330,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = admin_shutdown.wait_for(|s| *s).await;
     });
     let webhook_addr = SocketAddr::new(listen_address, webhook_port);
-    let names = vec![
-        format!("{service_name}.{lease_namespace}.svc"),
-        format!("{service_name}.{lease_namespace}.svc.{domain_suffix}"),
-        "localhost".to_owned(),
-    ];
+    // Istio's proxies check for istiod's name; Sextant's own Service name is there too.
+    let names: Vec<String> = [service_name.as_str(), "istiod"]
+        .iter()
+        .flat_map(|s| {
+            [
+                format!("{s}.{lease_namespace}.svc"),
+                format!("{s}.{lease_namespace}.svc.{domain_suffix}"),
+            ]
+        })
+        .chain(["localhost".to_owned()])
+        .collect();
     let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     if !listen_address.is_unspecified() && !ips.contains(&listen_address) {
         ips.push(listen_address);
     }
     let webhook_listener =
-        crate::webhook::TlsListener::bind(webhook_addr, ca.server_config(&names, &ips)?)
+        crate::tls::TlsListener::bind(webhook_addr, ca.server_config(&names, &ips)?)
             .await
             .with_context(|| format!("listening on {webhook_addr}"))?;
     let mut webhook_shutdown = shutdown_rx.clone();
@@ -339,18 +355,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = webhook_shutdown.wait_for(|s| *s).await;
         });
     let mut xds_shutdown = shutdown_rx.clone();
-    let xds_server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Rebalance long-lived streams across replicas, as istiod does (30 min).
-        .max_connection_age(Duration::from_secs(30 * 60))
-        .max_connection_age_grace(Duration::from_secs(10))
-        .add_service(ads.max_request_bytes(MAX_REQUEST_BYTES).into_service())
+    let xds_server = xds_server_builder()
+        .add_service(AdsService::new(ads.clone()))
         .add_service(sextant_xds::csds::Csds::new(registry.clone()).into_service())
         .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
-    tracing::info!(%xds_addr, %admin_addr, %webhook_addr, "serving");
+    let secure_addr = SocketAddr::new(listen_address, secure_xds_port);
+    let secure_listener = crate::tls::TlsListener::new(
+        crate::tls::listen(secure_addr).with_context(|| format!("listening on {secure_addr}"))?,
+        ca.xds_server_config(&names, &ips)?,
+    )?;
+    let mut secure_shutdown = shutdown_rx.clone();
+    let secure_server = xds_server_builder()
+        .add_service(AdsService::new(ads).authenticated(authenticator))
+        .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
+            let _ = secure_shutdown.wait_for(|s| *s).await;
+        });
+    tracing::info!(%xds_addr, %secure_addr, %admin_addr, %webhook_addr, "serving");
     let draining = mesh.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -361,7 +383,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
     let mut drain_started = shutdown_rx.clone();
-    let servers = async { tokio::join!(admin_server, xds_server, webhook_server) };
+    let servers = async { tokio::join!(admin_server, xds_server, secure_server, webhook_server) };
     // Connections get DRAIN_GRACE to close after shutdown begins; a proxy that never closes
     // its connection must not keep the process alive.
     let grace = async {
@@ -369,9 +391,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(DRAIN_GRACE).await;
     };
     tokio::select! {
-        (admin_result, xds_result, webhook_result) = servers => {
+        (admin_result, xds_result, secure_result, webhook_result) = servers => {
             admin_result?;
             xds_result?;
+            secure_result?;
             webhook_result?;
         }
         () = grace => {
@@ -379,6 +402,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The gRPC server settings of both xDS ports.
+fn xds_server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Rebalance long-lived streams across replicas, as istiod does (30 min).
+        .max_connection_age(Duration::from_secs(30 * 60))
+        .max_connection_age_grace(Duration::from_secs(10))
 }
 
 /// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this

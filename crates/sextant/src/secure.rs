@@ -1,0 +1,223 @@
+//! Who may use the secure xDS port (15012), as istiod decides it: a client certificate
+//! signed by Sextant's CA carrying a SPIFFE identity, or else a Kubernetes service-account
+//! token (`authorization: Bearer ...`, audience `istio-ca`) that the API server's TokenReview
+//! accepts. The stream's node must then agree with the identity (see
+//! [`sextant_model::Identity::admits`]); the plaintext port does no authentication.
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use sextant_model::Identity;
+use sextant_xds::grpc::{Authenticate, Authentication};
+use tonic::{Status, codegen::http};
+
+use crate::tls::Peer;
+
+/// Longest bearer token accepted (service-account tokens are about 1 KiB).
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Authenticates callers of the secure xDS port.
+pub struct Authenticator {
+    trust_domain: String,
+    /// Reviews tokens; without a cluster only client certificates are accepted.
+    client: Option<kube::Client>,
+    audiences: Vec<String>,
+}
+
+impl Authenticator {
+    /// Identities in `trust_domain`; tokens reviewed by `client` for `audiences`.
+    pub fn new(trust_domain: &str, client: Option<kube::Client>, audiences: Vec<String>) -> Self {
+        Authenticator {
+            trust_domain: trust_domain.to_owned(),
+            client,
+            audiences,
+        }
+    }
+}
+
+impl Authenticate for Authenticator {
+    fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Authentication {
+        if let Some(peer) = extensions.get::<Peer>()
+            && !peer.identities.is_empty()
+        {
+            return ready(Ok(peer.identities.to_vec()));
+        }
+        let token = match bearer(headers) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return ready(Err(Status::unauthenticated(
+                    "authentication failed: no client certificate with a SPIFFE identity \
+                     signed by Sextant's CA, and no bearer token",
+                )));
+            }
+            Err(e) => return ready(Err(Status::unauthenticated(e))),
+        };
+        let Some(client) = self.client.clone() else {
+            return ready(Err(Status::unauthenticated(
+                "authentication failed: bearer tokens are reviewed by the Kubernetes API server \
+                 and this server has none (--config-dir); present a client certificate",
+            )));
+        };
+        let (trust_domain, audiences) = (self.trust_domain.clone(), self.audiences.clone());
+        Box::pin(async move {
+            review(client, token, audiences)
+                .await
+                .map(|(namespace, service_account)| {
+                    vec![Identity {
+                        trust_domain,
+                        namespace,
+                        service_account,
+                    }]
+                })
+                .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))
+        })
+    }
+}
+
+fn ready(result: Result<Vec<Identity>, Status>) -> Authentication {
+    Box::pin(std::future::ready(result))
+}
+
+/// The bearer token of `authorization`, if any.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "the authorization header is longer than {MAX_TOKEN_BYTES} bytes"
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| "the authorization header is not text".to_owned())?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err("the authorization header is not `Bearer <token>`".to_owned()),
+    }
+}
+
+/// Asks the API server who `token` belongs to: the namespace and name of its service account.
+async fn review(
+    client: kube::Client,
+    token: String,
+    audiences: Vec<String>,
+) -> Result<(String, String), String> {
+    let api: kube::Api<TokenReview> = kube::Api::all(client);
+    let request = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token),
+            audiences: Some(audiences.clone()),
+        },
+        ..Default::default()
+    };
+    let reviewed = api
+        .create(&kube::api::PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("the token could not be reviewed: {e}"))?;
+    let status = reviewed.status.unwrap_or_default();
+    if status.authenticated != Some(true) {
+        return Err(format!(
+            "the token was not accepted: {}",
+            status.error.as_deref().unwrap_or("not authenticated")
+        ));
+    }
+    if let Some(granted) = &status.audiences
+        && !audiences.iter().any(|a| granted.contains(a))
+    {
+        return Err(format!(
+            "the token is not for audience {}",
+            audiences.join(" or ")
+        ));
+    }
+    let user = status.user.and_then(|u| u.username).unwrap_or_default();
+    service_account(&user).ok_or_else(|| format!("{user:?} is not a service account"))
+}
+
+/// `system:serviceaccount:NAMESPACE:NAME` → (NAMESPACE, NAME).
+fn service_account(user: &str) -> Option<(String, String)> {
+    let rest = user.strip_prefix("system:serviceaccount:")?;
+    let (namespace, name) = rest.split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':'))
+        .then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn headers(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(value).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_and_bounded() {
+        assert_eq!(bearer(&http::HeaderMap::new()), Ok(None));
+        assert_eq!(bearer(&headers("Bearer abc")), Ok(Some("abc".into())));
+        assert_eq!(bearer(&headers("bearer abc")), Ok(Some("abc".into())));
+        assert!(bearer(&headers("Basic abc")).is_err());
+        assert!(bearer(&headers("Bearer ")).is_err());
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
+        assert!(
+            bearer(&headers(&long))
+                .expect_err("too long")
+                .contains("longer than")
+        );
+    }
+
+    #[test]
+    fn only_service_account_users_have_an_identity() {
+        assert_eq!(
+            service_account("system:serviceaccount:bookinfo:reviews"),
+            Some(("bookinfo".into(), "reviews".into()))
+        );
+        for user in [
+            "alice",
+            "system:serviceaccount:bookinfo",
+            "system:serviceaccount::reviews",
+            "system:serviceaccount:a:b:c",
+        ] {
+            assert_eq!(service_account(user), None, "{user}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_certificate_or_token_the_caller_is_refused() {
+        let auth = Authenticator::new("cluster.local", None, vec!["istio-ca".into()]);
+        let none = auth
+            .authenticate(&http::HeaderMap::new(), &http::Extensions::new())
+            .await
+            .expect_err("refused");
+        assert_eq!(none.code(), tonic::Code::Unauthenticated);
+        let token = auth
+            .authenticate(&headers("Bearer abc"), &http::Extensions::new())
+            .await
+            .expect_err("no API server to review it");
+        assert!(token.message().contains("client certificate"), "{token:?}");
+        let mut extensions = http::Extensions::new();
+        let id = Identity::parse("spiffe://cluster.local/ns/a/sa/b").expect("id");
+        extensions.insert(Peer {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            identities: Arc::from([id.clone()]),
+        });
+        assert_eq!(
+            auth.authenticate(&http::HeaderMap::new(), &extensions)
+                .await
+                .expect("certificate"),
+            vec![id]
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! The secure xDS port (15012) with real Envoy 1.40: a proxy with a workload certificate from
+//! `sextant ca issue` gets its configuration over mutual TLS and routes traffic; a certificate
+//! for another namespace than the node claims is refused (PermissionDenied), and so is a caller
+//! with neither a certificate nor a token (Unauthenticated), on both Envoy and a gRPC client.
+//! The plaintext port keeps serving without authentication.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sextant::demo::{self, Backend, Process, Serve, request};
+use support::{SecureClient, envoy, http_get, wait_for};
+
+mod support;
+
+const NET: u8 = 34;
+
+fn sextant(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .output()
+        .expect("run sextant");
+    assert!(
+        out.status.success(),
+        "sextant {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issues a workload certificate for `namespace`/`sa` into `dir/name`.
+fn issue(dir: &Path, name: &str, namespace: &str, sa: &str) -> PathBuf {
+    let out = dir.join(name);
+    sextant(&[
+        "ca",
+        "issue",
+        "--ca-dir",
+        dir.join("ca").to_str().expect("utf-8"),
+        "--namespace",
+        namespace,
+        "--service-account",
+        sa,
+        "--out-dir",
+        out.to_str().expect("utf-8"),
+    ]);
+    out
+}
+
+fn tls_args(secure: u16, certs: &Path, with_client_cert: bool) -> Vec<String> {
+    let file = |f: &str| certs.join(f).to_str().expect("utf-8").to_owned();
+    let mut args = vec![
+        "--xds-address".to_owned(),
+        format!("127.0.0.1:{secure}"),
+        "--xds-root-cert".into(),
+        file("root-cert.pem"),
+    ];
+    if with_client_cert {
+        args.extend([
+            "--xds-cert".into(),
+            file("cert-chain.pem"),
+            "--xds-key".into(),
+            file("key.pem"),
+        ]);
+    }
+    args
+}
+
+/// The `/debug/syncz` entry of `node`.
+fn syncz(admin: std::net::SocketAddr, node: &str) -> Option<serde_json::Value> {
+    let all: serde_json::Value = serde_json::from_str(&http_get(admin, "/debug/syncz")?).ok()?;
+    all.as_array()?.iter().find(|c| c["proxy"] == node).cloned()
+}
+
+/// Envoy's gauge `control_plane.connected_state` (1 while its ADS stream is up).
+fn connected(envoy_admin: std::net::SocketAddr) -> Option<String> {
+    let stats = http_get(envoy_admin, "/stats?filter=control_plane.connected_state")?;
+    let line = stats.lines().find(|l| l.contains("connected_state:"))?;
+    Some(line.rsplit(':').next()?.trim().to_owned())
+}
+
+#[test]
+fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tls() {
+    let Some(envoy) = envoy() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-secure-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).expect("temp dir");
+    let ip = |host: u8| format!("127.0.{NET}.{host}");
+    let _backend = Backend::start(&format!("{}:9080", ip(1)), "v1").expect("backend");
+    std::fs::write(
+        config.join("mesh.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  clusterIP: 10.96.{NET}.1\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: reviews-1, labels: {{kubernetes.io/service-name: reviews}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n- addresses: ['{}']\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: productpage-0, labels: {{app: productpage}}}}\nspec: {{serviceAccountName: productpage, containers: [{{name: c, image: x}}]}}\nstatus: {{podIP: '{}'}}\n",
+            ip(1),
+            ip(99)
+        ),
+    )
+    .expect("mesh");
+
+    sextant(&[
+        "ca",
+        "init",
+        "--dir",
+        dir.join("ca").to_str().expect("utf-8"),
+    ]);
+    let good = issue(&dir, "productpage", "default", "productpage");
+    let foreign = issue(&dir, "foreign", "other", "productpage");
+    let wrong_account = issue(&dir, "ratings", "default", "ratings");
+
+    let serve = Serve::new();
+    let log = dir.join("sextant.log");
+    let _sextant = Process(
+        serve
+            .command(Path::new(env!("CARGO_BIN_EXE_sextant")))
+            .args(["--config-dir", config.to_str().expect("utf-8")])
+            .args(["--ca-dir", dir.join("ca").to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+    let admin = serve.admin_addr();
+    let node = format!(
+        "sidecar~{}~productpage-0.default~default.svc.cluster.local",
+        ip(99)
+    );
+
+    // 1. A certificate for the node's namespace and service account (from its Pod): Envoy is
+    //    configured over TLS and routes traffic; syncz names the identity it proved.
+    let proxy = support::Envoy::launch(
+        &envoy,
+        &dir,
+        &node,
+        &ip(100),
+        1,
+        &tls_args(serve.secure_xds, &good, true),
+    );
+    if let Err(e) = demo::wait_for(
+        "traffic through Envoy over TLS xDS",
+        Duration::from_secs(45),
+        || request(proxy.listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1"),
+    ) {
+        panic!(
+            "{e}\nsextant log:\n{}\nsyncz: {:?}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            http_get(admin, "/debug/syncz")
+        );
+    }
+    let entry = wait_for("the proxy in syncz", Duration::from_secs(10), || {
+        syncz(admin, &node)
+    });
+    assert_eq!(
+        entry["identity"], "spiffe://cluster.local/ns/default/sa/productpage",
+        "{entry}"
+    );
+    assert_eq!(connected(proxy.admin).as_deref(), Some("1"));
+
+    // 2. Refused: a certificate of another namespace, one of another service account than
+    //    the node's Pod runs as, and no certificate at all. Each Envoy stays unconfigured.
+    let refused = [
+        (
+            &foreign,
+            true,
+            2,
+            "no identities (spiffe://cluster.local/ns/other/sa/productpage) matched default/productpage",
+        ),
+        (
+            &wrong_account,
+            true,
+            3,
+            "no identities (spiffe://cluster.local/ns/default/sa/ratings) matched default/productpage",
+        ),
+        (
+            &good,
+            false,
+            4,
+            "no client certificate with a SPIFFE identity",
+        ),
+    ];
+    for (certs, with_cert, tag, message) in refused {
+        let other_node = format!(
+            "sidecar~{}~productpage-0.default~default.svc.cluster.local",
+            ip(100 + tag)
+        );
+        let refused_proxy = support::Envoy::launch(
+            &envoy,
+            &dir,
+            &other_node,
+            &ip(100 + tag),
+            tag,
+            &tls_args(serve.secure_xds, certs, with_cert),
+        );
+        if message.starts_with("no identities") {
+            wait_for(message, Duration::from_secs(20), || {
+                std::fs::read_to_string(&log)
+                    .ok()?
+                    .contains(message)
+                    .then_some(())
+            });
+        }
+        // Give it the time a configured proxy needed, then check it got nothing.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            syncz(admin, &other_node).is_none(),
+            "{other_node} was served"
+        );
+        assert_ne!(connected(refused_proxy.admin).as_deref(), Some("1"));
+        let listeners = http_get(refused_proxy.admin, "/listeners").unwrap_or_default();
+        assert!(
+            !listeners.contains("9080"),
+            "refused proxy has listeners: {listeners}"
+        );
+    }
+
+    // 3. The same rules for a gRPC client, with the exact statuses.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let read = |certs: &Path, f: &str| std::fs::read_to_string(certs.join(f)).expect("pem");
+    let client = |certs: &Path, with_cert: bool| SecureClient {
+        root_pem: read(certs, "root-cert.pem"),
+        identity: with_cert.then(|| (read(certs, "cert-chain.pem"), read(certs, "key.pem"))),
+        token: None,
+    };
+    runtime.block_on(async {
+        let ok = client(&good, true)
+            .clusters(serve.secure_xds, &node)
+            .await
+            .expect("served");
+        assert!(!ok.resources.is_empty());
+        let denied = client(&foreign, true)
+            .clusters(serve.secure_xds, &node)
+            .await
+            .expect_err("refused");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+        let anonymous = client(&good, false)
+            .clusters(serve.secure_xds, &node)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            anonymous.code(),
+            tonic::Code::Unauthenticated,
+            "{anonymous:?}"
+        );
+        // In directory mode there is no API server to review tokens: refused with a reason.
+        let token = SecureClient {
+            token: Some("a-token".into()),
+            ..client(&good, false)
+        }
+        .clusters(serve.secure_xds, &node)
+        .await
+        .expect_err("refused");
+        assert_eq!(token.code(), tonic::Code::Unauthenticated);
+        assert!(
+            token.message().contains("present a client certificate"),
+            "{token:?}"
+        );
+    });
+
+    // 4. The plaintext port does no authentication.
+    let plain = support::Envoy::start(
+        &envoy,
+        &dir,
+        &format!(
+            "sidecar~{}~productpage-0.default~default.svc.cluster.local",
+            ip(110)
+        ),
+        serve.xds,
+        &ip(110),
+        false,
+        10,
+    );
+    demo::wait_for(
+        "traffic through Envoy over plaintext xDS",
+        Duration::from_secs(30),
+        || request(plain.listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1"),
+    )
+    .expect("plaintext still serves");
+    let _ = std::fs::remove_dir_all(&dir);
+}
