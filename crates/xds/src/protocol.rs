@@ -12,6 +12,10 @@
 //!   needs the assignments to finish warming updated clusters).
 //! - Updates are level-triggered: a type is sent only when its content differs from what the
 //!   proxy last received, so a slow proxy simply gets the newest state.
+//! - State of the world: an update of a named type (EDS, RDS) carries only the resources that
+//!   changed, as the protocol allows for those types and istiod does for EDS (an endpoint
+//!   change is one assignment, not all of them); an explicit request gets the whole set. CDS
+//!   and LDS responses always carry everything.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -56,11 +60,16 @@ pub fn resources_of<'a>(all: &'a EncodedResources, url: &str) -> &'a [Encoded] {
 pub trait ResourceSet {
     /// The lists of `url`.
     fn lists(&self, url: &str) -> [&[Encoded]; 2];
+    /// This set, kept to compare the next one with (its lists are shared, not copied).
+    fn keep(&self) -> Arc<dyn ResourceSet + Send + Sync>;
 }
 
 impl ResourceSet for EncodedResources {
     fn lists(&self, url: &str) -> [&[Encoded]; 2] {
         [resources_of(self, url), &[]]
+    }
+    fn keep(&self) -> Arc<dyn ResourceSet + Send + Sync> {
+        Arc::new(self.clone())
     }
 }
 
@@ -126,6 +135,9 @@ impl ResourceSet for ProxyResources {
             resources_of(&self.shared, url),
             resources_of(&self.own, url),
         ]
+    }
+    fn keep(&self) -> Arc<dyn ResourceSet + Send + Sync> {
+        Arc::new(self.clone())
     }
 }
 
@@ -266,6 +278,9 @@ struct SotwType {
     nacked: Option<String>,
     force: bool,
     status: TypeStatus,
+    /// The set the last response came from: what the proxy holds (for named types, what
+    /// updates are compared with).
+    basis: Option<Arc<dyn ResourceSet + Send + Sync>>,
 }
 
 /// State of one state-of-the-world stream.
@@ -363,6 +378,14 @@ impl Sotw {
         always: bool,
     ) -> Option<SotwResponse> {
         let state = self.types.get_mut(url)?;
+        // The very lists the proxy's last response came from (kept alive by the basis, so
+        // their addresses cannot be reused): nothing changed, nothing to compare.
+        if !always
+            && let Some(basis) = &state.basis
+            && same_lists(basis.lists(url), all.lists(url))
+        {
+            return None;
+        }
         let mut placeholders = Vec::new();
         let items: Vec<&Encoded> = match &state.names {
             None => all_of(all, url),
@@ -376,14 +399,25 @@ impl Sotw {
         if !always && (rejected || unchanged) {
             return None;
         }
+        // An update of a named type: only what changed since the proxy's basis.
+        let sent = match (&state.names, &state.basis) {
+            (Some(names), Some(basis)) if !always => {
+                let mut old_placeholders = Vec::new();
+                let old = select(&**basis, url, names, &mut old_placeholders);
+                changed_since(&items, &old)
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| items.clone());
+        state.basis = Some(all.keep());
         self.nonces += 1;
         let nonce = format!("{}-{version}", self.nonces);
         state.version = Some(version.clone());
         state.nonce = Some(nonce.clone());
-        state.status.record_sent(&version, &nonce, items.len());
+        state.status.record_sent(&version, &nonce, sent.len());
         let response = SotwResponse {
             version_info: version,
-            resources: items.iter().map(|e| e.body.clone()).collect(),
+            resources: sent.iter().map(|e| e.body.clone()).collect(),
             type_url: url,
             nonce,
         };
@@ -406,6 +440,31 @@ impl Sotw {
             .map(|(k, v)| (k.clone(), v.status.clone()))
             .collect()
     }
+}
+
+/// Whether two sets' lists of a type are the same lists (not merely equal ones).
+fn same_lists(a: [&[Encoded]; 2], b: [&[Encoded]; 2]) -> bool {
+    a.iter()
+        .zip(&b)
+        .all(|(x, y)| std::ptr::eq(x.as_ptr(), y.as_ptr()) && x.len() == y.len())
+}
+
+/// The resources of `new` that differ from `old`, both selections of the same names; `None`
+/// when they do not line up name by name (then everything is sent).
+fn changed_since<'a>(new: &[&'a Encoded], old: &[&Encoded]) -> Option<Vec<&'a Encoded>> {
+    if new.len() != old.len() {
+        return None;
+    }
+    let mut changed = Vec::new();
+    for (n, o) in new.iter().zip(old) {
+        if n.name != o.name {
+            return None;
+        }
+        if n.hash != o.hash {
+            changed.push(*n);
+        }
+    }
+    Some(changed)
 }
 
 #[derive(Default)]

@@ -295,7 +295,7 @@ impl<G: Generator> AdsServer<G> {
                                 break 'stream;
                             }
                             triggered = std::time::Instant::now();
-                            resources = generator.resources(&proxy);
+                            resources = keep_unchanged_own(&resources, generator.resources(&proxy));
                             update_at = Some(std::time::Instant::now());
                             unacked.clear();
                             out.extend(machine.update(&resources));
@@ -342,6 +342,21 @@ impl<G: Generator> AdsServer<G> {
         });
         Ok(rx)
     }
+}
+
+/// `fresh`, but with the proxy's own part from `previous` when it did not change: the protocol
+/// then recognises unchanged types by their lists alone.
+fn keep_unchanged_own(
+    previous: &Arc<ProxyResources>,
+    fresh: Arc<ProxyResources>,
+) -> Arc<ProxyResources> {
+    if Arc::ptr_eq(&previous.own, &fresh.own) || *previous.own != *fresh.own {
+        return fresh;
+    }
+    Arc::new(ProxyResources {
+        shared: fresh.shared.clone(),
+        own: previous.own.clone(),
+    })
 }
 
 /// Why a proxy's node disagrees with the identities its caller proved, as istiod words it.

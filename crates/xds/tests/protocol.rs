@@ -174,6 +174,84 @@ fn sotw_named_types_send_what_was_asked_and_answer_name_changes() {
     assert_eq!(r2.resources.len(), 2);
 }
 
+/// A load assignment with `endpoints` locality entries (so its content changes with the count).
+fn cla_with(name: &str, endpoints: usize) -> Encoded {
+    Encoded::new(
+        name,
+        &ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![Default::default(); endpoints],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn sotw_updates_of_named_types_carry_only_what_changed() {
+    let mut s = Sotw::default();
+    let mut all = state(&[("a", 1), ("b", 1), ("c", 1)]);
+    let first = s
+        .on_request(
+            req(type_url::ENDPOINT, &["a", "b", "c", "gone"], "", ""),
+            &all,
+        )
+        .expect("eds");
+    assert_eq!(
+        first.resources.len(),
+        4,
+        "an explicit request gets everything"
+    );
+    s.on_request(
+        req(
+            type_url::ENDPOINT,
+            &["a", "b", "c", "gone"],
+            &first.nonce,
+            &first.version_info,
+        ),
+        &all,
+    );
+
+    // One assignment changes: only it is sent, under a new version of the whole set.
+    all.endpoints = [cla("a"), cla_with("b", 2), cla("c")].into();
+    let update = s.on_update(&all).pop().expect("eds update");
+    assert_eq!(update.resources.len(), 1);
+    assert_ne!(update.version_info, first.version_info);
+    let ack = |r: &sextant_xds::protocol::SotwResponse| {
+        req(
+            type_url::ENDPOINT,
+            &["a", "b", "c", "gone"],
+            &r.nonce,
+            &r.version_info,
+        )
+    };
+    assert!(s.on_request(ack(&update), &all).is_none());
+
+    // A NACKed update is not resent; the next change sends what changed since it.
+    all.endpoints = [cla_with("a", 3), cla_with("b", 2), cla("c")].into();
+    let bad = s.on_update(&all).pop().expect("eds update");
+    assert_eq!(bad.resources.len(), 1);
+    assert!(s.on_request(nack(ack(&bad)), &all).is_none());
+    assert!(
+        s.on_update(&all).is_empty(),
+        "the rejected version is not resent"
+    );
+    all.endpoints = [cla_with("a", 3), cla_with("b", 2), cla_with("c", 4)].into();
+    let next = s.on_update(&all).pop().expect("eds update");
+    assert_eq!(
+        next.resources.len(),
+        1,
+        "only c changed since the NACKed set"
+    );
+
+    // Clusters (a wildcard type) are always sent whole.
+    s.on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+        .expect("cds");
+    all.clusters = [cluster("a", 1), cluster("b", 7), cluster("c", 1)].into();
+    let cds = s.on_update(&all);
+    assert_eq!(cds[0].type_url, type_url::CLUSTER);
+    assert_eq!(cds[0].resources.len(), 3);
+}
+
 #[test]
 fn sotw_eds_is_answered_after_clusters_are_sent() {
     let mut s = Sotw::default();
