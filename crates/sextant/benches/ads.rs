@@ -31,7 +31,7 @@ use sextant::{mesh::Mesh, metrics::Metrics};
 use sextant_compiler::type_url;
 use sextant_index::Object;
 use sextant_workload::{W_M, endpoint_ip, virtual_service};
-use sextant_xds::{AdsServer, Registry};
+use sextant_xds::{AdsServer, Generator, Registry};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
@@ -204,6 +204,15 @@ impl Clients {
             .unwrap_or_else(|| panic!("clients exited during {command}"));
         line.split_whitespace().map(str::to_owned).collect()
     }
+
+    /// The words of a further reply to the last command.
+    async fn next_reply(&mut self) -> Vec<String> {
+        let line = tokio::time::timeout(Duration::from_secs(300), self.lines.recv())
+            .await
+            .expect("clients did not answer")
+            .expect("clients exited");
+        line.split_whitespace().map(str::to_owned).collect()
+    }
 }
 
 /// CPU seconds the proxies' process has used.
@@ -228,7 +237,7 @@ async fn server(proxies: usize, pinned: bool) {
     let incoming = sextant::xds_incoming("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = format!("http://{}", incoming.local_addr().expect("addr"));
     tokio::spawn(
-        tonic::transport::Server::builder()
+        sextant::xds_server()
             .add_service(server.into_service())
             .serve_with_incoming(incoming),
     );
@@ -256,11 +265,7 @@ async fn server(proxies: usize, pinned: bool) {
         cpu_seconds() - cpu0,
         client_cpu(&mut clients).await - client_cpu0,
     );
-    println!(
-        "  compile time so far: {}; server CPU for the endpoint change: {:.2} s",
-        compile_time(&mesh),
-        cpu_seconds() - cpu0
-    );
+    println!("  compile time so far: {}", compile_time(&mesh));
     println!(
         "  a proxy's configuration once its scope is cached (scope lookup + its own inbound part): {}",
         cached_scope_time(&mesh, proxies)
@@ -309,6 +314,21 @@ async fn server(proxies: usize, pinned: bool) {
         samples[samples.len() - 1]
     );
 
+    // The floor under that figure: the same bytes per proxy (both route configurations) over
+    // plain loopback TCP, one connection per proxy, from this core to the proxies' core.
+    let proxy = mesh.complete(sextant_xds::proxy_from_node(&nth_node(0)).expect("node"));
+    let route_bytes: usize = mesh
+        .resources(&proxy)
+        .merged()
+        .routes
+        .iter()
+        .map(|e| e.body.len())
+        .sum();
+    let floor = transport_floor(&mut clients, proxies, route_bytes).await;
+    println!(
+        "  transport floor: {route_bytes} bytes to each of {proxies} plain TCP connections (no HTTP/2, no gRPC, nothing compiled): {floor:.0} ms"
+    );
+
     // One endpoint change: bytes each state-of-the-world proxy and one delta proxy receive.
     let delta_initial = num(&clients.ask("delta").await, 1);
     clients.ask("arm").await;
@@ -341,8 +361,62 @@ async fn server(proxies: usize, pinned: bool) {
         sotw_bytes / proxies as u64,
         delta_after as f64 * 100.0 / delta_initial.max(1) as f64
     );
+
+    // Memory per additional idle proxy beyond shared state: every scope is compiled and the
+    // allocator has seen a storm already; more proxies of other pods connect and go idle.
+    let more = proxies / 4;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = rss_kib();
+    clients.ask(&format!("more {more}")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib();
+    println!(
+        "memory per additional idle proxy: {} KiB ({more} more proxies of the same scopes: {} MiB to {} MiB resident)",
+        after.saturating_sub(before) / more.max(1) as u64,
+        before / 1024,
+        after / 1024
+    );
     clients.ask("quit").await;
     let _ = clients.child.wait();
+}
+
+/// Milliseconds to write `bytes` to each of `n` loopback TCP connections that the proxies'
+/// process opens and drains: what moving a VirtualService change's bytes costs at the least.
+async fn transport_floor(clients: &mut Clients, n: usize, bytes: usize) -> f64 {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accept = tokio::spawn(async move {
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (s, _) = listener.accept().await.expect("accept");
+            s.set_nodelay(true).expect("nodelay");
+            streams.push(s);
+        }
+        streams
+    });
+    assert_eq!(
+        clients.ask(&format!("drain {addr} {n} {bytes}")).await[0],
+        "connected"
+    );
+    let streams = accept.await.expect("accepted");
+    let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let t0 = now_us();
+    for mut s in streams {
+        let chunk = chunk.clone();
+        tokio::spawn(async move {
+            let mut left = bytes;
+            while left > 0 {
+                let k = left.min(chunk.len());
+                s.write_all(&chunk[..k]).await.expect("write");
+                left -= k;
+            }
+        });
+    }
+    let done = clients.next_reply().await;
+    (num(&done, 1) - t0) as f64 / 1e3
 }
 
 /// The emulated proxies.
@@ -533,7 +607,49 @@ mod clients {
                         progress.reconnects.load(Ordering::Relaxed)
                     ));
                 }
+                more if more.starts_with("more ") => {
+                    // Further proxies (other pods, same scopes), for memory per proxy.
+                    let n: usize = more[5..].parse().expect("count");
+                    for i in proxies..proxies + n {
+                        tokio::spawn(proxy(addr.clone(), nth_node(i), progress.clone()));
+                    }
+                    while progress.configured.load(Ordering::Relaxed) < proxies + n {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    reply("configured".into());
+                }
                 "rss" => reply(format!("rss {}", rss_kib())),
+                drain if drain.starts_with("drain ") => {
+                    // The transport floor: N plain TCP connections each reading BYTES.
+                    let words: Vec<&str> = drain.split_whitespace().collect();
+                    let (target, n, bytes): (String, usize, usize) = (
+                        words[1].to_owned(),
+                        words[2].parse().expect("count"),
+                        words[3].parse().expect("bytes"),
+                    );
+                    let mut readers = Vec::new();
+                    for _ in 0..n {
+                        let mut stream = tokio::net::TcpStream::connect(&target)
+                            .await
+                            .expect("connect");
+                        readers.push(tokio::spawn(async move {
+                            use tokio::io::AsyncReadExt;
+                            let mut buf = vec![0u8; 64 * 1024];
+                            let mut read = 0;
+                            while read < bytes {
+                                match stream.read(&mut buf).await.expect("read") {
+                                    0 => break,
+                                    k => read += k,
+                                }
+                            }
+                        }));
+                    }
+                    reply("connected".into());
+                    for r in readers {
+                        r.await.expect("reader");
+                    }
+                    reply(format!("drained {}", now_us()));
+                }
                 "cpu" => reply(format!("cpu {}", cpu_seconds())),
                 "arm" => {
                     progress.times.lock().expect("lock").clear();

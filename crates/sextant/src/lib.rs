@@ -19,3 +19,18 @@ pub fn xds_incoming(
 ) -> std::io::Result<tonic::transport::server::TcpIncoming> {
     Ok(tonic::transport::server::TcpIncoming::from(tls::listen(addr)?).with_nodelay(Some(true)))
 }
+
+/// The gRPC server settings of both xDS ports.
+pub fn xds_server() -> tonic::transport::Server {
+    use std::time::Duration;
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Rebalance long-lived streams across replicas, as istiod does (30 min).
+        .max_connection_age(Duration::from_secs(30 * 60))
+        .max_connection_age_grace(Duration::from_secs(10))
+        // What a proxy may send before the server reads it: a stream waiting to reassemble a
+        // large request (see `sextant_xds::grpc::LARGE_REQUEST`) holds at most this much.
+        .initial_stream_window_size(Some(sextant_xds::grpc::LARGE_REQUEST as u32))
+        .initial_connection_window_size(Some(4 * sextant_xds::grpc::LARGE_REQUEST as u32))
+}

@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use http_body::Frame;
 use tokio::sync::mpsc;
 use tonic::{
@@ -27,7 +27,7 @@ use tonic::{
 
 use sextant_model::Identity;
 
-use crate::protocol::{DeltaResponse, SotwResponse};
+use crate::protocol::{DeltaResponse, SotwRequest, SotwResponse};
 
 /// Bytes written per body frame: small resources are gathered up to this size (HTTP/2's
 /// default frame size; small buffers are reused by the allocator instead of fresh pages).
@@ -281,14 +281,49 @@ impl http_body::Body for ResponseBody {
     }
 }
 
+/// Requests at least this large are reassembled only with a permit from [`large_requests`].
+pub const LARGE_REQUEST: usize = 64 * 1024;
+
+/// How many streams may reassemble a large request at once. A state-of-the-world proxy sends
+/// its whole load-assignment subscription in every EDS request (150 KB at W-M); in a connect
+/// storm a thousand of them arrive together, and holding all of them at once costs more
+/// memory than everything else the server keeps. Streams waiting for a permit stop reading,
+/// so HTTP/2 flow control (the server's stream window) holds their proxies back.
+const LARGE_REQUEST_PERMITS: usize = 32;
+
+/// How long a stream may hold a permit: a client that stops sending in the middle of a large
+/// request must not keep the others waiting.
+const LARGE_REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn large_requests() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS)))
+        .clone()
+}
+
+type Permit = Pin<
+    Box<
+        dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
 /// The requests of one stream, decoded from the HTTP/2 body. The read buffer is released
-/// when empty once it has grown past [`CHUNK`] (a proxy's load-assignment subscription can be
-/// 150 KB), so an idle stream holds no large buffer.
+/// when empty once it has grown past [`CHUNK`], so an idle stream holds no large buffer, and
+/// a large request is read only with a permit (see [`LARGE_REQUEST_PERMITS`]).
 pub struct Requests<T> {
     body: Body,
     buf: BytesMut,
     max: usize,
     done: bool,
+    /// Held while a large request is reassembled, until the deadline.
+    permit: Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        Pin<Box<tokio::time::Sleep>>,
+    )>,
+    /// Waiting for one.
+    waiting: Option<Permit>,
     _message: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -300,6 +335,8 @@ impl<T: prost::Message + Default> Requests<T> {
             buf: BytesMut::new(),
             max,
             done: false,
+            permit: None,
+            waiting: None,
             _message: std::marker::PhantomData,
         }
     }
@@ -323,11 +360,20 @@ impl<T: prost::Message + Default> Requests<T> {
             ))));
         }
         if self.buf.len() < 5 + len {
-            self.buf.reserve(5 + len - self.buf.len());
+            if len >= LARGE_REQUEST && self.permit.is_none() {
+                if self.waiting.is_none() {
+                    self.waiting = Some(Box::pin(large_requests().acquire_owned()));
+                }
+                return None;
+            }
+            // Grown as data arrives, not by what the header claims.
+            self.buf
+                .reserve((5 + len - self.buf.len()).min(LARGE_REQUEST));
             return None;
         }
         self.buf.advance(5);
         let message = self.buf.split_to(len).freeze();
+        self.permit = None;
         if self.buf.capacity() > CHUNK && self.buf.len() <= CHUNK {
             // Keep what follows (the start of the next message) in a small buffer.
             self.buf = BytesMut::from(&self.buf[..]);
@@ -350,6 +396,23 @@ impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
                     this.done = true;
                 }
                 return Poll::Ready(Some(message));
+            }
+            if let Some(waiting) = &mut this.waiting {
+                // The semaphore is never closed.
+                this.permit = std::task::ready!(waiting.as_mut().poll(cx))
+                    .ok()
+                    .map(|p| (p, Box::pin(tokio::time::sleep(LARGE_REQUEST_TIME))));
+                this.waiting = None;
+                continue;
+            }
+            if let Some((_, deadline)) = &mut this.permit
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                this.done = true;
+                this.permit = None;
+                return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                    "a request larger than {LARGE_REQUEST} bytes did not arrive within {LARGE_REQUEST_TIME:?}"
+                )))));
             }
             match std::task::ready!(http_body::Body::poll_frame(Pin::new(&mut this.body), cx)) {
                 Some(Ok(frame)) => {
@@ -404,7 +467,7 @@ pub trait Streams: Send + Sync + 'static {
     /// A state-of-the-world stream.
     fn sotw(
         &self,
-        requests: Requests<DiscoveryRequest>,
+        requests: Requests<SotwRequest>,
         caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
     /// A delta stream.
@@ -526,7 +589,7 @@ impl<S: Streams> Service<http::Request<Body>> for AdsService<S> {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::service::discovery::v3::{
-        DeltaDiscoveryResponse, DiscoveryResponse,
+        DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     };
     use http_body::Body as _;
     use prost::Message;
@@ -647,6 +710,77 @@ mod tests {
     }
 
     /// A request body delivered in the given pieces.
+    #[tokio::test]
+    async fn large_requests_of_more_streams_than_permits_all_decode() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..4000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        assert!(big.encoded_len() >= LARGE_REQUEST);
+        let wire = framed(&big);
+        let streams: Vec<_> = (0..LARGE_REQUEST_PERMITS * 2)
+            .map(|_| {
+                let pieces: VecDeque<Bytes> =
+                    wire.chunks(4096).map(Bytes::copy_from_slice).collect();
+                let big = big.clone();
+                tokio::spawn(async move {
+                    let mut requests: Requests<DiscoveryRequest> =
+                        Requests::new(Body::new(Pieces(pieces)), 1 << 20);
+                    assert_eq!(requests.next().await.expect("one").expect("decodes"), big);
+                })
+            })
+            .collect();
+        for stream in streams {
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream)
+                .await
+                .expect("every permit is given back")
+                .expect("decoded");
+        }
+    }
+
+    /// Sends its pieces, then nothing, forever.
+    struct Stalled(VecDeque<Bytes>);
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = Status;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_request_that_stops_arriving_ends_its_stream_and_frees_the_permit() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..4000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let wire = framed(&big);
+        let available = large_requests().available_permits();
+        let mut stalled: Requests<DiscoveryRequest> = Requests::new(
+            Body::new(Stalled(VecDeque::from([Bytes::copy_from_slice(
+                &wire[..1000],
+            )]))),
+            1 << 20,
+        );
+        let err = stalled
+            .next()
+            .await
+            .expect("an error")
+            .expect_err("timed out");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(stalled.next().await.is_none());
+        assert!(large_requests().available_permits() >= available);
+    }
+
     struct Pieces(VecDeque<Bytes>);
 
     impl http_body::Body for Pieces {

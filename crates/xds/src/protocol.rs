@@ -173,9 +173,12 @@ pub struct DeltaResponse {
 /// all ask for the same load assignments), so a proxy's state stays small.
 pub type Names = Arc<BTreeSet<String>>;
 
-fn intern(names: &[String]) -> Names {
+fn intern(names: &[bytes::Bytes]) -> Names {
     static POOL: Mutex<Option<HashMap<u64, Weak<BTreeSet<String>>>>> = Mutex::new(None);
-    let set: BTreeSet<String> = names.iter().cloned().collect();
+    let set: BTreeSet<String> = names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for n in &set {
         h.update(n.as_bytes());
@@ -273,6 +276,8 @@ pub enum Event {
 struct SotwType {
     /// `None`: wildcard.
     names: Option<Names>,
+    /// [`names_key`] of the request that set `names`.
+    names_key: (usize, u64),
     version: Option<String>,
     nonce: Option<String>,
     nacked: Option<String>,
@@ -301,13 +306,66 @@ fn version_of(items: &[&Encoded]) -> String {
     format!("{:016x}", h.digest())
 }
 
+/// A state-of-the-world request (Envoy's `DiscoveryRequest`, same field numbers) whose
+/// resource names stay slices of the received message: every ACK of a load-assignment
+/// subscription repeats all its names (150 KB at W-M), and an ACK whose names did not change
+/// is recognised by their hash without making a string of any.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SotwRequest {
+    /// Version being ACKed (empty on the first request).
+    #[prost(string, tag = "1")]
+    pub version_info: String,
+    /// The node (first request only, with `set_node_on_first_message_only`).
+    #[prost(message, optional, tag = "2")]
+    pub node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
+    /// Subscribed names.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub resource_names: Vec<bytes::Bytes>,
+    /// Resource type.
+    #[prost(string, tag = "4")]
+    pub type_url: String,
+    /// Nonce of the response this answers.
+    #[prost(string, tag = "5")]
+    pub response_nonce: String,
+    /// Set on a NACK.
+    #[prost(message, optional, tag = "6")]
+    pub error_detail: Option<envoy_types::pb::google::rpc::Status>,
+}
+
+impl From<DiscoveryRequest> for SotwRequest {
+    fn from(r: DiscoveryRequest) -> Self {
+        SotwRequest {
+            version_info: r.version_info,
+            node: r.node,
+            resource_names: r
+                .resource_names
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect(),
+            type_url: r.type_url,
+            response_nonce: r.response_nonce,
+            error_detail: r.error_detail,
+        }
+    }
+}
+
+/// Identifies a list of names regardless of order: its length and the wrapping sum of the
+/// names' hashes.
+fn names_key(names: &[bytes::Bytes]) -> (usize, u64) {
+    let sum = names.iter().fold(0u64, |acc, n| {
+        acc.wrapping_add(xxhash_rust::xxh3::xxh3_64(n))
+    });
+    (names.len(), sum)
+}
+
 impl Sotw {
     /// Handles one request; returns the response to send, if any.
     pub fn on_request<R: ResourceSet + ?Sized>(
         &mut self,
-        req: DiscoveryRequest,
+        req: impl Into<SotwRequest>,
         all: &R,
     ) -> Option<SotwResponse> {
+        let req: SotwRequest = req.into();
         let url = known_type(&req.type_url)?;
         let state = self.types.entry(url.to_owned()).or_default();
         if !req.response_nonce.is_empty()
@@ -320,9 +378,13 @@ impl Sotw {
         }
         let wildcard = is_wildcard_type(url)
             && (req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*"));
+        let key = names_key(&req.resource_names);
         let subscription = if wildcard {
             None
+        } else if state.names.is_some() && state.names_key == key {
+            state.names.clone()
         } else {
+            state.names_key = key;
             Some(intern(&req.resource_names))
         };
         if let Some(err) = &req.error_detail {
@@ -384,6 +446,8 @@ impl Sotw {
             && let Some(basis) = &state.basis
             && same_lists(basis.lists(url), all.lists(url))
         {
+            // Hold the newest set, not an old one with other types' stale lists.
+            state.basis = Some(all.keep());
             return None;
         }
         let mut placeholders = Vec::new();
@@ -397,6 +461,9 @@ impl Sotw {
         // An explicit request (first, new names, warming) is always answered; a plain update
         // never resends what the proxy rejected.
         if !always && (rejected || unchanged) {
+            if unchanged {
+                state.basis = Some(all.keep());
+            }
             return None;
         }
         // An update of a named type: only what changed since the proxy's basis.

@@ -10,10 +10,7 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
-    },
+    envoy::{config::core::v3::Node, service::discovery::v3::DeltaDiscoveryRequest},
     google::protobuf::{Struct, Value, value::Kind as ValueKind},
 };
 use sextant_model::Proxy;
@@ -23,7 +20,7 @@ use tonic::Status;
 
 use crate::{
     grpc::{AdsService, Caller, Outgoing, Requests, Streams},
-    protocol::{Delta, Event, ProxyResources, Sotw, TypeStatus},
+    protocol::{Delta, Event, ProxyResources, Sotw, SotwRequest, TypeStatus},
 };
 
 /// What the server needs from the rest of the control plane.
@@ -121,12 +118,12 @@ trait Machine: Default + Send + 'static {
 }
 
 impl Machine for Sotw {
-    type Req = DiscoveryRequest;
+    type Req = SotwRequest;
     const NAME: &'static str = "sotw";
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+    fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn request(&mut self, req: DiscoveryRequest, all: &ProxyResources) -> Option<Outgoing> {
+    fn request(&mut self, req: SotwRequest, all: &ProxyResources) -> Option<Outgoing> {
         self.on_request(req, all).map(Outgoing::Sotw)
     }
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing> {
@@ -373,7 +370,7 @@ fn refusal(proxy: &Proxy, identities: &[sextant_model::Identity]) -> String {
 impl<G: Generator> Streams for AdsServer<G> {
     fn sotw(
         &self,
-        requests: Requests<DiscoveryRequest>,
+        requests: Requests<SotwRequest>,
         caller: Caller,
     ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
         self.open::<Sotw>(requests, caller)

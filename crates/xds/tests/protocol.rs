@@ -253,6 +253,51 @@ fn sotw_updates_of_named_types_carry_only_what_changed() {
 }
 
 #[test]
+fn sotw_requests_decode_from_envoys_message_and_reordered_names_are_no_change() {
+    use prost::Message;
+    let envoy = DiscoveryRequest {
+        version_info: "v1".into(),
+        node: Some(envoy_types::pb::envoy::config::core::v3::Node {
+            id: "sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        resource_names: vec!["b".into(), "a".into()],
+        type_url: type_url::ENDPOINT.into(),
+        response_nonce: "n".into(),
+        error_detail: Some(Status {
+            code: 3,
+            message: "bad".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ours = sextant_xds::protocol::SotwRequest::decode(envoy.encode_to_vec().as_slice())
+        .expect("same wire format");
+    assert_eq!(ours, envoy.clone().into());
+
+    let mut s = Sotw::default();
+    let all = state(&[("a", 1), ("b", 1)]);
+    let r = s
+        .on_request(req(type_url::ENDPOINT, &["a", "b"], "", ""), &all)
+        .expect("eds");
+    assert!(
+        s.on_request(
+            req(type_url::ENDPOINT, &["b", "a"], &r.nonce, &r.version_info),
+            &all
+        )
+        .is_none(),
+        "an ACK listing the same names in another order changes nothing"
+    );
+    let r2 = s
+        .on_request(
+            req(type_url::ENDPOINT, &["b"], &r.nonce, &r.version_info),
+            &all,
+        )
+        .expect("one name dropped");
+    assert_eq!(r2.resources.len(), 1);
+}
+
+#[test]
 fn sotw_eds_is_answered_after_clusters_are_sent() {
     let mut s = Sotw::default();
     let all = state(&[("a", 1)]);

@@ -355,7 +355,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = webhook_shutdown.wait_for(|s| *s).await;
         });
     let mut xds_shutdown = shutdown_rx.clone();
-    let xds_server = xds_server_builder()
+    let xds_server = crate::xds_server()
         .add_service(AdsService::new(ads.clone()))
         .add_service(sextant_xds::csds::Csds::new(registry.clone()).into_service())
         .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
@@ -367,7 +367,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ca.xds_server_config(&names, &ips)?,
     )?;
     let mut secure_shutdown = shutdown_rx.clone();
-    let secure_server = xds_server_builder()
+    let secure_server = crate::xds_server()
         .add_service(AdsService::new(ads).authenticated(authenticator))
         .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
             let _ = secure_shutdown.wait_for(|s| *s).await;
@@ -402,16 +402,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The gRPC server settings of both xDS ports.
-fn xds_server_builder() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Rebalance long-lived streams across replicas, as istiod does (30 min).
-        .max_connection_age(Duration::from_secs(30 * 60))
-        .max_connection_age_grace(Duration::from_secs(10))
 }
 
 /// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this
