@@ -43,14 +43,14 @@ impl Identity {
     }
 
     /// Whether a proxy proving this identity may ask as `proxy`: same namespace, and the same
-    /// service account when the proxy names one (in its metadata or through its Pod). This is
-    /// istiod's XDS identity check.
+    /// service account as the proxy's metadata names and as its Pod runs as, where known.
+    /// This is istiod's XDS identity check, plus the Pod: a node must not claim another
+    /// workload of the namespace.
     pub fn admits(&self, proxy: &Proxy) -> bool {
+        let same = |sa: &Option<String>| sa.as_ref().is_none_or(|sa| *sa == self.service_account);
         self.namespace == proxy.namespace
-            && proxy
-                .service_account
-                .as_ref()
-                .is_none_or(|sa| *sa == self.service_account)
+            && same(&proxy.service_account)
+            && same(&proxy.workload_service_account)
     }
 }
 
@@ -102,6 +102,13 @@ mod tests {
         proxy.service_account = Some("ratings".into());
         assert!(!id.admits(&proxy));
         proxy.service_account = Some("reviews".into());
+        proxy.workload_service_account = Some("ratings".into());
+        assert!(
+            !id.admits(&proxy),
+            "metadata naming our account while the Pod runs as another"
+        );
+        proxy.workload_service_account = Some("reviews".into());
+        assert!(id.admits(&proxy));
         proxy.namespace = "default".into();
         assert!(!id.admits(&proxy));
     }

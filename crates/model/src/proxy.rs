@@ -17,8 +17,10 @@ pub struct Proxy {
     pub namespace: String,
     /// Workload labels.
     pub labels: BTreeMap<String, String>,
-    /// Service account, if known.
+    /// Service account, if known (the node's `SERVICE_ACCOUNT`, else its Pod's).
     pub service_account: Option<String>,
+    /// The service account of the Pod the node names, when that Pod is known.
+    pub workload_service_account: Option<String>,
     /// Istio proxy (istio-proxy build, accepts `istio.*` extensions) or plain Envoy.
     pub flavor: ProxyFlavor,
     /// How traffic reaches the proxy.
@@ -109,6 +111,7 @@ impl Proxy {
             namespace,
             labels: BTreeMap::new(),
             service_account: None,
+            workload_service_account: None,
             flavor: ProxyFlavor::Envoy,
             interception: Interception::Redirect,
             bind_address: None,
@@ -161,6 +164,7 @@ impl Proxy {
         if self.service_account.is_none() {
             self.service_account = workload.service_account.clone();
         }
+        self.workload_service_account = workload.service_account.clone();
     }
 
     /// The primary IP.

@@ -260,9 +260,17 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     let _ = mode;
     use std::io::Write;
-    options
+    let mut file = options
         .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    // An existing file keeps its mode on open: set it, before the content goes in.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    file.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -14,12 +14,20 @@ use crate::tls::Peer;
 /// Longest bearer token accepted (service-account tokens are about 1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// TokenReviews in flight at once: callers need not be authenticated to make one, so they
+/// must not be able to flood the API server.
+const MAX_REVIEWS: usize = 16;
+
+/// How long a TokenReview may take.
+const REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Authenticates callers of the secure xDS port.
 pub struct Authenticator {
     trust_domain: String,
     /// Reviews tokens; without a cluster only client certificates are accepted.
     client: Option<kube::Client>,
     audiences: Vec<String>,
+    reviews: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Authenticator {
@@ -29,6 +37,7 @@ impl Authenticator {
             trust_domain: trust_domain.to_owned(),
             client,
             audiences,
+            reviews: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
         }
     }
 }
@@ -61,9 +70,22 @@ impl Authenticate for Authenticator {
             )));
         };
         let (trust_domain, audiences) = (self.trust_domain.clone(), self.audiences.clone());
+        let reviews = self.reviews.clone();
         Box::pin(async move {
-            review(client, token, audiences)
+            let reviewed = async {
+                let _permit = reviews
+                    .acquire()
+                    .await
+                    .map_err(|_| "token reviews are shut down".to_owned())?;
+                review(client, token, audiences).await
+            };
+            tokio::time::timeout(REVIEW_TIMEOUT, reviewed)
                 .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the token review took longer than {REVIEW_TIMEOUT:?}"
+                    ))
+                })
                 .map(|(namespace, service_account)| {
                     vec![Identity {
                         trust_domain,
@@ -128,16 +150,26 @@ async fn review(
             status.error.as_deref().unwrap_or("not authenticated")
         ));
     }
-    if let Some(granted) = &status.audiences
-        && !audiences.iter().any(|a| granted.contains(a))
-    {
+    // An audience-aware API server names the audiences the token is valid for among those
+    // asked; none named means it is only valid for the API server itself.
+    let granted = status.audiences.unwrap_or_default();
+    if !audiences.iter().any(|a| granted.contains(a)) {
         return Err(format!(
             "the token is not for audience {}",
             audiences.join(" or ")
         ));
     }
-    let user = status.user.and_then(|u| u.username).unwrap_or_default();
-    service_account(&user).ok_or_else(|| format!("{user:?} is not a service account"))
+    let user = status.user.unwrap_or_default();
+    let name = user.username.unwrap_or_default();
+    let in_group = user
+        .groups
+        .unwrap_or_default()
+        .iter()
+        .any(|g| g == "system:serviceaccounts");
+    match service_account(&name) {
+        Some(account) if in_group => Ok(account),
+        _ => Err(format!("{name:?} is not a service account")),
+    }
 }
 
 /// `system:serviceaccount:NAMESPACE:NAME` → (NAMESPACE, NAME).

@@ -23,6 +23,9 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 /// How long a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at once per listener; further connections wait in the backlog.
+const MAX_HANDSHAKES: usize = 256;
+
 /// A listening socket for a port every proxy of the mesh may connect to at once: a connect
 /// storm must not overflow the accept backlog (a dropped SYN costs a proxy a second).
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -72,8 +75,12 @@ impl TlsListener {
         let addr = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = tokio::select! {
                     () = tx.closed() => return,
                     accepted = tcp.accept() => match accepted {
@@ -88,7 +95,10 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let identities = client_identities(&tls);
                             let peer = Peer {

@@ -539,6 +539,10 @@ fn service_account_tokens_reviewed_by_the_api_server_open_the_secure_xds_port() 
             "system:serviceaccount:default:productpage".to_owned(),
         ),
         ("alice-token".to_owned(), "alice".to_owned()),
+        (
+            "vault-token".to_owned(),
+            "system:serviceaccount:default:productpage@vault".to_owned(),
+        ),
     ]);
     let cluster = Cluster::with_tokens(&dir, 0, tokens);
     cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
@@ -612,6 +616,17 @@ fn service_account_tokens_reviewed_by_the_api_server_open_the_secure_xds_port() 
             .expect_err("not a service account");
         assert_eq!(user.code(), tonic::Code::Unauthenticated);
         assert!(user.message().contains("not a service account"), "{user:?}");
+        let elsewhere_audience = client("vault-token")
+            .clusters(serve.secure_xds, &node("default"))
+            .await
+            .expect_err("a token for another audience");
+        assert_eq!(elsewhere_audience.code(), tonic::Code::Unauthenticated);
+        assert!(
+            elsewhere_audience
+                .message()
+                .contains("invalid for the target audiences"),
+            "{elsewhere_audience:?}"
+        );
         let unknown = client("forged")
             .clusters(serve.secure_xds, &node("default"))
             .await

@@ -26,7 +26,8 @@ pub const MAX_BODY: usize = 3 << 20;
 /// The server's state.
 pub struct Server {
     pub(crate) inner: Mutex<Inner>,
-    /// Bearer tokens TokenReview accepts, with their user names.
+    /// Bearer tokens TokenReview accepts, with their user names (`USER@AUD1,AUD2`: bound to
+    /// those audiences).
     pub(crate) tokens: BTreeMap<String, String>,
 }
 
@@ -1368,15 +1369,37 @@ fn review(server: &Server, target: &Target, body: &[u8]) -> Result<Response, Api
         ));
     }
     let token = r["spec"]["token"].as_str().unwrap_or_default();
+    let asked: Vec<String> = r["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     r["status"] = match server.tokens.get(token) {
-        Some(user) => {
+        Some(entry) => {
+            // `USER@AUD1,AUD2`: a token bound to those audiences; otherwise valid for any.
+            let (user, bound) = match entry.split_once('@') {
+                Some((u, a)) => (u, Some(a.split(',').map(str::to_owned).collect::<Vec<_>>())),
+                None => (entry.as_str(), None),
+            };
+            let granted: Vec<String> = match &bound {
+                Some(b) => asked.iter().filter(|a| b.contains(a)).cloned().collect(),
+                None => asked.clone(),
+            };
             let groups = if user.starts_with("system:serviceaccount:") {
                 json!(["system:serviceaccounts", "system:authenticated"])
             } else {
                 json!(["system:authenticated"])
             };
-            json!({"authenticated": true, "user": {"username": user, "groups": groups},
-                   "audiences": r["spec"]["audiences"].clone()})
+            if !asked.is_empty() && granted.is_empty() {
+                json!({"authenticated": false,
+                       "error": format!("token audiences {bound:?} are invalid for the target audiences {asked:?}")})
+            } else {
+                json!({"authenticated": true, "user": {"username": user, "groups": groups},
+                       "audiences": granted})
+            }
         }
         None => json!({"authenticated": false, "error": "invalid bearer token"}),
     };

@@ -54,7 +54,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Where to write a kubeconfig for kubectl, helm and kube-rs.
     pub kubeconfig: Option<PathBuf>,
-    /// Bearer tokens TokenReview accepts, with their user names.
+    /// Bearer tokens TokenReview accepts, with their user names (`USER@AUD1,AUD2`: bound to
+    /// those audiences).
     pub tokens: BTreeMap<String, String>,
 }
 

@@ -21,7 +21,8 @@ struct Args {
     /// Write a kubeconfig for this server here.
     #[arg(long, default_value = "kubeconfig")]
     kubeconfig: PathBuf,
-    /// A bearer token TokenReview accepts, as TOKEN=USERNAME (repeatable).
+    /// A bearer token TokenReview accepts, as TOKEN=USERNAME, or TOKEN=USERNAME@AUD1,AUD2 for a
+    /// token bound to those audiences (repeatable).
     #[arg(long = "token", value_parser = parse_token)]
     tokens: Vec<(String, String)>,
 }

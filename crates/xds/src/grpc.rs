@@ -170,10 +170,79 @@ impl Outgoing {
     }
 }
 
+/// Copied bytes a stream may have handed to HTTP/2 and not seen written yet. HTTP/2 asks for
+/// data as long as the proxy's window (Envoy: 256 MiB) and its send buffer allow, so without
+/// this bound a connect storm would hold hundreds of megabytes of copies at once.
+const MAX_IN_FLIGHT: usize = 4 * CHUNK;
+
+/// Copied bytes of one stream that HTTP/2 has not dropped yet, and who to wake when it does.
+#[derive(Default)]
+struct InFlight {
+    bytes: std::sync::atomic::AtomicUsize,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// A copied chunk; gives its size back when HTTP/2 has written (dropped) it.
+struct Chunk {
+    data: Bytes,
+    in_flight: Arc<InFlight>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.in_flight
+            .bytes
+            .fetch_sub(self.data.len(), Ordering::AcqRel);
+        let waker = self
+            .in_flight
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl InFlight {
+    /// `chunk` as bytes counted until dropped.
+    fn track(self: &Arc<Self>, chunk: BytesMut) -> Bytes {
+        use std::sync::atomic::Ordering;
+        if chunk.is_empty() {
+            return Bytes::new();
+        }
+        self.bytes.fetch_add(chunk.len(), Ordering::AcqRel);
+        Bytes::from_owner(Chunk {
+            data: chunk.freeze(),
+            in_flight: self.clone(),
+        })
+    }
+
+    /// Whether another chunk may be copied now; if not, `cx` is woken when one is written.
+    fn has_room(&self, cx: &Context<'_>) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.bytes.load(Ordering::Acquire) < MAX_IN_FLIGHT {
+            return true;
+        }
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Written meanwhile: the wake may have found no waker.
+        self.bytes.load(Ordering::Acquire) < MAX_IN_FLIGHT
+    }
+}
+
 /// The response body of one stream: gRPC frames written from the queued responses as HTTP/2
 /// asks for data, then the trailers with the stream's status.
 struct ResponseBody {
     rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    in_flight: Arc<InFlight>,
     /// The message being written, its next resource and that resource's next part (a
     /// resource in parts is written a part at a time).
     current: Option<(Outgoing, usize, usize)>,
@@ -205,7 +274,8 @@ impl ResponseBody {
             };
             *part += 1;
             if value.len() >= ZERO_COPY {
-                self.ready.push_back(std::mem::take(chunk).freeze());
+                self.ready
+                    .push_back(self.in_flight.track(std::mem::take(chunk)));
                 self.ready.push_back(value.clone());
                 return;
             }
@@ -245,6 +315,9 @@ impl http_body::Body for ResponseBody {
                 this.done = true;
                 return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
             }
+            if !this.in_flight.has_room(cx) {
+                return Poll::Pending;
+            }
             let mut chunk = BytesMut::with_capacity(CHUNK);
             this.fill(&mut chunk);
             while this.current.is_none() && this.ready.is_empty() && chunk.len() < CHUNK {
@@ -271,7 +344,8 @@ impl http_body::Body for ResponseBody {
                 }
             }
             if !chunk.is_empty() {
-                this.ready.push_front(chunk.freeze());
+                let tracked = this.in_flight.track(chunk);
+                this.ready.push_front(tracked);
             }
         }
     }
@@ -281,25 +355,29 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// Requests at least this large are reassembled only with a permit from [`large_requests`].
+/// Requests at least this large are reassembled only with a permit from the listener's
+/// [`LargeRequests`].
 pub const LARGE_REQUEST: usize = 64 * 1024;
 
-/// How many streams may reassemble a large request at once. A state-of-the-world proxy sends
-/// its whole load-assignment subscription in every EDS request (150 KB at W-M); in a connect
-/// storm a thousand of them arrive together, and holding all of them at once costs more
-/// memory than everything else the server keeps. Streams waiting for a permit stop reading,
-/// so HTTP/2 flow control (the server's stream window) holds their proxies back.
+/// How many streams of one listener may reassemble a large request at once. A
+/// state-of-the-world proxy sends its whole load-assignment subscription in every EDS request
+/// (150 KB at W-M); in a connect storm a thousand of them arrive together, and holding all of
+/// them at once costs more memory than everything else the server keeps. Streams waiting for
+/// a permit stop reading, so HTTP/2 flow control (the server's stream window) holds their
+/// proxies back.
 const LARGE_REQUEST_PERMITS: usize = 32;
 
-/// How long a stream may hold a permit: a client that stops sending in the middle of a large
-/// request must not keep the others waiting.
-const LARGE_REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stream may hold a permit without receiving data: a client that stops sending
+/// in the middle of a large request must not keep the others waiting.
+const LARGE_REQUEST_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn large_requests() -> Arc<tokio::sync::Semaphore> {
-    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    PERMITS
-        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS)))
-        .clone()
+/// The permits of one listener (so that callers of the plaintext port cannot hold those of
+/// the authenticated one).
+pub type LargeRequests = Arc<tokio::sync::Semaphore>;
+
+/// A listener's permits.
+pub fn large_requests() -> LargeRequests {
+    Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS))
 }
 
 type Permit = Pin<
@@ -317,7 +395,10 @@ pub struct Requests<T> {
     buf: BytesMut,
     max: usize,
     done: bool,
-    /// Held while a large request is reassembled, until the deadline.
+    /// Where permits come from.
+    permits: LargeRequests,
+    /// Held while a large request is reassembled, with the time by which more data must
+    /// arrive.
     permit: Option<(
         tokio::sync::OwnedSemaphorePermit,
         Pin<Box<tokio::time::Sleep>>,
@@ -328,13 +409,15 @@ pub struct Requests<T> {
 }
 
 impl<T: prost::Message + Default> Requests<T> {
-    /// Requests of at most `max` bytes each from `body`.
-    pub fn new(body: Body, max: usize) -> Self {
+    /// Requests of at most `max` bytes each from `body`; large ones reassembled with one of
+    /// `permits`.
+    pub fn new(body: Body, max: usize, permits: LargeRequests) -> Self {
         Requests {
             body,
             buf: BytesMut::new(),
             max,
             done: false,
+            permits,
             permit: None,
             waiting: None,
             _message: std::marker::PhantomData,
@@ -362,7 +445,7 @@ impl<T: prost::Message + Default> Requests<T> {
         if self.buf.len() < 5 + len {
             if len >= LARGE_REQUEST && self.permit.is_none() {
                 if self.waiting.is_none() {
-                    self.waiting = Some(Box::pin(large_requests().acquire_owned()));
+                    self.waiting = Some(Box::pin(self.permits.clone().acquire_owned()));
                 }
                 return None;
             }
@@ -401,23 +484,33 @@ impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
                 // The semaphore is never closed.
                 this.permit = std::task::ready!(waiting.as_mut().poll(cx))
                     .ok()
-                    .map(|p| (p, Box::pin(tokio::time::sleep(LARGE_REQUEST_TIME))));
+                    .map(|p| (p, Box::pin(tokio::time::sleep(LARGE_REQUEST_IDLE))));
                 this.waiting = None;
                 continue;
             }
-            if let Some((_, deadline)) = &mut this.permit
-                && deadline.as_mut().poll(cx).is_ready()
-            {
-                this.done = true;
-                this.permit = None;
-                return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                    "a request larger than {LARGE_REQUEST} bytes did not arrive within {LARGE_REQUEST_TIME:?}"
-                )))));
-            }
-            match std::task::ready!(http_body::Body::poll_frame(Pin::new(&mut this.body), cx)) {
+            let frame = match http_body::Body::poll_frame(Pin::new(&mut this.body), cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if let Some((_, idle)) = &mut this.permit
+                        && idle.as_mut().poll(cx).is_ready()
+                    {
+                        this.done = true;
+                        this.permit = None;
+                        return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                            "a request larger than {LARGE_REQUEST} bytes stopped arriving for {LARGE_REQUEST_IDLE:?}"
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         this.buf.put_slice(&data);
+                    }
+                    if let Some((_, idle)) = &mut this.permit {
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + LARGE_REQUEST_IDLE);
                     }
                 }
                 Some(Err(e)) => {
@@ -484,6 +577,7 @@ pub trait Streams: Send + Sync + 'static {
 pub struct AdsService<S> {
     streams: Arc<S>,
     authenticate: Option<Arc<dyn Authenticate>>,
+    permits: LargeRequests,
 }
 
 impl<S> Clone for AdsService<S> {
@@ -491,6 +585,7 @@ impl<S> Clone for AdsService<S> {
         AdsService {
             streams: self.streams.clone(),
             authenticate: self.authenticate.clone(),
+            permits: self.permits.clone(),
         }
     }
 }
@@ -501,6 +596,7 @@ impl<S> AdsService<S> {
         AdsService {
             streams,
             authenticate: None,
+            permits: large_requests(),
         }
     }
 
@@ -518,6 +614,7 @@ impl<S> NamedService for AdsService<S> {
 fn grpc_response(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response<Body> {
     let body = ResponseBody {
         rx,
+        in_flight: Arc::default(),
         current: None,
         ready: VecDeque::new(),
         end: None,
@@ -531,19 +628,18 @@ fn grpc_response(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response
     response
 }
 
-fn decode<T: prost::Message + Default>(request: http::Request<Body>, max: usize) -> Requests<T> {
-    Requests::new(request.into_body(), max)
-}
-
 fn open_stream<S: Streams>(
     streams: &S,
     request: http::Request<Body>,
     caller: Caller,
+    permits: LargeRequests,
 ) -> http::Response<Body> {
     let max = streams.max_request_bytes();
-    let opened = match request.uri().path() {
-        SOTW_METHOD => streams.sotw(decode(request, max), caller),
-        DELTA_METHOD => streams.delta(decode(request, max), caller),
+    let path = request.uri().path().to_owned();
+    let body = request.into_body();
+    let opened = match path.as_str() {
+        SOTW_METHOD => streams.sotw(Requests::new(body, max, permits), caller),
+        DELTA_METHOD => streams.delta(Requests::new(body, max, permits), caller),
         other => Err(Status::unimplemented(format!("unknown method {other}"))),
     };
     match opened {
@@ -564,15 +660,19 @@ impl<S: Streams> Service<http::Request<Body>> for AdsService<S> {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let streams = self.streams.clone();
         let Some(authenticate) = &self.authenticate else {
-            let response = open_stream(&*streams, request, Caller::Anonymous);
+            let response = open_stream(&*streams, request, Caller::Anonymous, self.permits.clone());
             return Box::pin(std::future::ready(Ok(response)));
         };
         let authentication = authenticate.authenticate(request.headers(), request.extensions());
+        let permits = self.permits.clone();
         Box::pin(async move {
             Ok(match authentication.await {
-                Ok(identities) => {
-                    open_stream(&*streams, request, Caller::Authenticated(identities))
-                }
+                Ok(identities) => open_stream(
+                    &*streams,
+                    request,
+                    Caller::Authenticated(identities),
+                    permits,
+                ),
                 Err(status) => {
                     tracing::warn!(
                         message = status.message(),
@@ -629,6 +729,7 @@ mod tests {
         }
         ResponseBody {
             rx,
+            in_flight: Arc::default(),
             current: None,
             ready: VecDeque::new(),
             end: None,
@@ -719,14 +820,16 @@ mod tests {
         };
         assert!(big.encoded_len() >= LARGE_REQUEST);
         let wire = framed(&big);
+        let permits = large_requests();
         let streams: Vec<_> = (0..LARGE_REQUEST_PERMITS * 2)
             .map(|_| {
+                let permits = permits.clone();
                 let pieces: VecDeque<Bytes> =
                     wire.chunks(4096).map(Bytes::copy_from_slice).collect();
                 let big = big.clone();
                 tokio::spawn(async move {
                     let mut requests: Requests<DiscoveryRequest> =
-                        Requests::new(Body::new(Pieces(pieces)), 1 << 20);
+                        Requests::new(Body::new(Pieces(pieces)), 1 << 20, permits);
                     assert_eq!(requests.next().await.expect("one").expect("decodes"), big);
                 })
             })
@@ -737,6 +840,48 @@ mod tests {
                 .expect("every permit is given back")
                 .expect("decoded");
         }
+        assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
+    }
+
+    #[tokio::test]
+    async fn copies_handed_to_http2_are_bounded_until_it_writes_them() {
+        use std::future::poll_fn;
+        let many: Vec<Encoded> = (0..3000).map(|i| resource(&format!("m{i}"), 100)).collect();
+        let sotw = SotwResponse {
+            version_info: "v1".into(),
+            type_url: type_url::CLUSTER,
+            nonce: "n1".into(),
+            resources: many.iter().map(|e| e.body.clone()).collect(),
+        };
+        let mut body = body(vec![Ok(Outgoing::Sotw(sotw))]);
+        // HTTP/2 that never writes: frames stop coming once MAX_IN_FLIGHT is held.
+        let mut held = Vec::new();
+        let stalled = loop {
+            let frame = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Pending => Poll::Ready(None),
+                Poll::Ready(f) => Poll::Ready(Some(f)),
+            })
+            .await;
+            match frame {
+                Some(Some(Ok(f))) => held.push(f.into_data().expect("data")),
+                Some(other) => panic!("unexpected end: {:?}", other.map(|r| r.is_ok())),
+                None => break held.iter().map(Bytes::len).sum::<usize>(),
+            }
+        };
+        assert!(
+            (MAX_IN_FLIGHT..MAX_IN_FLIGHT + 2 * CHUNK).contains(&stalled),
+            "{stalled} bytes handed over before waiting"
+        );
+        // Written: the rest follows.
+        let mut data: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
+        drop(held);
+        let (rest, _) = drain(body).await;
+        data.extend(rest);
+        assert!(
+            data.len() > 3000 * 100,
+            "everything arrives: {}",
+            data.len()
+        );
     }
 
     /// Sends its pieces, then nothing, forever.
@@ -764,12 +909,13 @@ mod tests {
             ..Default::default()
         };
         let wire = framed(&big);
-        let available = large_requests().available_permits();
+        let permits = large_requests();
         let mut stalled: Requests<DiscoveryRequest> = Requests::new(
             Body::new(Stalled(VecDeque::from([Bytes::copy_from_slice(
                 &wire[..1000],
             )]))),
             1 << 20,
+            permits.clone(),
         );
         let err = stalled
             .next()
@@ -778,7 +924,7 @@ mod tests {
             .expect_err("timed out");
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
         assert!(stalled.next().await.is_none());
-        assert!(large_requests().available_permits() >= available);
+        assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
     }
 
     struct Pieces(VecDeque<Bytes>);
@@ -818,7 +964,7 @@ mod tests {
         // Cut everywhere: mid-prefix, mid-message, across the two messages.
         let pieces: VecDeque<Bytes> = wire.chunks(7).map(Bytes::copy_from_slice).collect();
         let mut requests: Requests<DiscoveryRequest> =
-            Requests::new(Body::new(Pieces(pieces)), 1 << 20);
+            Requests::new(Body::new(Pieces(pieces)), 1 << 20, large_requests());
         assert_eq!(requests.next().await.expect("first").expect("decodes"), big);
         assert!(
             requests.buf.capacity() <= CHUNK,
@@ -832,7 +978,7 @@ mod tests {
 
         let pieces = VecDeque::from([Bytes::from(framed(&big))]);
         let mut limited: Requests<DiscoveryRequest> =
-            Requests::new(Body::new(Pieces(pieces)), 1024);
+            Requests::new(Body::new(Pieces(pieces)), 1024, large_requests());
         let err = limited
             .next()
             .await

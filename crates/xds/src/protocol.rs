@@ -392,6 +392,9 @@ impl Sotw {
                 state.nacked = Some(v.clone());
                 state.status.nack = Some((v, err.message.clone()));
             }
+            // Envoy may have applied part of what it rejected: what it holds is unknown, so
+            // the next update carries every subscribed resource.
+            state.basis = None;
             self.events.push(Event::Nack {
                 type_url: url.to_owned(),
                 error: err.message.clone(),
@@ -461,7 +464,8 @@ impl Sotw {
         // An explicit request (first, new names, warming) is always answered; a plain update
         // never resends what the proxy rejected.
         if !always && (rejected || unchanged) {
-            if unchanged {
+            // After a NACK the proxy's content is unknown: no basis until it ACKs again.
+            if unchanged && !rejected {
                 state.basis = Some(all.keep());
             }
             return None;

@@ -264,6 +264,18 @@ impl<G: Generator> AdsServer<G> {
                 },
             );
             tracing::info!(proxy = %proxy.id, protocol = M::NAME, "proxy connected");
+            // Requests are read by a task of their own, so that a stream busy sending (or
+            // waiting for a slow proxy) still reads, and gives back any large-request permit
+            // in time.
+            let (requests_tx, mut requests) = mpsc::channel(1);
+            tokio::spawn(async move {
+                while let Some(request) = inbound.next().await {
+                    let end = request.is_err();
+                    if requests_tx.send(request).await.is_err() || end {
+                        break;
+                    }
+                }
+            });
             let mut machine = M::default();
             updates.borrow_and_update();
             let mut resources = generator.resources(&proxy);
@@ -279,7 +291,7 @@ impl<G: Generator> AdsServer<G> {
                     out.extend(machine.request(req, &resources));
                 } else {
                     tokio::select! {
-                        msg = inbound.next() => match msg {
+                        msg = requests.recv() => match msg {
                             Some(Ok(req)) => pending = Some(req),
                             Some(Err(status)) => {
                                 tracing::debug!(proxy = %proxy.id, %status, "stream error");

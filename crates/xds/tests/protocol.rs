@@ -118,8 +118,8 @@ fn sotw_nacked_version_is_not_resent_but_a_newer_one_is() {
     );
     assert!(matches!(s.events.last(), Some(Event::Nack { error, .. }) if error == "bad cluster"));
     assert!(
-        s.on_update(&bad).is_empty(),
-        "the rejected version is not resent"
+        s.on_update(&state(&[("a", 1)])).is_empty(),
+        "the rejected version is not resent, even from new lists"
     );
     let status = s.status();
     assert_eq!(
@@ -226,21 +226,32 @@ fn sotw_updates_of_named_types_carry_only_what_changed() {
     };
     assert!(s.on_request(ack(&update), &all).is_none());
 
-    // A NACKed update is not resent; the next change sends what changed since it.
+    // A NACKed update is not resent (the same content in new lists included); Envoy may
+    // have applied part of it, so the next change sends every subscribed resource.
     all.endpoints = [cla_with("a", 3), cla_with("b", 2), cla("c")].into();
     let bad = s.on_update(&all).pop().expect("eds update");
     assert_eq!(bad.resources.len(), 1);
     assert!(s.on_request(nack(ack(&bad)), &all).is_none());
+    let mut same = state(&[("a", 1), ("b", 1), ("c", 1)]);
+    same.endpoints = [cla_with("a", 3), cla_with("b", 2), cla("c")].into();
     assert!(
-        s.on_update(&all).is_empty(),
+        s.on_update(&same).is_empty(),
         "the rejected version is not resent"
     );
     all.endpoints = [cla_with("a", 3), cla_with("b", 2), cla_with("c", 4)].into();
     let next = s.on_update(&all).pop().expect("eds update");
     assert_eq!(
         next.resources.len(),
+        4,
+        "everything, placeholder included, after a NACK"
+    );
+    assert!(s.on_request(ack(&next), &all).is_none());
+    all.endpoints = [cla_with("a", 5), cla_with("b", 2), cla_with("c", 4)].into();
+    let after = s.on_update(&all).pop().expect("eds update");
+    assert_eq!(
+        after.resources.len(),
         1,
-        "only c changed since the NACKed set"
+        "an ACKed basis again: only what changed"
     );
 
     // Clusters (a wildcard type) are always sent whole.
@@ -295,6 +306,62 @@ fn sotw_requests_decode_from_envoys_message_and_reordered_names_are_no_change() 
         )
         .expect("one name dropped");
     assert_eq!(r2.resources.len(), 1);
+    let r3 = s
+        .on_request(
+            req(type_url::ENDPOINT, &["c"], &r2.nonce, &r2.version_info),
+            &all,
+        )
+        .expect("as many names, another one");
+    assert_eq!(r3.resources.len(), 1);
+    assert_ne!(r3.version_info, r2.version_info);
+}
+
+#[test]
+fn sotw_updated_clusters_get_every_assignment_again_after_a_partial_eds_update() {
+    let mut s = Sotw::default();
+    let mut all = state(&[("a", 1), ("b", 1)]);
+    let cds = s
+        .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+        .expect("cds");
+    s.on_request(
+        req(type_url::CLUSTER, &[], &cds.nonce, &cds.version_info),
+        &all,
+    );
+    let eds = s
+        .on_request(req(type_url::ENDPOINT, &["a", "b"], "", ""), &all)
+        .expect("eds");
+    s.on_request(
+        req(
+            type_url::ENDPOINT,
+            &["a", "b"],
+            &eds.nonce,
+            &eds.version_info,
+        ),
+        &all,
+    );
+    // Cluster b changes and a's endpoints change: CDS whole, EDS only a.
+    all.clusters = [cluster("a", 1), cluster("b", 9)].into();
+    all.endpoints = [cla_with("a", 2), cla("b")].into();
+    let pushed = s.on_update(&all);
+    let sizes: Vec<(&str, usize)> = pushed
+        .iter()
+        .map(|r| (r.type_url, r.resources.len()))
+        .collect();
+    assert_eq!(sizes, [(type_url::CLUSTER, 2), (type_url::ENDPOINT, 1)]);
+    // Envoy re-requests the assignments of the clusters it is warming: all of them, b too.
+    let partial = &pushed[1];
+    let again = s
+        .on_request(
+            req(
+                type_url::ENDPOINT,
+                &["a", "b"],
+                &partial.nonce,
+                &partial.version_info,
+            ),
+            &all,
+        )
+        .expect("warming clusters get their assignments");
+    assert_eq!(again.resources.len(), 2);
 }
 
 #[test]
