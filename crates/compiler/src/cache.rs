@@ -21,7 +21,9 @@ pub struct ScopeCache {
     buffers: HashMap<u64, Bytes>,
     /// Lists by a hash of their names and resource hashes.
     lists: HashMap<u64, List>,
+    /// Sizes of `buffers` and `lists` at which entries nothing else holds are dropped.
     prune_at: usize,
+    prune_lists_at: usize,
     /// Snapshot version of `clusters`.
     version: u64,
     /// Outbound clusters and load assignments of that snapshot, by their inputs.
@@ -96,11 +98,17 @@ impl ScopeCache {
         ] {
             self.intern_list(list);
         }
+        // Entries only the cache still holds belong to replaced resources. Each map is pruned
+        // by its own growth: a VirtualService change replaces few buffers but a route list in
+        // every scope (each holding its parts list), and old lists must not pile up until
+        // the buffers happen to double.
         if self.buffers.len() > self.prune_at {
-            // Entries only the cache still holds belong to replaced resources.
             self.buffers.retain(|_, b| !b.is_unique());
-            self.lists.retain(|_, l| Arc::strong_count(l) > 1);
             self.prune_at = (self.buffers.len() * 2).max(4096);
+        }
+        if self.lists.len() > self.prune_lists_at {
+            self.lists.retain(|_, l| Arc::strong_count(l) > 1);
+            self.prune_lists_at = self.lists.len() + self.lists.len() / 4 + 64;
         }
     }
 
@@ -181,4 +189,30 @@ fn same(a: &Encoded, b: &Encoded) -> bool {
             .iter()
             .zip(b.body.chunks())
             .all(|(x, y)| x.as_ptr() == y.as_ptr() && x.len() == y.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_lists_do_not_pile_up() {
+        let mut cache = ScopeCache::default();
+        let mut kept = Vec::new();
+        for change in 0..2000u32 {
+            // A scope's routes, rebuilt by every change; only the newest is still in use.
+            let mut resources = EncodedResources {
+                routes: [Encoded::from_bytes("80", change.to_le_bytes().to_vec())].into(),
+                ..Default::default()
+            };
+            cache.intern(&mut resources);
+            kept = vec![resources];
+        }
+        assert_eq!(kept.len(), 1);
+        assert!(
+            cache.lists.len() < 200,
+            "{} lists kept for one in use",
+            cache.lists.len()
+        );
+    }
 }

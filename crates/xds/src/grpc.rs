@@ -241,7 +241,7 @@ impl InFlight {
 /// The response body of one stream: gRPC frames written from the queued responses as HTTP/2
 /// asks for data, then the trailers with the stream's status.
 struct ResponseBody {
-    rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    rx: mpsc::Receiver<Result<Box<Outgoing>, Status>>,
     in_flight: Arc<InFlight>,
     /// The message being written, its next resource and that resource's next part (a
     /// resource in parts is written a part at a time).
@@ -323,6 +323,7 @@ impl http_body::Body for ResponseBody {
             while this.current.is_none() && this.ready.is_empty() && chunk.len() < CHUNK {
                 match this.rx.poll_recv(cx) {
                     Poll::Ready(Some(Ok(out))) => {
+                        let out = *out;
                         chunk.put_slice(&out.head());
                         this.current = Some((out, 0, 0));
                         this.fill(&mut chunk);
@@ -562,13 +563,13 @@ pub trait Streams: Send + Sync + 'static {
         &self,
         requests: Requests<SotwRequest>,
         caller: Caller,
-    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
+    ) -> Result<mpsc::Receiver<Result<Box<Outgoing>, Status>>, Status>;
     /// A delta stream.
     fn delta(
         &self,
         requests: Requests<DeltaDiscoveryRequest>,
         caller: Caller,
-    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>;
+    ) -> Result<mpsc::Receiver<Result<Box<Outgoing>, Status>>, Status>;
     /// Largest request accepted.
     fn max_request_bytes(&self) -> usize;
 }
@@ -611,7 +612,7 @@ impl<S> NamedService for AdsService<S> {
     const NAME: &'static str = SERVICE;
 }
 
-fn grpc_response(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> http::Response<Body> {
+fn grpc_response(rx: mpsc::Receiver<Result<Box<Outgoing>, Status>>) -> http::Response<Body> {
     let body = ResponseBody {
         rx,
         in_flight: Arc::default(),
@@ -725,7 +726,7 @@ mod tests {
     fn body(items: Vec<Result<Outgoing, Status>>) -> ResponseBody {
         let (tx, rx) = mpsc::channel(items.len() + 1);
         for i in items {
-            tx.try_send(i).expect("room");
+            tx.try_send(i.map(Box::new)).expect("room");
         }
         ResponseBody {
             rx,

@@ -208,7 +208,7 @@ impl<G: Generator> AdsServer<G> {
         &self,
         mut inbound: Requests<M::Req>,
         caller: Caller,
-    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status>
+    ) -> Result<mpsc::Receiver<Result<Box<Outgoing>, Status>>, Status>
     where
         M::Req: prost::Message + Default,
     {
@@ -271,7 +271,8 @@ impl<G: Generator> AdsServer<G> {
             tokio::spawn(async move {
                 while let Some(request) = inbound.next().await {
                     let end = request.is_err();
-                    if requests_tx.send(request).await.is_err() || end {
+                    // Boxed: a channel allocates room for 32 messages up front.
+                    if requests_tx.send(request.map(Box::new)).await.is_err() || end {
                         break;
                     }
                 }
@@ -292,7 +293,7 @@ impl<G: Generator> AdsServer<G> {
                 } else {
                     tokio::select! {
                         msg = requests.recv() => match msg {
-                            Some(Ok(req)) => pending = Some(req),
+                            Some(Ok(req)) => pending = Some(*req),
                             Some(Err(status)) => {
                                 tracing::debug!(proxy = %proxy.id, %status, "stream error");
                                 break 'stream;
@@ -340,7 +341,7 @@ impl<G: Generator> AdsServer<G> {
                     let type_url = response.type_url();
                     // A proxy that stops reading must not pin this task past shutdown.
                     tokio::select! {
-                        sent = tx.send(Ok(response)) => if sent.is_err() { break 'stream; },
+                        sent = tx.send(Ok(Box::new(response))) => if sent.is_err() { break 'stream; },
                         _ = shutdown.changed() => break 'stream,
                     }
                     generator.pushed(&proxy, type_url, triggered.elapsed());
@@ -384,7 +385,7 @@ impl<G: Generator> Streams for AdsServer<G> {
         &self,
         requests: Requests<SotwRequest>,
         caller: Caller,
-    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Result<Box<Outgoing>, Status>>, Status> {
         self.open::<Sotw>(requests, caller)
     }
 
@@ -392,7 +393,7 @@ impl<G: Generator> Streams for AdsServer<G> {
         &self,
         requests: Requests<DeltaDiscoveryRequest>,
         caller: Caller,
-    ) -> Result<mpsc::Receiver<Result<Outgoing, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Result<Box<Outgoing>, Status>>, Status> {
         self.open::<Delta>(requests, caller)
     }
 
