@@ -7,7 +7,7 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci demo bench tools
+.PHONY: build test lint crds check-crds ci demo bench bench-heap tools
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -65,3 +65,13 @@ bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
 	$(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
+
+# The ADS benchmark's live heap over time (heaptrack, Debian package `heaptrack`; the system
+# allocator, since heaptrack sees malloc): plateaus after the storm, during the changes, and
+# after the extra proxies connect. Resident memory keeps allocator retention; this does not.
+bench-heap:
+	$(CARGO) bench -p sextant --bench ads --features system-alloc --no-run
+	rm -f target/ads-heap.zst target/ads-heap.massif
+	heaptrack -o target/ads-heap $$(ls -t target/release/deps/ads-* | grep -v '\.d$$' | head -1) --bench
+	heaptrack_print -f target/ads-heap.zst -M target/ads-heap.massif > /dev/null
+	python3 crates/sextant/benches/heap_plateaus.py target/ads-heap.massif
