@@ -21,6 +21,8 @@ pub struct Proxy {
     pub service_account: Option<String>,
     /// The service account of the Pod the node names, when that Pod is known.
     pub workload_service_account: Option<String>,
+    /// The identity the proxy proved on an authenticated stream (its secrets are for it).
+    pub identity: Option<crate::Identity>,
     /// Istio proxy (istio-proxy build, accepts `istio.*` extensions) or plain Envoy.
     pub flavor: ProxyFlavor,
     /// How traffic reaches the proxy.
@@ -112,6 +114,7 @@ impl Proxy {
             labels: BTreeMap::new(),
             service_account: None,
             workload_service_account: None,
+            identity: None,
             flavor: ProxyFlavor::Envoy,
             interception: Interception::Redirect,
             bind_address: None,

@@ -12,7 +12,7 @@ use std::{
 
 use sextant_compiler::{EncodedResources, Part};
 use sextant_index::Changes;
-use sextant_model::{Kind, Proxy, Snapshot};
+use sextant_model::{Identity, Kind, Proxy, Snapshot};
 use sextant_xds::{Generator, ProxyResources, protocol::Event};
 
 use crate::metrics::Metrics;
@@ -40,8 +40,118 @@ pub struct Mesh {
     /// What scopes share: one copy of identical resources across scopes and snapshots,
     /// clusters and load assignments built once per snapshot.
     cache: Mutex<sextant_compiler::ScopeCache>,
+    /// SDS secrets, when the mesh has a CA.
+    secrets: Option<Secrets>,
+    /// The secrets of a mesh without a CA.
+    no_secrets: sextant_compiler::List,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
+}
+
+/// SDS over ADS, for plain Envoy: the root (`ROOTCA`) for every proxy, and a workload
+/// certificate with its key (`default`) for a proxy that proved its identity on the secure
+/// port, and only for that identity. Certificates are issued on first use, shared by the
+/// proxies of an identity, and replaced once half their life has passed.
+pub struct Secrets {
+    ca: Arc<crate::ca::Ca>,
+    ttl: std::time::Duration,
+    /// `[ROOTCA]`.
+    anonymous: sextant_compiler::List,
+    root: sextant_compiler::Encoded,
+    /// By identity: when issued, `[ROOTCA, default]`.
+    issued: Mutex<HashMap<Identity, (std::time::Instant, sextant_compiler::List)>>,
+}
+
+impl Secrets {
+    /// Secrets from `ca`, workload certificates valid for `ttl`.
+    pub fn new(ca: Arc<crate::ca::Ca>, ttl: std::time::Duration) -> Secrets {
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+            CertificateValidationContext, Secret, secret,
+        };
+        let root = sextant_compiler::Encoded::new(
+            ROOT_SECRET,
+            &Secret {
+                name: ROOT_SECRET.to_owned(),
+                r#type: Some(secret::Type::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: Some(inline(ca.cert_pem())),
+                        ..Default::default()
+                    },
+                )),
+            },
+        );
+        Secrets {
+            ca,
+            ttl,
+            anonymous: Arc::from([root.clone()]),
+            root,
+            issued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn list(&self, identity: Option<&Identity>) -> sextant_compiler::List {
+        let Some(identity) = identity else {
+            return self.anonymous.clone();
+        };
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, list)) = issued.get(identity)
+            && at.elapsed() < self.ttl / 2
+        {
+            return list.clone();
+        }
+        let list: sextant_compiler::List = match self.issue(identity) {
+            Ok(default) => Arc::from([self.root.clone(), default]),
+            Err(e) => {
+                tracing::error!(%identity, error = %e, "cannot issue a workload certificate");
+                return self.anonymous.clone();
+            }
+        };
+        issued.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        issued.insert(identity.clone(), (std::time::Instant::now(), list.clone()));
+        list
+    }
+
+    fn issue(&self, identity: &Identity) -> anyhow::Result<sextant_compiler::Encoded> {
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+            Secret, TlsCertificate, secret,
+        };
+        let workload = self.ca.workload(identity, self.ttl)?;
+        Ok(sextant_compiler::Encoded::new(
+            WORKLOAD_SECRET,
+            &Secret {
+                name: WORKLOAD_SECRET.to_owned(),
+                r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                    certificate_chain: Some(inline(&workload.chain_pem)),
+                    private_key: Some(inline(&workload.key_pem)),
+                    ..Default::default()
+                })),
+            },
+        ))
+    }
+
+    /// Forgets certificates past half their life, so that the next update issues new ones;
+    /// whether there were any.
+    pub fn expire(&self) -> bool {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let before = issued.len();
+        issued.retain(|_, (at, _)| at.elapsed() < self.ttl / 2);
+        issued.len() != before
+    }
+}
+
+/// Istio's SDS name of the trust bundle.
+pub const ROOT_SECRET: &str = "ROOTCA";
+/// Istio's SDS name of the workload certificate.
+pub const WORKLOAD_SECRET: &str = "default";
+
+fn inline(text: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(
+            text.as_bytes().to_vec(),
+        )),
+        ..Default::default()
+    }
 }
 
 impl Mesh {
@@ -53,8 +163,21 @@ impl Mesh {
             log: Mutex::new(VecDeque::new()),
             scopes: Mutex::new(HashMap::new()),
             cache: Mutex::new(sextant_compiler::ScopeCache::default()),
+            secrets: None,
+            no_secrets: Arc::from([]),
             metrics,
         }
+    }
+
+    /// Serves `secrets` over SDS.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The SDS secrets, if any.
+    pub fn secrets(&self) -> Option<&Secrets> {
+        self.secrets.as_ref()
     }
 
     /// Publishes a new snapshot and the changes since the previous one; after the first, the
@@ -190,7 +313,15 @@ impl Generator for Mesh {
             proxy,
             Part::Inbound,
         ));
-        Arc::new(ProxyResources { shared, own })
+        let secrets = match &self.secrets {
+            Some(s) => s.list(proxy.identity.as_ref()),
+            None => self.no_secrets.clone(),
+        };
+        Arc::new(ProxyResources {
+            shared,
+            own,
+            secrets,
+        })
     }
 
     fn observe(&self, _proxy: &Proxy, event: &Event) {
@@ -236,6 +367,45 @@ mod tests {
             namespace: "default".into(),
             name: "x".into(),
         }
+    }
+
+    #[test]
+    fn secrets_are_the_root_for_everyone_and_a_certificate_only_for_a_proved_identity() {
+        use envoy_types::pb::envoy::{
+            config::core::v3::data_source::Specifier,
+            extensions::transport_sockets::tls::v3::{Secret, secret},
+        };
+        use prost::Message;
+        let ca = Arc::new(crate::ca::Ca::generate().expect("root"));
+        let secrets = Secrets::new(ca.clone(), std::time::Duration::from_secs(3600));
+        let names = |l: &sextant_compiler::List| -> Vec<String> {
+            l.iter().map(|e| e.name.clone()).collect()
+        };
+        assert_eq!(names(&secrets.list(None)), [ROOT_SECRET]);
+        let id = Identity::parse("spiffe://cluster.local/ns/bookinfo/sa/reviews").expect("id");
+        let list = secrets.list(Some(&id));
+        assert_eq!(names(&list), [ROOT_SECRET, WORKLOAD_SECRET]);
+        assert!(Arc::ptr_eq(&list, &secrets.list(Some(&id))), "issued once");
+        let default = Secret::decode(list[1].body.to_bytes()).expect("a Secret");
+        let Some(secret::Type::TlsCertificate(cert)) = default.r#type else {
+            panic!("not a certificate: {default:?}");
+        };
+        let Some(Specifier::InlineBytes(chain)) = cert.certificate_chain.and_then(|d| d.specifier)
+        else {
+            panic!("no inline chain");
+        };
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let leaf = CertificateDer::from_pem_slice(&chain).expect("PEM");
+        assert_eq!(
+            &*crate::tls::certificate_identities(&leaf),
+            std::slice::from_ref(&id)
+        );
+        assert!(!secrets.expire(), "nothing is past half its life");
+
+        let short = Secrets::new(ca, std::time::Duration::ZERO);
+        let first = short.list(Some(&id));
+        assert!(short.expire(), "past half of no time at all");
+        assert!(!Arc::ptr_eq(&first, &short.list(Some(&id))), "issued again");
     }
 
     #[test]

@@ -80,6 +80,49 @@ fn connected(envoy_admin: std::net::SocketAddr) -> Option<String> {
     Some(line.rsplit(':').next()?.trim().to_owned())
 }
 
+/// Envoy's active SDS secrets by name (the `secret` of each).
+fn active_secrets(
+    envoy_admin: std::net::SocketAddr,
+) -> Option<std::collections::BTreeMap<String, serde_json::Value>> {
+    let body = http_get(envoy_admin, "/config_dump?resource=dynamic_active_secrets")?;
+    let dump: serde_json::Value = serde_json::from_str(&unchunk(&body)?).ok()?;
+    Some(
+        dump["configs"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["secret"].clone())))
+            .collect(),
+    )
+}
+
+/// The body of a chunked HTTP/1.1 response (Envoy's admin answers that way).
+fn unchunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// The SPIFFE ids of a certificate chain as Envoy's config dump shows it (base64 of the PEM).
+fn identities_of(inline: &str) -> Vec<String> {
+    use base64::Engine;
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(inline)
+        .expect("base64");
+    let leaf = CertificateDer::from_pem_slice(&pem).expect("PEM");
+    sextant::tls::certificate_identities(&leaf)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 #[test]
 fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tls() {
     let Some(envoy) = envoy() else { return };
@@ -92,7 +135,7 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
     std::fs::write(
         config.join("mesh.yaml"),
         format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  clusterIP: 10.96.{NET}.1\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: reviews-1, labels: {{kubernetes.io/service-name: reviews}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n- addresses: ['{}']\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: productpage-0, labels: {{app: productpage}}}}\nspec: {{serviceAccountName: productpage, containers: [{{name: c, image: x}}]}}\nstatus: {{podIP: '{}'}}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  clusterIP: 10.96.{NET}.1\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: reviews-1, labels: {{kubernetes.io/service-name: reviews}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n- addresses: ['{}']\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: productpage-0, labels: {{app: productpage}}}}\nspec: {{serviceAccountName: productpage, containers: [{{name: c, image: x}}]}}\nstatus: {{podIP: '{}'}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: ratings}}\nspec: {{clusterIP: 10.96.{NET}.2, ports: [{{name: http, port: 9080}}]}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ratings}}\nspec: {{host: ratings, trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}}}\n",
             ip(1),
             ip(99)
         ),
@@ -157,6 +200,43 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
         "{entry}"
     );
     assert_eq!(connected(proxy.admin).as_deref(), Some("1"));
+
+    // SDS over the same stream: ISTIO_MUTUAL to ratings makes Envoy ask for Istio's secrets;
+    // `default` is a certificate for the identity it proved, `ROOTCA` Sextant's root.
+    let secrets = demo::wait_for(
+        "ROOTCA and default active in Envoy",
+        Duration::from_secs(20),
+        || {
+            let s = active_secrets(proxy.admin)?;
+            (s.contains_key("ROOTCA") && s.contains_key("default")).then_some(s)
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nEnvoy's secrets: {:?}\nwarming: {:?}\nsyncz: {:?}",
+            http_get(proxy.admin, "/config_dump?resource=dynamic_active_secrets"),
+            http_get(proxy.admin, "/config_dump?resource=dynamic_warming_secrets"),
+            syncz(admin, &node)
+        )
+    });
+    let chain = secrets["default"]["tls_certificate"]["certificate_chain"]["inline_bytes"]
+        .as_str()
+        .expect("an inline certificate chain");
+    assert_eq!(
+        identities_of(chain),
+        ["spiffe://cluster.local/ns/default/sa/productpage"]
+    );
+    let root = std::fs::read_to_string(good.join("root-cert.pem")).expect("root");
+    let trusted = secrets["ROOTCA"]["validation_context"]["trusted_ca"]["inline_bytes"]
+        .as_str()
+        .expect("an inline root");
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(trusted)
+            .expect("base64"),
+        root.as_bytes()
+    );
 
     // 2. Refused: a certificate of another namespace, one of another service account than
     //    the node's Pod runs as, and no certificate at all. Each Envoy stays unconfigured.
@@ -280,5 +360,22 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
         || request(plain.listener, "reviews", "/", &[]).filter(|(s, b, _)| *s == 200 && b == "v1"),
     )
     .expect("plaintext still serves");
+    // Without a proved identity: the root, never a workload certificate.
+    wait_for(
+        "ROOTCA active over plaintext",
+        Duration::from_secs(20),
+        || {
+            active_secrets(plain.admin)?
+                .contains_key("ROOTCA")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !active_secrets(plain.admin)
+            .expect("secrets")
+            .contains_key("default"),
+        "a certificate over the unauthenticated port"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,8 +26,10 @@ use std::{
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use sextant_compiler::{Body, Encoded, EncodedResources, type_url};
 
-/// The xDS types Sextant serves, in push order (make before break).
-pub const PUSH_ORDER: [&str; 4] = [
+/// The xDS types Sextant serves, in push order (make before break: secrets before the
+/// clusters and listeners whose TLS contexts name them).
+pub const PUSH_ORDER: [&str; 5] = [
+    type_url::SECRET,
     type_url::CLUSTER,
     type_url::ENDPOINT,
     type_url::LISTENER,
@@ -112,14 +114,17 @@ fn select<'a, R: ResourceSet + ?Sized>(
 }
 
 /// A proxy's resources without copying shared ones: the part its scope shares with other
-/// proxies and its own part (inbound listeners and clusters). Each list is sorted by name and
-/// no name is in both parts.
+/// proxies, its own part (inbound listeners and clusters) and the secrets of its identity.
+/// Each list is sorted by name and no name is in both parts.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyResources {
     /// Shared by every proxy of the scope.
     pub shared: Arc<EncodedResources>,
     /// This proxy's own.
     pub own: Arc<EncodedResources>,
+    /// SDS secrets (`ROOTCA`, and `default` for a proxy that proved its identity), sorted by
+    /// name.
+    pub secrets: sextant_compiler::List,
 }
 
 impl ProxyResources {
@@ -131,6 +136,9 @@ impl ProxyResources {
 
 impl ResourceSet for ProxyResources {
     fn lists(&self, url: &str) -> [&[Encoded]; 2] {
+        if url == type_url::SECRET {
+            return [&self.secrets, &[]];
+        }
         [
             resources_of(&self.shared, url),
             resources_of(&self.own, url),

@@ -240,10 +240,11 @@ impl<G: Generator> AdsServer<G> {
                     return;
                 }
             };
-            let identity = match &caller {
+            let mut proxy = proxy;
+            proxy.identity = match &caller {
                 Caller::Anonymous => None,
                 Caller::Authenticated(ids) => match ids.iter().find(|i| i.admits(&proxy)) {
-                    Some(i) => Some(i.to_string()),
+                    Some(i) => Some(i.clone()),
                     None => {
                         let message = refusal(&proxy, ids);
                         tracing::warn!(proxy = %proxy.id, %message, "refusing stream");
@@ -259,7 +260,7 @@ impl<G: Generator> AdsServer<G> {
                     proxy: proxy.id.clone(),
                     protocol: M::NAME,
                     connected_at: SystemTime::now(),
-                    identity,
+                    identity: proxy.identity.as_ref().map(ToString::to_string),
                     types: BTreeMap::new(),
                 },
             );
@@ -366,6 +367,7 @@ fn keep_unchanged_own(
     Arc::new(ProxyResources {
         shared: fresh.shared.clone(),
         own: previous.own.clone(),
+        secrets: fresh.secrets.clone(),
     })
 }
 

@@ -22,9 +22,12 @@ use crate::{
     admin,
     cli::{LogFormat, ServeArgs},
     files,
-    mesh::Mesh,
+    mesh::{Mesh, Secrets},
     metrics::Metrics,
 };
+
+/// Lifetime of the workload certificates served over SDS (Istio's default).
+const WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long open connections may take to close once shutdown has begun.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -195,7 +198,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
-    let mesh = Arc::new(Mesh::new(metrics.clone()));
     let registry = Arc::new(Registry::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
     let debounce = (
@@ -219,6 +221,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, None) => crate::ca::Ca::generate()?,
     };
+    let ca = Arc::new(ca);
+    let mesh = Arc::new(
+        Mesh::new(metrics.clone()).with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
+    );
+    // Certificates past half their life are replaced at the next update; make one.
+    let rotation = updates_tx.clone();
+    let rotating = mesh.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            if rotating.secrets().is_some_and(Secrets::expire) {
+                rotation.send_modify(|_| {});
+            }
+        }
+    });
     let authenticator = Arc::new(crate::secure::Authenticator::new(
         &trust_domain,
         client.clone(),
