@@ -373,6 +373,8 @@ pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
     p.ips = vec![std::net::IpAddr::from([0, 0, 0, 0])];
     p.id = String::new();
     p.service_account = None;
+    p.workload_service_account = None;
+    p.identity = None;
     p
 }
 
