@@ -830,7 +830,7 @@ mod tests {
                 let big = big.clone();
                 tokio::spawn(async move {
                     let mut requests: Requests<DiscoveryRequest> =
-                        Requests::new(Body::new(Pieces(pieces)), 1 << 20, permits);
+                        Requests::new(Body::new(Pieces::new(pieces)), 1 << 20, permits);
                     assert_eq!(requests.next().await.expect("one").expect("decodes"), big);
                 })
             })
@@ -885,23 +885,6 @@ mod tests {
         );
     }
 
-    /// Sends its pieces, then nothing, forever.
-    struct Stalled(VecDeque<Bytes>);
-
-    impl http_body::Body for Stalled {
-        type Data = Bytes;
-        type Error = Status;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-            match self.0.pop_front() {
-                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => Poll::Pending,
-            }
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_large_request_that_stops_arriving_ends_its_stream_and_frees_the_permit() {
         use tokio_stream::StreamExt;
@@ -912,9 +895,9 @@ mod tests {
         let wire = framed(&big);
         let permits = large_requests();
         let mut stalled: Requests<DiscoveryRequest> = Requests::new(
-            Body::new(Stalled(VecDeque::from([Bytes::copy_from_slice(
-                &wire[..1000],
-            )]))),
+            Body::new(Pieces::then_stall(VecDeque::from([
+                Bytes::copy_from_slice(&wire[..1000]),
+            ]))),
             1 << 20,
             permits.clone(),
         );
@@ -928,7 +911,18 @@ mod tests {
         assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
     }
 
-    struct Pieces(VecDeque<Bytes>);
+    /// A request body of these pieces; then its end, or (`stall`) nothing, forever.
+    struct Pieces(VecDeque<Bytes>, bool);
+
+    impl Pieces {
+        fn new(pieces: VecDeque<Bytes>) -> Pieces {
+            Pieces(pieces, false)
+        }
+
+        fn then_stall(pieces: VecDeque<Bytes>) -> Pieces {
+            Pieces(pieces, true)
+        }
+    }
 
     impl http_body::Body for Pieces {
         type Data = Bytes;
@@ -937,7 +931,11 @@ mod tests {
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            match self.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None if self.1 => Poll::Pending,
+                None => Poll::Ready(None),
+            }
         }
     }
 
@@ -965,7 +963,7 @@ mod tests {
         // Cut everywhere: mid-prefix, mid-message, across the two messages.
         let pieces: VecDeque<Bytes> = wire.chunks(7).map(Bytes::copy_from_slice).collect();
         let mut requests: Requests<DiscoveryRequest> =
-            Requests::new(Body::new(Pieces(pieces)), 1 << 20, large_requests());
+            Requests::new(Body::new(Pieces::new(pieces)), 1 << 20, large_requests());
         assert_eq!(requests.next().await.expect("first").expect("decodes"), big);
         assert!(
             requests.buf.capacity() <= CHUNK,
@@ -979,7 +977,7 @@ mod tests {
 
         let pieces = VecDeque::from([Bytes::from(framed(&big))]);
         let mut limited: Requests<DiscoveryRequest> =
-            Requests::new(Body::new(Pieces(pieces)), 1024, large_requests());
+            Requests::new(Body::new(Pieces::new(pieces)), 1024, large_requests());
         let err = limited
             .next()
             .await
