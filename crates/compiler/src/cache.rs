@@ -102,13 +102,14 @@ impl ScopeCache {
         // by its own growth: a VirtualService change replaces few buffers but a route list in
         // every scope (each holding its parts list), and old lists must not pile up until
         // the buffers happen to double.
-        if self.buffers.len() > self.prune_at {
-            self.buffers.retain(|_, b| !b.is_unique());
-            self.prune_at = (self.buffers.len() * 2).max(4096);
-        }
+        // Lists first: a dropped list lets go of its buffers in the same pass.
         if self.lists.len() > self.prune_lists_at {
             self.lists.retain(|_, l| Arc::strong_count(l) > 1);
             self.prune_lists_at = self.lists.len() + self.lists.len() / 4 + 64;
+        }
+        if self.buffers.len() > self.prune_at {
+            self.buffers.retain(|_, b| !b.is_unique());
+            self.prune_at = (self.buffers.len() * 2).max(4096);
         }
     }
 

@@ -400,7 +400,8 @@ fn outlier_detection(cluster: &mut Cluster, od: &ModelOd, http: &mut HttpOptions
 }
 
 /// A secret fetched over ADS. Unlike other ADS resources it waits at most 5 s on first fetch:
-/// Sextant does not serve secrets yet, and a cluster must not warm forever waiting for one.
+/// Sextant serves `default` only to proxies that proved their identity on the secure port,
+/// and a cluster of any other proxy must not warm forever waiting for it.
 fn sds(name: &str) -> SdsSecretConfig {
     let mut source = crate::proto::ads();
     source.initial_fetch_timeout = Some(seconds(5));

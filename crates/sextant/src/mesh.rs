@@ -58,8 +58,17 @@ pub struct Secrets {
     /// `[ROOTCA]`.
     anonymous: sextant_compiler::List,
     root: sextant_compiler::Encoded,
-    /// By identity: when issued, `[ROOTCA, default]`.
-    issued: Mutex<HashMap<Identity, (std::time::Instant, sextant_compiler::List)>>,
+    /// By identity.
+    issued: Mutex<HashMap<Identity, Issued>>,
+}
+
+/// A workload certificate served to the proxies of one identity.
+struct Issued {
+    at: std::time::Instant,
+    /// `[ROOTCA, default]`.
+    list: sextant_compiler::List,
+    /// Past half its life: the next request for it issues a new one.
+    renew: bool,
 }
 
 impl Secrets {
@@ -93,22 +102,42 @@ impl Secrets {
         let Some(identity) = identity else {
             return self.anonymous.clone();
         };
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, list)) = issued.get(identity)
-            && at.elapsed() < self.ttl / 2
-        {
-            return list.clone();
-        }
-        let list: sextant_compiler::List = match self.issue(identity) {
+        let current = {
+            let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+            match issued.get(identity) {
+                Some(i) if !i.renew && i.at.elapsed() < self.ttl => return i.list.clone(),
+                Some(i) => Some((i.at, i.list.clone())),
+                None => None,
+            }
+        };
+        // Signing takes a while: not under the lock (two proxies of one identity may both
+        // issue; the first stored wins).
+        let fresh: sextant_compiler::List = match self.issue(identity) {
             Ok(default) => Arc::from([self.root.clone(), default]),
             Err(e) => {
                 tracing::error!(%identity, error = %e, "cannot issue a workload certificate");
-                return self.anonymous.clone();
+                // A certificate still valid stays served.
+                return match current {
+                    Some((at, list)) if at.elapsed() < self.ttl => list,
+                    _ => self.anonymous.clone(),
+                };
             }
         };
-        issued.retain(|_, (at, _)| at.elapsed() < self.ttl);
-        issued.insert(identity.clone(), (std::time::Instant::now(), list.clone()));
-        list
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        match issued.get(identity) {
+            Some(i) if !i.renew && i.at.elapsed() < self.ttl => i.list.clone(),
+            _ => {
+                issued.insert(
+                    identity.clone(),
+                    Issued {
+                        at: std::time::Instant::now(),
+                        list: fresh.clone(),
+                        renew: false,
+                    },
+                );
+                fresh
+            }
+        }
     }
 
     fn issue(&self, identity: &Identity) -> anyhow::Result<sextant_compiler::Encoded> {
@@ -129,13 +158,20 @@ impl Secrets {
         ))
     }
 
-    /// Forgets certificates past half their life, so that the next update issues new ones;
-    /// whether there were any.
+    /// Marks certificates past half their life for renewal at the next update (and drops
+    /// expired ones nobody renewed); whether any were marked. All renewals go through here,
+    /// so that every proxy of an identity is woken for its new certificate.
     pub fn expire(&self) -> bool {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let before = issued.len();
-        issued.retain(|_, (at, _)| at.elapsed() < self.ttl / 2);
-        issued.len() != before
+        issued.retain(|_, i| i.at.elapsed() < self.ttl);
+        let mut marked = false;
+        for i in issued.values_mut() {
+            if !i.renew && i.at.elapsed() >= self.ttl / 2 {
+                i.renew = true;
+                marked = true;
+            }
+        }
+        marked
     }
 }
 
@@ -402,10 +438,19 @@ mod tests {
         );
         assert!(!secrets.expire(), "nothing is past half its life");
 
-        let short = Secrets::new(ca, std::time::Duration::ZERO);
+        // Renewal: only through `expire`, so that one wake reaches every proxy of the identity.
+        let short = Secrets::new(ca, std::time::Duration::from_secs(2));
         let first = short.list(Some(&id));
-        assert!(short.expire(), "past half of no time at all");
-        assert!(!Arc::ptr_eq(&first, &short.list(Some(&id))), "issued again");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(
+            Arc::ptr_eq(&first, &short.list(Some(&id))),
+            "past half its life, but not renewed behind the other proxies' backs"
+        );
+        assert!(short.expire(), "marked for renewal");
+        assert!(!short.expire(), "marked once");
+        let second = short.list(Some(&id));
+        assert!(!Arc::ptr_eq(&first, &second), "issued again");
+        assert!(Arc::ptr_eq(&second, &short.list(Some(&id))));
     }
 
     #[test]
