@@ -1074,7 +1074,7 @@ fn create_locked(
     if t.kind == "CustomResourceDefinition" {
         establish(&mut object);
     }
-    if q.get("dryRun").is_some_and(|d| d == "All") {
+    if is_dry_run(q) {
         return Ok(Stored(at_version(t, object), warnings));
     }
     let stored = inner.store.put(key, object, EventType::Added);
@@ -1170,7 +1170,7 @@ fn replace_locked(
     if t.kind == "CustomResourceDefinition" && !target.status {
         establish(&mut new);
     }
-    if q.get("dryRun").is_some_and(|d| d == "All") {
+    if is_dry_run(q) {
         return Ok(Stored(at_version(t, new), warnings));
     }
     let key = key_of(t, target.namespace.as_deref(), name);
@@ -1222,18 +1222,13 @@ async fn patch_object(
             let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;
             let created = create_locked(&mut inner, target, q, object)?;
             let manager = q.get("fieldManager").cloned().unwrap_or_default();
-            let applied = leaves(&p).into_iter().map(|(path, _)| path).collect();
-            inner
-                .owners
-                .entry(key)
-                .or_default()
-                .insert(manager, applied);
+            claim_applied(&mut inner, key, q, manager, &p);
             return Ok(created.respond(StatusCode::CREATED));
         }
         return Err(ApiError::not_found(&target.t, name));
     };
     let mut new = at_version(&target.t, old.clone());
-    // For an apply: its manager and the fields it applied, owned once the patch is stored.
+    // For an apply: its manager, who owns the fields it applied once the patch is stored.
     let mut applier = None;
     match media {
         "application/merge-patch+json" => patch::merge(&mut new, &p),
@@ -1249,8 +1244,7 @@ async fn patch_object(
             }
             let kind = builtin.then_some(target.t.kind.as_str());
             patch::apply(kind, &mut new, &p);
-            let applied: Vec<String> = leaves(&p).into_iter().map(|(path, _)| path).collect();
-            applier = Some((manager, applied));
+            applier = Some(manager);
         }
         other => {
             return Err(ApiError::new(
@@ -1274,18 +1268,38 @@ async fn patch_object(
     let mut inner = admit(server, inner, target, q, "UPDATE", &new, Some(&old)).await?;
     unchanged_since(&inner, &target.t, &key, &old)?;
     let out = replace_locked(&mut inner, target, name, q, &old, new)?;
-    if let Some((manager, applied)) = applier {
-        let owned = inner.owners.entry(key).or_default();
-        for (other, fields) in owned.iter_mut() {
-            if *other != manager {
-                for f in &applied {
-                    fields.remove(f);
-                }
-            }
-        }
-        owned.entry(manager).or_default().extend(applied);
+    if let Some(manager) = applier {
+        claim_applied(&mut inner, key, q, manager, &p);
     }
     Ok(out.respond(StatusCode::OK))
+}
+
+/// Server-side apply: `manager` owns the fields its patch `applied`, and no other manager
+/// does any more. A dry run stores nothing, and claims nothing either.
+fn claim_applied(
+    inner: &mut Inner,
+    key: Key,
+    q: &BTreeMap<String, String>,
+    manager: String,
+    applied: &Value,
+) {
+    if is_dry_run(q) {
+        return;
+    }
+    let applied: Vec<String> = leaves(applied).into_iter().map(|(path, _)| path).collect();
+    let owned = inner.owners.entry(key).or_default();
+    for (other, fields) in owned.iter_mut() {
+        if *other != manager {
+            for f in &applied {
+                fields.remove(f);
+            }
+        }
+    }
+    owned.entry(manager).or_default().extend(applied);
+}
+
+fn is_dry_run(q: &BTreeMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|d| d == "All")
 }
 
 async fn delete(server: &Server, target: &Target, name: &str) -> Result<Response, ApiError> {

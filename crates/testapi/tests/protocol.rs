@@ -446,6 +446,25 @@ async fn apply_refuses_to_take_fields_another_manager_owns() {
     )
     .await;
     assert_eq!(code, 200, "{forced}");
+    // A forced dry-run apply claims nothing: a keeps its field.
+    let (code, _) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=c&force=true&dryRun=All"),
+        apply,
+        &claim("c"),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        addr,
+        "PATCH",
+        &format!("{lease}?fieldManager=a"),
+        apply,
+        &claim("a"),
+    )
+    .await;
+    assert_eq!(code, 200, "a still owns the holder after c's dry run");
     api.stop();
 }
 
