@@ -113,7 +113,31 @@ pub fn request(
     conn.read_to_string(&mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((status, body.to_owned(), head.to_owned()))
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked"
+        })
+    });
+    let body = if chunked {
+        unchunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Some((status, body, head.to_owned()))
+}
+
+/// The body of a chunked HTTP/1.1 response (Envoy's admin answers that way).
+fn unchunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// Polls `f` until it returns `Some`, or fails after `deadline`.

@@ -85,7 +85,7 @@ fn active_secrets(
     envoy_admin: std::net::SocketAddr,
 ) -> Option<std::collections::BTreeMap<String, serde_json::Value>> {
     let body = http_get(envoy_admin, "/config_dump?resource=dynamic_active_secrets")?;
-    let dump: serde_json::Value = serde_json::from_str(&unchunk(&body)?).ok()?;
+    let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
     Some(
         dump["configs"]
             .as_array()?
@@ -93,20 +93,6 @@ fn active_secrets(
             .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["secret"].clone())))
             .collect(),
     )
-}
-
-/// The body of a chunked HTTP/1.1 response (Envoy's admin answers that way).
-fn unchunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        body = rest.get(size..)?.strip_prefix("\r\n")?;
-    }
 }
 
 /// The SPIFFE ids of a certificate chain as Envoy's config dump shows it (base64 of the PEM).
