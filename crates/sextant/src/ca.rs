@@ -18,10 +18,12 @@ use sextant_model::Identity;
 /// Name of the Secret holding the root in the cluster.
 pub const SECRET: &str = "sextant-ca";
 
-/// The root: its certificate (PEM) and key.
+/// The root: its certificate and key as PEM (to store them), and parsed once for signing.
 pub struct Ca {
     cert_pem: String,
     key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    root: rustls::pki_types::CertificateDer<'static>,
 }
 
 /// A serving certificate chain and its key, as rustls takes them.
@@ -49,19 +51,22 @@ impl Ca {
         let cert = params
             .self_signed(&key)
             .context("signing the CA certificate")?;
-        Ok(Ca {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ca::from_pem(&cert.pem(), &key.serialize_pem())
     }
 
     /// The root from PEM text, checked to be usable.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> anyhow::Result<Ca> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
         let key = KeyPair::from_pem(key_pem).context("the CA key is not a PEM private key")?;
-        Issuer::from_ca_cert_pem(cert_pem, key).context("the CA certificate cannot be read")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).context("the CA certificate cannot be read")?;
+        let root = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))?;
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
+            issuer,
+            root,
         })
     }
 
@@ -134,8 +139,6 @@ impl Ca {
 
     /// A serving certificate for these names and addresses, valid for a year.
     pub fn serving(&self, names: &[String], ips: &[IpAddr]) -> anyhow::Result<Serving> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params
@@ -151,12 +154,9 @@ impl Ca {
         let now = std::time::SystemTime::now();
         params.not_before = (now - Duration::from_secs(300)).into();
         params.not_after = (now + Duration::from_secs(365 * 86_400)).into();
-        let cert = params.signed_by(&key, &issuer)?;
-        use rustls::pki_types::pem::PemObject;
-        let root = rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Serving {
-            chain: vec![cert.der().clone(), root],
+            chain: vec![cert.der().clone(), self.root.clone()],
             key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         })
     }
@@ -167,12 +167,7 @@ impl Ca {
         names: &[String],
         ips: &[IpAddr],
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let serving = self.serving(names, ips)?;
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(serving.chain, serving.key)?;
-        Ok(Arc::new(config))
+        self.tls(names, ips, None)
     }
 
     /// The secure xDS port's configuration: HTTP/2, and a client certificate verified against
@@ -183,20 +178,47 @@ impl Ca {
         names: &[String],
         ips: &[IpAddr],
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let serving = self.serving(names, ips)?;
+        self.tls(names, ips, Some(self.client_verifier(true)?))
+    }
+
+    /// Verifies client certificates against this root; `optional`: clients may present none.
+    pub fn client_verifier(
+        &self,
+        optional: bool,
+    ) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(serving.chain[1].clone())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.add(self.root.clone())?;
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider(),
-        )
-        .allow_unauthenticated()
-        .build()?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(serving.chain, serving.key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        );
+        let builder = if optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        Ok(builder.build()?)
+    }
+
+    /// A serving certificate for `names` and `ips` with `clients` verifying client
+    /// certificates (and HTTP/2 by ALPN), or none.
+    fn tls(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let serving = self.serving(names, ips)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let mut config = match &clients {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        }
+        .with_single_cert(serving.chain, serving.key)?;
+        if clients.is_some() {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+        }
         Ok(Arc::new(config))
     }
 
@@ -204,8 +226,6 @@ impl Ca {
     /// (URI) SAN, an empty subject, usable for serving and as a client, valid from two minutes
     /// ago for `ttl`.
     pub fn workload(&self, identity: &Identity, ttl: Duration) -> anyhow::Result<Workload> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -221,7 +241,7 @@ impl Ca {
         let now = std::time::SystemTime::now();
         params.not_before = (now - Duration::from_secs(120)).into();
         params.not_after = (now + ttl).into();
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Workload {
             chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -307,15 +327,7 @@ mod tests {
             &*crate::tls::certificate_identities(&leaf),
             std::slice::from_ref(&id)
         );
-        let root = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("root pem");
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(root).expect("root");
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider(),
-        )
-        .build()
-        .expect("verifier");
+        let verifier = ca.client_verifier(false).expect("verifier");
         let now = rustls::pki_types::UnixTime::now();
         verifier
             .verify_client_cert(&leaf, &[], now)
