@@ -410,7 +410,7 @@ impl Sotw {
             // A NACK is also the only message carrying names that changed meanwhile.
             if state.names != subscription {
                 state.names = subscription;
-                return self.respond(url, all, true);
+                return self.respond(url, all, true, &mut Kept::default());
             }
             return None;
         }
@@ -426,7 +426,7 @@ impl Sotw {
         state.names = subscription;
         if initial || changed || state.force {
             state.force = false;
-            return self.respond(url, all, true);
+            return self.respond(url, all, true, &mut Kept::default());
         }
         None
     }
@@ -434,9 +434,10 @@ impl Sotw {
     /// Handles new resources: the responses to send, in push order.
     pub fn on_update<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Vec<SotwResponse> {
         let mut out = Vec::new();
+        let mut kept = Kept::default();
         for url in PUSH_ORDER {
             if self.types.contains_key(url)
-                && let Some(r) = self.respond(url, all, false)
+                && let Some(r) = self.respond(url, all, false, &mut kept)
             {
                 out.push(r);
             }
@@ -449,6 +450,7 @@ impl Sotw {
         url: &'static str,
         all: &R,
         always: bool,
+        kept: &mut Kept,
     ) -> Option<SotwResponse> {
         let state = self.types.get_mut(url)?;
         // The very lists the proxy's last response came from (kept alive by the basis, so
@@ -458,7 +460,7 @@ impl Sotw {
             && same_lists(basis.lists(url), all.lists(url))
         {
             // Hold the newest set, not an old one with other types' stale lists.
-            state.basis = Some(all.keep());
+            state.basis = Some(kept.of(all));
             return None;
         }
         let mut placeholders = Vec::new();
@@ -474,7 +476,7 @@ impl Sotw {
         if !always && (rejected || unchanged) {
             // After a NACK the proxy's content is unknown: no basis until it ACKs again.
             if unchanged && !rejected {
-                state.basis = Some(all.keep());
+                state.basis = Some(kept.of(all));
             }
             return None;
         }
@@ -488,7 +490,7 @@ impl Sotw {
             _ => None,
         }
         .unwrap_or_else(|| items.clone());
-        state.basis = Some(all.keep());
+        state.basis = Some(kept.of(all));
         self.nonces += 1;
         let nonce = format!("{}-{version}", self.nonces);
         state.version = Some(version.clone());
@@ -518,6 +520,17 @@ impl Sotw {
             .iter()
             .map(|(k, v)| (k.clone(), v.status.clone()))
             .collect()
+    }
+}
+
+/// The set a response came from, kept (shared) once per request or update however many
+/// types it answers.
+#[derive(Default)]
+struct Kept(Option<Arc<dyn ResourceSet + Send + Sync>>);
+
+impl Kept {
+    fn of<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Arc<dyn ResourceSet + Send + Sync> {
+        self.0.get_or_insert_with(|| all.keep()).clone()
     }
 }
 

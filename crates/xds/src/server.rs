@@ -361,7 +361,21 @@ fn keep_unchanged_own(
     previous: &Arc<ProxyResources>,
     fresh: Arc<ProxyResources>,
 ) -> Arc<ProxyResources> {
-    if Arc::ptr_eq(&previous.own, &fresh.own) || *previous.own != *fresh.own {
+    use sextant_compiler::Encoded;
+    // Each resource's hash is its content's: comparing names and hashes is enough.
+    let same = |a: &[Encoded], b: &[Encoded]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.hash == y.hash && x.name == y.name)
+    };
+    let (p, f) = (&previous.own, &fresh.own);
+    if Arc::ptr_eq(p, f)
+        || !(same(&p.clusters, &f.clusters)
+            && same(&p.endpoints, &f.endpoints)
+            && same(&p.listeners, &f.listeners)
+            && same(&p.routes, &f.routes))
+    {
         return fresh;
     }
     Arc::new(ProxyResources {
