@@ -45,6 +45,14 @@ pub mod type_url {
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 }
 
+/// Istio's SDS names, which TLS contexts refer to and the control plane serves.
+pub mod secret {
+    /// The workload certificate and key.
+    pub const WORKLOAD: &str = "default";
+    /// The trust bundle.
+    pub const ROOT: &str = "ROOTCA";
+}
+
 /// Everything one proxy receives, each list sorted by resource name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resources {

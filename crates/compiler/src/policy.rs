@@ -453,7 +453,7 @@ fn istio_mutual_context(
                 ..Default::default()
             }),
             alpn_protocols: alpn,
-            tls_certificate_sds_secret_configs: vec![sds("default")],
+            tls_certificate_sds_secret_configs: vec![sds(crate::secret::WORKLOAD)],
             validation_context_type: Some(
                 common_tls_context::ValidationContextType::CombinedValidationContext(
                     common_tls_context::CombinedCertificateValidationContext {
@@ -461,7 +461,7 @@ fn istio_mutual_context(
                             match_typed_subject_alt_names: sans.iter().map(|s| exact(s)).collect(),
                             ..Default::default()
                         }),
-                        validation_context_sds_secret_config: Some(sds("ROOTCA")),
+                        validation_context_sds_secret_config: Some(sds(crate::secret::ROOT)),
                         ..Default::default()
                     },
                 ),

@@ -10,7 +10,10 @@ use std::{
     },
 };
 
-use sextant_compiler::{EncodedResources, Part};
+use sextant_compiler::{
+    EncodedResources, Part,
+    secret::{ROOT as ROOT_SECRET, WORKLOAD as WORKLOAD_SECRET},
+};
 use sextant_index::Changes;
 use sextant_model::{Identity, Kind, Proxy, Snapshot};
 use sextant_xds::{Generator, ProxyResources, protocol::Event};
@@ -174,11 +177,6 @@ impl Secrets {
         marked
     }
 }
-
-/// Istio's SDS name of the trust bundle.
-pub const ROOT_SECRET: &str = "ROOTCA";
-/// Istio's SDS name of the workload certificate.
-pub const WORKLOAD_SECRET: &str = "default";
 
 fn inline(text: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
     use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};

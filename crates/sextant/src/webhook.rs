@@ -47,16 +47,12 @@ pub fn review_response(review: &Value) -> Value {
                 checked
                     .warnings
                     .iter()
-                    .map(|w| format!("{}: {}", w.path, w.message))
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
             );
         }
         if !checked.errors.is_empty() {
-            let errors: Vec<String> = checked
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect();
+            let errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
             response["allowed"] = json!(false);
             response["status"] = json!({
                 "code": 400, "reason": "Invalid",
