@@ -14,7 +14,7 @@ use std::{
 };
 
 use sextant::demo::{self, Backend, Process, Serve, request};
-use support::{envoy, http_get, split, wait_for};
+use support::{envoy, http_get, split, syncz, wait_for};
 
 mod support;
 
@@ -178,14 +178,7 @@ fn scenario(delta: bool, net: u8) {
         "every type ACKed in /debug/syncz",
         Duration::from_secs(10),
         || {
-            let syncz: serde_json::Value =
-                serde_json::from_str(&http_get(admin_addr, "/debug/syncz")?).ok()?;
-            let types = syncz
-                .as_array()?
-                .iter()
-                .find(|c| c["proxy"] == node.as_str())?["types"]
-                .as_object()?
-                .clone();
+            let types = syncz(admin_addr, &node)?["types"].as_object()?.clone();
             (types.len() == 4
                 && types.values().all(|t| {
                     t["acked_version"] == t["sent_version"] && !t["sent_version"].is_null()
@@ -297,14 +290,7 @@ fn scenario(delta: bool, net: u8) {
     // 9. A resource Envoy rejects: the NACK is recorded, other resources keep updating.
     mesh.virtual_service("  - match: [{uri: {regex: '(a|b|c|d|e|f|g|h|i|j){40}'}}]\n    route: [{destination: {host: reviews, subset: v3}}]\n  - route: [{destination: {host: reviews, subset: v2}}]\n");
     let nack = wait_for("RDS NACK in /debug/syncz", Duration::from_secs(10), || {
-        let syncz: serde_json::Value =
-            serde_json::from_str(&http_get(admin_addr, "/debug/syncz")?).ok()?;
-        let conn = syncz
-            .as_array()?
-            .iter()
-            .find(|c| c["proxy"] == node.as_str())?
-            .clone();
-        let n = conn["types"]["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]["last_nack"].clone();
+        let n = syncz(admin_addr, &node)?["types"]["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]["last_nack"].clone();
         (!n.is_null()).then_some(n)
     });
     assert!(

@@ -13,7 +13,7 @@ use std::{
 };
 
 use sextant::demo::{Backend, Process, Serve, free_port, request};
-use support::{kubectl, repo, split, wait_for};
+use support::{kubectl, metric, repo, split, wait_for};
 
 mod support;
 
@@ -82,38 +82,21 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
-    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> String {
-        let out = Command::new(kubectl)
-            .env("KUBECONFIG", self.kubeconfig())
+    fn kubectl_command(&self, kubectl: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(kubectl);
+        c.env("KUBECONFIG", self.kubeconfig())
             .env("HOME", &self.dir)
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .args(args);
+        c
     }
-}
 
-impl Cluster {
+    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> String {
+        support::run(&mut self.kubectl_command(kubectl, args))
+    }
+
     /// Runs kubectl expecting it to fail; returns what it printed on stderr.
     fn kubectl_fails(&self, kubectl: &Path, args: &[&str]) -> String {
-        let out = Command::new(kubectl)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.dir)
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "kubectl {args:?} succeeded: {stderr}"
-        );
-        stderr
+        support::run_fails(&mut self.kubectl_command(kubectl, args))
     }
 }
 
@@ -271,12 +254,7 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
     );
     assert!(request(admin_addr, "localhost", "/ready", &[]).is_some_and(|(s, _, _)| s == 200));
     wait_for("watch errors counted", Duration::from_secs(20), || {
-        let metrics = support::http_get(admin_addr, "/metrics")?;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("sextant_kube_watch_errors_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| *v >= 1.0)
+        metric(admin_addr, "sextant_kube_watch_errors_total").filter(|v| *v >= 1.0)
     });
 
     // It comes back with its data: Sextant resyncs, and a later change reaches Envoy.
@@ -338,13 +316,6 @@ fn cds_response(port: u16) -> Option<String> {
             .ok()??;
         Some(first.type_url)
     })
-}
-
-/// A metric's value from the admin endpoint.
-fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
-    support::http_get(admin, "/metrics")?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

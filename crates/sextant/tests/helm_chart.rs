@@ -11,23 +11,15 @@ use support::{repo, tool};
 mod support;
 
 fn run(tool: &Path, kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", home)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .args(args)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{} {args:?}:\n{}{}",
-        tool.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::run(
+        Command::new(tool)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", home)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .args(args),
+    )
 }
 
 #[test]

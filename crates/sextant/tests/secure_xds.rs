@@ -11,23 +11,14 @@ use std::{
 };
 
 use sextant::demo::{self, Backend, Process, Serve, request};
-use support::{SecureClient, envoy, http_get, wait_for};
+use support::{SecureClient, envoy, http_get, syncz, wait_for};
 
 mod support;
 
 const NET: u8 = 34;
 
 fn sextant(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(args)
-        .output()
-        .expect("run sextant");
-    assert!(
-        out.status.success(),
-        "sextant {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::run(Command::new(env!("CARGO_BIN_EXE_sextant")).args(args))
 }
 
 /// Issues a workload certificate for `namespace`/`sa` into `dir/name`.
@@ -65,12 +56,6 @@ fn tls_args(secure: u16, certs: &Path, with_client_cert: bool) -> Vec<String> {
         ]);
     }
     args
-}
-
-/// The `/debug/syncz` entry of `node`.
-fn syncz(admin: std::net::SocketAddr, node: &str) -> Option<serde_json::Value> {
-    let all: serde_json::Value = serde_json::from_str(&http_get(admin, "/debug/syncz")?).ok()?;
-    all.as_array()?.iter().find(|c| c["proxy"] == node).cloned()
 }
 
 /// Envoy's gauge `control_plane.connected_state` (1 while its ADS stream is up).

@@ -57,6 +57,39 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .map(|(_, b, _)| b)
 }
 
+/// Runs `cmd`, which must succeed; its standard output.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd`, which must fail; its standard error.
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} succeeded: {stderr}");
+    stderr
+}
+
+/// A metric's value from Sextant's admin endpoint.
+pub fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    http_get(admin, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The `/debug/syncz` entry of `node`.
+pub fn syncz(admin: SocketAddr, node: &str) -> Option<serde_json::Value> {
+    let all: serde_json::Value = serde_json::from_str(&http_get(admin, "/debug/syncz")?).ok()?;
+    all.as_array()?.iter().find(|c| c["proxy"] == node).cloned()
+}
+
 /// How `n` requests for `reviews` through `addr` were answered: by body, or `status N`.
 pub fn split(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -145,19 +178,11 @@ impl Envoy {
             "0".into(),
         ];
         args.extend_from_slice(xds_args);
-        let out = Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args(&args)
-            .output()
-            .expect("bootstrap");
-        assert!(
-            out.status.success(),
-            "sextant {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let yaml = run(Command::new(env!("CARGO_BIN_EXE_sextant")).args(&args));
         let bootstrap = dir
             .join("..")
             .join(format!("envoy-{}-{tag}.yaml", std::process::id()));
-        std::fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+        std::fs::write(&bootstrap, yaml).expect("write bootstrap");
         // Envoy's admin binds port 0 and reports the port it got: no race for free ports.
         let admin_path = bootstrap.with_extension("admin");
         let envoy_log = bootstrap.with_extension("log");
