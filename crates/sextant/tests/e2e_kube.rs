@@ -280,40 +280,27 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The first response of an ADS stream for clusters, from the xDS server on `port`.
+/// The type of the first response of an ADS stream for clusters, from the xDS server on
+/// `port`.
 fn cds_response(port: u16) -> Option<String> {
-    use envoy_types::pb::envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{
-            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     runtime.block_on(async {
-        let mut client =
-            AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{port}"))
-                .await
-                .ok()?;
-        let request = DiscoveryRequest {
-            node: Some(Node {
-                id: "sidecar~10.1.0.9~probe.default~default.svc.cluster.local".into(),
-                ..Default::default()
-            }),
-            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
-            ..Default::default()
-        };
-        let mut responses = client
-            .stream_aggregated_resources(tokio_stream::iter([request]))
-            .await
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
             .ok()?
-            .into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(5), responses.message())
+            .connect()
             .await
-            .ok()?
-            .ok()??;
+            .ok()?;
+        let node = "sidecar~10.1.0.9~probe.default~default.svc.cluster.local";
+        let first = tokio::time::timeout(
+            Duration::from_secs(5),
+            support::first_clusters(channel, node, None),
+        )
+        .await
+        .ok()?
+        .ok()?;
         Some(first.type_url)
     })
 }

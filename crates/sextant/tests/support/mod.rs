@@ -249,13 +249,6 @@ impl SecureClient {
         node: &str,
     ) -> Result<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse, tonic::Status>
     {
-        use envoy_types::pb::envoy::{
-            config::core::v3::Node,
-            service::discovery::v3::{
-                DiscoveryRequest,
-                aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-            },
-        };
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -293,31 +286,47 @@ impl SecureClient {
             }))
             .await
             .map_err(|e| tonic::Status::unavailable(format!("connecting: {e:?}")))?;
-        let mut client =
-            AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-        let first = DiscoveryRequest {
-            node: Some(Node {
-                id: node.to_owned(),
-                ..Default::default()
-            }),
-            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".to_owned(),
-            ..Default::default()
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(first).await.expect("queued");
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header value"),
-            );
-        }
-        let mut responses = client
-            .stream_aggregated_resources(request)
-            .await?
-            .into_inner();
-        let response = responses.message().await?;
-        drop(tx);
-        response.ok_or_else(|| tonic::Status::unknown("the stream ended without a response"))
+        first_clusters(channel, node, self.token.as_deref()).await
     }
+}
+
+/// Opens a state-of-the-world stream on `channel` as `node` (with a bearer `token`, if any),
+/// asks for clusters and returns the first response, or the status the server refused with.
+pub async fn first_clusters(
+    channel: tonic::transport::Channel,
+    node: &str,
+    token: Option<&str>,
+) -> Result<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse, tonic::Status> {
+    use envoy_types::pb::envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    };
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let first = DiscoveryRequest {
+        node: Some(Node {
+            id: node.to_owned(),
+            ..Default::default()
+        }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".to_owned(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(first).await.expect("queued");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(token) = token {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+    }
+    let mut responses = client
+        .stream_aggregated_resources(request)
+        .await?
+        .into_inner();
+    let response = responses.message().await?;
+    drop(tx);
+    response.ok_or_else(|| tonic::Status::unknown("the stream ended without a response"))
 }
