@@ -42,33 +42,43 @@ pub struct Seen {
 }
 use tokio::sync::{mpsc, watch};
 
-/// The kinds watched, with the version read.
-pub const WATCHED: [(Kind, &str, &str, &str, &str); 6] = [
-    (Kind::Namespace, "", "v1", "Namespace", "namespaces"),
-    (Kind::Pod, "", "v1", "Pod", "pods"),
-    (Kind::Service, "", "v1", "Service", "services"),
+/// The kinds watched: group, the version read, and the plural of each.
+pub const WATCHED: [(Kind, &str, &str, &str); 6] = [
+    (Kind::Namespace, "", "v1", "namespaces"),
+    (Kind::Pod, "", "v1", "pods"),
+    (Kind::Service, "", "v1", "services"),
     (
         Kind::EndpointSlice,
         "discovery.k8s.io",
         "v1",
-        "EndpointSlice",
         "endpointslices",
     ),
     (
         Kind::DestinationRule,
         "networking.istio.io",
         "v1",
-        "DestinationRule",
         "destinationrules",
     ),
     (
         Kind::VirtualService,
         "networking.istio.io",
         "v1",
-        "VirtualService",
         "virtualservices",
     ),
 ];
+
+/// The API resource Sextant reads `kind` as.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let (group, version, plural) = WATCHED
+        .iter()
+        .find(|w| w.0 == kind)
+        .map(|&(_, g, v, p)| (g, v, p))
+        .unwrap_or(("", "v1", ""));
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind.as_str()),
+        plural,
+    )
+}
 
 /// Counters the control plane exports (clones share their values).
 #[derive(Clone, Debug, Default)]
@@ -112,11 +122,8 @@ pub fn spawn(
     let synced_tx = Arc::new(synced_tx);
     let tasks = WATCHED
         .iter()
-        .map(|&(kind, group, version, kind_name, plural)| {
-            let resource = ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk(group, version, kind_name),
-                plural,
-            );
+        .map(|&(kind, ..)| {
+            let resource = api_resource(kind);
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             tokio::spawn(run(
                 kind,

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    api::{DynamicObject, Patch, PatchParams},
 };
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
@@ -65,8 +65,8 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen) -> Option<Verdi
 /// The status body of an object, as applied.
 pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
     json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": kind_name(id.kind),
+        "apiVersion": crate::api_resource(id.kind).api_version,
+        "kind": id.kind.as_str(),
         "metadata": {"name": id.name, "namespace": id.namespace},
         "status": {
             "observedGeneration": v.generation,
@@ -80,24 +80,6 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
             }],
         },
     })
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::DestinationRule => "DestinationRule",
-        _ => "VirtualService",
-    }
-}
-
-fn resource(kind: Kind) -> ApiResource {
-    let (name, plural) = match kind {
-        Kind::DestinationRule => ("DestinationRule", "destinationrules"),
-        _ => ("VirtualService", "virtualservices"),
-    };
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("networking.istio.io", "v1", name),
-        plural,
-    )
 }
 
 /// Writes status while `leader` is true, from each snapshot `snapshots` publishes; counts
@@ -136,8 +118,11 @@ pub async fn run(
                 if !*leader.borrow() {
                     break;
                 }
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), &id.namespace, &resource(id.kind));
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    &id.namespace,
+                    &crate::api_resource(id.kind),
+                );
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 match api
                     .patch_status(
