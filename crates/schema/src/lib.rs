@@ -12,6 +12,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+/// The message of a field the schema does not declare (callers sort such errors from the
+/// others, as the API server does for `fieldValidation`).
+pub const UNKNOWN_FIELD: &str = "field not declared in schema";
+
 /// One way in which an object does not satisfy a schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchemaError {
@@ -326,7 +330,7 @@ fn check_fields(
         } else if !preserve && properties.is_some() {
             errors.push(SchemaError {
                 path: join(path, key),
-                message: "field not declared in schema".into(),
+                message: UNKNOWN_FIELD.into(),
             });
         }
     }

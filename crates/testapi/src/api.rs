@@ -707,7 +707,7 @@ fn validate(
 }
 
 /// The message of an unknown field, from `sextant-schema` and `builtin`.
-const UNKNOWN: &str = "field not declared in schema";
+const UNKNOWN: &str = sextant_schema::UNKNOWN_FIELD;
 
 /// Unknown fields, and every other error as `(field, message)`.
 fn field_errors(t: &ResourceType, object: &Value) -> (Vec<String>, Vec<(String, String)>) {
@@ -1430,15 +1430,12 @@ fn openapi_root(inner: &Inner) -> Value {
         } else {
             format!("apis/{}/{}", t.group, t.version)
         };
+        if paths.contains_key(&gv) {
+            continue; // one document per group version, whatever its number of kinds
+        }
         // The hash lets kubectl cache a document until it changes.
         let doc = registry::openapi_v3(&inner.group_version(&t.group, &t.version));
-        let hash = format!(
-            "{:016X}",
-            doc.to_string()
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
-                    .wrapping_mul(0x0100_0000_01b3))
-        );
+        let hash = format!("{:016X}", crate::store::fnv1a(doc.to_string().as_bytes()));
         paths.insert(
             gv.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}),

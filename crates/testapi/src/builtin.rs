@@ -54,7 +54,7 @@ pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
             missing(object, &back, &mut String::new(), &mut unknown);
             unknown
                 .into_iter()
-                .map(|f| (f, "field not declared in schema".to_owned()))
+                .map(|f| (f, sextant_schema::UNKNOWN_FIELD.to_owned()))
                 .collect()
         }
     }
@@ -113,7 +113,7 @@ mod tests {
             check("Service", &svc),
             [(
                 "spec.ports[0].portz".to_owned(),
-                "field not declared in schema".to_owned()
+                sextant_schema::UNKNOWN_FIELD.to_owned()
             )]
         );
         let wrong = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},

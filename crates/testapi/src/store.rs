@@ -152,7 +152,7 @@ impl Store {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let h = xxhash(format!("{nanos}-{}", self.uids).as_bytes());
+        let h = fnv1a(format!("{nanos}-{}", self.uids).as_bytes());
         format!(
             "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
             (h >> 32) as u32,
@@ -226,8 +226,8 @@ impl Store {
     }
 }
 
-/// FNV-1a, for UIDs (no cryptographic need).
-fn xxhash(data: &[u8]) -> u64 {
+/// FNV-1a, for UIDs and document hashes (no cryptographic need).
+pub(crate) fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
