@@ -295,7 +295,7 @@ pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response
 async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let query = parse_query(parts.uri.query().unwrap_or_default());
+    let query = parse_query(&parts.uri);
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -482,37 +482,11 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[&str]) -> Result<T
     })
 }
 
-fn parse_query(q: &str) -> BTreeMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-/// Percent-decoding of a query component (`+` is a space).
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The query parameters (percent-decoded, `+` as a space; a repeated key keeps its last).
+fn parse_query(uri: &axum::http::Uri) -> BTreeMap<String, String> {
+    axum::extract::Query::<BTreeMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
 }
 
 fn is_true(q: &BTreeMap<String, String>, key: &str) -> bool {
