@@ -257,34 +257,22 @@ async fn run(
         // The object as the index reads it, and what the status writer should know of it.
         let object = |o: DynamicObject| {
             let seen = is_config.then(|| (id(&o), generation(&o)));
-            match to_object(&resource, o) {
-                Ok(o) => (
-                    Some(o),
-                    seen.map(|(id, g)| {
-                        (
-                            id,
-                            Seen {
-                                generation: g,
-                                unreadable: None,
-                            },
-                        )
-                    }),
-                ),
-                Err(e) => {
-                    counters.malformed.inc();
-                    tracing::warn!(error = %e, "skipping object");
-                    let seen = seen.map(|(id, g)| {
-                        (
-                            id,
-                            Seen {
-                                generation: g,
-                                unreadable: Some(e),
-                            },
-                        )
-                    });
-                    (None, seen)
-                }
+            let read = to_object(&resource, o);
+            if let Err(e) = &read {
+                counters.malformed.inc();
+                tracing::warn!(error = %e, "skipping object");
             }
+            let seen = seen.map(|(id, generation)| {
+                let unreadable = read.as_ref().err().cloned();
+                (
+                    id,
+                    Seen {
+                        generation,
+                        unreadable,
+                    },
+                )
+            });
+            (read.ok(), seen)
         };
         match event {
             watcher::Event::Init => {

@@ -101,17 +101,14 @@ pub async fn run(
         } else if let Some(snapshot) = snapshot {
             let pending: Vec<(ObjectRef, Verdict)> = {
                 let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
+                // Objects gone since: a recreated one is reported again.
+                written.retain(|id, _| generations.contains_key(id));
                 generations
                     .iter()
                     .filter_map(|(id, seen)| Some((id.clone(), verdict(&snapshot, id, seen)?)))
                     .filter(|(id, v)| written.get(id) != Some(v))
                     .collect()
             };
-            // Objects gone since: a recreated one is reported again.
-            {
-                let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
-                written.retain(|id, _| generations.contains_key(id));
-            }
             let now = k8s_now();
             for (id, v) in pending {
                 // Leadership may end in the middle of a batch.
