@@ -136,7 +136,14 @@ impl Store {
         plural: &'a str,
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
-        self.objects.iter().filter(move |(k, _)| {
+        // Keys sort by group, plural, namespace and name: the objects asked for are one run.
+        let from = Key {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
+            name: String::new(),
+        };
+        self.objects.range(from..).take_while(move |(k, _)| {
             k.group == group && k.plural == plural && namespace.is_none_or(|n| k.namespace == n)
         })
     }
