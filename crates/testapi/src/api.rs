@@ -286,10 +286,12 @@ struct Target {
 
 /// The one handler: routes by path.
 pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response {
-    match route(server, req).await {
+    let response = match route(server.clone(), req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    server.inner.lock().await.store.flush();
+    response
 }
 
 async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> {

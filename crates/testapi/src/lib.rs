@@ -108,6 +108,7 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
             );
         }
     }
+    store.flush();
     let mut inner = Inner {
         store,
         types: Vec::new(),

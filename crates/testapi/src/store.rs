@@ -78,6 +78,8 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
     data_dir: Option<PathBuf>,
     uids: u64,
+    /// Changed since last saved.
+    dirty: bool,
 }
 
 impl Store {
@@ -92,6 +94,7 @@ impl Store {
             events,
             data_dir,
             uids: 0,
+            dirty: false,
         };
         if let Some(path) = store.state_file()
             && path.exists()
@@ -195,8 +198,16 @@ impl Store {
         }
         // No receivers is fine.
         let _ = self.events.send(event);
-        self.save();
+        self.dirty = true;
         object
+    }
+
+    /// Saves what changed (to the data directory, if any): once per request, however many
+    /// objects it wrote (deleting a namespace writes all of its objects).
+    pub fn flush(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.save();
+        }
     }
 
     /// Events after `rv` (for a watch resuming there) and a receiver for what follows; `None`
@@ -308,6 +319,7 @@ mod tests {
         let (past, _) = store.since(rv).expect("in the log");
         assert_eq!(past.len(), 1);
         assert_eq!(past[0].key.name, "b");
+        store.flush();
         let reopened = Store::open(Some(dir.clone())).expect("reopens");
         assert!(reopened.get(&key("a")).is_some());
         assert_eq!(reopened.resource_version(), store.resource_version());
