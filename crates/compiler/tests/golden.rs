@@ -28,7 +28,7 @@ fn manifest_dir() -> &'static Path {
 fn samples_dir() -> PathBuf {
     std::env::var_os("SEXTANT_ISTIO_SAMPLES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("../../../shared/istio-samples"))
+        .unwrap_or_else(|| manifest_dir().join("../../tests/fixtures/istio"))
 }
 
 fn load(index: &mut Index, path: &Path) {

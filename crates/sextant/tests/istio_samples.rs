@@ -1,4 +1,4 @@
-//! Istio's own manifests (`../shared/istio-samples`, unmodified) against Sextant's API types,
+//! Istio's own manifests (`tests/fixtures/istio`, copied unmodified) against Sextant's API types,
 //! generated CRD schemas and validation.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ fn samples_dir() -> PathBuf {
     let dir = std::env::var_os("SEXTANT_ISTIO_SAMPLES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/istio")
         });
     assert!(
         dir.join("SOURCE.txt").is_file(),

@@ -8,7 +8,7 @@ use std::{
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../../tests/fixtures/validate")
         .join(name)
         .display()
         .to_string()
@@ -108,7 +108,7 @@ fn stdin_and_directories_are_read() {
     let out = sextant(&["validate", "-f", "-"], Some(&text));
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("<stdin>:13: error:"));
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/validate");
     let out = sextant(&["validate", "-f", &dir.display().to_string()], None);
     assert_eq!(
         out.status.code(),

@@ -32,7 +32,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn samples(path: &str) -> PathBuf {
-    repo("../shared/istio-samples/samples/bookinfo").join(path)
+    repo("tests/fixtures/istio/samples/bookinfo").join(path)
 }
 
 /// The server binary with a data directory, and the kubeconfig it wrote.

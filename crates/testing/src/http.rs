@@ -1,0 +1,79 @@
+//! One HTTP/1.1 request at a time through hyper's client, for code that is not async (the
+//! demo's traffic, tests' probes of Envoy and of Sextant's admin port).
+
+use std::{fmt::Write, net::SocketAddr, time::Duration};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+/// How long a request may take, connecting included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET path` from `addr` with `Host: host` and `headers`: `(status, body, response head)`,
+/// the head as `HTTP/1.1 STATUS` and a `name: value` line per header. `None` when the
+/// request fails or times out. Each request has a connection of its own.
+pub fn request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String, String)> {
+    let uri: http::Uri = format!("http://{addr}{path}").parse().ok()?;
+    let mut req = http::Request::get(uri).header(http::header::HOST, host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Empty::<Bytes>::new()).ok()?;
+    let fetch = async move {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        let response = client.request(req).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        let mut head = format!("HTTP/1.1 {}\r\n", parts.status.as_u16());
+        for (name, value) in &parts.headers {
+            let _ = write!(
+                head,
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            );
+        }
+        Some((
+            parts.status.as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+            head,
+        ))
+    };
+    block_on(async { tokio::time::timeout(TIMEOUT, fetch).await.ok().flatten() })
+}
+
+/// The body of a `200 OK` answer to `GET path` from `addr`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    request(addr, "localhost", path, &[])
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, b, _)| b)
+}
+
+/// Runs `f` to completion on a runtime of its own; on a thread of its own when called from
+/// async code, where a runtime cannot be started.
+fn block_on<T: Send>(f: impl Future<Output = Option<T>> + Send) -> Option<T> {
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?
+            .block_on(f)
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| s.spawn(run).join().ok().flatten())
+    } else {
+        run()
+    }
+}

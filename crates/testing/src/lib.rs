@@ -1,0 +1,32 @@
+//! What the demo, the end-to-end tests and the benchmarks share to drive Sextant from the
+//! outside, the way a user or a proxy does:
+//! - `tools`: the real Envoy, kubectl and helm (and the `sextant` binary of this build);
+//! - `process`: child processes killed on drop, commands that must succeed or fail, waiting on
+//!   a condition, free ports;
+//! - `http`: one HTTP/1.1 request through hyper's client;
+//! - `backend`: small HTTP backends (axum) that answer with their name;
+//! - `serve`: `sextant serve` on free ports;
+//! - `envoy`: a real Envoy started from `sextant bootstrap`;
+//! - `traffic`: traffic splits, metrics and `/debug/syncz` entries;
+//! - `xds`: a first-response probe of the ADS port, plaintext or TLS, with a client
+//!   certificate or a bearer token.
+//!
+//! Nothing here is part of the control plane; `sextant demo` uses it to show one.
+
+pub mod backend;
+pub mod envoy;
+pub mod http;
+pub mod process;
+pub mod serve;
+pub mod tools;
+pub mod traffic;
+pub mod xds;
+
+pub use backend::Backend;
+pub use envoy::Envoy;
+pub use http::{http_get, request};
+pub use process::{Process, free_port, run, run_fails, try_wait_for, wait_for};
+pub use serve::Serve;
+pub use tools::{envoy, helm, kubectl, repo, sextant_bin, tool};
+pub use traffic::{assert_even_split, metric, split, syncz};
+pub use xds::{SecureClient, first_clusters};
