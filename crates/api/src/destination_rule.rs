@@ -8,7 +8,10 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use crate::common::{Duration, IstioStatus, PortSelector, WorkloadSelector, all_one_of, nullable};
+use crate::{
+    Duration, IstioStatus, PortSelector, WorkloadSelector,
+    schema::{all_one_of, nullable, one_of},
+};
 
 /// Configuration affecting load balancing, outlier detection, etc.
 #[skip_serializing_none]
@@ -120,7 +123,7 @@ pub struct LoadBalancerSettings {
 }
 
 fn lb_policy_one_of(schema: &mut Schema) {
-    crate::common::one_of(schema, &["simple", "consistentHash", "backendUtilization"]);
+    one_of(schema, &["simple", "consistentHash", "backendUtilization"]);
 }
 
 /// Standard load balancing algorithms that require no tuning.

@@ -6,11 +6,18 @@
 //! deserializes and serializes back to the same JSON. They carry no semantics: validation and
 //! meaning live in `sextant-index` and `sextant-model`. Nothing here talks to a cluster.
 
-mod common;
 pub mod crd;
+mod destination;
 mod destination_rule;
+mod schema;
+mod selector;
+mod status;
+mod values;
 mod virtual_service;
 
-pub use common::*;
+pub use destination::*;
 pub use destination_rule::*;
+pub use selector::*;
+pub use status::*;
+pub use values::*;
 pub use virtual_service::*;

@@ -8,8 +8,9 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use crate::common::{
-    Destination, Duration, IstioStatus, Percent, PortSelector, StringMatch, nullable, one_of,
+use crate::{
+    Destination, Duration, IstioStatus, Percent, PortSelector, StringMatch,
+    schema::{nullable, one_of},
 };
 
 /// Configuration affecting label/content routing, sni routing, etc.
