@@ -87,7 +87,7 @@ fn identities_of(inline: &str) -> Vec<String> {
         .decode(inline)
         .expect("base64");
     let leaf = CertificateDer::from_pem_slice(&pem).expect("PEM");
-    sextant::tls::certificate_identities(&leaf)
+    sextant_ca::certificate_identities(&leaf)
         .iter()
         .map(ToString::to_string)
         .collect()

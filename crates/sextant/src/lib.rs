@@ -1,7 +1,7 @@
 //! The `sextant` command: every subcommand and the glue between the library crates.
 
 pub mod admin;
-pub mod ca;
+pub mod ca_store;
 pub mod cli;
 pub mod cmd;
 pub mod demo;

@@ -10,12 +10,10 @@ use std::{
     },
 };
 
-use sextant_compiler::{
-    EncodedResources, Part,
-    secret::{ROOT as ROOT_SECRET, WORKLOAD as WORKLOAD_SECRET},
-};
+use sextant_ca::Secrets;
+use sextant_compiler::{EncodedResources, Part};
 use sextant_index::Changes;
-use sextant_model::{Identity, Kind, Proxy, Snapshot};
+use sextant_model::{Kind, Proxy, Snapshot};
 use sextant_xds::{Generator, ProxyResources, protocol::Event};
 
 use crate::metrics::Metrics;
@@ -43,149 +41,13 @@ pub struct Mesh {
     /// What scopes share: one copy of identical resources across scopes and snapshots,
     /// clusters and load assignments built once per snapshot.
     cache: Mutex<sextant_compiler::ScopeCache>,
-    /// SDS secrets, when the mesh has a CA.
+    /// SDS secrets (`ROOTCA` for every proxy, `default` for a proved identity), when the
+    /// mesh has a CA.
     secrets: Option<Secrets>,
     /// The secrets of a mesh without a CA.
     no_secrets: sextant_compiler::List,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
-}
-
-/// SDS over ADS, for plain Envoy: the root (`ROOTCA`) for every proxy, and a workload
-/// certificate with its key (`default`) for a proxy that proved its identity on the secure
-/// port, and only for that identity. Certificates are issued on first use, shared by the
-/// proxies of an identity, and replaced once half their life has passed.
-pub struct Secrets {
-    ca: Arc<crate::ca::Ca>,
-    ttl: std::time::Duration,
-    /// `[ROOTCA]`.
-    anonymous: sextant_compiler::List,
-    root: sextant_compiler::Encoded,
-    /// By identity.
-    issued: Mutex<HashMap<Identity, Issued>>,
-}
-
-/// A workload certificate served to the proxies of one identity.
-struct Issued {
-    at: std::time::Instant,
-    /// `[ROOTCA, default]`.
-    list: sextant_compiler::List,
-    /// Past half its life: the next request for it issues a new one.
-    renew: bool,
-}
-
-impl Secrets {
-    /// Secrets from `ca`, workload certificates valid for `ttl`.
-    pub fn new(ca: Arc<crate::ca::Ca>, ttl: std::time::Duration) -> Secrets {
-        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-            CertificateValidationContext, Secret, secret,
-        };
-        let root = sextant_compiler::Encoded::new(
-            ROOT_SECRET,
-            &Secret {
-                name: ROOT_SECRET.to_owned(),
-                r#type: Some(secret::Type::ValidationContext(
-                    CertificateValidationContext {
-                        trusted_ca: Some(inline(ca.cert_pem())),
-                        ..Default::default()
-                    },
-                )),
-            },
-        );
-        Secrets {
-            ca,
-            ttl,
-            anonymous: Arc::from([root.clone()]),
-            root,
-            issued: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn list(&self, identity: Option<&Identity>) -> sextant_compiler::List {
-        let Some(identity) = identity else {
-            return self.anonymous.clone();
-        };
-        let current = {
-            let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-            match issued.get(identity) {
-                Some(i) if !i.renew && i.at.elapsed() < self.ttl => return i.list.clone(),
-                Some(i) => Some((i.at, i.list.clone())),
-                None => None,
-            }
-        };
-        // Signing takes a while: not under the lock (two proxies of one identity may both
-        // issue; the first stored wins).
-        let fresh: sextant_compiler::List = match self.issue(identity) {
-            Ok(default) => Arc::from([self.root.clone(), default]),
-            Err(e) => {
-                tracing::error!(%identity, error = %e, "cannot issue a workload certificate");
-                // A certificate still valid stays served.
-                return match current {
-                    Some((at, list)) if at.elapsed() < self.ttl => list,
-                    _ => self.anonymous.clone(),
-                };
-            }
-        };
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get(identity) {
-            Some(i) if !i.renew && i.at.elapsed() < self.ttl => i.list.clone(),
-            _ => {
-                issued.insert(
-                    identity.clone(),
-                    Issued {
-                        at: std::time::Instant::now(),
-                        list: fresh.clone(),
-                        renew: false,
-                    },
-                );
-                fresh
-            }
-        }
-    }
-
-    fn issue(&self, identity: &Identity) -> anyhow::Result<sextant_compiler::Encoded> {
-        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-            Secret, TlsCertificate, secret,
-        };
-        let workload = self.ca.workload(identity, self.ttl)?;
-        Ok(sextant_compiler::Encoded::new(
-            WORKLOAD_SECRET,
-            &Secret {
-                name: WORKLOAD_SECRET.to_owned(),
-                r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-                    certificate_chain: Some(inline(&workload.chain_pem)),
-                    private_key: Some(inline(&workload.key_pem)),
-                    ..Default::default()
-                })),
-            },
-        ))
-    }
-
-    /// Marks certificates past half their life for renewal at the next update (and drops
-    /// expired ones nobody renewed); whether any were marked. All renewals go through here,
-    /// so that every proxy of an identity is woken for its new certificate.
-    pub fn expire(&self) -> bool {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        issued.retain(|_, i| i.at.elapsed() < self.ttl);
-        let mut marked = false;
-        for i in issued.values_mut() {
-            if !i.renew && i.at.elapsed() >= self.ttl / 2 {
-                i.renew = true;
-                marked = true;
-            }
-        }
-        marked
-    }
-}
-
-fn inline(text: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
-    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
-    DataSource {
-        specifier: Some(data_source::Specifier::InlineBytes(
-            text.as_bytes().to_vec(),
-        )),
-        ..Default::default()
-    }
 }
 
 impl Mesh {
@@ -401,54 +263,6 @@ mod tests {
             namespace: "default".into(),
             name: "x".into(),
         }
-    }
-
-    #[test]
-    fn secrets_are_the_root_for_everyone_and_a_certificate_only_for_a_proved_identity() {
-        use envoy_types::pb::envoy::{
-            config::core::v3::data_source::Specifier,
-            extensions::transport_sockets::tls::v3::{Secret, secret},
-        };
-        use prost::Message;
-        let ca = Arc::new(crate::ca::Ca::generate().expect("root"));
-        let secrets = Secrets::new(ca.clone(), std::time::Duration::from_secs(3600));
-        let names = |l: &sextant_compiler::List| -> Vec<String> {
-            l.iter().map(|e| e.name.clone()).collect()
-        };
-        assert_eq!(names(&secrets.list(None)), [ROOT_SECRET]);
-        let id = Identity::parse("spiffe://cluster.local/ns/bookinfo/sa/reviews").expect("id");
-        let list = secrets.list(Some(&id));
-        assert_eq!(names(&list), [ROOT_SECRET, WORKLOAD_SECRET]);
-        assert!(Arc::ptr_eq(&list, &secrets.list(Some(&id))), "issued once");
-        let default = Secret::decode(list[1].body.to_bytes()).expect("a Secret");
-        let Some(secret::Type::TlsCertificate(cert)) = default.r#type else {
-            panic!("not a certificate: {default:?}");
-        };
-        let Some(Specifier::InlineBytes(chain)) = cert.certificate_chain.and_then(|d| d.specifier)
-        else {
-            panic!("no inline chain");
-        };
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let leaf = CertificateDer::from_pem_slice(&chain).expect("PEM");
-        assert_eq!(
-            &*crate::tls::certificate_identities(&leaf),
-            std::slice::from_ref(&id)
-        );
-        assert!(!secrets.expire(), "nothing is past half its life");
-
-        // Renewal: only through `expire`, so that one wake reaches every proxy of the identity.
-        let short = Secrets::new(ca, std::time::Duration::from_secs(2));
-        let first = short.list(Some(&id));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        assert!(
-            Arc::ptr_eq(&first, &short.list(Some(&id))),
-            "past half its life, but not renewed behind the other proxies' backs"
-        );
-        assert!(short.expire(), "marked for renewal");
-        assert!(!short.expire(), "marked once");
-        let second = short.list(Some(&id));
-        assert!(!Arc::ptr_eq(&first, &second), "issued again");
-        assert!(Arc::ptr_eq(&second, &short.list(Some(&id))));
     }
 
     #[test]

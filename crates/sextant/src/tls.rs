@@ -132,26 +132,7 @@ fn client_identities(tls: &TlsStream<TcpStream>) -> Arc<[Identity]> {
     let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         return Arc::from([]);
     };
-    certificate_identities(leaf.as_ref())
-}
-
-/// The SPIFFE ids among a DER certificate's URI SANs.
-pub fn certificate_identities(der: &[u8]) -> Arc<[Identity]> {
-    use x509_parser::{extensions::GeneralName, prelude::FromDer};
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
-        return Arc::from([]);
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Arc::from([]);
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Identity::parse(uri),
-            _ => None,
-        })
-        .collect()
+    sextant_ca::certificate_identities(leaf.as_ref())
 }
 
 impl AsyncRead for Connection {

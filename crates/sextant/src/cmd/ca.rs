@@ -2,13 +2,14 @@
 //! certificates from it for proxies that authenticate to the secure xDS port with a client
 //! certificate (plain Envoy outside Kubernetes, where there are no service-account tokens).
 
-use std::{path::Path, process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use sextant_ca::{Ca, SystemClock};
 use sextant_model::Identity;
 
 use crate::{
-    ca::{Ca, write_file},
+    ca_store::{self, write_file},
     cli::{CaCommand, IssueArgs},
 };
 
@@ -38,7 +39,7 @@ fn init(dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    Ca::generate()?.write_dir(dir)?;
+    ca_store::write_dir(&Ca::generate(Arc::new(SystemClock))?, dir)?;
     println!("wrote {}/ca.crt and ca.key", dir.display());
     Ok(())
 }
@@ -59,7 +60,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     let identity = Identity::parse(&uri).with_context(|| {
         format!("{uri} is not a SPIFFE identity (--trust-domain, --namespace and --service-account must be non-empty and contain no '/')")
     })?;
-    let ca = Ca::from_dir(&ca_dir)?;
+    let ca = ca_store::read_dir(&ca_dir, Arc::new(SystemClock))?;
     let workload = ca.workload(&identity, Duration::from_secs(ttl_hours * 3600))?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     write_file(&out_dir.join("cert-chain.pem"), &workload.chain_pem, 0o644)?;

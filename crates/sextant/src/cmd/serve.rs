@@ -13,16 +13,17 @@ use std::{
 use anyhow::Context;
 
 use notify::Watcher;
+use sextant_ca::{Ca, Secrets, SystemClock};
 use sextant_index::{Index, Object};
 use sextant_model::Kind;
 use sextant_xds::{AdsServer, Registry, grpc::AdsService};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    admin,
+    admin, ca_store,
     cli::{LogFormat, ServeArgs},
     files,
-    mesh::{Mesh, Secrets},
+    mesh::Mesh,
     metrics::Metrics,
 };
 
@@ -214,12 +215,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
         )?),
     };
+    let clock = Arc::new(SystemClock);
     let ca = match (&ca_dir, &client) {
-        (Some(dir), _) => crate::ca::Ca::from_dir(dir)?,
+        (Some(dir), _) => ca_store::read_dir(dir, clock)?,
         (None, Some(client)) => {
-            crate::ca::Ca::from_cluster(client.clone(), &lease_namespace).await?
+            ca_store::from_cluster(client.clone(), &lease_namespace, clock).await?
         }
-        (None, None) => crate::ca::Ca::generate()?,
+        (None, None) => Ca::generate(clock)?,
     };
     let ca = Arc::new(ca);
     let mesh = Arc::new(

@@ -1,0 +1,340 @@
+//! The root (ECDSA P-256) and what it signs: serving certificates for Sextant's own TLS
+//! endpoints (the admission webhook, the secure xDS port) and workload certificates.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use sextant_model::Identity;
+
+use crate::{Clock, Error};
+
+/// How long a generated root is valid.
+const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// How long a serving certificate is valid.
+const SERVING_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+/// How far back a serving certificate's validity starts, for clients whose clocks lag ours.
+const SERVING_BACKDATE: Duration = Duration::from_secs(300);
+
+/// How far back a workload certificate's validity starts (as Istio's).
+const WORKLOAD_BACKDATE: Duration = Duration::from_secs(120);
+
+/// The root: its certificate and key as PEM (to store them), parsed once for signing, and
+/// the clock that dates what it signs.
+pub struct Ca {
+    cert_pem: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    root: CertificateDer<'static>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A serving certificate chain and its key, as rustls takes them.
+pub struct Serving {
+    /// Leaf first, then the root.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// A workload's certificate and key, PEM.
+pub struct WorkloadCert {
+    /// The leaf certificate (the root is distributed separately, as `root-cert.pem`).
+    pub chain_pem: String,
+    /// The leaf's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// A new root, valid for ten years from `clock`'s now.
+    pub fn generate(clock: Arc<dyn Clock>) -> Result<Ca, Error> {
+        let key = KeyPair::generate().map_err(Error::GenerateKey)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "sextant");
+        dn.push(DnType::CommonName, "sextant root CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = clock.now();
+        params.not_before = now.into();
+        params.not_after = (now + ROOT_TTL).into();
+        let cert = params.self_signed(&key).map_err(Error::SignRoot)?;
+        Ca::from_pem(&cert.pem(), &key.serialize_pem(), clock)
+    }
+
+    /// The root from PEM text, checked to be usable.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, clock: Arc<dyn Clock>) -> Result<Ca, Error> {
+        let key = KeyPair::from_pem(key_pem).map_err(Error::RootKey)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(Error::RootCert)?;
+        let root = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(Error::RootPem)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer,
+            root,
+            clock,
+        })
+    }
+
+    /// The root certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The root's private key, PEM (to store it).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The root certificate as a `caBundle` (base64 of the PEM).
+    pub fn bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.cert_pem.as_bytes())
+    }
+
+    /// The clock that dates what this CA signs.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A serving certificate for these names and addresses, valid for a year.
+    pub fn serving(&self, names: &[String], ips: &[IpAddr]) -> Result<Serving, Error> {
+        let key = KeyPair::generate().map_err(Error::GenerateKey)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(Error::ServingNames)?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map_or("sextant", String::as_str),
+        );
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = self.clock.now();
+        params.not_before = (now - SERVING_BACKDATE).into();
+        params.not_after = (now + SERVING_TTL).into();
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(Error::SignServing)?;
+        Ok(Serving {
+            chain: vec![cert.der().clone(), self.root.clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+
+    /// A rustls server configuration serving a certificate for `names` and `ips`.
+    pub fn server_config(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.tls(names, ips, None)
+    }
+
+    /// The secure xDS port's configuration: HTTP/2, and a client certificate verified against
+    /// this root when the client presents one (istiod's `VerifyClientCertIfGiven`; callers
+    /// without one must authenticate with a token).
+    pub fn xds_server_config(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<Arc<rustls::ServerConfig>, Error> {
+        self.tls(names, ips, Some(self.client_verifier(true)?))
+    }
+
+    /// Verifies client certificates against this root; `optional`: clients may present none.
+    pub fn client_verifier(
+        &self,
+        optional: bool,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.root.clone()).map_err(Error::Tls)?;
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        );
+        let builder = if optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        builder.build().map_err(Error::ClientVerifier)
+    }
+
+    /// A serving certificate for `names` and `ips` with `clients` verifying client
+    /// certificates (and HTTP/2 by ALPN), or none.
+    fn tls(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let serving = self.serving(names, ips)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(Error::Tls)?;
+        let mut config = match &clients {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        }
+        .with_single_cert(serving.chain, serving.key)
+        .map_err(Error::Tls)?;
+        if clients.is_some() {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+        }
+        Ok(Arc::new(config))
+    }
+
+    /// A workload certificate for `identity` as Istio issues them: the SPIFFE id as the only
+    /// (URI) SAN, an empty subject, usable for serving and as a client, valid from two minutes
+    /// ago for `ttl`.
+    pub fn workload(&self, identity: &Identity, ttl: Duration) -> Result<WorkloadCert, Error> {
+        let key = KeyPair::generate().map_err(Error::GenerateKey)?;
+        let uri = identity
+            .to_string()
+            .try_into()
+            .map_err(|source| Error::IdentityUri {
+                identity: identity.clone(),
+                source,
+            })?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = self.clock.now();
+        params.not_before = (now - WORKLOAD_BACKDATE).into();
+        params.not_after = (now + ttl).into();
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| Error::SignWorkload {
+                identity: identity.clone(),
+                source,
+            })?;
+        Ok(WorkloadCert {
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use rustls::pki_types::UnixTime;
+
+    use super::*;
+    use crate::{FakeClock, certificate_identities};
+
+    /// 2023-11-14: far from the real date, so nothing passes by reading the system clock.
+    fn start() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn unix(t: SystemTime) -> UnixTime {
+        UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).expect("after 1970"))
+    }
+
+    /// The validity of a DER certificate, as times.
+    fn validity(der: &[u8]) -> (SystemTime, SystemTime) {
+        use x509_parser::prelude::FromDer;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).expect("DER");
+        let at = |t: x509_parser::time::ASN1Time| {
+            UNIX_EPOCH + Duration::from_secs(t.timestamp().try_into().expect("after 1970"))
+        };
+        (
+            at(cert.validity().not_before),
+            at(cert.validity().not_after),
+        )
+    }
+
+    #[test]
+    fn a_generated_root_signs_serving_certificates_and_round_trips_through_pem() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(start()));
+        let ca = Ca::generate(clock.clone()).expect("root");
+        let again = Ca::from_pem(&ca.cert_pem, &ca.key_pem, clock).expect("reads back");
+        let serving = again
+            .serving(
+                &["sextant.istio-system.svc".into()],
+                &["127.0.0.1".parse().expect("ip")],
+            )
+            .expect("serving certificate");
+        assert_eq!(serving.chain.len(), 2);
+        assert!(again.server_config(&["localhost".into()], &[]).is_ok());
+        assert!(Ca::from_pem("not pem", &ca.key_pem, ca.clock().clone()).is_err());
+        assert!(ca.bundle().len() > 100);
+    }
+
+    #[test]
+    fn workload_certificates_carry_only_the_spiffe_identity_and_chain_to_the_root() {
+        let clock = Arc::new(FakeClock::new(start()));
+        let ca = Ca::generate(clock.clone()).expect("root");
+        let id = Identity::parse("spiffe://cluster.local/ns/bookinfo/sa/reviews").expect("id");
+        let workload = ca
+            .workload(&id, Duration::from_secs(86_400))
+            .expect("signed");
+        let leaf = CertificateDer::from_pem_slice(workload.chain_pem.as_bytes()).expect("pem");
+        assert_eq!(&*certificate_identities(&leaf), std::slice::from_ref(&id));
+        let verifier = ca.client_verifier(false).expect("verifier");
+        let now = unix(clock.now());
+        verifier
+            .verify_client_cert(&leaf, &[], now)
+            .expect("a client certificate the secure xDS port accepts");
+        let other = Ca::generate(clock).expect("another root");
+        let foreign = other
+            .workload(&id, Duration::from_secs(60))
+            .expect("signed");
+        let foreign = CertificateDer::from_pem_slice(foreign.chain_pem.as_bytes()).expect("pem");
+        assert!(verifier.verify_client_cert(&foreign, &[], now).is_err());
+    }
+
+    #[test]
+    fn validity_follows_the_clock() {
+        let clock = Arc::new(FakeClock::new(start()));
+        let ca = Ca::generate(clock.clone()).expect("root");
+        let root = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("pem");
+        assert_eq!(validity(&root), (start(), start() + ROOT_TTL));
+
+        clock.advance(Duration::from_secs(3600));
+        let now = start() + Duration::from_secs(3600);
+        let serving = ca.serving(&["localhost".into()], &[]).expect("serving");
+        assert_eq!(
+            validity(&serving.chain[0]),
+            (now - SERVING_BACKDATE, now + SERVING_TTL)
+        );
+        let id = Identity::parse("spiffe://cluster.local/ns/a/sa/b").expect("id");
+        let ttl = Duration::from_secs(86_400);
+        let workload = ca.workload(&id, ttl).expect("signed");
+        let leaf = CertificateDer::from_pem_slice(workload.chain_pem.as_bytes()).expect("pem");
+        assert_eq!(validity(&leaf), (now - WORKLOAD_BACKDATE, now + ttl));
+
+        let verifier = ca.client_verifier(false).expect("verifier");
+        verifier
+            .verify_client_cert(&leaf, &[], unix(now + ttl - Duration::from_secs(1)))
+            .expect("valid until its end");
+        assert!(
+            verifier
+                .verify_client_cert(&leaf, &[], unix(now + ttl + Duration::from_secs(1)))
+                .is_err(),
+            "expired after its ttl"
+        );
+    }
+}
