@@ -92,7 +92,7 @@ impl Outgoing {
         }
     }
 
-    fn value(&self, i: usize) -> &sextant_compiler::Body {
+    fn value(&self, i: usize) -> &sextant_resources::Body {
         match self {
             Outgoing::Sotw(r) => &r.resources[i],
             Outgoing::Delta(r) => &r.resources[i].body,
@@ -694,7 +694,7 @@ mod tests {
     };
     use http_body::Body as _;
     use prost::Message;
-    use sextant_compiler::{Encoded, type_url};
+    use sextant_resources::{Encoded, type_url};
 
     /// Everything the body writes: data bytes and the trailers.
     async fn drain(mut body: ResponseBody) -> (Vec<u8>, http::HeaderMap) {

@@ -24,7 +24,7 @@ use std::{
 };
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use sextant_compiler::{Body, Encoded, EncodedResources, type_url};
+use sextant_resources::{Body, Encoded, EncodedResources, type_url};
 
 /// The xDS types Sextant serves, in push order (make before break: secrets before the
 /// clusters and listeners whose TLS contexts name them).
@@ -124,7 +124,7 @@ pub struct ProxyResources {
     pub own: Arc<EncodedResources>,
     /// SDS secrets (`ROOTCA`, and `default` for a proxy that proved its identity), sorted by
     /// name.
-    pub secrets: sextant_compiler::List,
+    pub secrets: sextant_resources::List,
 }
 
 impl ProxyResources {

@@ -361,7 +361,7 @@ fn keep_unchanged_own(
     previous: &Arc<ProxyResources>,
     fresh: Arc<ProxyResources>,
 ) -> Arc<ProxyResources> {
-    use sextant_compiler::Encoded;
+    use sextant_resources::Encoded;
     // Each resource's hash is its content's: comparing names and hashes is enough.
     let same = |a: &[Encoded], b: &[Encoded]| {
         a.len() == b.len()

@@ -11,7 +11,7 @@ use envoy_types::pb::{
     },
     google::rpc::Status,
 };
-use sextant_compiler::{Encoded, EncodedResources, type_url};
+use sextant_resources::{Encoded, EncodedResources, type_url};
 use sextant_xds::protocol::{Delta, Event, Sotw};
 
 fn cluster(name: &str, timeout: i64) -> Encoded {
