@@ -11,8 +11,9 @@ use std::{
 
 use bytes::Bytes;
 use sextant_model::{DestinationRule, ProxyFlavor};
+use sextant_resources::{Body, Encoded, EncodedResources, List};
 
-use crate::{Body, Context, Encoded, EncodedResources, List};
+use crate::Context;
 
 /// Shared by the scopes of one control plane; see the module documentation.
 #[derive(Debug, Default)]

@@ -22,13 +22,12 @@ use envoy_types::pb::envoy::{
 use sextant_model::{Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
 
 use prost::Message;
+use sextant_resources::{Encoded, wire};
 
 use crate::{
-    Encoded,
     context::{Context, inbound_cluster, outbound_cluster},
     policy::{self, CONNECT_TIMEOUT_SECS, Target},
     proto::{ads, any, list_value, map_of, metadata, seconds, socket, string_value, struct_value},
-    wire,
 };
 
 /// Every cluster of the proxy, sorted by name, and the names of those that use EDS.

@@ -11,12 +11,11 @@ use prost::Message;
 use sextant_model::{
     Endpoint as ModelEndpoint, Health, Protocol, ProxyFlavor, Resolution, Service,
 };
+use sextant_resources::{Encoded, wire};
 
 use crate::{
-    Encoded,
     context::{Context, outbound_cluster},
-    proto::{ip_socket, metadata, string_value, u32v},
-    wire,
+    proto::{ip_socket, ip_text, metadata, string_value, u32v},
 };
 
 /// The load assignments of the EDS clusters named in `wanted`, sorted by name. Each endpoint is
@@ -121,7 +120,7 @@ fn locality_len(l: &sextant_model::Locality) -> usize {
 /// A plain Envoy `LbEndpoint` written directly: address, health, weight 1. Equivalent to
 /// `lb_endpoint(.., false)` encoded by prost (the golden tests decode it).
 fn encode_lb_endpoint(buf: &mut Vec<u8>, text: &mut String, ep: &ModelEndpoint, port: u16) {
-    wire::ip_text(ep.address, text);
+    ip_text(ep.address, text);
     // endpoint (1) { address (1) { socket_address (1) { address (2), port_value (3) } } }
     let socket =
         wire::field_len(text.len()) + 1 + prost::encoding::encoded_len_varint(u64::from(port));

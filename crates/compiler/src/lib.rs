@@ -6,7 +6,10 @@
 //! VirtualService rules. Names and defaults follow istiod (see `istio-compat.md` in the design
 //! notes). Istio-proxy-only extensions (`istio.*` filters) are never emitted, so every resource
 //! is accepted by stock Envoy. `json` renders resources with Envoy's field names and `bootstrap`
-//! inlines them into a static Envoy bootstrap for `envoy --mode validate`.
+//! inlines them into a static Envoy bootstrap for `envoy --mode validate`. What it produces
+//! is `sextant-resources`' vocabulary (`Encoded`, `Body`, `List`, `EncodedResources`, type URLs,
+//! SDS names), re-exported here; resources are assembled from shared parts with that crate's
+//! `wire` helpers, and `EncodedResources::memo` carries `rds`' record of virtual host origins.
 
 pub mod bootstrap;
 mod cache;
@@ -19,7 +22,6 @@ mod policy;
 mod proto;
 mod rds;
 mod routes;
-mod wire;
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
@@ -29,29 +31,9 @@ use sextant_model::{Proxy, Snapshot};
 
 pub use cache::ScopeCache;
 pub use context::{Context, Part};
-pub use rds::Memo;
-
-/// Type URLs of the resources the compiler produces.
-pub mod type_url {
-    /// CDS.
-    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    /// EDS.
-    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-    /// LDS.
-    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    /// RDS.
-    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    /// SDS.
-    pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-}
-
-/// Istio's SDS names, which TLS contexts refer to and the control plane serves.
-pub mod secret {
-    /// The workload certificate and key.
-    pub const WORKLOAD: &str = "default";
-    /// The trust bundle.
-    pub const ROOT: &str = "ROOTCA";
-}
+// The encoded-resource vocabulary is `sextant-resources`'; re-exported for the callers that
+// know it by the compiler's name.
+pub use sextant_resources::{Body, Encoded, EncodedResources, List, Memo, secret, type_url};
 
 /// Everything one proxy receives, each list sorted by resource name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -64,171 +46,6 @@ pub struct Resources {
     pub listeners: Vec<Listener>,
     /// RDS.
     pub routes: Vec<RouteConfiguration>,
-}
-
-/// One resource encoded once: its name, protobuf bytes (shared, cheap to clone) and a content
-/// hash used as its version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Encoded {
-    /// Resource name.
-    pub name: String,
-    /// Protobuf encoding of the resource (not wrapped in `Any`).
-    pub body: Body,
-    /// xxh3 of the encoding.
-    pub hash: u64,
-}
-
-/// A resource's encoding: one buffer, or parts sent one after the other. A route
-/// configuration is kept as parts (one per virtual host) so that the parts are shared between
-/// scopes and reused when a snapshot changes other virtual hosts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Body {
-    /// The whole encoding.
-    One(bytes::Bytes),
-    /// The encoding is the concatenation of the parts; `len` is their total size.
-    Parts {
-        /// In order.
-        parts: std::sync::Arc<[bytes::Bytes]>,
-        /// Total size.
-        len: usize,
-    },
-}
-
-impl Body {
-    /// Encoded size.
-    pub fn len(&self) -> usize {
-        match self {
-            Body::One(b) => b.len(),
-            Body::Parts { len, .. } => *len,
-        }
-    }
-
-    /// Whether the encoding is empty (a message with every field at its default).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The buffers to send, in order.
-    pub fn chunks(&self) -> &[bytes::Bytes] {
-        match self {
-            Body::One(b) => std::slice::from_ref(b),
-            Body::Parts { parts, .. } => parts,
-        }
-    }
-
-    /// The encoding in one buffer (copied when in parts).
-    pub fn to_bytes(&self) -> bytes::Bytes {
-        match self {
-            Body::One(b) => b.clone(),
-            Body::Parts { parts, len } => {
-                let mut out = Vec::with_capacity(*len);
-                for p in parts.iter() {
-                    out.extend_from_slice(p);
-                }
-                out.into()
-            }
-        }
-    }
-
-    fn hash(&self) -> u64 {
-        match self {
-            Body::One(b) => xxhash_rust::xxh3::xxh3_64(b),
-            Body::Parts { parts, .. } => {
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                for p in parts.iter() {
-                    h.update(p);
-                }
-                h.digest()
-            }
-        }
-    }
-}
-
-impl Encoded {
-    /// Encodes one message.
-    pub fn new<M: prost::Message>(name: &str, message: &M) -> Encoded {
-        Encoded::from_bytes(name, message.encode_to_vec())
-    }
-
-    /// Wraps already encoded bytes.
-    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Encoded {
-        Encoded::from_body(name, Body::One(bytes.into()))
-    }
-
-    /// Wraps an encoding made of parts.
-    pub fn from_parts(name: &str, parts: Vec<bytes::Bytes>) -> Encoded {
-        let len = parts.iter().map(bytes::Bytes::len).sum();
-        Encoded::from_body(
-            name,
-            Body::Parts {
-                parts: parts.into(),
-                len,
-            },
-        )
-    }
-
-    fn from_body(name: &str, body: Body) -> Encoded {
-        Encoded {
-            name: name.to_owned(),
-            hash: body.hash(),
-            body,
-        }
-    }
-
-    /// Decodes the resource (for display and tests).
-    pub fn decode<M: prost::Message + Default>(&self) -> M {
-        M::decode(self.body.to_bytes()).expect("the compiler encodes valid messages")
-    }
-
-    /// The version string sent to Envoy.
-    pub fn version(&self) -> String {
-        format!("{:016x}", self.hash)
-    }
-}
-
-/// Resources of one type, sorted by name; shared by every scope with the same list.
-pub type List = std::sync::Arc<[Encoded]>;
-
-/// A proxy's resources, encoded. Two are equal when their resources are (whatever the memo).
-#[derive(Clone, Debug, Default)]
-pub struct EncodedResources {
-    /// CDS.
-    pub clusters: List,
-    /// EDS.
-    pub endpoints: List,
-    /// LDS.
-    pub listeners: List,
-    /// RDS.
-    pub routes: List,
-    /// Where the route configurations' virtual hosts came from, for [`recompile_part`].
-    pub memo: rds::Memo,
-}
-
-impl PartialEq for EncodedResources {
-    fn eq(&self, other: &Self) -> bool {
-        self.clusters == other.clusters
-            && self.endpoints == other.endpoints
-            && self.listeners == other.listeners
-            && self.routes == other.routes
-    }
-}
-
-impl Eq for EncodedResources {}
-
-impl EncodedResources {
-    /// Total encoded size in bytes.
-    pub fn size(&self) -> usize {
-        [
-            &self.clusters,
-            &self.endpoints,
-            &self.listeners,
-            &self.routes,
-        ]
-        .iter()
-        .flat_map(|l| l.iter())
-        .map(|e| e.body.len())
-        .sum()
-    }
 }
 
 /// Compiles and encodes the full configuration of `proxy` from `snapshot`. This is what the
@@ -330,11 +147,14 @@ fn build(
             previous.memo.clone(),
         ),
         _ => {
+            // A set without the compiler's origins (merged parts) reuses no virtual host.
+            let none = rds::Origins::default();
             let previous = previous.map(|(p, _)| rds::Previous {
                 routes: &p.routes,
-                memo: &p.memo,
+                origins: p.memo.get().unwrap_or(&none),
             });
-            let (routes, memo) = rds::route_configurations(&ctx, previous.as_ref());
+            let (routes, origins) = rds::route_configurations(&ctx, previous.as_ref());
+            let memo = Memo::new(origins);
             (encode_listeners(&ctx).into(), routes.into(), memo)
         }
     };
@@ -384,25 +204,6 @@ pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
     p.workload_service_account = None;
     p.identity = None;
     p
-}
-
-impl EncodedResources {
-    /// Merges two parts (each sorted by name) into one sorted set.
-    pub fn merge(&self, other: &EncodedResources) -> EncodedResources {
-        fn join(a: &[Encoded], b: &[Encoded]) -> Vec<Encoded> {
-            let mut out: Vec<Encoded> = a.iter().chain(b).cloned().collect();
-            out.sort_by(|x, y| x.name.cmp(&y.name));
-            out.dedup_by(|x, y| x.name == y.name);
-            out
-        }
-        EncodedResources {
-            clusters: join(&self.clusters, &other.clusters).into(),
-            endpoints: join(&self.endpoints, &other.endpoints).into(),
-            listeners: join(&self.listeners, &other.listeners).into(),
-            routes: join(&self.routes, &other.routes).into(),
-            memo: rds::Memo::default(),
-        }
-    }
 }
 
 /// The same configuration as messages, for display, JSON and tests.

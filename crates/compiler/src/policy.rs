@@ -42,6 +42,7 @@ use sextant_model::{
     ClientTls, ConnectionPool, DestinationRule, HashAlgorithm, LbPolicy as ModelLb, LoadBalancer,
     OutlierDetection as ModelOd, ProxyFlavor, TlsMode, TrafficPolicy,
 };
+use sextant_resources::secret;
 
 use crate::proto::{any, duration, map_of, seconds, transport_socket, u32v};
 
@@ -453,7 +454,7 @@ fn istio_mutual_context(
                 ..Default::default()
             }),
             alpn_protocols: alpn,
-            tls_certificate_sds_secret_configs: vec![sds(crate::secret::WORKLOAD)],
+            tls_certificate_sds_secret_configs: vec![sds(secret::WORKLOAD)],
             validation_context_type: Some(
                 common_tls_context::ValidationContextType::CombinedValidationContext(
                     common_tls_context::CombinedCertificateValidationContext {
@@ -461,7 +462,7 @@ fn istio_mutual_context(
                             match_typed_subject_alt_names: sans.iter().map(|s| exact(s)).collect(),
                             ..Default::default()
                         }),
-                        validation_context_sds_secret_config: Some(sds(crate::secret::ROOT)),
+                        validation_context_sds_secret_config: Some(sds(secret::ROOT)),
                         ..Default::default()
                     },
                 ),

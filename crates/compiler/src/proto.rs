@@ -141,3 +141,29 @@ pub fn transport_socket<M: Message + Name>(name: &str, config: &M) -> TransportS
         ),
     }
 }
+
+/// Formats an IP address without allocating.
+pub fn ip_text(ip: std::net::IpAddr, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let o = *octet;
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + (o / 10) % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}

@@ -15,23 +15,24 @@ use sextant_model::{Service, VirtualService, host_matches};
 
 use prost::Message;
 
+use sextant_resources::{Encoded, wire};
+
 use crate::{
-    Encoded,
     context::Context,
-    proto::{boolv, seconds, u32v},
-    routes, wire,
+    proto::{boolv, ip_text, seconds, u32v},
+    routes,
 };
 
 /// Where each virtual host of a proxy's route configurations came from, so that a rebuild after
 /// VirtualService changes re-encodes only the virtual hosts whose VirtualService changed.
 #[derive(Clone, Debug, Default)]
-pub struct Memo {
+pub struct Origins {
     /// By route configuration name, in the order of `EncodedResources::routes`.
-    configs: Vec<ConfigMemo>,
+    configs: Vec<ConfigOrigins>,
 }
 
 #[derive(Clone, Debug)]
-struct ConfigMemo {
+struct ConfigOrigins {
     /// One per service with the configuration's port, in order.
     hosts: Vec<Origin>,
 }
@@ -61,37 +62,38 @@ impl Origin {
 pub struct Previous<'a> {
     /// Route configurations, sorted by name.
     pub routes: &'a [Encoded],
-    /// Their memo.
-    pub memo: &'a Memo,
+    /// Where their virtual hosts came from.
+    pub origins: &'a Origins,
 }
 
-/// Route configurations the proxy's HTTP listeners ask for, sorted by name, and their memo.
-/// With `previous`, virtual hosts whose origin did not change are reused as they are.
+/// Route configurations the proxy's HTTP listeners ask for, sorted by name, and where their
+/// virtual hosts came from. With `previous`, virtual hosts whose origin did not change are
+/// reused as they are.
 pub fn route_configurations(
     ctx: &Context<'_>,
     previous: Option<&Previous<'_>>,
-) -> (Vec<Encoded>, Memo) {
+) -> (Vec<Encoded>, Origins) {
     let mut by_port: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for svc in ctx.services() {
         for port in svc.ports.iter().filter(|p| p.protocol.is_http()) {
             by_port.entry(port.port).or_default().push(svc);
         }
     }
-    let mut out: Vec<(Encoded, ConfigMemo)> = by_port
+    let mut out: Vec<(Encoded, ConfigOrigins)> = by_port
         .into_iter()
         .map(|(port, services)| {
             let old = previous.and_then(|p| {
                 let name = port.to_string();
                 let i = p.routes.binary_search_by(|e| e.name.cmp(&name)).ok()?;
-                let memo = p.memo.configs.get(i)?;
-                (memo.hosts.len() == services.len()).then(|| (&p.routes[i], memo))
+                let origins = p.origins.configs.get(i)?;
+                (origins.hosts.len() == services.len()).then(|| (&p.routes[i], origins))
             });
             route_configuration(ctx, port, &services, old)
         })
         .collect();
     out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let (routes, configs) = out.into_iter().unzip();
-    (routes, Memo { configs })
+    (routes, Origins { configs })
 }
 
 /// A route configuration for a name the proxy asked for that we do not know: empty, as Istio
@@ -114,8 +116,8 @@ fn route_configuration(
     ctx: &Context<'_>,
     port: u16,
     services: &[&Service],
-    old: Option<(&Encoded, &ConfigMemo)>,
-) -> (Encoded, ConfigMemo) {
+    old: Option<(&Encoded, &ConfigOrigins)>,
+) -> (Encoded, ConfigOrigins) {
     // Virtual hosts for hosts that name no service are checked against every domain, which
     // a rebuild from parts does not collect.
     let old =
@@ -203,7 +205,7 @@ fn route_configuration(
             }
         })
         .collect();
-    (Encoded::from_parts(&name, parts), ConfigMemo { hosts })
+    (Encoded::from_parts(&name, parts), ConfigOrigins { hosts })
 }
 
 /// Reused buffers: a route configuration is built one virtual host at a time.
@@ -286,7 +288,7 @@ fn for_each_domain(ctx: &Context<'_>, svc: &Service, text: &mut String, mut f: i
     f(text);
     f(&text[..short]);
     if let Some(ip) = svc.cluster_ip {
-        wire::ip_text(ip, text);
+        ip_text(ip, text);
         f(text);
     }
 }

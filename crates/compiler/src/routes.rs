@@ -36,6 +36,7 @@ use sextant_model::{
     self as model, AbortError, HashKey, HeaderMatch, HttpAction, HttpMatch, HttpRoute, LbPolicy,
     Percentage, RedirectPort, StringMatch, VirtualService,
 };
+use sextant_resources::wire;
 
 use crate::{
     context::{Context, outbound_cluster},
@@ -102,7 +103,7 @@ pub fn default_route_bytes(ctx: &Context<'_>, host: &str, port: u16, out: &mut V
     use prost::Message;
     static SHARED: std::sync::LazyLock<(Vec<u8>, Vec<u8>)> = std::sync::LazyLock::new(|| {
         let mut head = Vec::new();
-        crate::wire::message_field(&mut head, 1, &prefix_match("/"));
+        wire::message_field(&mut head, 1, &prefix_match("/"));
         let action = RouteAction {
             timeout: Some(seconds(0)),
             retry_policy: Some(default_retry_policy(false)),
@@ -121,7 +122,7 @@ pub fn default_route_bytes(ctx: &Context<'_>, host: &str, port: u16, out: &mut V
     let cluster_field = 1 + varint_len(cluster.len()) + cluster.len();
     prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, out);
     prost::encoding::encode_varint((cluster_field + action_tail.len()) as u64, out);
-    crate::wire::string_field(out, 1, &cluster);
+    wire::string_field(out, 1, &cluster);
     out.extend_from_slice(action_tail);
     // decorator (5): Decorator { operation (1) }
     let operation = format!("{host}:{port}/*");
@@ -130,8 +131,8 @@ pub fn default_route_bytes(ctx: &Context<'_>, host: &str, port: u16, out: &mut V
         (1 + varint_len(operation.len()) + operation.len()) as u64,
         out,
     );
-    crate::wire::string_field(out, 1, &operation);
-    crate::wire::string_field(out, 14, "default");
+    wire::string_field(out, 1, &operation);
+    wire::string_field(out, 14, "default");
 }
 
 fn varint_len(n: usize) -> usize {

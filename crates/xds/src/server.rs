@@ -20,7 +20,9 @@ use tonic::Status;
 
 use crate::{
     grpc::{AdsService, Caller, Outgoing, Requests, Streams},
-    protocol::{Delta, Event, ProxyResources, Sotw, SotwRequest, TypeStatus},
+    protocol::{
+        Clock, Delta, Event, Interner, ProxyResources, Sotw, SotwRequest, SystemClock, TypeStatus,
+    },
 };
 
 /// What the server needs from the rest of the control plane.
@@ -107,9 +109,10 @@ impl Registry {
 }
 
 /// The protocol of a stream: state-of-the-world or delta.
-trait Machine: Default + Send + 'static {
+trait Machine: Send + 'static {
     type Req: Send + 'static;
     const NAME: &'static str;
+    fn new(names: &Interner, clock: &Arc<dyn Clock>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Option<Outgoing>;
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing>;
@@ -120,6 +123,9 @@ trait Machine: Default + Send + 'static {
 impl Machine for Sotw {
     type Req = SotwRequest;
     const NAME: &'static str = "sotw";
+    fn new(names: &Interner, clock: &Arc<dyn Clock>) -> Self {
+        Sotw::new(names.clone(), clock.clone())
+    }
     fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
     }
@@ -143,6 +149,9 @@ impl Machine for Sotw {
 impl Machine for Delta {
     type Req = DeltaDiscoveryRequest;
     const NAME: &'static str = "delta";
+    fn new(_names: &Interner, clock: &Arc<dyn Clock>) -> Self {
+        Delta::new(clock.clone())
+    }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
@@ -170,6 +179,9 @@ pub struct AdsServer<G> {
     registry: Arc<Registry>,
     shutdown: watch::Receiver<bool>,
     max_request_bytes: usize,
+    /// Subscribed names, one copy for every stream of this server that asks for the same.
+    names: Interner,
+    clock: Arc<dyn Clock>,
 }
 
 /// Largest request accepted by default (Envoy's requests are small; this bounds hostile ones).
@@ -190,7 +202,15 @@ impl<G: Generator> AdsServer<G> {
             registry,
             shutdown,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            names: Interner::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Sets the clock that connection and stream statuses are stamped with.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sets the largest request accepted.
@@ -222,6 +242,8 @@ impl<G: Generator> AdsServer<G> {
         let mut updates = self.updates.clone();
         let registry = self.registry.clone();
         let mut shutdown = self.shutdown.clone();
+        let names = self.names.clone();
+        let clock = self.clock.clone();
         tokio::spawn(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
@@ -259,7 +281,7 @@ impl<G: Generator> AdsServer<G> {
                 Connection {
                     proxy: proxy.id.clone(),
                     protocol: M::NAME,
-                    connected_at: SystemTime::now(),
+                    connected_at: clock.now(),
                     identity: proxy.identity.as_ref().map(ToString::to_string),
                     types: BTreeMap::new(),
                 },
@@ -278,7 +300,7 @@ impl<G: Generator> AdsServer<G> {
                     }
                 }
             });
-            let mut machine = M::default();
+            let mut machine = M::new(&names, &clock);
             updates.borrow_and_update();
             let mut resources = generator.resources(&proxy);
             let mut pending = Some(first);
@@ -361,7 +383,7 @@ fn keep_unchanged_own(
     previous: &Arc<ProxyResources>,
     fresh: Arc<ProxyResources>,
 ) -> Arc<ProxyResources> {
-    use sextant_compiler::Encoded;
+    use sextant_resources::Encoded;
     // Each resource's hash is its content's: comparing names and hashes is enough.
     let same = |a: &[Encoded], b: &[Encoded]| {
         a.len() == b.len()

@@ -1,6 +1,6 @@
 //! The ADS protocol state machines, without sockets.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use envoy_types::pb::{
     envoy::{
@@ -11,8 +11,18 @@ use envoy_types::pb::{
     },
     google::rpc::Status,
 };
-use sextant_compiler::{Encoded, EncodedResources, type_url};
-use sextant_xds::protocol::{Delta, Event, Sotw};
+use sextant_resources::{Encoded, EncodedResources, type_url};
+use sextant_xds::protocol::{Delta, Event, Interner, Sotw, SystemClock};
+
+/// A state-of-the-world stream with a pool of names of its own.
+fn sotw() -> Sotw {
+    Sotw::new(Interner::default(), Arc::new(SystemClock))
+}
+
+/// A delta stream.
+fn delta() -> Delta {
+    Delta::new(Arc::new(SystemClock))
+}
 
 fn cluster(name: &str, timeout: i64) -> Encoded {
     Encoded::new(
@@ -76,7 +86,7 @@ fn nack(mut r: DiscoveryRequest) -> DiscoveryRequest {
 #[test]
 fn sotw_initial_request_gets_everything_and_an_ack_gets_nothing() {
     let all = state(&[("a", 1), ("b", 1)]);
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let r = s
         .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
         .expect("response");
@@ -91,7 +101,7 @@ fn sotw_initial_request_gets_everything_and_an_ack_gets_nothing() {
 
 #[test]
 fn sotw_update_sends_only_changed_types_in_push_order() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1)]);
     for url in [type_url::LISTENER, type_url::CLUSTER] {
         s.on_request(req(url, &[], "", ""), &all).expect("initial");
@@ -107,7 +117,7 @@ fn sotw_update_sends_only_changed_types_in_push_order() {
 
 #[test]
 fn sotw_nacked_version_is_not_resent_but_a_newer_one_is() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let bad = state(&[("a", 1)]);
     let r = s
         .on_request(req(type_url::CLUSTER, &[], "", ""), &bad)
@@ -135,7 +145,7 @@ fn sotw_nacked_version_is_not_resent_but_a_newer_one_is() {
 
 #[test]
 fn sotw_stale_nonces_are_ignored() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1)]);
     let first = s
         .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
@@ -155,7 +165,7 @@ fn sotw_stale_nonces_are_ignored() {
 
 #[test]
 fn sotw_named_types_send_what_was_asked_and_answer_name_changes() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1), ("b", 1)]);
     let r = s
         .on_request(req(type_url::ENDPOINT, &["a", "zzz"], "", ""), &all)
@@ -188,7 +198,7 @@ fn cla_with(name: &str, endpoints: usize) -> Encoded {
 
 #[test]
 fn sotw_updates_of_named_types_carry_only_what_changed() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let mut all = state(&[("a", 1), ("b", 1), ("c", 1)]);
     let first = s
         .on_request(
@@ -286,7 +296,7 @@ fn sotw_requests_decode_from_envoys_message_and_reordered_names_are_no_change() 
         .expect("same wire format");
     assert_eq!(ours, envoy.clone().into());
 
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1), ("b", 1)]);
     let r = s
         .on_request(req(type_url::ENDPOINT, &["a", "b"], "", ""), &all)
@@ -318,7 +328,7 @@ fn sotw_requests_decode_from_envoys_message_and_reordered_names_are_no_change() 
 
 #[test]
 fn sotw_updated_clusters_get_every_assignment_again_after_a_partial_eds_update() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let mut all = state(&[("a", 1), ("b", 1)]);
     let cds = s
         .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
@@ -366,7 +376,7 @@ fn sotw_updated_clusters_get_every_assignment_again_after_a_partial_eds_update()
 
 #[test]
 fn sotw_eds_is_answered_after_clusters_are_sent() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1)]);
     let eds = s
         .on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
@@ -395,7 +405,7 @@ fn dreq(url: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryR
 
 #[test]
 fn delta_sends_changes_and_removals_only() {
-    let mut d = Delta::default();
+    let mut d = delta();
     let r = d
         .on_request(
             dreq(type_url::CLUSTER, &[], &[], ""),
@@ -439,7 +449,7 @@ fn delta_reconnect_with_initial_versions_skips_what_the_proxy_has() {
             )
         })
         .collect();
-    let mut d = Delta::default();
+    let mut d = delta();
     let mut first = dreq(type_url::CLUSTER, &[], &[], "");
     first.initial_resource_versions = versions;
     let r = d.on_request(first, &all).expect("initial");
@@ -455,7 +465,7 @@ fn delta_reconnect_with_initial_versions_skips_what_the_proxy_has() {
 #[test]
 fn delta_named_subscriptions_and_unsubscribe() {
     let all = state(&[("a", 1), ("b", 1)]);
-    let mut d = Delta::default();
+    let mut d = delta();
     let r = d
         .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)
         .expect("sub a");
@@ -493,7 +503,7 @@ fn delta_named_subscriptions_and_unsubscribe() {
 
 #[test]
 fn delta_nacked_resources_are_not_resent() {
-    let mut d = Delta::default();
+    let mut d = delta();
     let all = state(&[("a", 1)]);
     let r = d
         .on_request(dreq(type_url::CLUSTER, &[], &[], ""), &all)
@@ -511,7 +521,7 @@ fn delta_nacked_resources_are_not_resent() {
 
 #[test]
 fn sotw_nack_carrying_new_names_is_answered() {
-    let mut s = Sotw::default();
+    let mut s = sotw();
     let all = state(&[("a", 1), ("b", 1)]);
     let r = s
         .on_request(req(type_url::ENDPOINT, &["a"], "", ""), &all)
@@ -528,7 +538,7 @@ fn sotw_nack_carrying_new_names_is_answered() {
 #[test]
 fn delta_subscriptions_in_stale_or_nack_requests_are_applied() {
     let all = state(&[("a", 1), ("b", 1)]);
-    let mut d = Delta::default();
+    let mut d = delta();
     let first = d
         .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)
         .expect("a");
@@ -567,7 +577,7 @@ fn delta_subscriptions_in_stale_or_nack_requests_are_applied() {
 #[test]
 fn delta_reconnect_of_named_resources_resends_only_what_changed() {
     let all = state(&[("a", 1), ("b", 1)]);
-    let mut d = Delta::default();
+    let mut d = delta();
     let mut first = dreq(type_url::ENDPOINT, &["a", "b"], &[], "");
     first.initial_resource_versions = all
         .endpoints
@@ -595,7 +605,7 @@ fn delta_reconnect_of_named_resources_resends_only_what_changed() {
 
 #[test]
 fn delta_removes_resources_held_at_unknown_versions() {
-    let mut d = Delta::default();
+    let mut d = delta();
     let mut first = dreq(type_url::CLUSTER, &[], &[], "");
     first.initial_resource_versions = [("gone".to_owned(), "not-hex".to_owned())].into();
     let r = d.on_request(first, &state(&[("a", 1)])).expect("initial");
@@ -604,7 +614,7 @@ fn delta_removes_resources_held_at_unknown_versions() {
 
 #[test]
 fn delta_resubscribe_gets_rejected_content_again() {
-    let mut d = Delta::default();
+    let mut d = delta();
     let all = state(&[("a", 1)]);
     let r = d
         .on_request(dreq(type_url::ENDPOINT, &["a"], &[], ""), &all)

@@ -4,29 +4,30 @@
 //! per-instance fields followed by bytes shared with every similar resource (a cluster's policy,
 //! a route's retry policy), each encoded once. This is what keeps a full sidecar compile within
 //! its budget: prost's encoder recomputes nested lengths at every level and the full structs
-//! cost an allocation per field.
+//! cost an allocation per field. The ADS server writes the envelope of its responses (gRPC
+//! frames around shared resource bytes) with the same helpers.
 
+use bytes::BufMut;
 use prost::{
     Message,
     encoding::{WireType, encode_key, encode_varint, encoded_len_varint},
 };
 
 /// Appends a length-delimited field holding `data`.
-pub fn bytes_field(buf: &mut Vec<u8>, tag: u32, data: &[u8]) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(data.len() as u64, buf);
-    buf.extend_from_slice(data);
+pub fn bytes_field(buf: &mut impl BufMut, tag: u32, data: &[u8]) {
+    open_field(buf, tag, data.len());
+    buf.put_slice(data);
 }
 
 /// Appends a string field (empty strings are omitted, as proto3 does).
-pub fn string_field(buf: &mut Vec<u8>, tag: u32, s: &str) {
+pub fn string_field(buf: &mut impl BufMut, tag: u32, s: &str) {
     if !s.is_empty() {
         bytes_field(buf, tag, s.as_bytes());
     }
 }
 
 /// Appends a varint field (zero is omitted).
-pub fn varint_field(buf: &mut Vec<u8>, tag: u32, v: u64) {
+pub fn varint_field(buf: &mut impl BufMut, tag: u32, v: u64) {
     if v != 0 {
         encode_key(tag, WireType::Varint, buf);
         encode_varint(v, buf);
@@ -34,14 +35,13 @@ pub fn varint_field(buf: &mut Vec<u8>, tag: u32, v: u64) {
 }
 
 /// Appends a message field.
-pub fn message_field<M: Message>(buf: &mut Vec<u8>, tag: u32, m: &M) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(m.encoded_len() as u64, buf);
+pub fn message_field<M: Message>(buf: &mut impl BufMut, tag: u32, m: &M) {
+    open_field(buf, tag, m.encoded_len());
     m.encode_raw(buf);
 }
 
 /// Appends a `google.protobuf.UInt32Value` field.
-pub fn u32_value_field(buf: &mut Vec<u8>, tag: u32, v: u32) {
+pub fn u32_value_field(buf: &mut impl BufMut, tag: u32, v: u32) {
     encode_key(tag, WireType::LengthDelimited, buf);
     if v == 0 {
         encode_varint(0, buf);
@@ -56,34 +56,13 @@ pub fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-/// Writes the key and length of a length-delimited field whose content follows.
-pub fn open_field(buf: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+/// The size of [`string_field`] with `tag` < 16 (nothing for an empty string).
+pub fn string_field_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { field_len(s.len()) }
 }
 
-/// Formats an IP address without allocating.
-pub fn ip_text(ip: std::net::IpAddr, out: &mut String) {
-    use std::fmt::Write;
-    out.clear();
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                let o = *octet;
-                if o >= 100 {
-                    out.push(char::from(b'0' + o / 100));
-                }
-                if o >= 10 {
-                    out.push(char::from(b'0' + (o / 10) % 10));
-                }
-                out.push(char::from(b'0' + o % 10));
-            }
-        }
-        std::net::IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+/// Writes the key and length of a length-delimited field whose content follows.
+pub fn open_field(buf: &mut impl BufMut, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
 }

@@ -1,0 +1,103 @@
+//! A response on its way to the wire, and its gRPC encoding: the message's envelope (frame
+//! prefix, scalar fields, each resource's `Any` or `Resource` head) is written here, and the
+//! resource bytes follow it as they are, shared.
+
+use bytes::{BufMut, BytesMut};
+use sextant_resources::{Body, wire};
+
+use crate::protocol::{DeltaResponse, SotwResponse};
+
+/// A response on its way to the wire.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// State of the world.
+    Sotw(SotwResponse),
+    /// Incremental.
+    Delta(DeltaResponse),
+}
+
+impl Outgoing {
+    pub(super) fn count(&self) -> usize {
+        match self {
+            Outgoing::Sotw(r) => r.resources.len(),
+            Outgoing::Delta(r) => r.resources.len(),
+        }
+    }
+
+    pub(super) fn value(&self, i: usize) -> &Body {
+        match self {
+            Outgoing::Sotw(r) => &r.resources[i],
+            Outgoing::Delta(r) => &r.resources[i].body,
+        }
+    }
+
+    /// The response's type URL.
+    pub fn type_url(&self) -> &'static str {
+        match self {
+            Outgoing::Sotw(r) => r.type_url,
+            Outgoing::Delta(r) => r.type_url,
+        }
+    }
+
+    /// `google.protobuf.Any { type_url = 1, value = 2 }` of the i-th resource.
+    fn any_len(&self, i: usize) -> usize {
+        wire::field_len(self.type_url().len()) + wire::field_len(self.value(i).len())
+    }
+
+    /// Length of the i-th entry of `resources` (field 2), without its own tag and length.
+    fn entry_len(&self, i: usize) -> usize {
+        match self {
+            Outgoing::Sotw(_) => self.any_len(i),
+            Outgoing::Delta(r) => {
+                let e = &r.resources[i];
+                // Resource { version = 1, resource = 2, name = 3 }
+                wire::field_len(16)
+                    + wire::field_len(self.any_len(i))
+                    + wire::string_field_len(&e.name)
+            }
+        }
+    }
+
+    /// Everything but the resources: the gRPC frame prefix and the scalar fields.
+    pub(super) fn head(&self) -> BytesMut {
+        let mut head = BytesMut::with_capacity(128);
+        head.put_u8(0); // not compressed
+        head.put_u32(0); // length, set below
+        match self {
+            Outgoing::Sotw(r) => {
+                wire::string_field(&mut head, 1, &r.version_info);
+                wire::string_field(&mut head, 4, r.type_url);
+                wire::string_field(&mut head, 5, &r.nonce);
+            }
+            Outgoing::Delta(r) => {
+                wire::string_field(&mut head, 1, &r.system_version_info);
+                wire::string_field(&mut head, 4, r.type_url);
+                wire::string_field(&mut head, 5, &r.nonce);
+                for name in &r.removed_resources {
+                    wire::bytes_field(&mut head, 6, name.as_bytes());
+                }
+            }
+        }
+        let resources: usize = (0..self.count())
+            .map(|i| wire::field_len(self.entry_len(i)))
+            .sum();
+        let total = head.len() - 5 + resources;
+        head[1..5].copy_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
+        head
+    }
+
+    /// The i-th entry up to the resource bytes (which follow it directly).
+    pub(super) fn entry_head(&self, i: usize, buf: &mut BytesMut) {
+        let url = self.type_url();
+        let value = self.value(i).len();
+        wire::open_field(buf, 2, self.entry_len(i));
+        if let Outgoing::Delta(r) = self {
+            let e = &r.resources[i];
+            wire::string_field(buf, 3, &e.name);
+            wire::bytes_field(buf, 1, e.version().as_bytes());
+            wire::open_field(buf, 2, self.any_len(i));
+        }
+        wire::string_field(buf, 1, url);
+        wire::open_field(buf, 2, value);
+    }
+}

@@ -1,0 +1,335 @@
+//! The requests of one stream, reassembled from the HTTP/2 body and decoded. A large request
+//! is reassembled only with one of its listener's permits, given back if its data stops
+//! arriving for [`LARGE_REQUEST_IDLE`].
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{BufMut, BytesMut};
+use tonic::{Status, body::Body};
+
+use super::CHUNK;
+
+/// Requests at least this large are reassembled only with a permit from the listener's
+/// [`LargeRequests`].
+pub const LARGE_REQUEST: usize = 64 * 1024;
+
+/// How many streams of one listener may reassemble a large request at once. A
+/// state-of-the-world proxy sends its whole load-assignment subscription in every EDS request
+/// (150 KB at W-M); in a connect storm a thousand of them arrive together, and holding all of
+/// them at once costs more memory than everything else the server keeps. Streams waiting for
+/// a permit stop reading, so HTTP/2 flow control (the server's stream window) holds their
+/// proxies back.
+const LARGE_REQUEST_PERMITS: usize = 32;
+
+/// How long a stream may hold a permit without receiving data: a client that stops sending
+/// in the middle of a large request must not keep the others waiting.
+const LARGE_REQUEST_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The permits of one listener (so that callers of the plaintext port cannot hold those of
+/// the authenticated one).
+pub type LargeRequests = Arc<tokio::sync::Semaphore>;
+
+/// A listener's permits.
+pub fn large_requests() -> LargeRequests {
+    Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS))
+}
+
+type Permit = Pin<
+    Box<
+        dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
+/// The requests of one stream, decoded from the HTTP/2 body. The read buffer is released
+/// when empty once it has grown past [`CHUNK`], so an idle stream holds no large buffer, and
+/// a large request is read only with a permit (see [`LARGE_REQUEST_PERMITS`]).
+pub struct Requests<T> {
+    body: Body,
+    buf: BytesMut,
+    max: usize,
+    done: bool,
+    /// Where permits come from.
+    permits: LargeRequests,
+    /// Held while a large request is reassembled, with the time by which more data must
+    /// arrive.
+    permit: Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        Pin<Box<tokio::time::Sleep>>,
+    )>,
+    /// Waiting for one.
+    waiting: Option<Permit>,
+    _message: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: prost::Message + Default> Requests<T> {
+    /// Requests of at most `max` bytes each from `body`; large ones reassembled with one of
+    /// `permits`.
+    pub fn new(body: Body, max: usize, permits: LargeRequests) -> Self {
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            max,
+            done: false,
+            permits,
+            permit: None,
+            waiting: None,
+            _message: std::marker::PhantomData,
+        }
+    }
+
+    /// The next complete message in the buffer, if any.
+    fn take(&mut self) -> Option<Result<T, Status>> {
+        use bytes::Buf;
+        if self.buf.len() < 5 {
+            return None;
+        }
+        if self.buf[0] != 0 {
+            return Some(Err(Status::unimplemented(
+                "compressed requests are not supported",
+            )));
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > self.max {
+            return Some(Err(Status::out_of_range(format!(
+                "request of {len} bytes is larger than the limit of {} bytes",
+                self.max
+            ))));
+        }
+        if self.buf.len() < 5 + len {
+            if len >= LARGE_REQUEST && self.permit.is_none() {
+                if self.waiting.is_none() {
+                    self.waiting = Some(Box::pin(self.permits.clone().acquire_owned()));
+                }
+                return None;
+            }
+            // Grown as data arrives, not by what the header claims.
+            self.buf
+                .reserve((5 + len - self.buf.len()).min(LARGE_REQUEST));
+            return None;
+        }
+        self.buf.advance(5);
+        let message = self.buf.split_to(len).freeze();
+        self.permit = None;
+        if self.buf.capacity() > CHUNK && self.buf.len() <= CHUNK {
+            // Keep what follows (the start of the next message) in a small buffer.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+        Some(T::decode(message).map_err(|e| Status::invalid_argument(format!("bad request: {e}"))))
+    }
+}
+
+impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(message) = this.take() {
+                if message.is_err() {
+                    this.done = true;
+                }
+                return Poll::Ready(Some(message));
+            }
+            if let Some(waiting) = &mut this.waiting {
+                // The semaphore is never closed.
+                this.permit = std::task::ready!(waiting.as_mut().poll(cx))
+                    .ok()
+                    .map(|p| (p, Box::pin(tokio::time::sleep(LARGE_REQUEST_IDLE))));
+                this.waiting = None;
+                continue;
+            }
+            let frame = match http_body::Body::poll_frame(Pin::new(&mut this.body), cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if let Some((_, idle)) = &mut this.permit
+                        && idle.as_mut().poll(cx).is_ready()
+                    {
+                        this.done = true;
+                        this.permit = None;
+                        return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                            "a request larger than {LARGE_REQUEST} bytes stopped arriving for {LARGE_REQUEST_IDLE:?}"
+                        )))));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.put_slice(&data);
+                    }
+                    if let Some((_, idle)) = &mut this.permit {
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + LARGE_REQUEST_IDLE);
+                    }
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.done = true;
+                    if !this.buf.is_empty() {
+                        return Poll::Ready(Some(Err(Status::invalid_argument(
+                            "stream ended inside a message",
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use bytes::Bytes;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use http_body::Frame;
+    use prost::Message;
+    use sextant_resources::type_url;
+
+    #[tokio::test]
+    async fn large_requests_of_more_streams_than_permits_all_decode() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..4000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        assert!(big.encoded_len() >= LARGE_REQUEST);
+        let wire = framed(&big);
+        let permits = large_requests();
+        let streams: Vec<_> = (0..LARGE_REQUEST_PERMITS * 2)
+            .map(|_| {
+                let permits = permits.clone();
+                let pieces: VecDeque<Bytes> =
+                    wire.chunks(4096).map(Bytes::copy_from_slice).collect();
+                let big = big.clone();
+                tokio::spawn(async move {
+                    let mut requests: Requests<DiscoveryRequest> =
+                        Requests::new(Body::new(Pieces::new(pieces)), 1 << 20, permits);
+                    assert_eq!(requests.next().await.expect("one").expect("decodes"), big);
+                })
+            })
+            .collect();
+        for stream in streams {
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream)
+                .await
+                .expect("every permit is given back")
+                .expect("decoded");
+        }
+        assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_request_that_stops_arriving_ends_its_stream_and_frees_the_permit() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..4000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let wire = framed(&big);
+        let permits = large_requests();
+        let mut stalled: Requests<DiscoveryRequest> = Requests::new(
+            Body::new(Pieces::then_stall(VecDeque::from([
+                Bytes::copy_from_slice(&wire[..1000]),
+            ]))),
+            1 << 20,
+            permits.clone(),
+        );
+        let err = stalled
+            .next()
+            .await
+            .expect("an error")
+            .expect_err("timed out");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(stalled.next().await.is_none());
+        assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
+    }
+
+    /// A request body of these pieces; then its end, or (`stall`) nothing, forever.
+    struct Pieces(VecDeque<Bytes>, bool);
+
+    impl Pieces {
+        fn new(pieces: VecDeque<Bytes>) -> Pieces {
+            Pieces(pieces, false)
+        }
+
+        fn then_stall(pieces: VecDeque<Bytes>) -> Pieces {
+            Pieces(pieces, true)
+        }
+    }
+
+    impl http_body::Body for Pieces {
+        type Data = Bytes;
+        type Error = Status;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None if self.1 => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn framed(message: &impl Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[tokio::test]
+    async fn requests_split_across_frames_decode_and_oversized_ones_end_the_stream() {
+        use tokio_stream::StreamExt;
+        let big = DiscoveryRequest {
+            resource_names: (0..3000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let small = DiscoveryRequest {
+            type_url: type_url::CLUSTER.into(),
+            ..Default::default()
+        };
+        let mut wire = framed(&big);
+        wire.extend(framed(&small));
+        // Cut everywhere: mid-prefix, mid-message, across the two messages.
+        let pieces: VecDeque<Bytes> = wire.chunks(7).map(Bytes::copy_from_slice).collect();
+        let mut requests: Requests<DiscoveryRequest> =
+            Requests::new(Body::new(Pieces::new(pieces)), 1 << 20, large_requests());
+        assert_eq!(requests.next().await.expect("first").expect("decodes"), big);
+        assert!(
+            requests.buf.capacity() <= CHUNK,
+            "the large read buffer is released"
+        );
+        assert_eq!(
+            requests.next().await.expect("second").expect("decodes"),
+            small
+        );
+        assert!(requests.next().await.is_none());
+
+        let pieces = VecDeque::from([Bytes::from(framed(&big))]);
+        let mut limited: Requests<DiscoveryRequest> =
+            Requests::new(Body::new(Pieces::new(pieces)), 1024, large_requests());
+        let err = limited
+            .next()
+            .await
+            .expect("an error")
+            .expect_err("too large");
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(limited.next().await.is_none());
+    }
+}
