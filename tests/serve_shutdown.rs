@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::{
         DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
-use sextant_compiler::type_url;
+use sextant_resources::type_url;
 use sextant_testing::{Process, Serve, request};
 use tokio_stream::StreamExt;
 

@@ -14,11 +14,11 @@ use envoy_types::pb::envoy::{
         CertificateValidationContext, Secret, TlsCertificate, secret,
     },
 };
-use sextant_compiler::{
+use sextant_model::Identity;
+use sextant_resources::{
     Encoded, List,
     secret::{ROOT as ROOT_SECRET, WORKLOAD as WORKLOAD_SECRET},
 };
-use sextant_model::Identity;
 
 use crate::{Ca, Error};
 

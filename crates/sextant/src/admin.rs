@@ -111,22 +111,22 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         clusters: resources
             .clusters
             .iter()
-            .map(sextant_compiler::Encoded::decode)
+            .map(sextant_resources::Encoded::decode)
             .collect(),
         endpoints: resources
             .endpoints
             .iter()
-            .map(sextant_compiler::Encoded::decode)
+            .map(sextant_resources::Encoded::decode)
             .collect(),
         listeners: resources
             .listeners
             .iter()
-            .map(sextant_compiler::Encoded::decode)
+            .map(sextant_resources::Encoded::decode)
             .collect(),
         routes: resources
             .routes
             .iter()
-            .map(sextant_compiler::Encoded::decode)
+            .map(sextant_resources::Encoded::decode)
             .collect(),
     };
     axum::Json(sextant_compiler::json::resources(&decoded)).into_response()

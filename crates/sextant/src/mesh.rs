@@ -11,9 +11,10 @@ use std::{
 };
 
 use sextant_ca::Secrets;
-use sextant_compiler::{EncodedResources, Part};
+use sextant_compiler::Part;
 use sextant_index::Changes;
 use sextant_model::{Kind, Proxy, Snapshot};
+use sextant_resources::EncodedResources;
 use sextant_xds::{Generator, ProxyResources, protocol::Event};
 
 use crate::metrics::Metrics;
@@ -45,7 +46,7 @@ pub struct Mesh {
     /// mesh has a CA.
     secrets: Option<Secrets>,
     /// The secrets of a mesh without a CA.
-    no_secrets: sextant_compiler::List,
+    no_secrets: sextant_resources::List,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
