@@ -14,8 +14,8 @@ use tokio::sync::{Mutex, broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
+    kinds::{self, ResourceType, ServedKinds},
     patch,
-    registry::{self, ResourceType},
     select::Selector,
     store::{Event, EventType, Key, Store, now_rfc3339, parse_rfc3339},
 };
@@ -33,41 +33,30 @@ pub struct Server {
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) types: Vec<ResourceType>,
+    pub(crate) kinds: ServedKinds,
     /// Field ownership for server-side apply: by object, manager and owned leaf paths.
     pub(crate) owners: BTreeMap<Key, BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl Inner {
+    /// Serves the objects of `store`, with the kinds of its CRDs.
+    pub(crate) fn new(store: Store) -> Inner {
+        let mut inner = Inner {
+            store,
+            kinds: ServedKinds::default(),
+            owners: BTreeMap::new(),
+        };
+        inner.refresh_kinds();
+        inner
+    }
+
     /// Built-in kinds plus those of every stored CRD.
-    pub(crate) fn refresh_types(&mut self) {
-        let mut types = registry::builtins();
-        let crds: Vec<Value> = self
+    pub(crate) fn refresh_kinds(&mut self) {
+        let crds = self
             .store
             .list("apiextensions.k8s.io", "customresourcedefinitions", None)
-            .map(|(_, v)| v.clone())
-            .collect();
-        for crd in &crds {
-            match registry::from_crd(crd) {
-                Ok(t) => types.extend(t),
-                Err(e) => tracing::warn!(error = %e, "CRD not served"),
-            }
-        }
-        self.types = types;
-    }
-
-    fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types
-            .iter()
-            .find(|t| t.group == group && t.version == version && t.plural == plural)
-            .cloned()
-    }
-
-    fn group_version(&self, group: &str, version: &str) -> Vec<&ResourceType> {
-        self.types
-            .iter()
-            .filter(|t| t.group == group && t.version == version)
-            .collect()
+            .map(|(_, v)| v);
+        self.kinds = ServedKinds::new(crds);
     }
 }
 
@@ -343,18 +332,18 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
         ["apis"] => {
             return Ok(json_response(
                 StatusCode::OK,
-                registry::group_list(&inner.types),
+                kinds::group_list(&inner.kinds),
             ));
         }
         ["api", "v1"] => {
-            let types = inner.group_version("", "v1");
+            let types = inner.kinds.group_version("", "v1");
             return Ok(json_response(
                 StatusCode::OK,
-                registry::resource_list("v1", &types),
+                kinds::resource_list("v1", &types),
             ));
         }
         ["apis", group] => {
-            let list = registry::group_list(&inner.types);
+            let list = kinds::group_list(&inner.kinds);
             return list["groups"]
                 .as_array()
                 .and_then(|g| g.iter().find(|g| g["name"] == *group))
@@ -367,7 +356,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
                 .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", "not found"));
         }
         ["apis", group, version] => {
-            let types = inner.group_version(group, version);
+            let types = inner.kinds.group_version(group, version);
             if types.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -377,7 +366,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
             }
             return Ok(json_response(
                 StatusCode::OK,
-                registry::resource_list(&format!("{group}/{version}"), &types),
+                kinds::resource_list(&format!("{group}/{version}"), &types),
             ));
         }
         ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, openapi_root(&inner))),
@@ -393,7 +382,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
                     ));
                 }
             };
-            let types = inner.group_version(group, version);
+            let types = inner.kinds.group_version(group, version);
             if types.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -401,7 +390,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
                     "not found",
                 ));
             }
-            return Ok(json_response(StatusCode::OK, registry::openapi_v3(&types)));
+            return Ok(json_response(StatusCode::OK, kinds::openapi_v3(&types)));
         }
         _ => {}
     }
@@ -458,6 +447,7 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[&str]) -> Result<T
     let (namespace, plural, tail) = match rest {
         ["namespaces", ns, plural, tail @ ..]
             if inner
+                .kinds
                 .find(group, version, plural)
                 .is_some_and(|t| t.namespaced) =>
         {
@@ -466,7 +456,10 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[&str]) -> Result<T
         [plural, tail @ ..] => (None, *plural, tail),
         [] => return Err(not_found()),
     };
-    let t = inner.find(group, version, plural).ok_or_else(not_found)?;
+    let t = inner
+        .kinds
+        .find(group, version, plural)
+        .ok_or_else(not_found)?;
     let (name, status) = match tail {
         [] => (None, false),
         [name] => (Some((*name).to_owned()), false),
@@ -714,7 +707,7 @@ fn field_errors(t: &ResourceType, object: &Value) -> (Vec<String>, Vec<(String, 
         errors.extend(crate::builtin::check(&t.kind, object));
     }
     if t.kind == "CustomResourceDefinition"
-        && let Err(e) = registry::from_crd(object)
+        && let Err(e) = kinds::from_crd(object)
     {
         let (field, message) = e.split_once(": ").unwrap_or(("", &e));
         errors.push((field.to_owned(), message.to_owned()));
@@ -923,7 +916,7 @@ fn establish(object: &mut Value) {
     let now = now_rfc3339();
     object["status"] = json!({
         "acceptedNames": object["spec"]["names"].clone(),
-        "storedVersions": registry::storage_version(object).into_iter().collect::<Vec<_>>(),
+        "storedVersions": kinds::storage_version(object).into_iter().collect::<Vec<_>>(),
         "conditions": [
             {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
              "message": "no conflicts found", "lastTransitionTime": now},
@@ -1055,7 +1048,7 @@ fn create_locked(
     }
     let stored = inner.store.put(key, object, EventType::Added);
     if t.kind == "CustomResourceDefinition" {
-        inner.refresh_types();
+        inner.refresh_kinds();
     }
     Ok(Stored(at_version(t, stored), warnings))
 }
@@ -1153,7 +1146,7 @@ fn replace_locked(
     record_update(inner, &key, q, old, &new);
     let stored = inner.store.put(key, new, EventType::Modified);
     if t.kind == "CustomResourceDefinition" {
-        inner.refresh_types();
+        inner.refresh_kinds();
     }
     Ok(Stored(at_version(t, stored), warnings))
 }
@@ -1317,7 +1310,7 @@ fn delete_locked(inner: &mut Inner, t: &ResourceType, key: Key, old: Value) -> V
     inner.owners.remove(&key);
     let gone = inner.store.put(key, old, EventType::Deleted);
     if t.kind == "CustomResourceDefinition" {
-        inner.refresh_types();
+        inner.refresh_kinds();
     }
     at_version(t, gone)
 }
@@ -1400,7 +1393,7 @@ fn review(server: &Server, target: &Target, body: &[u8]) -> Result<Response, Api
 
 fn openapi_root(inner: &Inner) -> Value {
     let mut paths = serde_json::Map::new();
-    for t in &inner.types {
+    for t in inner.kinds.iter() {
         let gv = if t.group.is_empty() {
             format!("api/{}", t.version)
         } else {
@@ -1410,7 +1403,7 @@ fn openapi_root(inner: &Inner) -> Value {
             continue; // one document per group version, whatever its number of kinds
         }
         // The hash lets kubectl cache a document until it changes.
-        let doc = registry::openapi_v3(&inner.group_version(&t.group, &t.version));
+        let doc = kinds::openapi_v3(&inner.kinds.group_version(&t.group, &t.version));
         let hash = format!("{:016X}", crate::store::fnv1a(doc.to_string().as_bytes()));
         paths.insert(
             gv.clone(),

@@ -3,7 +3,7 @@
 //! field validation, client-side and server-side apply, server-side printing), kube-rs
 //! (list and watch with resource versions, bookmarks and `410 Gone`), and Sextant itself.
 //!
-//! What it serves: the built-in kinds Sextant and its Helm chart use (`registry::builtins`),
+//! What it serves: the built-in kinds Sextant and its Helm chart use (`kinds::builtins`),
 //! and custom resources from the CustomResourceDefinitions applied to it, validated against
 //! their `openAPIV3Schema` and CEL rules (`sextant-schema`). Built-in kinds are checked for
 //! unknown fields and wrong types (`builtin`), not for values. Unknown fields follow
@@ -29,9 +29,9 @@
 pub mod admission;
 pub mod api;
 pub mod builtin;
+pub mod kinds;
 pub mod patch;
 pub mod protobuf;
-pub mod registry;
 pub mod select;
 pub mod store;
 pub mod table;
@@ -109,14 +109,8 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
         }
     }
     store.flush();
-    let mut inner = Inner {
-        store,
-        types: Vec::new(),
-        owners: BTreeMap::new(),
-    };
-    inner.refresh_types();
     let server = Arc::new(Server {
-        inner: tokio::sync::Mutex::new(inner),
+        inner: tokio::sync::Mutex::new(Inner::new(store)),
         tokens: options.tokens,
     });
     let listen = options

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{api::age, registry::ResourceType};
+use crate::{api::age, kinds::ResourceType};
 
 /// The objects as a `meta.k8s.io/v1` Table.
 pub fn table(t: &ResourceType, objects: &[Value], rv: u64) -> Value {

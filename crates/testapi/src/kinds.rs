@@ -1,6 +1,6 @@
-//! The resource types the server serves: the built-in kinds Sextant and its Helm chart use, and
-//! those that CustomResourceDefinitions add. Discovery and OpenAPI documents are derived from
-//! this list.
+//! The kinds the server serves (`ServedKinds`): the built-in kinds Sextant and its Helm chart
+//! use, and those that CustomResourceDefinitions add, one `ResourceType` per group, version
+//! and plural. Discovery and OpenAPI documents are derived from them.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +58,48 @@ pub struct Column {
     pub description: String,
     /// Shown only with `-o wide` when above 0.
     pub priority: i64,
+}
+
+/// What the server serves: the built-in kinds and those of the stored CRDs.
+#[derive(Clone, Debug, Default)]
+pub struct ServedKinds {
+    types: Vec<ResourceType>,
+}
+
+impl ServedKinds {
+    /// The built-in kinds plus those of `crds`; a CRD that cannot be served is skipped, with a
+    /// warning.
+    pub fn new<'a>(crds: impl IntoIterator<Item = &'a Value>) -> ServedKinds {
+        let mut types = builtins();
+        for crd in crds {
+            match from_crd(crd) {
+                Ok(t) => types.extend(t),
+                Err(e) => tracing::warn!(error = %e, "CRD not served"),
+            }
+        }
+        ServedKinds { types }
+    }
+
+    /// Every served type, built-in kinds first.
+    pub fn iter(&self) -> std::slice::Iter<'_, ResourceType> {
+        self.types.iter()
+    }
+
+    /// The type served at `group`, `version` and `plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    /// The types of one group version.
+    pub fn group_version(&self, group: &str, version: &str) -> Vec<&ResourceType> {
+        self.types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect()
+    }
 }
 
 impl ResourceType {
@@ -388,9 +430,9 @@ pub fn resource_list(api_version: &str, types: &[&ResourceType]) -> Value {
 }
 
 /// `APIGroupList` of the named groups (versions in the order served, preferred first).
-pub fn group_list(types: &[ResourceType]) -> Value {
+pub fn group_list(kinds: &ServedKinds) -> Value {
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in types.iter().filter(|t| !t.group.is_empty()) {
+    for t in kinds.iter().filter(|t| !t.group.is_empty()) {
         let versions = groups.entry(&t.group).or_default();
         if !versions.contains(&t.version.as_str()) {
             versions.push(&t.version);
