@@ -25,6 +25,26 @@
 //! schema, as Istio's do), mutating webhooks and webhook selectors (see `admission`),
 //! consistent pagination (pages are cut from the current state), and garbage collection by
 //! owner references.
+//!
+//! Modules:
+//! - `api`: the HTTP API, the server's state and what its handlers share;
+//!   - `api::routes`: the one handler, from path and method to the handlers below;
+//!   - `api::discovery`: `/version`, `/api`, `/apis` and OpenAPI v3 documents;
+//!   - `api::crud`: get, list, create, update, delete and delete collection;
+//!   - `api::defaults`: what a write fills in (a Service's cluster IP, a new CRD's status);
+//!   - `api::apply`: PATCH (merge, strategic merge, server-side apply) and field ownership;
+//!   - `api::validation`: an object checked against its type on write, `fieldValidation`;
+//!   - `api::watch`: watches from a resource version or the current objects, bookmarks, `410`;
+//!   - `api::review`: TokenReview, and validating admission webhooks before a write;
+//!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
+//! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
+//! - `store`: objects, resource versions, the event log watches replay, the data directory;
+//! - `admission`: `AdmissionReview` calls to validating webhooks over HTTPS;
+//! - `builtin`: unknown-field and type checks of built-in kinds;
+//! - `patch`: JSON merge, strategic merge and apply patch algorithms;
+//! - `select`: label and field selectors;
+//! - `table`: server-side printing (`Table`) and ages as kubectl prints them;
+//! - `protobuf`: protobuf bodies of Secrets and ConfigMaps, as helm sends them.
 
 pub mod admission;
 pub mod api;
