@@ -15,7 +15,69 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{ApiError, Server, Target, at_version, is_true, selectors};
-use crate::store::{Event, EventType, Key};
+use crate::{
+    kinds::ResourceType,
+    select::Selector,
+    store::{Event, EventType},
+};
+
+/// What a watcher sees: one resource type, maybe one namespace, and the objects its selectors
+/// match.
+struct Scope {
+    t: ResourceType,
+    namespace: Option<String>,
+    labels: Selector,
+    fields: Selector,
+}
+
+impl Scope {
+    fn matches(&self, object: &Value) -> bool {
+        self.labels.matches_labels(object) && self.fields.matches_fields(object)
+    }
+
+    /// The event a watcher with these selectors sees: an object that starts matching is
+    /// ADDED, one that stops matching is DELETED.
+    fn seen_as(&self, e: &Event) -> Option<&'static str> {
+        if e.key.group != self.t.group
+            || e.key.plural != self.t.plural
+            || self
+                .namespace
+                .as_ref()
+                .is_some_and(|n| e.key.namespace != *n)
+        {
+            return None;
+        }
+        let now = self.matches(&e.object);
+        let before = e.previous.as_ref().is_some_and(|o| self.matches(o));
+        match (e.kind, before, now) {
+            (EventType::Deleted, _, true) | (_, true, false) => Some("DELETED"),
+            (EventType::Deleted, _, false) | (_, false, false) => None,
+            (_, true, true) => Some("MODIFIED"),
+            (_, false, true) => Some("ADDED"),
+        }
+    }
+}
+
+/// One event of the watch stream: a JSON line.
+fn line(kind: &str, object: Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// The `ERROR` event that ends a watch the server can no longer continue: `410 Expired`, so
+/// that the client lists again.
+fn expired(message: String) -> Bytes {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": "Expired", "code": 410, "message": message});
+    line("ERROR", status)
+}
+
+/// A `BOOKMARK` object: only the kind and the resource version the watch has reached.
+fn bookmark(t: &ResourceType, rv: u64) -> Value {
+    json!({"kind": t.kind, "apiVersion": t.api_version(),
+           "metadata": {"resourceVersion": rv.to_string()}})
+}
 
 /// A watch: past events (or the current objects) then live ones, as JSON lines, until the
 /// timeout or the client leaves.
@@ -31,26 +93,11 @@ pub(super) async fn watch(
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
         .map_or(Duration::from_secs(1800), Duration::from_secs);
-    let t = target.t.clone();
-    let namespace = target.namespace.clone();
-    // The event a watcher with these selectors sees: an object that starts matching is
-    // ADDED, one that stops matching is DELETED.
-    let seen_as = move |e: &Event| -> Option<&'static str> {
-        if e.key.group != t.group
-            || e.key.plural != t.plural
-            || namespace.as_ref().is_some_and(|n| e.key.namespace != *n)
-        {
-            return None;
-        }
-        let matches = |o: &Value| labels.matches_labels(o) && fields.matches_fields(o);
-        let now = matches(&e.object);
-        let before = e.previous.as_ref().is_some_and(matches);
-        match (e.kind, before, now) {
-            (EventType::Deleted, _, true) | (_, true, false) => Some("DELETED"),
-            (EventType::Deleted, _, false) | (_, false, false) => None,
-            (_, true, true) => Some("MODIFIED"),
-            (_, false, true) => Some("ADDED"),
-        }
+    let scope = Scope {
+        t: target.t.clone(),
+        namespace: target.namespace.clone(),
+        labels,
+        fields,
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let inner = server.inner.lock().await;
@@ -61,32 +108,25 @@ pub(super) async fn watch(
         .transpose()
         .map_err(|_| ApiError::bad_request("resourceVersion: must be a number"))?;
     let t = target.t.clone();
-    let line = move |kind: &str, object: Value| -> Bytes {
-        let mut s = json!({"type": kind, "object": object}).to_string();
-        s.push('\n');
-        Bytes::from(s)
-    };
     let mut first: Vec<Bytes> = Vec::new();
     let now = inner.store.resource_version();
     let live = match requested.filter(|_| !initial_events) {
         Some(rv) => match inner.store.since(rv) {
             Some((past, live)) => {
                 for e in &past {
-                    if let Some(kind) = seen_as(e) {
+                    if let Some(kind) = scope.seen_as(e) {
                         first.push(line(kind, at_version(&t, e.object.clone())));
                     }
                 }
                 live
             }
             None => {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                    "status": "Failure", "reason": "Expired", "code": 410,
-                    "message": format!("too old resource version: {rv} ({now})")});
-                first.push(line("ERROR", status));
                 drop(inner);
-                for b in first {
-                    let _ = tx.send(Ok(b)).await;
-                }
+                let _ = tx
+                    .send(Ok(expired(format!(
+                        "too old resource version: {rv} ({now})"
+                    ))))
+                    .await;
                 return Ok(stream_response(rx));
             }
         },
@@ -95,37 +135,20 @@ pub(super) async fn watch(
                 .store
                 .since(now)
                 .expect("the current version is in the log");
+            // The current objects, already of this type and namespace.
             for (_, o) in inner.store.list(
                 &target.t.group,
                 &target.t.plural,
                 target.namespace.as_deref(),
             ) {
-                let e = Event {
-                    rv: now,
-                    kind: EventType::Added,
-                    key: Key {
-                        group: target.t.group.clone(),
-                        plural: target.t.plural.clone(),
-                        namespace: o["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .into(),
-                        name: String::new(),
-                    },
-                    object: o.clone(),
-                    previous: None,
-                };
-                if seen_as(&e).is_some() {
-                    first.push(line("ADDED", at_version(&t, e.object)));
+                if scope.matches(o) {
+                    first.push(line("ADDED", at_version(&t, o.clone())));
                 }
             }
             if initial_events && bookmarks {
-                first.push(line(
-                    "BOOKMARK",
-                    json!({"kind": t.kind, "apiVersion": t.api_version(),
-                           "metadata": {"resourceVersion": now.to_string(),
-                                        "annotations": {"k8s.io/initial-events-end": "true"}}}),
-                ));
+                let mut end = bookmark(&t, now);
+                end["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+                first.push(line("BOOKMARK", end));
             }
             live
         }
@@ -147,16 +170,14 @@ pub(super) async fn watch(
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if bookmarks => {
-                    let b = line("BOOKMARK", json!({"kind": t.kind, "apiVersion": t.api_version(),
-                        "metadata": {"resourceVersion": last_rv.to_string()}}));
-                    if tx.send(Ok(b)).await.is_err() {
+                    if tx.send(Ok(line("BOOKMARK", bookmark(&t, last_rv)))).await.is_err() {
                         return;
                     }
                 }
                 event = live.recv() => match event {
                     Ok(e) => {
                         last_rv = last_rv.max(e.rv);
-                        if let Some(kind) = seen_as(&e).filter(|_| e.rv > now) {
+                        if let Some(kind) = scope.seen_as(&e).filter(|_| e.rv > now) {
                             let b = line(kind, at_version(&t, e.object.clone()));
                             if tx.send(Ok(b)).await.is_err() {
                                 return;
@@ -164,10 +185,8 @@ pub(super) async fn watch(
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Failure", "reason": "Expired", "code": 410,
-                            "message": "the watch fell behind; list again"});
-                        let _ = tx.send(Ok(line("ERROR", status))).await;
+                        let end = expired("the watch fell behind; list again".into());
+                        let _ = tx.send(Ok(end)).await;
                         return;
                     }
                     Err(RecvError::Closed) => return,
