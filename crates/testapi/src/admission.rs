@@ -15,7 +15,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::registry::ResourceType;
+use crate::kinds::ResourceType;
 
 /// Why a request was not admitted: HTTP status, reason and message for the client.
 pub struct Denied {

@@ -3,7 +3,7 @@
 //! field validation, client-side and server-side apply, server-side printing), kube-rs
 //! (list and watch with resource versions, bookmarks and `410 Gone`), and Sextant itself.
 //!
-//! What it serves: the built-in kinds Sextant and its Helm chart use (`registry::builtins`),
+//! What it serves: the built-in kinds Sextant and its Helm chart use (`kinds::builtins`),
 //! and custom resources from the CustomResourceDefinitions applied to it, validated against
 //! their `openAPIV3Schema` and CEL rules (`sextant-schema`). Built-in kinds are checked for
 //! unknown fields and wrong types (`builtin`), not for values. Unknown fields follow
@@ -25,13 +25,33 @@
 //! schema, as Istio's do), mutating webhooks and webhook selectors (see `admission`),
 //! consistent pagination (pages are cut from the current state), and garbage collection by
 //! owner references.
+//!
+//! Modules:
+//! - `api`: the HTTP API, the server's state and what its handlers share;
+//!   - `api::routes`: the one handler, from path and method to the handlers below;
+//!   - `api::discovery`: `/version`, `/api`, `/apis` and OpenAPI v3 documents;
+//!   - `api::crud`: get, list, create, update, delete and delete collection;
+//!   - `api::defaults`: what a write fills in (a Service's cluster IP, a new CRD's status);
+//!   - `api::apply`: PATCH (merge, strategic merge, server-side apply) and field ownership;
+//!   - `api::validation`: an object checked against its type on write, `fieldValidation`;
+//!   - `api::watch`: watches from a resource version or the current objects, bookmarks, `410`;
+//!   - `api::review`: TokenReview, and validating admission webhooks before a write;
+//!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
+//! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
+//! - `store`: objects, resource versions, the event log watches replay, the data directory;
+//! - `admission`: `AdmissionReview` calls to validating webhooks over HTTPS;
+//! - `builtin`: unknown-field and type checks of built-in kinds;
+//! - `patch`: JSON merge, strategic merge and apply patch algorithms;
+//! - `select`: label and field selectors;
+//! - `table`: server-side printing (`Table`) and ages as kubectl prints them;
+//! - `protobuf`: protobuf bodies of Secrets and ConfigMaps, as helm sends them.
 
 pub mod admission;
 pub mod api;
 pub mod builtin;
+pub mod kinds;
 pub mod patch;
 pub mod protobuf;
-pub mod registry;
 pub mod select;
 pub mod store;
 pub mod table;
@@ -109,14 +129,8 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
         }
     }
     store.flush();
-    let mut inner = Inner {
-        store,
-        types: Vec::new(),
-        owners: BTreeMap::new(),
-    };
-    inner.refresh_types();
     let server = Arc::new(Server {
-        inner: tokio::sync::Mutex::new(inner),
+        inner: tokio::sync::Mutex::new(Inner::new(store)),
         tokens: options.tokens,
     });
     let listen = options

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{api::age, registry::ResourceType};
+use crate::{kinds::ResourceType, store::parse_rfc3339};
 
 /// The objects as a `meta.k8s.io/v1` Table.
 pub fn table(t: &ResourceType, objects: &[Value], rv: u64) -> Value {
@@ -77,6 +77,23 @@ fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
         }
     }
     Some(v)
+}
+
+/// Age as kubectl prints it (`45s`, `3m`, `5h`, `2d`).
+pub fn age(created: &str) -> String {
+    let Some(then) = parse_rfc3339(created) else {
+        return "<unknown>".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(then);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 #[cfg(test)]

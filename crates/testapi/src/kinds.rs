@@ -1,8 +1,6 @@
-//! The resource types the server serves: the built-in kinds Sextant and its Helm chart use, and
-//! those that CustomResourceDefinitions add. Discovery and OpenAPI documents are derived from
-//! this list.
-
-use std::collections::BTreeMap;
+//! The kinds the server serves (`ServedKinds`): the built-in kinds Sextant and its Helm chart
+//! use, and those that CustomResourceDefinitions add, one `ResourceType` per group, version
+//! and plural. Discovery and OpenAPI documents (`api::discovery`) are derived from them.
 
 use serde_json::{Value, json};
 use sextant_schema::Schema;
@@ -58,6 +56,48 @@ pub struct Column {
     pub description: String,
     /// Shown only with `-o wide` when above 0.
     pub priority: i64,
+}
+
+/// What the server serves: the built-in kinds and those of the stored CRDs.
+#[derive(Clone, Debug, Default)]
+pub struct ServedKinds {
+    types: Vec<ResourceType>,
+}
+
+impl ServedKinds {
+    /// The built-in kinds plus those of `crds`; a CRD that cannot be served is skipped, with a
+    /// warning.
+    pub fn new<'a>(crds: impl IntoIterator<Item = &'a Value>) -> ServedKinds {
+        let mut types = builtins();
+        for crd in crds {
+            match from_crd(crd) {
+                Ok(t) => types.extend(t),
+                Err(e) => tracing::warn!(error = %e, "CRD not served"),
+            }
+        }
+        ServedKinds { types }
+    }
+
+    /// Every served type, built-in kinds first.
+    pub fn iter(&self) -> std::slice::Iter<'_, ResourceType> {
+        self.types.iter()
+    }
+
+    /// The type served at `group`, `version` and `plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    /// The types of one group version.
+    pub fn group_version(&self, group: &str, version: &str) -> Vec<&ResourceType> {
+        self.types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .collect()
+    }
 }
 
 impl ResourceType {
@@ -349,125 +389,4 @@ pub fn storage_version(crd: &Value) -> Option<String> {
         .iter()
         .find(|v| v["storage"] == json!(true))
         .and_then(|v| v["name"].as_str().map(str::to_owned))
-}
-
-/// `APIResourceList` of one group version.
-pub fn resource_list(api_version: &str, types: &[&ResourceType]) -> Value {
-    let mut resources = Vec::new();
-    for t in types {
-        let mut r = json!({
-            "name": t.plural,
-            "singularName": t.singular,
-            "namespaced": t.namespaced,
-            "kind": t.kind,
-            "verbs": t.verbs(),
-        });
-        if !t.short_names.is_empty() {
-            r["shortNames"] = json!(t.short_names);
-        }
-        if !t.categories.is_empty() {
-            r["categories"] = json!(t.categories);
-        }
-        resources.push(r);
-        if t.status {
-            resources.push(json!({
-                "name": format!("{}/status", t.plural),
-                "singularName": "",
-                "namespaced": t.namespaced,
-                "kind": t.kind,
-                "verbs": ["get", "patch", "update"],
-            }));
-        }
-    }
-    json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": api_version,
-        "resources": resources,
-    })
-}
-
-/// `APIGroupList` of the named groups (versions in the order served, preferred first).
-pub fn group_list(types: &[ResourceType]) -> Value {
-    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in types.iter().filter(|t| !t.group.is_empty()) {
-        let versions = groups.entry(&t.group).or_default();
-        if !versions.contains(&t.version.as_str()) {
-            versions.push(&t.version);
-        }
-    }
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|(group, versions)| {
-            let versions: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-                .collect();
-            json!({
-                "name": group,
-                "versions": versions,
-                "preferredVersion": versions[0],
-            })
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-/// An OpenAPI v3 document for one group version. It describes the paths of each resource with
-/// the `fieldValidation` parameter on `PATCH`, so kubectl leaves validation to this server
-/// (`fieldValidation=Strict`) instead of needing every schema; custom resources get their
-/// schema under `components`.
-pub fn openapi_v3(types: &[&ResourceType]) -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut schemas = serde_json::Map::new();
-    for t in types {
-        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
-        let params = json!([
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-        ]);
-        let op = |action: &str| {
-            json!({
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}},
-            })
-        };
-        let base = if t.namespaced {
-            format!("{}/namespaces/{{namespace}}/{}", t.prefix(), t.plural)
-        } else {
-            format!("{}/{}", t.prefix(), t.plural)
-        };
-        paths.insert(base.clone(), json!({"get": op("list"), "post": op("post")}));
-        if !t.create_only {
-            paths.insert(
-                format!("{base}/{{name}}"),
-                json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
-            );
-        }
-        let schema_name = format!(
-            "{}.{}.{}",
-            if t.group.is_empty() { "core" } else { &t.group },
-            t.version,
-            t.kind
-        );
-        let mut schema = t
-            .custom
-            .as_ref()
-            .and_then(|c| c.schema.as_ref())
-            .map_or_else(
-                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-                |s| s.root().clone(),
-            );
-        schema["x-kubernetes-group-version-kind"] = json!([gvk]);
-        schemas.insert(schema_name, schema);
-    }
-    json!({
-        "openapi": "3.0.0",
-        "info": {"title": "sextant-testapi", "version": "v1"},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    })
 }
