@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     admin,
     cli::{LogFormat, ServeArgs},
-    files,
     mesh::{Mesh, Secrets},
     metrics::Metrics,
 };
@@ -81,10 +80,10 @@ struct DirSource {
 impl DirSource {
     fn reload(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
         let mut current: HashMap<String, Vec<Object>> = HashMap::new();
-        match crate::cmd::validate::read_inputs(std::slice::from_ref(&self.dir)) {
+        match sextant_source::files::read_inputs(std::slice::from_ref(&self.dir)) {
             Ok(inputs) => {
                 for (file, text) in inputs {
-                    match files::objects_from_text(&file, &text, &self.namespace) {
+                    match sextant_source::files::objects_from_text(&file, &text, &self.namespace) {
                         Ok((objects, skipped)) => {
                             for s in skipped {
                                 tracing::warn!(location = %s.location, reason = %s.reason, "skipping document");
