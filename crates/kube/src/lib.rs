@@ -26,7 +26,7 @@ use kube::{
 use sextant_index::{Index, Object};
 use sextant_model::{Kind, ObjectRef};
 
-pub mod status;
+pub mod leader;
 
 /// What the watches saw of every VirtualService and DestinationRule, for the status writer.
 pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, Seen>>>;

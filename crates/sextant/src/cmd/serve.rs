@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use notify::Watcher;
 use sextant_index::{Index, Object};
+use sextant_kube::leader;
 use sextant_model::Kind;
 use sextant_xds::{AdsServer, Registry, grpc::AdsService};
 use tokio::sync::{mpsc, watch};
@@ -278,33 +279,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             let mut synced = watches.synced.clone();
             let (published, snapshots) = watch::channel(None);
-            // Every replica serves; the Lease holder also writes status.
-            let leader = elect(client.clone(), &lease_namespace, lease_duration_seconds).await?;
-            let mut leading = leader.clone();
-            let gauge = metrics.leader.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = *leading.borrow_and_update();
-                    gauge.set(i64::from(now));
-                    tracing::info!(leader = now, "status writer election");
-                    if leading.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            tokio::spawn(crate::webhook::keep_ca_bundle(
-                client.clone(),
-                webhook_config,
-                ca.bundle(),
-                leader.clone(),
-            ));
-            tokio::spawn(sextant_kube::status::run(
+            // Every replica serves; the Lease holder also writes status and the caBundle.
+            let leader = leader::elect(client.clone(), &lease_namespace, lease_duration_seconds)
+                .await
+                .context("setting up the status Lease")?;
+            leader::spawn(
                 client,
-                watches.generations.clone(),
                 leader,
-                snapshots,
-                metrics.status_writes.clone(),
-            ));
+                leader::Duties {
+                    generations: watches.generations.clone(),
+                    snapshots,
+                    status_writes: metrics.status_writes.clone(),
+                    webhook_config,
+                    ca_bundle: ca.bundle(),
+                    leading: metrics.leader.clone(),
+                },
+            );
             let mut source = Source::Kube {
                 index,
                 _watches: watches,
@@ -418,30 +408,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this
-/// replica holds it. The identity is the pod's name (`POD_NAME`) or host name and process id.
-async fn elect(
-    client: kube::Client,
-    namespace: &str,
-    duration: u64,
-) -> anyhow::Result<watch::Receiver<bool>> {
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "sextant")
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await
-        .context("setting up the status Lease")?;
-    // The manager runs (detached) until the receiver is dropped; it retries its own errors.
-    let (leader, _task) = manager.watch().await;
-    Ok(leader)
 }
 
 async fn shutdown_signal() {
