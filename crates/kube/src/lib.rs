@@ -9,6 +9,10 @@
 //! - When the API server is unreachable the watchers retry with backoff; the index (and the
 //!   last published snapshot) stay as they are. Errors are logged and counted.
 //! - An object that does not have the shape of its kind is skipped and reported.
+//!
+//! [`leader`] holds what only the Lease holder does: the election, the status writer and the
+//! webhook's `caBundle`. `sextant-source` puts these watches beside the directory source and
+//! debounces their change signals.
 
 use std::sync::{
     Arc, Mutex,
@@ -26,7 +30,7 @@ use kube::{
 use sextant_index::{Index, Object};
 use sextant_model::{Kind, ObjectRef};
 
-pub mod status;
+pub mod leader;
 
 /// What the watches saw of every VirtualService and DestinationRule, for the status writer.
 pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, Seen>>>;
@@ -109,7 +113,7 @@ impl Drop for Watches {
 }
 
 /// Starts one watcher per kind; each change to the index is followed by a message on
-/// `changed` (the control plane debounces them).
+/// `changed` (`sextant-source` debounces them).
 pub fn spawn(
     client: Client,
     index: Arc<Mutex<Index>>,

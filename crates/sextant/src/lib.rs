@@ -5,7 +5,6 @@ pub mod ca_store;
 pub mod cli;
 pub mod cmd;
 pub mod demo;
-pub mod files;
 pub mod mesh;
 pub mod metrics;
 pub mod secure;

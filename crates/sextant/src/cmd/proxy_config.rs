@@ -12,10 +12,7 @@ use serde_json::Value;
 use sextant_compiler::{Resources, bootstrap, json};
 use sextant_model::{Proxy, Snapshot};
 
-use crate::{
-    cli::{ProxyConfigArgs, ProxyConfigOutput, ResourceKind},
-    files,
-};
+use crate::cli::{ProxyConfigArgs, ProxyConfigOutput, ResourceKind};
 
 /// Builds the proxy a node id and `KEY=VALUE` metadata describe, completed from its Pod.
 pub fn proxy_for(snapshot: &Snapshot, node_id: &str, meta: &[String]) -> Result<Proxy, String> {
@@ -41,7 +38,7 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
         output,
         namespace,
     } = args;
-    let (mut index, skipped) = match files::load_index(&config_dir, &namespace) {
+    let (mut index, skipped) = match sextant_source::files::load_index(&config_dir, &namespace) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");

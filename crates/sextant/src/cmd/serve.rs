@@ -1,28 +1,21 @@
 //! `sextant serve`: the control plane, fed from a directory of manifests or from a Kubernetes
 //! cluster.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::PathBuf,
-    process::ExitCode,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use notify::Watcher;
 use sextant_ca::{Ca, Secrets, SystemClock};
-use sextant_index::{Index, Object};
-use sextant_model::Kind;
+use sextant_index::{Changes, Index};
+use sextant_kube::leader;
+use sextant_model::Snapshot;
+use sextant_source::{Debounce, DirSource, KubeSource, Source};
 use sextant_xds::{AdsServer, Registry, grpc::AdsService};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     admin, ca_store,
     cli::{LogFormat, ServeArgs},
-    files,
     mesh::Mesh,
     metrics::Metrics,
 };
@@ -70,107 +63,6 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-/// The directory source: every manifest under a directory, re-read on change. A file that
-/// cannot be read or parsed keeps contributing its last good objects.
-struct DirSource {
-    dir: PathBuf,
-    namespace: String,
-    index: Index,
-    last_good: HashMap<String, Vec<Object>>,
-}
-
-impl DirSource {
-    fn reload(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
-        let mut current: HashMap<String, Vec<Object>> = HashMap::new();
-        match crate::cmd::validate::read_inputs(std::slice::from_ref(&self.dir)) {
-            Ok(inputs) => {
-                for (file, text) in inputs {
-                    match files::objects_from_text(&file, &text, &self.namespace) {
-                        Ok((objects, skipped)) => {
-                            for s in skipped {
-                                tracing::warn!(location = %s.location, reason = %s.reason, "skipping document");
-                            }
-                            current.insert(file, objects);
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %file, error = %e, "cannot parse file; keeping its previous content");
-                            if let Some(previous) = self.last_good.get(&file) {
-                                current.insert(file, previous.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the config directory; keeping the last configuration");
-                current = self.last_good.clone();
-            }
-        }
-        let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
-        for o in current.values().flatten() {
-            by_kind.entry(o.kind()).or_default().push(o.clone());
-        }
-        for kind in [
-            Kind::Namespace,
-            Kind::Pod,
-            Kind::Service,
-            Kind::EndpointSlice,
-            Kind::DestinationRule,
-            Kind::VirtualService,
-        ] {
-            self.index
-                .reset(kind, by_kind.remove(&kind).unwrap_or_default());
-        }
-        self.last_good = current;
-        let (snapshot, changes) = self.index.publish();
-        log_published(&snapshot, &changes);
-        (snapshot, changes)
-    }
-}
-
-/// Where the mesh comes from.
-enum Source {
-    /// A directory of manifests.
-    Dir(DirSource),
-    /// A cluster: watches keep the index current.
-    Kube {
-        index: Arc<Mutex<Index>>,
-        _watches: sextant_kube::Watches,
-        /// Published snapshots, for the status writer.
-        published: watch::Sender<Option<Arc<sextant_model::Snapshot>>>,
-    },
-}
-
-impl Source {
-    /// A snapshot of what the source holds now.
-    fn publish(&mut self) -> (Arc<sextant_model::Snapshot>, sextant_index::Changes) {
-        match self {
-            Source::Dir(dir) => dir.reload(),
-            Source::Kube {
-                index, published, ..
-            } => {
-                let (snapshot, changes) = index.lock().unwrap_or_else(|p| p.into_inner()).publish();
-                log_published(&snapshot, &changes);
-                published.send_replace(Some(snapshot.clone()));
-                (snapshot, changes)
-            }
-        }
-    }
-}
-
-fn log_published(snapshot: &sextant_model::Snapshot, changes: &sextant_index::Changes) {
-    for (object, errors) in &snapshot.invalid {
-        tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
-    }
-    tracing::info!(
-        version = snapshot.version,
-        services = changes.services.len(),
-        endpoints = changes.endpoints.len(),
-        configs = changes.configs.len(),
-        "published snapshot"
-    );
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         config_dir,
@@ -201,14 +93,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
-    let debounce = (
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let debounce = Debounce::new(
+        events_rx,
         Duration::from_millis(debounce_after_ms),
         Duration::from_millis(debounce_max_ms),
     );
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (updates_tx, updates_rx) = watch::channel(0);
-    // Kept alive while serving.
-    let mut _dir_watcher = None;
     let client = match config_dir {
         Some(_) => None,
         None => Some(kube::Client::try_default().await.context(
@@ -245,83 +136,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     match (config_dir, client) {
         (Some(config_dir), _) => {
-            let mut source = Source::Dir(DirSource {
-                dir: config_dir.clone(),
-                namespace,
-                index,
-                last_good: HashMap::new(),
-            });
-            publish(&mut source, &mesh, &updates_tx);
-            let mut watcher =
-                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    // Reading the files ourselves raises access events; only changes matter.
-                    if let Ok(e) = event
-                        && !matches!(e.kind, notify::EventKind::Access(_))
-                    {
-                        let _ = events_tx.send(());
-                    }
-                })?;
-            watcher.watch(&config_dir, notify::RecursiveMode::Recursive)?;
-            _dir_watcher = Some(watcher);
-            tokio::spawn(watch_loop(
-                source,
-                events_rx,
+            let mut dir = DirSource::new(config_dir, namespace, index);
+            publish(dir.reload(), &mesh, &updates_tx);
+            dir.watch(events_tx)?;
+            tokio::spawn(run_source(
+                Source::Dir(dir),
                 debounce,
                 mesh.clone(),
                 updates_tx,
             ));
         }
         (None, Some(client)) => {
-            let index = Arc::new(Mutex::new(index));
-            let watches = sextant_kube::spawn(
-                client.clone(),
-                index.clone(),
-                events_tx,
-                metrics.kube.clone(),
-            );
-            let mut synced = watches.synced.clone();
-            let (published, snapshots) = watch::channel(None);
-            // Every replica serves; the Lease holder also writes status.
-            let leader = elect(client.clone(), &lease_namespace, lease_duration_seconds).await?;
-            let mut leading = leader.clone();
-            let gauge = metrics.leader.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = *leading.borrow_and_update();
-                    gauge.set(i64::from(now));
-                    tracing::info!(leader = now, "status writer election");
-                    if leading.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-            tokio::spawn(crate::webhook::keep_ca_bundle(
-                client.clone(),
-                webhook_config,
-                ca.bundle(),
-                leader.clone(),
-            ));
-            tokio::spawn(sextant_kube::status::run(
+            let cluster = KubeSource::spawn(client.clone(), index, events_tx, metrics.kube.clone());
+            // Every replica serves; the Lease holder also writes status and the caBundle.
+            let leader = leader::elect(client.clone(), &lease_namespace, lease_duration_seconds)
+                .await
+                .context("setting up the status Lease")?;
+            leader::spawn(
                 client,
-                watches.generations.clone(),
                 leader,
-                snapshots,
-                metrics.status_writes.clone(),
-            ));
-            let mut source = Source::Kube {
-                index,
-                _watches: watches,
-                published,
-            };
+                leader::Duties {
+                    generations: cluster.generations(),
+                    snapshots: cluster.snapshots(),
+                    status_writes: metrics.status_writes.clone(),
+                    webhook_config,
+                    ca_bundle: ca.bundle(),
+                    leading: metrics.leader.clone(),
+                },
+            );
+            let mut source = Source::Kube(cluster);
             let mesh = mesh.clone();
             // Serve (not ready) while the watches list; publish once every one has.
             tokio::spawn(async move {
-                tracing::info!("waiting for the first list of every watch");
-                if synced.wait_for(|s| *s).await.is_err() {
+                if !source.ready().await {
                     return;
                 }
-                publish(&mut source, &mesh, &updates_tx);
-                watch_loop(source, events_rx, debounce, mesh, updates_tx).await;
+                publish(source.publish(), &mesh, &updates_tx);
+                run_source(source, debounce, mesh, updates_tx).await;
             });
         }
         (None, None) => unreachable!("a client is made whenever there is no --config-dir"),
@@ -423,30 +274,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this
-/// replica holds it. The identity is the pod's name (`POD_NAME`) or host name and process id.
-async fn elect(
-    client: kube::Client,
-    namespace: &str,
-    duration: u64,
-) -> anyhow::Result<watch::Receiver<bool>> {
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "sextant")
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await
-        .context("setting up the status Lease")?;
-    // The manager runs (detached) until the receiver is dropped; it retries its own errors.
-    let (leader, _task) = manager.watch().await;
-    Ok(leader)
-}
-
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -464,36 +291,12 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The one place changes are debounced: after the first event, publish once the directory has
-/// been quiet for `after`, or `max` after the first event at the latest.
-async fn watch_loop(
-    mut source: Source,
-    mut events: mpsc::UnboundedReceiver<()>,
-    (after, max): (Duration, Duration),
-    mesh: Arc<Mesh>,
-    updates: watch::Sender<u64>,
+/// Publishes a snapshot to the mesh and tells the streams.
+fn publish(
+    (snapshot, changes): (Arc<Snapshot>, Changes),
+    mesh: &Mesh,
+    updates: &watch::Sender<u64>,
 ) {
-    while events.recv().await.is_some() {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + max;
-        loop {
-            let quiet = tokio::time::Instant::now() + after;
-            match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
-                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
-                Ok(None) => return,
-                _ => break,
-            }
-        }
-        publish(&mut source, &mesh, &updates);
-        mesh.metrics
-            .debounce_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
-}
-
-/// Publishes what the source holds to the mesh and tells the streams.
-fn publish(source: &mut Source, mesh: &Mesh, updates: &watch::Sender<u64>) {
-    let (snapshot, changes) = source.publish();
     mesh.metrics
         .invalid_objects
         .set(snapshot.invalid.len() as i64);
@@ -501,4 +304,21 @@ fn publish(source: &mut Source, mesh: &Mesh, updates: &watch::Sender<u64>) {
     let version = snapshot.version;
     mesh.publish(snapshot, changes);
     updates.send_if_modified(|v| std::mem::replace(v, version) != version);
+}
+
+/// Publishes after each burst of changes the debounce lets through, until the source stops.
+async fn run_source(
+    source: Source,
+    debounce: Debounce,
+    mesh: Arc<Mesh>,
+    updates: watch::Sender<u64>,
+) {
+    source
+        .run(debounce, |snapshot, changes, first| {
+            publish((snapshot, changes), &mesh, &updates);
+            mesh.metrics
+                .debounce_seconds
+                .observe(first.elapsed().as_secs_f64());
+        })
+        .await;
 }

@@ -7,8 +7,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Read,
-    path::{Path, PathBuf},
     process::ExitCode,
 };
 
@@ -16,9 +14,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sextant_index::{
     check::{self, Checked, Config, ObjectKind},
-    manifest::{self, Document, MAX_INPUT_BYTES},
+    manifest::{self, Document},
 };
 use sextant_model::{HttpAction, Kind, ObjectRef};
+use sextant_source::files::read_inputs;
 
 use crate::cli::{Output, ValidateArgs};
 
@@ -75,14 +74,6 @@ impl std::fmt::Display for Diagnostic {
         }
         f.write_str(&self.message)
     }
-}
-
-/// A readable input that could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct Unreadable {
-    path: String,
-    reason: String,
 }
 
 /// The result of validating a set of inputs.
@@ -145,67 +136,6 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// Reads every input: files, directories (recursively, `.yaml`/`.yml`/`.json`), or `-`.
-pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Unreadable> {
-    let mut out = Vec::new();
-    for path in paths {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .take(MAX_INPUT_BYTES as u64 + 1)
-                .read_to_string(&mut text)
-                .map_err(|e| unreadable(Path::new("<stdin>"), e))?;
-            out.push(("<stdin>".to_owned(), text));
-        } else if path.is_dir() {
-            let mut files = Vec::new();
-            collect_dir(path, &mut files)?;
-            files.sort();
-            for file in files {
-                out.push((file.display().to_string(), read_file(&file)?));
-            }
-        } else {
-            out.push((path.display().to_string(), read_file(path)?));
-        }
-    }
-    Ok(out)
-}
-
-fn unreadable(path: &Path, e: impl std::fmt::Display) -> Unreadable {
-    Unreadable {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
-}
-
-fn read_file(path: &Path) -> Result<String, Unreadable> {
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
-    if meta.len() > MAX_INPUT_BYTES as u64 {
-        return Err(unreadable(
-            path,
-            format!(
-                "{} bytes is over the {MAX_INPUT_BYTES}-byte limit",
-                meta.len()
-            ),
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| unreadable(path, e))
-}
-
-fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Unreadable> {
-    for entry in std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))? {
-        let path = entry.map_err(|e| unreadable(dir, e))?.path();
-        if path.is_dir() {
-            collect_dir(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Where a checked object came from.

@@ -1,0 +1,65 @@
+//! The Kubernetes source: `sextant-kube`'s watches keeping a shared index current.
+
+use std::sync::{Arc, Mutex};
+
+use sextant_index::{Changes, Index};
+use sextant_kube::{Counters, Generations, Watches};
+use sextant_model::Snapshot;
+use tokio::sync::{mpsc, watch};
+
+/// A cluster: one watch per kind feeds the index; publishing reads it.
+pub struct KubeSource {
+    index: Arc<Mutex<Index>>,
+    watches: Watches,
+    /// Published snapshots, for the status writer.
+    published: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+impl KubeSource {
+    /// Starts the watches (see [`sextant_kube::spawn`]); every change to the index sends on
+    /// `changed`.
+    pub fn spawn(
+        client: kube::Client,
+        index: Index,
+        changed: mpsc::UnboundedSender<()>,
+        counters: Counters,
+    ) -> Self {
+        let index = Arc::new(Mutex::new(index));
+        let watches = sextant_kube::spawn(client, index.clone(), changed, counters);
+        let (published, _) = watch::channel(None);
+        KubeSource {
+            index,
+            watches,
+            published,
+        }
+    }
+
+    /// What the watches saw of every VirtualService and DestinationRule.
+    pub fn generations(&self) -> Generations {
+        self.watches.generations.clone()
+    }
+
+    /// Every snapshot this source publishes (`None` before the first).
+    pub fn snapshots(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.published.subscribe()
+    }
+
+    /// Waits until every watch has listed; false if the watches stopped first.
+    pub async fn synced(&self) -> bool {
+        tracing::info!("waiting for the first list of every watch");
+        let mut synced = self.watches.synced.clone();
+        synced.wait_for(|s| *s).await.is_ok()
+    }
+
+    /// A snapshot of the index as the watches left it.
+    pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
+        let (snapshot, changes) = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .publish();
+        crate::log_published(&snapshot, &changes);
+        self.published.send_replace(Some(snapshot.clone()));
+        (snapshot, changes)
+    }
+}

@@ -1,0 +1,74 @@
+//! Where objects come from: a directory of manifests ([`DirSource`]) or a cluster's watches
+//! ([`KubeSource`], through `sextant-kube`). Either feeds the index with apply, delete and
+//! reset; [`Source`] publishes what it holds, at first and then after each burst of changes
+//! has settled in the one [`Debounce`]. `files` reads manifests from files, for the
+//! directory source and for `sextant validate` and `proxy-config`.
+
+use std::sync::Arc;
+
+use sextant_index::Changes;
+use sextant_model::Snapshot;
+use tokio::time::Instant;
+
+pub mod cluster;
+pub mod debounce;
+pub mod dir;
+pub mod files;
+
+pub use cluster::KubeSource;
+pub use debounce::Debounce;
+pub use dir::DirSource;
+
+/// Where the mesh comes from.
+pub enum Source {
+    /// A directory of manifests.
+    Dir(DirSource),
+    /// A cluster: watches keep the index current.
+    Kube(KubeSource),
+}
+
+impl Source {
+    /// Waits until the source has something to publish: at once for a directory, once every
+    /// watch has listed for a cluster. False if that never comes.
+    pub async fn ready(&self) -> bool {
+        match self {
+            Source::Dir(_) => true,
+            Source::Kube(kube) => kube.synced().await,
+        }
+    }
+
+    /// A snapshot of what the source holds now.
+    pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
+        match self {
+            Source::Dir(dir) => dir.reload(),
+            Source::Kube(kube) => kube.publish(),
+        }
+    }
+
+    /// Publishes after each burst of changes `debounce` settles, handing `publish` the
+    /// snapshot, its changes and when the burst's first change came; returns when the
+    /// changes end.
+    pub async fn run(
+        mut self,
+        mut debounce: Debounce,
+        mut publish: impl FnMut(Arc<Snapshot>, Changes, Instant),
+    ) {
+        while let Some(first) = debounce.settled().await {
+            let (snapshot, changes) = self.publish();
+            publish(snapshot, changes, first);
+        }
+    }
+}
+
+fn log_published(snapshot: &Snapshot, changes: &Changes) {
+    for (object, errors) in &snapshot.invalid {
+        tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
+    }
+    tracing::info!(
+        version = snapshot.version,
+        services = changes.services.len(),
+        endpoints = changes.endpoints.len(),
+        configs = changes.configs.len(),
+        "published snapshot"
+    );
+}
