@@ -8,11 +8,14 @@
 //! - `serve`: `sextant serve` on free ports;
 //! - `envoy`: a real Envoy started from `sextant bootstrap`;
 //! - `traffic`: traffic splits, metrics and `/debug/syncz` entries;
+//! - `ads_client`: a fake Envoy's ADS client (state of the world or delta) that subscribes and
+//!   ACKs like Envoy, for the ADS benchmark and tests;
 //! - `xds`: a first-response probe of the ADS port, plaintext or TLS, with a client
 //!   certificate or a bearer token.
 //!
 //! Nothing here is part of the control plane; `sextant demo` uses it to show one.
 
+pub mod ads_client;
 pub mod backend;
 pub mod envoy;
 pub mod http;
@@ -22,6 +25,7 @@ pub mod tools;
 pub mod traffic;
 pub mod xds;
 
+pub use ads_client::AdsClient;
 pub use backend::Backend;
 pub use envoy::Envoy;
 pub use http::{http_get, request};

@@ -1,6 +1,10 @@
 //! A first-response probe of Sextant's ADS port: a state-of-the-world stream that asks for
 //! clusters, over plaintext or TLS, with a client certificate or a bearer token.
 
+use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
+
+use crate::ads_client::{AdsClient, type_url};
+
 /// How a test client authenticates to the secure xDS port.
 pub struct SecureClient {
     /// The root that signed Sextant's serving certificate (PEM).
@@ -18,8 +22,7 @@ impl SecureClient {
         &self,
         port: u16,
         node: &str,
-    ) -> Result<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse, tonic::Status>
-    {
+    ) -> Result<DiscoveryResponse, tonic::Status> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -67,37 +70,20 @@ pub async fn first_clusters(
     channel: tonic::transport::Channel,
     node: &str,
     token: Option<&str>,
-) -> Result<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse, tonic::Status> {
-    use envoy_types::pb::envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{
-            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
-    };
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let first = DiscoveryRequest {
-        node: Some(Node {
-            id: node.to_owned(),
-            ..Default::default()
-        }),
-        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".to_owned(),
+) -> Result<DiscoveryResponse, tonic::Status> {
+    let mut client = AdsClient::new(Node {
+        id: node.to_owned(),
         ..Default::default()
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(first).await.expect("queued");
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    })
+    .subscribe([type_url::CLUSTER])
+    .max_message_size(64 << 20)
+    .keep_messages();
     if let Some(token) = token {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
+        client = client.bearer_token(token);
     }
-    let mut responses = client
-        .stream_aggregated_resources(request)
-        .await?
-        .into_inner();
-    let response = responses.message().await?;
-    drop(tx);
-    response.ok_or_else(|| tonic::Status::unknown("the stream ended without a response"))
+    // The probe reads one response and hangs up without ACKing it.
+    let first = client.sotw(channel).await?.next().await.transpose()?;
+    first
+        .and_then(|r| r.message)
+        .ok_or_else(|| tonic::Status::unknown("the stream ended without a response"))
 }
