@@ -33,7 +33,7 @@ pub use cache::ScopeCache;
 pub use context::{Context, Part};
 // The encoded-resource vocabulary is `sextant-resources`'; re-exported for the callers that
 // know it by the compiler's name.
-pub use sextant_resources::{Body, Encoded, EncodedResources, List, Memo, secret, type_url};
+use sextant_resources::{Encoded, EncodedResources, List, Memo};
 
 /// Everything one proxy receives, each list sorted by resource name.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -279,7 +279,7 @@ proptest! {
         let inbound = compile_part(&forward, &proxy, Part::Inbound);
         prop_assert_eq!(&outbound.merge(&inbound), &a);
         // Streams chain the two parts: no resource may be in both.
-        let names = |r: &sextant_compiler::EncodedResources| -> Vec<String> {
+        let names = |r: &sextant_resources::EncodedResources| -> Vec<String> {
             [&r.clusters, &r.endpoints, &r.listeners, &r.routes]
                 .iter()
                 .flat_map(|l| l.iter().map(|e| e.name.clone()))
@@ -324,7 +324,7 @@ fn scopes_share_lists_and_identical_parts_and_keep_content() {
     // Route configurations differ (short names in the service's own namespace), but the parts
     // they have in common (everything after the virtual host of `a`) are one copy.
     assert_ne!(a.routes[0].body, b.routes[0].body);
-    let tail = |r: &sextant_compiler::EncodedResources| {
+    let tail = |r: &sextant_resources::EncodedResources| {
         r.routes[0].body.chunks().last().expect("parts").as_ptr()
     };
     assert_eq!(tail(&a), tail(&b));
