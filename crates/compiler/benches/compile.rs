@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sextant_workload::{W_M, index, sidecar};
+use sextant_synthetic::{W_M, index, sidecar};
 
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();

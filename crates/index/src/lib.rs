@@ -8,6 +8,6 @@ pub mod check;
 mod delegate;
 pub mod manifest;
 pub mod parse;
-mod registry;
+mod index;
 
-pub use registry::{Changes, Index, Object, ObjectError};
+pub use index::{Changes, Index, Object, ObjectError};

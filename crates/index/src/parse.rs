@@ -4,7 +4,7 @@
 //! type into the validated model type. Every error names the field path and says what is wrong;
 //! all errors of an object are collected, not just the first.
 
-mod checks;
+mod fields;
 mod destination_rule;
 pub mod kube;
 mod virtual_service;
@@ -132,7 +132,7 @@ pub fn object_ref(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
 fn check_metadata(meta: &ObjectMeta, report: &mut Report) {
     match meta.name.as_deref() {
         None | Some("") => report.error("metadata.name", "name is required"),
-        Some(name) if !checks::is_dns1123_subdomain(name) => report.error(
+        Some(name) if !fields::is_dns1123_subdomain(name) => report.error(
             "metadata.name",
             format!(
                 "{name:?} is not a valid name: it must be a lowercase RFC 1123 subdomain (letters, digits, '-' and '.')"
@@ -142,7 +142,7 @@ fn check_metadata(meta: &ObjectMeta, report: &mut Report) {
     }
     if let Some(ns) = meta.namespace.as_deref()
         && !ns.is_empty()
-        && !checks::is_dns1123_label(ns)
+        && !fields::is_dns1123_label(ns)
     {
         report.error(
             "metadata.namespace",

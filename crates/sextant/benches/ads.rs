@@ -17,10 +17,10 @@ use std::{
 };
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use sextant::{mesh::Mesh, metrics::Metrics};
+use sextant::{generator::XdsGenerator, metrics::Metrics};
 use sextant_index::Object;
-use sextant_workload::{W_M, endpoint_ip, virtual_service};
-use sextant_xds::{AdsServer, Generator, Registry};
+use sextant_synthetic::{W_M, endpoint_ip, virtual_service};
+use sextant_xds::{AdsServer, Connections, Generator};
 use tokio::sync::watch;
 
 mod support;
@@ -103,7 +103,7 @@ fn micros(t: SystemTime) -> u64 {
 }
 
 fn node(s: usize, e: usize) -> Node {
-    let p = sextant_workload::sidecar(&W_M, s, e);
+    let p = sextant_synthetic::sidecar(&W_M, s, e);
     Node {
         id: p.id,
         ..Default::default()
@@ -120,7 +120,7 @@ fn nth_node(i: usize) -> Node {
 }
 
 /// Scope compilations so far and their total time, from the server's metrics.
-fn compile_time(mesh: &Mesh) -> String {
+fn compile_time(mesh: &XdsGenerator) -> String {
     let text = mesh.metrics.render();
     let value = |name: &str| {
         text.lines()
@@ -137,7 +137,7 @@ fn compile_time(mesh: &Mesh) -> String {
 
 /// Median and maximum time to produce a proxy's resources when its scope is compiled already,
 /// over the bench's proxies (DESIGN.md: at most 1 ms).
-fn cached_scope_time(mesh: &Mesh, proxies: usize) -> String {
+fn cached_scope_time(mesh: &XdsGenerator, proxies: usize) -> String {
     use sextant_xds::Generator;
     let mut times: Vec<f64> = (0..proxies)
         .map(|i| {
@@ -162,14 +162,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn server(proxies: usize, pinned: bool) {
     let rss0 = rss_kib();
-    let mut index = sextant_workload::index(&W_M);
+    let mut index = sextant_synthetic::index(&W_M);
     let (snapshot, changes) = index.publish();
-    let mesh = Arc::new(Mesh::new(Arc::new(Metrics::new())));
+    let mesh = Arc::new(XdsGenerator::new(Arc::new(Metrics::new())));
     mesh.publish(snapshot, changes);
     let (updates_tx, updates_rx) = watch::channel(1u64);
     let (_shutdown_tx, shutdown_rx) = watch::channel(false);
-    let registry = Arc::new(Registry::default());
-    let server = AdsServer::new(mesh.clone(), updates_rx, registry.clone(), shutdown_rx);
+    let connections = Arc::new(Connections::default());
+    let server = AdsServer::new(mesh.clone(), updates_rx, connections.clone(), shutdown_rx);
     let incoming = sextant::xds_incoming("127.0.0.1:0".parse().expect("address")).expect("bind");
     let addr = format!("http://{}", incoming.local_addr().expect("addr"));
     tokio::spawn(

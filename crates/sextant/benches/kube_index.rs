@@ -15,7 +15,7 @@ use std::{
 use futures_util::{StreamExt, stream};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use sextant_index::Index;
-use sextant_workload::W_M;
+use sextant_synthetic::W_M;
 
 mod support;
 use support::rss_kib;
@@ -57,7 +57,7 @@ async fn server(dir: String) {
         }
     }
     create(&client, objects).await;
-    let rest = sextant_workload::manifests(&W_M);
+    let rest = sextant_synthetic::manifests(&W_M);
     let namespaces: std::collections::BTreeSet<String> = rest
         .iter()
         .filter_map(|o| o["metadata"]["namespace"].as_str().map(str::to_owned))

@@ -10,18 +10,18 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
-use sextant_xds::{Generator, Registry, proxy_from_node};
+use sextant_xds::{Connections, Generator, proxy_from_node};
 
-use crate::mesh::Mesh;
+use crate::generator::XdsGenerator;
 
 #[derive(Clone)]
 struct Admin {
-    mesh: Arc<Mesh>,
-    registry: Arc<Registry>,
+    generator: Arc<XdsGenerator>,
+    connections: Arc<Connections>,
 }
 
 /// The admin routes.
-pub fn router(mesh: Arc<Mesh>, registry: Arc<Registry>) -> Router {
+pub fn router(generator: Arc<XdsGenerator>, connections: Arc<Connections>) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/live", get(|| async { "ok" }))
@@ -30,11 +30,14 @@ pub fn router(mesh: Arc<Mesh>, registry: Arc<Registry>) -> Router {
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/configz", get(configz))
         .route("/debug/registryz", get(registryz))
-        .with_state(Admin { mesh, registry })
+        .with_state(Admin {
+            generator,
+            connections,
+        })
 }
 
 async fn ready(State(a): State<Admin>) -> Response {
-    if a.mesh.ready() {
+    if a.generator.ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -46,16 +49,16 @@ async fn ready(State(a): State<Admin>) -> Response {
 }
 
 async fn metrics(State(a): State<Admin>) -> Response {
-    a.mesh
+    a.generator
         .metrics
         .connected_proxies
-        .set(a.registry.connections().len() as i64);
+        .set(a.connections.connections().len() as i64);
     (
         [(
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        a.mesh.metrics.render(),
+        a.generator.metrics.render(),
     )
         .into_response()
 }
@@ -67,7 +70,7 @@ fn secs(t: Option<SystemTime>) -> Value {
 
 async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
     let list: Vec<Value> = a
-        .registry
+        .connections
         .connections()
         .into_iter()
         .map(|c| {
@@ -103,10 +106,10 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         ..Default::default()
     };
     let proxy = match proxy_from_node(&node) {
-        Ok(p) => a.mesh.complete(p),
+        Ok(p) => a.generator.complete(p),
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let resources = a.mesh.resources(&proxy).merged();
+    let resources = a.generator.resources(&proxy).merged();
     let decoded = sextant_compiler::Resources {
         clusters: resources
             .clusters
@@ -133,7 +136,7 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
 }
 
 async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
-    let s = a.mesh.snapshot();
+    let s = a.generator.snapshot();
     let ids = |v: Vec<String>| json!(v);
     axum::Json(json!({
         "version": s.version,
@@ -145,7 +148,7 @@ async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
 }
 
 async fn registryz(State(a): State<Admin>) -> axum::Json<Value> {
-    let s = a.mesh.snapshot();
+    let s = a.generator.snapshot();
     axum::Json(json!(s.services.values().map(|svc| json!({
         "hostname": svc.hostname,
         "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),

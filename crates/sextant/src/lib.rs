@@ -5,7 +5,7 @@ pub mod ca_store;
 pub mod cli;
 pub mod cmd;
 pub mod demo;
-pub mod mesh;
+pub mod generator;
 pub mod metrics;
 pub mod secure;
 pub mod tls;

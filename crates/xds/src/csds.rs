@@ -22,17 +22,17 @@ use envoy_types::pb::{
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{protocol::TypeStatus, server::Registry};
+use crate::{protocol::TypeStatus, server::Connections};
 
-/// The CSDS service over the server's connection registry.
+/// The CSDS service over the server's connection connections.
 pub struct Csds {
-    registry: Arc<Registry>,
+    connections: Arc<Connections>,
 }
 
 impl Csds {
-    /// Reports on the connections in `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Csds { registry }
+    /// Reports on the connections in `connections`.
+    pub fn new(connections: Arc<Connections>) -> Self {
+        Csds { connections }
     }
 
     /// The gRPC service to add to a tonic server.
@@ -43,7 +43,7 @@ impl Csds {
     /// The status of every connected proxy the request's node matchers select.
     pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let mut config = Vec::new();
-        for connection in self.registry.connections() {
+        for connection in self.connections.connections() {
             let mut selected = true;
             for m in &request.node_matchers {
                 if !m.node_metadatas.is_empty() {
@@ -141,10 +141,10 @@ impl ClientStatusDiscoveryService for Csds {
         &self,
         request: Request<Streaming<ClientStatusRequest>>,
     ) -> Result<Response<StatusStream>, Status> {
-        let registry = self.registry.clone();
+        let connections = self.connections.clone();
         let responses = request.into_inner().map(move |r| {
             let csds = Csds {
-                registry: registry.clone(),
+                connections: connections.clone(),
             };
             csds.status(&r?)
         });

@@ -11,7 +11,7 @@
 //! itself: responses are written to HTTP/2 straight from the shared resource bytes
 //! (`grpc/outgoing.rs` the encoding, `grpc/body.rs` the body, `grpc/requests.rs` request
 //! reassembly). `csds` is Envoy's Client Status Discovery Service over the same connection
-//! registry.
+//! connections.
 
 pub mod csds;
 pub mod grpc;
@@ -20,4 +20,4 @@ pub mod server;
 
 pub use grpc::{Authenticate, Caller};
 pub use protocol::ProxyResources;
-pub use server::{AdsServer, Connection, Generator, Registry, proxy_from_node};
+pub use server::{AdsServer, Connection, Connections, Generator, proxy_from_node};

@@ -92,12 +92,12 @@ pub struct Connection {
 
 /// Connected streams by connection number.
 #[derive(Default)]
-pub struct Registry {
+pub struct Connections {
     next: AtomicU64,
     connections: Mutex<BTreeMap<u64, Connection>>,
 }
 
-impl Registry {
+impl Connections {
     /// A copy of every connection's status.
     pub fn connections(&self) -> Vec<Connection> {
         self.lock().values().cloned().collect()
@@ -176,7 +176,7 @@ impl Machine for Delta {
 pub struct AdsServer<G> {
     generator: Arc<G>,
     updates: watch::Receiver<u64>,
-    registry: Arc<Registry>,
+    connections: Arc<Connections>,
     shutdown: watch::Receiver<bool>,
     max_request_bytes: usize,
     /// Subscribed names, one copy for every stream of this server that asks for the same.
@@ -193,13 +193,13 @@ impl<G: Generator> AdsServer<G> {
     pub fn new(
         generator: Arc<G>,
         updates: watch::Receiver<u64>,
-        registry: Arc<Registry>,
+        connections: Arc<Connections>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         AdsServer {
             generator,
             updates,
-            registry,
+            connections,
             shutdown,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             names: Interner::default(),
@@ -240,7 +240,7 @@ impl<G: Generator> AdsServer<G> {
         let (tx, rx) = mpsc::channel(16);
         let generator = self.generator.clone();
         let mut updates = self.updates.clone();
-        let registry = self.registry.clone();
+        let connections = self.connections.clone();
         let mut shutdown = self.shutdown.clone();
         let names = self.names.clone();
         let clock = self.clock.clone();
@@ -275,8 +275,8 @@ impl<G: Generator> AdsServer<G> {
                     }
                 },
             };
-            let id = registry.next.fetch_add(1, Ordering::Relaxed);
-            registry.lock().insert(
+            let id = connections.next.fetch_add(1, Ordering::Relaxed);
+            connections.lock().insert(
                 id,
                 Connection {
                     proxy: proxy.id.clone(),
@@ -357,7 +357,7 @@ impl<G: Generator> AdsServer<G> {
                     }
                     generator.observe(&proxy, &event);
                 }
-                if let Some(c) = registry.lock().get_mut(&id) {
+                if let Some(c) = connections.lock().get_mut(&id) {
                     c.types = machine.status();
                 }
                 for response in out {
@@ -370,7 +370,7 @@ impl<G: Generator> AdsServer<G> {
                     generator.pushed(&proxy, type_url, triggered.elapsed());
                 }
             }
-            registry.lock().remove(&id);
+            connections.lock().remove(&id);
             tracing::info!(proxy = %proxy.id, "proxy disconnected");
         });
         Ok(rx)

@@ -7,7 +7,7 @@ use sextant_model::{self as model, HashAlgorithm, HashKey, Kind, LbPolicy};
 
 use super::{
     Invalid, Parsed, Report,
-    checks::{self, check_port, duration, non_negative_duration},
+    fields::{self, check_port, duration, non_negative_duration},
     object_ref,
 };
 
@@ -19,7 +19,7 @@ pub fn destination_rule(
     let mut r = Report::default();
     super::check_metadata(&obj.metadata, &mut r);
     let spec = &obj.spec;
-    if let Err(e) = checks::check_wildcard_domain(&spec.host) {
+    if let Err(e) = fields::check_wildcard_domain(&spec.host) {
         r.error("spec.host", e);
     }
     let top_policy = spec
@@ -36,14 +36,14 @@ pub fn destination_rule(
                 format!("duplicate subset names: {}", s.name),
             );
         }
-        if !checks::is_dns1123_label(&s.name) {
+        if !fields::is_dns1123_label(&s.name) {
             r.error(
                 format!("{at}.name"),
                 format!("subset name is invalid: {}", s.name),
             );
         }
         let labels = s.labels.clone().unwrap_or_default();
-        checks::check_labels(&labels, &format!("{at}.labels"), &mut r);
+        fields::check_labels(&labels, &format!("{at}.labels"), &mut r);
         subsets.push(model::Subset {
             name: s.name.clone(),
             labels,
@@ -55,7 +55,7 @@ pub fn destination_rule(
     }
     let workload_selector = spec.workload_selector.as_ref().map(|ws| {
         let labels = ws.match_labels.clone().unwrap_or_default();
-        checks::check_labels(&labels, "spec.workloadSelector.matchLabels", &mut r);
+        fields::check_labels(&labels, "spec.workloadSelector.matchLabels", &mut r);
         labels
     });
     if workload_selector.is_some()
@@ -76,7 +76,7 @@ pub fn destination_rule(
             );
         }
     }
-    let export_to = checks::export_to(
+    let export_to = fields::export_to(
         spec.export_to.as_deref(),
         &id.namespace,
         "spec.exportTo",
@@ -156,7 +156,7 @@ fn traffic_policy(p: &api::TrafficPolicy, path: &str, r: &mut Report) -> model::
                 "tunnel protocol must be \"CONNECT\" or \"POST\"",
             );
         }
-        if let Err(e) = checks::check_host_or_ip(&t.target_host) {
+        if let Err(e) = fields::check_host_or_ip(&t.target_host) {
             r.error(format!("{at}.targetHost"), e);
         }
         if let Some(port) = check_port(t.target_port, &format!("{at}.targetPort"), r) {
@@ -293,7 +293,7 @@ fn consistent_hash(
     r: &mut Report,
 ) -> Option<model::ConsistentHash> {
     let key = if let Some(h) = &ch.http_header_name {
-        checks::check_header_name(h, &format!("{path}.httpHeaderName"), r);
+        fields::check_header_name(h, &format!("{path}.httpHeaderName"), r);
         HashKey::Header(h.clone())
     } else if let Some(c) = &ch.http_cookie {
         let at = format!("{path}.httpCookie");

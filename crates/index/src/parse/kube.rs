@@ -8,7 +8,7 @@ use k8s_openapi::api::{
 };
 use sextant_model::{self as model, Kind, Locality, Protocol, Resolution, ServicePort, Visibility};
 
-use super::{Invalid, Parsed, Report, checks, object_ref};
+use super::{Invalid, Parsed, Report, fields, object_ref};
 
 /// Annotation that limits which namespaces see a Service.
 const EXPORT_TO: &str = "networking.istio.io/exportTo";
@@ -60,7 +60,7 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
     let export_to = match annotations.get(EXPORT_TO) {
         Some(list) => {
             let entries: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
-            checks::export_to(
+            fields::export_to(
                 Some(&entries),
                 &id.namespace,
                 &format!("metadata.annotations[{EXPORT_TO}]"),

@@ -5,7 +5,7 @@ use sextant_model::{self as model, HttpAction, Kind};
 
 use super::{
     Invalid, Parsed, Report,
-    checks::{self, check_port, duration},
+    fields::{self, check_port, duration},
     object_ref,
 };
 
@@ -103,7 +103,7 @@ pub fn virtual_service(
                 &path,
                 "wildcard host * is not allowed for virtual services bound to the mesh gateway",
             );
-        } else if let Err(e) = checks::check_host_or_ip(host) {
+        } else if let Err(e) = fields::check_host_or_ip(host) {
             r.error(&path, e);
         }
         if let Some(j) = hosts[..i].iter().position(|h| h.eq_ignore_ascii_case(host)) {
@@ -147,7 +147,7 @@ pub fn virtual_service(
         .enumerate()
         .map(|(i, route)| tcp_route(route, &format!("spec.tcp[{i}]"), &mut r))
         .collect();
-    let export_to = checks::export_to(
+    let export_to = fields::export_to(
         spec.export_to.as_deref(),
         &id.namespace,
         "spec.exportTo",
@@ -186,16 +186,16 @@ pub(super) fn check_gateway_name(gw: &str, path: &str, r: &mut Report) {
             if ns.is_empty() || name.is_empty() {
                 r.error(path, "config namespace and gateway name cannot be empty");
             } else {
-                if !checks::is_dns1123_label(ns) {
+                if !fields::is_dns1123_label(ns) {
                     r.error(path, format!("invalid value for namespace: {ns:?}"));
                 }
-                if !checks::is_dns1123_subdomain(name) {
+                if !fields::is_dns1123_subdomain(name) {
                     r.error(path, format!("invalid value for gateway name: {name:?}"));
                 }
             }
         }
         None => {
-            if !checks::is_dns1123_subdomain(gw) {
+            if !fields::is_dns1123_subdomain(gw) {
                 r.error(path, format!("invalid value for gateway name: {gw:?}"));
             } else if gw.contains('.') {
                 r.warn(
@@ -269,7 +269,7 @@ fn http_route(
         }
         if let Some(ns) = delegate.namespace.as_deref()
             && !ns.is_empty()
-            && !checks::is_dns1123_label(ns)
+            && !fields::is_dns1123_label(ns)
         {
             r.error(
                 format!("{path}.delegate.namespace"),
@@ -372,12 +372,12 @@ fn http_route(
 pub(super) fn destination(d: &api::Destination, path: &str, r: &mut Report) -> model::Destination {
     if d.host == "*" {
         r.error(format!("{path}.host"), "invalid destination host *");
-    } else if let Err(e) = checks::check_host_or_ip(&d.host) {
+    } else if let Err(e) = fields::check_host_or_ip(&d.host) {
         r.error(format!("{path}.host"), e);
     }
     let subset = d.subset.clone().filter(|s| !s.is_empty());
     if let Some(s) = &subset
-        && !checks::is_dns1123_label(s)
+        && !fields::is_dns1123_label(s)
     {
         r.error(
             format!("{path}.subset"),

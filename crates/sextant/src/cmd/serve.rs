@@ -10,13 +10,13 @@ use sextant_index::{Changes, Index};
 use sextant_kube::leader;
 use sextant_model::Snapshot;
 use sextant_source::{Debounce, DirSource, KubeSource, Source};
-use sextant_xds::{AdsServer, Registry, grpc::AdsService};
+use sextant_xds::{AdsServer, Connections, grpc::AdsService};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     admin, ca_store,
     cli::{LogFormat, ServeArgs},
-    mesh::Mesh,
+    generator::XdsGenerator,
     metrics::Metrics,
 };
 
@@ -91,7 +91,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::default());
+    let connections = Arc::new(Connections::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let debounce = Debounce::new(
@@ -115,12 +115,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, None) => Ca::generate(clock)?,
     };
     let ca = Arc::new(ca);
-    let mesh = Arc::new(
-        Mesh::new(metrics.clone()).with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
+    let generator = Arc::new(
+        XdsGenerator::new(metrics.clone())
+            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
     );
     // Certificates past half their life are replaced at the next update; make one.
     let rotation = updates_tx.clone();
-    let rotating = mesh.clone();
+    let rotating = generator.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -137,12 +138,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match (config_dir, client) {
         (Some(config_dir), _) => {
             let mut dir = DirSource::new(config_dir, namespace, index);
-            publish(dir.reload(), &mesh, &updates_tx);
+            publish(dir.reload(), &generator, &updates_tx);
             dir.watch(events_tx)?;
             tokio::spawn(run_source(
                 Source::Dir(dir),
                 debounce,
-                mesh.clone(),
+                generator.clone(),
                 updates_tx,
             ));
         }
@@ -165,14 +166,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 },
             );
             let mut source = Source::Kube(cluster);
-            let mesh = mesh.clone();
+            let generator = generator.clone();
             // Serve (not ready) while the watches list; publish once every one has.
             tokio::spawn(async move {
                 if !source.ready().await {
                     return;
                 }
-                publish(source.publish(), &mesh, &updates_tx);
-                run_source(source, debounce, mesh, updates_tx).await;
+                publish(source.publish(), &generator, &updates_tx);
+                run_source(source, debounce, generator, updates_tx).await;
             });
         }
         (None, None) => unreachable!("a client is made whenever there is no --config-dir"),
@@ -181,9 +182,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ads = Arc::new(
         AdsServer::new(
-            mesh.clone(),
+            generator.clone(),
             updates_rx,
-            registry.clone(),
+            connections.clone(),
             shutdown_rx.clone(),
         )
         .max_request_bytes(MAX_REQUEST_BYTES),
@@ -194,7 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut admin_shutdown = shutdown_rx.clone();
     let admin_server = axum::serve(
         admin_listener,
-        admin::router(mesh.clone(), registry.clone()),
+        admin::router(generator.clone(), connections.clone()),
     )
     .with_graceful_shutdown(async move {
         let _ = admin_shutdown.wait_for(|s| *s).await;
@@ -227,7 +228,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut xds_shutdown = shutdown_rx.clone();
     let xds_server = crate::xds_server()
         .add_service(AdsService::new(ads.clone()))
-        .add_service(sextant_xds::csds::Csds::new(registry.clone()).into_service())
+        .add_service(sextant_xds::csds::Csds::new(connections.clone()).into_service())
         .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
@@ -243,7 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = secure_shutdown.wait_for(|s| *s).await;
         });
     tracing::info!(%xds_addr, %secure_addr, %admin_addr, %webhook_addr, "serving");
-    let draining = mesh.clone();
+    let draining = generator.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         // Not ready first, so no new proxies arrive; then close streams (proxies reconnect to
@@ -291,18 +292,19 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Publishes a snapshot to the mesh and tells the streams.
+/// Publishes a snapshot to the xDS generator and tells the streams.
 fn publish(
     (snapshot, changes): (Arc<Snapshot>, Changes),
-    mesh: &Mesh,
+    generator: &XdsGenerator,
     updates: &watch::Sender<u64>,
 ) {
-    mesh.metrics
+    generator
+        .metrics
         .invalid_objects
         .set(snapshot.invalid.len() as i64);
-    mesh.metrics.snapshots.inc();
+    generator.metrics.snapshots.inc();
     let version = snapshot.version;
-    mesh.publish(snapshot, changes);
+    generator.publish(snapshot, changes);
     updates.send_if_modified(|v| std::mem::replace(v, version) != version);
 }
 
@@ -310,13 +312,14 @@ fn publish(
 async fn run_source(
     source: Source,
     debounce: Debounce,
-    mesh: Arc<Mesh>,
+    generator: Arc<XdsGenerator>,
     updates: watch::Sender<u64>,
 ) {
     source
         .run(debounce, |snapshot, changes, first| {
-            publish((snapshot, changes), &mesh, &updates);
-            mesh.metrics
+            publish((snapshot, changes), &generator, &updates);
+            generator
+                .metrics
                 .debounce_seconds
                 .observe(first.elapsed().as_secs_f64());
         })

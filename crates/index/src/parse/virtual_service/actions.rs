@@ -6,7 +6,7 @@ use sextant_model::{self as model, Body, RedirectPort};
 
 use crate::parse::{
     Report,
-    checks::{self, check_port},
+    fields::{self, check_port},
 };
 
 /// Direct response bodies above this are refused (Istio's limit).
@@ -27,7 +27,7 @@ pub(super) fn rewrite(rw: &api::HttpRewrite, path: &str, r: &mut Report) -> Opti
         }
         match (rr.match_.as_deref(), rr.rewrite.as_deref()) {
             (Some(m), Some(s)) if !m.is_empty() => {
-                if checks::check_regex(m, &format!("{path}.uriRegexRewrite.match"), r) {
+                if fields::check_regex(m, &format!("{path}.uriRegexRewrite.match"), r) {
                     uri_regex = Some((m.to_owned(), s.to_owned()));
                 }
             }

@@ -8,7 +8,7 @@ use sextant_model as model;
 use super::{check_gateway_name, l4_destinations};
 use crate::parse::{
     Report,
-    checks::{self, check_port},
+    fields::{self, check_port},
 };
 
 fn l4_match_common(
@@ -24,12 +24,12 @@ fn l4_match_common(
         check_subnet(subnet, &format!("{path}.destinationSubnets[{i}]"), r);
     }
     let labels = labels.cloned().unwrap_or_default();
-    checks::check_labels(&labels, &format!("{path}.sourceLabels"), r);
+    fields::check_labels(&labels, &format!("{path}.sourceLabels"), r);
     for (i, gw) in gateways.into_iter().flatten().enumerate() {
         check_gateway_name(gw, &format!("{path}.gateways[{i}]"), r);
     }
     if let Some(ns) = source_namespace.filter(|n| !n.is_empty())
-        && !checks::is_dns1123_label(ns)
+        && !fields::is_dns1123_label(ns)
     {
         r.error(
             format!("{path}.sourceNamespace"),
@@ -142,7 +142,7 @@ pub(super) fn tls_route(
                 let sat = format!("{at}.sniHosts[{j}]");
                 if sni.parse::<std::net::IpAddr>().is_ok() {
                     r.warn(&sat, format!("using an IP address ({sni}) as an SNI host is not standard and may not work"));
-                } else if let Err(e) = checks::check_wildcard_domain(sni) {
+                } else if let Err(e) = fields::check_wildcard_domain(sni) {
                     r.error(&sat, e);
                 } else if !hosts.iter().any(|h| host_covers(h, sni)) {
                     r.error(

@@ -8,7 +8,7 @@ use sextant_model::{self as model, HeaderMatch};
 use super::{Ctx, check_gateway_name};
 use crate::parse::{
     Report,
-    checks::{self, check_header_name, check_header_value, check_port},
+    fields::{self, check_header_name, check_header_value, check_port},
 };
 
 pub(super) fn http_match(
@@ -19,7 +19,7 @@ pub(super) fn http_match(
 ) -> model::HttpMatch {
     let sm = |field: &str, v: &Option<api::StringMatch>, allow_empty: bool, r: &mut Report| {
         v.as_ref()
-            .and_then(|v| checks::string_match(v, &format!("{path}.{field}"), allow_empty, r))
+            .and_then(|v| fields::string_match(v, &format!("{path}.{field}"), allow_empty, r))
     };
     let uri = sm("uri", &m.uri, true, r);
     let scheme = sm("scheme", &m.scheme, false, r);
@@ -42,10 +42,10 @@ pub(super) fn http_match(
         .filter(|p| *p != 0)
         .and_then(|p| check_port(p, &format!("{path}.port"), r));
     let source_labels = m.source_labels.clone().unwrap_or_default();
-    checks::check_labels(&source_labels, &format!("{path}.sourceLabels"), r);
+    fields::check_labels(&source_labels, &format!("{path}.sourceLabels"), r);
     if let Some(ns) = m.source_namespace.as_deref()
         && !ns.is_empty()
-        && !checks::is_dns1123_label(ns)
+        && !fields::is_dns1123_label(ns)
     {
         r.error(
             format!("{path}.sourceNamespace"),
@@ -107,7 +107,7 @@ fn present_or_match(m: &api::StringMatch, path: &str, r: &mut Report) -> HeaderM
     if empty || m.regex.as_deref() == Some("*") {
         return HeaderMatch::Present;
     }
-    match checks::string_match(m, path, false, r) {
+    match fields::string_match(m, path, false, r) {
         Some(sm) => HeaderMatch::Value(sm),
         None => HeaderMatch::Present,
     }

@@ -6,7 +6,7 @@ use sextant_model::{self as model, AbortError, Percentage, StringMatch};
 use super::{GRPC_CODES, HTTP_METHODS, RETRY_ON, destination};
 use crate::parse::{
     Report,
-    checks::{self, check_header_name, duration},
+    fields::{self, check_header_name, duration},
 };
 
 pub(super) fn retries(
@@ -149,7 +149,7 @@ fn fault_percentage(
     r: &mut Report,
 ) -> Percentage {
     if let Some(p) = percentage {
-        checks::check_percentage(p.value, &format!("{path}.percentage.value"), r);
+        fields::check_percentage(p.value, &format!("{path}.percentage.value"), r);
         return Percentage::from_percent(p.value.clamp(0.0, 100.0));
     }
     match percent {
@@ -256,7 +256,7 @@ pub(super) fn cors(c: &api::CorsPolicy, path: &str, r: &mut Report) -> model::Co
                 &at,
                 format!("'{origin:?}' is not a valid match type for CORS allow origins"),
             );
-        } else if let Some(m) = checks::string_match(origin, &at, false, r) {
+        } else if let Some(m) = fields::string_match(origin, &at, false, r) {
             allow_origins.push(m);
         }
     }

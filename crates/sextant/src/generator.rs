@@ -1,6 +1,7 @@
-//! The control plane's view of the mesh: the published snapshot and each scope's encoded
-//! resources, shared by every proxy of the scope and carried across snapshots: a new snapshot
-//! rebuilds only what its changes touch (see [`sextant_compiler::recompile_part`]).
+//! The xDS generator (`sextant_xds::Generator`): the published snapshot and each scope's
+//! encoded resources, shared by every proxy of the scope and carried across snapshots (a new
+//! snapshot rebuilds only what its changes touch, see [`sextant_compiler::recompile_part`]),
+//! and the SDS secrets of `sextant-ca`.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,8 +31,9 @@ struct ScopeEntry {
     resources: Arc<EncodedResources>,
 }
 
-/// Snapshot, readiness and the scope cache.
-pub struct Mesh {
+/// What every proxy's resources come from: the snapshot, readiness, the scope cache and the
+/// secrets.
+pub struct XdsGenerator {
     snapshot: RwLock<Arc<Snapshot>>,
     ready: AtomicBool,
     /// Changes that produced each published version (oldest first).
@@ -51,10 +53,10 @@ pub struct Mesh {
     pub metrics: Arc<Metrics>,
 }
 
-impl Mesh {
+impl XdsGenerator {
     /// An empty, not yet ready mesh.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Mesh {
+        XdsGenerator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             ready: AtomicBool::new(false),
             log: Mutex::new(VecDeque::new()),
@@ -188,7 +190,7 @@ fn scope_key(p: &Proxy) -> String {
     )
 }
 
-impl Generator for Mesh {
+impl Generator for XdsGenerator {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -286,17 +288,17 @@ mod tests {
 
     #[test]
     fn the_change_log_must_reach_back_to_the_entry() {
-        let mesh = Mesh::new(Arc::new(Metrics::new()));
+        let generator = XdsGenerator::new(Arc::new(Metrics::new()));
         for version in 1..=(CHANGE_LOG as u64 + 3) {
             let snapshot = Snapshot {
                 version,
                 ..Snapshot::default()
             };
-            mesh.publish(Arc::new(snapshot), Changes::default());
+            generator.publish(Arc::new(snapshot), Changes::default());
         }
         let newest = CHANGE_LOG as u64 + 3;
-        assert!(mesh.rebuild(newest - 5, newest).is_some());
+        assert!(generator.rebuild(newest - 5, newest).is_some());
         // Versions that fell out of the log are rebuilt whole.
-        assert!(mesh.rebuild(1, newest).is_none());
+        assert!(generator.rebuild(1, newest).is_none());
     }
 }
