@@ -6,8 +6,8 @@
 
 pub mod check;
 mod delegate;
+mod index;
 pub mod manifest;
 pub mod parse;
-mod index;
 
 pub use index::{Changes, Index, Object, ObjectError};

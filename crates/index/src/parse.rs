@@ -4,8 +4,8 @@
 //! type into the validated model type. Every error names the field path and says what is wrong;
 //! all errors of an object are collected, not just the first.
 
-mod fields;
 mod destination_rule;
+mod fields;
 pub mod kube;
 mod virtual_service;
 
