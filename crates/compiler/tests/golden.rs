@@ -45,35 +45,6 @@ fn load(index: &mut Index, path: &Path) {
     }
 }
 
-/// The Envoy binary: `$ENVOY`, the repository's `.venv`, or `PATH`. Under `CI=true` a missing
-/// Envoy fails the test instead of skipping validation.
-pub fn envoy() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("ENVOY").map(PathBuf::from),
-        Some(manifest_dir().join("../../.venv/bin/envoy")),
-    ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .or_else(|| {
-            Command::new("envoy")
-                .arg("--version")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|_| PathBuf::from("envoy"))
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Envoy is required under CI=true (install with .ci/run or set ENVOY)"
-        );
-        eprintln!("warning: Envoy not found; skipping --mode validate (set ENVOY)");
-    }
-    found
-}
-
 struct Case {
     name: String,
     proxy: String,
@@ -217,7 +188,9 @@ fn compiled_configuration_matches_golden_files() {
 
 #[test]
 fn every_golden_configuration_passes_envoy_validate() {
-    let Some(envoy) = envoy() else { return };
+    let Some(envoy) = sextant_testing::envoy() else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("sextant-golden-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut failures = Vec::new();

@@ -7,29 +7,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-/// kubectl: `$KUBECTL`, or the repository's `.tools/kubectl/kubectl` (installed by `make
-/// tools` and `.ci/run`). Under `CI=true` a missing kubectl fails the test.
-fn kubectl() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let found = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .or_else(|| Some(root.join(".tools/kubectl/kubectl")))
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "kubectl is required under CI=true (install with `make tools` or set KUBECTL)"
-        );
-        eprintln!("skipping: kubectl not found (run `make tools` or set KUBECTL)");
-    }
-    found
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+use sextant_testing::{kubectl, repo};
 
 fn samples(path: &str) -> PathBuf {
     repo("tests/fixtures/istio/samples/bookinfo").join(path)

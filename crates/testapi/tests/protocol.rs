@@ -3,15 +3,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sextant_testapi::{Options, start, store::LOG_LENGTH};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
+use sextant_testing::http;
 
-/// One HTTP/1.0 request (so the answer is never chunked); returns the status code and the
-/// body as JSON.
+/// One request through hyper's client: the status code and the body as JSON (`null` when
+/// it is not JSON).
 async fn call(
     addr: SocketAddr,
     method: &str,
@@ -20,55 +18,63 @@ async fn call(
     body: &Value,
 ) -> (u16, Value) {
     let body = if body.is_null() {
-        String::new()
+        Vec::new()
     } else {
-        body.to_string()
+        body.to_string().into_bytes()
     };
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").expect("a response");
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (code, serde_json::from_str(rest).unwrap_or(Value::Null))
+    let method = method.parse().expect("an HTTP method");
+    let (status, body) = http::send(addr, method, path, ctype, body)
+        .await
+        .expect("a response");
+    (
+        status.as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
 }
 
 /// A watch: the events it streams, read one JSON line at a time.
 struct Watch {
-    lines: tokio::io::Lines<BufReader<TcpStream>>,
+    body: hyper::body::Incoming,
+    buffered: Vec<u8>,
 }
 
 impl Watch {
     async fn open(addr: SocketAddr, path: &str) -> Watch {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        // HTTP/1.0: the body is the rest of the connection, no chunk framing.
-        let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut lines = BufReader::new(s).lines();
-        while let Some(l) = lines.next_line().await.expect("read") {
-            if l.is_empty() {
-                break;
-            }
+        let response = http::open(addr, hyper::Method::GET, path, "", Vec::new())
+            .await
+            .expect("a response");
+        Watch {
+            body: response.into_body(),
+            buffered: Vec::new(),
         }
-        Watch { lines }
     }
 
     async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(10), self.line())
             .await
-            .expect("an event within 10 s")
-            .expect("read")
-            .expect("the watch is open");
-        serde_json::from_str(&line).expect("a JSON event")
+            .expect("an event within 10 s");
+        serde_json::from_slice(&line).expect("a JSON event")
+    }
+
+    /// The next line of the body, however the server framed it.
+    async fn line(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(end) = self.buffered.iter().position(|&b| b == b'\n') {
+                let rest = self.buffered.split_off(end + 1);
+                let mut line = std::mem::replace(&mut self.buffered, rest);
+                line.pop();
+                return line;
+            }
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("the watch is open")
+                .expect("read");
+            if let Ok(data) = frame.into_data() {
+                self.buffered.extend_from_slice(&data);
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
-//! One HTTP/1.1 request at a time through hyper's client, for code that is not async (the
-//! demo's traffic, tests' probes of Envoy and of Sextant's admin port).
+//! HTTP/1.1 through hyper's client: one request at a time for code that is not async (the
+//! demo's traffic, tests' probes of Envoy and of Sextant's admin port), and `send` and `open`
+//! for async tests of HTTP servers (the test API server).
 
 use std::{fmt::Write, net::SocketAddr, time::Duration};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -52,6 +53,53 @@ pub fn request(
         ))
     };
     block_on(async { tokio::time::timeout(TIMEOUT, fetch).await.ok().flatten() })
+}
+
+/// `method path` to `addr` with `body` of `content_type` (none when empty): the status and
+/// the whole body.
+pub async fn send(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let response = open(addr, method, path, content_type, body).await?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Like [`send`], but returns as soon as the response's head arrives, its body still
+/// streaming (a watch, a log).
+pub async fn open(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<http::Response<Incoming>, String> {
+    let uri: http::Uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut request = http::Request::builder().method(method).uri(uri);
+    if !body.is_empty() {
+        request = request.header(http::header::CONTENT_TYPE, content_type);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new())
+        .request(request)
+        .await
+        .map_err(|e| format!("{addr}{path}: {e}"))
 }
 
 /// The body of a `200 OK` answer to `GET path` from `addr`.

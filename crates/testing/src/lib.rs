@@ -3,7 +3,7 @@
 //! - `tools`: the real Envoy, kubectl and helm (and the `sextant` binary of this build);
 //! - `process`: child processes killed on drop, commands that must succeed or fail, waiting on
 //!   a condition, free ports;
-//! - `http`: one HTTP/1.1 request through hyper's client;
+//! - `http`: HTTP/1.1 requests through hyper's client;
 //! - `backend`: small HTTP backends (axum) that answer with their name;
 //! - `serve`: `sextant serve` on free ports;
 //! - `envoy`: a real Envoy started from `sextant bootstrap`;
