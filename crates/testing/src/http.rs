@@ -32,6 +32,7 @@ pub fn request(
     let fetch = async move {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
@@ -94,9 +95,11 @@ pub async fn open(
     let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(HttpConnector::new())
+        .build(connector)
         .request(request)
         .await
         .map_err(|e| format!("{addr}{path}: {e}"))
