@@ -246,7 +246,9 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
     // The API server goes away: Envoy keeps its configuration, traffic flows, Sextant stays
     // ready on its last snapshot and counts the watch errors.
     cluster.stop();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for("watch errors counted", Duration::from_secs(20), || {
+        metric(admin_addr, "sextant_kube_watch_errors_total").filter(|v| *v >= 1.0)
+    });
     let counts = split(listener, 40);
     assert_eq!(
         counts.get("v1").copied().unwrap_or(0) + counts.get("v3").copied().unwrap_or(0),
@@ -254,9 +256,6 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
         "{counts:?}"
     );
     assert!(request(admin_addr, "localhost", "/ready", &[]).is_some_and(|(s, _, _)| s == 200));
-    wait_for("watch errors counted", Duration::from_secs(20), || {
-        metric(admin_addr, "sextant_kube_watch_errors_total").filter(|v| *v >= 1.0)
-    });
 
     // It comes back with its data: Sextant resyncs, and a later change reaches Envoy.
     let cluster = Cluster::start(&dir, port);

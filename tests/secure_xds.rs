@@ -330,18 +330,12 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
     });
 
     // 4. The plaintext port does no authentication.
-    let plain = sextant_testing::Envoy::start(
-        &envoy,
-        &dir,
-        &format!(
-            "sidecar~{}~productpage-0.default~default.svc.cluster.local",
-            ip(110)
-        ),
-        serve.xds,
-        &ip(110),
-        false,
-        10,
+    let plain_node = format!(
+        "sidecar~{}~productpage-0.default~default.svc.cluster.local",
+        ip(110)
     );
+    let plain =
+        sextant_testing::Envoy::start(&envoy, &dir, &plain_node, serve.xds, &ip(110), false, 10);
     sextant_testing::try_wait_for(
         "traffic through Envoy over plaintext xDS",
         Duration::from_secs(30),
@@ -358,7 +352,14 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
                 .then_some(())
         },
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // What Sextant sent it, once Envoy has ACKed it: one secret, and Envoy holds no other.
+    let secret_type = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+    let sent = wait_for("the secrets ACKed", Duration::from_secs(20), || {
+        let status = syncz(admin, &plain_node)?["types"][secret_type].clone();
+        (status["acked_version"].is_string() && status["acked_version"] == status["sent_version"])
+            .then_some(status)
+    });
+    assert_eq!(sent["resources"], 1, "{sent}");
     assert!(
         !active_secrets(plain.admin)
             .expect("secrets")
