@@ -1,14 +1,14 @@
 //! Compiles the mesh model into the Envoy v3 resources an Istio sidecar would receive.
 //!
-//! `compile(&Snapshot, &Proxy)` is a pure, deterministic function: no clock, no globals that
-//! affect output, no cache inside. One module per xDS type (`cds`, `eds`, `lds`, `rds`);
-//! `policy` applies DestinationRule traffic policy to clusters and `routes` translates
-//! VirtualService rules. Names and defaults follow istiod (see `istio-compat.md` in the design
-//! notes). Istio-proxy-only extensions (`istio.*` filters) are never emitted, so every resource
+//! `compile(&Snapshot, &Proxy)` is a pure, deterministic function: no clock and no globals
+//! that affect output. Caching wraps it from outside: `ScopeCache` shares what scopes with the
+//! same inputs compile to, keyed by exactly those inputs. One module per xDS type (`cds`,
+//! `eds`, `lds`, `rds`); `policy` applies DestinationRule traffic policy to clusters and
+//! `routes` translates VirtualService rules. Names and defaults follow istiod. Istio-proxy-only extensions (`istio.*` filters) are never emitted, so every resource
 //! is accepted by stock Envoy. `json` renders resources with Envoy's field names and `bootstrap`
 //! inlines them into a static Envoy bootstrap for `envoy --mode validate`. What it produces
 //! is `sextant-resources`' vocabulary (`Encoded`, `Body`, `List`, `EncodedResources`, type URLs,
-//! SDS names), re-exported here; resources are assembled from shared parts with that crate's
+//! SDS names); resources are assembled from shared parts with that crate's
 //! `wire` helpers, and `EncodedResources::memo` carries `rds`' record of virtual host origins.
 
 pub mod bootstrap;

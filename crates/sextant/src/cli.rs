@@ -19,7 +19,7 @@ enum Command {
     /// Check VirtualService and DestinationRule manifests offline: schema, Istio's semantic
     /// rules, and references between the objects given.
     Validate(ValidateArgs),
-    /// Run the control plane on a directory of manifests, serving ADS to Envoy.
+    /// Run the control plane on a directory of manifests or on a cluster, serving ADS to Envoy.
     Serve(ServeArgs),
     /// Run the demo: backends, sextant serve and Envoy on the example mesh, with live route
     /// changes and the traffic split printed as it happens.

@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{protocol::TypeStatus, server::Connections};
 
-/// The CSDS service over the server's connection connections.
+/// The CSDS service over the server's connections.
 pub struct Csds {
     connections: Arc<Connections>,
 }
