@@ -1,4 +1,5 @@
-# The targets CI runs are exactly these; .ci/run calls `make ci`.
+# The targets CI runs are exactly these: .ci/run calls `make tools envoy`, `make ci` and
+# `make demo` in a plain clone of the commit.
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
@@ -75,7 +76,7 @@ bench:
 # after the extra proxies connect. Resident memory keeps allocator retention; this does not.
 bench-heap:
 	$(CARGO) bench -p sextant --bench ads --features system-alloc --no-run
-	rm -f target/ads-heap.zst target/ads-heap.massif
-	heaptrack -o target/ads-heap $$(ls -t target/release/deps/ads-* | grep -v '\.d$$' | head -1) --bench
-	heaptrack_print -f target/ads-heap.zst -M target/ads-heap.massif > /dev/null
-	python3 crates/sextant/benches/heap_plateaus.py target/ads-heap.massif
+	rm -f $(TARGET_DIR)/ads-heap.zst $(TARGET_DIR)/ads-heap.massif
+	heaptrack -o $(TARGET_DIR)/ads-heap $$(ls -t $(TARGET_DIR)/release/deps/ads-* | grep -v '\.d$$' | head -1) --bench
+	heaptrack_print -f $(TARGET_DIR)/ads-heap.zst -M $(TARGET_DIR)/ads-heap.massif > /dev/null
+	python3 crates/sextant/benches/heap_plateaus.py $(TARGET_DIR)/ads-heap.massif

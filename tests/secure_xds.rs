@@ -93,6 +93,20 @@ fn identities_of(inline: &str) -> Vec<String> {
         .collect()
 }
 
+/// A proxy the secure port must refuse, and the gRPC status it must see.
+struct Refusal<'a> {
+    /// Where its certificate, key and root are.
+    certs: &'a Path,
+    /// Whether it presents the certificate.
+    with_cert: bool,
+    /// Tells it apart: its address and files.
+    tag: u8,
+    /// The gRPC status code.
+    code: u8,
+    /// The status message.
+    message: &'static str,
+}
+
 #[test]
 fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tls() {
     let Some(envoy) = envoy() else { return };
@@ -211,29 +225,36 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
     // 2. Refused: a certificate of another namespace, one of another service account than
     //    the node's Pod runs as, and no certificate at all. Each Envoy stays unconfigured.
     let refused = [
-        (
-            &foreign,
-            true,
-            2,
-            7,
-            "no identities (spiffe://cluster.local/ns/other/sa/productpage) matched default/productpage",
-        ),
-        (
-            &wrong_account,
-            true,
-            3,
-            7,
-            "no identities (spiffe://cluster.local/ns/default/sa/ratings) matched default/productpage",
-        ),
-        (
-            &good,
-            false,
-            4,
-            16,
-            "no client certificate with a SPIFFE identity",
-        ),
+        Refusal {
+            certs: &foreign,
+            with_cert: true,
+            tag: 2,
+            code: 7,
+            message: "no identities (spiffe://cluster.local/ns/other/sa/productpage) matched default/productpage",
+        },
+        Refusal {
+            certs: &wrong_account,
+            with_cert: true,
+            tag: 3,
+            code: 7,
+            message: "no identities (spiffe://cluster.local/ns/default/sa/ratings) matched default/productpage",
+        },
+        Refusal {
+            certs: &good,
+            with_cert: false,
+            tag: 4,
+            code: 16,
+            message: "no client certificate with a SPIFFE identity",
+        },
     ];
-    for (certs, with_cert, tag, code, message) in refused {
+    for Refusal {
+        certs,
+        with_cert,
+        tag,
+        code,
+        message,
+    } in refused
+    {
         let other_node = format!(
             "sidecar~{}~productpage-0.default~default.svc.cluster.local",
             ip(100 + tag)
@@ -280,6 +301,13 @@ fn only_proxies_proving_the_identity_their_node_claims_get_configuration_over_tl
         assert!(
             !listeners.contains("9080"),
             "refused proxy has listeners: {listeners}"
+        );
+        // Envoy reads as connected for a moment when its stream opened before the refusal;
+        // after the refusal it settles on not connected.
+        wait_for(
+            "the refused Envoy not connected",
+            Duration::from_secs(20),
+            || (connected(refused_proxy.admin).as_deref() != Some("1")).then_some(()),
         );
     }
 

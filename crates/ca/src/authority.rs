@@ -99,7 +99,7 @@ impl Ca {
     }
 
     /// The clock that dates what this CA signs.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 

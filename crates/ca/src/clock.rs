@@ -27,7 +27,7 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to, for tests.
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 #[derive(Debug)]
 pub struct FakeClock {
     wall: SystemTime,
@@ -36,7 +36,7 @@ pub struct FakeClock {
     elapsed: std::sync::Mutex<std::time::Duration>,
 }
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 impl FakeClock {
     /// A clock reading `wall`, stopped there until [`FakeClock::advance`].
     pub fn new(wall: SystemTime) -> FakeClock {
@@ -57,7 +57,7 @@ impl FakeClock {
     }
 }
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 impl Clock for FakeClock {
     fn now(&self) -> SystemTime {
         self.wall + self.elapsed()

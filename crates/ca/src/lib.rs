@@ -10,7 +10,7 @@ mod error;
 mod identity;
 mod secrets;
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(test)]
 pub use clock::FakeClock;
 pub use {
     authority::{Ca, Serving, WorkloadCert},

@@ -52,7 +52,7 @@ async fn metrics(State(a): State<Admin>) -> Response {
     a.generator
         .metrics
         .connected_proxies
-        .set(a.connections.connections().len() as i64);
+        .set(a.connections.list().len() as i64);
     (
         [(
             "content-type",
@@ -71,7 +71,7 @@ fn secs(t: Option<SystemTime>) -> Value {
 async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
     let list: Vec<Value> = a
         .connections
-        .connections()
+        .list()
         .into_iter()
         .map(|c| {
             let types: serde_json::Map<String, Value> = c

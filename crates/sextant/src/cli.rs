@@ -23,6 +23,7 @@ enum Command {
     Serve(ServeArgs),
     /// Run the demo: backends, sextant serve and Envoy on the example mesh, with live route
     /// changes and the traffic split printed as it happens.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS.
     Bootstrap(BootstrapArgs),
@@ -146,6 +147,7 @@ pub enum LogFormat {
 }
 
 /// Arguments of `sextant demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// The example mesh (copied to a temporary directory; the original is not modified).
@@ -303,6 +305,7 @@ impl Cli {
             Command::ProxyConfig(args) => cmd::proxy_config::run(args),
             Command::Serve(args) => cmd::serve::run(args),
             Command::Bootstrap(args) => cmd::bootstrap::run(args),
+            #[cfg(feature = "demo")]
             Command::Demo(args) => crate::demo::run(args),
             Command::Ca(command) => cmd::ca::run(command),
             Command::Version => {

@@ -45,16 +45,16 @@ pub struct XdsGenerator {
     /// clusters and load assignments built once per snapshot.
     cache: Mutex<sextant_compiler::ScopeCache>,
     /// SDS secrets (`ROOTCA` for every proxy, `default` for a proved identity), when the
-    /// mesh has a CA.
+    /// control plane has a CA.
     secrets: Option<Secrets>,
-    /// The secrets of a mesh without a CA.
+    /// The secrets served without a CA: none.
     no_secrets: sextant_resources::List,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
 
 impl XdsGenerator {
-    /// An empty, not yet ready mesh.
+    /// A generator with an empty snapshot, not yet ready.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         XdsGenerator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -80,7 +80,7 @@ impl XdsGenerator {
     }
 
     /// Publishes a new snapshot and the changes since the previous one; after the first, the
-    /// mesh is ready.
+    /// generator is ready.
     pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) {
         {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());

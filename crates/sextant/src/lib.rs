@@ -4,6 +4,7 @@ pub mod admin;
 pub mod ca_store;
 pub mod cli;
 pub mod cmd;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod generator;
 pub mod metrics;

@@ -9,11 +9,11 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
 use crate::kinds::ResourceType;
 
@@ -107,24 +107,21 @@ pub async fn admit(
     Ok(())
 }
 
-/// POSTs the review to `clientConfig.url` and returns the answer.
+/// POSTs the review to `clientConfig.url` over HTTPS (trusting `caBundle`) with hyper's
+/// HTTP/1.1 client, and returns the answer.
 async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
     let url = client_config["url"]
         .as_str()
         .ok_or("only clientConfig.url is supported by sextant-testapi")?;
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or("the webhook URL must be https")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
-    let path = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|e| format!("port: {e}"))?),
-        None => (authority, 443),
-    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("the webhook URL {url}: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err("the webhook URL must be https".to_owned());
+    }
+    let host = uri.host().ok_or("the webhook URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(443);
     let mut roots = rustls::RootCertStore::empty();
     let bundle = client_config["caBundle"].as_str().unwrap_or_default();
     let pem = base64::engine::general_purpose::STANDARD
@@ -149,54 +146,37 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let body = review.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(request.as_bytes())
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let request = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::from(review.to_string())))
         .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    // A peer closing without close_notify still delivered its answer.
-    let _ = tls.read_to_end(&mut raw).await;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the webhook sent no HTTP response")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let rest = &raw[split + 4..];
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    if code != "200" {
-        return Err(format!("the webhook answered HTTP {code}"));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!(
+            "the webhook answered HTTP {}",
+            response.status().as_u16()
+        ));
     }
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the webhook's answer: {e}"))?
+        .to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("the webhook's answer is not JSON: {e}"))
-}
-
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&rest[..line]);
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let tail = &rest[line + 2..];
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.extend_from_slice(&tail[..n]);
-        rest = tail.get(n + 2..).unwrap_or_default();
-    }
-    out
 }

@@ -112,16 +112,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .map(|(_, b, _)| b)
 }
 
-/// Runs `f` to completion on a runtime of its own; on a thread of its own when called from
-/// async code, where a runtime cannot be started.
+/// Runs `f` to completion on this thread's runtime (one per thread, kept for the next
+/// request); on a thread of its own when called from async code, where a runtime cannot be
+/// entered.
 fn block_on<T: Send>(f: impl Future<Output = Option<T>> + Send) -> Option<T> {
-    let run = move || {
-        tokio::runtime::Builder::new_current_thread()
+    thread_local! {
+        static RUNTIME: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .ok()?
-            .block_on(f)
-    };
+            .ok();
+    }
+    let run = move || RUNTIME.with(|r| r.as_ref()?.block_on(f));
     if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| s.spawn(run).join().ok().flatten())
     } else {

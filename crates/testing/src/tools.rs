@@ -1,6 +1,10 @@
 //! The real tools the tests drive, and the repository they run in.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+    time::SystemTime,
+};
 
 /// A path under the repository root.
 pub fn repo(path: &str) -> PathBuf {
@@ -44,18 +48,56 @@ pub fn helm() -> Option<PathBuf> {
 /// The `sextant` binary of this build. Cargo gives a test only its own package's binaries, so
 /// it is found beside the running executable (`target/<profile>/deps/..`), where building the
 /// workspace's tests or benchmarks puts it (`crates/sextant` has tests of its own, which build
-/// it).
+/// it). A binary older than a source file of the workspace's crates is refused: building one
+/// package's tests does not rebuild it.
 pub fn sextant_bin() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED.get_or_init(find_sextant_bin).clone()
+}
+
+fn find_sextant_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable's path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test and bench executables live in target/<profile>/deps");
     let bin = dir.join(format!("sextant{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} not found: build the workspace (`make test`, or `cargo nextest run --workspace`)",
-        bin.display()
-    );
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} not found: build the workspace (`make test`, or `cargo nextest run --workspace`)",
+                bin.display()
+            )
+        });
+    if let Some(newer) = newest_source(&repo("crates")).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: build the workspace (`make test`, or `cargo nextest run --workspace`)",
+            bin.display(),
+            newer.1.display()
+        );
+    }
     bin
+}
+
+/// The most recently modified `.rs` file in a `src` directory under `dir`, and when.
+fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.components().any(|c| c.as_os_str() == "src")
+                && let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, path));
+            }
+        }
+    }
+    newest
 }

@@ -43,7 +43,7 @@ impl Csds {
     /// The status of every connected proxy the request's node matchers select.
     pub fn status(&self, request: &ClientStatusRequest) -> Result<ClientStatusResponse, Status> {
         let mut config = Vec::new();
-        for connection in self.connections.connections() {
+        for connection in self.connections.list() {
             let mut selected = true;
             for m in &request.node_matchers {
                 if !m.node_metadatas.is_empty() {

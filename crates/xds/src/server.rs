@@ -99,7 +99,7 @@ pub struct Connections {
 
 impl Connections {
     /// A copy of every connection's status.
-    pub fn connections(&self) -> Vec<Connection> {
+    pub fn list(&self) -> Vec<Connection> {
         self.lock().values().cloned().collect()
     }
 

@@ -83,6 +83,51 @@ fn nack(mut r: DiscoveryRequest) -> DiscoveryRequest {
     r
 }
 
+/// A clock that stands still until moved.
+struct FixedClock(std::sync::Mutex<std::time::SystemTime>);
+
+impl sextant_xds::protocol::Clock for FixedClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.0.lock().expect("clock")
+    }
+}
+
+#[test]
+fn sent_and_acked_times_come_from_the_injected_clock() {
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let clock = Arc::new(FixedClock(std::sync::Mutex::new(start)));
+    let all = state(&[("a", 1)]);
+    for (name, status) in [
+        ("sotw", {
+            let mut s = Sotw::new(Interner::default(), clock.clone());
+            let r = s
+                .on_request(req(type_url::CLUSTER, &[], "", ""), &all)
+                .expect("response");
+            *clock.0.lock().expect("clock") = start + std::time::Duration::from_secs(5);
+            s.on_request(req(type_url::CLUSTER, &[], &r.nonce, &r.version_info), &all);
+            s.status()
+        }),
+        ("delta", {
+            *clock.0.lock().expect("clock") = start;
+            let mut d = Delta::new(clock.clone());
+            let r = d
+                .on_request(dreq(type_url::CLUSTER, &[], &[], ""), &all)
+                .expect("response");
+            *clock.0.lock().expect("clock") = start + std::time::Duration::from_secs(5);
+            d.on_request(dreq(type_url::CLUSTER, &[], &[], &r.nonce), &all);
+            d.status()
+        }),
+    ] {
+        let cds = &status[type_url::CLUSTER];
+        assert_eq!(cds.sent_at, Some(start), "{name}");
+        assert_eq!(
+            cds.acked_at,
+            Some(start + std::time::Duration::from_secs(5)),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn sotw_initial_request_gets_everything_and_an_ack_gets_nothing() {
     let all = state(&[("a", 1), ("b", 1)]);
