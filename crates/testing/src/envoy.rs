@@ -19,11 +19,13 @@ pub struct Envoy {
     pub log: PathBuf,
     /// Bootstrap, admin address and log files, removed when done.
     files: Vec<PathBuf>,
-    _process: Process,
+    process: Option<Process>,
 }
 
 impl Drop for Envoy {
     fn drop(&mut self) {
+        // Stopped first, so that it writes nothing after its files are gone.
+        drop(self.process.take());
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -117,7 +119,7 @@ impl Envoy {
             admin,
             log: envoy_log.clone(),
             files: vec![bootstrap.clone(), admin_path, envoy_log],
-            _process: process,
+            process: Some(process),
         }
     }
 }
