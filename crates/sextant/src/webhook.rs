@@ -20,7 +20,7 @@ pub fn router() -> Router {
 
 async fn validate(body: Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match serde_json::from_slice::<Value>(&body) {
+    match parse_review(&body) {
         Ok(review) => Json(review_response(&review)).into_response(),
         Err(e) => (
             axum::http::StatusCode::BAD_REQUEST,
@@ -28,6 +28,19 @@ async fn validate(body: Bytes) -> axum::response::Response {
         )
             .into_response(),
     }
+}
+
+/// The body as an AdmissionReview with a request to answer: JSON, `kind: AdmissionReview`,
+/// and a `request` whose `uid` the answer must carry.
+fn parse_review(body: &[u8]) -> Result<Value, String> {
+    let review: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if review["kind"] != "AdmissionReview" {
+        return Err("kind is not AdmissionReview".to_owned());
+    }
+    if !review["request"]["uid"].is_string() {
+        return Err("request.uid is missing".to_owned());
+    }
+    Ok(review)
 }
 
 /// The AdmissionReview answering `review`.
@@ -65,6 +78,23 @@ pub fn review_response(review: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_that_are_not_admission_reviews_are_refused() {
+        for (body, why) in [
+            (&b"[1,2,3]"[..], "kind is not AdmissionReview"),
+            (b"\"str\"", "kind is not AdmissionReview"),
+            (
+                br#"{"kind": "AdmissionReview", "request": {}}"#,
+                "request.uid is missing",
+            ),
+        ] {
+            assert_eq!(parse_review(body).expect_err("refused"), why);
+        }
+        assert!(parse_review(b"{").is_err());
+        let ok = br#"{"kind": "AdmissionReview", "request": {"uid": "u"}}"#;
+        assert!(parse_review(ok).is_ok());
+    }
 
     fn review(object: Value) -> Value {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
