@@ -88,6 +88,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub token_audiences: Vec<String>,
+    /// Bytes of a proxy's NACK error text kept (in `/debug/syncz`, CSDS and the log); the
+    /// rest is cut and counted in `sextant_xds_bounded_total{bound="nack_message"}`.
+    #[arg(long, env = "SEXTANT_MAX_NACK_MESSAGE_BYTES", default_value_t = sextant_xds::protocol::DEFAULT_NACK_MESSAGE_BYTES)]
+    pub max_nack_message_bytes: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

@@ -225,7 +225,16 @@ impl Generator for XdsGenerator {
 
     fn observe(&self, _proxy: &Proxy, event: &Event) {
         match event {
-            Event::Nack { type_url, .. } => self.metrics.nack(type_url),
+            Event::Nack {
+                type_url,
+                truncated,
+                ..
+            } => {
+                self.metrics.nack(type_url);
+                if *truncated {
+                    self.metrics.bounded("nack_message");
+                }
+            }
             Event::Ack { type_url } => self.metrics.ack(type_url),
             Event::Sent { type_url, .. } => {
                 self.metrics

@@ -13,6 +13,13 @@ pub struct TypeLabels {
     pub type_url: String,
 }
 
+/// Labels of what a bound cut or refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundLabels {
+    /// Which bound (`nack_message`, ...).
+    pub bound: String,
+}
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     /// The registry they are registered in.
@@ -23,6 +30,8 @@ pub struct Metrics {
     pub nacks: Family<TypeLabels, Counter>,
     /// ACKs by type.
     pub acks: Family<TypeLabels, Counter>,
+    /// Times a peer's input was cut or refused by a bound, by bound.
+    pub bounded: Family<BoundLabels, Counter>,
     /// Responses sent by type.
     pub pushes: Family<TypeLabels, Counter>,
     /// Time from a configuration change reaching a stream until the proxy ACKed all of it.
@@ -64,6 +73,7 @@ impl Metrics {
             connected_proxies: Gauge::default(),
             nacks: Family::default(),
             acks: Family::default(),
+            bounded: Family::default(),
             pushes: Family::default(),
             convergence_seconds: buckets(),
             compile_seconds: buckets(),
@@ -113,6 +123,11 @@ impl Metrics {
             m.nacks.clone(),
         );
         registry.register(
+            "xds_bounded",
+            "Peer input cut or refused by a bound (DESIGN: everything a peer can make Sextant hold is bounded)",
+            m.bounded.clone(),
+        );
+        registry.register(
             "xds_acks",
             "Configuration accepted by proxies",
             m.acks.clone(),
@@ -157,6 +172,15 @@ impl Metrics {
         self.nacks
             .get_or_create(&TypeLabels {
                 type_url: type_url.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts input cut or refused by `bound`.
+    pub fn bounded(&self, bound: &str) {
+        self.bounded
+            .get_or_create(&BoundLabels {
+                bound: bound.to_owned(),
             })
             .inc();
     }

@@ -79,13 +79,55 @@ impl TypeStatus {
     }
 }
 
+/// Bytes of a NACK's error text kept by default. Envoy's own messages name the resource
+/// and the field at fault in a few hundred bytes; a peer's megabytes are not worth keeping.
+pub const DEFAULT_NACK_MESSAGE_BYTES: usize = 4096;
+
+/// What a stream's state machine keeps of what its peer sends. Everything here is held per
+/// stream and rendered by `/debug/syncz` and the logs, so a peer must not choose its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a NACK's error text kept; the rest is cut (and the cut said).
+    pub nack_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            nack_message_bytes: DEFAULT_NACK_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// `message` as kept within `limit` bytes, cut on a character boundary with the cut said;
+/// and whether it was cut.
+pub(crate) fn kept_message(message: &str, limit: usize) -> (String, bool) {
+    if message.len() <= limit {
+        return (message.to_owned(), false);
+    }
+    let mut end = limit;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    (
+        format!("{}... ({cut} more bytes cut)", &message[..end]),
+        true,
+    )
+}
+
 /// An event worth counting (metrics) that the state machine saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The proxy ACKed a version.
     Ack { type_url: String },
-    /// The proxy rejected a version.
-    Nack { type_url: String, error: String },
+    /// The proxy rejected a version; `error` is its text as kept (see [`Limits`]).
+    Nack {
+        type_url: String,
+        error: String,
+        /// The text was longer than the limit and was cut.
+        truncated: bool,
+    },
     /// A response for an older nonce arrived and was ignored.
     Stale { type_url: String },
     /// A response was sent.

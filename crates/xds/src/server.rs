@@ -21,7 +21,8 @@ use tonic::Status;
 use crate::{
     grpc::{AdsService, Caller, Outgoing, Requests, Streams},
     protocol::{
-        Clock, Delta, Event, Interner, ProxyResources, Sotw, SotwRequest, SystemClock, TypeStatus,
+        Clock, Delta, Event, Interner, Limits, ProxyResources, Sotw, SotwRequest, SystemClock,
+        TypeStatus,
     },
 };
 
@@ -112,7 +113,7 @@ impl Connections {
 trait Machine: Send + 'static {
     type Req: Send + 'static;
     const NAME: &'static str;
-    fn new(names: &Interner, clock: &Arc<dyn Clock>) -> Self;
+    fn new(names: &Interner, clock: &Arc<dyn Clock>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Option<Outgoing>;
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing>;
@@ -123,8 +124,8 @@ trait Machine: Send + 'static {
 impl Machine for Sotw {
     type Req = SotwRequest;
     const NAME: &'static str = "sotw";
-    fn new(names: &Interner, clock: &Arc<dyn Clock>) -> Self {
-        Sotw::new(names.clone(), clock.clone())
+    fn new(names: &Interner, clock: &Arc<dyn Clock>, limits: Limits) -> Self {
+        Sotw::new(names.clone(), clock.clone()).with_limits(limits)
     }
     fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -149,8 +150,8 @@ impl Machine for Sotw {
 impl Machine for Delta {
     type Req = DeltaDiscoveryRequest;
     const NAME: &'static str = "delta";
-    fn new(_names: &Interner, clock: &Arc<dyn Clock>) -> Self {
-        Delta::new(clock.clone())
+    fn new(_names: &Interner, clock: &Arc<dyn Clock>, limits: Limits) -> Self {
+        Delta::new(clock.clone()).with_limits(limits)
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -182,6 +183,7 @@ pub struct AdsServer<G> {
     /// Subscribed names, one copy for every stream of this server that asks for the same.
     names: Interner,
     clock: Arc<dyn Clock>,
+    limits: Limits,
 }
 
 /// Largest request accepted by default (Envoy's requests are small; this bounds hostile ones).
@@ -204,7 +206,14 @@ impl<G: Generator> AdsServer<G> {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             names: Interner::default(),
             clock: Arc::new(SystemClock),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets what each stream keeps of what its peer sends.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets the clock that connection and stream statuses are stamped with.
@@ -244,6 +253,7 @@ impl<G: Generator> AdsServer<G> {
         let mut shutdown = self.shutdown.clone();
         let names = self.names.clone();
         let clock = self.clock.clone();
+        let limits = self.limits;
         tokio::spawn(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
@@ -300,7 +310,7 @@ impl<G: Generator> AdsServer<G> {
                     }
                 }
             });
-            let mut machine = M::new(&names, &clock);
+            let mut machine = M::new(&names, &clock, limits);
             updates.borrow_and_update();
             let mut resources = generator.resources(&proxy);
             let mut pending = Some(first);
@@ -338,7 +348,9 @@ impl<G: Generator> AdsServer<G> {
                 }
                 for event in machine.drain() {
                     match &event {
-                        Event::Nack { type_url, error } => {
+                        Event::Nack {
+                            type_url, error, ..
+                        } => {
                             tracing::warn!(proxy = %proxy.id, type_url = %type_url, %error, "proxy rejected configuration");
                             unacked.remove(type_url);
                         }

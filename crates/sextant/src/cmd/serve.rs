@@ -10,7 +10,7 @@ use sextant_index::{Changes, Index};
 use sextant_kube::leader;
 use sextant_model::Snapshot;
 use sextant_source::{Debounce, DirSource, KubeSource, Source};
-use sextant_xds::{AdsServer, Connections, grpc::AdsService};
+use sextant_xds::{AdsServer, Connections, grpc::AdsService, protocol::Limits};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -70,6 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         xds_port,
         secure_xds_port,
         token_audiences,
+        max_nack_message_bytes,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -87,7 +88,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
@@ -187,7 +188,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             connections.clone(),
             shutdown_rx.clone(),
         )
-        .max_request_bytes(MAX_REQUEST_BYTES),
+        .max_request_bytes(MAX_REQUEST_BYTES)
+        .limits(Limits {
+            nack_message_bytes: max_nack_message_bytes,
+        }),
     );
     let xds_addr = SocketAddr::new(listen_address, xds_port);
     let admin_addr = SocketAddr::new(listen_address, admin_port);

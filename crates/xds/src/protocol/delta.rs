@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use sextant_resources::{Encoded, type_url};
 
 use super::{
-    Clock, Event, TypeStatus,
+    Clock, Event, Limits, TypeStatus, kept_message,
     resources::{PUSH_ORDER, ResourceSet, all_of, is_wildcard_type, known_type, select},
 };
 
@@ -50,6 +50,7 @@ pub struct Delta {
     types: BTreeMap<String, DeltaType>,
     nonces: u64,
     clock: Arc<dyn Clock>,
+    limits: Limits,
     /// Events since the caller last drained them.
     pub events: Vec<Event>,
 }
@@ -61,8 +62,15 @@ impl Delta {
             types: BTreeMap::new(),
             nonces: 0,
             clock,
+            limits: Limits::default(),
             events: Vec::new(),
         }
+    }
+
+    /// Keeps what the peer sends within `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Delta {
+        self.limits = limits;
+        self
     }
 
     /// Handles one request; returns the response to send, if any. Subscription changes are
@@ -127,13 +135,15 @@ impl Delta {
                         *held = None;
                     }
                 }
+                let (error, truncated) = kept_message(&err.message, self.limits.nack_message_bytes);
                 state.status.nack = Some((
                     state.status.sent_version.clone().unwrap_or_default(),
-                    err.message.clone(),
+                    error.clone(),
                 ));
                 self.events.push(Event::Nack {
                     type_url: url.to_owned(),
-                    error: err.message.clone(),
+                    error,
+                    truncated,
                 });
             } else {
                 for (name, _) in std::mem::take(&mut state.last) {

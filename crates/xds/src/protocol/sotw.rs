@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use sextant_resources::{Body, Encoded, type_url};
 
 use super::{
-    Clock, Event, TypeStatus,
+    Clock, Event, Limits, TypeStatus, kept_message,
     resources::{PUSH_ORDER, ResourceSet, all_of, is_wildcard_type, known_type, select},
 };
 
@@ -86,6 +86,7 @@ pub struct Sotw {
     nonces: u64,
     names: Interner,
     clock: Arc<dyn Clock>,
+    limits: Limits,
     /// Events since the caller last drained them.
     pub events: Vec<Event>,
 }
@@ -160,8 +161,15 @@ impl Sotw {
             nonces: 0,
             names,
             clock,
+            limits: Limits::default(),
             events: Vec::new(),
         }
+    }
+
+    /// Keeps what the peer sends within `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Sotw {
+        self.limits = limits;
+        self
     }
 
     /// Handles one request; returns the response to send, if any.
@@ -193,16 +201,18 @@ impl Sotw {
             Some(self.names.intern(&req.resource_names))
         };
         if let Some(err) = &req.error_detail {
+            let (error, truncated) = kept_message(&err.message, self.limits.nack_message_bytes);
             if let Some(v) = state.version.clone() {
                 state.nacked = Some(v.clone());
-                state.status.nack = Some((v, err.message.clone()));
+                state.status.nack = Some((v, error.clone()));
             }
             // Envoy may have applied part of what it rejected: what it holds is unknown, so
             // the next update carries every subscribed resource.
             state.basis = None;
             self.events.push(Event::Nack {
                 type_url: url.to_owned(),
-                error: err.message.clone(),
+                error,
+                truncated,
             });
             // A NACK is also the only message carrying names that changed meanwhile.
             if state.names != subscription {

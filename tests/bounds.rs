@@ -1,0 +1,127 @@
+//! Bounds on what a peer can make `sextant serve` hold, each attacked over a real socket while
+//! another client is still served: the bound holds, the cut is counted in
+//! `sextant_xds_bounded_total`, and the server keeps answering.
+
+use std::{process::Stdio, time::Duration};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    },
+    google::rpc::Status,
+};
+use sextant_resources::type_url;
+use sextant_testing::{Process, Serve, first_clusters, http_get, metric, syncz, wait_for};
+
+/// NACK text a hostile peer sends: 8 MiB, three times.
+const NACK_BYTES: usize = 8 << 20;
+
+#[test]
+fn nack_messages_are_kept_truncated_and_counted() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let log = std::env::temp_dir().join(format!("sextant-bounds-{}.log", std::process::id()));
+    let serve = Serve::new();
+    let (xds, admin) = (serve.xds, serve.admin_addr());
+    let _sextant = Process(
+        serve
+            .command(&sextant_testing::sextant_bin())
+            .args(["--config-dir", examples])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+
+    let node = "sidecar~127.0.3.1~productpage-nack.default~default.svc.cluster.local";
+    // Worker threads keep the stream's requests flowing while the test checks from outside.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (tx, _stream) = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        let mut client =
+            AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(DiscoveryRequest {
+            node: Some(Node {
+                id: node.to_owned(),
+                ..Default::default()
+            }),
+            type_url: type_url::CLUSTER.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("queued");
+        let mut stream = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        let first = stream.message().await.expect("a response").expect("open");
+        for _ in 0..3 {
+            tx.send(DiscoveryRequest {
+                type_url: type_url::CLUSTER.to_owned(),
+                response_nonce: first.nonce.clone(),
+                error_detail: Some(Status {
+                    code: 3,
+                    message: "x".repeat(NACK_BYTES),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("queued");
+        }
+        (tx, stream)
+    });
+
+    let bounded = r#"sextant_xds_bounded_total{bound="nack_message"}"#;
+    wait_for(
+        "three NACKs cut and counted",
+        Duration::from_secs(20),
+        || metric(admin, bounded).filter(|n| *n >= 3.0),
+    );
+    // What the server keeps and renders of them is the bound, not the peer's megabytes.
+    let kept =
+        syncz(admin, node).expect("the stream")["types"][type_url::CLUSTER]["last_nack"]["error"]
+            .as_str()
+            .expect("the NACK's text")
+            .to_owned();
+    assert!(kept.len() < 4200, "{} bytes kept", kept.len());
+    assert!(
+        kept.ends_with("more bytes cut)"),
+        "{}",
+        &kept[kept.len() - 40..]
+    );
+    let syncz_bytes = http_get(admin, "/debug/syncz").expect("syncz").len();
+    assert!(
+        syncz_bytes < 64 << 10,
+        "/debug/syncz is {syncz_bytes} bytes"
+    );
+    let log_bytes = std::fs::metadata(&log).expect("log").len();
+    assert!(log_bytes < 1 << 20, "the log grew to {log_bytes} bytes");
+    // Another proxy is still served.
+    let other = "sidecar~127.0.3.2~productpage-ok.default~default.svc.cluster.local";
+    let served = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        first_clusters(channel, other, None).await
+    });
+    assert!(!served.expect("served").resources.is_empty());
+    assert!(http_get(admin, "/ready").is_some());
+    drop(tx);
+    let _ = std::fs::remove_file(&log);
+}
