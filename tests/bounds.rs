@@ -1,5 +1,5 @@
 //! Bounds on what a peer can make `sextant serve` hold, each attacked over a real socket while
-//! another client is still served: the bound holds, the cut is counted in
+//! another client is still served: the bound holds, the cut or refusal is counted in
 //! `sextant_xds_bounded_total`, and the server keeps answering.
 
 use std::{process::Stdio, time::Duration};
@@ -124,4 +124,70 @@ fn nack_messages_are_kept_truncated_and_counted() {
     assert!(http_get(admin, "/ready").is_some());
     drop(tx);
     let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn subscriptions_past_the_name_limit_end_their_stream_and_are_counted() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let serve = Serve::new();
+    let (xds, admin) = (serve.xds, serve.admin_addr());
+    let _sextant = Process(
+        serve
+            .command(&sextant_testing::sextant_bin())
+            .args(["--config-dir", examples, "--max-subscription-names", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let connect = || async {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    };
+    let refused = runtime.block_on(async {
+        let mut client = AggregatedDiscoveryServiceClient::new(connect().await);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(DiscoveryRequest {
+            node: Some(Node {
+                id: "sidecar~127.0.3.3~productpage-names.default~default.svc.cluster.local"
+                    .to_owned(),
+                ..Default::default()
+            }),
+            type_url: type_url::ENDPOINT.to_owned(),
+            resource_names: (0..1001).map(|i| format!("outbound|9080||s{i}")).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("queued");
+        let mut stream = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        stream.message().await.expect_err("refused")
+    });
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("1001 names, more than 1000"),
+        "{refused:?}"
+    );
+    let bounded = r#"sextant_xds_bounded_total{bound="subscription_names"}"#;
+    assert_eq!(metric(admin, bounded), Some(1.0));
+    // Another proxy is still served.
+    let other = "sidecar~127.0.3.4~productpage-ok.default~default.svc.cluster.local";
+    let served = runtime.block_on(async { first_clusters(connect().await, other, None).await });
+    assert!(!served.expect("served").resources.is_empty());
 }

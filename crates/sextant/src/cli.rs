@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// rest is cut and counted in `sextant_xds_bounded_total{bound="nack_message"}`.
     #[arg(long, env = "SEXTANT_MAX_NACK_MESSAGE_BYTES", default_value_t = sextant_xds::protocol::DEFAULT_NACK_MESSAGE_BYTES)]
     pub max_nack_message_bytes: usize,
+    /// Names one xDS subscription (a stream's names of one type) may hold; a request that
+    /// would pass it ends its stream with RESOURCE_EXHAUSTED, counted in
+    /// `sextant_xds_bounded_total{bound="subscription_names"}`.
+    #[arg(long, env = "SEXTANT_MAX_SUBSCRIPTION_NAMES", default_value_t = sextant_xds::protocol::DEFAULT_SUBSCRIPTION_NAMES)]
+    pub max_subscription_names: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

@@ -235,6 +235,7 @@ impl Generator for XdsGenerator {
                     self.metrics.bounded("nack_message");
                 }
             }
+            Event::Refused { bound } => self.metrics.bounded(bound),
             Event::Ack { type_url } => self.metrics.ack(type_url),
             Event::Sent { type_url, .. } => {
                 self.metrics

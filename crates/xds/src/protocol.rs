@@ -79,6 +79,10 @@ impl TypeStatus {
     }
 }
 
+/// Names one subscription may hold by default: W-L's sidecar subscribes to about 60,000
+/// load assignments (10,000 services, two ports, a default and two subsets each).
+pub const DEFAULT_SUBSCRIPTION_NAMES: usize = 100_000;
+
 /// Bytes of a NACK's error text kept by default. Envoy's own messages name the resource
 /// and the field at fault in a few hundred bytes; a peer's megabytes are not worth keeping.
 pub const DEFAULT_NACK_MESSAGE_BYTES: usize = 4096;
@@ -89,12 +93,50 @@ pub const DEFAULT_NACK_MESSAGE_BYTES: usize = 4096;
 pub struct Limits {
     /// Bytes of a NACK's error text kept; the rest is cut (and the cut said).
     pub nack_message_bytes: usize,
+    /// Names one type's subscription may hold; a request that would pass it is refused.
+    pub subscription_names: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             nack_message_bytes: DEFAULT_NACK_MESSAGE_BYTES,
+            subscription_names: DEFAULT_SUBSCRIPTION_NAMES,
+        }
+    }
+}
+
+/// A request refused by one of the [`Limits`]; the stream ends with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The subscription to `type_url` would hold `names` names, more than `limit`.
+    TooManyNames {
+        type_url: String,
+        names: usize,
+        limit: usize,
+    },
+}
+
+impl Refused {
+    /// The bound that refused it, as `sextant_xds_bounded_total` labels it.
+    pub fn bound(&self) -> &'static str {
+        match self {
+            Refused::TooManyNames { .. } => "subscription_names",
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::TooManyNames {
+                type_url,
+                names,
+                limit,
+            } => write!(
+                f,
+                "the subscription to {type_url} would hold {names} names, more than {limit}"
+            ),
         }
     }
 }
@@ -128,6 +170,8 @@ pub enum Event {
         /// The text was longer than the limit and was cut.
         truncated: bool,
     },
+    /// A request was refused by a bound (`Refused::bound`).
+    Refused { bound: &'static str },
     /// A response for an older nonce arrived and was ignored.
     Stale { type_url: String },
     /// A response was sent.

@@ -21,8 +21,8 @@ use tonic::Status;
 use crate::{
     grpc::{AdsService, Caller, Outgoing, Requests, Streams},
     protocol::{
-        Clock, Delta, Event, Interner, Limits, ProxyResources, Sotw, SotwRequest, SystemClock,
-        TypeStatus,
+        Clock, Delta, Event, Interner, Limits, ProxyResources, Refused, Sotw, SotwRequest,
+        SystemClock, TypeStatus,
     },
 };
 
@@ -115,6 +115,7 @@ trait Machine: Send + 'static {
     const NAME: &'static str;
     fn new(names: &Interner, clock: &Arc<dyn Clock>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
+    fn admit(&self, req: &Self::Req) -> Result<(), Refused>;
     fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Option<Outgoing>;
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing>;
     fn status(&self) -> BTreeMap<String, TypeStatus>;
@@ -129,6 +130,9 @@ impl Machine for Sotw {
     }
     fn node(req: &SotwRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+    fn admit(&self, req: &SotwRequest) -> Result<(), Refused> {
+        Sotw::admit(self, req)
     }
     fn request(&mut self, req: SotwRequest, all: &ProxyResources) -> Option<Outgoing> {
         self.on_request(req, all).map(Outgoing::Sotw)
@@ -155,6 +159,9 @@ impl Machine for Delta {
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+    fn admit(&self, req: &DeltaDiscoveryRequest) -> Result<(), Refused> {
+        Delta::admit(self, req)
     }
     fn request(&mut self, req: DeltaDiscoveryRequest, all: &ProxyResources) -> Option<Outgoing> {
         self.on_request(req, all).map(Outgoing::Delta)
@@ -322,6 +329,19 @@ impl<G: Generator> AdsServer<G> {
                 // Push time runs from the request or change that caused the responses.
                 let mut triggered = std::time::Instant::now();
                 if let Some(req) = pending.take() {
+                    if let Err(refused) = machine.admit(&req) {
+                        tracing::warn!(proxy = %proxy.id, %refused, "refusing request");
+                        generator.observe(
+                            &proxy,
+                            &Event::Refused {
+                                bound: refused.bound(),
+                            },
+                        );
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(refused.to_string())))
+                            .await;
+                        break 'stream;
+                    }
                     out.extend(machine.request(req, &resources));
                 } else {
                     tokio::select! {

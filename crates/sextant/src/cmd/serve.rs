@@ -71,6 +71,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secure_xds_port,
         token_audiences,
         max_nack_message_bytes,
+        max_subscription_names,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -88,7 +89,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
@@ -191,6 +192,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_request_bytes(MAX_REQUEST_BYTES)
         .limits(Limits {
             nack_message_bytes: max_nack_message_bytes,
+            subscription_names: max_subscription_names,
         }),
     );
     let xds_addr = SocketAddr::new(listen_address, xds_port);

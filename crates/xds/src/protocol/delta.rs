@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use sextant_resources::{Encoded, type_url};
 
 use super::{
-    Clock, Event, Limits, TypeStatus, kept_message,
+    Clock, Event, Limits, Refused, TypeStatus, kept_message,
     resources::{PUSH_ORDER, ResourceSet, all_of, is_wildcard_type, known_type, select},
 };
 
@@ -71,6 +71,31 @@ impl Delta {
     pub fn with_limits(mut self, limits: Limits) -> Delta {
         self.limits = limits;
         self
+    }
+
+    /// Whether `req` keeps its type's subscription within the limits: delta requests add to
+    /// and remove from what earlier ones subscribed.
+    pub fn admit(&self, req: &DeltaDiscoveryRequest) -> Result<(), Refused> {
+        let held = self.types.get(&req.type_url).map(|t| &t.names);
+        let added = req
+            .resource_names_subscribe
+            .iter()
+            .filter(|n| held.is_none_or(|h| !h.contains(*n)))
+            .count();
+        let removed = req
+            .resource_names_unsubscribe
+            .iter()
+            .filter(|n| held.is_some_and(|h| h.contains(*n)))
+            .count();
+        let names = (held.map_or(0, BTreeSet::len) + added).saturating_sub(removed);
+        if names > self.limits.subscription_names {
+            return Err(Refused::TooManyNames {
+                type_url: req.type_url.clone(),
+                names,
+                limit: self.limits.subscription_names,
+            });
+        }
+        Ok(())
     }
 
     /// Handles one request; returns the response to send, if any. Subscription changes are

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use sextant_resources::{Body, Encoded, type_url};
 
 use super::{
-    Clock, Event, Limits, TypeStatus, kept_message,
+    Clock, Event, Limits, Refused, TypeStatus, kept_message,
     resources::{PUSH_ORDER, ResourceSet, all_of, is_wildcard_type, known_type, select},
 };
 
@@ -170,6 +170,20 @@ impl Sotw {
     pub fn with_limits(mut self, limits: Limits) -> Sotw {
         self.limits = limits;
         self
+    }
+
+    /// Whether `req` stays within the limits: a state-of-the-world request carries its
+    /// type's whole subscription.
+    pub fn admit(&self, req: &SotwRequest) -> Result<(), Refused> {
+        let names = req.resource_names.len();
+        if names > self.limits.subscription_names {
+            return Err(Refused::TooManyNames {
+                type_url: req.type_url.clone(),
+                names,
+                limit: self.limits.subscription_names,
+            });
+        }
+        Ok(())
     }
 
     /// Handles one request; returns the response to send, if any.

@@ -7,6 +7,7 @@ fn nack_text_is_kept_up_to_the_limit_cut_on_a_character_boundary() {
     use sextant_xds::protocol::Limits;
     let limits = Limits {
         nack_message_bytes: 9,
+        ..Limits::default()
     };
     let all = state(&[("a", 1)]);
     // 'é' is two bytes: the ninth byte falls inside the fifth one, which is not kept.
@@ -100,4 +101,49 @@ fn sent_and_acked_times_come_from_the_injected_clock() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn subscriptions_past_the_name_limit_are_refused() {
+    use sextant_xds::protocol::{Limits, Refused};
+    let limits = Limits {
+        subscription_names: 3,
+        ..Limits::default()
+    };
+    let all = state(&[("a", 1)]);
+    // State of the world: each request carries the whole subscription.
+    let s = sotw().with_limits(limits);
+    assert_eq!(
+        s.admit(&req(type_url::ENDPOINT, &["a", "b", "c"], "", "").into()),
+        Ok(())
+    );
+    let refused = s
+        .admit(&req(type_url::ENDPOINT, &["a", "b", "c", "d"], "", "").into())
+        .expect_err("four names");
+    assert_eq!(
+        refused,
+        Refused::TooManyNames {
+            type_url: type_url::ENDPOINT.to_owned(),
+            names: 4,
+            limit: 3
+        }
+    );
+    assert_eq!(refused.bound(), "subscription_names");
+    // Delta: requests add to the subscription; names held already and removals count.
+    let mut d = delta().with_limits(limits);
+    let first = dreq(type_url::ENDPOINT, &["a", "b"], &[], "");
+    assert_eq!(d.admit(&first), Ok(()));
+    d.on_request(first, &all);
+    assert_eq!(
+        d.admit(&dreq(type_url::ENDPOINT, &["b", "c"], &[], "")),
+        Ok(())
+    );
+    assert!(
+        d.admit(&dreq(type_url::ENDPOINT, &["c", "d"], &[], ""))
+            .is_err()
+    );
+    assert_eq!(
+        d.admit(&dreq(type_url::ENDPOINT, &["c", "d"], &["a"], "")),
+        Ok(())
+    );
 }
