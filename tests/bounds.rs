@@ -191,3 +191,101 @@ fn subscriptions_past_the_name_limit_end_their_stream_and_are_counted() {
     let served = runtime.block_on(async { first_clusters(connect().await, other, None).await });
     assert!(!served.expect("served").resources.is_empty());
 }
+
+/// Sends and receives gRPC messages as raw bytes, so a test can send what no protobuf
+/// encoder would.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
+#[test]
+fn malformed_requests_end_their_stream_with_invalid_argument() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let serve = Serve::new();
+    let xds = serve.xds;
+    let _sextant = Process(
+        serve
+            .command(&sextant_testing::sextant_bin())
+            .args(["--config-dir", examples])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let connect = || async {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects")
+    };
+    let status = runtime.block_on(async {
+        let mut grpc = tonic::client::Grpc::new(connect().await);
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+        );
+        // Not a DiscoveryRequest: field 31 with wire type 7, which protobuf does not have.
+        let garbage = tokio_stream::once(bytes::Bytes::from_static(&[0xff, 0x01, 0x02]));
+        match grpc
+            .streaming(tonic::Request::new(garbage), path, Raw)
+            .await
+        {
+            Err(status) => status,
+            Ok(response) => response
+                .into_inner()
+                .message()
+                .await
+                .expect_err("the stream ends with an error"),
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("bad request"), "{status:?}");
+    // Another proxy is still served.
+    let other = "sidecar~127.0.3.5~productpage-ok.default~default.svc.cluster.local";
+    let served = runtime.block_on(async { first_clusters(connect().await, other, None).await });
+    assert!(!served.expect("served").resources.is_empty());
+}

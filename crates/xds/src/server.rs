@@ -264,7 +264,12 @@ impl<G: Generator> AdsServer<G> {
         tokio::spawn(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
-                _ => return,
+                // A request that cannot be read ends the stream with what was wrong with it.
+                Some(Err(status)) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                None => return,
             };
             let proxy = match M::node(&first).map(proxy_from_node) {
                 Some(Ok(p)) => generator.complete(p),
@@ -349,6 +354,7 @@ impl<G: Generator> AdsServer<G> {
                             Some(Ok(req)) => pending = Some(*req),
                             Some(Err(status)) => {
                                 tracing::debug!(proxy = %proxy.id, %status, "stream error");
+                                let _ = tx.send(Err(status)).await;
                                 break 'stream;
                             }
                             None => break 'stream,
