@@ -19,38 +19,68 @@ use sextant_testing::{Process, Serve, first_clusters, http_get, metric, syncz, w
 /// NACK text a hostile peer sends: 8 MiB, three times.
 const NACK_BYTES: usize = 8 << 20;
 
-#[test]
-fn nack_messages_are_kept_truncated_and_counted() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let log = std::env::temp_dir().join(format!("sextant-bounds-{}.log", std::process::id()));
-    let serve = Serve::new();
-    let (xds, admin) = (serve.xds, serve.admin_addr());
-    let _sextant = Process(
-        serve
-            .command(&sextant_testing::sextant_bin())
-            .args(["--config-dir", examples])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("sextant serve starts"),
-    );
-    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+/// `sextant serve` on the example mesh with `args`, its log in `stderr`, and a runtime whose
+/// worker keeps an attacker's streams flowing while the test checks from outside.
+struct Attacked {
+    serve: Serve,
+    runtime: tokio::runtime::Runtime,
+    _sextant: Process,
+}
 
-    let node = "sidecar~127.0.3.1~productpage-nack.default~default.svc.cluster.local";
-    // Worker threads keep the stream's requests flowing while the test checks from outside.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (tx, _stream) = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+impl Attacked {
+    fn start(args: &[&str], stderr: Stdio) -> Attacked {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let serve = Serve::new();
+        let sextant = Process(
+            serve
+                .command(&sextant_testing::sextant_bin())
+                .args(["--config-dir", examples])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("sextant serve starts"),
+        );
+        serve.wait_ready(Duration::from_secs(20)).expect("ready");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Attacked {
+            serve,
+            runtime,
+            _sextant: sextant,
+        }
+    }
+
+    /// A new connection to the plaintext xDS port.
+    async fn connect(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.serve.xds))
             .expect("endpoint")
             .connect()
             .await
-            .expect("connects");
-        let mut client =
-            AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+            .expect("connects")
+    }
+
+    /// Another proxy, `node`, is still served while the attack goes on.
+    fn still_serves(&self, node: &str) {
+        let served = self
+            .runtime
+            .block_on(async { first_clusters(self.connect().await, node, None).await });
+        assert!(!served.expect("served").resources.is_empty());
+    }
+}
+
+#[test]
+fn nack_messages_are_kept_truncated_and_counted() {
+    let log = std::env::temp_dir().join(format!("sextant-bounds-{}.log", std::process::id()));
+    let server = Attacked::start(&[], std::fs::File::create(&log).expect("log file").into());
+    let admin = server.serve.admin_addr();
+    let node = "sidecar~127.0.3.1~productpage-nack.default~default.svc.cluster.local";
+    let (tx, _stream) = server.runtime.block_on(async {
+        let mut client = AggregatedDiscoveryServiceClient::new(server.connect().await)
+            .max_decoding_message_size(64 << 20);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(DiscoveryRequest {
             node: Some(Node {
@@ -110,17 +140,7 @@ fn nack_messages_are_kept_truncated_and_counted() {
     );
     let log_bytes = std::fs::metadata(&log).expect("log").len();
     assert!(log_bytes < 1 << 20, "the log grew to {log_bytes} bytes");
-    // Another proxy is still served.
-    let other = "sidecar~127.0.3.2~productpage-ok.default~default.svc.cluster.local";
-    let served = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects");
-        first_clusters(channel, other, None).await
-    });
-    assert!(!served.expect("served").resources.is_empty());
+    server.still_serves("sidecar~127.0.3.2~productpage-ok.default~default.svc.cluster.local");
     assert!(http_get(admin, "/ready").is_some());
     drop(tx);
     let _ = std::fs::remove_file(&log);
@@ -128,33 +148,10 @@ fn nack_messages_are_kept_truncated_and_counted() {
 
 #[test]
 fn subscriptions_past_the_name_limit_end_their_stream_and_are_counted() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let serve = Serve::new();
-    let (xds, admin) = (serve.xds, serve.admin_addr());
-    let _sextant = Process(
-        serve
-            .command(&sextant_testing::sextant_bin())
-            .args(["--config-dir", examples, "--max-subscription-names", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sextant serve starts"),
-    );
-    serve.wait_ready(Duration::from_secs(20)).expect("ready");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let connect = || async {
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
-    };
-    let refused = runtime.block_on(async {
-        let mut client = AggregatedDiscoveryServiceClient::new(connect().await);
+    let server = Attacked::start(&["--max-subscription-names", "1000"], Stdio::null());
+    let admin = server.serve.admin_addr();
+    let refused = server.runtime.block_on(async {
+        let mut client = AggregatedDiscoveryServiceClient::new(server.connect().await);
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tx.send(DiscoveryRequest {
             node: Some(Node {
@@ -186,10 +183,7 @@ fn subscriptions_past_the_name_limit_end_their_stream_and_are_counted() {
     );
     let bounded = r#"sextant_xds_bounded_total{bound="subscription_names"}"#;
     assert_eq!(metric(admin, bounded), Some(1.0));
-    // Another proxy is still served.
-    let other = "sidecar~127.0.3.4~productpage-ok.default~default.svc.cluster.local";
-    let served = runtime.block_on(async { first_clusters(connect().await, other, None).await });
-    assert!(!served.expect("served").resources.is_empty());
+    server.still_serves("sidecar~127.0.3.4~productpage-ok.default~default.svc.cluster.local");
 }
 
 /// Sends and receives gRPC messages as raw bytes, so a test can send what no protobuf
@@ -237,33 +231,9 @@ impl tonic::codec::Decoder for Raw {
 
 #[test]
 fn malformed_requests_end_their_stream_with_invalid_argument() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let serve = Serve::new();
-    let xds = serve.xds;
-    let _sextant = Process(
-        serve
-            .command(&sextant_testing::sextant_bin())
-            .args(["--config-dir", examples])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sextant serve starts"),
-    );
-    serve.wait_ready(Duration::from_secs(20)).expect("ready");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let connect = || async {
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connects")
-    };
-    let status = runtime.block_on(async {
-        let mut grpc = tonic::client::Grpc::new(connect().await);
+    let server = Attacked::start(&[], Stdio::null());
+    let status = server.runtime.block_on(async {
+        let mut grpc = tonic::client::Grpc::new(server.connect().await);
         grpc.ready().await.expect("ready");
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
@@ -284,8 +254,5 @@ fn malformed_requests_end_their_stream_with_invalid_argument() {
     });
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("bad request"), "{status:?}");
-    // Another proxy is still served.
-    let other = "sidecar~127.0.3.5~productpage-ok.default~default.svc.cluster.local";
-    let served = runtime.block_on(async { first_clusters(connect().await, other, None).await });
-    assert!(!served.expect("served").resources.is_empty());
+    server.still_serves("sidecar~127.0.3.5~productpage-ok.default~default.svc.cluster.local");
 }

@@ -4,39 +4,29 @@
 
 use std::{fmt::Write, net::SocketAddr, time::Duration};
 
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 
 /// How long a request may take, connecting included.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET path` from `addr` with `Host: host` and `headers`: `(status, body, response head)`,
 /// the head as `HTTP/1.1 STATUS` and a `name: value` line per header. `None` when the
-/// request fails or times out. Each request has a connection of its own.
+/// request fails or takes longer than 5 s. Each request has a connection of its own.
 pub fn request(
     addr: SocketAddr,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String, String)> {
-    let uri: http::Uri = format!("http://{addr}{path}").parse().ok()?;
-    let mut req = http::Request::get(uri).header(http::header::HOST, host);
+    let mut req = http::Request::get(path).header(http::header::HOST, host);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let req = req.body(Empty::<Bytes>::new()).ok()?;
+    let req = req.body(Full::new(Bytes::new())).ok()?;
     let fetch = async move {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
-        let response = client.request(req).await.ok()?;
+        let response = exchange(addr, req).await.ok()?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.ok()?.to_bytes();
         let mut head = format!("HTTP/1.1 {}\r\n", parts.status.as_u16());
@@ -85,18 +75,26 @@ pub async fn open(
     content_type: &str,
     body: Vec<u8>,
 ) -> Result<http::Response<Incoming>, String> {
-    let uri: http::Uri = path.parse().map_err(|e| format!("{path}: {e}"))?;
     let mut request = http::Request::builder()
         .method(method)
-        .uri(uri)
+        .uri(path)
         .header(http::header::HOST, addr.to_string());
     if !body.is_empty() {
         request = request.header(http::header::CONTENT_TYPE, content_type);
     }
     let request = request
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    // One connection per request, without a client's pool: these tests make thousands.
+        .map_err(|e| format!("{path}: {e}"))?;
+    exchange(addr, request).await
+}
+
+/// Sends `request` (its URI a path) to `addr` on a connection of its own, without a client's
+/// pool: some tests make thousands, and each probe must see a fresh connection.
+async fn exchange(
+    addr: SocketAddr,
+    request: http::Request<Full<Bytes>>,
+) -> Result<http::Response<Incoming>, String> {
+    let path = request.uri().to_string();
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
