@@ -97,6 +97,34 @@ pub struct ServeArgs {
     /// `sextant_xds_bounded_total{bound="subscription_names"}`.
     #[arg(long, env = "SEXTANT_MAX_SUBSCRIPTION_NAMES", default_value_t = sextant_xds::protocol::DEFAULT_SUBSCRIPTION_NAMES)]
     pub max_subscription_names: usize,
+    /// Largest file of `--config-dir` read (at most 16 MiB); a larger one is reported and
+    /// keeps its last good objects, counted in `sextant_xds_bounded_total{bound="file_bytes"}`.
+    #[arg(long, env = "SEXTANT_MAX_CONFIG_FILE_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..=16 << 20))]
+    pub max_config_file_bytes: u64,
+    /// TokenReview answers kept (by a hash of the token), so a proxy reconnecting is not
+    /// reviewed again; refusals are kept 10 s and take no room from accepted tokens.
+    #[arg(
+        long,
+        env = "SEXTANT_TOKEN_REVIEW_CACHE_SIZE",
+        default_value_t = 10_000
+    )]
+    pub token_review_cache_size: usize,
+    /// Longest an accepted token's review is kept (never past the token's own expiry).
+    #[arg(
+        long,
+        env = "SEXTANT_TOKEN_REVIEW_CACHE_SECONDS",
+        default_value_t = 300
+    )]
+    pub token_review_cache_seconds: u64,
+    /// Callers of the secure xDS port waiting for a TokenReview (16 run at once); one more is
+    /// refused at once with UNAVAILABLE, counted in
+    /// `sextant_xds_bounded_total{bound="token_reviews"}`.
+    #[arg(
+        long,
+        env = "SEXTANT_MAX_TOKEN_REVIEWS_WAITING",
+        default_value_t = 1024
+    )]
+    pub max_token_reviews_waiting: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

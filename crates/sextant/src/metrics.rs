@@ -20,6 +20,13 @@ pub struct BoundLabels {
     pub bound: String,
 }
 
+/// Labels of why a caller of the secure xDS port was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why (`foreign_trust_domain`, ...).
+    pub reason: String,
+}
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     /// The registry they are registered in.
@@ -55,6 +62,13 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// 1 while this replica holds the Lease (writes status).
     pub leader: Gauge,
+    /// The directory source: bad files, and files refused as too large (the latter the
+    /// `file_bytes` bound of `bounded`).
+    pub dir: sextant_source::DirCounters,
+    /// TokenReviews sent to the API server (cached answers are not counted).
+    pub token_reviews: Counter,
+    /// Callers of the secure xDS port refused, by reason.
+    pub auth_refused: Family<RefusalLabels, Counter>,
 }
 
 fn push_buckets() -> Histogram {
@@ -85,8 +99,40 @@ impl Metrics {
             kube: sextant_kube::Counters::default(),
             status_writes: Counter::default(),
             leader: Gauge::default(),
+            dir: sextant_source::DirCounters::default(),
+            token_reviews: Counter::default(),
+            auth_refused: Family::default(),
             registry: Registry::default(),
         };
+        // Oversized config files are the `file_bytes` bound of the family.
+        let too_large = m
+            .bounded
+            .get_or_create(&BoundLabels {
+                bound: "file_bytes".to_owned(),
+            })
+            .clone();
+        let m = Metrics {
+            dir: sextant_source::DirCounters {
+                too_large,
+                ..m.dir.clone()
+            },
+            ..m
+        };
+        registry.register(
+            "config_dir_bad_files",
+            "Files of --config-dir that could not be read or parsed at the last reload (each keeps its last good objects)",
+            m.dir.bad_files.clone(),
+        );
+        registry.register(
+            "xds_token_reviews",
+            "TokenReviews sent to the API server for callers of the secure xDS port (cached answers not counted)",
+            m.token_reviews.clone(),
+        );
+        registry.register(
+            "xds_auth_refused",
+            "Callers of the secure xDS port refused, by reason",
+            m.auth_refused.clone(),
+        );
         registry.register(
             "status_writes",
             "Status written on VirtualServices and DestinationRules (Lease holder only)",
@@ -181,6 +227,15 @@ impl Metrics {
         self.bounded
             .get_or_create(&BoundLabels {
                 bound: bound.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a caller of the secure xDS port refused for `reason`.
+    pub fn refused(&self, reason: &str) {
+        self.auth_refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -4,12 +4,22 @@
 //! accepts. The stream's node must then agree with the identity (see
 //! [`sextant_model::Identity::admits`]); the plaintext port does no authentication.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use sextant_model::Identity;
 use sextant_xds::grpc::{Authenticate, Authentication};
 use tonic::{Status, codegen::http};
 
-use crate::tls::Peer;
+use crate::{metrics::Metrics, tls::Peer};
+
+mod cache;
 
 /// Longest bearer token accepted (service-account tokens are about 1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -19,7 +29,18 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_REVIEWS: usize = 16;
 
 /// How long a TokenReview may take.
-const REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How token reviews are kept and bounded (`sextant serve --token-review-*`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReviewLimits {
+    /// Accepted (and, apart, refused) tokens kept.
+    pub cache_size: usize,
+    /// Longest an acceptance is kept.
+    pub cache_ttl: Duration,
+    /// Callers waiting for or in a review; one more is refused with UNAVAILABLE.
+    pub max_waiting: usize,
+}
 
 /// Authenticates callers of the secure xDS port.
 pub struct Authenticator {
@@ -27,18 +48,83 @@ pub struct Authenticator {
     /// Reviews tokens; without a cluster only client certificates are accepted.
     client: Option<kube::Client>,
     audiences: Vec<String>,
-    reviews: std::sync::Arc<tokio::sync::Semaphore>,
+    reviews: Arc<tokio::sync::Semaphore>,
+    cache: Arc<cache::ReviewCache>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
     /// Identities in `trust_domain`; tokens reviewed by `client` for `audiences`.
-    pub fn new(trust_domain: &str, client: Option<kube::Client>, audiences: Vec<String>) -> Self {
+    pub fn new(
+        trust_domain: &str,
+        client: Option<kube::Client>,
+        audiences: Vec<String>,
+        limits: ReviewLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Authenticator {
             trust_domain: trust_domain.to_owned(),
             client,
             audiences,
-            reviews: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
+            reviews: Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
+            cache: Arc::new(cache::ReviewCache::new(limits.cache_size, limits.cache_ttl)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: limits.max_waiting,
+            metrics,
         }
+    }
+
+    /// The certificate's identities in our trust domain; refused when it has only others
+    /// (the CA signs what it is asked to, so the trust domain must be checked here).
+    fn certificate(&self, identities: &[Identity]) -> Result<Vec<Identity>, Status> {
+        let ours: Vec<Identity> = identities
+            .iter()
+            .filter(|id| id.trust_domain == self.trust_domain)
+            .cloned()
+            .collect();
+        if ours.is_empty() {
+            self.metrics.refused("foreign_trust_domain");
+            let names: Vec<String> = identities.iter().map(Identity::to_string).collect();
+            return Err(Status::permission_denied(format!(
+                "the client certificate's identity ({}) is outside the trust domain {}",
+                names.join(", "),
+                self.trust_domain
+            )));
+        }
+        Ok(ours)
+    }
+
+    /// Marks one more caller waiting for a review, or refuses it when too many are.
+    fn wait_turn(&self) -> Result<Waiting, Status> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.bounded("token_reviews");
+            return Err(Status::unavailable(format!(
+                "{} callers are already waiting for a token review \
+                 (--max-token-reviews-waiting); retry later",
+                self.max_waiting
+            )));
+        }
+        Ok(Waiting(self.waiting.clone()))
+    }
+
+    fn identity(&self, (namespace, service_account): (String, String)) -> Vec<Identity> {
+        vec![Identity {
+            trust_domain: self.trust_domain.clone(),
+            namespace,
+            service_account,
+        }]
+    }
+}
+
+/// One caller counted among those waiting for a review, until dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -51,7 +137,7 @@ impl Authenticate for Authenticator {
         if let Some(peer) = extensions.get::<Peer>()
             && !peer.identities.is_empty()
         {
-            return ready(Ok(peer.identities.to_vec()));
+            return ready(self.certificate(&peer.identities));
         }
         let token = match bearer(headers) {
             Ok(Some(t)) => t,
@@ -69,34 +155,67 @@ impl Authenticate for Authenticator {
                  and this server has none (--config-dir); present a client certificate",
             )));
         };
-        let (trust_domain, audiences) = (self.trust_domain.clone(), self.audiences.clone());
-        let reviews = self.reviews.clone();
+        let key = cache::key(&token);
+        match self.cache.get(&key, Instant::now()) {
+            Some(Ok(who)) => return ready(Ok(self.identity(who))),
+            Some(Err(why)) => {
+                return ready(Err(Status::unauthenticated(format!(
+                    "authentication failed: {why}"
+                ))));
+            }
+            None => {}
+        }
+        let waiting = match self.wait_turn() {
+            Ok(w) => w,
+            Err(status) => return ready(Err(status)),
+        };
+        let audiences = self.audiences.clone();
+        let (reviews, cache) = (self.reviews.clone(), self.cache.clone());
+        let (metrics, trust_domain) = (self.metrics.clone(), self.trust_domain.clone());
         Box::pin(async move {
+            let _waiting = waiting;
             let reviewed = async {
                 let _permit = reviews
                     .acquire()
                     .await
-                    .map_err(|_| "token reviews are shut down".to_owned())?;
-                review(client, token, audiences).await
+                    .map_err(|_| Unanswered("token reviews are shut down".to_owned()))?;
+                metrics.token_reviews.inc();
+                review(client, &token, audiences).await
             };
-            tokio::time::timeout(REVIEW_TIMEOUT, reviewed)
+            let answer = tokio::time::timeout(REVIEW_TIMEOUT, reviewed)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(format!(
+                    Err(Unanswered(format!(
                         "the token review took longer than {REVIEW_TIMEOUT:?}"
-                    ))
-                })
-                .map(|(namespace, service_account)| {
-                    vec![Identity {
+                    )))
+                });
+            let now = Instant::now();
+            match answer {
+                Ok(Ok(who)) => {
+                    cache.accept(&token, who.clone(), now);
+                    let (namespace, service_account) = who;
+                    Ok(vec![Identity {
                         trust_domain,
                         namespace,
                         service_account,
-                    }]
-                })
-                .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))
+                    }])
+                }
+                Ok(Err(why)) => {
+                    cache.refuse(key, why.clone(), now);
+                    Err(Status::unauthenticated(format!(
+                        "authentication failed: {why}"
+                    )))
+                }
+                Err(Unanswered(why)) => {
+                    Err(Status::unavailable(format!("authentication failed: {why}")))
+                }
+            }
         })
     }
 }
+
+/// The API server gave no answer (unreachable, too slow): nothing to keep.
+struct Unanswered(String);
 
 fn ready(result: Result<Vec<Identity>, Status>) -> Authentication {
     Box::pin(std::future::ready(result))
@@ -125,16 +244,17 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<String>, String> {
     }
 }
 
-/// Asks the API server who `token` belongs to: the namespace and name of its service account.
+/// Asks the API server who `token` belongs to: the namespace and name of its service
+/// account, or why the token is refused (the outer error: no answer at all).
 async fn review(
     client: kube::Client,
-    token: String,
+    token: &str,
     audiences: Vec<String>,
-) -> Result<(String, String), String> {
+) -> Result<Result<(String, String), String>, Unanswered> {
     let api: kube::Api<TokenReview> = kube::Api::all(client);
     let request = TokenReview {
         spec: TokenReviewSpec {
-            token: Some(token),
+            token: Some(token.to_owned()),
             audiences: Some(audiences.clone()),
         },
         ..Default::default()
@@ -142,22 +262,22 @@ async fn review(
     let reviewed = api
         .create(&kube::api::PostParams::default(), &request)
         .await
-        .map_err(|e| format!("the token could not be reviewed: {e}"))?;
+        .map_err(|e| Unanswered(format!("the token could not be reviewed: {e}")))?;
     let status = reviewed.status.unwrap_or_default();
     if status.authenticated != Some(true) {
-        return Err(format!(
+        return Ok(Err(format!(
             "the token was not accepted: {}",
             status.error.as_deref().unwrap_or("not authenticated")
-        ));
+        )));
     }
     // An audience-aware API server names the audiences the token is valid for among those
     // asked; none named means it is only valid for the API server itself.
     let granted = status.audiences.unwrap_or_default();
     if !audiences.iter().any(|a| granted.contains(a)) {
-        return Err(format!(
+        return Ok(Err(format!(
             "the token is not for audience {}",
             audiences.join(" or ")
-        ));
+        )));
     }
     let user = status.user.unwrap_or_default();
     let name = user.username.unwrap_or_default();
@@ -166,10 +286,10 @@ async fn review(
         .unwrap_or_default()
         .iter()
         .any(|g| g == "system:serviceaccounts");
-    match service_account(&name) {
+    Ok(match service_account(&name) {
         Some(account) if in_group => Ok(account),
         _ => Err(format!("{name:?} is not a service account")),
-    }
+    })
 }
 
 /// `system:serviceaccount:NAMESPACE:NAME` → (NAMESPACE, NAME).
@@ -182,8 +302,6 @@ fn service_account(user: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn headers(value: &str) -> http::HeaderMap {
@@ -226,9 +344,79 @@ mod tests {
         }
     }
 
+    fn authenticator(client: Option<kube::Client>) -> Authenticator {
+        let limits = ReviewLimits {
+            cache_size: 10,
+            cache_ttl: Duration::from_secs(60),
+            max_waiting: 1,
+        };
+        Authenticator::new(
+            "cluster.local",
+            client,
+            vec!["istio-ca".into()],
+            limits,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn peer(uri: &str) -> http::Extensions {
+        let mut extensions = http::Extensions::new();
+        extensions.insert(Peer {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            identities: Arc::from([Identity::parse(uri).expect("id")]),
+        });
+        extensions
+    }
+
+    #[tokio::test]
+    async fn certificates_of_another_trust_domain_are_refused_and_counted() {
+        let auth = authenticator(None);
+        let refused = auth
+            .authenticate(
+                &http::HeaderMap::new(),
+                &peer("spiffe://evil.example/ns/a/sa/b"),
+            )
+            .await
+            .expect_err("foreign trust domain");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused
+                .message()
+                .contains("outside the trust domain cluster.local"),
+            "{refused:?}"
+        );
+        assert!(
+            auth.metrics
+                .render()
+                .contains(r#"sextant_xds_auth_refused_total{reason="foreign_trust_domain"} 1"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn callers_past_the_waiting_bound_are_refused_at_once() {
+        // An API server that never answers: the first caller waits, the second is refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = kube::Config::new(url.parse().expect("url"));
+        let auth = authenticator(Some(kube::Client::try_from(config).expect("client")));
+        let first = auth.authenticate(&headers("Bearer one"), &http::Extensions::new());
+        let second = auth
+            .authenticate(&headers("Bearer two"), &http::Extensions::new())
+            .await
+            .expect_err("over the bound");
+        assert_eq!(second.code(), tonic::Code::Unavailable, "{second:?}");
+        assert!(
+            auth.metrics
+                .render()
+                .contains(r#"sextant_xds_bounded_total{bound="token_reviews"} 1"#)
+        );
+        drop(first);
+        assert_eq!(auth.waiting.load(Ordering::SeqCst), 0);
+    }
+
     #[tokio::test]
     async fn without_a_certificate_or_token_the_caller_is_refused() {
-        let auth = Authenticator::new("cluster.local", None, vec!["istio-ca".into()]);
+        let auth = authenticator(None);
         let none = auth
             .authenticate(&http::HeaderMap::new(), &http::Extensions::new())
             .await
@@ -239,16 +427,14 @@ mod tests {
             .await
             .expect_err("no API server to review it");
         assert!(token.message().contains("client certificate"), "{token:?}");
-        let mut extensions = http::Extensions::new();
         let id = Identity::parse("spiffe://cluster.local/ns/a/sa/b").expect("id");
-        extensions.insert(Peer {
-            addr: "127.0.0.1:1".parse().expect("addr"),
-            identities: Arc::from([id.clone()]),
-        });
         assert_eq!(
-            auth.authenticate(&http::HeaderMap::new(), &extensions)
-                .await
-                .expect("certificate"),
+            auth.authenticate(
+                &http::HeaderMap::new(),
+                &peer("spiffe://cluster.local/ns/a/sa/b")
+            )
+            .await
+            .expect("certificate"),
             vec![id]
         );
     }

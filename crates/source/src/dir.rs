@@ -1,14 +1,39 @@
 //! The directory source: every manifest under a directory, re-read when notify reports a
 //! change.
+//!
+//! Each file stands alone: one that cannot be read or parsed is reported (log and
+//! [`DirCounters`]) and keeps contributing the objects it held when it was last good, while
+//! every other file is read as usual. The directory is watched together with its parent, so
+//! a directory removed and created again, or a Kubernetes ConfigMap volume whose `..data`
+//! link is swapped, goes on being followed.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use notify::Watcher;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sextant_index::{Changes, Index, Object};
 use sextant_model::{Kind, Snapshot};
 use tokio::sync::mpsc;
 
-use crate::files;
+use crate::scan;
+
+/// How often the directory's identity is checked besides notify's events: a fallback for
+/// when the parent's watch is lost too (one `stat` each time).
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// Counts the directory source exports (clones share their values).
+#[derive(Clone, Debug, Default)]
+pub struct DirCounters {
+    /// Files that could not be read or parsed at the last reload.
+    pub bad_files: Gauge,
+    /// Reads refused because a file was over the size limit.
+    pub too_large: Counter,
+}
 
 /// A directory of manifests. A file that cannot be read or parsed keeps contributing its
 /// last good objects.
@@ -16,70 +41,127 @@ pub struct DirSource {
     dir: PathBuf,
     namespace: String,
     index: Index,
-    last_good: HashMap<String, Vec<Object>>,
+    max_file_bytes: u64,
+    counters: DirCounters,
+    last_good: HashMap<PathBuf, Vec<Object>>,
     /// Kept while the source lives: dropping it stops the change signals.
-    watcher: Option<notify::RecommendedWatcher>,
+    watch: Option<DirWatch>,
+}
+
+/// The notify watcher and the directory (by identity) it watches.
+struct DirWatch {
+    watcher: notify::RecommendedWatcher,
+    watched: Option<DirId>,
+}
+
+/// A directory's device and inode: a directory created again at the same path is another.
+type DirId = (u64, u64);
+
+fn dir_id(dir: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl DirSource {
     /// The manifests under `dir`, objects without a namespace placed in `namespace`. Nothing
     /// is read until [`DirSource::reload`].
     pub fn new(dir: PathBuf, namespace: String, index: Index) -> Self {
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         DirSource {
             dir,
             namespace,
             index,
+            max_file_bytes: sextant_index::manifest::MAX_INPUT_BYTES as u64,
+            counters: DirCounters::default(),
             last_good: HashMap::new(),
-            watcher: None,
+            watch: None,
         }
     }
 
-    /// Watches the directory (recursively); every change sends on `changed`.
+    /// Refuses files larger than `bytes` (at most the manifest parser's limit).
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes.min(sextant_index::manifest::MAX_INPUT_BYTES as u64);
+        self
+    }
+
+    /// Counts bad files and refusals into `counters`.
+    pub fn counters(mut self, counters: DirCounters) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Watches the directory (recursively) and its parent (for the directory itself being
+    /// removed, created or renamed); every change sends on `changed`. Call within a tokio
+    /// runtime: a task also checks the directory's identity every [`RECHECK`].
     pub fn watch(&mut self, changed: mpsc::UnboundedSender<()>) -> notify::Result<()> {
+        let dir = self.dir.clone();
+        let signal = changed.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Reading the files ourselves raises access events; only changes matter.
+                // Reading the files ourselves raises access events; only changes matter, and
+                // of the parent's only those of the directory.
                 if let Ok(e) = event
                     && !matches!(e.kind, notify::EventKind::Access(_))
+                    && (e.paths.is_empty() || e.paths.iter().any(|p| p.starts_with(&dir)))
                 {
-                    let _ = changed.send(());
+                    let _ = signal.send(());
                 }
             })?;
         watcher.watch(&self.dir, notify::RecursiveMode::Recursive)?;
-        self.watcher = Some(watcher);
+        if let Some(parent) = self.dir.parent()
+            && let Err(error) = watcher.watch(parent, notify::RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(%error, parent = %parent.display(), "cannot watch the config directory's parent; a re-created directory is found by the periodic check");
+        }
+        self.watch = Some(DirWatch {
+            watcher,
+            watched: dir_id(&self.dir),
+        });
+        tokio::spawn(recheck(self.dir.clone(), changed));
         Ok(())
+    }
+
+    /// Watches the directory again when it is not the one watched (removed and created
+    /// again, or renamed over).
+    fn rewatch(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        let now = dir_id(&self.dir);
+        if now == watch.watched {
+            return;
+        }
+        let _ = watch.watcher.unwatch(&self.dir);
+        watch.watched = None;
+        if now.is_some() {
+            match watch
+                .watcher
+                .watch(&self.dir, notify::RecursiveMode::Recursive)
+            {
+                Ok(()) => {
+                    tracing::info!(dir = %self.dir.display(), "the config directory was replaced; watching the new one");
+                    watch.watched = now;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, dir = %self.dir.display(), "cannot watch the config directory")
+                }
+            }
+        }
     }
 
     /// Reads the directory again and replaces every kind in the index with what it holds.
     pub fn reload(&mut self) -> (Arc<Snapshot>, Changes) {
-        let mut current: HashMap<String, Vec<Object>> = HashMap::new();
-        match files::read_inputs(std::slice::from_ref(&self.dir)) {
-            Ok(inputs) => {
-                for (file, text) in inputs {
-                    match files::objects_from_text(&file, &text, &self.namespace) {
-                        Ok((objects, skipped)) => {
-                            for s in skipped {
-                                tracing::warn!(location = %s.location, reason = %s.reason, "skipping document");
-                            }
-                            current.insert(file, objects);
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %file, error = %e, "cannot parse file; keeping its previous content");
-                            if let Some(previous) = self.last_good.get(&file) {
-                                current.insert(file, previous.clone());
-                            }
-                        }
-                    }
-                }
+        self.rewatch();
+        let current = match scan::list(&self.dir) {
+            Ok(listing) => self.read_files(listing),
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "cannot read the config directory; keeping the last configuration");
+                self.last_good.clone()
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the config directory; keeping the last configuration");
-                current = self.last_good.clone();
-            }
-        }
+        };
         let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
-        for o in current.values().flatten() {
-            by_kind.entry(o.kind()).or_default().push(o.clone());
+        for o in current.into_values().flatten() {
+            by_kind.entry(o.kind()).or_default().push(o);
         }
         for kind in [
             Kind::Namespace,
@@ -92,9 +174,65 @@ impl DirSource {
             self.index
                 .reset(kind, by_kind.remove(&kind).unwrap_or_default());
         }
-        self.last_good = current;
         let (snapshot, changes) = self.index.publish();
         crate::log_published(&snapshot, &changes);
         (snapshot, changes)
+    }
+
+    /// What every listed file contributes now; updates the last good objects of the good
+    /// files and forgets files that are gone.
+    fn read_files(&mut self, listing: scan::Listing) -> HashMap<PathBuf, Vec<Object>> {
+        let mut current = HashMap::new();
+        let mut bad = 0;
+        for file in listing.files {
+            let read = scan::read_objects(&file, self.max_file_bytes, &self.namespace);
+            if read.too_large {
+                self.counters.too_large.inc();
+            }
+            if read.problems.is_empty() {
+                self.last_good.insert(file.clone(), read.objects.clone());
+                current.insert(file, read.objects);
+                continue;
+            }
+            bad += 1;
+            let objects = scan::keep_last_good(read.objects, self.last_good.get(&file));
+            tracing::warn!(
+                file = %file.display(),
+                problems = %read.problems.join("; "),
+                objects = objects.len(),
+                "bad config file; it keeps the objects it held when last good"
+            );
+            current.insert(file, objects);
+        }
+        // What could not be listed is unknown, not gone.
+        for (subdir, error) in &listing.unlisted {
+            tracing::warn!(%error, dir = %subdir.display(), "cannot list a config subdirectory; its files keep their last good objects");
+            for (file, objects) in &self.last_good {
+                if file.starts_with(subdir) && !current.contains_key(file) {
+                    bad += 1;
+                    current.insert(file.clone(), objects.clone());
+                }
+            }
+        }
+        self.last_good.retain(|file, _| current.contains_key(file));
+        self.counters.bad_files.set(bad);
+        current
+    }
+}
+
+/// Signals `changed` whenever the directory's identity changes, until nobody listens.
+async fn recheck(dir: PathBuf, changed: mpsc::UnboundedSender<()>) {
+    let mut seen = dir_id(&dir);
+    loop {
+        tokio::time::sleep(RECHECK).await;
+        let now = dir_id(&dir);
+        if now != seen {
+            seen = now;
+            if changed.send(()).is_err() {
+                return;
+            }
+        } else if changed.is_closed() {
+            return;
+        }
     }
 }

@@ -114,7 +114,8 @@ pub fn load_objects(
     Ok((objects, skipped))
 }
 
-/// The objects of one file's text. Errors only when the text is not YAML at all.
+/// The objects of one file's text. Errors only when the text is not YAML at all; a document
+/// that is not an object of its kind, or one whose kind needs a `spec` and has none, is skipped.
 pub fn objects_from_text(
     file: &str,
     text: &str,
@@ -133,6 +134,17 @@ pub fn objects_from_text(
             _ => vec![doc.value.clone()],
         };
         for item in items.into_iter().filter(|v| !v.is_null()) {
+            if crate::scan::lacks_spec(&item) {
+                skipped.push(Skipped {
+                    location: format!("{file}:{}", doc.line),
+                    reason: format!(
+                        "{} {} has no spec (cut short?)",
+                        item["kind"].as_str().unwrap_or_default(),
+                        item["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
             match Object::from_json(item, default_namespace) {
                 Ok(o) => objects.push(o),
                 Err(ObjectError::Unknown { .. }) => {}

@@ -14,10 +14,11 @@ pub mod cluster;
 pub mod debounce;
 pub mod dir;
 pub mod files;
+pub mod scan;
 
 pub use cluster::KubeSource;
 pub use debounce::Debounce;
-pub use dir::DirSource;
+pub use dir::{DirCounters, DirSource};
 
 /// Where the mesh comes from.
 pub enum Source {

@@ -72,6 +72,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_audiences,
         max_nack_message_bytes,
         max_subscription_names,
+        max_config_file_bytes,
+        token_review_cache_size,
+        token_review_cache_seconds,
+        max_token_reviews_waiting,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -89,7 +93,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, max_config_file_bytes,
+        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
@@ -136,12 +141,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &trust_domain,
         client.clone(),
         token_audiences,
+        crate::secure::ReviewLimits {
+            cache_size: token_review_cache_size,
+            cache_ttl: Duration::from_secs(token_review_cache_seconds),
+            max_waiting: max_token_reviews_waiting,
+        },
+        metrics.clone(),
     ));
     match (config_dir, client) {
         (Some(config_dir), _) => {
-            let mut dir = DirSource::new(config_dir, namespace, index);
-            publish(dir.reload(), &generator, &updates_tx);
+            let mut dir = DirSource::new(config_dir, namespace, index)
+                .max_file_bytes(max_config_file_bytes)
+                .counters(metrics.dir.clone());
+            // Watch first: a change made while the first read runs is then not missed.
             dir.watch(events_tx)?;
+            publish(dir.reload(), &generator, &updates_tx);
             tokio::spawn(run_source(
                 Source::Dir(dir),
                 debounce,
