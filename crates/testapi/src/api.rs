@@ -37,6 +37,8 @@ pub struct Server {
     /// Bearer tokens TokenReview accepts, with their user names (`USER@AUD1,AUD2`: bound to
     /// those audiences).
     pub(crate) tokens: BTreeMap<String, String>,
+    /// How long each TokenReview takes to answer.
+    pub(crate) review_delay: std::time::Duration,
 }
 
 pub(crate) struct Inner {

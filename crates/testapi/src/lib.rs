@@ -77,6 +77,9 @@ pub struct Options {
     /// Bearer tokens TokenReview accepts, with their user names (`USER@AUD1,AUD2`: bound to
     /// those audiences).
     pub tokens: BTreeMap<String, String>,
+    /// How long each TokenReview takes to answer (zero: at once), as a loaded API server
+    /// would, for tests of what waits on reviews.
+    pub review_delay: std::time::Duration,
 }
 
 /// A running server.
@@ -132,6 +135,7 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
     let server = Arc::new(Server {
         inner: tokio::sync::Mutex::new(Inner::new(store)),
         tokens: options.tokens,
+        review_delay: options.review_delay,
     });
     let listen = options
         .listen

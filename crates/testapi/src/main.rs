@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         kubeconfig: Some(args.kubeconfig.clone()),
         tokens: args.tokens.into_iter().collect::<BTreeMap<_, _>>(),
+        ..Default::default()
     })
     .await?;
     // One line on stdout for scripts and tests: the URL and the kubeconfig.

@@ -23,6 +23,13 @@ impl SecureClient {
         port: u16,
         node: &str,
     ) -> Result<DiscoveryResponse, tonic::Status> {
+        let channel = self.connect(port).await?;
+        first_clusters(channel, node, self.token.as_deref()).await
+    }
+
+    /// A connection to the secure xDS port at `port`, with the client certificate if any (the
+    /// token is the caller's to send, per stream).
+    pub async fn connect(&self, port: u16) -> Result<tonic::transport::Channel, tonic::Status> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -60,7 +67,7 @@ impl SecureClient {
             }))
             .await
             .map_err(|e| tonic::Status::unavailable(format!("connecting: {e:?}")))?;
-        first_clusters(channel, node, self.token.as_deref()).await
+        Ok(channel)
     }
 }
 

@@ -78,6 +78,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
         (Method::GET, None) => crud::list(&server, &target, &query, &headers).await,
         (Method::GET, Some(name)) => crud::get(&server, &target, name, &headers).await,
         (Method::POST, None) if target.t.create_only => {
+            tokio::time::sleep(server.review_delay).await;
             review::token_review(&server, &target, &body)
         }
         (Method::POST, None) => crud::create(&server, &target, &query, &body).await,
