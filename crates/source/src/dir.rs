@@ -236,3 +236,63 @@ async fn recheck(dir: PathBuf, changed: mpsc::UnboundedSender<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n  hosts: [{name}]\n  http:\n  - route:\n    - destination: {{host: {name}}}\n"
+        )
+    }
+
+    fn served(snapshot: &Snapshot) -> Vec<String> {
+        let mut names: Vec<String> = snapshot
+            .virtual_services
+            .iter()
+            .map(|v| v.id.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn bad_files_are_skipped_from_the_first_read_and_keep_their_last_good_objects() {
+        let dir = std::env::temp_dir().join(format!("sextant-dirsource-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.yaml"), vs("a")).expect("write");
+        std::fs::write(dir.join("b.yaml"), b"kind: \xff").expect("write");
+        std::fs::write(dir.join("c.yaml"), "x".repeat(2048)).expect("write");
+        let counters = DirCounters::default();
+        let mut source = DirSource::new(
+            dir.clone(),
+            "default".into(),
+            Index::new("cluster.local", "Kubernetes"),
+        )
+        .max_file_bytes(1024)
+        .counters(counters.clone());
+        let (snapshot, _) = source.reload();
+        assert_eq!(served(&snapshot), ["a"], "{:?}", snapshot.invalid);
+        assert_eq!(counters.bad_files.get(), 2);
+        assert_eq!(counters.too_large.get(), 1);
+
+        // b becomes good, then a is cut short: a keeps its VirtualService.
+        std::fs::write(dir.join("b.yaml"), vs("b")).expect("write");
+        let cut = vs("a");
+        std::fs::write(dir.join("a.yaml"), &cut[..cut.find("spec:").expect("spec")])
+            .expect("write");
+        let (snapshot, _) = source.reload();
+        assert_eq!(served(&snapshot), ["a", "b"]);
+        assert_eq!(counters.bad_files.get(), 2);
+
+        // A deleted file's objects go; the directory gone keeps everything.
+        std::fs::remove_file(dir.join("b.yaml")).expect("remove");
+        let (snapshot, _) = source.reload();
+        assert_eq!(served(&snapshot), ["a"]);
+        std::fs::remove_dir_all(&dir).expect("remove");
+        let (snapshot, _) = source.reload();
+        assert_eq!(served(&snapshot), ["a"]);
+    }
+}
