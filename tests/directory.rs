@@ -272,10 +272,15 @@ fn a_configmap_volume_swap_is_followed() {
         for (name, text) in files {
             std::fs::write(dir.join(name), text).expect("write");
         }
+        let previous = std::fs::read_link(config.join("..data")).ok();
         let tmp = config.join("..data_tmp");
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(format!("..{stamp}"), &tmp).expect("link");
         std::fs::rename(&tmp, config.join("..data")).expect("swap");
+        // The kubelet then removes the old version.
+        if let Some(previous) = previous {
+            std::fs::remove_dir_all(config.join(previous)).expect("old version removed");
+        }
     }
     let server = DirServe::start("configmap", &[], |config| {
         version(
