@@ -274,6 +274,7 @@ fn a_flood_of_made_up_tokens_does_not_hold_back_known_proxies() {
     // What reached the API server is what 16 reviews at a time can do, not the flood.
     let sent = sent.load(Ordering::SeqCst) as f64;
     let reviewed = metric(admin, reviews).expect("reviews counted");
+    eprintln!("{sent} made-up tokens sent, {reviewed} reviews made");
     assert!(reviewed < sent, "{reviewed} reviews for {sent} tokens");
     drop(runtime);
     let _ = std::fs::remove_dir_all(&dir);
