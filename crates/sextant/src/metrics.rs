@@ -55,6 +55,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// 1 while this replica holds the Lease (writes status).
     pub leader: Gauge,
+    /// Held while the readers' refusals are copied into `bounded`.
+    input_refusals: std::sync::Mutex<()>,
 }
 
 fn push_buckets() -> Histogram {
@@ -85,6 +87,7 @@ impl Metrics {
             kube: sextant_kube::Counters::default(),
             status_writes: Counter::default(),
             leader: Gauge::default(),
+            input_refusals: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(
@@ -194,8 +197,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Brings `bounded` up to the refusals of the input readers (files, admission reviews,
+    /// watched objects), which count them where they refuse, below this crate.
+    fn count_input_refusals(&self) {
+        let _held = self
+            .input_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for bound in sextant_index::manifest::Bound::ALL {
+            let counter = self.bounded.get_or_create(&BoundLabels {
+                bound: bound.label().to_owned(),
+            });
+            let total = bound.refusals();
+            if total > counter.get() {
+                counter.inc_by(total - counter.get());
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
+        self.count_input_refusals();
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
