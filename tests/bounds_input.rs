@@ -183,11 +183,11 @@ fn validate_refuses_long_keys_nested_deep_with_a_clear_error_and_bounded_memory(
         out
     });
     let status = wait_for("sextant validate exits", Duration::from_secs(60), || {
-        if let Some(peak) = status_kb(child.id(), "VmHWM") {
-            if peak >= MEMORY_BOUND_KB {
-                let _ = child.kill();
-                panic!("sextant validate reached {peak} kB");
-            }
+        if let Some(peak) = status_kb(child.id(), "VmHWM")
+            && peak >= MEMORY_BOUND_KB
+        {
+            let _ = child.kill();
+            panic!("sextant validate reached {peak} kB");
         }
         child.try_wait().expect("waits")
     });
