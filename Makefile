@@ -8,7 +8,7 @@ else
 TEST_CMD = $(CARGO) test --workspace --no-fail-fast
 endif
 
-.PHONY: build test lint crds check-crds check-layout ci demo bench bench-heap tools envoy
+.PHONY: build test lint crds check-crds check-layout ci demo bench bench-heap fuzz tools envoy
 
 # Where cargo puts what it builds (`CARGO_TARGET_DIR` when set, as cargo itself reads it).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -83,6 +83,13 @@ bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
 	$(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
+
+# The fuzz targets (docs/FUZZING.md), long: each proptest target with FUZZ_CASES cases (the
+# same targets run a few hundred cases each in `make test`).
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run --no-fail-fast \
+		-p sextant-index -p sextant -p sextant-xds -E 'test(/fuzz_/)'
 
 # The ADS benchmark's live heap over time (heaptrack, Debian package `heaptrack`; the system
 # allocator, since heaptrack sees malloc): plateaus after the storm, during the changes, and

@@ -155,7 +155,7 @@ fn write_atomically(path: &Path, text: &str) {
 
 #[test]
 fn bad_files_present_at_startup_are_reported_and_the_rest_is_served() {
-    let server = DirServe::start("startup", &["--max-config-file-bytes", "65536"], |config| {
+    let server = DirServe::start("startup", &["--max-input-bytes", "65536"], |config| {
         std::fs::write(config.join("binary.yaml"), b"kind: \xff\xfe\x00garbage").expect("write");
         let mut big = virtual_service("big");
         big.push_str(&format!("# {}\n", "x".repeat(70_000)));

@@ -1,8 +1,13 @@
 //! Multi-document YAML (or JSON) manifests read into JSON values, remembering the line each field
 //! came from so that errors can point at it, as a compiler would.
 //!
-//! Input is untrusted: its size, nesting depth and the number of nodes (aliases counted as
-//! expanded) are bounded, so a hostile file costs bounded time and memory.
+//! Input is untrusted: its size, nesting depth, number of nodes and expanded size (aliases
+//! counted expanded, every field under its full path) are bounded by [`Limits`], shared with
+//! the webhook and the watches ([`check_value`]), and the table of field lines stores each
+//! field once, so a hostile file costs time and memory linear in its size.
+
+mod limits;
+mod lines;
 
 use std::collections::HashMap;
 
@@ -12,12 +17,11 @@ use yaml_rust2::{
     scanner::{Marker, TScalarStyle},
 };
 
-/// The largest manifest text accepted, in bytes.
-pub const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
-/// The deepest nesting of mappings and sequences accepted.
-pub const MAX_DEPTH: usize = 128;
-/// The most nodes one input may expand to (aliases count every time they are used).
-pub const MAX_NODES: usize = 2_000_000;
+pub use limits::{
+    Bound, Exceeded, Limits, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_INPUT_BYTES, MAX_NODES, check_value,
+};
+use limits::{Budget, index_segment_bytes, key_segment_bytes, measure};
+use lines::{FieldId, FieldLines, Segment};
 
 /// One document of a manifest stream.
 #[derive(Clone, Debug)]
@@ -28,15 +32,8 @@ pub struct Document {
     pub line: usize,
     /// The document as JSON. `Null` for an empty document.
     pub value: Value,
-    lines: HashMap<Vec<Segment>, usize>,
+    lines: FieldLines,
     prefix: Vec<Segment>,
-}
-
-/// A step in a field path: a mapping key or a sequence index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Segment {
-    Key(String),
-    Index(usize),
 }
 
 /// Why a manifest could not be read.
@@ -45,31 +42,33 @@ pub enum ManifestError {
     /// The text is not well-formed YAML.
     #[error("line {line}: invalid YAML: {message}")]
     Syntax { line: usize, message: String },
-    /// The text is larger than [`MAX_INPUT_BYTES`].
-    #[error("input is {size} bytes; the limit is {MAX_INPUT_BYTES}")]
-    TooLarge { size: usize },
-    /// A limit on depth or node count was reached.
-    #[error("line {line}: {what}")]
-    Limit { line: usize, what: &'static str },
+    /// One of the reader's [`Limits`] was passed.
+    #[error("line {line}: {exceeded}")]
+    Limit { line: usize, exceeded: Exceeded },
     /// A construct this reader does not accept (duplicate keys, unknown anchors, ...).
     #[error("line {line}: {message}")]
     Unsupported { line: usize, message: String },
+}
+
+impl ManifestError {
+    /// The line the error points at (from 1).
+    pub fn line(&self) -> usize {
+        match self {
+            ManifestError::Syntax { line, .. }
+            | ManifestError::Limit { line, .. }
+            | ManifestError::Unsupported { line, .. } => *line,
+        }
+    }
 }
 
 impl Document {
     /// The line of the field at `path` (`spec.http[0].route[1].weight`, `metadata.labels[app]`),
     /// or of its nearest ancestor present in the document.
     pub fn line_of(&self, path: &str) -> usize {
-        let mut segments = self.prefix.clone();
-        segments.extend(parse_path(path));
-        loop {
-            if let Some(line) = self.lines.get(&segments) {
-                return *line;
-            }
-            if segments.pop().is_none() {
-                return self.line;
-            }
-        }
+        let line = self
+            .lines
+            .line_of(self.prefix.iter().cloned().chain(parse_path(path)));
+        if line == 0 { self.line } else { line }
     }
 }
 
@@ -104,12 +103,19 @@ fn parse_path(path: &str) -> Vec<Segment> {
     out
 }
 
-/// Reads every document of a YAML stream (JSON is YAML too).
+/// Reads every document of a YAML stream (JSON is YAML too) within the process's
+/// [`Limits::current`].
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, ManifestError> {
-    if text.len() > MAX_INPUT_BYTES {
-        return Err(ManifestError::TooLarge { size: text.len() });
-    }
-    let mut builder = Builder::default();
+    parse_documents_within(text, &Limits::current())
+}
+
+/// Reads every document of a YAML stream within `limits`: time and memory are linear in the
+/// text, and an input passing a limit is refused with [`ManifestError::Limit`].
+pub fn parse_documents_within(text: &str, limits: &Limits) -> Result<Vec<Document>, ManifestError> {
+    limits
+        .check_len(text.len() as u64)
+        .map_err(|exceeded| ManifestError::Limit { line: 1, exceeded })?;
+    let mut builder = Builder::new(*limits);
     let mut parser = Parser::new_from_str(text);
     let result = parser.load(&mut builder, true);
     if let Some(err) = builder.error.take() {
@@ -122,15 +128,29 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ManifestError> {
     Ok(builder.documents)
 }
 
-#[derive(Default)]
+/// A field being read: where it is in the line table, and the length of its path.
+#[derive(Clone, Copy)]
+struct Place {
+    field: FieldId,
+    path_bytes: usize,
+}
+
+/// An anchored value, and what one use of it costs.
+struct Anchored {
+    value: Value,
+    nodes: usize,
+    expanded: usize,
+}
+
 struct Builder {
     documents: Vec<Document>,
     stack: Vec<Frame>,
-    path: Vec<Segment>,
-    lines: HashMap<Vec<Segment>, usize>,
-    anchors: HashMap<usize, (Value, usize)>,
+    /// The place of every open collection, then of the value being read, if any.
+    path: Vec<Place>,
+    lines: FieldLines,
+    anchors: HashMap<usize, Anchored>,
     doc_line: usize,
-    nodes: usize,
+    budget: Budget,
     error: Option<ManifestError>,
 }
 
@@ -147,35 +167,67 @@ enum Frame {
 }
 
 impl Builder {
+    fn new(limits: Limits) -> Builder {
+        Builder {
+            documents: Vec::new(),
+            stack: Vec::new(),
+            path: Vec::new(),
+            lines: FieldLines::new(0),
+            anchors: HashMap::new(),
+            doc_line: 0,
+            budget: Budget::new(limits),
+            error: None,
+        }
+    }
+
     fn fail(&mut self, err: ManifestError) {
         if self.error.is_none() {
             self.error = Some(err);
         }
     }
 
-    /// Records where the next value starts, and for mapping keys, pushes the key.
-    fn begin_value(&mut self, line: usize) {
-        if self.stack.is_empty() {
-            self.doc_line = line;
+    fn spend(&mut self, nodes: usize, expanded: usize, line: usize) {
+        if let Err(exceeded) = self.budget.spend(nodes, expanded) {
+            self.fail(ManifestError::Limit { line, exceeded });
         }
-        if let Some(Frame::Seq { items, .. }) = self.stack.last() {
-            self.path.push(Segment::Index(items.len()));
-        }
-        self.lines.entry(self.path.clone()).or_insert(line);
     }
 
-    fn end_value(&mut self, value: Value, size: usize) {
-        self.nodes += size;
-        if self.nodes > MAX_NODES {
-            self.fail(ManifestError::Limit {
-                line: self.doc_line,
-                what: "document expands to too many nodes (YAML aliases?)",
-            });
-            return;
+    /// The place of the value being read, or the document's for its root.
+    fn here(&self) -> Place {
+        self.path.last().copied().unwrap_or(Place {
+            field: FieldLines::ROOT,
+            path_bytes: 0,
+        })
+    }
+
+    /// Records where the next value starts (for sequence items, enters the item) and spends
+    /// one node and the value's path plus `bytes` of the budget.
+    fn begin_value(&mut self, line: usize, nodes: usize, bytes: usize) {
+        if self.stack.is_empty() {
+            self.doc_line = line;
+            self.lines = FieldLines::new(line);
         }
+        if let Some(Frame::Seq { items, .. }) = self.stack.last() {
+            let index = items.len();
+            let parent = self.here();
+            let field = self.lines.child(parent.field, Segment::Index(index), line);
+            self.path.push(Place {
+                field,
+                path_bytes: parent.path_bytes.saturating_add(index_segment_bytes(index)),
+            });
+        }
+        let path_bytes = self.here().path_bytes;
+        self.spend(
+            nodes,
+            path_bytes.saturating_mul(nodes).saturating_add(bytes),
+            line,
+        );
+    }
+
+    fn end_value(&mut self, value: Value) {
         match self.stack.last_mut() {
             None => {
-                let lines = std::mem::take(&mut self.lines);
+                let lines = std::mem::replace(&mut self.lines, FieldLines::new(0));
                 self.documents.push(Document {
                     index: self.documents.len(),
                     line: self.doc_line,
@@ -197,33 +249,123 @@ impl Builder {
         }
     }
 
-    fn scalar(&mut self, value: Value, anchor: usize, line: usize) {
-        // A scalar in key position of a mapping is a key, not a value.
-        if let Some(Frame::Map { map, key, .. }) = self.stack.last_mut()
-            && key.is_none()
-        {
-            let k = match value {
-                Value::String(s) => s,
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            let duplicate = map.contains_key(&k);
-            *key = Some(k.clone());
-            if duplicate {
-                self.fail(ManifestError::Unsupported {
-                    line,
-                    message: format!("mapping key {k:?} already defined"),
-                });
-            }
-            self.path.push(Segment::Key(k));
-            self.lines.insert(self.path.clone(), line);
+    /// A mapping key: enters the field it names.
+    fn key(&mut self, value: Value, line: usize) {
+        let k = match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let parent = self.here();
+        let Some(Frame::Map { map, key, .. }) = self.stack.last_mut() else {
+            return;
+        };
+        if map.contains_key(&k) {
+            let message = format!("mapping key {k:?} already defined");
+            self.fail(ManifestError::Unsupported { line, message });
             return;
         }
-        self.begin_value(line);
-        if anchor > 0 {
-            self.anchors.insert(anchor, (value.clone(), 1));
+        let path_bytes = parent.path_bytes.saturating_add(key_segment_bytes(&k));
+        *key = Some(k.clone());
+        let field = self.lines.child(parent.field, Segment::Key(k), line);
+        self.path.push(Place { field, path_bytes });
+    }
+
+    fn scalar(&mut self, value: Value, anchor: usize, line: usize) {
+        // A scalar in key position of a mapping is a key, not a value.
+        if self.in_key_position() {
+            self.key(value, line);
+            return;
         }
-        self.end_value(value, 1);
+        let bytes = value.as_str().map_or(0, str::len);
+        self.begin_value(line, 1, bytes);
+        if anchor > 0 {
+            self.anchor(anchor, &value, line);
+        }
+        self.end_value(value);
+    }
+
+    /// Keeps a copy of `value` for aliases to it, spending what the copy costs.
+    fn anchor(&mut self, anchor: usize, value: &Value, line: usize) {
+        let (nodes, expanded) = measure(value);
+        self.spend(nodes, expanded, line);
+        if self.error.is_none() {
+            let value = value.clone();
+            let anchored = Anchored {
+                value,
+                nodes,
+                expanded,
+            };
+            self.anchors.insert(anchor, anchored);
+        }
+    }
+
+    fn alias(&mut self, id: usize, line: usize) {
+        let Some(anchored) = self.anchors.get(&id) else {
+            self.fail(ManifestError::Unsupported {
+                line,
+                message: "alias to an unknown anchor".into(),
+            });
+            return;
+        };
+        let (nodes, expanded) = (anchored.nodes, anchored.expanded);
+        let key = self.in_key_position();
+        if key {
+            // The key's text is charged again with the path of the value it names.
+            self.spend(nodes, expanded, line);
+        } else {
+            self.begin_value(line, nodes, expanded);
+        }
+        if self.error.is_some() {
+            return;
+        }
+        let Some(value) = self.anchors.get(&id).map(|a| a.value.clone()) else {
+            return;
+        };
+        if key {
+            self.key(value, line);
+        } else {
+            self.end_value(value);
+        }
+    }
+
+    fn start_collection(&mut self, sequence: bool, anchor: usize, line: usize) {
+        if self.in_key_position() {
+            self.fail(ManifestError::Unsupported {
+                line,
+                message: "complex mapping keys are not supported".into(),
+            });
+            return;
+        }
+        if let Err(exceeded) = self.budget.open(self.stack.len()) {
+            self.fail(ManifestError::Limit { line, exceeded });
+            return;
+        }
+        self.begin_value(line, 1, 0);
+        self.stack.push(if sequence {
+            Frame::Seq {
+                items: Vec::new(),
+                anchor,
+            }
+        } else {
+            Frame::Map {
+                map: Map::new(),
+                key: None,
+                anchor,
+            }
+        });
+    }
+
+    fn end_collection(&mut self, line: usize) {
+        let (value, anchor) = match self.stack.pop() {
+            Some(Frame::Seq { items, anchor }) => (Value::Array(items), anchor),
+            Some(Frame::Map { map, anchor, .. }) => (Value::Object(map), anchor),
+            None => return,
+        };
+        if anchor > 0 {
+            self.anchor(anchor, &value, line);
+        }
+        self.end_value(value);
     }
 
     fn in_key_position(&self) -> bool {
@@ -240,7 +382,7 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::DocumentStart => {
                 self.doc_line = line;
-                self.lines.clear();
+                self.lines = FieldLines::new(line);
                 self.path.clear();
             }
             Event::DocumentEnd => {
@@ -253,80 +395,12 @@ impl MarkedEventReceiver for Builder {
                     Err(message) => self.fail(ManifestError::Unsupported { line, message }),
                 }
             }
-            Event::Alias(id) => {
-                let Some((value, size)) = self.anchors.get(&id).cloned() else {
-                    self.fail(ManifestError::Unsupported {
-                        line,
-                        message: "alias to an unknown anchor".into(),
-                    });
-                    return;
-                };
-                if self.in_key_position() {
-                    self.scalar(value, 0, line);
-                } else {
-                    self.begin_value(line);
-                    self.end_value(value, size);
-                }
-            }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if self.in_key_position() {
-                    self.fail(ManifestError::Unsupported {
-                        line,
-                        message: "complex mapping keys are not supported".into(),
-                    });
-                    return;
-                }
-                if self.stack.len() >= MAX_DEPTH {
-                    self.fail(ManifestError::Limit {
-                        line,
-                        what: "nesting is too deep",
-                    });
-                    return;
-                }
-                self.begin_value(line);
-                self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        items: Vec::new(),
-                        anchor,
-                    }
-                } else {
-                    Frame::Map {
-                        map: Map::new(),
-                        key: None,
-                        anchor,
-                    }
-                });
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let (value, anchor, size) = match self.stack.pop() {
-                    Some(Frame::Seq { items, anchor }) => {
-                        let n = items.len();
-                        (Value::Array(items), anchor, n + 1)
-                    }
-                    Some(Frame::Map { map, anchor, .. }) => {
-                        let n = map.len();
-                        (Value::Object(map), anchor, n + 1)
-                    }
-                    None => return,
-                };
-                if anchor > 0 {
-                    let expanded = count_nodes(&value);
-                    self.anchors.insert(anchor, (value.clone(), expanded));
-                }
-                // Children were already counted as they were added.
-                self.nodes = self.nodes.saturating_sub(size - 1);
-                self.end_value(value, size);
-            }
+            Event::Alias(id) => self.alias(id, line),
+            Event::SequenceStart(anchor, _) => self.start_collection(true, anchor, line),
+            Event::MappingStart(anchor, _) => self.start_collection(false, anchor, line),
+            Event::SequenceEnd | Event::MappingEnd => self.end_collection(line),
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
-    }
-}
-
-fn count_nodes(value: &Value) -> usize {
-    match value {
-        Value::Array(a) => 1 + a.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(m) => 1 + m.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
     }
 }
 
@@ -487,6 +561,54 @@ mod tests {
             parse_documents(&text),
             Err(ManifestError::Limit { .. })
         ));
+    }
+
+    /// The filed attack: 100 mappings nested under 500-byte keys, each with 1,000 short
+    /// siblings (100,000 keys, about 340 KB). A table of whole paths per field needed over 3 GB.
+    fn deep_long_keys() -> String {
+        let names: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let mut text = String::new();
+        for level in 0..100 {
+            text.push('{');
+            text.push_str(&names.join(","));
+            text.push_str(&format!(",deep{level}{}: ", "x".repeat(500)));
+        }
+        text.push('1');
+        text.push_str(&"}".repeat(100));
+        text
+    }
+
+    #[test]
+    fn long_keys_nested_deep_are_refused_by_their_expanded_size() {
+        let err =
+            parse_documents_within(&deep_long_keys(), &Limits::default()).expect_err("refused");
+        let ManifestError::Limit { exceeded, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(exceeded.bound, Bound::ExpandedBytes);
+        assert!(
+            err.to_string().contains("--max-input-expanded-bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_line_table_stays_linear_when_the_bound_allows_deep_long_keys() {
+        let limits = Limits {
+            expanded_bytes: usize::MAX,
+            ..Limits::default()
+        };
+        let docs = parse_documents_within(&deep_long_keys(), &limits).expect("read");
+        let key = format!("deep0{}", "x".repeat(500));
+        assert!(docs[0].value[&key].is_object());
+        assert_eq!(docs[0].line_of(&format!("{key}.k3")), 1);
+    }
+
+    #[test]
+    fn depth_is_bounded_with_the_flag_named() {
+        let text = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let err = parse_documents(&text).expect_err("too deep").to_string();
+        assert!(err.contains("--max-input-depth"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,10 @@ use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind},
     runtime::{WatchStreamExt, watcher},
 };
-use sextant_index::{Index, Object};
+use sextant_index::{
+    Index, Object,
+    manifest::{Limits, check_value},
+};
 use sextant_model::{Kind, ObjectRef};
 
 pub mod leader;
@@ -180,11 +183,15 @@ impl Synced {
     }
 }
 
-/// The object as the index reads it: list items come without `apiVersion` and `kind`.
+/// The object as the index reads it: list items come without `apiVersion` and `kind`. An
+/// object past the input [`Limits`] is refused (and counted as malformed) like a file would be.
 fn to_object(resource: &ApiResource, o: DynamicObject) -> Result<Object, String> {
     let name = o.metadata.name.clone().unwrap_or_default();
     let namespace = o.metadata.namespace.clone().unwrap_or_default();
     let mut value = serde_json::to_value(o).map_err(|e| e.to_string())?;
+    // The same bounds as manifest files and admission reviews, before the index reads it.
+    check_value(&value, &Limits::current())
+        .map_err(|e| format!("{} {namespace}/{name}: {e}", resource.kind))?;
     value["apiVersion"] = serde_json::json!(resource.api_version);
     value["kind"] = serde_json::json!(resource.kind);
     if resource.kind == "Pod" {
@@ -321,5 +328,41 @@ async fn run(
                 let _ = changed.send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn service(spec: Value) -> DynamicObject {
+        let resource = api_resource(Kind::Service);
+        let mut o = DynamicObject::new("reviews", &resource).within("default");
+        o.data = json!({ "spec": spec });
+        o
+    }
+
+    #[test]
+    fn watched_objects_past_the_input_bounds_are_refused_naming_the_bound() {
+        let key = "k".repeat(3000);
+        let mut spec = json!({"a": 1});
+        for _ in 0..100 {
+            let mut level: serde_json::Map<String, Value> =
+                (0..100).map(|i| (format!("s{i}"), json!(i))).collect();
+            level.insert(key.clone(), spec);
+            spec = Value::Object(level);
+        }
+        let resource = api_resource(Kind::Service);
+        let err = to_object(&resource, service(spec)).expect_err("refused");
+        assert!(err.contains("Service default/reviews"), "{err}");
+        assert!(err.contains("--max-input-expanded-bytes"), "{err}");
+    }
+
+    #[test]
+    fn ordinary_watched_objects_are_read() {
+        let resource = api_resource(Kind::Service);
+        let spec = json!({"ports": [{"port": 9080, "name": "http"}]});
+        assert!(to_object(&resource, service(spec)).is_ok());
     }
 }

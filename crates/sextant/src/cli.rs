@@ -97,10 +97,6 @@ pub struct ServeArgs {
     /// `sextant_xds_bounded_total{bound="subscription_names"}`.
     #[arg(long, env = "SEXTANT_MAX_SUBSCRIPTION_NAMES", default_value_t = sextant_xds::protocol::DEFAULT_SUBSCRIPTION_NAMES)]
     pub max_subscription_names: usize,
-    /// Largest file of `--config-dir` read (at most 16 MiB); a larger one is reported and
-    /// keeps its last good objects, counted in `sextant_xds_bounded_total{bound="file_bytes"}`.
-    #[arg(long, env = "SEXTANT_MAX_CONFIG_FILE_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..=16 << 20))]
-    pub max_config_file_bytes: u64,
     /// TokenReview answers kept (by a hash of the token), so a proxy reconnecting is not
     /// reviewed again; refusals are kept 10 s and take no room from accepted tokens.
     #[arg(
@@ -125,6 +121,23 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_token_reviews_waiting: usize,
+    /// Bytes of one input (a manifest file, an admission review, a watched object); larger
+    /// inputs are refused, counted in `sextant_xds_bounded_total{bound="input_bytes"}`.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_BYTES", default_value_t = sextant_index::manifest::MAX_INPUT_BYTES)]
+    pub max_input_bytes: usize,
+    /// Nesting of mappings and sequences in one input; deeper inputs are refused, counted in
+    /// `sextant_xds_bounded_total{bound="input_depth"}`.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_DEPTH", default_value_t = sextant_index::manifest::MAX_DEPTH)]
+    pub max_input_depth: usize,
+    /// Nodes one input may expand to (YAML aliases counted each time used); counted in
+    /// `sextant_xds_bounded_total{bound="input_nodes"}` when passed.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_NODES", default_value_t = sextant_index::manifest::MAX_NODES)]
+    pub max_input_nodes: usize,
+    /// Bytes one input expands to with aliases expanded and every field written under its
+    /// full path (long keys nested deep make this grow with the square of the text); counted
+    /// in `sextant_xds_bounded_total{bound="input_expanded_bytes"}` when passed.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_EXPANDED_BYTES", default_value_t = sextant_index::manifest::MAX_EXPANDED_BYTES)]
+    pub max_input_expanded_bytes: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

@@ -62,13 +62,16 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// 1 while this replica holds the Lease (writes status).
     pub leader: Gauge,
-    /// The directory source: bad files, and files refused as too large (the latter the
+    /// The directory source: bad files, and files over `--max-input-bytes` refused before
+    /// they are read (the
     /// `file_bytes` bound of `bounded`).
     pub dir: sextant_source::DirCounters,
     /// TokenReviews sent to the API server (cached answers are not counted).
     pub token_reviews: Counter,
     /// Callers of the secure xDS port refused, by reason.
     pub auth_refused: Family<RefusalLabels, Counter>,
+    /// Held while the readers' refusals are copied into `bounded`.
+    input_refusals: std::sync::Mutex<()>,
 }
 
 fn push_buckets() -> Histogram {
@@ -102,6 +105,7 @@ impl Metrics {
             dir: sextant_source::DirCounters::default(),
             token_reviews: Counter::default(),
             auth_refused: Family::default(),
+            input_refusals: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         // Oversized config files are the `file_bytes` bound of the family.
@@ -249,8 +253,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Brings `bounded` up to the refusals of the input readers (files, admission reviews,
+    /// watched objects), which count them where they refuse, below this crate.
+    fn count_input_refusals(&self) {
+        let _held = self
+            .input_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for bound in sextant_index::manifest::Bound::ALL {
+            let counter = self.bounded.get_or_create(&BoundLabels {
+                bound: bound.label().to_owned(),
+            });
+            let total = bound.refusals();
+            if total > counter.get() {
+                counter.inc_by(total - counter.get());
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
+        self.count_input_refusals();
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out

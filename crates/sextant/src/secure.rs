@@ -414,6 +414,79 @@ mod tests {
         assert_eq!(auth.waiting.load(Ordering::SeqCst), 0);
     }
 
+    /// `cases` by default; `PROPTEST_CASES` when set (`make fuzz`).
+    fn fuzz_config(cases: u32) -> proptest::prelude::ProptestConfig {
+        let mut c = proptest::prelude::ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c
+    }
+
+    /// What an `authorization` header may hold on the wire: visible ASCII, spaces, tabs and
+    /// bytes above 127, around the `Bearer` scheme or not.
+    fn header_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let byte = prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff];
+        (
+            prop::sample::select(vec![
+                "", "Bearer ", "bearer ", "BEARER  ", "Basic ", "Bearer",
+            ]),
+            prop::collection::vec(byte, 0..64),
+            0usize..(MAX_TOKEN_BYTES + 64),
+        )
+            .prop_map(|(scheme, token, pad)| {
+                let mut out = scheme.as_bytes().to_vec();
+                out.extend(token);
+                // Sometimes long, around the bound.
+                if pad > MAX_TOKEN_BYTES - 64 {
+                    out.resize(pad, b'a');
+                }
+                out
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(fuzz_config(512))]
+
+        /// Fuzz target for bearer tokens: whatever the header holds, `bearer` returns a
+        /// trimmed, non-empty token within the bound or says what is wrong, and the
+        /// authenticator (without an API server) refuses as Unauthenticated with a reason.
+        #[test]
+        fn fuzz_bearer_headers_give_a_bounded_token_or_a_reason(bytes in header_bytes()) {
+            let Ok(value) = http::HeaderValue::from_bytes(&bytes) else {
+                return Ok(());
+            };
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, value);
+            match bearer(&h) {
+                Ok(Some(token)) => {
+                    proptest::prop_assert!(!token.is_empty() && token.len() <= MAX_TOKEN_BYTES);
+                    proptest::prop_assert_eq!(token.trim(), token.as_str());
+                }
+                Ok(None) => proptest::prop_assert!(false, "a header is there"),
+                Err(why) => proptest::prop_assert!(why.starts_with("the authorization header")),
+            }
+            let auth = authenticator(None);
+            let refused = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(auth.authenticate(&h, &http::Extensions::new()))
+                .expect_err("no certificate, no API server");
+            proptest::prop_assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+            proptest::prop_assert!(!refused.message().is_empty());
+        }
+
+        /// The user a TokenReview names, whatever it is, yields a namespace and name only for
+        /// `system:serviceaccount:NS:NAME`.
+        #[test]
+        fn fuzz_bearer_reviewed_users_map_to_service_accounts(user in "(system:serviceaccount:)?[a-z:]{0,12}") {
+            if let Some((ns, name)) = service_account(&user) {
+                proptest::prop_assert_eq!(format!("system:serviceaccount:{ns}:{name}"), user);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn without_a_certificate_or_token_the_caller_is_refused() {
         let auth = authenticator(None);

@@ -6,7 +6,10 @@
 
 use axum::{Json, Router, body::Bytes, routing::post};
 use serde_json::{Value, json};
-use sextant_index::check::{self, ObjectKind};
+use sextant_index::{
+    check::{self, ObjectKind},
+    manifest::{Limits, check_value},
+};
 
 /// Largest AdmissionReview accepted.
 const MAX_REVIEW_BYTES: usize = 3 << 20;
@@ -20,14 +23,29 @@ pub fn router() -> Router {
 
 async fn validate(body: Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match parse_review(&body) {
-        Ok(review) => Json(review_response(&review)).into_response(),
+    match answer(&body) {
+        Ok(review) => Json(review).into_response(),
         Err(e) => (
             axum::http::StatusCode::BAD_REQUEST,
             format!("the request is not an AdmissionReview: {e}"),
         )
             .into_response(),
     }
+}
+
+/// The answer to a webhook request body: the AdmissionReview response, or why the body is not
+/// an AdmissionReview. A review passing the input [`Limits`] (the same bounds as manifest
+/// files and watched objects) is denied, naming the bound, before anything else reads it.
+pub fn answer(body: &[u8]) -> Result<Value, String> {
+    let review = parse_review(body)?;
+    if let Err(exceeded) = check_value(&review, &Limits::current()) {
+        tracing::warn!(uid = %review["request"]["uid"], error = %exceeded, "refusing an admission review");
+        return Ok(denied(
+            &review,
+            &format!("the object is refused: {exceeded}"),
+        ));
+    }
+    Ok(review_response(&review))
 }
 
 /// The body as an AdmissionReview with a request to answer: JSON, `kind: AdmissionReview`,
@@ -41,6 +59,16 @@ fn parse_review(body: &[u8]) -> Result<Value, String> {
         return Err("request.uid is missing".to_owned());
     }
     Ok(review)
+}
+
+/// An AdmissionReview denying `review`'s request with `message`.
+fn denied(review: &Value, message: &str) -> Value {
+    let response = json!({
+        "uid": review["request"]["uid"].clone(),
+        "allowed": false,
+        "status": {"code": 400, "reason": "Invalid", "message": message},
+    });
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 }
 
 /// The AdmissionReview answering `review`.
@@ -121,6 +149,27 @@ mod tests {
             message.contains("spec.http[1].route[0].weight"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn objects_past_the_input_bounds_are_denied_naming_the_bound() {
+        // 100 levels under 3,000-byte keys, 100 siblings each: 330 KB of JSON whose fields
+        // would be named by 1.5 GB of paths.
+        let key = "k".repeat(3000);
+        let mut object = json!({"a": 1});
+        for _ in 0..100 {
+            let mut level: serde_json::Map<String, Value> =
+                (0..100).map(|i| (format!("s{i}"), json!(i))).collect();
+            level.insert(key.clone(), object);
+            object = Value::Object(level);
+        }
+        let body = serde_json::to_vec(&review(object)).expect("JSON");
+        let out = answer(&body).expect("an AdmissionReview");
+        let response = &out["response"];
+        assert_eq!(response["uid"], "u1");
+        assert_eq!(response["allowed"], false);
+        let message = response["status"]["message"].as_str().expect("message");
+        assert!(message.contains("--max-input-expanded-bytes"), "{message}");
     }
 
     #[test]

@@ -78,9 +78,9 @@ impl DirSource {
         }
     }
 
-    /// Refuses files larger than `bytes` (at most the manifest parser's limit).
+    /// Refuses files larger than `bytes` (`--max-input-bytes`, the bound of every reader).
     pub fn max_file_bytes(mut self, bytes: u64) -> Self {
-        self.max_file_bytes = bytes.min(sextant_index::manifest::MAX_INPUT_BYTES as u64);
+        self.max_file_bytes = bytes;
         self
     }
 

@@ -9,7 +9,7 @@ use std::{
 use serde_json::Value;
 use sextant_index::{
     Index, Object, ObjectError,
-    manifest::{self, MAX_INPUT_BYTES},
+    manifest::{self, Limits},
 };
 
 /// A readable input that could not be read.
@@ -27,7 +27,7 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<(String, String)>, Unreadabl
         if path.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin()
-                .take(MAX_INPUT_BYTES as u64 + 1)
+                .take(Limits::current().input_bytes as u64 + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| unreadable(Path::new("<stdin>"), e))?;
             out.push(("<stdin>".to_owned(), text));
@@ -54,13 +54,10 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Unreadable {
 
 fn read_file(path: &Path) -> Result<String, Unreadable> {
     let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
-    if meta.len() > MAX_INPUT_BYTES as u64 {
+    if let Err(exceeded) = Limits::current().check_len(meta.len()) {
         return Err(unreadable(
             path,
-            format!(
-                "{} bytes is over the {MAX_INPUT_BYTES}-byte limit",
-                meta.len()
-            ),
+            format!("{} bytes: {exceeded}", meta.len()),
         ));
     }
     std::fs::read_to_string(path).map_err(|e| unreadable(path, e))

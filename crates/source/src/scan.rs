@@ -57,7 +57,7 @@ fn collect(entries: std::fs::ReadDir, listing: &mut Listing) {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// Larger than the limit.
-    #[error("{size} bytes is over the {limit}-byte limit (--max-config-file-bytes)")]
+    #[error("{size} bytes is over the {limit}-byte limit (--max-input-bytes)")]
     TooLarge {
         /// The file's size, or more than the limit when it grew while read.
         size: u64,

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 
 use sextant_ca::{Ca, Secrets, SystemClock};
+use sextant_index::manifest::Limits as InputLimits;
 use sextant_index::{Changes, Index};
 use sextant_kube::leader;
 use sextant_model::Snapshot;
@@ -72,10 +73,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_audiences,
         max_nack_message_bytes,
         max_subscription_names,
-        max_config_file_bytes,
         token_review_cache_size,
         token_review_cache_seconds,
         max_token_reviews_waiting,
+        max_input_bytes,
+        max_input_depth,
+        max_input_nodes,
+        max_input_expanded_bytes,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -93,10 +97,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, max_config_file_bytes,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
         token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
+    let input_limits = InputLimits {
+        input_bytes: max_input_bytes,
+        depth: max_input_depth,
+        nodes: max_input_nodes,
+        expanded_bytes: max_input_expanded_bytes,
+    };
+    // Files, admission reviews and watched objects all read within these.
+    input_limits.configure();
+    tracing::info!(?input_limits, "input limits");
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
@@ -151,7 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match (config_dir, client) {
         (Some(config_dir), _) => {
             let mut dir = DirSource::new(config_dir, namespace, index)
-                .max_file_bytes(max_config_file_bytes)
+                .max_file_bytes(max_input_bytes as u64)
                 .counters(metrics.dir.clone());
             // Watch first: a change made while the first read runs is then not missed.
             dir.watch(events_tx)?;

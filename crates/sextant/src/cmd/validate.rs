@@ -154,12 +154,7 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
         let docs = match manifest::parse_documents(text) {
             Ok(docs) => docs,
             Err(e) => {
-                let line = match &e {
-                    manifest::ManifestError::Syntax { line, .. }
-                    | manifest::ManifestError::Limit { line, .. }
-                    | manifest::ManifestError::Unsupported { line, .. } => *line,
-                    manifest::ManifestError::TooLarge { .. } => 1,
-                };
+                let line = e.line();
                 report
                     .diagnostics
                     .push(diag(file, line, Severity::Error, None, "", e.to_string()));

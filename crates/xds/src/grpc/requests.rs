@@ -332,4 +332,103 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         assert!(limited.next().await.is_none());
     }
+
+    /// `cases` by default; `PROPTEST_CASES` when set (`make fuzz`).
+    fn fuzz_config(cases: u32) -> proptest::prelude::ProptestConfig {
+        let mut c = proptest::prelude::ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c
+    }
+
+    /// A piece of a request body: a well-formed request, or a frame of any flag, claimed
+    /// length and content.
+    fn segment() -> impl proptest::strategy::Strategy<Value = (Option<DiscoveryRequest>, Vec<u8>)> {
+        use proptest::prelude::*;
+        let request = (
+            "[a-z./]{0,40}",
+            prop::collection::vec("[a-z|0-9]{0,12}", 0..20),
+            "[0-9a-f]{0,8}",
+        )
+            .prop_map(
+                |(type_url, resource_names, response_nonce)| DiscoveryRequest {
+                    type_url,
+                    resource_names,
+                    response_nonce,
+                    ..Default::default()
+                },
+            );
+        prop_oneof![
+            request.prop_map(|r| (Some(r.clone()), framed(&r))),
+            (
+                0u8..3,
+                prop_oneof![0u32..64, any::<u32>()],
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(flag, claimed, bytes)| {
+                    let mut out = vec![flag];
+                    out.extend_from_slice(&claimed.to_be_bytes());
+                    out.extend(bytes);
+                    (None, out)
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(fuzz_config(256))]
+
+        /// Fuzz target for the gRPC request reader: any bytes, cut anywhere. Well-formed
+        /// requests before the first bad frame decode as sent; a bad frame ends the stream
+        /// with one error naming what was wrong; the buffer grows with the data that arrived,
+        /// never with what a header claims.
+        #[test]
+        fn fuzz_request_bytes_decode_or_end_the_stream_with_a_reason(
+            segments in proptest::collection::vec(segment(), 0..6),
+            cut in 1usize..200,
+        ) {
+            use tokio_stream::StreamExt;
+            let wire: Vec<u8> = segments.iter().flat_map(|(_, b)| b.clone()).collect();
+            let pieces: VecDeque<Bytes> = wire.chunks(cut).map(Bytes::copy_from_slice).collect();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let (items, capacity) = runtime.block_on(async {
+                let mut requests: Requests<DiscoveryRequest> =
+                    Requests::new(Body::new(Pieces::new(pieces)), 1 << 20, large_requests());
+                let mut items = Vec::new();
+                let mut capacity = 0;
+                while let Some(item) = requests.next().await {
+                    capacity = capacity.max(requests.buf.capacity());
+                    items.push(item);
+                }
+                (items, capacity)
+            });
+            proptest::prop_assert!(capacity <= 2 * (wire.len() + LARGE_REQUEST), "{} for {} bytes", capacity, wire.len());
+            let expected: Vec<&DiscoveryRequest> =
+                segments.iter().map_while(|(r, _)| r.as_ref()).collect();
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Ok(r) if i < expected.len() => proptest::prop_assert_eq!(r, expected[i]),
+                    Ok(_) => {}
+                    Err(e) => {
+                        proptest::prop_assert_eq!(i, items.len() - 1, "an error ends the stream");
+                        proptest::prop_assert!(!e.message().is_empty());
+                        proptest::prop_assert!(matches!(
+                            e.code(),
+                            tonic::Code::InvalidArgument
+                                | tonic::Code::OutOfRange
+                                | tonic::Code::Unimplemented
+                                | tonic::Code::DeadlineExceeded
+                        ), "{:?}", e);
+                    }
+                }
+            }
+            if expected.len() == segments.len() {
+                proptest::prop_assert_eq!(items.len(), expected.len());
+            }
+        }
+    }
 }
