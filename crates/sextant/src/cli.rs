@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// `sextant_xds_bounded_total{bound="subscription_names"}`.
     #[arg(long, env = "SEXTANT_MAX_SUBSCRIPTION_NAMES", default_value_t = sextant_xds::protocol::DEFAULT_SUBSCRIPTION_NAMES)]
     pub max_subscription_names: usize,
+    /// VirtualServices and DestinationRules held back at once after a proxy rejected them
+    /// (NACK isolation); a further rejection is left as it is, counted in
+    /// `sextant_xds_bounded_total{bound="held_objects"}`.
+    #[arg(long, env = "SEXTANT_MAX_HELD_OBJECTS", default_value_t = crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)]
+    pub max_held_objects: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

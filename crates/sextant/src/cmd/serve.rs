@@ -72,6 +72,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_audiences,
         max_nack_message_bytes,
         max_subscription_names,
+        max_held_objects,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -89,7 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, max_held_objects, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let metrics = Arc::new(Metrics::new());
@@ -119,7 +120,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ca = Arc::new(ca);
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
-            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
+            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL))
+            .with_max_held_objects(max_held_objects)
+            .with_updates(updates_tx.clone()),
     );
     // Certificates past half their life are replaced at the next update; make one.
     let rotation = updates_tx.clone();
@@ -309,8 +312,7 @@ fn publish(
         .invalid_objects
         .set(snapshot.invalid.len() as i64);
     generator.metrics.snapshots.inc();
-    let version = snapshot.version;
-    generator.publish(snapshot, changes);
+    let version = generator.publish(snapshot, changes);
     updates.send_if_modified(|v| std::mem::replace(v, version) != version);
 }
 
