@@ -153,7 +153,8 @@ fn other_teams_edits_flow_while_a_rejected_virtual_service_is_held(delta: bool, 
     mesh.ratings("/teapot");
     // Sextant's own limit above Envoy's: a fleet whose Envoys run a stricter limit than the
     // control plane checks, so that the regex reaches Envoy.
-    let (serve, _sextant, proxy) = start(&envoy, &mesh, &[], delta);
+    let (serve, _sextant, proxy) =
+        start(&envoy, &mesh, &["--max-regex-program-size", "1000"], delta);
     let (admin, listener, node) = (serve.admin_addr(), proxy.listener, mesh.node());
     assert_eq!(
         answer(listener, "ratings", "/teapot").as_deref(),
@@ -227,4 +228,130 @@ fn other_teams_edits_flow_while_a_rejected_virtual_service_is_held_sotw() {
 #[test]
 fn other_teams_edits_flow_while_a_rejected_virtual_service_is_held_delta() {
     other_teams_edits_flow_while_a_rejected_virtual_service_is_held(true, 42);
+}
+
+#[test]
+fn a_regex_too_large_for_envoy_is_refused_by_validation_before_it_reaches_envoy() {
+    let Some(envoy) = envoy() else { return };
+    let mesh = Mesh::new(43);
+    mesh.reviews("v1");
+    mesh.ratings("/teapot");
+    let (serve, _sextant, proxy) = start(&envoy, &mesh, &[], false);
+    let (admin, listener, node) = (serve.admin_addr(), proxy.listener, mesh.node());
+
+    mesh.ratings(TOO_BIG);
+    let errors = wait_for("ratings refused", Duration::from_secs(20), || {
+        let configz: serde_json::Value =
+            serde_json::from_str(&http_get(admin, "/debug/configz")?).ok()?;
+        configz["invalid"]
+            .as_array()?
+            .iter()
+            .find(|i| i["object"] == "VirtualService default/ratings")
+            .map(|i| i["errors"].to_string())
+    });
+    assert!(
+        errors.contains("RE2 program has 155 instructions"),
+        "{errors}"
+    );
+    assert!(errors.contains("limit of 100"), "{errors}");
+
+    // Team A's edit flows, and Envoy never saw anything to reject.
+    mesh.reviews("v2");
+    wait_for(
+        "team A's edit reaches Envoy",
+        Duration::from_secs(20),
+        || answer(listener, "reviews", "/").filter(|b| b == "v2"),
+    );
+    let entry = syncz(admin, &node).expect("syncz");
+    for (url, t) in entry["types"].as_object().expect("types") {
+        assert!(t["last_nack"].is_null(), "{url} was rejected: {t}");
+    }
+    assert_eq!(entry["held"], serde_json::json!([]));
+}
+
+/// Whether Envoy (`--mode validate`, default runtime) accepts a route matching `regex`.
+fn envoy_accepts(envoy: &Path, dir: &Path, regex: &str) -> bool {
+    let bootstrap = dir.join("regex.yaml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            r#"static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 10000}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - match: {{safe_regex: {{regex: '{regex}'}}}}
+                direct_response: {{status: 200}}
+"#
+        ),
+    )
+    .expect("write bootstrap");
+    std::process::Command::new(envoy)
+        .args(["--mode", "validate", "-c"])
+        .arg(&bootstrap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("envoy runs")
+        .success()
+}
+
+/// Whether `sextant validate` accepts a VirtualService matching `regex`.
+fn sextant_accepts(dir: &Path, regex: &str) -> bool {
+    let file = dir.join("vs.yaml");
+    std::fs::write(
+        &file,
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: default}}\nspec:\n  hosts: [r]\n  http:\n  - match: [{{uri: {{regex: '{regex}'}}}}]\n    route: [{{destination: {{host: r}}}}]\n"),
+    )
+    .expect("write");
+    std::process::Command::new(sextant_testing::sextant_bin())
+        .args(["validate", "-f"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sextant validate runs")
+        .success()
+}
+
+#[test]
+fn validation_agrees_with_envoy_on_regexes_near_the_program_size_limit() {
+    let Some(envoy) = envoy() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-re2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // With the program size Envoy reports for each; its limit is 100.
+    for (regex, size) in [
+        ("x{96}", 100),
+        ("x{97}", 101),
+        ("/x{94}", 99),
+        ("^x{98}$", 100),
+        ("^/x{98}$", 102),
+        ("/x{80}y{10}", 95),
+        ("[ab]{96}", 100),
+        ("[ab]{97}", 101),
+        ("[a-z0-9]{5,30}", 89),
+        ("[a-z0-9]{5,36}", 107),
+        ("^/api/(v1|v2|v3)/[a-z]{10}/[0-9]+/x{77}$", 100),
+        ("^/api/(v1|v2|v3)/[a-z]{10}/[0-9]+/x{78}$", 101),
+    ] {
+        let envoy_accepts = envoy_accepts(&envoy, &dir, regex);
+        assert_eq!(envoy_accepts, size <= 100, "Envoy on {regex:?}");
+        assert_eq!(
+            sextant_accepts(&dir, regex),
+            envoy_accepts,
+            "sextant validate and Envoy disagree on {regex:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,6 +73,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_nack_message_bytes,
         max_subscription_names,
         max_held_objects,
+        max_regex_program_size,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -90,9 +91,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
-        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, max_held_objects, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names, max_held_objects, max_regex_program_size, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
+    sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
