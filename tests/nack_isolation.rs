@@ -10,7 +10,13 @@ use std::{
     time::Duration,
 };
 
-use sextant_testing::{Backend, Process, Serve, envoy, http_get, request, syncz, wait_for};
+use sextant_testing::{
+    Backend, Process, Serve, envoy, http_get, kubectl, repo, request, syncz, wait_for,
+};
+
+#[path = "kube_cluster.rs"]
+mod kube_cluster;
+use kube_cluster::Cluster;
 
 /// A directory mesh on loopback net `127.0.<net>.0/24`: `reviews` (v1, v2) and `ratings`,
 /// both on port 9080, so their routes share one RouteConfiguration.
@@ -353,5 +359,86 @@ fn validation_agrees_with_envoy_on_regexes_near_the_program_size_limit() {
             "sextant validate and Envoy disagree on {regex:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_lease_holder_marks_a_virtual_service_envoy_rejected_in_its_status() {
+    let (Some(envoy), Some(k)) = (envoy(), kubectl()) else {
+        return;
+    };
+    let net = 44u8;
+    let dir = std::env::temp_dir().join(format!("sextant-nack-kube-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cluster = Cluster::start(&dir, 0);
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    let manifest = dir.join("mesh.yaml");
+    let apply = |ratings_regex: &str| {
+        std::fs::write(
+            &manifest,
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: ratings}}\nspec:\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ratings}}\nspec:\n  hosts: [ratings]\n  http:\n  - match: [{{uri: {{regex: '{ratings_regex}'}}}}]\n    directResponse: {{status: 418}}\n  - route: [{{destination: {{host: ratings}}}}]\n"),
+        )
+        .expect("write");
+        cluster.kubectl(&k, &["apply", "-f", manifest.to_str().expect("utf-8")]);
+    };
+    apply("/teapot");
+
+    let serve = Serve::new();
+    let _sextant = Process(
+        serve
+            .command(&sextant_testing::sextant_bin())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .args([
+                "--debounce-after-ms",
+                "50",
+                "--max-regex-program-size",
+                "1000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve.wait_ready(Duration::from_secs(30)).expect("ready");
+    let node = format!("sidecar~127.0.{net}.99~client-0.default~default.svc.cluster.local");
+    let bind = format!("127.0.{net}.100");
+    let _proxy = sextant_testing::Envoy::start(&envoy, &dir, &node, serve.xds, &bind, false, net);
+    let routes = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    wait_for("routes ACKed", Duration::from_secs(45), || {
+        let t = syncz(serve.admin_addr(), &node)?["types"][routes].clone();
+        (!t["acked_version"].is_null() && t["acked_version"] == t["sent_version"]).then_some(())
+    });
+    let condition = |name: &str, field: &str| {
+        cluster.kubectl(
+            &k,
+            &[
+                "get",
+                "vs",
+                name,
+                "-o",
+                &format!("jsonpath={{.status.conditions[0].{field}}}"),
+            ],
+        )
+    };
+
+    apply(TOO_BIG);
+    wait_for("ratings marked rejected", Duration::from_secs(30), || {
+        (condition("ratings", "reason") == "Rejected").then_some(())
+    });
+    assert_eq!(condition("ratings", "status"), "False");
+    let message = condition("ratings", "message");
+    assert!(message.contains("program size"), "{message}");
+    assert!(
+        message.contains("last accepted version is served"),
+        "{message}"
+    );
+    assert_eq!(condition("reviews", "reason"), "Accepted");
+
+    // Fixed: released, and accepted again.
+    apply("/coffee");
+    wait_for("ratings accepted again", Duration::from_secs(30), || {
+        (condition("ratings", "reason") == "Accepted").then_some(())
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -54,6 +54,8 @@ pub struct XdsGenerator {
     quarantine: Mutex<Quarantine>,
     /// Tells the streams a version was published (set by `with_updates`).
     updates: Option<tokio::sync::watch::Sender<u64>>,
+    /// The held objects, for the status writer.
+    held: tokio::sync::watch::Sender<sextant_kube::leader::status::Held>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -71,6 +73,7 @@ impl XdsGenerator {
             no_secrets: Arc::from([]),
             quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
             updates: None,
+            held: tokio::sync::watch::Sender::new(Default::default()),
             metrics,
         }
     }
@@ -86,6 +89,11 @@ impl XdsGenerator {
     pub fn with_updates(mut self, updates: tokio::sync::watch::Sender<u64>) -> Self {
         self.updates = Some(updates);
         self
+    }
+
+    /// The objects held back after NACKs, with what their status says, as they change.
+    pub fn held_updates(&self) -> tokio::sync::watch::Receiver<sextant_kube::leader::status::Held> {
+        self.held.subscribe()
     }
 
     /// The objects held back after NACKs.
@@ -115,7 +123,20 @@ impl XdsGenerator {
     pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) -> u64 {
         let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         let (snapshot, changes) = quarantine.publish(snapshot, changes);
+        self.report_held(&quarantine);
         self.install(snapshot, changes)
+    }
+
+    /// Tells the status writer which objects are held, when that changed.
+    fn report_held(&self, quarantine: &Quarantine) {
+        self.held.send_if_modified(|reported| {
+            let now = quarantine.status_messages();
+            let changed = **reported != now;
+            if changed {
+                *reported = Arc::new(now);
+            }
+            changed
+        });
     }
 
     /// Makes `snapshot` the current one and tells the streams.
@@ -141,6 +162,7 @@ impl XdsGenerator {
         let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         match quarantine.observe(proxy, event) {
             Ok(Some((snapshot, changes))) => {
+                self.report_held(&quarantine);
                 self.install(snapshot, changes);
             }
             Ok(None) => {}

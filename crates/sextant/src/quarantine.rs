@@ -62,6 +62,21 @@ pub struct Held {
     pub content: Option<Content>,
 }
 
+impl Held {
+    /// What the object's status says: who rejected what, Envoy's error, what is served.
+    pub fn status_message(&self) -> String {
+        let kind = self.type_url.rsplit('.').next().unwrap_or(&self.type_url);
+        let served = match self.served_version {
+            Some(_) => "its last accepted version is served instead until it changes",
+            None => "it is left out (it was never accepted) until it changes",
+        };
+        format!(
+            "proxy {} rejected the {kind} built with it: {}; {served}",
+            self.proxy, self.error
+        )
+    }
+}
+
 /// What one proxy was sent and ACKed, by type (published versions).
 #[derive(Default)]
 struct Track {
@@ -116,6 +131,14 @@ impl Quarantine {
     /// The held objects.
     pub fn held(&self) -> &BTreeMap<ObjectRef, Held> {
         &self.held
+    }
+
+    /// What the status of each held object says.
+    pub fn status_messages(&self) -> BTreeMap<ObjectRef, String> {
+        self.held
+            .iter()
+            .map(|(id, h)| (id.clone(), h.status_message()))
+            .collect()
     }
 
     /// The snapshot to publish for the source's `snapshot`: held objects that changed again

@@ -166,6 +166,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 leader::Duties {
                     generations: cluster.generations(),
                     snapshots: cluster.snapshots(),
+                    held: generator.held_updates(),
                     status_writes: metrics.status_writes.clone(),
                     webhook_config,
                     ca_bundle: ca.bundle(),
