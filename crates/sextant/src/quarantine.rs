@@ -5,8 +5,9 @@
 //! The published snapshot is the source's snapshot with the held objects laid over it. On a
 //! NACK of version `Vn` by a proxy whose last ACK of that type was `Va`, the suspects are the
 //! objects that changed after `Va` up to `Vn` and can contribute to the rejected type
-//! (VirtualServices to routes and listeners, DestinationRules to clusters and listeners); the
-//! newest is held and the snapshot republished. If the proxy rejects that too, the next
+//! (VirtualServices to routes and listeners, DestinationRules to clusters and listeners) and
+//! are visible to the proxy; the newest whose content holds what Envoy's error quotes (the
+//! regex at fault, say), else the newest, is held and the snapshot republished. If the proxy rejects that too, the next
 //! newest is held, and so on: the culprit is narrowed by recompiling without candidates. A
 //! held object is released when it changes again (or is deleted). Versions published here
 //! increase with every source snapshot and every republish, so compiled resources are never
@@ -18,7 +19,7 @@ use std::{
 };
 
 use sextant_index::Changes;
-use sextant_model::{DestinationRule, Kind, ObjectRef, Proxy, Snapshot, VirtualService};
+use sextant_model::{DestinationRule, Kind, ObjectRef, Proxy, ProxyKind, Snapshot, VirtualService};
 use sextant_resources::type_url;
 use sextant_xds::protocol::Event;
 
@@ -199,7 +200,8 @@ impl Quarantine {
         if rejected < self.last_hold {
             return Ok(None);
         }
-        let Some(suspect) = self.suspect(type_url, rejected, accepted.unwrap_or(0)) else {
+        let Some(suspect) = self.suspect(proxy, type_url, error, rejected, accepted.unwrap_or(0))
+        else {
             return Ok(None);
         };
         if self.held.len() >= self.max_held {
@@ -229,24 +231,57 @@ impl Quarantine {
         Ok(Some((snapshot, changes)))
     }
 
-    /// The newest object changed after `accepted` up to `rejected` that can contribute to
-    /// `type_url` and is not held yet.
-    fn suspect(&self, type_url: &str, rejected: u64, accepted: u64) -> Option<ObjectRef> {
+    /// The object to blame: among those changed after `accepted` up to `rejected` that can
+    /// contribute to `type_url` for `proxy` and are not held yet, the newest whose content
+    /// holds something Envoy's `error` quotes (its messages quote the regex or name at
+    /// fault), else the newest.
+    fn suspect(
+        &self,
+        proxy: &Proxy,
+        type_url: &str,
+        error: &str,
+        rejected: u64,
+        accepted: u64,
+    ) -> Option<ObjectRef> {
         let kinds: &[Kind] = match type_url {
             type_url::ROUTE => &[Kind::VirtualService],
             type_url::CLUSTER => &[Kind::DestinationRule],
             type_url::LISTENER => &[Kind::VirtualService, Kind::DestinationRule],
             _ => &[],
         };
-        self.log
+        let mut candidates: Vec<&ObjectRef> = Vec::new();
+        for (_, ids) in self
+            .log
             .iter()
             .rev()
             .filter(|(v, _)| *v > accepted && *v <= rejected)
-            .flat_map(|(_, ids)| ids.iter().rev())
+        {
+            for id in ids.iter().rev() {
+                if kinds.contains(&id.kind)
+                    && !self.held.contains_key(id)
+                    && !candidates.contains(&id)
+                    && contributes(&self.source, proxy, id)
+                {
+                    candidates.push(id);
+                }
+            }
+        }
+        let quoted: Vec<&str> = error
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .filter(|q| q.len() >= 3)
+            .collect();
+        candidates
+            .iter()
             .find(|id| {
-                kinds.contains(&id.kind) && !self.held.contains_key(id) && present(&self.source, id)
+                let content = describe(&self.source, id);
+                quoted
+                    .iter()
+                    .any(|q| content.contains(q) || content.contains(&q.escape_debug().to_string()))
             })
-            .cloned()
+            .or(candidates.first())
+            .map(|id| (*id).clone())
     }
 
     /// `id`'s content in the published snapshot of `version`, with that version, unless it
@@ -313,6 +348,48 @@ fn present(snapshot: &Snapshot, id: &ObjectRef) -> bool {
         Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
         _ => false,
     }
+}
+
+/// Whether `id` (in the source's `snapshot`) can be part of `proxy`'s configuration: visible
+/// in its namespace and, for a VirtualService, bound to the mesh (sidecars) or to gateways.
+fn contributes(snapshot: &Snapshot, proxy: &Proxy, id: &ObjectRef) -> bool {
+    let ns = proxy.namespace.as_str();
+    match id.kind {
+        Kind::VirtualService => snapshot.virtual_services.iter().any(|v| {
+            v.id == *id
+                && (v.is_delegate()
+                    || ((v.id.namespace == ns || v.export_to.allows(ns))
+                        && match proxy.kind {
+                            ProxyKind::Sidecar => {
+                                v.gateways.is_empty() || v.gateways.iter().any(|g| g == "mesh")
+                            }
+                            ProxyKind::Router => !v.gateways.is_empty(),
+                        }))
+        }),
+        Kind::DestinationRule => snapshot
+            .destination_rules
+            .iter()
+            .any(|d| d.id == *id && (d.id.namespace == ns || d.export_to.allows(ns))),
+        _ => false,
+    }
+}
+
+/// `id`'s content in `snapshot`, as text to look for what Envoy's error quotes.
+fn describe(snapshot: &Snapshot, id: &ObjectRef) -> String {
+    match id.kind {
+        Kind::VirtualService => snapshot
+            .virtual_services
+            .iter()
+            .find(|v| v.id == *id)
+            .map(|v| format!("{v:?}")),
+        Kind::DestinationRule => snapshot
+            .destination_rules
+            .iter()
+            .find(|d| d.id == *id)
+            .map(|d| format!("{d:?}")),
+        _ => None,
+    }
+    .unwrap_or_default()
 }
 
 /// Replaces each held object with what is served for it (or removes it).

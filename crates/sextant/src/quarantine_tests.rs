@@ -17,6 +17,22 @@ fn vs(index: &mut Index, name: &str, prefix: &str) {
     index.apply(object);
 }
 
+/// A VirtualService in `ns`, seen only there, matching `regex`.
+fn private_vs(index: &mut Index, ns: &str, name: &str, regex: &str) {
+    let object = Object::from_json(
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"hosts": [name], "exportTo": ["."],
+                     "http": [{"match": [{"uri": {"regex": regex}}],
+                     "route": [{"destination": {"host": name}}]}]}
+        }),
+        "default",
+    )
+    .expect("a VirtualService");
+    index.apply(object);
+}
+
 fn id(name: &str) -> ObjectRef {
     ObjectRef {
         kind: Kind::VirtualService,
@@ -36,6 +52,16 @@ fn prefix_of(s: &Snapshot, name: &str) -> Option<String> {
 
 /// Sends the proxy `version` of routes and has it answer.
 fn answer(q: &mut Quarantine, p: &Proxy, version: u64, nack: bool) -> Option<Publish> {
+    answer_with(q, p, version, nack.then_some("regex too big"))
+}
+
+/// Sends the proxy `version` of routes; it rejects them with `error`, or ACKs.
+fn answer_with(
+    q: &mut Quarantine,
+    p: &Proxy,
+    version: u64,
+    error: Option<&str>,
+) -> Option<Publish> {
     q.resources(p, version);
     let url = type_url::ROUTE.to_owned();
     q.observe(
@@ -46,14 +72,13 @@ fn answer(q: &mut Quarantine, p: &Proxy, version: u64, nack: bool) -> Option<Pub
         },
     )
     .expect("sent");
-    let event = if nack {
-        Event::Nack {
+    let event = match error {
+        Some(e) => Event::Nack {
             type_url: url,
-            error: "regex too big".into(),
+            error: e.into(),
             truncated: false,
-        }
-    } else {
-        Event::Ack { type_url: url }
+        },
+        None => Event::Ack { type_url: url },
     };
     q.observe(p, &event).expect("within the bound")
 }
@@ -143,4 +168,40 @@ fn holding_stops_at_the_bound() {
         truncated: false,
     };
     assert_eq!(q.observe(&p, &nack).err(), Some(Refusal::TooManyHeld));
+}
+
+#[test]
+fn the_object_envoys_error_quotes_is_blamed_and_invisible_ones_never_are() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "a", "/a");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    answer(&mut q, &p, v1.version, false);
+    private_vs(&mut index, "default", "bad", "/x{50}");
+    let (s, c) = index.publish();
+    q.publish(s, c);
+    // Newer: an edit in a namespace the proxy does not see, and one it sees.
+    private_vs(&mut index, "other", "hidden", "/h");
+    vs(&mut index, "newer", "/n");
+    let (s, c) = index.publish();
+    let (v3, _) = q.publish(s, c);
+    let error = "route: regex '/x{50}' RE2 program size of 55 > max program size of 50";
+    let (_, changes) = answer_with(&mut q, &p, v3.version, Some(error)).expect("held");
+    assert_eq!(changes.configs.iter().collect::<Vec<_>>(), vec![&id("bad")]);
+    // Without a quote to go by, the newest the proxy can see (not the hidden one).
+    assert_eq!(
+        q.suspect(&p, type_url::ROUTE, "no quotes", v3.version, v1.version),
+        Some(id("newer"))
+    );
+    assert!(!contributes(
+        &q.source,
+        &p,
+        &ObjectRef {
+            kind: Kind::VirtualService,
+            namespace: "other".into(),
+            name: "hidden".into(),
+        }
+    ));
 }
