@@ -75,7 +75,12 @@ impl Attacked {
 #[test]
 fn nack_messages_are_kept_truncated_and_counted() {
     let log = std::env::temp_dir().join(format!("sextant-bounds-{}.log", std::process::id()));
-    let server = Attacked::start(&[], std::fs::File::create(&log).expect("log file").into());
+    // No holds: NACK isolation would publish a version without the object it blames, and the
+    // attacker's repeated NACKs of the first nonce would then be stale, not counted.
+    let server = Attacked::start(
+        &["--max-held-objects", "0"],
+        std::fs::File::create(&log).expect("log file").into(),
+    );
     let admin = server.serve.admin_addr();
     let node = "sidecar~127.0.3.1~productpage-nack.default~default.svc.cluster.local";
     let (tx, _stream) = server.runtime.block_on(async {
