@@ -4,106 +4,15 @@
 //! is then stopped (Envoy keeps its configuration and traffic flows) and restarted (Sextant
 //! resyncs and later changes arrive).
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, process::Stdio, time::Duration};
 
 use sextant_testing::{
     Backend, Process, Serve, free_port, kubectl, metric, repo, request, split, wait_for,
 };
 
-/// The test API server on its own runtime: stopping it drops every connection, as a real API
-/// server going away would.
-struct Cluster {
-    addr: SocketAddr,
-    dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Cluster {
-    fn start(dir: &Path, port: u16) -> Cluster {
-        Cluster::with_tokens(dir, port, BTreeMap::new())
-    }
-
-    /// With bearer tokens that TokenReview accepts (token → user name).
-    fn with_tokens(dir: &Path, port: u16, tokens: BTreeMap<String, String>) -> Cluster {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = sextant_testapi::Options {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            data_dir: Some(dir.join("data")),
-            kubeconfig: Some(dir.join("kubeconfig")),
-            tokens,
-            ..Default::default()
-        };
-        std::fs::create_dir_all(dir.join("data")).expect("data dir");
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let handle = sextant_testapi::start(options)
-                    .await
-                    .expect("test API server");
-                let _ = ready_tx.send(handle.addr);
-                let _ = stopped.await;
-            });
-            // Dropping the runtime ends every connection task.
-        });
-        let addr = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the test API server starts");
-        Cluster {
-            addr,
-            dir: dir.to_owned(),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    fn kubectl_command(&self, kubectl: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(kubectl);
-        c.env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.dir)
-            .args(args);
-        c
-    }
-
-    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> String {
-        sextant_testing::run(&mut self.kubectl_command(kubectl, args))
-    }
-
-    /// Runs kubectl expecting it to fail; returns what it printed on stderr.
-    fn kubectl_fails(&self, kubectl: &Path, args: &[&str]) -> String {
-        sextant_testing::run_fails(&mut self.kubectl_command(kubectl, args))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+#[path = "kube_cluster.rs"]
+mod kube_cluster;
+use kube_cluster::Cluster;
 
 fn bookinfo(file: &str) -> String {
     repo("tests/fixtures/istio/samples/bookinfo/networking")

@@ -7,6 +7,7 @@
 mod destination_rule;
 mod fields;
 pub mod kube;
+pub mod re2;
 mod virtual_service;
 
 use std::fmt;

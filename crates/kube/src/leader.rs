@@ -45,6 +45,8 @@ pub struct Duties {
     pub generations: Generations,
     /// The snapshots published, whose verdicts the status reports.
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// Objects held back because proxies rejected them, reported as rejected.
+    pub held: watch::Receiver<status::Held>,
     /// Counts status writes.
     pub status_writes: Counter,
     /// The ValidatingWebhookConfiguration whose `caBundle` is kept.
@@ -60,6 +62,7 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
     let Duties {
         generations,
         snapshots,
+        held,
         status_writes,
         webhook_config,
         ca_bundle,
@@ -77,6 +80,7 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
         generations,
         leader,
         snapshots,
+        held,
         status_writes,
     ));
 }

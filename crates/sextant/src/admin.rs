@@ -68,7 +68,27 @@ fn secs(t: Option<SystemTime>) -> Value {
         .map_or(Value::Null, |d| json!(d.as_secs_f64()))
 }
 
+/// The objects held back after NACKs, as `/debug/syncz` and `/debug/configz` show them.
+fn held(a: &Admin) -> Value {
+    a.generator
+        .held()
+        .into_iter()
+        .map(|(id, h)| {
+            json!({
+                "kind": format!("{:?}", id.kind), "namespace": id.namespace, "name": id.name,
+                "type_url": h.type_url, "error": h.error, "rejected_by": h.proxy,
+                "rejected_version": h.rejected_version.to_string(),
+                "served": match h.served_version {
+                    Some(v) => format!("content of version {v}"),
+                    None => "left out (never accepted)".to_owned(),
+                },
+            })
+        })
+        .collect()
+}
+
 async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
+    let held = held(&a);
     let list: Vec<Value> = a
         .connections
         .list()
@@ -91,7 +111,8 @@ async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
                 })
                 .collect();
             json!({"proxy": c.proxy, "protocol": c.protocol, "identity": c.identity,
-                   "connected_since": secs(Some(c.connected_at)), "types": types})
+                   "connected_since": secs(Some(c.connected_at)), "types": types,
+                   "held": held})
         })
         .collect();
     axum::Json(Value::Array(list))
@@ -136,6 +157,7 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
 }
 
 async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
+    let held = held(&a);
     let s = a.generator.snapshot();
     let ids = |v: Vec<String>| json!(v);
     axum::Json(json!({
@@ -143,6 +165,7 @@ async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
         "virtual_services": ids(s.virtual_services.iter().map(|v| v.id.to_string()).collect()),
         "destination_rules": ids(s.destination_rules.iter().map(|d| d.id.to_string()).collect()),
         "invalid": s.invalid.iter().map(|(o, e)| json!({"object": o.to_string(), "errors": e})).collect::<Vec<_>>(),
+        "held": held,
         "warnings": s.warnings.iter().map(|(o, e)| json!({"object": o.to_string(), "warnings": e})).collect::<Vec<_>>(),
     }))
 }

@@ -52,6 +52,10 @@ pub struct ValidateArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     pub strict: bool,
+    /// Largest RE2 program size (instructions) a regex may compile to: Envoy's runtime
+    /// `re2.max_program_size.error_level`; a larger regex is an error.
+    #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
+    pub max_regex_program_size: usize,
 }
 
 /// How `validate` reports.
@@ -138,6 +142,23 @@ pub struct ServeArgs {
     /// in `sextant_xds_bounded_total{bound="input_expanded_bytes"}` when passed.
     #[arg(long, env = "SEXTANT_MAX_INPUT_EXPANDED_BYTES", default_value_t = sextant_index::manifest::MAX_EXPANDED_BYTES)]
     pub max_input_expanded_bytes: usize,
+    /// VirtualServices and DestinationRules held back at once after a proxy rejected them
+    /// (NACK isolation); a further rejection is left as it is, counted in
+    /// `sextant_xds_bounded_total{bound="held_objects"}`.
+    #[arg(long, env = "SEXTANT_MAX_HELD_OBJECTS", default_value_t = crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)]
+    pub max_held_objects: usize,
+    /// Lets NACKs from the plaintext port (unauthenticated proxies) hold objects back too.
+    /// Off by default: anyone who reaches that port could otherwise hold back other teams'
+    /// newest VirtualServices and DestinationRules by rejecting them. NACKs from the secure
+    /// port (a proven identity) always can.
+    #[arg(long, env = "SEXTANT_HOLD_ON_PLAINTEXT_NACKS")]
+    pub hold_on_plaintext_nacks: bool,
+    /// Largest RE2 program size (instructions) a VirtualService regex may compile to, for
+    /// validation here and in the webhook: Envoy's runtime `re2.max_program_size.error_level`
+    /// (100 unless the fleet's bootstrap changes it). Envoy rejects a larger one, and with it
+    /// every route of the port.
+    #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
+    pub max_regex_program_size: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

@@ -18,7 +18,7 @@ use sextant_model::{Kind, Proxy, Snapshot};
 use sextant_resources::EncodedResources;
 use sextant_xds::{Generator, ProxyResources, protocol::Event};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, quarantine::Quarantine};
 
 /// Changes kept to bring older scope entries up to date; older entries are rebuilt whole.
 const CHANGE_LOG: usize = 64;
@@ -49,6 +49,15 @@ pub struct XdsGenerator {
     secrets: Option<Secrets>,
     /// The secrets served without a CA: none.
     no_secrets: sextant_resources::List,
+    /// Objects held back after a proxy rejected them (NACK isolation); also orders
+    /// publishing.
+    quarantine: Mutex<Quarantine>,
+    /// Whether NACKs from unauthenticated streams (the plaintext port) may hold objects back.
+    plaintext_nacks: bool,
+    /// Tells the streams a version was published (set by `with_updates`).
+    updates: Option<tokio::sync::watch::Sender<u64>>,
+    /// The held objects, for the status writer.
+    held: tokio::sync::watch::Sender<sextant_kube::leader::status::Held>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -64,8 +73,49 @@ impl XdsGenerator {
             cache: Mutex::new(sextant_compiler::ScopeCache::default()),
             secrets: None,
             no_secrets: Arc::from([]),
+            quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
+            plaintext_nacks: false,
+            updates: None,
+            held: tokio::sync::watch::Sender::new(Default::default()),
             metrics,
         }
+    }
+
+    /// Holds at most `max` objects back after NACKs.
+    pub fn with_max_held_objects(self, max: usize) -> Self {
+        *self.quarantine.lock().unwrap_or_else(|p| p.into_inner()) = Quarantine::new(max);
+        self
+    }
+
+    /// Lets NACKs from unauthenticated streams hold objects back too. Anyone who reaches the
+    /// plaintext port could then hold back other teams' newest objects by NACKing them, so
+    /// only proxies that proved an identity do by default.
+    pub fn with_plaintext_nacks(mut self, allowed: bool) -> Self {
+        self.plaintext_nacks = allowed;
+        self
+    }
+
+    /// Tells `updates` the version of each snapshot published, including those published
+    /// because an object was held back.
+    pub fn with_updates(mut self, updates: tokio::sync::watch::Sender<u64>) -> Self {
+        self.updates = Some(updates);
+        self
+    }
+
+    /// The objects held back after NACKs, with what their status says, as they change.
+    pub fn held_updates(&self) -> tokio::sync::watch::Receiver<sextant_kube::leader::status::Held> {
+        self.held.subscribe()
+    }
+
+    /// The objects held back after NACKs.
+    pub fn held(
+        &self,
+    ) -> std::collections::BTreeMap<sextant_model::ObjectRef, crate::quarantine::Held> {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held()
+            .clone()
     }
 
     /// Serves `secrets` over SDS.
@@ -79,9 +129,30 @@ impl XdsGenerator {
         self.secrets.as_ref()
     }
 
-    /// Publishes a new snapshot and the changes since the previous one; after the first, the
-    /// generator is ready.
-    pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) {
+    /// Publishes a new snapshot and the changes since the previous one, with held objects laid
+    /// over it; after the first, the generator is ready. Returns the version published.
+    pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) -> u64 {
+        let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        let (snapshot, changes) = quarantine.publish(snapshot, changes);
+        self.report_held(&quarantine);
+        self.install(snapshot, changes)
+    }
+
+    /// Tells the status writer which objects are held, when that changed.
+    fn report_held(&self, quarantine: &Quarantine) {
+        self.held.send_if_modified(|reported| {
+            let now = quarantine.status_messages();
+            let changed = **reported != now;
+            if changed {
+                *reported = Arc::new(now);
+            }
+            changed
+        });
+    }
+
+    /// Makes `snapshot` the current one and tells the streams.
+    fn install(&self, snapshot: Arc<Snapshot>, changes: Changes) -> u64 {
+        let version = snapshot.version;
         {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             log.push_back((snapshot.version, changes));
@@ -91,6 +162,26 @@ impl XdsGenerator {
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
         self.ready.store(true, Ordering::SeqCst);
+        if let Some(updates) = &self.updates {
+            updates.send_if_modified(|v| std::mem::replace(v, version) != version);
+        }
+        version
+    }
+
+    /// Follows NACKs for [`Quarantine`]: holds the object a proxy rejected, and publishes.
+    fn isolate(&self, proxy: &Proxy, event: &Event) {
+        if proxy.identity.is_none() && !self.plaintext_nacks {
+            return;
+        }
+        let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        match quarantine.observe(proxy, event) {
+            Ok(Some((snapshot, changes))) => {
+                self.report_held(&quarantine);
+                self.install(snapshot, changes);
+            }
+            Ok(None) => {}
+            Err(crate::quarantine::Refusal::TooManyHeld) => self.metrics.bounded("held_objects"),
+        }
     }
 
     /// Stops reporting ready (shutdown has begun; load balancers should stop sending proxies).
@@ -205,6 +296,10 @@ impl Generator for XdsGenerator {
 
     fn resources(&self, proxy: &Proxy) -> Arc<ProxyResources> {
         let snapshot = self.snapshot();
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resources(proxy, snapshot.version);
         let scope = sextant_compiler::scope(&snapshot, proxy);
         let shared = self.scope_resources(&snapshot, &scope);
         let own = Arc::new(sextant_compiler::compile_part(
@@ -223,7 +318,8 @@ impl Generator for XdsGenerator {
         })
     }
 
-    fn observe(&self, _proxy: &Proxy, event: &Event) {
+    fn observe(&self, proxy: &Proxy, event: &Event) {
+        self.isolate(proxy, event);
         match event {
             Event::Nack {
                 type_url,

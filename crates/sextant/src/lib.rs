@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod demo;
 pub mod generator;
 pub mod metrics;
+pub mod quarantine;
 pub mod secure;
 pub mod tls;
 pub mod webhook;

@@ -196,7 +196,7 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
     {
-        Ok(_) => true,
+        Ok(_) => check_program_size(pattern, path, report),
         Err(e) => {
             let reason = e.to_string();
             let reason = reason.lines().last().unwrap_or("invalid regex").trim();
@@ -208,6 +208,24 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
             );
             false
         }
+    }
+}
+
+/// Refuses a regex whose RE2 program Envoy would find too large (it rejects the whole
+/// RouteConfiguration, every other route of the port with it).
+fn check_program_size(pattern: &str, path: &str, report: &mut Report) -> bool {
+    let limit = super::re2::max_program_size();
+    match super::re2::program_size(pattern) {
+        Some(size) if size > limit => {
+            report.error(
+                path,
+                format!(
+                    "{pattern:?}: its RE2 program has {size} instructions, more than Envoy's limit of {limit} (runtime re2.max_program_size.error_level; Sextant's --max-regex-program-size); Envoy would reject every route of this port. Use fewer counted repetitions or alternatives"
+                ),
+            );
+            false
+        }
+        _ => true,
     }
 }
 

@@ -1,9 +1,14 @@
 //! Status of VirtualServices and DestinationRules: a `Reconciled` condition (accepted, with
-//! any unsupported fields named; or rejected, with every error and its field path) and
+//! any unsupported fields named; invalid, with every error and its field path; or rejected by
+//! a proxy, with Envoy's error, while Sextant holds the object back) and
 //! `observedGeneration`, written with server-side apply under field manager `sextant`, only
 //! while this replica holds the Lease, and only when it changes.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use kube::{
     Api, Client,
@@ -26,26 +31,35 @@ pub struct Verdict {
     pub generation: i64,
     /// Accepted or not.
     pub accepted: bool,
+    /// Why: `Accepted`, `Invalid` (validation refused it) or `Rejected` (a proxy did).
+    pub reason: &'static str,
     /// For people: the errors, or the fields not supported.
     pub message: String,
 }
 
-/// The verdict on `id` as last `seen` and in `snapshot`, if the snapshot knows the object.
-pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen) -> Option<Verdict> {
+/// Objects held back after proxies rejected them, with what to say about each.
+pub type Held = Arc<BTreeMap<ObjectRef, String>>;
+
+/// The verdict on `id` as last `seen`, in `snapshot` and among the `held` objects, if the
+/// snapshot knows the object.
+pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) -> Option<Verdict> {
     let generation = seen.generation;
-    if let Some(e) = &seen.unreadable {
-        return Some(Verdict {
+    let refused = |reason, message| {
+        Some(Verdict {
             generation,
             accepted: false,
-            message: format!("not read: {e}"),
-        });
+            reason,
+            message,
+        })
+    };
+    if let Some(e) = &seen.unreadable {
+        return refused("Invalid", format!("not read: {e}"));
     }
     if let Some(errors) = snapshot.invalid.get(id) {
-        return Some(Verdict {
-            generation,
-            accepted: false,
-            message: errors.join("; "),
-        });
+        return refused("Invalid", errors.join("; "));
+    }
+    if let Some(message) = held.get(id) {
+        return refused("Rejected", message.clone());
     }
     let known = match id.kind {
         Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
@@ -55,6 +69,7 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen) -> Option<Verdi
     known.then(|| Verdict {
         generation,
         accepted: true,
+        reason: "Accepted",
         message: match snapshot.warnings.get(id) {
             Some(w) => format!("accepted; not supported by sextant: {}", w.join("; ")),
             None => "accepted".to_owned(),
@@ -73,7 +88,7 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
             "conditions": [{
                 "type": "Reconciled",
                 "status": if v.accepted { "True" } else { "False" },
-                "reason": if v.accepted { "Accepted" } else { "Invalid" },
+                "reason": v.reason,
                 "message": v.message,
                 "observedGeneration": v.generation,
                 "lastTransitionTime": now,
@@ -82,19 +97,21 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
     })
 }
 
-/// Writes status while `leader` is true, from each snapshot `snapshots` publishes; counts
-/// writes in `writes`. Runs until `snapshots` closes.
+/// Writes status while `leader` is true, from each snapshot `snapshots` publishes and the
+/// objects `held` back; counts writes in `writes`. Runs until `snapshots` closes.
 pub async fn run(
     client: Client,
     generations: Generations,
     mut leader: watch::Receiver<bool>,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    mut held: watch::Receiver<Held>,
     writes: Counter,
 ) {
     let mut written: HashMap<ObjectRef, Verdict> = HashMap::new();
     loop {
         let leading = *leader.borrow_and_update();
         let snapshot = snapshots.borrow_and_update().clone();
+        let holding = held.borrow_and_update().clone();
         if !leading {
             // A new term re-asserts everything.
             written.clear();
@@ -105,7 +122,9 @@ pub async fn run(
                 written.retain(|id, _| generations.contains_key(id));
                 generations
                     .iter()
-                    .filter_map(|(id, seen)| Some((id.clone(), verdict(&snapshot, id, seen)?)))
+                    .filter_map(|(id, seen)| {
+                        Some((id.clone(), verdict(&snapshot, id, seen, &holding)?))
+                    })
                     .filter(|(id, v)| written.get(id) != Some(v))
                     .collect()
             };
@@ -145,6 +164,8 @@ pub async fn run(
         tokio::select! {
             changed = leader.changed() => if changed.is_err() { return },
             changed = snapshots.changed() => if changed.is_err() { return },
+            // Sextant alone may hold it: it is gone when the process is.
+            Ok(()) = held.changed() => {}
             // Retry failed writes and pick up generations that arrived without a snapshot.
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
@@ -179,16 +200,21 @@ mod tests {
             generation,
             unreadable: unreadable.map(str::to_owned),
         };
-        let bad = verdict(&snapshot, &vs("bad"), &seen(3, None)).expect("known");
+        let none = Held::default();
+        let bad = verdict(&snapshot, &vs("bad"), &seen(3, None), &none).expect("known");
         assert_eq!((bad.accepted, bad.generation), (false, 3));
         assert!(bad.message.contains("spec.http[0].route"));
         // Not in the snapshot at all: nothing to say yet.
-        assert_eq!(verdict(&snapshot, &vs("other"), &seen(1, None)), None);
+        assert_eq!(
+            verdict(&snapshot, &vs("other"), &seen(1, None), &none),
+            None
+        );
         // Could not be read: reported as such, at the generation seen.
         let unreadable = verdict(
             &snapshot,
             &vs("other"),
             &seen(2, Some("spec: invalid type")),
+            &none,
         )
         .expect("reported");
         assert_eq!((unreadable.accepted, unreadable.generation), (false, 2));
@@ -196,5 +222,24 @@ mod tests {
         let patch = status_patch(&vs("bad"), &bad, "2026-01-01T00:00:00Z");
         assert_eq!(patch["status"]["conditions"][0]["reason"], "Invalid");
         assert_eq!(patch["status"]["observedGeneration"], 3);
+    }
+
+    #[test]
+    fn an_object_a_proxy_rejected_is_reported_with_envoys_error() {
+        let snapshot = Snapshot::default();
+        let seen = Seen {
+            generation: 4,
+            unreadable: None,
+        };
+        let held: Held = Arc::new(BTreeMap::from([(vs("held"), "regex too big".to_owned())]));
+        let v = verdict(&snapshot, &vs("held"), &seen, &held).expect("known");
+        assert_eq!((v.accepted, v.reason, v.generation), (false, "Rejected", 4));
+        assert_eq!(
+            verdict(&snapshot, &vs("held"), &seen, &Held::default()),
+            None
+        );
+        let patch = status_patch(&vs("held"), &v, "2026-01-01T00:00:00Z");
+        assert_eq!(patch["status"]["conditions"][0]["reason"], "Rejected");
+        assert_eq!(patch["status"]["conditions"][0]["message"], "regex too big");
     }
 }

@@ -80,6 +80,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_input_depth,
         max_input_nodes,
         max_input_expanded_bytes,
+        max_held_objects,
+        hold_on_plaintext_nacks,
+        max_regex_program_size,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -98,7 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
-        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
     let input_limits = InputLimits {
@@ -110,6 +113,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Files, admission reviews and watched objects all read within these.
     input_limits.configure();
     tracing::info!(?input_limits, "input limits");
+    sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
     let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
@@ -137,7 +141,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ca = Arc::new(ca);
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
-            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
+            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL))
+            .with_max_held_objects(max_held_objects)
+            .with_plaintext_nacks(hold_on_plaintext_nacks)
+            .with_updates(updates_tx.clone()),
     );
     // Certificates past half their life are replaced at the next update; make one.
     let rotation = updates_tx.clone();
@@ -188,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 leader::Duties {
                     generations: cluster.generations(),
                     snapshots: cluster.snapshots(),
+                    held: generator.held_updates(),
                     status_writes: metrics.status_writes.clone(),
                     webhook_config,
                     ca_bundle: ca.bundle(),
@@ -336,8 +344,7 @@ fn publish(
         .invalid_objects
         .set(snapshot.invalid.len() as i64);
     generator.metrics.snapshots.inc();
-    let version = snapshot.version;
-    generator.publish(snapshot, changes);
+    let version = generator.publish(snapshot, changes);
     updates.send_if_modified(|v| std::mem::replace(v, version) != version);
 }
 

@@ -100,7 +100,9 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         files,
         output,
         strict,
+        max_regex_program_size,
     } = args;
+    sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let inputs = match read_inputs(&files) {
         Ok(inputs) => inputs,
         Err(e) => {

@@ -1,0 +1,422 @@
+//! NACK isolation: when a proxy rejects a configuration, the VirtualService or DestinationRule
+//! that caused it is held at its last accepted content (or left out, if it never was
+//! accepted) while every other object's changes keep flowing.
+//!
+//! The published snapshot is the source's snapshot with the held objects laid over it. On a
+//! NACK of version `Vn` by a proxy whose last ACK of that type was `Va`, the suspects are the
+//! objects that changed after `Va` up to `Vn` and can contribute to the rejected type
+//! (VirtualServices to routes and listeners, DestinationRules to clusters and listeners) and
+//! are visible to the proxy; the newest whose content holds what Envoy's error quotes (the
+//! regex at fault, say), else the newest, is held and the snapshot republished. If the proxy rejects that too, the next
+//! newest is held, and so on: the culprit is narrowed by recompiling without candidates. A
+//! held object is released when it changes again (or is deleted). Versions published here
+//! increase with every source snapshot and every republish, so compiled resources are never
+//! mistaken for another version's.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+use sextant_index::Changes;
+use sextant_model::{DestinationRule, Kind, ObjectRef, Proxy, ProxyKind, Snapshot, VirtualService};
+use sextant_resources::type_url;
+use sextant_xds::protocol::Event;
+
+/// Published snapshots kept to find an object's content at the version a proxy last ACKed.
+const RECENT_SNAPSHOTS: usize = 8;
+
+/// Changes (of VirtualServices and DestinationRules) kept to find NACK suspects.
+const CHANGE_LOG: usize = 64;
+
+/// Held objects by default: far more than one mesh's teams break at once.
+pub const DEFAULT_MAX_HELD_OBJECTS: usize = 100;
+
+/// Proxies whose sent and ACKed versions are tracked; past this the table starts afresh
+/// (W-L has 5,000 proxies).
+const TRACKED_PROXIES: usize = 50_000;
+
+/// What a held object is served as.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// A VirtualService's last accepted content.
+    VirtualService(Arc<VirtualService>),
+    /// A DestinationRule's last accepted content.
+    DestinationRule(Arc<DestinationRule>),
+}
+
+/// An object held back because a proxy rejected it.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// The type the proxy rejected.
+    pub type_url: String,
+    /// Envoy's error text.
+    pub error: String,
+    /// The proxy that rejected it.
+    pub proxy: String,
+    /// The version the proxy rejected.
+    pub rejected_version: u64,
+    /// The version the served content comes from (`None`: the object is left out, it was
+    /// never accepted).
+    pub served_version: Option<u64>,
+    /// What is served instead of the object's current content.
+    pub content: Option<Content>,
+}
+
+impl Held {
+    /// What the object's status says: who rejected what, Envoy's error, what is served.
+    pub fn status_message(&self) -> String {
+        let kind = self.type_url.rsplit('.').next().unwrap_or(&self.type_url);
+        let served = match self.served_version {
+            Some(_) => "its last accepted version is served instead until it changes",
+            None => "it is left out (it was never accepted) until it changes",
+        };
+        format!(
+            "proxy {} rejected the {kind} built with it: {}; {served}",
+            self.proxy, self.error
+        )
+    }
+}
+
+/// What one proxy was sent and ACKed, by type (published versions).
+#[derive(Default)]
+struct Track {
+    /// The version of the last resources computed for the proxy.
+    resources: u64,
+    sent: HashMap<String, u64>,
+    acked: HashMap<String, u64>,
+}
+
+/// What a NACK or a source snapshot asks the generator to publish.
+pub type Publish = (Arc<Snapshot>, Changes);
+
+/// The held objects and what is needed to find them.
+pub struct Quarantine {
+    max_held: usize,
+    /// The source's newest snapshot.
+    source: Arc<Snapshot>,
+    /// The newest published version.
+    version: u64,
+    held: BTreeMap<ObjectRef, Held>,
+    /// Published snapshots, oldest first.
+    recent: VecDeque<Arc<Snapshot>>,
+    /// Configuration objects changed by each published version, oldest first.
+    log: VecDeque<(u64, Vec<ObjectRef>)>,
+    proxies: HashMap<String, Track>,
+    /// NACKs of versions older than this are from before the last hold and are ignored.
+    last_hold: u64,
+}
+
+/// What `observe` learned: a NACK it could not act on (no suspect, or the bound).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Holding another object would pass the bound.
+    TooManyHeld,
+}
+
+impl Quarantine {
+    /// Holds at most `max_held` objects at once.
+    pub fn new(max_held: usize) -> Self {
+        Quarantine {
+            max_held,
+            source: Arc::new(Snapshot::default()),
+            version: 0,
+            held: BTreeMap::new(),
+            recent: VecDeque::new(),
+            log: VecDeque::new(),
+            proxies: HashMap::new(),
+            last_hold: 0,
+        }
+    }
+
+    /// The held objects.
+    pub fn held(&self) -> &BTreeMap<ObjectRef, Held> {
+        &self.held
+    }
+
+    /// What the status of each held object says.
+    pub fn status_messages(&self) -> BTreeMap<ObjectRef, String> {
+        self.held
+            .iter()
+            .map(|(id, h)| (id.clone(), h.status_message()))
+            .collect()
+    }
+
+    /// The snapshot to publish for the source's `snapshot`: held objects that changed again
+    /// are released, the rest laid over it.
+    pub fn publish(&mut self, snapshot: Arc<Snapshot>, changes: Changes) -> Publish {
+        self.held.retain(|id, _| !changes.configs.contains(id));
+        self.source = snapshot;
+        self.held.retain(|id, _| present(&self.source, id));
+        let configs = changes.configs.iter().cloned().collect();
+        (self.overlay(configs), changes)
+    }
+
+    /// Notes the version of the resources computed for `proxy`.
+    pub fn resources(&mut self, proxy: &Proxy, version: u64) {
+        if !self.proxies.contains_key(&proxy.id) && self.proxies.len() >= TRACKED_PROXIES {
+            self.proxies.clear();
+        }
+        self.proxies.entry(proxy.id.clone()).or_default().resources = version;
+    }
+
+    /// Follows what `proxy` was sent and ACKed; on a NACK it can blame, holds the suspect
+    /// and returns the snapshot to publish.
+    pub fn observe(&mut self, proxy: &Proxy, event: &Event) -> Result<Option<Publish>, Refusal> {
+        let Some(track) = self.proxies.get_mut(&proxy.id) else {
+            return Ok(None);
+        };
+        match event {
+            Event::Sent { type_url, .. } => {
+                track.sent.insert(type_url.clone(), track.resources);
+            }
+            Event::Ack { type_url } => {
+                if let Some(v) = track.sent.get(type_url).copied() {
+                    track.acked.insert(type_url.clone(), v);
+                }
+            }
+            Event::Nack {
+                type_url, error, ..
+            } => {
+                let Some(rejected) = track.sent.get(type_url).copied() else {
+                    return Ok(None);
+                };
+                let accepted = track.acked.get(type_url).copied();
+                return self.blame(proxy, type_url, error, rejected, accepted);
+            }
+            Event::Refused { .. } | Event::Stale { .. } => {}
+        }
+        Ok(None)
+    }
+
+    fn blame(
+        &mut self,
+        proxy: &Proxy,
+        type_url: &str,
+        error: &str,
+        rejected: u64,
+        accepted: Option<u64>,
+    ) -> Result<Option<Publish>, Refusal> {
+        if rejected < self.last_hold {
+            return Ok(None);
+        }
+        let Some(suspect) = self.suspect(proxy, type_url, error, rejected, accepted.unwrap_or(0))
+        else {
+            return Ok(None);
+        };
+        if self.held.len() >= self.max_held {
+            return Err(Refusal::TooManyHeld);
+        }
+        let served = accepted.and_then(|v| self.content_at(&suspect, v));
+        tracing::warn!(
+            object = %suspect, proxy = %proxy.id, %type_url, %error,
+            served = ?served.as_ref().map(|(v, _)| v),
+            "a proxy rejected a configuration: holding the object that changed last"
+        );
+        self.held.insert(
+            suspect.clone(),
+            Held {
+                type_url: type_url.to_owned(),
+                error: error.to_owned(),
+                proxy: proxy.id.clone(),
+                rejected_version: rejected,
+                served_version: served.as_ref().map(|(v, _)| *v),
+                content: served.map(|(_, c)| c),
+            },
+        );
+        let mut changes = Changes::default();
+        changes.configs.insert(suspect.clone());
+        let snapshot = self.overlay(vec![suspect]);
+        self.last_hold = snapshot.version;
+        Ok(Some((snapshot, changes)))
+    }
+
+    /// The object to blame: among those changed after `accepted` up to `rejected` that can
+    /// contribute to `type_url` for `proxy` and are not held yet, the newest whose content
+    /// holds something Envoy's `error` quotes (its messages quote the regex or name at
+    /// fault), else the newest.
+    fn suspect(
+        &self,
+        proxy: &Proxy,
+        type_url: &str,
+        error: &str,
+        rejected: u64,
+        accepted: u64,
+    ) -> Option<ObjectRef> {
+        let kinds: &[Kind] = match type_url {
+            type_url::ROUTE => &[Kind::VirtualService],
+            type_url::CLUSTER => &[Kind::DestinationRule],
+            type_url::LISTENER => &[Kind::VirtualService, Kind::DestinationRule],
+            _ => &[],
+        };
+        let mut candidates: Vec<&ObjectRef> = Vec::new();
+        for (_, ids) in self
+            .log
+            .iter()
+            .rev()
+            .filter(|(v, _)| *v > accepted && *v <= rejected)
+        {
+            for id in ids.iter().rev() {
+                if kinds.contains(&id.kind)
+                    && !self.held.contains_key(id)
+                    && !candidates.contains(&id)
+                    && contributes(&self.source, proxy, id)
+                {
+                    candidates.push(id);
+                }
+            }
+        }
+        let quoted: Vec<&str> = error
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .filter(|q| q.len() >= 3)
+            .collect();
+        candidates
+            .iter()
+            .find(|id| {
+                let content = describe(&self.source, id);
+                quoted
+                    .iter()
+                    .any(|q| content.contains(q) || content.contains(&q.escape_debug().to_string()))
+            })
+            .or(candidates.first())
+            .map(|id| (*id).clone())
+    }
+
+    /// `id`'s content in the published snapshot of `version`, with that version, unless it
+    /// is the same as the source's current content.
+    fn content_at(&self, id: &ObjectRef, version: u64) -> Option<(u64, Content)> {
+        let old = self.recent.iter().find(|s| s.version == version)?;
+        let content = match id.kind {
+            Kind::VirtualService => {
+                Content::VirtualService(old.virtual_services.iter().find(|v| v.id == *id)?.clone())
+            }
+            Kind::DestinationRule => Content::DestinationRule(
+                old.destination_rules.iter().find(|d| d.id == *id)?.clone(),
+            ),
+            _ => return None,
+        };
+        let same = match (&content, id.kind) {
+            (Content::VirtualService(v), _) => self
+                .source
+                .virtual_services
+                .iter()
+                .any(|c| Arc::ptr_eq(c, v) || **c == **v),
+            (Content::DestinationRule(d), _) => self
+                .source
+                .destination_rules
+                .iter()
+                .any(|c| Arc::ptr_eq(c, d) || **c == **d),
+        };
+        (!same).then_some((version, content))
+    }
+
+    /// The source's snapshot with the held objects laid over it, as the next version;
+    /// `configs` are the objects this version changes.
+    fn overlay(&mut self, configs: Vec<ObjectRef>) -> Arc<Snapshot> {
+        let version = self.source.version.max(self.version + 1);
+        self.version = version;
+        let snapshot = if self.held.is_empty() && self.source.version == version {
+            self.source.clone()
+        } else {
+            let mut s = Snapshot::clone(&self.source);
+            s.version = version;
+            lay_over(&mut s, &self.held);
+            Arc::new(s)
+        };
+        let configs: Vec<ObjectRef> = configs
+            .into_iter()
+            .filter(|c| matches!(c.kind, Kind::VirtualService | Kind::DestinationRule))
+            .collect();
+        self.log.push_back((version, configs));
+        while self.log.len() > CHANGE_LOG {
+            self.log.pop_front();
+        }
+        self.recent.push_back(snapshot.clone());
+        while self.recent.len() > RECENT_SNAPSHOTS {
+            self.recent.pop_front();
+        }
+        snapshot
+    }
+}
+
+/// Whether the source's snapshot has `id`.
+fn present(snapshot: &Snapshot, id: &ObjectRef) -> bool {
+    match id.kind {
+        Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
+        Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
+        _ => false,
+    }
+}
+
+/// Whether `id` (in the source's `snapshot`) can be part of `proxy`'s configuration: visible
+/// in its namespace and, for a VirtualService, bound to the mesh (sidecars) or to gateways.
+fn contributes(snapshot: &Snapshot, proxy: &Proxy, id: &ObjectRef) -> bool {
+    let ns = proxy.namespace.as_str();
+    match id.kind {
+        Kind::VirtualService => snapshot.virtual_services.iter().any(|v| {
+            v.id == *id
+                && (v.is_delegate()
+                    || ((v.id.namespace == ns || v.export_to.allows(ns))
+                        && match proxy.kind {
+                            ProxyKind::Sidecar => {
+                                v.gateways.is_empty() || v.gateways.iter().any(|g| g == "mesh")
+                            }
+                            ProxyKind::Router => !v.gateways.is_empty(),
+                        }))
+        }),
+        Kind::DestinationRule => snapshot
+            .destination_rules
+            .iter()
+            .any(|d| d.id == *id && (d.id.namespace == ns || d.export_to.allows(ns))),
+        _ => false,
+    }
+}
+
+/// `id`'s content in `snapshot`, as text to look for what Envoy's error quotes.
+fn describe(snapshot: &Snapshot, id: &ObjectRef) -> String {
+    match id.kind {
+        Kind::VirtualService => snapshot
+            .virtual_services
+            .iter()
+            .find(|v| v.id == *id)
+            .map(|v| format!("{v:?}")),
+        Kind::DestinationRule => snapshot
+            .destination_rules
+            .iter()
+            .find(|d| d.id == *id)
+            .map(|d| format!("{d:?}")),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
+/// Replaces each held object with what is served for it (or removes it).
+fn lay_over(s: &mut Snapshot, held: &BTreeMap<ObjectRef, Held>) {
+    s.virtual_services = std::mem::take(&mut s.virtual_services)
+        .into_iter()
+        .filter_map(|v| match held.get(&v.id) {
+            None => Some(v),
+            Some(h) => match &h.content {
+                Some(Content::VirtualService(old)) => Some(old.clone()),
+                _ => None,
+            },
+        })
+        .collect();
+    s.destination_rules = std::mem::take(&mut s.destination_rules)
+        .into_iter()
+        .filter_map(|d| match held.get(&d.id) {
+            None => Some(d),
+            Some(h) => match &h.content {
+                Some(Content::DestinationRule(old)) => Some(old.clone()),
+                _ => None,
+            },
+        })
+        .collect();
+    s.index_hosts();
+}
+
+#[cfg(test)]
+#[path = "quarantine_tests.rs"]
+mod tests;
