@@ -85,11 +85,20 @@ fn lds() -> DiscoveryRequest {
     }
 }
 
-/// `n` TCP connections to `port` that send nothing.
+/// `n` TCP connections to `port` that send nothing, opened at once (a connect the server
+/// leaves in its backlog for 3 s is given up).
 async fn idle(port: u16, n: usize) -> Vec<TcpStream> {
+    let connecting: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(3),
+                TcpStream::connect(("127.0.0.1", port)),
+            ))
+        })
+        .collect();
     let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)).await {
+    for c in connecting {
+        if let Ok(Ok(Ok(c))) = c.await {
             held.push(c);
         }
     }
@@ -199,17 +208,18 @@ fn idle_connections_do_not_keep_a_tls_handshake_waiting() {
     let server = Attacked::start(&["--ca-dir", ca.to_str().expect("utf-8")], Stdio::null());
     let admin = server.serve.admin_addr();
     let (secure, webhook) = (server.serve.secure_xds, server.serve.webhook);
-    let _idle = server.runtime.block_on(async {
-        let mut held = idle(secure, 1000).await;
-        held.extend(idle(webhook, 1000).await);
-        held
-    });
-    // Every idle connection accepted: all but 256 per port dropped for newer ones.
-    wait_for(
-        "idle handshakes dropped for newer ones",
-        Duration::from_secs(20),
-        || metric(admin, &bounded("handshakes")).filter(|n| *n >= 2.0 * 744.0),
-    );
+    // Each port's handshakes in progress are all idle ones (some of the connections the
+    // kernel completes for the client may never reach the server: only the count matters).
+    let mut held = Vec::new();
+    for port in [secure, webhook] {
+        let before = metric(admin, &bounded("handshakes")).unwrap_or(0.0);
+        held.extend(server.runtime.block_on(idle(port, 1000)));
+        wait_for(
+            "idle handshakes dropped for newer ones",
+            Duration::from_secs(20),
+            || metric(admin, &bounded("handshakes")).filter(|n| *n > before + 100.0),
+        );
+    }
     let client = SecureClient {
         root_pem: root.clone(),
         identity: Some((chain, key)),
@@ -233,7 +243,7 @@ fn idle_connections_do_not_keep_a_tls_handshake_waiting() {
     wait_for(
         "idle handshakes past their deadline",
         Duration::from_secs(20),
-        || metric(admin, &bounded("handshake_deadline")).filter(|n| *n >= 2.0 * 200.0),
+        || metric(admin, &bounded("handshake_deadline")).filter(|n| *n >= 2.0 * 250.0),
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -465,7 +475,7 @@ fn out_of_descriptors_the_server_backs_off_and_keeps_serving() {
         || metric(admin, &bounded("connections_total")).filter(|n| *n >= 300.0),
     );
     let share = cpu_share(pid);
-    assert!(share < 0.5, "sextant used {share} of a core");
+    assert!(share < 0.2, "sextant used {share} of a core");
     assert!(http_get(admin, "/ready").is_some(), "/ready answers");
     let listeners = server.runtime.block_on(stream.ask(lds()));
     assert_eq!(listeners.type_url, type_url::LISTENER);
@@ -484,7 +494,7 @@ fn out_of_descriptors_the_server_backs_off_and_keeps_serving() {
         at_descriptor_limit(pid)
     });
     let share = cpu_share(pid);
-    assert!(share < 0.5, "sextant used {share} of a core");
+    assert!(share < 0.2, "sextant used {share} of a core");
     let again = server.runtime.block_on(stream.ask(lds()));
     assert_eq!(again.type_url, type_url::LISTENER);
     set_open_files(pid, 256);
