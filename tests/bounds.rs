@@ -16,6 +16,9 @@ use envoy_types::pb::{
 use sextant_resources::type_url;
 use sextant_testing::{Process, Serve, first_clusters, http_get, metric, syncz, wait_for};
 
+#[path = "bounds/connections.rs"]
+mod connections;
+
 /// NACK text a hostile peer sends: 8 MiB, three times.
 const NACK_BYTES: usize = 8 << 20;
 
@@ -24,18 +27,31 @@ const NACK_BYTES: usize = 8 << 20;
 struct Attacked {
     serve: Serve,
     runtime: tokio::runtime::Runtime,
-    _sextant: Process,
+    sextant: Process,
 }
 
 impl Attacked {
     fn start(args: &[&str], stderr: Stdio) -> Attacked {
+        Attacked::start_limited(args, stderr, None)
+    }
+
+    /// `sextant serve` with `args` and, if given, at most `open_files` descriptors.
+    fn start_limited(args: &[&str], stderr: Stdio, open_files: Option<u32>) -> Attacked {
         let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
         let serve = Serve::new();
+        let mut command = serve.command(&sextant_testing::sextant_bin());
+        command.args(["--config-dir", examples]).args(args);
+        if let Some(n) = open_files {
+            let mut limited = std::process::Command::new("sh");
+            limited
+                .arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(command.get_program())
+                .args(command.get_args());
+            command = limited;
+        }
         let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .args(["--config-dir", examples])
-                .args(args)
+            command
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()
@@ -50,7 +66,7 @@ impl Attacked {
         Attacked {
             serve,
             runtime,
-            _sextant: sextant,
+            sextant,
         }
     }
 

@@ -159,6 +159,46 @@ pub struct ServeArgs {
     /// every route of the port.
     #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
     pub max_regex_program_size: usize,
+    /// Largest xDS request accepted; a larger one ends its stream with OUT_OF_RANGE, counted
+    /// in `sextant_xds_bounded_total{bound="request_bytes"}`.
+    #[arg(long, env = "SEXTANT_MAX_REQUEST_BYTES", default_value_t = sextant_xds::server::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Time an xDS request may take to arrive beyond its size at
+    /// `--min-request-bytes-per-second` (ms); a slower one ends its stream with
+    /// DEADLINE_EXCEEDED, counted as `bound="request_progress"`.
+    #[arg(long, env = "SEXTANT_REQUEST_GRACE_MS", default_value_t = sextant_xds::grpc::DEFAULT_REQUEST_GRACE.as_millis() as u64)]
+    pub request_grace_ms: u64,
+    /// Slowest pace an xDS request may arrive at, once its first bytes have (bytes/s).
+    #[arg(long, env = "SEXTANT_MIN_REQUEST_BYTES_PER_SECOND", default_value_t = sextant_xds::grpc::DEFAULT_MIN_REQUEST_BYTES_PER_SECOND)]
+    pub min_request_bytes_per_second: u64,
+    /// Connections each xDS port (plaintext and TLS) holds at once; further ones are closed
+    /// as they arrive, counted as `bound="connections"`.
+    #[arg(long, env = "SEXTANT_MAX_CONNECTIONS", default_value_t = crate::listen::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Connections the webhook port holds at once.
+    #[arg(long, env = "SEXTANT_MAX_WEBHOOK_CONNECTIONS", default_value_t = crate::listen::DEFAULT_MAX_WEBHOOK_CONNECTIONS)]
+    pub max_webhook_connections: usize,
+    /// Connections the admin port holds at once (not part of the total, so `/ready` answers
+    /// when the other ports are full).
+    #[arg(long, env = "SEXTANT_MAX_ADMIN_CONNECTIONS", default_value_t = crate::listen::DEFAULT_MAX_ADMIN_CONNECTIONS)]
+    pub max_admin_connections: usize,
+    /// Connections the xDS and webhook ports hold together; further ones are closed, counted
+    /// as `bound="connections_total"`. Default: the open-files limit less the admin
+    /// connections and 128 descriptors for everything else.
+    #[arg(long, env = "SEXTANT_MAX_CONNECTIONS_TOTAL")]
+    pub max_connections_total: Option<usize>,
+    /// TLS handshakes in progress at once per TLS port; past it the oldest is dropped,
+    /// counted as `bound="handshakes"`.
+    #[arg(long, env = "SEXTANT_MAX_HANDSHAKES", default_value_t = crate::tls::DEFAULT_MAX_HANDSHAKES)]
+    pub max_handshakes: usize,
+    /// Time a TLS handshake may take (ms); a slower one is dropped, counted as
+    /// `bound="handshake_deadline"`.
+    #[arg(long, env = "SEXTANT_HANDSHAKE_TIMEOUT_MS", default_value_t = crate::tls::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    pub handshake_timeout_ms: u64,
+    /// Streams one connection to an xDS port may hold; a further one is refused with
+    /// RESOURCE_EXHAUSTED, counted as `bound="streams"`.
+    #[arg(long, env = "SEXTANT_MAX_STREAMS_PER_CONNECTION", default_value_t = crate::streams::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    pub max_streams_per_connection: usize,
     /// Admin HTTP port (`/ready`, `/metrics`, `/debug/*`).
     #[arg(long, env = "SEXTANT_ADMIN_PORT", default_value_t = 15014)]
     pub admin_port: u16,

@@ -7,9 +7,11 @@ pub mod cmd;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod generator;
+pub mod listen;
 pub mod metrics;
 pub mod quarantine;
 pub mod secure;
+pub mod streams;
 pub mod tls;
 pub mod webhook;
 
@@ -34,4 +36,15 @@ pub fn xds_server() -> tonic::transport::Server {
         // large request (see `sextant_xds::grpc::LARGE_REQUEST`) holds at most this much.
         .initial_stream_window_size(Some(sextant_xds::grpc::LARGE_REQUEST as u32))
         .initial_connection_window_size(Some(4 * sextant_xds::grpc::LARGE_REQUEST as u32))
+}
+
+/// The gRPC server of an xDS port with its streams bounded per connection by `streams`.
+pub fn bounded_xds_server(
+    streams: streams::StreamCap,
+) -> tonic::transport::Server<
+    tower::layer::util::Stack<streams::StreamCap, tower::layer::util::Identity>,
+> {
+    xds_server()
+        .max_concurrent_streams(Some(streams.http2_limit()))
+        .layer(streams)
 }

@@ -1,6 +1,9 @@
 //! TLS listeners: the admission webhook's (15017, for axum) and the secure xDS port's (15012,
-//! for tonic). Handshakes run concurrently, each bounded by a timeout, so an idle or slow
-//! client cannot hold up the others; failed ones are dropped. A connection carries the SPIFFE
+//! for tonic). Connections are accepted by a [`Gate`] (bounded per port and in total), and
+//! their handshakes run concurrently, each with a deadline (`--handshake-timeout-ms`, counted
+//! as `handshake_deadline`); when `--max-handshakes` are in progress, the oldest is dropped
+//! (counted as `handshakes`) for the newest, so idle connections cannot keep a real client's
+//! handshake waiting: it completes in a round trip, long before it becomes the oldest. A connection carries the SPIFFE
 //! identities of the client certificate it presented (verified by rustls against Sextant's
 //! root when the configuration asks for client certificates).
 
@@ -16,15 +19,41 @@ use sextant_model::Identity;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-/// How long a client may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{
+    listen::{Gate, Slot},
+    metrics::Metrics,
+};
 
-/// Handshakes in progress at once per listener; further connections wait in the backlog.
-const MAX_HANDSHAKES: usize = 256;
+/// How long a client may take to complete its handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handshakes in progress at once per listener by default.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+
+/// The bounds on a listener's handshakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshakes {
+    /// In progress at once; past it, the oldest is dropped.
+    pub max: usize,
+    /// How long one may take.
+    pub timeout: Duration,
+}
+
+impl Default for Handshakes {
+    fn default() -> Self {
+        Handshakes {
+            max: DEFAULT_MAX_HANDSHAKES,
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Handshakes in progress, oldest first: dropping one's sender ends it.
+type InProgress = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, oneshot::Sender<()>>>>;
 
 /// A listening socket for a port every proxy of the mesh may connect to at once: a connect
 /// storm must not overflow the accept backlog (a dropped SYN costs a proxy a second).
@@ -53,6 +82,7 @@ pub struct Peer {
 pub struct Connection {
     tls: TlsStream<TcpStream>,
     peer: Peer,
+    _slot: Slot,
 }
 
 /// Accepted connections, handshakes done.
@@ -62,57 +92,34 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Listens on `addr` with `config`.
-    pub async fn bind(
-        addr: SocketAddr,
+    /// Accepts TLS connections from `gate` with `config`, handshakes bounded by `handshakes`.
+    pub fn new(
+        mut gate: Gate,
         config: Arc<rustls::ServerConfig>,
+        handshakes: Handshakes,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        Self::new(TcpListener::bind(addr).await?, config)
-    }
-
-    /// Accepts TLS connections on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let addr = tcp.local_addr()?;
+        let addr = gate.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(64);
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let in_progress = InProgress::default();
         tokio::spawn(async move {
-            loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
-                let (stream, peer) = tokio::select! {
+            for id in 0u64.. {
+                let (stream, peer, slot) = tokio::select! {
                     () = tx.closed() => return,
-                    accepted = tcp.accept() => match accepted {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::warn!(%addr, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    accepted = gate.accept() => accepted,
                 };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                    drop(permit);
-                    match handshake {
-                        Ok(Ok(tls)) => {
-                            let identities = client_identities(&tls);
-                            let peer = Peer {
-                                addr: peer,
-                                identities,
-                            };
-                            let _ = tx.send(Connection { tls, peer }).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%addr, %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%addr, %peer, "TLS handshake timed out"),
-                    }
-                });
+                let evicted = make_room(&in_progress, id, handshakes.max, &metrics);
+                let handshake = Handshake {
+                    id,
+                    peer,
+                    slot,
+                    timeout: handshakes.timeout,
+                    in_progress: in_progress.clone(),
+                    metrics: metrics.clone(),
+                    ready: tx.clone(),
+                };
+                tokio::spawn(handshake.run(acceptor.clone(), stream, evicted));
             }
         });
         Ok(TlsListener { ready, addr })
@@ -124,6 +131,76 @@ impl TlsListener {
     ) -> impl tokio_stream::Stream<Item = std::io::Result<Connection>> + Send + 'static {
         use tokio_stream::StreamExt;
         tokio_stream::wrappers::ReceiverStream::new(self.ready).map(Ok)
+    }
+}
+
+/// Registers handshake `id` among those in progress, dropping the oldest while there are
+/// `max` (counted); the receiver tells the new one it was dropped in turn.
+fn make_room(
+    in_progress: &InProgress,
+    id: u64,
+    max: usize,
+    metrics: &Metrics,
+) -> oneshot::Receiver<()> {
+    let mut map = in_progress.lock().unwrap_or_else(|p| p.into_inner());
+    while map.len() >= max.max(1) {
+        if map.pop_first().is_none() {
+            break;
+        }
+        metrics.bounded("handshakes");
+    }
+    let (tx, rx) = oneshot::channel();
+    map.insert(id, tx);
+    rx
+}
+
+/// One handshake in progress.
+struct Handshake {
+    id: u64,
+    peer: SocketAddr,
+    slot: Slot,
+    timeout: Duration,
+    in_progress: InProgress,
+    metrics: Arc<Metrics>,
+    ready: mpsc::Sender<Connection>,
+}
+
+impl Handshake {
+    /// Completes the handshake on `stream` within the deadline unless `evicted` first, and
+    /// hands the connection over.
+    async fn run(self, acceptor: TlsAcceptor, stream: TcpStream, evicted: oneshot::Receiver<()>) {
+        let peer = self.peer;
+        let outcome = tokio::select! {
+            done = tokio::time::timeout(self.timeout, acceptor.accept(stream)) => done,
+            _ = evicted => {
+                tracing::debug!(%peer, "TLS handshake dropped for a newer one (--max-handshakes)");
+                return;
+            }
+        };
+        self.in_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        match outcome {
+            Ok(Ok(tls)) => {
+                let identities = client_identities(&tls);
+                let peer = Peer {
+                    addr: peer,
+                    identities,
+                };
+                let connection = Connection {
+                    tls,
+                    peer,
+                    _slot: self.slot,
+                };
+                let _ = self.ready.send(connection).await;
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => {
+                self.metrics.bounded("handshake_deadline");
+                tracing::debug!(%peer, timeout = ?self.timeout, "TLS handshake timed out (--handshake-timeout-ms)");
+            }
+        }
     }
 }
 

@@ -37,7 +37,10 @@ use crate::protocol::SotwRequest;
 
 pub use body::CHUNK;
 pub use outgoing::Outgoing;
-pub use requests::{LARGE_REQUEST, LargeRequests, Requests, large_requests};
+pub use requests::{
+    DEFAULT_MIN_REQUEST_BYTES_PER_SECOND, DEFAULT_REQUEST_GRACE, LARGE_REQUEST, LargeRequests,
+    OnBound, Progress, Requests, large_requests,
+};
 
 use body::ResponseBody;
 
@@ -115,6 +118,13 @@ impl<S> AdsService<S> {
             authenticate: None,
             permits: large_requests(),
         }
+    }
+
+    /// Requests must arrive at `progress`; a stream a bound ends (`request_bytes`,
+    /// `request_progress`) is told to `on_bound`.
+    pub fn bounded(mut self, progress: Progress, on_bound: OnBound) -> Self {
+        self.permits = self.permits.bounded(progress, on_bound);
+        self
     }
 
     /// Serves only callers that `authenticate` accepts (the TLS listener).

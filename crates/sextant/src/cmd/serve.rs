@@ -27,9 +27,6 @@ const WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long open connections may take to close once shutdown has begun.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Largest xDS request accepted (Envoy's requests are small; this bounds hostile ones).
-const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-
 pub fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +80,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_held_objects,
         hold_on_plaintext_nacks,
         max_regex_program_size,
+        max_request_bytes,
+        request_grace_ms,
+        min_request_bytes_per_second,
+        max_connections,
+        max_webhook_connections,
+        max_admin_connections,
+        max_connections_total,
+        max_handshakes,
+        handshake_timeout_ms,
+        max_streams_per_connection,
         admin_port,
         listen_address,
         debounce_after_ms,
@@ -224,7 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             connections.clone(),
             shutdown_rx.clone(),
         )
-        .max_request_bytes(MAX_REQUEST_BYTES)
+        .max_request_bytes(max_request_bytes)
         .limits(Limits {
             nack_message_bytes: max_nack_message_bytes,
             subscription_names: max_subscription_names,
@@ -232,7 +239,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let xds_addr = SocketAddr::new(listen_address, xds_port);
     let admin_addr = SocketAddr::new(listen_address, admin_port);
-    let admin_listener = tokio::net::TcpListener::bind(admin_addr).await?;
+    // Every port's connections are bounded; all but the admin port's share a total, so that
+    // `/ready` answers when the others are full.
+    let total = crate::listen::total_budget(max_connections_total, max_admin_connections);
+    tracing::info!(
+        max_connections,
+        max_webhook_connections,
+        max_admin_connections,
+        ?total,
+        max_handshakes,
+        handshake_timeout_ms,
+        max_streams_per_connection,
+        max_request_bytes,
+        request_grace_ms,
+        min_request_bytes_per_second,
+        "connection bounds"
+    );
+    let total = total.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let gate = |tcp, max| crate::listen::Gate::new(tcp, max, total.clone(), metrics.clone());
+    let handshakes = crate::tls::Handshakes {
+        max: max_handshakes,
+        timeout: Duration::from_millis(handshake_timeout_ms),
+    };
+    let progress = sextant_xds::grpc::Progress {
+        grace: Duration::from_millis(request_grace_ms),
+        min_bytes_per_second: min_request_bytes_per_second,
+    };
+    let counting = metrics.clone();
+    let on_bound: sextant_xds::grpc::OnBound = Arc::new(move |bound| counting.bounded(bound));
+    let admin_listener = crate::listen::Gate::new(
+        tokio::net::TcpListener::bind(admin_addr).await?,
+        max_admin_connections,
+        None,
+        metrics.clone(),
+    );
     let mut admin_shutdown = shutdown_rx.clone();
     let admin_server = axum::serve(
         admin_listener,
@@ -257,33 +297,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !listen_address.is_unspecified() && !ips.contains(&listen_address) {
         ips.push(listen_address);
     }
-    let webhook_listener =
-        crate::tls::TlsListener::bind(webhook_addr, ca.server_config(&names, &ips)?)
-            .await
-            .with_context(|| format!("listening on {webhook_addr}"))?;
+    let webhook_tcp = tokio::net::TcpListener::bind(webhook_addr)
+        .await
+        .with_context(|| format!("listening on {webhook_addr}"))?;
+    let webhook_listener = crate::tls::TlsListener::new(
+        gate(webhook_tcp, max_webhook_connections),
+        ca.server_config(&names, &ips)?,
+        handshakes,
+        metrics.clone(),
+    )?;
     let mut webhook_shutdown = shutdown_rx.clone();
     let webhook_server = axum::serve(webhook_listener, crate::webhook::router())
         .with_graceful_shutdown(async move {
             let _ = webhook_shutdown.wait_for(|s| *s).await;
         });
     let mut xds_shutdown = shutdown_rx.clone();
-    let xds_server = crate::xds_server()
-        .add_service(AdsService::new(ads.clone()))
+    let streams = crate::streams::StreamCap::new(max_streams_per_connection, metrics.clone());
+    let xds_incoming = gate(crate::tls::listen(xds_addr)?, max_connections).into_incoming();
+    let xds_server = crate::bounded_xds_server(streams.clone())
+        .add_service(AdsService::new(ads.clone()).bounded(progress, on_bound.clone()))
         .add_service(sextant_xds::csds::Csds::new(connections.clone()).into_service())
-        .serve_with_incoming_shutdown(crate::xds_incoming(xds_addr)?, async move {
+        .serve_with_incoming_shutdown(xds_incoming, async move {
             let _ = xds_shutdown.wait_for(|s| *s).await;
         });
     let secure_addr = SocketAddr::new(listen_address, secure_xds_port);
+    let secure_tcp =
+        crate::tls::listen(secure_addr).with_context(|| format!("listening on {secure_addr}"))?;
     let secure_listener = crate::tls::TlsListener::new(
-        crate::tls::listen(secure_addr).with_context(|| format!("listening on {secure_addr}"))?,
+        gate(secure_tcp, max_connections),
         ca.xds_server_config(&names, &ips)?,
+        handshakes,
+        metrics.clone(),
     )?;
     let mut secure_shutdown = shutdown_rx.clone();
-    let secure_server = crate::xds_server()
-        .add_service(AdsService::new(ads).authenticated(authenticator))
-        .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
-            let _ = secure_shutdown.wait_for(|s| *s).await;
-        });
+    let secure_server = crate::bounded_xds_server(crate::streams::StreamCap::new(
+        max_streams_per_connection,
+        metrics.clone(),
+    ))
+    .add_service(
+        AdsService::new(ads)
+            .bounded(progress, on_bound)
+            .authenticated(authenticator),
+    )
+    .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
+        let _ = secure_shutdown.wait_for(|s| *s).await;
+    });
     tracing::info!(%xds_addr, %secure_addr, %admin_addr, %webhook_addr, "serving");
     let draining = generator.clone();
     tokio::spawn(async move {

@@ -1,14 +1,18 @@
-//! The requests of one stream, reassembled from the HTTP/2 body and decoded. A large request
-//! is reassembled only with one of its listener's permits, given back if its data stops
-//! arriving for [`LARGE_REQUEST_IDLE`].
+//! The requests of one stream, reassembled from the HTTP/2 body and decoded. Every request
+//! must arrive at a pace its size allows ([`Progress`]): a peer that announces a large request
+//! and trickles it is cut, whatever the gaps between its bytes. A large request is read past
+//! its first [`LARGE_REQUEST`] bytes only with one of its listener's permits, and only once
+//! those bytes have arrived, so a stream that has not shown progress holds no permit.
 
 use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{BufMut, BytesMut};
+use tokio::time::{Instant, Sleep};
 use tonic::{Status, body::Body};
 
 use super::CHUNK;
@@ -20,22 +24,82 @@ pub const LARGE_REQUEST: usize = 64 * 1024;
 /// How many streams of one listener may reassemble a large request at once. A
 /// state-of-the-world proxy sends its whole load-assignment subscription in every EDS request
 /// (150 KB at W-M); in a connect storm a thousand of them arrive together, and holding all of
-/// them at once costs more memory than everything else the server keeps. Streams waiting for
-/// a permit stop reading, so HTTP/2 flow control (the server's stream window) holds their
-/// proxies back.
+/// them at once costs more memory than everything else the server keeps. A stream reads the
+/// first [`LARGE_REQUEST`] bytes of a request without a permit (what its HTTP/2 window lets
+/// the proxy send anyway), then waits for one without reading, so HTTP/2 flow control holds
+/// its proxy back.
 const LARGE_REQUEST_PERMITS: usize = 32;
 
-/// How long a stream may hold a permit without receiving data: a client that stops sending
-/// in the middle of a large request must not keep the others waiting.
-const LARGE_REQUEST_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time a request may take by default beyond what its size needs at the minimum rate.
+pub const DEFAULT_REQUEST_GRACE: Duration = Duration::from_secs(10);
 
-/// The permits of one listener (so that callers of the plaintext port cannot hold those of
-/// the authenticated one).
-pub type LargeRequests = Arc<tokio::sync::Semaphore>;
+/// Slowest pace a request may arrive at by default (bytes per second): a 195 KB EDS request
+/// of W-L gets 13 s, the 16 MiB limit 266 s.
+pub const DEFAULT_MIN_REQUEST_BYTES_PER_SECOND: u64 = 64 * 1024;
 
-/// A listener's permits.
+/// How fast a request must arrive once its first bytes have: within `grace` plus its size at
+/// `min_bytes_per_second`, not counting time spent waiting for a permit. The deadline is set
+/// by the size the request announces, so a peer cannot stretch it by trickling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Time allowed beyond what the size needs.
+    pub grace: Duration,
+    /// The slowest pace accepted.
+    pub min_bytes_per_second: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            grace: DEFAULT_REQUEST_GRACE,
+            min_bytes_per_second: DEFAULT_MIN_REQUEST_BYTES_PER_SECOND,
+        }
+    }
+}
+
+impl Progress {
+    /// How long a request of `len` bytes may take to arrive.
+    pub fn deadline(&self, len: usize) -> Duration {
+        let rate = self.min_bytes_per_second.max(1) as f64;
+        self.grace + Duration::from_secs_f64(len as f64 / rate)
+    }
+}
+
+/// Told the bound (`request_bytes`, `request_progress`) whenever one ends a stream, for
+/// `sextant_xds_bounded_total`.
+pub type OnBound = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// What the streams of one listener share: the large-request permits (so that callers of the
+/// plaintext port cannot hold those of the authenticated one), the pace requests must keep,
+/// and who counts the streams a bound ends.
+#[derive(Clone)]
+pub struct LargeRequests {
+    permits: Arc<tokio::sync::Semaphore>,
+    progress: Progress,
+    on_bound: OnBound,
+}
+
+impl LargeRequests {
+    /// Requests must arrive at `progress`; streams a bound ends are told to `on_bound`.
+    pub fn bounded(mut self, progress: Progress, on_bound: OnBound) -> Self {
+        self.progress = progress;
+        self.on_bound = on_bound;
+        self
+    }
+
+    /// Permits not held now.
+    pub fn available_permits(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
+/// A listener's permits, with the default pace and no counting.
 pub fn large_requests() -> LargeRequests {
-    Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS))
+    LargeRequests {
+        permits: Arc::new(tokio::sync::Semaphore::new(LARGE_REQUEST_PERMITS)),
+        progress: Progress::default(),
+        on_bound: Arc::new(|_| {}),
+    }
 }
 
 type Permit = Pin<
@@ -45,6 +109,12 @@ type Permit = Pin<
     >,
 >;
 
+/// A permit being waited for, and since when (the wait does not count against the deadline).
+struct Waiting {
+    permit: Permit,
+    since: Instant,
+}
+
 /// The requests of one stream, decoded from the HTTP/2 body. The read buffer is released
 /// when empty once it has grown past [`CHUNK`], so an idle stream holds no large buffer, and
 /// a large request is read only with a permit (see [`LARGE_REQUEST_PERMITS`]).
@@ -53,16 +123,14 @@ pub struct Requests<T> {
     buf: BytesMut,
     max: usize,
     done: bool,
-    /// Where permits come from.
+    /// Where permits come from, the pace, the counting.
     permits: LargeRequests,
-    /// Held while a large request is reassembled, with the time by which more data must
-    /// arrive.
-    permit: Option<(
-        tokio::sync::OwnedSemaphorePermit,
-        Pin<Box<tokio::time::Sleep>>,
-    )>,
+    /// Held while a large request is reassembled.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Waiting for one.
-    waiting: Option<Permit>,
+    waiting: Option<Waiting>,
+    /// When the partial request in the buffer must be complete, and how long it was given.
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     _message: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -78,6 +146,7 @@ impl<T: prost::Message + Default> Requests<T> {
             permits,
             permit: None,
             waiting: None,
+            deadline: None,
             _message: std::marker::PhantomData,
         }
     }
@@ -95,15 +164,23 @@ impl<T: prost::Message + Default> Requests<T> {
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > self.max {
+            (self.permits.on_bound)("request_bytes");
             return Some(Err(Status::out_of_range(format!(
-                "request of {len} bytes is larger than the limit of {} bytes",
+                "request of {len} bytes is larger than the limit of {} bytes (--max-request-bytes)",
                 self.max
             ))));
         }
         if self.buf.len() < 5 + len {
-            if len >= LARGE_REQUEST && self.permit.is_none() {
+            if self.deadline.is_none() {
+                let allowed = self.permits.progress.deadline(len);
+                self.deadline = Some((Box::pin(tokio::time::sleep(allowed)), allowed));
+            }
+            if len >= LARGE_REQUEST && self.permit.is_none() && self.buf.len() >= LARGE_REQUEST {
                 if self.waiting.is_none() {
-                    self.waiting = Some(Box::pin(self.permits.clone().acquire_owned()));
+                    self.waiting = Some(Waiting {
+                        permit: Box::pin(self.permits.permits.clone().acquire_owned()),
+                        since: Instant::now(),
+                    });
                 }
                 return None;
             }
@@ -115,11 +192,28 @@ impl<T: prost::Message + Default> Requests<T> {
         self.buf.advance(5);
         let message = self.buf.split_to(len).freeze();
         self.permit = None;
+        self.deadline = None;
         if self.buf.capacity() > CHUNK && self.buf.len() <= CHUNK {
             // Keep what follows (the start of the next message) in a small buffer.
             self.buf = BytesMut::from(&self.buf[..]);
         }
         Some(T::decode(message).map_err(|e| Status::invalid_argument(format!("bad request: {e}"))))
+    }
+
+    /// Ends the stream: its partial request did not arrive within `allowed`.
+    fn too_slow(&mut self, allowed: Duration) -> Status {
+        self.done = true;
+        self.permit = None;
+        self.deadline = None;
+        (self.permits.on_bound)("request_progress");
+        let progress = self.permits.progress;
+        Status::deadline_exceeded(format!(
+            "a request did not arrive within {allowed:?} ({:?} plus its size at {} bytes/s, \
+             --request-grace-ms and --min-request-bytes-per-second); {} bytes arrived",
+            progress.grace,
+            progress.min_bytes_per_second,
+            self.buf.len()
+        ))
     }
 }
 
@@ -140,23 +234,24 @@ impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
             }
             if let Some(waiting) = &mut this.waiting {
                 // The semaphore is never closed.
-                this.permit = std::task::ready!(waiting.as_mut().poll(cx))
-                    .ok()
-                    .map(|p| (p, Box::pin(tokio::time::sleep(LARGE_REQUEST_IDLE))));
+                this.permit = std::task::ready!(waiting.permit.as_mut().poll(cx)).ok();
+                // Time spent waiting for the permit is not the peer's.
+                let waited = waiting.since.elapsed();
+                if let Some((deadline, _)) = &mut this.deadline {
+                    let at = deadline.deadline() + waited;
+                    deadline.as_mut().reset(at);
+                }
                 this.waiting = None;
                 continue;
             }
             let frame = match http_body::Body::poll_frame(Pin::new(&mut this.body), cx) {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    if let Some((_, idle)) = &mut this.permit
-                        && idle.as_mut().poll(cx).is_ready()
+                    if let Some((deadline, allowed)) = &mut this.deadline
+                        && deadline.as_mut().poll(cx).is_ready()
                     {
-                        this.done = true;
-                        this.permit = None;
-                        return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                            "a request larger than {LARGE_REQUEST} bytes stopped arriving for {LARGE_REQUEST_IDLE:?}"
-                        )))));
+                        let allowed = *allowed;
+                        return Poll::Ready(Some(Err(this.too_slow(allowed))));
                     }
                     return Poll::Pending;
                 }
@@ -165,10 +260,6 @@ impl<T: prost::Message + Default> tokio_stream::Stream for Requests<T> {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         this.buf.put_slice(&data);
-                    }
-                    if let Some((_, idle)) = &mut this.permit {
-                        idle.as_mut()
-                            .reset(tokio::time::Instant::now() + LARGE_REQUEST_IDLE);
                     }
                 }
                 Some(Err(e)) => {
@@ -255,6 +346,62 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
         assert!(stalled.next().await.is_none());
         assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_that_trickle_hold_no_permit_and_are_cut_at_their_deadline() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio_stream::StreamExt;
+        let cut = Arc::new(AtomicUsize::new(0));
+        let counter = cut.clone();
+        let permits = large_requests().bounded(
+            Progress {
+                grace: Duration::from_secs(1),
+                min_bytes_per_second: 1 << 20,
+            },
+            Arc::new(move |bound| {
+                assert_eq!(bound, "request_progress");
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        // More streams than permits announce 1 MiB and send a few bytes of it.
+        let mut announced = vec![0];
+        announced.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        announced.extend_from_slice(&[0x0a; 100]);
+        let mut tricklers: Vec<Requests<DiscoveryRequest>> = (0..LARGE_REQUEST_PERMITS + 8)
+            .map(|_| {
+                let pieces = VecDeque::from([Bytes::copy_from_slice(&announced)]);
+                Requests::new(
+                    Body::new(Pieces::then_stall(pieces)),
+                    16 << 20,
+                    permits.clone(),
+                )
+            })
+            .collect();
+        for t in &mut tricklers {
+            let pending = tokio::time::timeout(Duration::from_millis(1), t.next()).await;
+            assert!(pending.is_err(), "still waiting for the rest");
+        }
+        assert_eq!(permits.available_permits(), LARGE_REQUEST_PERMITS);
+        // A real large request is read meanwhile.
+        let big = DiscoveryRequest {
+            resource_names: (0..8000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let pieces: VecDeque<Bytes> = framed(&big)
+            .chunks(16 << 10)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let mut real: Requests<DiscoveryRequest> =
+            Requests::new(Body::new(Pieces::new(pieces)), 16 << 20, permits.clone());
+        assert_eq!(real.next().await.expect("one").expect("decodes"), big);
+        // Their deadline (1 s plus 1 MiB at 1 MiB/s) ends them, whatever they send.
+        for t in &mut tricklers {
+            let err = t.next().await.expect("an error").expect_err("cut");
+            assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+            assert!(err.message().contains("within 2s"), "{err:?}");
+        }
+        assert_eq!(cut.load(Ordering::SeqCst), LARGE_REQUEST_PERMITS + 8);
     }
 
     /// A request body of these pieces; then its end, or (`stall`) nothing, forever.
