@@ -55,6 +55,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// 1 while this replica holds the Lease (writes status).
     pub leader: Gauge,
+    /// Scopes in the compiled-scope cache (at most `--max-scopes`).
+    pub scopes: Gauge,
 }
 
 fn push_buckets() -> Histogram {
@@ -85,12 +87,18 @@ impl Metrics {
             kube: sextant_kube::Counters::default(),
             status_writes: Counter::default(),
             leader: Gauge::default(),
+            scopes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
             "status_writes",
             "Status written on VirtualServices and DestinationRules (Lease holder only)",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "scope_cache_entries",
+            "Scopes whose compiled resources are cached (at most --max-scopes)",
+            m.scopes.clone(),
         );
         registry.register(
             "leader",

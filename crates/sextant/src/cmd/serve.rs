@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhook_config,
         service_name,
         ca_dir,
+        heavy,
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
@@ -119,6 +120,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ca = Arc::new(ca);
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
+            .with_max_scopes(heavy.max_scopes)
             .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL)),
     );
     // Certificates past half their life are replaced at the next update; make one.
@@ -174,7 +176,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 if !source.ready().await {
                     return;
                 }
-                publish(source.publish(), &generator, &updates_tx);
+                // Indexing a large cluster takes seconds: not on a runtime worker.
+                let published = tokio::task::block_in_place(|| source.publish());
+                publish(published, &generator, &updates_tx);
                 run_source(source, debounce, generator, updates_tx).await;
             });
         }
@@ -201,7 +205,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut admin_shutdown = shutdown_rx.clone();
     let admin_server = axum::serve(
         admin_listener,
-        admin::router(generator.clone(), connections.clone()),
+        admin::router(
+            generator.clone(),
+            connections.clone(),
+            admin::DebugBounds {
+                dumps: heavy.max_debug_dumps,
+                page_size: heavy.debug_page_size,
+            },
+        ),
     )
     .with_graceful_shutdown(async move {
         let _ = admin_shutdown.wait_for(|s| *s).await;
@@ -227,10 +238,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {webhook_addr}"))?;
     let mut webhook_shutdown = shutdown_rx.clone();
-    let webhook_server = axum::serve(webhook_listener, crate::webhook::router())
-        .with_graceful_shutdown(async move {
-            let _ = webhook_shutdown.wait_for(|s| *s).await;
-        });
+    let webhook_server = axum::serve(
+        webhook_listener,
+        crate::webhook::router(
+            crate::webhook::Budget {
+                max_bytes: heavy.webhook_max_bytes,
+                time: Duration::from_millis(heavy.webhook_timeout_ms),
+                concurrency: heavy.webhook_concurrency,
+            },
+            metrics.clone(),
+        ),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = webhook_shutdown.wait_for(|s| *s).await;
+    });
     let mut xds_shutdown = shutdown_rx.clone();
     let xds_server = crate::xds_server()
         .add_service(AdsService::new(ads.clone()))
