@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sextant_model::{Kind, ObjectRef};
 
 pub use destination_rule::destination_rule;
+pub use fields::with_deadline;
 pub use virtual_service::virtual_service;
 
 /// Something wrong (or worth a warning) at one field of an object.

@@ -4,24 +4,58 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use axum::{
     Router,
+    body::Body,
     extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::{Value, json};
+use sextant_resources::List;
 use sextant_xds::{Connections, Generator, proxy_from_node};
+use tokio::sync::Semaphore;
 
 use crate::generator::XdsGenerator;
+
+/// Default `/debug/config_dump` responses built at once (`--max-debug-dumps`).
+pub const DEFAULT_DEBUG_DUMPS: usize = 2;
+/// Default entries per page of the list views (`--debug-page-size`).
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+/// The header naming the `start` of the next page when a list view has more.
+pub const NEXT_START: &str = "x-sextant-next-start";
 
 #[derive(Clone)]
 struct Admin {
     generator: Arc<XdsGenerator>,
     connections: Arc<Connections>,
+    dumps: Arc<Semaphore>,
+    page_size: usize,
+}
+
+/// How much the debug views may render at once.
+#[derive(Clone, Copy, Debug)]
+pub struct DebugBounds {
+    /// `/debug/config_dump` responses built at once; more are refused with 429.
+    pub dumps: usize,
+    /// Entries per page of `/debug/syncz`, `/debug/registryz` and `/debug/configz`.
+    pub page_size: usize,
+}
+
+impl Default for DebugBounds {
+    fn default() -> Self {
+        DebugBounds {
+            dumps: DEFAULT_DEBUG_DUMPS,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
 }
 
 /// The admin routes.
-pub fn router(generator: Arc<XdsGenerator>, connections: Arc<Connections>) -> Router {
+pub fn router(
+    generator: Arc<XdsGenerator>,
+    connections: Arc<Connections>,
+    bounds: DebugBounds,
+) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/live", get(|| async { "ok" }))
@@ -33,6 +67,8 @@ pub fn router(generator: Arc<XdsGenerator>, connections: Arc<Connections>) -> Ro
         .with_state(Admin {
             generator,
             connections,
+            dumps: Arc::new(Semaphore::new(bounds.dumps)),
+            page_size: bounds.page_size.max(1),
         })
 }
 
@@ -87,11 +123,49 @@ fn held(a: &Admin) -> Value {
         .collect()
 }
 
-async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
+/// The held objects `proxy` rejected: each stream shows its own, so a page of syncz is not
+/// every held object times every stream.
+fn held_by(held: &Value, proxy: &str) -> Value {
+    held.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["rejected_by"] == proxy)
+        .cloned()
+        .collect()
+}
+
+/// `?start=N&limit=M` of a list view, `limit` at most the page size.
+fn page(a: &Admin, q: &HashMap<String, String>) -> (usize, usize) {
+    let number = |k: &str| q.get(k).and_then(|v| v.parse::<usize>().ok());
+    let start = number("start").unwrap_or(0);
+    let limit = number("limit").map_or(a.page_size, |l| l.min(a.page_size));
+    (start, limit)
+}
+
+/// The page `(start, limit)` of `items`, and the start of the next page if there is one.
+fn paged<T>(
+    items: impl ExactSizeIterator<Item = T>,
+    (start, limit): (usize, usize),
+) -> (Vec<T>, Option<usize>) {
+    let total = items.len();
+    let page: Vec<T> = items.skip(start).take(limit).collect();
+    let end = start.saturating_add(page.len());
+    (page, (end < total).then_some(end))
+}
+
+/// `body` as JSON, with the next page's start in [`NEXT_START`] when there is more.
+fn json_page(body: Value, next: Option<usize>) -> Response {
+    let mut response = axum::Json(body).into_response();
+    if let Some(next) = next {
+        response.headers_mut().insert(NEXT_START, next.into());
+    }
+    response
+}
+
+async fn syncz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let held = held(&a);
-    let list: Vec<Value> = a
-        .connections
-        .list()
+    let (connections, next) = paged(a.connections.list().into_iter(), page(&a, &q));
+    let list: Vec<Value> = connections
         .into_iter()
         .map(|c| {
             let types: serde_json::Map<String, Value> = c
@@ -112,10 +186,10 @@ async fn syncz(State(a): State<Admin>) -> axum::Json<Value> {
                 .collect();
             json!({"proxy": c.proxy, "protocol": c.protocol, "identity": c.identity,
                    "connected_since": secs(Some(c.connected_at)), "types": types,
-                   "held": held})
+                   "held": held_by(&held, &c.proxy)})
         })
         .collect();
-    axum::Json(Value::Array(list))
+    json_page(Value::Array(list), next)
 }
 
 async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -130,51 +204,100 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         Ok(p) => a.generator.complete(p),
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let resources = a.generator.resources(&proxy).merged();
-    let decoded = sextant_compiler::Resources {
-        clusters: resources
-            .clusters
-            .iter()
-            .map(sextant_resources::Encoded::decode)
-            .collect(),
-        endpoints: resources
-            .endpoints
-            .iter()
-            .map(sextant_resources::Encoded::decode)
-            .collect(),
-        listeners: resources
-            .listeners
-            .iter()
-            .map(sextant_resources::Encoded::decode)
-            .collect(),
-        routes: resources
-            .routes
-            .iter()
-            .map(sextant_resources::Encoded::decode)
-            .collect(),
+    let Ok(turn) = a.dumps.clone().try_acquire_owned() else {
+        a.generator.metrics.bounded("debug_dumps");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many config dumps being built at once (--max-debug-dumps); try again",
+        )
+            .into_response();
     };
-    axum::Json(sextant_compiler::json::resources(&decoded)).into_response()
+    // Compiled and rendered on a blocking thread, one resource at a time, into a stream of
+    // chunks the client reads at its own pace: memory is one resource, not the whole dump.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::convert::Infallible>>(4);
+    let generator = a.generator.clone();
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let resources = generator.resources(&proxy).merged();
+        let lists: [(&str, &str, &List); 4] = [
+            (
+                "clusters",
+                "envoy.config.cluster.v3.Cluster",
+                &resources.clusters,
+            ),
+            (
+                "endpoints",
+                "envoy.config.endpoint.v3.ClusterLoadAssignment",
+                &resources.endpoints,
+            ),
+            (
+                "listeners",
+                "envoy.config.listener.v3.Listener",
+                &resources.listeners,
+            ),
+            (
+                "routes",
+                "envoy.config.route.v3.RouteConfiguration",
+                &resources.routes,
+            ),
+        ];
+        let _ = dump(&lists, |chunk| tx.blocking_send(Ok(chunk)).ok());
+    });
+    (
+        [("content-type", "application/json")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
 }
 
-async fn configz(State(a): State<Admin>) -> axum::Json<Value> {
-    let held = held(&a);
-    let s = a.generator.snapshot();
-    let ids = |v: Vec<String>| json!(v);
-    axum::Json(json!({
-        "version": s.version,
-        "virtual_services": ids(s.virtual_services.iter().map(|v| v.id.to_string()).collect()),
-        "destination_rules": ids(s.destination_rules.iter().map(|d| d.id.to_string()).collect()),
-        "invalid": s.invalid.iter().map(|(o, e)| json!({"object": o.to_string(), "errors": e})).collect::<Vec<_>>(),
-        "held": held,
-        "warnings": s.warnings.iter().map(|(o, e)| json!({"object": o.to_string(), "warnings": e})).collect::<Vec<_>>(),
-    }))
+/// Writes `lists` (key, message type, resources) as one JSON object, a chunk per resource,
+/// through `send`; stops (`None`) when `send` does (the client went away).
+fn dump(lists: &[(&str, &str, &List)], mut send: impl FnMut(Vec<u8>) -> Option<()>) -> Option<()> {
+    for (i, (key, full_name, list)) in lists.iter().enumerate() {
+        send(format!("{}\"{key}\":[", if i == 0 { "{" } else { "]," }).into_bytes())?;
+        for (j, resource) in list.iter().enumerate() {
+            let json =
+                sextant_compiler::json::encoded_to_json(full_name, &resource.body.to_bytes());
+            let mut chunk = if j == 0 { Vec::new() } else { b",".to_vec() };
+            serde_json::to_writer(&mut chunk, &json).ok()?;
+            send(chunk)?;
+        }
+    }
+    send(b"]}".to_vec())
 }
 
-async fn registryz(State(a): State<Admin>) -> axum::Json<Value> {
+/// The snapshot's configuration; each list is paged with the same `?start&limit`.
+async fn configz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let s = a.generator.snapshot();
-    axum::Json(json!(s.services.values().map(|svc| json!({
+    let range = page(&a, &q);
+    let (vs, n1) = paged(s.virtual_services.iter().map(|v| v.id.to_string()), range);
+    let (dr, n2) = paged(s.destination_rules.iter().map(|d| d.id.to_string()), range);
+    let (invalid, n3) = paged(
+        s.invalid
+            .iter()
+            .map(|(o, e)| json!({"object": o.to_string(), "errors": e})),
+        range,
+    );
+    let (warnings, n4) = paged(
+        s.warnings
+            .iter()
+            .map(|(o, e)| json!({"object": o.to_string(), "warnings": e})),
+        range,
+    );
+    let next = [n1, n2, n3, n4].into_iter().flatten().min();
+    json_page(
+        json!({"version": s.version, "virtual_services": vs, "destination_rules": dr,
+               "invalid": invalid, "held": held(&a), "warnings": warnings}),
+        next,
+    )
+}
+
+async fn registryz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let s = a.generator.snapshot();
+    let (services, next) = paged(s.services.values(), page(&a, &q));
+    json_page(json!(services.into_iter().map(|svc| json!({
         "hostname": svc.hostname,
         "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),
         "endpoints": s.endpoints(&svc.hostname).iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-    })).collect::<Vec<_>>()))
+    })).collect::<Vec<_>>()), next)
 }

@@ -246,6 +246,40 @@ pub struct ServeArgs {
     /// namespace (created if missing), or a new CA for this process without a cluster.
     #[arg(long, env = "SEXTANT_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
+    /// Bounds on CPU-heavy work (webhook, debug views, scope cache).
+    #[command(flatten)]
+    pub heavy: HeavyWorkArgs,
+}
+
+/// Bounds on work that costs CPU or memory in proportion to its input: the webhook's budget,
+/// the debug views and the scope cache. Each refusal or eviction is counted in
+/// `sextant_xds_bounded_total{bound=...}`.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct HeavyWorkArgs {
+    /// Largest AdmissionReview the webhook reads; larger ones get 413, counted as
+    /// `bound="webhook_bytes"`.
+    #[arg(long, env = "SEXTANT_WEBHOOK_MAX_BYTES", default_value_t = crate::webhook::DEFAULT_MAX_BYTES)]
+    pub webhook_max_bytes: usize,
+    /// Time one AdmissionReview may take to validate; past it the review is denied, naming
+    /// this budget, counted as `bound="webhook_time"`.
+    #[arg(long, env = "SEXTANT_WEBHOOK_TIMEOUT_MS", default_value_t = crate::webhook::DEFAULT_TIMEOUT_MS)]
+    pub webhook_timeout_ms: u64,
+    /// AdmissionReviews validated at once; others wait up to the time budget, then get 429,
+    /// counted as `bound="webhook_concurrency"`.
+    #[arg(long, env = "SEXTANT_WEBHOOK_CONCURRENCY", default_value_t = crate::webhook::DEFAULT_CONCURRENCY)]
+    pub webhook_concurrency: usize,
+    /// `/debug/config_dump` responses built at once; more get 429, counted as
+    /// `bound="debug_dumps"`.
+    #[arg(long, env = "SEXTANT_MAX_DEBUG_DUMPS", default_value_t = crate::admin::DEFAULT_DEBUG_DUMPS)]
+    pub max_debug_dumps: usize,
+    /// Entries one page of `/debug/syncz`, `/debug/registryz` or `/debug/configz` holds
+    /// (`?start=N&limit=M` pages through; the `x-sextant-next-start` header names the next page).
+    #[arg(long, env = "SEXTANT_DEBUG_PAGE_SIZE", default_value_t = crate::admin::DEFAULT_PAGE_SIZE)]
+    pub debug_page_size: usize,
+    /// Scopes whose compiled resources are cached; past it the least recently used (preferring
+    /// ones no connected proxy holds) are evicted, counted as `bound="scope_cache"`.
+    #[arg(long, env = "SEXTANT_MAX_SCOPES", default_value_t = crate::generator::DEFAULT_MAX_SCOPES)]
+    pub max_scopes: usize,
 }
 
 /// Log output format.

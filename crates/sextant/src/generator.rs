@@ -23,6 +23,15 @@ use crate::{metrics::Metrics, quarantine::Quarantine};
 /// Changes kept to bring older scope entries up to date; older entries are rebuilt whole.
 const CHANGE_LOG: usize = 64;
 
+/// Default cap on cached scopes (`--max-scopes`): W-L's 5,000 proxies fit even one scope each.
+pub const DEFAULT_MAX_SCOPES: usize = 10_000;
+
+/// A cached scope and when it was last asked for.
+struct Slot {
+    entry: Arc<Mutex<ScopeEntry>>,
+    used: u64,
+}
+
 /// A scope's shared (outbound) resources and the snapshot they were built from.
 #[derive(Default)]
 struct ScopeEntry {
@@ -40,7 +49,7 @@ pub struct XdsGenerator {
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// By scope key; one lock per scope, so one proxy of a scope compiles it and the others
     /// wait for the result.
-    scopes: Mutex<HashMap<String, Arc<Mutex<ScopeEntry>>>>,
+    scopes: Mutex<Scopes>,
     /// What scopes share: one copy of identical resources across scopes and snapshots,
     /// clusters and load assignments built once per snapshot.
     cache: Mutex<sextant_compiler::ScopeCache>,
@@ -69,7 +78,11 @@ impl XdsGenerator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             ready: AtomicBool::new(false),
             log: Mutex::new(VecDeque::new()),
-            scopes: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(Scopes {
+                slots: HashMap::new(),
+                clock: 0,
+                max: DEFAULT_MAX_SCOPES,
+            }),
             cache: Mutex::new(sextant_compiler::ScopeCache::default()),
             secrets: None,
             no_secrets: Arc::from([]),
@@ -121,6 +134,12 @@ impl XdsGenerator {
     /// Serves `secrets` over SDS.
     pub fn with_secrets(mut self, secrets: Secrets) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Caches at most `max` scopes (at least one).
+    pub fn with_max_scopes(self, max: usize) -> Self {
+        self.scopes.lock().unwrap_or_else(|p| p.into_inner()).max = max.max(1);
         self
     }
 
@@ -218,13 +237,15 @@ impl XdsGenerator {
 
     /// The scope's shared resources for `snapshot`, compiled or brought up to date once.
     fn scope_resources(&self, snapshot: &Snapshot, scope: &Proxy) -> Arc<EncodedResources> {
-        let entry = self
-            .scopes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(scope_key(scope))
-            .or_default()
-            .clone();
+        let entry = {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            let (entry, evicted) = scopes.get(scope_key(scope));
+            if evicted {
+                self.metrics.bounded("scope_cache");
+            }
+            self.metrics.scopes.set(scopes.slots.len() as i64);
+            entry
+        };
         let mut entry = entry.lock().unwrap_or_else(|p| p.into_inner());
         if entry.version == Some(snapshot.version) {
             return entry.resources.clone();
@@ -248,6 +269,55 @@ impl XdsGenerator {
             resources: Arc::new(resources),
         };
         entry.resources.clone()
+    }
+}
+
+/// The scope cache: entries by scope key, at most `max`, least recently used evicted first.
+struct Scopes {
+    slots: HashMap<String, Slot>,
+    clock: u64,
+    max: usize,
+}
+
+impl Scopes {
+    /// The entry of `key`, made if missing, and whether another was evicted to make room.
+    fn get(&mut self, key: String) -> (Arc<Mutex<ScopeEntry>>, bool) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.used = clock;
+            return (slot.entry.clone(), false);
+        }
+        let evicted = self.slots.len() >= self.max && self.evict();
+        let entry = Arc::new(Mutex::new(ScopeEntry::default()));
+        self.slots.insert(
+            key,
+            Slot {
+                entry: entry.clone(),
+                used: clock,
+            },
+        );
+        (entry, evicted)
+    }
+
+    /// Evicts the least recently used scope, preferring one whose resources no stream holds
+    /// (no connected proxy uses it); proxies of an evicted scope still hold their resources
+    /// and get the scope compiled again at their next update.
+    fn evict(&mut self) -> bool {
+        let unheld = |s: &Slot| {
+            Arc::strong_count(&s.entry) == 1
+                && s.entry
+                    .try_lock()
+                    .is_ok_and(|e| Arc::strong_count(&e.resources) == 1)
+        };
+        let victim = self
+            .slots
+            .iter()
+            .filter(|(_, s)| unheld(s))
+            .min_by_key(|(_, s)| s.used)
+            .or_else(|| self.slots.iter().min_by_key(|(_, s)| s.used))
+            .map(|(k, _)| k.clone());
+        victim.is_some_and(|k| self.slots.remove(&k).is_some())
     }
 }
 
@@ -406,5 +476,21 @@ mod tests {
         assert!(generator.rebuild(newest - 5, newest).is_some());
         // Versions that fell out of the log are rebuilt whole.
         assert!(generator.rebuild(1, newest).is_none());
+    }
+
+    #[test]
+    fn the_scope_cache_keeps_at_most_its_cap_least_recently_used_first() {
+        let mut scopes = Scopes {
+            slots: HashMap::new(),
+            clock: 0,
+            max: 2,
+        };
+        assert!(!scopes.get("a".into()).1);
+        let (_held, _) = scopes.get("b".into());
+        assert!(!scopes.get("a".into()).1);
+        // "b" is older but held by someone; "a" goes first.
+        assert!(scopes.get("c".into()).1);
+        assert_eq!(scopes.slots.len(), 2);
+        assert!(scopes.slots.contains_key("b") && scopes.slots.contains_key("c"));
     }
 }

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub auth_refused: Family<RefusalLabels, Counter>,
     /// Held while the readers' refusals are copied into `bounded`.
     input_refusals: std::sync::Mutex<()>,
+    /// Scopes in the compiled-scope cache (at most `--max-scopes`).
+    pub scopes: Gauge,
 }
 
 fn push_buckets() -> Histogram {
@@ -106,6 +108,7 @@ impl Metrics {
             token_reviews: Counter::default(),
             auth_refused: Family::default(),
             input_refusals: std::sync::Mutex::new(()),
+            scopes: Gauge::default(),
             registry: Registry::default(),
         };
         // Oversized config files are the `file_bytes` bound of the family.
@@ -141,6 +144,11 @@ impl Metrics {
             "status_writes",
             "Status written on VirtualServices and DestinationRules (Lease holder only)",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "scope_cache_entries",
+            "Scopes whose compiled resources are cached (at most --max-scopes)",
+            m.scopes.clone(),
         );
         registry.register(
             "leader",

@@ -4,30 +4,125 @@
 //! holder keeps the `caBundle` of the ValidatingWebhookConfiguration current
 //! (`sextant_kube::leader::ca_bundle`).
 
-use axum::{Json, Router, body::Bytes, routing::post};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
 use serde_json::{Value, json};
 use sextant_index::{
     check::{self, ObjectKind},
     manifest::{Limits, check_value},
 };
+use tokio::sync::Semaphore;
 
-/// Largest AdmissionReview accepted.
-const MAX_REVIEW_BYTES: usize = 3 << 20;
+use crate::metrics::Metrics;
 
-/// The webhook's routes: `POST /validate`.
-pub fn router() -> Router {
-    Router::new()
-        .route("/validate", post(validate))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+/// Default largest AdmissionReview accepted (`--webhook-max-bytes`).
+pub const DEFAULT_MAX_BYTES: usize = 3 << 20;
+/// Default time one review may take to validate (`--webhook-timeout-ms`).
+pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+/// Default reviews validated at once (`--webhook-concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 2;
+
+/// What one review may cost: its size, its validation time, and how many validate at once
+/// (validation runs on blocking threads, never on the runtime's workers).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Largest body, in bytes.
+    pub max_bytes: usize,
+    /// Validation time; past it the review is denied, naming the budget.
+    pub time: Duration,
+    /// Reviews validated at once; more wait up to `time` for a turn, then are refused.
+    pub concurrency: usize,
 }
 
-async fn validate(body: Bytes) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match answer(&body) {
-        Ok(review) => Json(review).into_response(),
-        Err(e) => (
-            axum::http::StatusCode::BAD_REQUEST,
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_bytes: DEFAULT_MAX_BYTES,
+            time: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Webhook {
+    budget: Budget,
+    turns: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// The webhook's routes: `POST /validate`, within `budget`; refusals are counted in
+/// `metrics` (`sextant_xds_bounded_total{bound="webhook_bytes"|"webhook_time"|"webhook_concurrency"}`).
+pub fn router(budget: Budget, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        // The body is read (and bounded) by `validate`, which says what was exceeded.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(Webhook {
+            budget,
+            turns: Arc::new(Semaphore::new(budget.concurrency.max(1))),
+            metrics,
+        })
+}
+
+async fn validate(State(w): State<Webhook>, body: Body) -> Response {
+    let started = Instant::now();
+    let Ok(body) = axum::body::to_bytes(body, w.budget.max_bytes).await else {
+        w.metrics.bounded("webhook_bytes");
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the AdmissionReview is larger than the webhook's budget of {} bytes (--webhook-max-bytes)",
+                w.budget.max_bytes
+            ),
+        )
+            .into_response();
+    };
+    let turn = tokio::time::timeout(w.budget.time, w.turns.clone().acquire_owned()).await;
+    let Ok(Ok(turn)) = turn else {
+        w.metrics.bounded("webhook_concurrency");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the webhook is busy: {} reviews are validating (--webhook-concurrency) and none finished within {:?}",
+                w.budget.concurrency, w.budget.time
+            ),
+        )
+            .into_response();
+    };
+    let deadline = started + w.budget.time;
+    let judged = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        sextant_index::parse::with_deadline(deadline, || answer(&body))
+    })
+    .await;
+    match judged {
+        Ok((Ok(mut review), passed)) => {
+            if passed {
+                w.metrics.bounded("webhook_time");
+                deny_for_time(&mut review, w.budget.time);
+            }
+            Json(review).into_response()
+        }
+        Ok((Err(e), _)) => (
+            StatusCode::BAD_REQUEST,
             format!("the request is not an AdmissionReview: {e}"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("validation failed: {e}"),
         )
             .into_response(),
     }
@@ -46,6 +141,18 @@ pub fn answer(body: &[u8]) -> Result<Value, String> {
         ));
     }
     Ok(review_response(&review))
+}
+
+/// Denies `review` (an answer) because validation ran past the `budget`.
+fn deny_for_time(review: &mut Value, budget: Duration) {
+    let response = &mut review["response"];
+    response["allowed"] = json!(false);
+    response["status"] = json!({
+        "code": 400, "reason": "Invalid",
+        "message": format!(
+            "validation ran past the webhook's time budget of {budget:?} (--webhook-timeout-ms); the object was not fully checked, split it or simplify its regexes"
+        ),
+    });
 }
 
 /// The body as an AdmissionReview with a request to answer: JSON, `kind: AdmissionReview`,

@@ -324,7 +324,7 @@ impl<G: Generator> AdsServer<G> {
             });
             let mut machine = M::new(&names, &clock, limits);
             updates.borrow_and_update();
-            let mut resources = generator.resources(&proxy);
+            let mut resources = heavy(|| generator.resources(&proxy));
             let mut pending = Some(first);
             // Convergence: types sent since the last update that the proxy has not ACKed yet.
             let mut update_at: Option<std::time::Instant> = None;
@@ -364,7 +364,7 @@ impl<G: Generator> AdsServer<G> {
                                 break 'stream;
                             }
                             triggered = std::time::Instant::now();
-                            resources = keep_unchanged_own(&resources, generator.resources(&proxy));
+                            resources = keep_unchanged_own(&resources, heavy(|| generator.resources(&proxy)));
                             update_at = Some(std::time::Instant::now());
                             unacked.clear();
                             out.extend(machine.update(&resources));
@@ -417,6 +417,17 @@ impl<G: Generator> AdsServer<G> {
 
 /// `fresh`, but with the proxy's own part from `previous` when it did not change: the protocol
 /// then recognises unchanged types by their lists alone.
+/// Runs CPU-heavy `f` (compiling a scope can take a second at W-L) without holding up the
+/// runtime: on a multi-threaded runtime the worker first hands its other tasks (probes, new
+/// streams) to another thread.
+fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn keep_unchanged_own(
     previous: &Arc<ProxyResources>,
     fresh: Arc<ProxyResources>,

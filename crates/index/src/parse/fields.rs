@@ -15,6 +15,35 @@ pub const MAX_REGEX_LEN: usize = 1024;
 /// The compiled-size limit for regexes, so a hostile pattern cannot exhaust memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+thread_local! {
+    /// When regex checks on this thread stop compiling (see [`with_deadline`]).
+    static DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    /// Whether a regex check on this thread was skipped for the deadline.
+    static PASSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (checks of one object) with a time budget: once `deadline` passes, every further
+/// regex is reported as not checked instead of compiled, so a hostile object full of regexes
+/// costs at most the budget (and one regex). Also returns whether the deadline passed.
+pub fn with_deadline<T>(deadline: std::time::Instant, f: impl FnOnce() -> T) -> (T, bool) {
+    let before = DEADLINE.replace(Some(deadline));
+    let passed = PASSED.replace(false);
+    let out = f();
+    DEADLINE.set(before);
+    (out, PASSED.replace(passed))
+}
+
+/// True (and remembered) when this thread's check deadline has passed.
+fn past_deadline() -> bool {
+    let past = DEADLINE
+        .get()
+        .is_some_and(|d| std::time::Instant::now() >= d);
+    if past {
+        PASSED.set(true);
+    }
+    past
+}
+
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -189,6 +218,13 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
         report.error(
             path,
             format!("regex is too large, max length allowed is {MAX_REGEX_LEN}"),
+        );
+        return false;
+    }
+    if past_deadline() {
+        report.error(
+            path,
+            "not checked: validation ran past its time budget".to_owned(),
         );
         return false;
     }

@@ -104,6 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhook_config,
         service_name,
         ca_dir,
+        heavy,
     } = args;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
@@ -148,6 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ca = Arc::new(ca);
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
+            .with_max_scopes(heavy.max_scopes)
             .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL))
             .with_max_held_objects(max_held_objects)
             .with_plaintext_nacks(hold_on_plaintext_nacks)
@@ -216,7 +218,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 if !source.ready().await {
                     return;
                 }
-                publish(source.publish(), &generator, &updates_tx);
+                // Indexing a large cluster takes seconds: not on a runtime worker.
+                let published = tokio::task::block_in_place(|| source.publish());
+                publish(published, &generator, &updates_tx);
                 run_source(source, debounce, generator, updates_tx).await;
             });
         }
@@ -276,7 +280,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut admin_shutdown = shutdown_rx.clone();
     let admin_server = axum::serve(
         admin_listener,
-        admin::router(generator.clone(), connections.clone()),
+        admin::router(
+            generator.clone(),
+            connections.clone(),
+            admin::DebugBounds {
+                dumps: heavy.max_debug_dumps,
+                page_size: heavy.debug_page_size,
+            },
+        ),
     )
     .with_graceful_shutdown(async move {
         let _ = admin_shutdown.wait_for(|s| *s).await;
@@ -307,10 +318,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     )?;
     let mut webhook_shutdown = shutdown_rx.clone();
-    let webhook_server = axum::serve(webhook_listener, crate::webhook::router())
-        .with_graceful_shutdown(async move {
-            let _ = webhook_shutdown.wait_for(|s| *s).await;
-        });
+    let webhook_server = axum::serve(
+        webhook_listener,
+        crate::webhook::router(
+            crate::webhook::Budget {
+                max_bytes: heavy.webhook_max_bytes,
+                time: Duration::from_millis(heavy.webhook_timeout_ms),
+                concurrency: heavy.webhook_concurrency,
+            },
+            metrics.clone(),
+        ),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = webhook_shutdown.wait_for(|s| *s).await;
+    });
     let mut xds_shutdown = shutdown_rx.clone();
     let streams = crate::streams::StreamCap::new(max_streams_per_connection, metrics.clone());
     let xds_incoming = gate(crate::tls::listen(xds_addr)?, max_connections).into_incoming();
