@@ -292,7 +292,7 @@ async fn run(
                 listed.clear();
             }
             watcher::Event::InitApply(o) => {
-                let (object, seen) = object(o);
+                let (object, seen) = heavy(|| object(o));
                 listed.extend(seen);
                 buffer.extend(object);
             }
@@ -302,18 +302,19 @@ async fn run(
                     g.retain(|k, _| k.kind != kind);
                     g.extend(listed.drain(..));
                 }
-                lock().reset(kind, std::mem::take(&mut buffer));
+                heavy(|| lock().reset(kind, std::mem::take(&mut buffer)));
                 tracing::info!(kind = %resource.kind, "listed");
                 synced.listed();
                 let _ = changed.send(());
             }
             watcher::Event::Apply(o) => {
-                let (object, seen) = object(o);
+                // Reading and validating an object (regexes, schema) is CPU work.
+                let (object, seen) = heavy(|| object(o));
                 if let Some((id, seen)) = seen {
                     generations_of().insert(id, seen);
                 }
                 if let Some(o) = object {
-                    lock().apply(o);
+                    heavy(|| lock().apply(o));
                 }
                 // An unreadable object changes no configuration, but its status does.
                 let _ = changed.send(());
@@ -328,6 +329,17 @@ async fn run(
                 let _ = changed.send(());
             }
         }
+    }
+}
+
+/// Runs CPU-heavy `f` (parsing and validating objects, indexing, publishing) without holding
+/// up the runtime: on a multi-threaded runtime the worker first hands its other tasks (probes,
+/// streams) to another thread. Outside one, `f` just runs.
+pub fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

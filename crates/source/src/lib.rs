@@ -56,19 +56,9 @@ impl Source {
     ) {
         while let Some(first) = debounce.settled().await {
             // Reading and indexing a large directory takes seconds: not on a runtime worker.
-            let (snapshot, changes) = heavy(|| self.publish());
+            let (snapshot, changes) = sextant_kube::heavy(|| self.publish());
             publish(snapshot, changes, first);
         }
-    }
-}
-
-/// Runs CPU-heavy `f` without holding up the runtime: on a multi-threaded runtime the worker
-/// first hands its other tasks (probes, streams) to another thread.
-fn heavy<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 

@@ -415,8 +415,6 @@ impl<G: Generator> AdsServer<G> {
     }
 }
 
-/// `fresh`, but with the proxy's own part from `previous` when it did not change: the protocol
-/// then recognises unchanged types by their lists alone.
 /// Runs CPU-heavy `f` (compiling a scope can take a second at W-L) without holding up the
 /// runtime: on a multi-threaded runtime the worker first hands its other tasks (probes, new
 /// streams) to another thread.
@@ -428,6 +426,8 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// `fresh`, but with the proxy's own part from `previous` when it did not change: the protocol
+/// then recognises unchanged types by their lists alone.
 fn keep_unchanged_own(
     previous: &Arc<ProxyResources>,
     fresh: Arc<ProxyResources>,
