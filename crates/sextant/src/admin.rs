@@ -135,11 +135,23 @@ fn held_by(held: &Value, proxy: &str) -> Value {
 }
 
 /// `?start=N&limit=M` of a list view, `limit` at most the page size.
-fn page(a: &Admin, q: &HashMap<String, String>) -> (usize, usize) {
-    let number = |k: &str| q.get(k).and_then(|v| v.parse::<usize>().ok());
-    let start = number("start").unwrap_or(0);
-    let limit = number("limit").map_or(a.page_size, |l| l.min(a.page_size));
-    (start, limit)
+/// A malformed `start` or `limit` (or a `limit` of 0, whose next page would be itself) is a
+/// 400 naming the parameter.
+fn page(a: &Admin, q: &HashMap<String, String>) -> Result<(usize, usize), String> {
+    let number = |k: &str| -> Result<Option<usize>, String> {
+        q.get(k)
+            .map(|v| match v.parse::<usize>() {
+                Ok(n) if k != "limit" || n > 0 => Ok(n),
+                _ if k == "limit" => {
+                    Err(format!("?limit={v}: expected a whole number of at least 1"))
+                }
+                _ => Err(format!("?{k}={v}: expected a whole number")),
+            })
+            .transpose()
+    };
+    let start = number("start")?.unwrap_or(0);
+    let limit = number("limit")?.map_or(a.page_size, |l| l.min(a.page_size));
+    Ok((start, limit))
 }
 
 /// The page `(start, limit)` of `items`, and the start of the next page if there is one.
@@ -164,7 +176,11 @@ fn json_page(body: Value, next: Option<usize>) -> Response {
 
 async fn syncz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let held = held(&a);
-    let (connections, next) = paged(a.connections.list().into_iter(), page(&a, &q));
+    let range = match page(&a, &q) {
+        Ok(range) => range,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let (connections, next) = paged(a.connections.list().into_iter(), range);
     let list: Vec<Value> = connections
         .into_iter()
         .map(|c| {
@@ -269,7 +285,10 @@ fn dump(lists: &[(&str, &str, &List)], mut send: impl FnMut(Vec<u8>) -> Option<(
 /// The snapshot's configuration; each list is paged with the same `?start&limit`.
 async fn configz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let s = a.generator.snapshot();
-    let range = page(&a, &q);
+    let range = match page(&a, &q) {
+        Ok(range) => range,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
     let (vs, n1) = paged(s.virtual_services.iter().map(|v| v.id.to_string()), range);
     let (dr, n2) = paged(s.destination_rules.iter().map(|d| d.id.to_string()), range);
     let (invalid, n3) = paged(
@@ -294,10 +313,50 @@ async fn configz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>
 
 async fn registryz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let s = a.generator.snapshot();
-    let (services, next) = paged(s.services.values(), page(&a, &q));
+    let range = match page(&a, &q) {
+        Ok(range) => range,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    let (services, next) = paged(s.services.values(), range);
     json_page(json!(services.into_iter().map(|svc| json!({
         "hostname": svc.hostname,
         "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),
         "endpoints": s.endpoints(&svc.hostname).iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
     })).collect::<Vec<_>>()), next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(page_size: usize) -> Admin {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let generator = Arc::new(XdsGenerator::new(metrics));
+        Admin {
+            generator,
+            connections: Arc::new(Connections::default()),
+            dumps: Arc::new(Semaphore::new(1)),
+            page_size,
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pages_end_and_bad_parameters_are_refused() {
+        let a = admin(2);
+        let range = page(&a, &query(&[("limit", "5")])).expect("a page");
+        assert_eq!(range, (0, 2), "the limit is at most the page size");
+        assert_eq!(paged(0..5, range), (vec![0, 1], Some(2)));
+        assert_eq!(paged(0..5, (4, 2)), (vec![4], None));
+        for bad in [("limit", "0"), ("limit", "abc"), ("start", "-1")] {
+            let refused = page(&a, &query(&[bad])).expect_err("refused");
+            assert!(refused.starts_with(&format!("?{}=", bad.0)), "{refused}");
+        }
+    }
 }

@@ -39,6 +39,42 @@ enum Command {
     Version,
 }
 
+/// Bounds on one input (a manifest file, an admission review, a watched object), shared by
+/// `serve` and `validate` so both judge a file alike.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Bytes of one input (a manifest file, an admission review, a watched object); larger
+    /// inputs are refused, counted in `sextant_xds_bounded_total{bound="input_bytes"}` (a
+    /// file of `--config-dir` refused before it is read: `bound="file_bytes"`).
+    #[arg(long, env = "SEXTANT_MAX_INPUT_BYTES", default_value_t = sextant_index::manifest::MAX_INPUT_BYTES)]
+    pub max_input_bytes: usize,
+    /// Nesting of mappings and sequences in one input; deeper inputs are refused, counted in
+    /// `sextant_xds_bounded_total{bound="input_depth"}`.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_DEPTH", default_value_t = sextant_index::manifest::MAX_DEPTH)]
+    pub max_input_depth: usize,
+    /// Nodes one input may expand to (YAML aliases counted each time used); counted in
+    /// `sextant_xds_bounded_total{bound="input_nodes"}` when passed.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_NODES", default_value_t = sextant_index::manifest::MAX_NODES)]
+    pub max_input_nodes: usize,
+    /// Bytes one input expands to with aliases expanded and every field written under its
+    /// full path (long keys nested deep make this grow with the square of the text); counted
+    /// in `sextant_xds_bounded_total{bound="input_expanded_bytes"}` when passed.
+    #[arg(long, env = "SEXTANT_MAX_INPUT_EXPANDED_BYTES", default_value_t = sextant_index::manifest::MAX_EXPANDED_BYTES)]
+    pub max_input_expanded_bytes: usize,
+}
+
+impl InputArgs {
+    /// The bounds, as the readers take them.
+    pub fn limits(&self) -> sextant_index::manifest::Limits {
+        sextant_index::manifest::Limits {
+            input_bytes: self.max_input_bytes,
+            depth: self.max_input_depth,
+            nodes: self.max_input_nodes,
+            expanded_bytes: self.max_input_expanded_bytes,
+        }
+    }
+}
+
 /// Arguments of `sextant validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -56,6 +92,9 @@ pub struct ValidateArgs {
     /// `re2.max_program_size.error_level`; a larger regex is an error.
     #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
     pub max_regex_program_size: usize,
+    /// Bounds on each file read.
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 /// How `validate` reports.
@@ -125,23 +164,9 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_token_reviews_waiting: usize,
-    /// Bytes of one input (a manifest file, an admission review, a watched object); larger
-    /// inputs are refused, counted in `sextant_xds_bounded_total{bound="input_bytes"}`.
-    #[arg(long, env = "SEXTANT_MAX_INPUT_BYTES", default_value_t = sextant_index::manifest::MAX_INPUT_BYTES)]
-    pub max_input_bytes: usize,
-    /// Nesting of mappings and sequences in one input; deeper inputs are refused, counted in
-    /// `sextant_xds_bounded_total{bound="input_depth"}`.
-    #[arg(long, env = "SEXTANT_MAX_INPUT_DEPTH", default_value_t = sextant_index::manifest::MAX_DEPTH)]
-    pub max_input_depth: usize,
-    /// Nodes one input may expand to (YAML aliases counted each time used); counted in
-    /// `sextant_xds_bounded_total{bound="input_nodes"}` when passed.
-    #[arg(long, env = "SEXTANT_MAX_INPUT_NODES", default_value_t = sextant_index::manifest::MAX_NODES)]
-    pub max_input_nodes: usize,
-    /// Bytes one input expands to with aliases expanded and every field written under its
-    /// full path (long keys nested deep make this grow with the square of the text); counted
-    /// in `sextant_xds_bounded_total{bound="input_expanded_bytes"}` when passed.
-    #[arg(long, env = "SEXTANT_MAX_INPUT_EXPANDED_BYTES", default_value_t = sextant_index::manifest::MAX_EXPANDED_BYTES)]
-    pub max_input_expanded_bytes: usize,
+    /// Bounds on every input read (files, admission reviews, watched objects).
+    #[command(flatten)]
+    pub input: InputArgs,
     /// VirtualServices and DestinationRules held back at once after a proxy rejected them
     /// (NACK isolation); a further rejection is left as it is, counted in
     /// `sextant_xds_bounded_total{bound="held_objects"}`.

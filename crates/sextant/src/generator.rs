@@ -190,6 +190,14 @@ impl XdsGenerator {
     /// Follows NACKs for [`Quarantine`]: holds the object a proxy rejected, and publishes.
     fn isolate(&self, proxy: &Proxy, event: &Event) {
         if proxy.identity.is_none() && !self.plaintext_nacks {
+            if let Event::Nack { type_url, .. } = event {
+                tracing::warn!(
+                    proxy = %proxy.id, %type_url,
+                    "nothing held back: NACK isolation follows only proxies of the secure port \
+                     unless --hold-on-plaintext-nacks; this proxy gets no change to the rejected \
+                     type until the object it rejected is fixed"
+                );
+            }
             return;
         }
         let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());

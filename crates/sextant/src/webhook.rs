@@ -20,7 +20,7 @@ use axum::{
 use serde_json::{Value, json};
 use sextant_index::{
     check::{self, ObjectKind},
-    manifest::{Limits, check_value},
+    manifest::{Bound, Exceeded, Limits, check_value},
 };
 use tokio::sync::Semaphore;
 
@@ -155,10 +155,25 @@ fn deny_for_time(review: &mut Value, budget: Duration) {
     });
 }
 
+/// Levels of nesting serde_json reads before it refuses.
+const JSON_DEPTH: usize = 128;
+
 /// The body as an AdmissionReview with a request to answer: JSON, `kind: AdmissionReview`,
 /// and a `request` whose `uid` the answer must carry.
 fn parse_review(body: &[u8]) -> Result<Value, String> {
-    let review: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let review: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json stops at 128 levels before the input bounds can judge the object: that
+        // is the depth bound too, whatever --max-input-depth says.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            let limit = JSON_DEPTH.min(Limits::current().depth);
+            format!(
+                "{}; the JSON reader stops at {JSON_DEPTH} levels in any case",
+                Exceeded::new(Bound::Depth, limit)
+            )
+        } else {
+            e.to_string()
+        }
+    })?;
     if review["kind"] != "AdmissionReview" {
         return Err("kind is not AdmissionReview".to_owned());
     }
@@ -213,6 +228,18 @@ pub fn review_response(review: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_nested_past_the_json_reader_name_the_depth_bound() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"kind": "AdmissionReview", "request": {{"uid": "u", "object": {deep}}}}}"#
+        );
+        let before = Bound::Depth.refusals();
+        let refused = answer(body.as_bytes()).expect_err("too deep to read");
+        assert!(refused.contains("bound input_depth"), "{refused}");
+        assert!(Bound::Depth.refusals() > before);
+    }
 
     #[test]
     fn bodies_that_are_not_admission_reviews_are_refused() {

@@ -68,9 +68,9 @@ fn log_published(snapshot: &Snapshot, changes: &Changes) {
     }
     tracing::info!(
         version = snapshot.version,
-        services = changes.services.len(),
-        endpoints = changes.endpoints.len(),
-        configs = changes.configs.len(),
+        changed_services = changes.services.len(),
+        changed_endpoints = changes.endpoints.len(),
+        changed_configs = changes.configs.len(),
         "published snapshot"
     );
 }

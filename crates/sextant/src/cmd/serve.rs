@@ -6,7 +6,6 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 
 use sextant_ca::{Ca, Secrets, SystemClock};
-use sextant_index::manifest::Limits as InputLimits;
 use sextant_index::{Changes, Index};
 use sextant_kube::leader;
 use sextant_model::Snapshot;
@@ -73,10 +72,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_review_cache_size,
         token_review_cache_seconds,
         max_token_reviews_waiting,
-        max_input_bytes,
-        max_input_depth,
-        max_input_nodes,
-        max_input_expanded_bytes,
+        input,
         max_held_objects,
         hold_on_plaintext_nacks,
         max_regex_program_size,
@@ -112,12 +108,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, %trust_domain, ?log_format, %log_level,
         "starting sextant"
     );
-    let input_limits = InputLimits {
-        input_bytes: max_input_bytes,
-        depth: max_input_depth,
-        nodes: max_input_nodes,
-        expanded_bytes: max_input_expanded_bytes,
-    };
+    let input_limits = input.limits();
     // Files, admission reviews and watched objects all read within these.
     input_limits.configure();
     tracing::info!(?input_limits, "input limits");
@@ -180,7 +171,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     match (config_dir, client) {
         (Some(config_dir), _) => {
             let mut dir = DirSource::new(config_dir, namespace, index)
-                .max_file_bytes(max_input_bytes as u64)
+                .max_file_bytes(input.max_input_bytes as u64)
                 .counters(metrics.dir.clone());
             // Watch first: a change made while the first read runs is then not missed.
             dir.watch(events_tx)?;

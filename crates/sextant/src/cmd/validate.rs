@@ -101,8 +101,10 @@ pub fn run(args: ValidateArgs) -> ExitCode {
         output,
         strict,
         max_regex_program_size,
+        input,
     } = args;
     sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
+    input.limits().configure();
     let inputs = match read_inputs(&files) {
         Ok(inputs) => inputs,
         Err(e) => {
