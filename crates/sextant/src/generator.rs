@@ -61,6 +61,9 @@ pub struct XdsGenerator {
     /// Objects held back after a proxy rejected them (NACK isolation); also orders
     /// publishing.
     quarantine: Mutex<Quarantine>,
+    /// Scopes compiled at once (one per core): each stream compiling waits its turn on a
+    /// blocking thread, never on a runtime worker.
+    compiling: Turns,
     /// Whether NACKs from unauthenticated streams (the plaintext port) may hold objects back.
     plaintext_nacks: bool,
     /// Tells the streams a version was published (set by `with_updates`).
@@ -87,6 +90,7 @@ impl XdsGenerator {
             secrets: None,
             no_secrets: Arc::from([]),
             quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
+            compiling: Turns::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             plaintext_nacks: false,
             updates: None,
             held: tokio::sync::watch::Sender::new(Default::default()),
@@ -258,6 +262,8 @@ impl XdsGenerator {
         if entry.version == Some(snapshot.version) {
             return entry.resources.clone();
         }
+        // CPU-bound: more at once than there are cores only adds memory.
+        let _turn = self.compiling.enter();
         let started = std::time::Instant::now();
         let rebuild = entry
             .version
@@ -277,6 +283,43 @@ impl XdsGenerator {
             resources: Arc::new(resources),
         };
         entry.resources.clone()
+    }
+}
+
+/// A counting gate for blocking threads: at most `max` inside at once, the rest wait.
+struct Turns {
+    inside: Mutex<usize>,
+    left: std::sync::Condvar,
+    max: usize,
+}
+
+impl Turns {
+    fn new(max: usize) -> Self {
+        Turns {
+            inside: Mutex::new(0),
+            left: std::sync::Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Waits for a turn; it ends when the returned guard drops.
+    fn enter(&self) -> Turn<'_> {
+        let mut inside = self.inside.lock().unwrap_or_else(|p| p.into_inner());
+        while *inside >= self.max {
+            inside = self.left.wait(inside).unwrap_or_else(|p| p.into_inner());
+        }
+        *inside += 1;
+        Turn(self)
+    }
+}
+
+/// A turn of [`Turns`].
+struct Turn<'a>(&'a Turns);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.inside.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.left.notify_one();
     }
 }
 
@@ -443,6 +486,28 @@ impl Generator for XdsGenerator {
 mod tests {
     use super::*;
     use sextant_model::ObjectRef;
+
+    #[test]
+    fn turns_let_at_most_their_number_in_at_once() {
+        let turns = Turns::new(2);
+        let (inside, most) = (
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        );
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let _turn = turns.enter();
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= 2);
+        assert_eq!(*turns.inside.lock().expect("lock"), 0);
+    }
 
     fn vs(kind: Kind) -> ObjectRef {
         ObjectRef {
