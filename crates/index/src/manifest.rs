@@ -117,7 +117,22 @@ pub fn parse_documents_within(text: &str, limits: &Limits) -> Result<Vec<Documen
         .map_err(|exceeded| ManifestError::Limit { line: 1, exceeded })?;
     let mut builder = Builder::new(*limits);
     let mut parser = Parser::new_from_str(text);
-    let result = parser.load(&mut builder, true);
+    // Events are pulled one by one rather than through `Parser::load`, which recurses once per
+    // level of nesting: 5,000 levels of `- ` (10 KB) would overflow the stack before the depth
+    // bound could refuse them. The builder keeps its own stack, and reading stops at its first
+    // error.
+    let result = loop {
+        match parser.next_token() {
+            Ok((event, mark)) => {
+                let end = event == Event::StreamEnd;
+                builder.on_event(event, mark);
+                if end || builder.error.is_some() {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
     if let Some(err) = builder.error.take() {
         return Err(err);
     }
@@ -381,6 +396,8 @@ impl MarkedEventReceiver for Builder {
         let line = mark.line();
         match ev {
             Event::DocumentStart => {
+                // Anchors belong to their document.
+                self.anchors.clear();
                 self.doc_line = line;
                 self.lines = FieldLines::new(line);
                 self.path.clear();
@@ -527,6 +544,26 @@ mod tests {
         assert_eq!(docs[1].line_of("kind"), 4);
         assert_eq!(docs[1].line_of("spec.http[0].route[0].weight"), 8);
         assert_eq!(docs[1].line_of("spec.http[0].route[0].missing"), 8);
+    }
+
+    #[test]
+    fn block_nesting_far_past_the_depth_bound_is_refused_without_recursing() {
+        // 200,000 levels: reading them recursively would overflow any thread's stack.
+        let mappings: String = (0..2_000)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        for text in ["- ".repeat(200_000) + "x\n", mappings + "b: 1\n"] {
+            let err = parse_documents(&text).expect_err("too deep");
+            assert!(err.to_string().contains("bound input_depth"), "{err}");
+        }
+    }
+
+    #[test]
+    fn aliases_do_not_reach_into_another_document() {
+        let err = parse_documents("a: &x 1\n---\nb: *x\n").expect_err("unknown anchor");
+        assert!(err.to_string().contains("unknown anchor"), "{err}");
+        let docs = parse_documents("a: &x 1\nb: *x\n").expect("same document");
+        assert_eq!(docs[0].value["b"], 1);
     }
 
     #[test]

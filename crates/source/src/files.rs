@@ -54,6 +54,9 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Unreadable {
 
 fn read_file(path: &Path) -> Result<String, Unreadable> {
     let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
+    if !meta.is_file() {
+        return Err(unreadable(path, "not a regular file"));
+    }
     if let Err(exceeded) = Limits::current().check_len(meta.len()) {
         return Err(unreadable(
             path,

@@ -67,6 +67,9 @@ pub enum FileError {
     /// Not UTF-8 text.
     #[error("not UTF-8 text (invalid byte at offset {0})")]
     NotText(usize),
+    /// A FIFO, socket or device: opening it could block the reader forever.
+    #[error("not a regular file")]
+    NotRegular,
     /// Could not be opened or read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -74,15 +77,27 @@ pub enum FileError {
 
 /// The text of `path`, refused when larger than `limit` bytes.
 pub fn read(path: &Path, limit: u64) -> Result<String, FileError> {
-    let size = std::fs::metadata(path)?.len();
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular);
+    }
+    let size = meta.len();
     if size > limit {
         return Err(FileError::TooLarge { size, limit });
     }
     let mut bytes = Vec::new();
+    // Opened without blocking, and checked again once open: a FIFO put in the file's place
+    // after the check above must not hold the reader.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(FileError::NotRegular);
+    }
     // The file may grow between the size check and the read.
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(FileError::TooLarge {
             size: bytes.len() as u64,
@@ -194,6 +209,18 @@ mod tests {
         let bin = read_objects(&d.join("bin.yaml"), 1024, "default");
         assert!(!bin.too_large);
         assert!(bin.problems[0].contains("not UTF-8"), "{bin:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_fifo_is_reported_without_blocking_the_reader() {
+        let d = dir("fifo");
+        let fifo = d.join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("coreutils' mkfifo").success());
+        // With no writer, opening it for reading the usual way would wait forever.
+        let read = read_objects(&fifo, 1024, "default");
+        assert!(read.problems[0].contains("not a regular file"), "{read:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
