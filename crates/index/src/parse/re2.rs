@@ -47,7 +47,7 @@ pub fn program_size(pattern: &str) -> Option<usize> {
         .unicode(false)
         .utf8(false)
         .build()
-        .parse(pattern)
+        .parse(&re2_perl_space(pattern))
         .ok()?;
     let (hir, anchored) = strip_anchors(hir);
     let mut p = Program::default();
@@ -69,6 +69,33 @@ pub fn program_size(pattern: &str) -> Option<usize> {
         return Some(1);
     }
     Some(p.flat_size(unanchored, start))
+}
+
+/// `pattern` with `\s` and `\S` spelled as RE2 reads them: RE2's `\s` is `[\t\n\f\r ]`, three
+/// byte ranges, while regex-syntax's also takes `\v` (two ranges). Inside a class they become
+/// nested classes, which regex-syntax reads the same way.
+fn re2_perl_space(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains("\\s") && !pattern.contains("\\S") {
+        return std::borrow::Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('s') => out.push_str(r"[\x09\x0A\x0C\x0D\x20]"),
+            Some('S') => out.push_str(r"[^\x09\x0A\x0C\x0D\x20]"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The regex RE2 compiles, and whether the program is anchored at the start. RE2 matches a

@@ -88,6 +88,21 @@ const ENVOY: &[(&str, usize)] = &[
 ];
 
 #[test]
+fn perl_space_is_counted_as_re2_reads_it() {
+    // RE2's \s is [\t\n\f\r ] (three ranges), not regex-syntax's, which also takes \v.
+    let class = program_size(r"[\t\n\f\r\x20]{33}");
+    assert_eq!(program_size(r"\s{33}"), class);
+    assert!(
+        class.expect("estimated") > 100,
+        "Envoy refuses \\s{{33}}: {class:?}"
+    );
+    assert!(program_size(r"[\s]{40}").expect("estimated") > 100);
+    assert!(program_size(r"[^\S]{40}").expect("estimated") > 100);
+    // An escaped backslash before `s` is a backslash and a letter.
+    assert_eq!(program_size(r"\\s"), program_size(r"\x5Cs"));
+}
+
+#[test]
 fn hostile_repetition_is_not_estimated_past_the_bound() {
     assert_eq!(program_size("(x{1000}){1000}"), None);
     assert_eq!(program_size("[[:alpha:]]{1000}"), Some(1004));
