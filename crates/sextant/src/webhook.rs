@@ -155,6 +155,9 @@ fn deny_for_time(review: &mut Value, budget: Duration) {
     });
 }
 
+/// Errors listed in a denial; the rest are counted.
+const MAX_ERRORS_SHOWN: usize = 100;
+
 /// Levels of nesting serde_json reads before it refuses.
 const JSON_DEPTH: usize = 128;
 
@@ -214,7 +217,20 @@ pub fn review_response(review: &Value) -> Value {
             );
         }
         if !checked.errors.is_empty() {
-            let errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
+            // The API server shows the message to the user; past a hundred errors more help
+            // no one, and a hostile review could otherwise make the answer megabytes long.
+            let mut errors: Vec<String> = checked
+                .errors
+                .iter()
+                .take(MAX_ERRORS_SHOWN)
+                .map(ToString::to_string)
+                .collect();
+            if checked.errors.len() > MAX_ERRORS_SHOWN {
+                errors.push(format!(
+                    "and {} more errors",
+                    checked.errors.len() - MAX_ERRORS_SHOWN
+                ));
+            }
             response["allowed"] = json!(false);
             response["status"] = json!({
                 "code": 400, "reason": "Invalid",
@@ -228,6 +244,25 @@ pub fn review_response(review: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denial_lists_at_most_a_hundred_errors() {
+        let routes: Vec<Value> = (0..300)
+            .map(|_| json!({"route": [{"destination": {"host": "r"}, "weight": -1}]}))
+            .collect();
+        let bad = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"hosts": ["r"], "http": routes}});
+        let out = review_response(&review(bad));
+        let message = out["response"]["status"]["message"]
+            .as_str()
+            .expect("message");
+        assert!(message.ends_with("more errors"), "{message}");
+        assert!(
+            message.matches("; ").count() <= MAX_ERRORS_SHOWN,
+            "{message}"
+        );
+    }
 
     #[test]
     fn objects_nested_past_the_json_reader_name_the_depth_bound() {
