@@ -411,11 +411,17 @@ impl Quarantine {
                     .map(|d| (&d.id, Content::DestinationRule(d.clone()))),
             );
         for (id, content) in contents {
-            let forgotten = self.forgotten;
-            let h = self.history.entry(id.clone()).or_insert_with(|| History {
-                known_from: forgotten,
-                ..History::default()
-            });
+            if !self.history.contains_key(id) {
+                let known_from = self.forgotten;
+                let new = History {
+                    known_from,
+                    ..History::default()
+                };
+                self.history.insert(id.clone(), new);
+            }
+            let Some(h) = self.history.get_mut(id) else {
+                continue;
+            };
             h.seen = version;
             let current = matches!(h.entries.back(), Some((_, Some(c))) if same(c, &content));
             if !current {

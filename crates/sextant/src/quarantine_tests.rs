@@ -347,3 +347,26 @@ fn past_the_proxy_bound_only_the_oldest_proxy_is_forgotten() {
     assert!(!q.proxies.contains_key(&node(0).id));
     assert!(q.proxies[&node(1).id].acked.contains_key(type_url::ROUTE));
 }
+
+#[test]
+fn an_object_deleted_and_recreated_since_the_ack_is_held_at_its_accepted_content() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "keep", "/k");
+    vs(&mut index, "reviews", "/v1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s.clone(), c);
+    answer(&mut q, &p, v1.version, false);
+    let mut gone = Snapshot::clone(&s);
+    gone.virtual_services.retain(|v| v.id != id("reviews"));
+    let mut changes = Changes::default();
+    changes.configs.insert(id("reviews"));
+    q.publish(Arc::new(gone), changes);
+    vs(&mut index, "reviews", "/v2");
+    let (s, c) = index.publish();
+    let (v3, _) = q.publish(s, c);
+    assert!(prefix_of(&v3, "reviews").expect("back").contains("/v2"));
+    let (v4, _) = answer(&mut q, &p, v3.version, true).expect("reviews held");
+    assert!(prefix_of(&v4, "reviews").expect("kept").contains("/v1"));
+}
