@@ -12,6 +12,20 @@
 //! held object is released when it changes again (or is deleted). Versions published here
 //! increase with every source snapshot and every republish, so compiled resources are never
 //! mistaken for another version's.
+//!
+//! Two rules keep a proxy from using this against others. A proxy that never ACKed the type
+//! has no accepted version to go back to, so its NACK holds nothing (as with istiod). And a
+//! proxy's NACK only holds objects of its own namespace (the secure port checks that the
+//! node's namespace is its identity's): the team that owns an object holds it back when its
+//! own proxies reject it, while proxies of other namespaces keep rejecting (and get no change
+//! of that type) until then, as with istiod. One workload can thus never hold back another
+//! team's objects.
+//!
+//! The content served for a held object is looked up in a per-object history of what was
+//! published, not in recent snapshots, so it is found however many unrelated snapshots were
+//! published since the proxy's ACK. If it cannot be found (the object changed more often than
+//! the history keeps), nothing is held; an object is left out only if it did not exist at the
+//! accepted version.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -23,8 +37,14 @@ use sextant_model::{DestinationRule, Kind, ObjectRef, Proxy, ProxyKind, Snapshot
 use sextant_resources::type_url;
 use sextant_xds::protocol::Event;
 
-/// Published snapshots kept to find an object's content at the version a proxy last ACKed.
-const RECENT_SNAPSHOTS: usize = 8;
+/// Published contents kept per VirtualService or DestinationRule, to find its content at
+/// the version a proxy last ACKed. Memory: at most this many contents per live object (each an
+/// `Arc` shared with the snapshots while current), plus the deleted objects below.
+const HISTORY_PER_OBJECT: usize = 8;
+
+/// Deleted objects whose history is kept beyond the live ones; past this, the deleted ones'
+/// histories are forgotten (and an object unseen since is of unknown content before then).
+const DELETED_HISTORIES: usize = 10_000;
 
 /// Changes (of VirtualServices and DestinationRules) kept to find NACK suspects.
 const CHANGE_LOG: usize = 64;
@@ -32,8 +52,8 @@ const CHANGE_LOG: usize = 64;
 /// Held objects by default: far more than one mesh's teams break at once.
 pub const DEFAULT_MAX_HELD_OBJECTS: usize = 100;
 
-/// Proxies whose sent and ACKed versions are tracked; past this the table starts afresh
-/// (W-L has 5,000 proxies).
+/// Proxies whose sent and ACKed versions are tracked; past this the one tracked longest is
+/// forgotten (W-L has 5,000 proxies).
 const TRACKED_PROXIES: usize = 50_000;
 
 /// What a held object is served as.
@@ -78,6 +98,29 @@ impl Held {
     }
 }
 
+/// What an object was published as, from a version on (`None`: absent).
+type Entry = (u64, Option<Content>);
+
+/// What one object was published as, oldest first.
+#[derive(Default)]
+struct History {
+    /// Versions from this one on are all known: before the first entry, the object was absent.
+    known_from: u64,
+    entries: VecDeque<Entry>,
+    /// The last version whose snapshot had the object.
+    seen: u64,
+}
+
+/// An object's content at a version.
+enum Past {
+    /// It did not exist.
+    Absent,
+    /// It was published with this content.
+    Was(Content),
+    /// No longer known.
+    Unknown,
+}
+
 /// What one proxy was sent and ACKed, by type (published versions).
 #[derive(Default)]
 struct Track {
@@ -98,11 +141,15 @@ pub struct Quarantine {
     /// The newest published version.
     version: u64,
     held: BTreeMap<ObjectRef, Held>,
-    /// Published snapshots, oldest first.
-    recent: VecDeque<Arc<Snapshot>>,
+    /// What each VirtualService and DestinationRule was published as.
+    history: HashMap<ObjectRef, History>,
+    /// Objects without a history may have existed before this version.
+    forgotten: u64,
     /// Configuration objects changed by each published version, oldest first.
     log: VecDeque<(u64, Vec<ObjectRef>)>,
     proxies: HashMap<String, Track>,
+    /// Tracked proxies, in the order they were first seen.
+    order: VecDeque<String>,
     /// NACKs of versions older than this are from before the last hold and are ignored.
     last_hold: u64,
 }
@@ -122,9 +169,11 @@ impl Quarantine {
             source: Arc::new(Snapshot::default()),
             version: 0,
             held: BTreeMap::new(),
-            recent: VecDeque::new(),
+            history: HashMap::new(),
+            forgotten: 0,
             log: VecDeque::new(),
             proxies: HashMap::new(),
+            order: VecDeque::new(),
             last_hold: 0,
         }
     }
@@ -154,8 +203,14 @@ impl Quarantine {
 
     /// Notes the version of the resources computed for `proxy`.
     pub fn resources(&mut self, proxy: &Proxy, version: u64) {
-        if !self.proxies.contains_key(&proxy.id) && self.proxies.len() >= TRACKED_PROXIES {
-            self.proxies.clear();
+        if !self.proxies.contains_key(&proxy.id) {
+            while self.proxies.len() >= TRACKED_PROXIES {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.proxies.remove(&oldest);
+            }
+            self.order.push_back(proxy.id.clone());
         }
         self.proxies.entry(proxy.id.clone()).or_default().resources = version;
     }
@@ -200,14 +255,32 @@ impl Quarantine {
         if rejected < self.last_hold {
             return Ok(None);
         }
-        let Some(suspect) = self.suspect(proxy, type_url, error, rejected, accepted.unwrap_or(0))
-        else {
+        let Some(accepted) = accepted else {
+            tracing::debug!(
+                proxy = %proxy.id, %type_url,
+                "nothing held back: the proxy never accepted this type, so there is nothing to \
+                 go back to; it gets no change of this type until the object is fixed"
+            );
+            return Ok(None);
+        };
+        let Some(suspect) = self.suspect(proxy, type_url, error, rejected, accepted) else {
             return Ok(None);
         };
         if self.held.len() >= self.max_held {
             return Err(Refusal::TooManyHeld);
         }
-        let served = accepted.and_then(|v| self.content_at(&suspect, v));
+        let served = match self.past(&suspect, accepted) {
+            Past::Was(content) => Some((accepted, content)),
+            Past::Absent => None,
+            Past::Unknown => {
+                tracing::warn!(
+                    object = %suspect, proxy = %proxy.id, %type_url, %error, accepted,
+                    "nothing held back: the content the proxy accepted is no longer known (the \
+                     object changed too often since)"
+                );
+                return Ok(None);
+            }
+        };
         tracing::warn!(
             object = %suspect, proxy = %proxy.id, %type_url, %error,
             served = ?served.as_ref().map(|(v, _)| v),
@@ -231,8 +304,9 @@ impl Quarantine {
         Ok(Some((snapshot, changes)))
     }
 
-    /// The object to blame: among those changed after `accepted` up to `rejected` that can
-    /// contribute to `type_url` for `proxy` and are not held yet, the newest whose content
+    /// The object to blame: among those of `proxy`'s own namespace changed after `accepted` up
+    /// to `rejected` (and not back to what it was at `accepted`) that can contribute to
+    /// `type_url` for `proxy` and are not held yet, the newest whose content
     /// holds something Envoy's `error` quotes (its messages quote the regex or name at
     /// fault), else the newest.
     fn suspect(
@@ -258,9 +332,11 @@ impl Quarantine {
         {
             for id in ids.iter().rev() {
                 if kinds.contains(&id.kind)
+                    && id.namespace == proxy.namespace
                     && !self.held.contains_key(id)
                     && !candidates.contains(&id)
                     && contributes(&self.source, proxy, id)
+                    && !self.unchanged_since(id, accepted)
                 {
                     candidates.push(id);
                 }
@@ -284,32 +360,87 @@ impl Quarantine {
             .map(|id| (*id).clone())
     }
 
-    /// `id`'s content in the published snapshot of `version`, with that version, unless it
-    /// is the same as the source's current content.
-    fn content_at(&self, id: &ObjectRef, version: u64) -> Option<(u64, Content)> {
-        let old = self.recent.iter().find(|s| s.version == version)?;
-        let content = match id.kind {
-            Kind::VirtualService => {
-                Content::VirtualService(old.virtual_services.iter().find(|v| v.id == *id)?.clone())
-            }
-            Kind::DestinationRule => Content::DestinationRule(
-                old.destination_rules.iter().find(|d| d.id == *id)?.clone(),
-            ),
-            _ => return None,
+    /// `id`'s published content at `version`.
+    fn past(&self, id: &ObjectRef, version: u64) -> Past {
+        let Some(h) = self.history.get(id) else {
+            return if version >= self.forgotten {
+                Past::Absent
+            } else {
+                Past::Unknown
+            };
         };
-        let same = match (&content, id.kind) {
-            (Content::VirtualService(v), _) => self
+        match h.entries.iter().rev().find(|(v, _)| *v <= version) {
+            Some((_, Some(content))) => Past::Was(content.clone()),
+            Some((_, None)) => Past::Absent,
+            None if version >= h.known_from => Past::Absent,
+            None => Past::Unknown,
+        }
+    }
+
+    /// Whether `id`'s content at `version` is its current content in the source (it changed
+    /// and changed back: holding it would change nothing).
+    fn unchanged_since(&self, id: &ObjectRef, version: u64) -> bool {
+        let Past::Was(old) = self.past(id, version) else {
+            return false;
+        };
+        match old {
+            Content::VirtualService(v) => self
                 .source
                 .virtual_services
                 .iter()
-                .any(|c| Arc::ptr_eq(c, v) || **c == **v),
-            (Content::DestinationRule(d), _) => self
+                .any(|c| c.id == *id && (Arc::ptr_eq(c, &v) || **c == *v)),
+            Content::DestinationRule(d) => self
                 .source
                 .destination_rules
                 .iter()
-                .any(|c| Arc::ptr_eq(c, d) || **c == **d),
-        };
-        (!same).then_some((version, content))
+                .any(|c| c.id == *id && (Arc::ptr_eq(c, &d) || **c == *d)),
+        }
+    }
+
+    /// Notes what each VirtualService and DestinationRule is published as in `snapshot`.
+    fn record(&mut self, snapshot: &Snapshot) {
+        let version = snapshot.version;
+        let contents = snapshot
+            .virtual_services
+            .iter()
+            .map(|v| (&v.id, Content::VirtualService(v.clone())))
+            .chain(
+                snapshot
+                    .destination_rules
+                    .iter()
+                    .map(|d| (&d.id, Content::DestinationRule(d.clone()))),
+            );
+        for (id, content) in contents {
+            if !self.history.contains_key(id) {
+                let known_from = self.forgotten;
+                let new = History {
+                    known_from,
+                    ..History::default()
+                };
+                self.history.insert(id.clone(), new);
+            }
+            let Some(h) = self.history.get_mut(id) else {
+                continue;
+            };
+            h.seen = version;
+            let current = matches!(h.entries.back(), Some((_, Some(c))) if same(c, &content));
+            if !current {
+                push(h, (version, Some(content)));
+            }
+        }
+        let mut deleted = 0;
+        for h in self.history.values_mut() {
+            if h.seen != version {
+                if matches!(h.entries.back(), Some((_, Some(_)))) {
+                    push(h, (version, None));
+                }
+                deleted += 1;
+            }
+        }
+        if deleted > DELETED_HISTORIES {
+            self.history.retain(|_, h| h.seen == version);
+            self.forgotten = version;
+        }
     }
 
     /// The source's snapshot with the held objects laid over it, as the next version;
@@ -329,15 +460,32 @@ impl Quarantine {
             .into_iter()
             .filter(|c| matches!(c.kind, Kind::VirtualService | Kind::DestinationRule))
             .collect();
-        self.log.push_back((version, configs));
+        if !configs.is_empty() {
+            self.log.push_back((version, configs));
+        }
         while self.log.len() > CHANGE_LOG {
             self.log.pop_front();
         }
-        self.recent.push_back(snapshot.clone());
-        while self.recent.len() > RECENT_SNAPSHOTS {
-            self.recent.pop_front();
-        }
+        self.record(&snapshot);
         snapshot
+    }
+}
+
+/// Adds `entry` to `h`, forgetting the oldest past the bound.
+fn push(h: &mut History, entry: Entry) {
+    h.entries.push_back(entry);
+    while h.entries.len() > HISTORY_PER_OBJECT {
+        h.entries.pop_front();
+        h.known_from = h.entries.front().map_or(h.known_from, |(v, _)| *v);
+    }
+}
+
+/// Whether `a` and `b` are the same content.
+fn same(a: &Content, b: &Content) -> bool {
+    match (a, b) {
+        (Content::VirtualService(a), Content::VirtualService(b)) => Arc::ptr_eq(a, b) || a == b,
+        (Content::DestinationRule(a), Content::DestinationRule(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
     }
 }
 

@@ -4,10 +4,15 @@ use sextant_index::{Index, Object};
 use super::*;
 
 fn vs(index: &mut Index, name: &str, prefix: &str) {
+    vs_in(index, "default", name, prefix);
+}
+
+/// A VirtualService in `ns`, exported to every namespace.
+fn vs_in(index: &mut Index, ns: &str, name: &str, prefix: &str) {
     let object = Object::from_json(
         json!({
             "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": ns},
             "spec": {"hosts": [name], "http": [{"match": [{"uri": {"prefix": prefix}}],
                      "route": [{"destination": {"host": name}}]}]}
         }),
@@ -147,6 +152,10 @@ fn holding_stops_at_the_bound() {
     let mut index = Index::new("cluster.local", "Kubernetes");
     let mut q = Quarantine::new(1);
     let p = proxy();
+    vs(&mut index, "x", "/x");
+    let (s, c) = index.publish();
+    let (v0, _) = q.publish(s, c);
+    answer(&mut q, &p, v0.version, false);
     vs(&mut index, "a", "/a");
     vs(&mut index, "b", "/b");
     let (s, c) = index.publish();
@@ -204,4 +213,160 @@ fn the_object_envoys_error_quotes_is_blamed_and_invisible_ones_never_are() {
             name: "hidden".into(),
         }
     ));
+}
+
+/// Publishes the source's `s` again as a newer version with no configuration change (an
+/// EndpointSlice edit, say).
+fn unrelated_publish(q: &mut Quarantine, s: &Arc<Snapshot>, bump: u64) -> Arc<Snapshot> {
+    let mut next = Snapshot::clone(s);
+    next.version += bump;
+    q.publish(Arc::new(next), Changes::default()).0
+}
+
+#[test]
+fn a_nack_from_a_proxy_that_never_acked_holds_nothing() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "reviews", "/r1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    assert!(answer(&mut q, &p, v1.version, true).is_none());
+    assert!(q.held().is_empty());
+    // Nor after more changes: still no ACK to go back to.
+    vs(&mut index, "reviews", "/r2");
+    let (s, c) = index.publish();
+    let (v2, _) = q.publish(s, c);
+    assert!(answer(&mut q, &p, v2.version, true).is_none());
+    assert!(q.held().is_empty());
+    assert!(
+        prefix_of(&q.overlay(vec![]), "reviews")
+            .expect("reviews served")
+            .contains("/r2")
+    );
+}
+
+#[test]
+fn a_proxy_holds_only_objects_of_its_own_namespace() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let evil =
+        Proxy::from_node_id("sidecar~10.9.9.9~evil-0.evil~evil.svc.cluster.local").expect("node");
+    vs(&mut index, "reviews", "/r1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    assert!(answer(&mut q, &evil, v1.version, false).is_none());
+    // default/reviews is exported to every namespace, evil's proxy sees it, rejects its edit:
+    // it is not evil's to hold back.
+    vs(&mut index, "reviews", "/r2");
+    let (s, c) = index.publish();
+    let (v2, _) = q.publish(s, c);
+    assert!(answer(&mut q, &evil, v2.version, true).is_none());
+    assert!(q.held().is_empty());
+    // evil's own object it can hold.
+    vs_in(&mut index, "evil", "mine", "/m");
+    let (s, c) = index.publish();
+    let (v3, _) = q.publish(s, c);
+    let (v4, changes) = answer(&mut q, &evil, v3.version, true).expect("evil/mine held");
+    let mine = ObjectRef {
+        kind: Kind::VirtualService,
+        namespace: "evil".into(),
+        name: "mine".into(),
+    };
+    assert_eq!(changes.configs.iter().collect::<Vec<_>>(), vec![&mine]);
+    assert!(prefix_of(&v4, "reviews").expect("reviews").contains("/r2"));
+}
+
+#[test]
+fn the_accepted_content_is_found_after_many_unrelated_publishes() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "reviews", "/v1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s.clone(), c);
+    answer(&mut q, &p, v1.version, false);
+    let mut last = v1.clone();
+    for bump in 1..=20 {
+        last = unrelated_publish(&mut q, &s, bump);
+    }
+    vs(&mut index, "reviews", "/v2");
+    let (s, c) = index.publish();
+    let mut next = Snapshot::clone(&s);
+    next.version = next.version.max(last.version + 1);
+    let (v2, _) = q.publish(Arc::new(next), c);
+    let (v3, _) = answer(&mut q, &p, v2.version, true).expect("reviews held");
+    assert!(
+        prefix_of(&v3, "reviews")
+            .expect("reviews kept")
+            .contains("/v1")
+    );
+    assert_eq!(q.held()[&id("reviews")].served_version, Some(v1.version));
+}
+
+#[test]
+fn an_accepted_content_no_longer_known_holds_nothing_rather_than_leave_it_out() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "reviews", "/v0");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    answer(&mut q, &p, v1.version, false);
+    let mut last = v1;
+    for n in 1..=(HISTORY_PER_OBJECT + 2) {
+        vs(&mut index, "reviews", &format!("/v{n}"));
+        let (s, c) = index.publish();
+        last = q.publish(s, c).0;
+    }
+    assert!(answer(&mut q, &p, last.version, true).is_none());
+    assert!(q.held().is_empty());
+    assert!(prefix_of(&q.overlay(vec![]), "reviews").is_some());
+}
+
+#[test]
+fn past_the_proxy_bound_only_the_oldest_proxy_is_forgotten() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    vs(&mut index, "a", "/a1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    let node = |n: usize| {
+        Proxy::from_node_id(&format!(
+            "sidecar~10.1.0.1~o{n}.default~default.svc.cluster.local"
+        ))
+        .expect("node")
+    };
+    for n in 0..TRACKED_PROXIES {
+        q.resources(&node(n), v1.version);
+    }
+    // The second proxy ACKs; one more proxy makes only the first one forgotten.
+    answer(&mut q, &node(1), v1.version, false);
+    q.resources(&node(TRACKED_PROXIES), v1.version);
+    assert_eq!(q.proxies.len(), TRACKED_PROXIES);
+    assert!(!q.proxies.contains_key(&node(0).id));
+    assert!(q.proxies[&node(1).id].acked.contains_key(type_url::ROUTE));
+}
+
+#[test]
+fn an_object_deleted_and_recreated_since_the_ack_is_held_at_its_accepted_content() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let p = proxy();
+    vs(&mut index, "keep", "/k");
+    vs(&mut index, "reviews", "/v1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s.clone(), c);
+    answer(&mut q, &p, v1.version, false);
+    let mut gone = Snapshot::clone(&s);
+    gone.virtual_services.retain(|v| v.id != id("reviews"));
+    let mut changes = Changes::default();
+    changes.configs.insert(id("reviews"));
+    q.publish(Arc::new(gone), changes);
+    vs(&mut index, "reviews", "/v2");
+    let (s, c) = index.publish();
+    let (v3, _) = q.publish(s, c);
+    assert!(prefix_of(&v3, "reviews").expect("back").contains("/v2"));
+    let (v4, _) = answer(&mut q, &p, v3.version, true).expect("reviews held");
+    assert!(prefix_of(&v4, "reviews").expect("kept").contains("/v1"));
 }
