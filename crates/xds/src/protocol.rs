@@ -97,6 +97,20 @@ pub struct Limits {
     pub subscription_names: usize,
 }
 
+impl Limits {
+    /// Refuses a subscription of `type_url` that would hold `names` names.
+    pub fn admit_names(&self, type_url: &str, names: usize) -> Result<(), Refused> {
+        if names > self.subscription_names {
+            return Err(Refused::TooManyNames {
+                type_url: type_url.to_owned(),
+                names,
+                limit: self.subscription_names,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

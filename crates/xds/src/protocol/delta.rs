@@ -88,14 +88,7 @@ impl Delta {
             .filter(|n| held.is_some_and(|h| h.contains(*n)))
             .count();
         let names = (held.map_or(0, BTreeSet::len) + added).saturating_sub(removed);
-        if names > self.limits.subscription_names {
-            return Err(Refused::TooManyNames {
-                type_url: req.type_url.clone(),
-                names,
-                limit: self.limits.subscription_names,
-            });
-        }
-        Ok(())
+        self.limits.admit_names(&req.type_url, names)
     }
 
     /// Handles one request; returns the response to send, if any. Subscription changes are

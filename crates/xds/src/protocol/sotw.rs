@@ -175,15 +175,8 @@ impl Sotw {
     /// Whether `req` stays within the limits: a state-of-the-world request carries its
     /// type's whole subscription.
     pub fn admit(&self, req: &SotwRequest) -> Result<(), Refused> {
-        let names = req.resource_names.len();
-        if names > self.limits.subscription_names {
-            return Err(Refused::TooManyNames {
-                type_url: req.type_url.clone(),
-                names,
-                limit: self.limits.subscription_names,
-            });
-        }
-        Ok(())
+        self.limits
+            .admit_names(&req.type_url, req.resource_names.len())
     }
 
     /// Handles one request; returns the response to send, if any.
