@@ -13,6 +13,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service},
     discovery::v1::EndpointSlice,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use sextant_api as api;
 use sextant_model::{
@@ -117,6 +118,18 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::VirtualService(_) => Kind::VirtualService,
             Object::DestinationRule(_) => Kind::DestinationRule,
+        }
+    }
+
+    /// The object's metadata (name, namespace, labels, ...).
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::DestinationRule(o) => &o.metadata,
         }
     }
 }
@@ -403,14 +416,7 @@ impl Index {
         };
         let mut keep = BTreeSet::new();
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
-            let meta = match &object {
-                Object::Service(o) => &o.metadata,
-                Object::EndpointSlice(o) => &o.metadata,
-                Object::Pod(o) => &o.metadata,
-                Object::Namespace(o) => &o.metadata,
-                Object::VirtualService(o) => &o.metadata,
-                Object::DestinationRule(o) => &o.metadata,
-            };
+            let meta = object.metadata();
             let id = parse::object_ref(kind, meta);
             keep.insert(if kind == Kind::Namespace {
                 (String::new(), id.name.clone())

@@ -160,14 +160,7 @@ pub fn lacks_spec(value: &Value) -> bool {
 
 /// An object's identity within a directory: kind, namespace and name.
 pub fn key(object: &Object) -> (sextant_model::Kind, Option<String>, Option<String>) {
-    let meta = match object {
-        Object::Service(o) => &o.metadata,
-        Object::EndpointSlice(o) => &o.metadata,
-        Object::Pod(o) => &o.metadata,
-        Object::Namespace(o) => &o.metadata,
-        Object::VirtualService(o) => &o.metadata,
-        Object::DestinationRule(o) => &o.metadata,
-    };
+    let meta = object.metadata();
     (object.kind(), meta.namespace.clone(), meta.name.clone())
 }
 
