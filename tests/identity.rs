@@ -30,20 +30,13 @@ fn sextant(args: &[&str]) -> String {
 /// `dir/name`, as (chain, key).
 fn issue(dir: &Path, name: &str, trust_domain: &str) -> (String, String) {
     let out = dir.join(name);
-    sextant(&[
-        "ca",
-        "issue",
-        "--ca-dir",
-        dir.join("ca").to_str().expect("utf-8"),
-        "--trust-domain",
+    sextant_testing::issue_certificate(
+        &dir.join("ca"),
+        &out,
         trust_domain,
-        "--namespace",
         "default",
-        "--service-account",
         "productpage",
-        "--out-dir",
-        out.to_str().expect("utf-8"),
-    ]);
+    );
     let read = |f: &str| std::fs::read_to_string(out.join(f)).expect("issued file");
     (read("cert-chain.pem"), read("key.pem"))
 }

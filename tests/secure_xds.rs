@@ -23,18 +23,7 @@ fn sextant(args: &[&str]) -> String {
 /// Issues a workload certificate for `namespace`/`sa` into `dir/name`.
 fn issue(dir: &Path, name: &str, namespace: &str, sa: &str) -> PathBuf {
     let out = dir.join(name);
-    sextant(&[
-        "ca",
-        "issue",
-        "--ca-dir",
-        dir.join("ca").to_str().expect("utf-8"),
-        "--namespace",
-        namespace,
-        "--service-account",
-        sa,
-        "--out-dir",
-        out.to_str().expect("utf-8"),
-    ]);
+    sextant_testing::issue_certificate(&dir.join("ca"), &out, "cluster.local", namespace, sa);
     out
 }
 

@@ -101,3 +101,30 @@ fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
     }
     newest
 }
+
+/// Issues a workload certificate for `spiffe://trust_domain/ns/namespace/sa/service_account`
+/// from the CA in `ca_dir` into `out_dir` (`cert-chain.pem`, `key.pem`, `root-cert.pem`), with
+/// `sextant ca issue` as a user runs it.
+pub fn issue_certificate(
+    ca_dir: &Path,
+    out_dir: &Path,
+    trust_domain: &str,
+    namespace: &str,
+    service_account: &str,
+) {
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_owned();
+    crate::run(std::process::Command::new(sextant_bin()).args([
+        "ca",
+        "issue",
+        "--ca-dir",
+        &path(ca_dir),
+        "--trust-domain",
+        trust_domain,
+        "--namespace",
+        namespace,
+        "--service-account",
+        service_account,
+        "--out-dir",
+        &path(out_dir),
+    ]));
+}
