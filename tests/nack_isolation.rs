@@ -128,6 +128,9 @@ fn start(
         delta,
         mesh.net,
     );
+    // A fleet of stricter Envoys: their regex limit at Envoy's own default, below the 32768
+    // of `sextant bootstrap`, so that regexes Sextant accepts can be rejected.
+    proxy.set_runtime("re2.max_program_size.error_level", "100");
     if let Err(e) =
         sextant_testing::try_wait_for("traffic through Envoy", Duration::from_secs(45), || {
             answer(proxy.listener, "reviews", "/").filter(|b| b == "v1")
@@ -242,7 +245,9 @@ fn a_regex_too_large_for_envoy_is_refused_by_validation_before_it_reaches_envoy(
     let mesh = Mesh::new(43);
     mesh.reviews("v1");
     mesh.ratings("/teapot");
-    let (serve, _sextant, proxy) = start(&envoy, &mesh, &[], false);
+    // The operator tells Sextant the fleet's limit (Envoy's default, which `start` sets).
+    let (serve, _sextant, proxy) =
+        start(&envoy, &mesh, &["--max-regex-program-size", "100"], false);
     let (admin, listener, node) = (serve.admin_addr(), proxy.listener, mesh.node());
 
     mesh.ratings(TOO_BIG);
@@ -275,13 +280,15 @@ fn a_regex_too_large_for_envoy_is_refused_by_validation_before_it_reaches_envoy(
     assert_eq!(entry["held"], serde_json::json!([]));
 }
 
-/// Whether Envoy (`--mode validate`, default runtime) accepts a route matching `regex`.
-fn envoy_accepts(envoy: &Path, dir: &Path, regex: &str) -> bool {
+/// Whether Envoy (`--mode validate`, with `runtime` in its bootstrap) accepts a route matching
+/// `regex`.
+fn envoy_accepts(envoy: &Path, dir: &Path, regex: &str, runtime: &str) -> bool {
     let bootstrap = dir.join("regex.yaml");
     std::fs::write(
         &bootstrap,
         format!(
-            r#"static_resources:
+            r#"{runtime}
+static_resources:
   listeners:
   - name: l
     address: {{socket_address: {{address: 127.0.0.1, port_value: 10000}}}}
@@ -314,7 +321,7 @@ fn envoy_accepts(envoy: &Path, dir: &Path, regex: &str) -> bool {
 }
 
 /// Whether `sextant validate` accepts a VirtualService matching `regex`.
-fn sextant_accepts(dir: &Path, regex: &str) -> bool {
+fn sextant_accepts(dir: &Path, regex: &str, args: &[&str]) -> bool {
     let file = dir.join("vs.yaml");
     std::fs::write(
         &file,
@@ -324,6 +331,7 @@ fn sextant_accepts(dir: &Path, regex: &str) -> bool {
     std::process::Command::new(sextant_testing::sextant_bin())
         .args(["validate", "-f"])
         .arg(&file)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -351,12 +359,73 @@ fn validation_agrees_with_envoy_on_regexes_near_the_program_size_limit() {
         ("^/api/(v1|v2|v3)/[a-z]{10}/[0-9]+/x{77}$", 100),
         ("^/api/(v1|v2|v3)/[a-z]{10}/[0-9]+/x{78}$", 101),
     ] {
-        let envoy_accepts = envoy_accepts(&envoy, &dir, regex);
+        let envoy_accepts = envoy_accepts(&envoy, &dir, regex, "");
         assert_eq!(envoy_accepts, size <= 100, "Envoy on {regex:?}");
         assert_eq!(
-            sextant_accepts(&dir, regex),
+            sextant_accepts(&dir, regex, &["--max-regex-program-size", "100"]),
             envoy_accepts,
             "sextant validate and Envoy disagree on {regex:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `^x{n}$` spelled with repetitions RE2 accepts (at most 1000 each): n + 2 instructions.
+fn anchored_xs(n: usize) -> String {
+    let mut regex = String::from("^");
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        regex.push_str(&format!("x{{{k}}}"));
+        left -= k;
+    }
+    regex.push('$');
+    regex
+}
+
+/// Istio's bootstrap raises Envoy's `re2.max_program_size.error_level` to 32768
+/// (`pkg/bootstrap/config.go`, `extractRuntimeFlags`), so regexes Istio accepts are not
+/// NACKed. `sextant bootstrap` sets the same runtime, and `sextant validate` checks the same
+/// bound by default: the regex of 32768 instructions passes both, one more fails both.
+#[test]
+fn sextant_bootstrap_and_validation_share_istios_regex_limit() {
+    let Some(envoy) = envoy() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-re2-istio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bootstrap = sextant_testing::run(
+        std::process::Command::new(sextant_testing::sextant_bin()).args([
+            "bootstrap",
+            "--node-id",
+            "sidecar~127.0.0.1~a.default~default.svc.cluster.local",
+        ]),
+    );
+    // Its `layered_runtime` block, as it is: from the key to the next top-level key.
+    let runtime: String = bootstrap
+        .lines()
+        .skip_while(|l| !l.starts_with("layered_runtime:"))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with(' '))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    assert!(
+        runtime.contains("re2.max_program_size.error_level: \"32768\""),
+        "{bootstrap}"
+    );
+    for (regex, size) in [
+        ("(a|b|c|d|e|f|g|h|i|j){40}".to_owned(), 0),
+        (anchored_xs(32766), 32768),
+        (anchored_xs(32767), 32769),
+    ] {
+        let accepted = size <= 32768;
+        assert_eq!(
+            envoy_accepts(&envoy, &dir, &regex, &runtime),
+            accepted,
+            "Envoy with the runtime of `sextant bootstrap` on a program of {size}"
+        );
+        assert_eq!(
+            sextant_accepts(&dir, &regex, &[]),
+            accepted,
+            "sextant validate on a program of {size}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -404,7 +473,8 @@ fn the_lease_holder_marks_a_virtual_service_envoy_rejected_in_its_status() {
     serve.wait_ready(Duration::from_secs(30)).expect("ready");
     let node = format!("sidecar~127.0.{net}.99~client-0.default~default.svc.cluster.local");
     let bind = format!("127.0.{net}.100");
-    let _proxy = sextant_testing::Envoy::start(&envoy, &dir, &node, serve.xds, &bind, false, net);
+    let proxy = sextant_testing::Envoy::start(&envoy, &dir, &node, serve.xds, &bind, false, net);
+    proxy.set_runtime("re2.max_program_size.error_level", "100");
     let routes = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     wait_for("routes ACKed", Duration::from_secs(45), || {
         let t = syncz(serve.admin_addr(), &node)?["types"][routes].clone();

@@ -6,7 +6,7 @@
 
 use envoy_types::pb::envoy::{
     config::{
-        bootstrap::v3::{Admin, Bootstrap, bootstrap},
+        bootstrap::v3::{Admin, Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap, runtime_layer},
         cluster::v3::{Cluster, cluster},
         core::v3::{
             ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Node, TransportSocket,
@@ -33,6 +33,37 @@ use crate::{
 
 /// The name of the static cluster that points at the control plane.
 pub const XDS_CLUSTER: &str = "xds-grpc";
+
+/// The RE2 program size above which Envoy rejects a regex: Istio's bootstrap raises Envoy's
+/// runtime `re2.max_program_size.error_level` from 100 to this (`pkg/bootstrap/config.go`), so
+/// that the regexes its validation accepts are accepted by Envoy too. Istio leaves the warn
+/// level at Envoy's default (never).
+pub const RE2_MAX_PROGRAM_SIZE: u32 = 32768;
+
+/// Istio's runtime layers: a static layer with its runtime flags, then the admin layer (so
+/// `/runtime_modify` works as on an Istio sidecar).
+fn layered_runtime() -> LayeredRuntime {
+    use envoy_types::pb::google::protobuf::Struct;
+    LayeredRuntime {
+        layers: vec![
+            RuntimeLayer {
+                name: "global config".to_owned(),
+                layer_specifier: Some(runtime_layer::LayerSpecifier::StaticLayer(Struct {
+                    fields: map_of([(
+                        "re2.max_program_size.error_level".to_owned(),
+                        crate::proto::string_value(&RE2_MAX_PROGRAM_SIZE.to_string()),
+                    )]),
+                })),
+            },
+            RuntimeLayer {
+                name: "admin".to_owned(),
+                layer_specifier: Some(runtime_layer::LayerSpecifier::AdminLayer(
+                    runtime_layer::AdminLayer {},
+                )),
+            },
+        ],
+    }
+}
 
 /// Builds the static bootstrap for `node_id` from its resources.
 pub fn static_bootstrap(node_id: &str, resources: &Resources, admin_port: u32) -> Bootstrap {
@@ -66,6 +97,7 @@ pub fn static_bootstrap(node_id: &str, resources: &Resources, admin_port: u32) -
             ads_config: Some(ads_config()),
             ..Default::default()
         }),
+        layered_runtime: Some(layered_runtime()),
         ..Default::default()
     }
 }
@@ -139,6 +171,7 @@ pub fn dynamic_bootstrap(
             lds_config: Some(ads_source()),
             ..Default::default()
         }),
+        layered_runtime: Some(layered_runtime()),
         ..Default::default()
     }
 }

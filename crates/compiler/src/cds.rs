@@ -8,9 +8,7 @@ use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
             Cluster,
-            cluster::{
-                ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
-            },
+            cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
         },
         core::v3::{BindConfig, SocketAddress, socket_address},
         endpoint::v3::{
@@ -195,30 +193,10 @@ fn outbound(
                 eds_config: Some(ads()),
             });
         }
-        Resolution::Passthrough => {
+        // Aliases never get here: `Context` keeps them out of its services.
+        Resolution::Passthrough | Resolution::Alias(_) => {
             cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
             cluster.lb_policy = LbPolicy::ClusterProvided as i32;
-        }
-        Resolution::Dns(dns) => {
-            cluster.cluster_discovery_type = discovery(DiscoveryType::StrictDns);
-            cluster.dns_lookup_family = DnsLookupFamily::V4Only as i32;
-            cluster.load_assignment = Some(ClusterLoadAssignment {
-                cluster_name: name.clone(),
-                endpoints: vec![LocalityLbEndpoints {
-                    lb_endpoints: vec![LbEndpoint {
-                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                            address: Some(socket(
-                                dns,
-                                u32::from(port.target_port.unwrap_or(port.port)),
-                            )),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
         }
     }
     // `istio.config` names the DestinationRule (for humans and tools); `istio.services` feeds

@@ -30,6 +30,9 @@ pub struct Context<'a> {
     /// Who is asking.
     pub proxy: &'a Proxy,
     services: BTreeMap<&'a str, &'a Arc<Service>>,
+    /// Visible ExternalName aliases by host name: not services of their own (no clusters or
+    /// listeners), only names (see `Resolution::Alias`).
+    aliases: BTreeMap<&'a str, &'a Arc<Service>>,
     rules: BTreeMap<&'a str, DestinationRule>,
 }
 
@@ -89,14 +92,15 @@ impl<'a> Context<'a> {
                 snapshot,
                 proxy,
                 services: BTreeMap::new(),
+                aliases: BTreeMap::new(),
                 rules: BTreeMap::new(),
             };
         }
-        let services: BTreeMap<&str, &Arc<Service>> = snapshot
+        let (aliases, services): (BTreeMap<&str, &Arc<Service>>, _) = snapshot
             .visible_services(&proxy.namespace)
             .filter(|s| hosts.is_none_or(|h| h.contains(&s.hostname)))
             .map(|s| (s.hostname.as_str(), s))
-            .collect();
+            .partition(|(_, s)| s.is_alias());
         let rules = services
             .iter()
             .filter_map(|(host, svc)| {
@@ -110,8 +114,29 @@ impl<'a> Context<'a> {
             snapshot,
             proxy,
             services,
+            aliases,
             rules,
         }
+    }
+
+    /// The visible ExternalName aliases of a service, in Istio's order (namespace, host name).
+    pub fn aliases_of(&self, hostname: &str) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
+        self.snapshot
+            .aliases
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .filter(|a| self.aliases.contains_key(a.hostname.as_str()))
+    }
+
+    /// Visible ExternalName aliases, in host-name order.
+    pub fn aliases(&self) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
+        self.aliases.values().copied()
+    }
+
+    /// A visible ExternalName alias by host name.
+    pub fn alias(&self, hostname: &str) -> Option<&'a Arc<Service>> {
+        self.aliases.get(hostname).copied()
     }
 
     /// Visible services in host-name order.

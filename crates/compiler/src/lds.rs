@@ -30,11 +30,13 @@ use envoy_types::pb::envoy::{
             tcp_proxy::v3::{TcpProxy, tcp_proxy},
         },
     },
+    r#type::v3::{HashPolicy, hash_policy},
 };
 use sextant_model::{L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedDestination};
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
+    policy,
     proto::{ads, any, boolv, ip_socket, seconds, socket, u32v},
 };
 
@@ -162,7 +164,9 @@ fn inbound_hcm(target: u16) -> Filter {
     )
 }
 
-fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
+/// A TCP proxy to one cluster or several weighted ones; with `source_ip`, connections are
+/// hashed by their source address (for a consistent-hash cluster).
+fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>, source_ip: bool) -> Filter {
     let specifier = if let [(cluster, _)] = dests.as_slice() {
         tcp_proxy::ClusterSpecifier::Cluster(cluster.clone())
     } else {
@@ -179,9 +183,19 @@ fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
                 .collect(),
         })
     };
+    let hash_policy = if source_ip {
+        vec![HashPolicy {
+            policy_specifier: Some(hash_policy::PolicySpecifier::SourceIp(
+                hash_policy::SourceIp {},
+            )),
+        }]
+    } else {
+        Vec::new()
+    };
     let config = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(specifier),
+        hash_policy,
         ..Default::default()
     };
     network_filter("envoy.filters.network.tcp_proxy", &config)
@@ -190,7 +204,7 @@ fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
 fn passthrough_chain(name: &str, cluster: &str) -> FilterChain {
     FilterChain {
         name: name.to_owned(),
-        filters: vec![tcp_proxy_to(cluster, vec![(cluster.to_owned(), 1)])],
+        filters: vec![tcp_proxy_to(cluster, vec![(cluster.to_owned(), 1)], false)],
         ..Default::default()
     }
 }
@@ -279,7 +293,9 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
 }
 
 /// Filter chains of a TCP or TLS service port: one per applicable TLS/TCP rule of its
-/// VirtualService, else a tcp_proxy to the service.
+/// VirtualService, else a tcp_proxy to the service. A destination whose DestinationRule hashes
+/// by source IP gets the TCP proxy's source-IP hash policy; with several destinations, Istio
+/// asks only the first destination's rule, at its top level.
 fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<FilterChain> {
     let default = outbound_cluster(port.port, "", &svc.hostname);
     let mut chains = Vec::new();
@@ -296,6 +312,17 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
                 d.weight.max(1),
             )
         };
+        let proxy = |route: &[WeightedDestination]| {
+            let source_ip = route.first().is_some_and(|first| {
+                let host = ctx.resolve(&first.destination.host, &vs.id.namespace);
+                let subset = match route {
+                    [_] => first.destination.subset.as_deref().unwrap_or_default(),
+                    _ => "",
+                };
+                policy::tcp_hashes_source_ip(ctx.rule(&host), subset)
+            });
+            tcp_proxy_to(&default, route.iter().map(resolve).collect(), source_ip)
+        };
         if port.protocol == Protocol::Tls || port.protocol == Protocol::Https {
             for (i, rule) in vs.tls.iter().enumerate() {
                 for m in rule
@@ -303,7 +330,6 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
                     .iter()
                     .filter(|m| l4_applies(ctx, m, port.port))
                 {
-                    let dests: Vec<_> = rule.route.iter().map(resolve).collect();
                     chains.push(FilterChain {
                         name: format!("tls-{i}"),
                         filter_chain_match: Some(FilterChainMatch {
@@ -311,23 +337,27 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
                             prefix_ranges: cidrs(&m.destination_subnets),
                             ..Default::default()
                         }),
-                        filters: vec![tcp_proxy_to(&default, dests)],
+                        filters: vec![proxy(&rule.route)],
                         ..Default::default()
                     });
                 }
             }
         }
         if let Some(rule) = first_tcp_rule(ctx, &vs.tcp, port.port) {
-            let dests: Vec<_> = rule.route.iter().map(resolve).collect();
             chains.push(FilterChain {
-                filters: vec![tcp_proxy_to(&default, dests)],
+                filters: vec![proxy(&rule.route)],
                 ..Default::default()
             });
         }
     }
     if !chains.iter().any(|c| c.filter_chain_match.is_none()) {
+        let source_ip = policy::tcp_hashes_source_ip(ctx.rule(&svc.hostname), "");
         chains.push(FilterChain {
-            filters: vec![tcp_proxy_to(&default, vec![(default.clone(), 1)])],
+            filters: vec![tcp_proxy_to(
+                &default,
+                vec![(default.clone(), 1)],
+                source_ip,
+            )],
             ..Default::default()
         });
     }
@@ -380,6 +410,7 @@ fn virtual_outbound() -> Listener {
             filters: vec![tcp_proxy_to(
                 "BlackHoleCluster",
                 vec![("BlackHoleCluster".to_owned(), 1)],
+                false,
             )],
             ..Default::default()
         }],
@@ -401,6 +432,7 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
         filters: vec![tcp_proxy_to(
             "BlackHoleCluster",
             vec![("BlackHoleCluster".to_owned(), 1)],
+            false,
         )],
         ..Default::default()
     }];
@@ -437,7 +469,7 @@ fn inbound_filter(port: &ServicePort, target: u16) -> Filter {
         inbound_hcm(target)
     } else {
         let cluster = inbound_cluster(target);
-        tcp_proxy_to(&cluster, vec![(cluster.clone(), 1)])
+        tcp_proxy_to(&cluster, vec![(cluster.clone(), 1)], false)
     }
 }
 

@@ -39,8 +39,9 @@ use envoy_types::pb::envoy::{
 };
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value, UInt64Value};
 use sextant_model::{
-    ClientTls, ConnectionPool, DestinationRule, HashAlgorithm, LbPolicy as ModelLb, LoadBalancer,
-    OutlierDetection as ModelOd, ProxyFlavor, TlsMode, TrafficPolicy,
+    ClientTls, ConnectionPool, ConsistentHash, DestinationRule, HashAlgorithm, HashKey,
+    LbPolicy as ModelLb, LoadBalancer, OutlierDetection as ModelOd, ProxyFlavor, TlsMode,
+    TrafficPolicy,
 };
 use sextant_resources::secret;
 
@@ -70,6 +71,61 @@ pub fn effective(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) 
         policy.retry_budget = sub.retry_budget.or(policy.retry_budget);
     }
     policy
+}
+
+/// The consistent hash an HTTP route to this destination hashes by, as Istio's
+/// `HashForHTTPDestination` picks it: the subset's port-level settings, the subset's, the
+/// rule's port-level settings, then the rule's; the first that asks for consistent hashing
+/// wins (a subset with a plain load balancer falls back to the rule's hash). Port-level
+/// settings count only when `port` is given: the route's destination names its port, or, for
+/// a service's default route (Istio's `hashForService`), its service port.
+pub fn http_hash<'a>(
+    dr: Option<&'a DestinationRule>,
+    subset: Option<&str>,
+    port: Option<u16>,
+) -> Option<&'a ConsistentHash> {
+    let dr = dr?;
+    let at_port = |tp: Option<&'a TrafficPolicy>| {
+        let port = port?;
+        let (_, pl) = tp?.port_level.iter().find(|(p, _)| *p == port)?;
+        consistent_hash(Some(pl))
+    };
+    let sub = subset
+        .and_then(|name| dr.subsets.iter().find(|s| s.name == name))
+        .and_then(|s| s.traffic_policy.as_ref());
+    let top = dr.traffic_policy.as_ref();
+    at_port(sub)
+        .or_else(|| consistent_hash(sub))
+        .or_else(|| at_port(top))
+        .or_else(|| consistent_hash(top))
+}
+
+/// Whether a TCP proxy to this destination hashes by source IP, as Istio's
+/// `maybeSetHashPolicy` decides: the rule's `consistentHash.useSourceIp`, unless the subset has
+/// a load balancer of its own, whose choice then counts. Port-level settings and every other
+/// hash key are ignored for TCP.
+pub fn tcp_hashes_source_ip(dr: Option<&DestinationRule>, subset: &str) -> bool {
+    let Some(dr) = dr else {
+        return false;
+    };
+    let source_ip = |c: Option<&ConsistentHash>| c.is_some_and(|c| c.key == HashKey::SourceIp);
+    let subset_lb = dr
+        .subsets
+        .iter()
+        .find(|s| s.name == subset)
+        .and_then(|s| s.traffic_policy.as_ref())
+        .filter(|tp| tp.load_balancer.is_some());
+    match subset_lb {
+        Some(tp) => source_ip(consistent_hash(Some(tp))),
+        None => source_ip(consistent_hash(dr.traffic_policy.as_ref())),
+    }
+}
+
+fn consistent_hash(tp: Option<&TrafficPolicy>) -> Option<&ConsistentHash> {
+    match tp?.load_balancer.as_ref()?.policy.as_ref()? {
+        ModelLb::ConsistentHash(c) => Some(c),
+        _ => None,
+    }
 }
 
 /// Port-level settings replace the four components for their port.

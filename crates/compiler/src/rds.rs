@@ -11,7 +11,7 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action,
 };
-use sextant_model::{Service, VirtualService, host_matches};
+use sextant_model::{Resolution, Service, VirtualService, host_matches};
 
 use prost::Message;
 
@@ -35,6 +35,9 @@ pub struct Origins {
 struct ConfigOrigins {
     /// One per service with the configuration's port, in order.
     hosts: Vec<Origin>,
+    /// Whether virtual hosts other than the services' claimed domains first (which the
+    /// services' virtual hosts then leave out).
+    claims: bool,
 }
 
 /// What a service's virtual host was built from.
@@ -118,10 +121,14 @@ fn route_configuration(
     services: &[&Service],
     old: Option<(&Encoded, &ConfigOrigins)>,
 ) -> (Encoded, ConfigOrigins) {
-    // Virtual hosts for hosts that name no service are checked against every domain, which
-    // a rebuild from parts does not collect.
-    let old =
-        old.filter(|_| port != 80 || non_registry_hosts(ctx, port, &mut HashSet::new()).is_empty());
+    // Domains already used by an earlier virtual host (Envoy rejects duplicates), by hash.
+    let mut used_domains: HashSet<u64> = HashSet::with_capacity(services.len() * 6);
+    // Istio builds the virtual hosts of VirtualServices before the services' own, and the
+    // first virtual host to list a domain keeps it: hosts that are no service's (and routed
+    // aliases) claim their domains before the services do.
+    let claimed = claiming_hosts(ctx, port, &mut used_domains);
+    // A part reused from `old` keeps its domains, so only while nothing claims any.
+    let old = old.filter(|(_, origins)| !origins.claims && claimed.is_empty());
     let name = port.to_string();
     let mut buf = Vec::new();
     // Each part: an old one, or where a new one ends in `buf`.
@@ -131,8 +138,6 @@ fn route_configuration(
     let mut hosts = Vec::with_capacity(services.len());
     // Old parts, after the name, one per virtual host.
     let mut old_parts = old.map(|(e, m)| (e.body.chunks()[1..].iter(), &m.hosts));
-    // Domains already used by an earlier virtual host (Envoy rejects duplicates), by hash.
-    let mut used_domains: HashSet<u64> = HashSet::with_capacity(services.len() * 5);
     let mut scratch = Scratch::default();
     for (i, svc) in services.iter().enumerate() {
         let origin = match ctx.virtual_service(&svc.hostname) {
@@ -178,10 +183,9 @@ fn route_configuration(
         parts.push(Err(buf.len()));
         hosts.push(origin);
     }
-    if port == 80 {
-        for v in non_registry_hosts(ctx, port, &mut used_domains) {
-            wire::message_field(&mut buf, 2, &v);
-        }
+    let claims = !claimed.is_empty();
+    for v in claimed {
+        wire::message_field(&mut buf, 2, &v);
     }
     wire::message_field(&mut buf, 2, &catch_all(ctx));
     RouteConfiguration {
@@ -205,7 +209,10 @@ fn route_configuration(
             }
         })
         .collect();
-    (Encoded::from_parts(&name, parts), ConfigOrigins { hosts })
+    (
+        Encoded::from_parts(&name, parts),
+        ConfigOrigins { hosts, claims },
+    )
 }
 
 /// Reused buffers: a route configuration is built one virtual host at a time.
@@ -228,18 +235,19 @@ fn virtual_host(
     buf: &mut Vec<u8>,
 ) {
     let vhost = &mut scratch.vhost;
-    match origin {
-        Origin::Routed(vs) => {
-            for r in routes::virtual_service_routes(ctx, vs, port) {
-                wire::message_field(vhost, 3, &r);
-            }
-        }
-        // The common case, assembled from shared parts: see `wire`.
-        _ => {
-            scratch.route.clear();
-            routes::default_route_bytes(ctx, &svc.hostname, port, &mut scratch.route);
-            wire::bytes_field(vhost, 3, &scratch.route);
-        }
+    let routed = match origin {
+        Origin::Routed(vs) => routes::virtual_service_routes(ctx, vs, port),
+        _ => Vec::new(),
+    };
+    // A VirtualService with no route for this port leaves the service its default route, as
+    // in Istio. The default is assembled from shared parts: see `wire`.
+    if routed.is_empty() {
+        scratch.route.clear();
+        routes::default_route_bytes(ctx, &svc.hostname, port, &mut scratch.route);
+        wire::bytes_field(vhost, 3, &scratch.route);
+    }
+    for r in routed {
+        wire::message_field(vhost, 3, &r);
     }
     // include_request_attempt_count
     wire::varint_field(vhost, 14, 1);
@@ -272,42 +280,138 @@ fn name_and_domains(entry: &[u8]) -> &[u8] {
     parsed.expect("virtual hosts are encoded by `virtual_host`")
 }
 
-/// Istio's alternative names: the FQDN, the short name (same namespace), `name.ns.svc`,
-/// `name.ns`, and the cluster IP; `text` is scratch space.
+/// Istio's domains of a service's virtual host (`generateVirtualHostDomains`): its names,
+/// then the names of its ExternalName aliases, then for a headless service each of those
+/// again as `*.name`, then its cluster IP. `text` is scratch space.
 fn for_each_domain(ctx: &Context<'_>, svc: &Service, text: &mut String, mut f: impl FnMut(&str)) {
-    f(&svc.hostname);
-    if svc.namespace == ctx.proxy.namespace {
-        f(&svc.name);
+    let wildcards: &[&str] = if svc.resolution == Resolution::Passthrough {
+        &["", "*."]
+    } else {
+        &[""]
+    };
+    for prefix in wildcards {
+        for_each_name(ctx, &svc.hostname, prefix, text, &mut f);
+        for alias in ctx.aliases_of(&svc.hostname) {
+            for_each_name(ctx, &alias.hostname, prefix, text, &mut f);
+        }
     }
-    text.clear();
-    text.push_str(&svc.name);
-    text.push('.');
-    text.push_str(&svc.namespace);
-    let short = text.len();
-    text.push_str(".svc");
-    f(text);
-    f(&text[..short]);
     if let Some(ip) = svc.cluster_ip {
         ip_text(ip, text);
         f(text);
     }
 }
 
-/// VirtualService hosts that name no service (`bookinfo.com`) get a virtual host with just that
-/// domain on port 80.
-fn non_registry_hosts(ctx: &Context<'_>, port: u16, used: &mut HashSet<u64>) -> Vec<VirtualHost> {
+/// The names Istio gives a host name in virtual host domains (`GenerateAltVirtualHosts`), each
+/// after `prefix`: the host name, the same with a trailing dot (an absolute name, as DNS
+/// clients may send it), and for a Kubernetes host name `name.ns.svc.<suffix>` the names that
+/// resolve to it from the proxy's namespace: `name` (same namespace only), `name.ns.svc` and
+/// `name.ns`.
+fn for_each_name(
+    ctx: &Context<'_>,
+    hostname: &str,
+    prefix: &str,
+    text: &mut String,
+    f: &mut impl FnMut(&str),
+) {
+    let mut emit = |text: &mut String, parts: &[&str]| {
+        text.clear();
+        text.push_str(prefix);
+        for p in parts {
+            text.push_str(p);
+        }
+        f(text);
+    };
+    emit(text, &[hostname]);
+    emit(text, &[hostname, "."]);
+    let kube = hostname
+        .strip_suffix(ctx.snapshot.domain_suffix.as_str())
+        .and_then(|h| h.strip_suffix(".svc."));
+    let Some(name_ns) = kube else {
+        return;
+    };
+    let Some((name, namespace)) = name_ns.split_once('.') else {
+        return;
+    };
+    if namespace == ctx.proxy.namespace {
+        emit(text, &[name]);
+        emit(text, &[name_ns, ".svc"]);
+        emit(text, &[name_ns]);
+    } else {
+        emit(text, &[name_ns]);
+        emit(text, &[name_ns, ".svc"]);
+    }
+}
+
+/// Virtual hosts that claim their domains before the services' own, in Istio's order
+/// (VirtualServices in precedence order, then routed aliases):
+/// - VirtualService hosts that are no service's with this port (`bookinfo.com`, or
+///   `test.default`, which Istio does not read as a short name): a virtual host with just
+///   that domain and the VirtualService's routes, on port 80 and on every port of the
+///   services the VirtualService also routes (Istio's `separateVSHostsAndServices`);
+/// - ExternalName aliases that have this port and a VirtualService of their own: their names,
+///   with that VirtualService's routes.
+///
+/// A VirtualService with no route for the port adds nothing there.
+fn claiming_hosts(ctx: &Context<'_>, port: u16, used: &mut HashSet<u64>) -> Vec<VirtualHost> {
     let mut out = Vec::new();
+    let names_a_service = |host: &str| {
+        if !host.starts_with('*') {
+            return ctx
+                .service(host)
+                .or_else(|| ctx.alias(host))
+                .is_some_and(|s| s.port(port).is_some());
+        }
+        ctx.services()
+            .chain(ctx.aliases())
+            .any(|s| s.port(port).is_some() && host_matches(host, &s.hostname))
+    };
     for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
-        for host in &vs.hosts {
-            let resolved = ctx.resolve(host, &vs.id.namespace);
-            let is_service = ctx.services().any(|s| host_matches(&resolved, &s.hostname));
-            if is_service || !used.insert(xxhash_rust::xxh3::xxh3_64(resolved.as_bytes())) {
-                continue;
+        let resolved: Vec<String> = vs
+            .hosts
+            .iter()
+            .map(|h| ctx.resolve(h, &vs.id.namespace).to_ascii_lowercase())
+            .collect();
+        let (services, literal): (Vec<&String>, Vec<&String>) =
+            resolved.iter().partition(|h| names_a_service(h));
+        if literal.is_empty() || (port != 80 && services.is_empty()) {
+            continue;
+        }
+        let routes = routes::virtual_service_routes(ctx, vs, port);
+        if routes.is_empty() {
+            continue;
+        }
+        for host in literal {
+            if used.insert(xxhash_rust::xxh3::xxh3_64(host.as_bytes())) {
+                out.push(VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone()],
+                    routes: routes.clone(),
+                    include_request_attempt_count: true,
+                    ..Default::default()
+                });
             }
+        }
+    }
+    let mut text = String::new();
+    for alias in ctx.aliases().filter(|a| a.port(port).is_some()) {
+        let Some(vs) = ctx.virtual_service(&alias.hostname) else {
+            continue;
+        };
+        let routes = routes::virtual_service_routes(ctx, vs, port);
+        if routes.is_empty() {
+            continue;
+        }
+        let mut domains = Vec::new();
+        for_each_name(ctx, &alias.hostname, "", &mut text, &mut |d| {
+            if used.insert(xxhash_rust::xxh3::xxh3_64(d.as_bytes())) {
+                domains.push(d.to_owned());
+            }
+        });
+        if !domains.is_empty() {
             out.push(VirtualHost {
-                name: format!("{resolved}:{port}"),
-                domains: vec![resolved],
-                routes: routes::virtual_service_routes(ctx, vs, port),
+                name: format!("{}:{port}", alias.hostname),
+                domains,
+                routes,
                 include_request_attempt_count: true,
                 ..Default::default()
             });

@@ -33,8 +33,8 @@ use envoy_types::pb::envoy::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use sextant_model::{
-    self as model, AbortError, HashKey, HeaderMatch, HttpAction, HttpMatch, HttpRoute, LbPolicy,
-    Percentage, RedirectPort, StringMatch, VirtualService,
+    self as model, AbortError, HashKey, HeaderMatch, HttpAction, HttpMatch, HttpRoute, Percentage,
+    RedirectPort, Resolution, StringMatch, VirtualService,
 };
 use sextant_resources::wire;
 
@@ -111,7 +111,7 @@ pub fn default_route_bytes(ctx: &Context<'_>, host: &str, port: u16, out: &mut V
         };
         (head, action.encode_to_vec())
     });
-    if hash_policy(ctx, host, "", port).is_some() {
+    if hash_policy(ctx, host, "", Some(port)).is_some() {
         default_route(ctx, host, port).encode_raw(out);
         return;
     }
@@ -149,7 +149,7 @@ pub fn default_route(ctx: &Context<'_>, host: &str, port: u16) -> Route {
             cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
             timeout: Some(seconds(0)),
             retry_policy: Some(default_retry_policy(false)),
-            hash_policy: hash_policy(ctx, host, "", port).into_iter().collect(),
+            hash_policy: hash_policy(ctx, host, "", Some(port)).into_iter().collect(),
             ..Default::default()
         })),
         decorator: Some(Decorator {
@@ -264,6 +264,15 @@ fn destination_cluster(
         Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
         _ => port,
     });
+    // An ExternalName alias with this port stands for the service it names (one step, as
+    // Istio's `GetDestinationCluster` takes it).
+    let host = match ctx.alias(&host) {
+        Some(alias) if alias.port(p).is_some() => match &alias.resolution {
+            Resolution::Alias(target) => target.clone(),
+            _ => host,
+        },
+        _ => host,
+    };
     let subset = d.subset.clone().unwrap_or_default();
     (outbound_cluster(p, &subset, &host), host, p)
 }
@@ -365,22 +374,19 @@ fn retry_policy(r: Option<&model::RetryPolicy>, consistent_hash: bool) -> Option
     Some(policy)
 }
 
-/// The route hash policy of a destination whose DestinationRule asks for consistent hashing.
+/// The route hash policy of a destination whose DestinationRule asks for consistent hashing
+/// (see `policy::http_hash` for which settings count).
 fn hash_policy(
     ctx: &Context<'_>,
     host: &str,
     subset: &str,
-    port: u16,
+    port: Option<u16>,
 ) -> Option<route_action::HashPolicy> {
-    let effective = policy::effective(ctx.rule(host), (!subset.is_empty()).then_some(subset), port);
-    let Some(LbPolicy::ConsistentHash(ch)) = effective.load_balancer.and_then(|lb| lb.policy)
-    else {
-        return None;
-    };
+    let ch = policy::http_hash(ctx.rule(host), (!subset.is_empty()).then_some(subset), port)?;
     use route_action::hash_policy::{self as hp, PolicySpecifier};
-    let specifier = match ch.key {
+    let specifier = match &ch.key {
         HashKey::Header(name) => PolicySpecifier::Header(hp::Header {
-            header_name: name,
+            header_name: name.clone(),
             ..Default::default()
         }),
         HashKey::Cookie {
@@ -389,14 +395,14 @@ fn hash_policy(
             ttl,
             attributes,
         } => PolicySpecifier::Cookie(hp::Cookie {
-            name,
-            path: path.unwrap_or_default(),
+            name: name.clone(),
+            path: path.clone().unwrap_or_default(),
             ttl: ttl.map(duration),
             attributes: attributes
-                .into_iter()
+                .iter()
                 .map(|(name, value)| hp::CookieAttribute {
-                    name,
-                    value: value.unwrap_or_default(),
+                    name: name.clone(),
+                    value: value.clone().unwrap_or_default(),
                 })
                 .collect(),
         }),
@@ -404,7 +410,7 @@ fn hash_policy(
             PolicySpecifier::ConnectionProperties(hp::ConnectionProperties { source_ip: true })
         }
         HashKey::QueryParameter(name) => {
-            PolicySpecifier::QueryParameter(hp::QueryParameter { name })
+            PolicySpecifier::QueryParameter(hp::QueryParameter { name: name.clone() })
         }
         HashKey::None => return None,
     };
@@ -439,7 +445,7 @@ fn translate(
                 let (cluster, host, p) = destination_cluster(ctx, vs, &single.destination, port);
                 operation = format!("{host}:{p}/*");
                 let subset = single.destination.subset.as_deref().unwrap_or_default();
-                if let Some(h) = hash_policy(ctx, &host, subset, p) {
+                if let Some(h) = hash_policy(ctx, &host, subset, single.destination.port) {
                     consistent_hash = true;
                     action.hash_policy.push(h);
                 }
@@ -461,7 +467,10 @@ fn translate(
                     .iter()
                     .filter(|d| d.weight > 0)
                     .map(|d| {
-                        let (cluster, _, _) = destination_cluster(ctx, vs, &d.destination, port);
+                        let (cluster, host, _) = destination_cluster(ctx, vs, &d.destination, port);
+                        // Istio lists every destination's hash policy, in route order.
+                        let subset = d.destination.subset.as_deref().unwrap_or_default();
+                        action.hash_policy.extend(hash_policy(ctx, &host, subset, d.destination.port));
                         let (req_add, req_remove) = header_options(&d.headers.request);
                         let (resp_add, resp_remove) = header_options(&d.headers.response);
                         ClusterWeight {

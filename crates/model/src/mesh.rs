@@ -30,6 +30,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether this is an ExternalName alias (see [`Resolution::Alias`]).
+    pub fn is_alias(&self) -> bool {
+        matches!(self.resolution, Resolution::Alias(_))
+    }
+
     /// The port with this number.
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
@@ -43,8 +48,11 @@ pub enum Resolution {
     ClientSideLb,
     /// Headless: connect to the original destination.
     Passthrough,
-    /// ExternalName: resolve this DNS name.
-    Dns(String),
+    /// ExternalName: another name for the service whose host name is this `externalName`, as
+    /// Istio has treated it since 1.24. It has no clusters, listeners or virtual host of its
+    /// own: its names join its target's virtual hosts (`Snapshot::aliases`), and it reaches
+    /// nothing when no service of the mesh has that host name.
+    Alias(String),
 }
 
 /// One port of a service.

@@ -45,6 +45,9 @@ pub struct Snapshot {
     /// Whether any DestinationRule / VirtualService host is a wildcard (lookups skip the scan
     /// when none is).
     pub wildcard_hosts: (bool, bool),
+    /// ExternalName aliases by the host name of the service they name, chains followed to
+    /// the end, sorted by namespace and host name (Istio's `resolveServiceAliases`).
+    pub aliases: BTreeMap<String, Vec<Arc<Service>>>,
 }
 
 /// Istio's short-name resolution: a host without dots names a Service in `namespace`.
@@ -65,9 +68,10 @@ pub fn host_matches(pattern: &str, name: &str) -> bool {
 }
 
 impl Snapshot {
-    /// Computes the host indexes from `virtual_services` and `destination_rules`; call after
-    /// filling them.
+    /// Computes the host indexes from `services`, `virtual_services` and
+    /// `destination_rules`; call after filling them.
     pub fn index_hosts(&mut self) {
+        self.index_aliases();
         let suffix = self.domain_suffix.clone();
         self.rules_by_host.clear();
         for dr in &self.destination_rules {
@@ -107,6 +111,43 @@ impl Snapshot {
             self.rules_by_host.keys().any(|h| h.starts_with('*')),
             self.routes_by_host.keys().any(|h| h.starts_with('*')),
         );
+    }
+
+    /// Fills `aliases`. An ExternalName names its target by exact host name (as written, not
+    /// resolved as a short name); an alias of an alias counts for the last target, and aliases
+    /// that loop back name nothing.
+    fn index_aliases(&mut self) {
+        self.aliases.clear();
+        let target = |s: &Service| match &s.resolution {
+            crate::Resolution::Alias(t) => Some(t.clone()),
+            _ => None,
+        };
+        for alias in self.services.values().filter(|s| s.is_alias()) {
+            let mut seen = BTreeSet::from([alias.hostname.as_str()]);
+            let mut next = target(alias);
+            let concrete = loop {
+                let Some(host) = next else { break None };
+                let Some(svc) = self.services.get(&host) else {
+                    break None;
+                };
+                if !svc.is_alias() {
+                    break Some(host);
+                }
+                if !seen.insert(svc.hostname.as_str()) {
+                    break None;
+                }
+                next = target(svc);
+            };
+            if let Some(concrete) = concrete {
+                self.aliases
+                    .entry(concrete)
+                    .or_default()
+                    .push(alias.clone());
+            }
+        }
+        for list in self.aliases.values_mut() {
+            list.sort_by(|a, b| (&a.namespace, &a.hostname).cmp(&(&b.namespace, &b.hostname)));
+        }
     }
 
     /// The VirtualService that routes `hostname` for sidecars in `namespace`: exact hosts
@@ -256,6 +297,7 @@ impl Snapshot {
     ) -> impl Iterator<Item = &'a Arc<Service>> {
         self.services.values().filter(move |s| {
             s.namespace == namespace
+                && !s.is_alias()
                 && !s.selector.is_empty()
                 && s.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
         })

@@ -33,6 +33,13 @@ impl Drop for Envoy {
 }
 
 impl Envoy {
+    /// Sets a runtime value in Envoy's admin layer (over the bootstrap's static layer), as an
+    /// operator does with `/runtime_modify`.
+    pub fn set_runtime(&self, key: &str, value: &str) {
+        let status = crate::http_post(self.admin, &format!("/runtime_modify?{key}={value}"));
+        assert_eq!(status, Some(200), "Envoy's /runtime_modify?{key}={value}");
+    }
+
     /// Starts Envoy for `node` against the xDS port, its listeners bound to `bind`; files go
     /// beside `dir`, named by `tag`.
     pub fn start(

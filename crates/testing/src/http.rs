@@ -116,6 +116,16 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .map(|(_, b, _)| b)
 }
 
+/// `POST path` to `addr` with no body: the status, `None` when the request fails.
+pub fn http_post(addr: SocketAddr, path: &str) -> Option<u16> {
+    let path = path.to_owned();
+    block_on(async move {
+        let send = send(addr, http::Method::POST, &path, "", Vec::new());
+        let (status, _) = tokio::time::timeout(TIMEOUT, send).await.ok()?.ok()?;
+        Some(status.as_u16())
+    })
+}
+
 /// Runs `f` to completion on this thread's runtime (one per thread, kept for the next
 /// request); on a thread of its own when called from async code, where a runtime cannot be
 /// entered.

@@ -28,7 +28,7 @@ pub mod xds;
 pub use ads_client::AdsClient;
 pub use backend::Backend;
 pub use envoy::Envoy;
-pub use http::{http_get, request};
+pub use http::{http_get, http_post, request};
 pub use process::{Process, free_port, run, run_fails, try_wait_for, wait_for};
 pub use serve::Serve;
 pub use tools::{envoy, helm, issue_certificate, kubectl, repo, sextant_bin, tool};

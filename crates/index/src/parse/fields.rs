@@ -230,11 +230,11 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
     }
     // The estimate first: it is cheap, and refuses large programs (such as many Unicode
     // `\w{30}`) before the regex crate spends tens of milliseconds compiling each.
-    if !check_program_size(pattern, path, report) {
+    let Some(size_limit) = check_program_size(pattern, path, report) else {
         return false;
-    }
+    };
     match regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
+        .size_limit(size_limit)
         .build()
     {
         Ok(_) => true,
@@ -253,21 +253,25 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
 }
 
 /// Refuses a regex whose RE2 program Envoy would find too large (it rejects the whole
-/// RouteConfiguration, every other route of the port with it).
-fn check_program_size(pattern: &str, path: &str, report: &mut Report) -> bool {
+/// RouteConfiguration, every other route of the port with it). Otherwise returns the memory
+/// the regex crate may use to compile it: enough for any program Envoy accepts (about 128
+/// bytes an instruction), and [`REGEX_SIZE_LIMIT`] when the size could not be estimated.
+fn check_program_size(pattern: &str, path: &str, report: &mut Report) -> Option<usize> {
+    use super::re2::{ENVOY_MAX_PROGRAM_SIZE, ESTIMATE_BOUND, Estimate, estimate};
     let limit = super::re2::max_program_size();
-    match super::re2::program_size(pattern) {
-        Some(size) if size > limit => {
-            report.error(
-                path,
-                format!(
-                    "{pattern:?}: its RE2 program has {size} instructions, more than Envoy's limit of {limit} (runtime re2.max_program_size.error_level; Sextant's --max-regex-program-size); Envoy would reject every route of this port. Use fewer counted repetitions or alternatives"
-                ),
-            );
-            false
-        }
-        _ => true,
-    }
+    let size = match estimate(pattern) {
+        Estimate::Size(size) if size > limit => size.to_string(),
+        Estimate::Beyond if ESTIMATE_BOUND >= limit => format!("more than {ESTIMATE_BOUND}"),
+        Estimate::Size(size) => return Some(REGEX_SIZE_LIMIT.max(size.saturating_mul(128))),
+        Estimate::Beyond | Estimate::Unknown => return Some(REGEX_SIZE_LIMIT),
+    };
+    report.error(
+        path,
+        format!(
+            "{pattern:?}: its RE2 program has {size} instructions, more than Envoy's limit of {limit} (runtime re2.max_program_size.error_level, which Istio's bootstrap and `sextant bootstrap` set to {ENVOY_MAX_PROGRAM_SIZE}; Sextant's --max-regex-program-size); Envoy would reject every route of this port. Use fewer counted repetitions or alternatives"
+        ),
+    );
+    None
 }
 
 /// A string match; `allow_empty_prefix` is set for URIs, where `prefix: ""` is meaningful.

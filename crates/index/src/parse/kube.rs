@@ -49,8 +49,23 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
         .cluster_ip
         .as_deref()
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let resolution = if spec.type_.as_deref() == Some("ExternalName") {
-        Resolution::Dns(spec.external_name.clone().unwrap_or_default())
+    let external_name = spec.external_name.as_deref().filter(|n| !n.is_empty());
+    let resolution = if let (Some("ExternalName"), Some(target)) =
+        (spec.type_.as_deref(), external_name)
+    {
+        for (i, p) in ports.iter().enumerate() {
+            // Istio's IST0150: the port's protocol cannot be known, so it is treated as TCP.
+            if p.protocol == Protocol::Unsupported || p.name == "tcp" {
+                r.warn(
+                    format!("spec.ports[{i}].name"),
+                    format!(
+                        "port name {:?} of ExternalName service {}: ExternalName services need a protocol-prefixed port name (http-, grpc-, tls-, ...) other than \"tcp\"",
+                        p.name, id.name
+                    ),
+                );
+            }
+        }
+        Resolution::Alias(target.to_owned())
     } else if spec.cluster_ip.as_deref() == Some("None") {
         Resolution::Passthrough
     } else {

@@ -19,8 +19,9 @@ use std::{
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
-/// Envoy's default `re2.max_program_size.error_level`.
-pub const ENVOY_MAX_PROGRAM_SIZE: usize = 100;
+/// Envoy's `re2.max_program_size.error_level` as Istio's bootstrap and `sextant bootstrap` set
+/// it (Envoy's own default is 100).
+pub const ENVOY_MAX_PROGRAM_SIZE: usize = 32768;
 
 /// The limit validation applies: one per process, set at start from
 /// `--max-regex-program-size` (parsers run in many places that share no configuration).
@@ -43,12 +44,43 @@ const MAX_INSTRUCTIONS: usize = 100_000;
 /// (syntax this estimate does not model, such as Unicode classes) or is beyond
 /// `MAX_INSTRUCTIONS`.
 pub fn program_size(pattern: &str) -> Option<usize> {
-    let hir = regex_syntax::ParserBuilder::new()
+    match estimate(pattern) {
+        Estimate::Size(n) => Some(n),
+        Estimate::Beyond | Estimate::Unknown => None,
+    }
+}
+
+/// What the estimate found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Estimate {
+    /// RE2's program has this many instructions.
+    Size(usize),
+    /// More than `MAX_INSTRUCTIONS`: far beyond any limit.
+    Beyond,
+    /// Syntax the estimate does not model (Unicode classes).
+    Unknown,
+}
+
+/// The instruction count past which the estimate stops: [`Estimate::Beyond`].
+pub const ESTIMATE_BOUND: usize = MAX_INSTRUCTIONS;
+
+/// Estimates RE2's program size for `pattern`.
+pub fn estimate(pattern: &str) -> Estimate {
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(&re2_perl_space(pattern))
-        .ok()?;
+    else {
+        return Estimate::Unknown;
+    };
+    match sized(hir) {
+        Some(n) => Estimate::Size(n),
+        None => Estimate::Beyond,
+    }
+}
+
+fn sized(hir: Hir) -> Option<usize> {
     let (hir, anchored) = strip_anchors(hir);
     let mut p = Program::default();
     let all = p.compile(&hir)?;
