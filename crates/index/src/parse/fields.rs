@@ -309,6 +309,8 @@ pub fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Istio's check of a header name (`validHeaderNameRegex`: an RFC 7230 token, upper case
+/// allowed), for CORS header lists and the names of header matches.
 pub fn check_header_name(name: &str, path: &str, report: &mut Report) -> bool {
     if name.is_empty() {
         report.error(path, "header name cannot be empty");
@@ -317,6 +319,24 @@ pub fn check_header_name(name: &str, path: &str, report: &mut Report) -> bool {
         report.error(
             path,
             format!("header name {name} is not a valid header name"),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+/// What Envoy itself requires of a header name it is given to add, remove or hash by (its
+/// non-strict `HTTP_HEADER_NAME`: not empty, no NUL, CR or LF). Istio checks no characters
+/// there, so Sextant asks only what keeps Envoy from rejecting the route configuration.
+pub fn check_envoy_header_name(name: &str, path: &str, report: &mut Report) -> bool {
+    if name.is_empty() {
+        report.error(path, "header name cannot be empty");
+        false
+    } else if name.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        report.error(
+            path,
+            format!("header name {name:?} is not a valid header name: it holds a NUL, CR or LF"),
         );
         false
     } else {

@@ -97,7 +97,8 @@ fn consistent_hash(
     r: &mut Report,
 ) -> Option<model::ConsistentHash> {
     let key = if let Some(h) = &ch.http_header_name {
-        fields::check_header_name(h, &format!("{path}.httpHeaderName"), r);
+        // Istio checks nothing here; Envoy's own rule keeps the route configuration valid.
+        fields::check_envoy_header_name(h, &format!("{path}.httpHeaderName"), r);
         HashKey::Header(h.clone())
     } else if let Some(c) = &ch.http_cookie {
         let at = format!("{path}.httpCookie");
@@ -135,6 +136,13 @@ fn consistent_hash(
     } else if ch.use_source_ip == Some(true) {
         HashKey::SourceIp
     } else if let Some(q) = &ch.http_query_parameter_name {
+        // Istio checks nothing here; Envoy wants a name.
+        if q.is_empty() {
+            r.error(
+                format!("{path}.httpQueryParameterName"),
+                "query parameter name cannot be empty",
+            );
+        }
         HashKey::QueryParameter(q.clone())
     } else {
         HashKey::None

@@ -8,7 +8,7 @@ use sextant_model::{self as model, HeaderMatch};
 use super::{Ctx, check_gateway_name};
 use crate::parse::{
     Report,
-    fields::{self, check_header_name, check_header_value, check_port},
+    fields::{self, check_envoy_header_name, check_header_name, check_header_value, check_port},
 };
 
 pub(super) fn http_match(
@@ -25,17 +25,31 @@ pub(super) fn http_match(
     let scheme = sm("scheme", &m.scheme, false, r);
     let method = sm("method", &m.method, false, r);
     let authority = sm("authority", &m.authority, false, r);
-    let headers = header_matches(m.headers.as_ref(), &format!("{path}.headers"), ctx, r);
+    let headers = header_matches(
+        m.headers.as_ref(),
+        &format!("{path}.headers"),
+        false,
+        ctx,
+        r,
+    );
     let without_headers = header_matches(
         m.without_headers.as_ref(),
         &format!("{path}.withoutHeaders"),
+        true,
         ctx,
         r,
     );
     let mut query_params = BTreeMap::new();
     for (name, q) in m.query_params.iter().flatten() {
         let at = format!("{path}.queryParams[{name}]");
-        query_params.insert(name.clone(), present_or_match(q, &at, r));
+        // Istio checks no query parameter names; Envoy wants 1 to 1024 bytes.
+        if name.is_empty() || name.len() > 1024 {
+            r.error(
+                &at,
+                "query parameter name must be 1 to 1024 bytes long (Envoy's QueryParameterMatcher)",
+            );
+        }
+        query_params.insert(name.clone(), present_or_match(q, &at, false, r));
     }
     let port = m
         .port
@@ -74,16 +88,25 @@ pub(super) fn http_match(
     }
 }
 
+/// The pseudo-headers Istio accepts as header match names (`pseudoHeaders` in
+/// `pkg/config/validation`): exactly these, in lower case.
+const PSEUDO_HEADERS: [&str; 5] = [":method", ":scheme", ":authority", ":path", ":status"];
+
+/// Header matches, named as Istio's `ValidateHTTPHeaderNameOrJwtClaimRoute` allows: a JWT
+/// claim (`@request.auth.claims.a.b` or `@request.auth.claims[a][b]`, gateways only), one of
+/// the pseudo-headers, or an RFC 7230 token. Envoy matches pseudo-headers itself, so names
+/// pass through unchanged.
 fn header_matches(
     headers: Option<&BTreeMap<String, api::StringMatch>>,
     path: &str,
+    without: bool,
     ctx: &Ctx<'_>,
     r: &mut Report,
 ) -> BTreeMap<String, HeaderMatch> {
     let mut out = BTreeMap::new();
     for (name, m) in headers.into_iter().flatten() {
         let at = format!("{path}[{name}]");
-        if name.starts_with("@request.auth.claims") {
+        if is_jwt_claim(name) {
             if ctx.applies_to_mesh {
                 r.error(
                     &at,
@@ -93,18 +116,33 @@ fn header_matches(
                     ),
                 );
             }
-        } else {
+        } else if !PSEUDO_HEADERS.contains(&name.as_str()) {
             check_header_name(name, &at, r);
         }
-        out.insert(name.clone(), present_or_match(m, &at, r));
+        out.insert(name.clone(), present_or_match(m, &at, without, r));
     }
     out
 }
 
-/// Istio treats an empty match and `regex: "*"` as "header present".
-fn present_or_match(m: &api::StringMatch, path: &str, r: &mut Report) -> HeaderMatch {
+/// Istio's `jwt.ToRoutingClaim`: the prefix in any case, then `.a.b` or `[a][b]`.
+fn is_jwt_claim(name: &str) -> bool {
+    const PREFIX: &str = "@request.auth.claims";
+    let Some(rest) = name
+        .get(..PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+        .map(|_| &name[PREFIX.len()..])
+    else {
+        return false;
+    };
+    (rest.starts_with('.') && rest.len() > 1)
+        || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+}
+
+/// An empty match is "header present", and so is `regex: "*"` in `withoutHeaders`; in
+/// `headers` Istio compiles that regex, and refuses it.
+fn present_or_match(m: &api::StringMatch, path: &str, star: bool, r: &mut Report) -> HeaderMatch {
     let empty = m.exact.is_none() && m.prefix.is_none() && m.regex.is_none();
-    if empty || m.regex.as_deref() == Some("*") {
+    if empty || (star && m.regex.as_deref() == Some("*")) {
         return HeaderMatch::Present;
     }
     match fields::string_match(m, path, false, r) {
@@ -176,7 +214,7 @@ fn header_ops(
                     format!("invalid header {name:?}: cannot set Host header"),
                 );
             } else {
-                check_header_name(name, &at, r);
+                check_envoy_header_name(name, &at, r);
             }
             check_header_value(value, &at, r);
             target.insert(name.clone(), value.clone());
@@ -194,7 +232,7 @@ fn header_ops(
                 &at,
                 format!("invalid header {name:?}: cannot remove Host header"),
             );
-        } else if check_header_name(name, &at, r) {
+        } else if check_envoy_header_name(name, &at, r) {
             out.remove.push(name.clone());
         }
     }
