@@ -344,26 +344,34 @@ fn for_each_name(
 
 /// Virtual hosts that claim their domains before the services' own, in Istio's order
 /// (VirtualServices in precedence order, then routed aliases):
-/// - VirtualService hosts that are no service's with this port (`bookinfo.com`, or
-///   `test.default`, which Istio does not read as a short name): a virtual host with just
-///   that domain and the VirtualService's routes, on port 80 and on every port of the
-///   services the VirtualService also routes (Istio's `separateVSHostsAndServices`);
+/// - VirtualService hosts that are no service's (`bookinfo.com`, or `test.default`, which
+///   Istio does not read as a short name): a virtual host with just that domain and the
+///   VirtualService's routes, on port 80 and on every port of the services the
+///   VirtualService also routes (Istio's `separateVSHostsAndServices`). Istio decides "no
+///   service's" among the services with the route's port, so that on port 80 the host of a
+///   service without port 80 becomes such a literal host, routed to clusters that do not
+///   exist; Sextant counts services of any port and leaves those requests to the catch-all;
 /// - ExternalName aliases that have this port and a VirtualService of their own: their names,
 ///   with that VirtualService's routes.
 ///
 /// A VirtualService with no route for the port adds nothing there.
 fn claiming_hosts(ctx: &Context<'_>, port: u16, used: &mut HashSet<u64>) -> Vec<VirtualHost> {
     let mut out = Vec::new();
-    let names_a_service = |host: &str| {
+    // Whether `host` names a service (or an alias with ports), with `port` if given.
+    let names_a_service = |host: &str, port: Option<u16>| {
+        let fits = |s: &Service| match port {
+            Some(p) => s.port(p).is_some(),
+            None => !s.ports.is_empty() || !s.is_alias(),
+        };
         if !host.starts_with('*') {
             return ctx
                 .service(host)
                 .or_else(|| ctx.alias(host))
-                .is_some_and(|s| s.port(port).is_some());
+                .is_some_and(|s| fits(s));
         }
         ctx.services()
             .chain(ctx.aliases())
-            .any(|s| s.port(port).is_some() && host_matches(host, &s.hostname))
+            .any(|s| fits(s) && host_matches(host, &s.hostname))
     };
     for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
         let resolved: Vec<String> = vs
@@ -371,9 +379,12 @@ fn claiming_hosts(ctx: &Context<'_>, port: u16, used: &mut HashSet<u64>) -> Vec<
             .iter()
             .map(|h| ctx.resolve(h, &vs.id.namespace).to_ascii_lowercase())
             .collect();
-        let (services, literal): (Vec<&String>, Vec<&String>) =
-            resolved.iter().partition(|h| names_a_service(h));
-        if literal.is_empty() || (port != 80 && services.is_empty()) {
+        let literal: Vec<&String> = resolved
+            .iter()
+            .filter(|h| !names_a_service(h, None))
+            .collect();
+        let on_port = port == 80 || resolved.iter().any(|h| names_a_service(h, Some(port)));
+        if literal.is_empty() || !on_port {
             continue;
         }
         let routes = routes::virtual_service_routes(ctx, vs, port);

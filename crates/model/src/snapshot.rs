@@ -324,6 +324,51 @@ mod tests {
         );
     }
 
+    fn service(name: &str, resolution: crate::Resolution) -> Arc<Service> {
+        Arc::new(Service {
+            hostname: format!("{name}.default.svc.cluster.local"),
+            name: name.to_owned(),
+            namespace: "default".to_owned(),
+            ports: Vec::new(),
+            cluster_ip: None,
+            labels: BTreeMap::new(),
+            selector: BTreeMap::new(),
+            export_to: crate::Visibility::Public,
+            resolution,
+            creation_timestamp: None,
+        })
+    }
+
+    /// Istio's `resolveServiceAliases`: an ExternalName names its target by exact host name,
+    /// chains end at the last target, and loops name nothing.
+    #[test]
+    fn external_names_alias_the_service_they_name() {
+        use crate::Resolution::{Alias, ClientSideLb};
+        let alias = |name: &str, target: &str| service(name, Alias(target.to_owned()));
+        let mut snapshot = Snapshot::default();
+        for s in [
+            service("reviews", ClientSideLb),
+            alias("b", "reviews.default.svc.cluster.local"),
+            alias("a", "b.default.svc.cluster.local"),
+            alias("short", "reviews"),
+            alias("outside", "example.com"),
+            alias("loop1", "loop2.default.svc.cluster.local"),
+            alias("loop2", "loop1.default.svc.cluster.local"),
+        ] {
+            snapshot.services.insert(s.hostname.clone(), s);
+        }
+        snapshot.index_hosts();
+        let names: BTreeMap<&str, Vec<&str>> = snapshot
+            .aliases
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.iter().map(|s| s.name.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            BTreeMap::from([("reviews.default.svc.cluster.local", vec!["a", "b"])])
+        );
+    }
+
     #[test]
     fn wildcards_match_suffixes() {
         assert!(host_matches("*.svc.cluster.local", "a.b.svc.cluster.local"));
