@@ -89,7 +89,8 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub strict: bool,
     /// Largest RE2 program size (instructions) a regex may compile to: Envoy's runtime
-    /// `re2.max_program_size.error_level`; a larger regex is an error.
+    /// `re2.max_program_size.error_level`, as Istio's bootstrap and `sextant bootstrap` set it
+    /// (Envoy's own default is 100); a larger regex is an error.
     #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
     pub max_regex_program_size: usize,
     /// Bounds on each file read.
@@ -179,8 +180,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SEXTANT_HOLD_ON_PLAINTEXT_NACKS")]
     pub hold_on_plaintext_nacks: bool,
     /// Largest RE2 program size (instructions) a VirtualService regex may compile to, for
-    /// validation here and in the webhook: Envoy's runtime `re2.max_program_size.error_level`
-    /// (100 unless the fleet's bootstrap changes it). Envoy rejects a larger one, and with it
+    /// validation here and in the webhook: Envoy's runtime `re2.max_program_size.error_level`,
+    /// which Istio's bootstrap and `sextant bootstrap` set to 32768 (Envoy's own default is
+    /// 100: use that for Envoys started otherwise). Envoy rejects a larger one, and with it
     /// every route of the port.
     #[arg(long, env = "SEXTANT_MAX_REGEX_PROGRAM_SIZE", default_value_t = sextant_index::parse::re2::ENVOY_MAX_PROGRAM_SIZE)]
     pub max_regex_program_size: usize,
