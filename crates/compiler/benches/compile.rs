@@ -1,5 +1,6 @@
-//! Compile-and-encode time for one sidecar at DESIGN.md's W-M workload, nothing cached.
-//! Run with `make bench` (release build). Prints min/median/max over repeated runs.
+//! Compile-and-encode time for one sidecar at DESIGN.md's W-M workload, nothing cached, and
+//! the time to rebuild its shared part after one VirtualService change (what a push costs per
+//! scope). Run with `make bench` (release build). Prints min/median/max over repeated runs.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sextant_synthetic::{W_M, index, sidecar};
+use sextant_synthetic::{W_M, index, sidecar, virtual_service};
 
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
@@ -85,5 +86,59 @@ fn main() {
     );
     println!(
         "compile + encode, nothing cached ({runs} runs): min {tmin:.2} ms  median {tmed:.2} ms  max {tmax:.2} ms  (budget 15 ms)"
+    );
+    // One VirtualService edited, as the ADS benchmark's change: the scope's shared part
+    // rebuilt from the previous one (what the generator does for each scope).
+    let scope = sextant_compiler::scope(&snapshot, &proxy);
+    let cache = std::sync::Mutex::new(sextant_compiler::ScopeCache::default());
+    let mut previous = sextant_compiler::compile_scope(&snapshot, &scope, None, &cache);
+    let mut rebuilds = Vec::new();
+    for run in 0..runs {
+        let vs = virtual_service(&shape, 7, if run % 2 == 0 { 50 } else { 90 });
+        index.apply(sextant_index::Object::from_json(vs, "default").expect("a VirtualService"));
+        let (next, _) = index.publish();
+        let rebuild = sextant_compiler::Rebuild {
+            routing: true,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let rebuilt =
+            sextant_compiler::compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
+        rebuilds.push(t0.elapsed());
+        previous = rebuilt;
+    }
+    let (rmin, rmed, rmax) = stats(rebuilds);
+    println!(
+        "a scope rebuilt after one VirtualService change ({runs} runs): min {rmin:.2} ms  median {rmed:.2} ms  max {rmax:.2} ms"
+    );
+    // One service's endpoints changed (a Pod of svc-5 gone, then back).
+    let mut rebuilds = Vec::new();
+    let slices: Vec<serde_json::Value> = sextant_synthetic::manifests(&shape)
+        .into_iter()
+        .filter(|m| {
+            m["kind"] == "EndpointSlice"
+                && m["metadata"]["labels"]["kubernetes.io/service-name"] == "svc-5"
+        })
+        .collect();
+    for run in 0..runs {
+        let mut slice = slices[0].clone();
+        if run % 2 == 0 {
+            slice["endpoints"].as_array_mut().expect("endpoints").pop();
+        }
+        index.apply(sextant_index::Object::from_json(slice, "default").expect("an EndpointSlice"));
+        let (next, changes) = index.publish();
+        let rebuild = sextant_compiler::Rebuild {
+            endpoints: changes.endpoints.clone(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let rebuilt =
+            sextant_compiler::compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
+        rebuilds.push(t0.elapsed());
+        previous = rebuilt;
+    }
+    let (rmin, rmed, rmax) = stats(rebuilds);
+    println!(
+        "a scope rebuilt after one service's endpoints changed ({runs} runs): min {rmin:.2} ms  median {rmed:.2} ms  max {rmax:.2} ms"
     );
 }

@@ -114,8 +114,9 @@ fn mesh() -> impl Strategy<Value = Mesh> {
             0..services,
             prop::sample::select(vec!["REDIRECT", "NONE"]),
             any::<bool>(),
+            (prop::collection::vec(any::<bool>(), 3), prop::option::of(prop::sample::select(vec![80u16, 9080]))),
         )
-            .prop_map(move |(ports, endpoint_counts, vss, policies, me, interception, istio)| {
+            .prop_map(move |(ports, endpoint_counts, vss, policies, me, interception, istio, (literal, alias_port))| {
                 let mut manifests = Vec::new();
                 for s in 0..services {
                     let (name, port) = ports[s];
@@ -146,10 +147,22 @@ fn mesh() -> impl Strategy<Value = Mesh> {
                                      "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}}));
                     }
                 }
+                // An ExternalName alias of svc-0, with or without a port.
+                let alias_ports: Vec<Value> = alias_port.iter().map(|p| json!({"name": "http", "port": p})).collect();
+                manifests.push(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "alias-0", "namespace": "default"},
+                    "spec": {"type": "ExternalName", "externalName": "svc-0.default.svc.cluster.local", "ports": alias_ports}}));
                 for (i, http) in vss.into_iter().enumerate() {
+                    // Some VirtualServices also name a literal host (`svc-N.default` is no
+                    // short name) or the alias, which claim their domains first.
+                    let mut hosts = vec![format!("svc-{}", i % services)];
+                    if literal[i] {
+                        hosts.push(format!("svc-{}.default", (i + 1) % services));
+                        hosts.push("alias-0".to_owned());
+                    }
                     manifests.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                         "metadata": {"name": format!("vs-{i}"), "namespace": "default"},
-                        "spec": {"hosts": [format!("svc-{}", i % services)], "http": http}}));
+                        "spec": {"hosts": hosts, "http": http}}));
                 }
                 let mut meta = vec![("INTERCEPTION_MODE".to_owned(), interception.to_owned())];
                 if istio {
