@@ -67,6 +67,19 @@ impl Secrets {
         }
     }
 
+    /// The secrets of a proxy that proved `identity`, when nothing needs signing for them
+    /// (cheap enough for an async task): `None` when [`Secrets::list`] would issue.
+    pub fn cached(&self, identity: Option<&Identity>) -> Option<List> {
+        let Some(identity) = identity else {
+            return Some(self.anonymous.clone());
+        };
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        match issued.get(identity) {
+            Some(i) if !i.renew && self.age(i.at) < self.ttl => Some(i.list.clone()),
+            _ => None,
+        }
+    }
+
     /// The secrets of a proxy that proved `identity` (`None`: it proved none).
     pub fn list(&self, identity: Option<&Identity>) -> List {
         let Some(identity) = identity else {

@@ -247,6 +247,31 @@ impl XdsGenerator {
         covered.then_some(rebuild)
     }
 
+    /// A proxy's resources from its scope's and its secrets: its own part (inbound, small)
+    /// compiled here.
+    fn assemble(
+        &self,
+        snapshot: &Snapshot,
+        proxy: &Proxy,
+        shared: Arc<EncodedResources>,
+        secrets: sextant_resources::List,
+    ) -> Arc<ProxyResources> {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resources(proxy, snapshot.version);
+        let own = Arc::new(sextant_compiler::compile_part(
+            snapshot,
+            proxy,
+            Part::Inbound,
+        ));
+        Arc::new(ProxyResources {
+            shared,
+            own,
+            secrets,
+        })
+    }
+
     /// The scope's shared resources for `snapshot`, compiled or brought up to date once.
     fn scope_resources(&self, snapshot: &Snapshot, scope: &Proxy) -> Arc<EncodedResources> {
         let entry = {
@@ -331,6 +356,14 @@ struct Scopes {
 }
 
 impl Scopes {
+    /// The entry of `key` if there is one (counted as a use).
+    fn cached(&mut self, key: &str) -> Option<Arc<Mutex<ScopeEntry>>> {
+        self.clock += 1;
+        let slot = self.slots.get_mut(key)?;
+        slot.used = self.clock;
+        Some(slot.entry.clone())
+    }
+
     /// The entry of `key`, made if missing, and whether another was evicted to make room.
     fn get(&mut self, key: String) -> (Arc<Mutex<ScopeEntry>>, bool) {
         self.clock += 1;
@@ -417,26 +450,33 @@ impl Generator for XdsGenerator {
 
     fn resources(&self, proxy: &Proxy) -> Arc<ProxyResources> {
         let snapshot = self.snapshot();
-        self.quarantine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .resources(proxy, snapshot.version);
         let scope = sextant_compiler::scope(&snapshot, proxy);
         let shared = self.scope_resources(&snapshot, &scope);
-        let own = Arc::new(sextant_compiler::compile_part(
-            &snapshot,
-            proxy,
-            Part::Inbound,
-        ));
         let secrets = match &self.secrets {
             Some(s) => s.list(proxy.identity.as_ref()),
             None => self.no_secrets.clone(),
         };
-        Arc::new(ProxyResources {
-            shared,
-            own,
-            secrets,
-        })
+        self.assemble(&snapshot, proxy, shared, secrets)
+    }
+
+    fn cached(&self, proxy: &Proxy) -> Option<Arc<ProxyResources>> {
+        let snapshot = self.snapshot();
+        let scope = sextant_compiler::scope(&snapshot, proxy);
+        let entry = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cached(&scope_key(&scope))?;
+        // Being compiled by another stream: wait for it off the runtime.
+        let shared = {
+            let entry = entry.try_lock().ok()?;
+            (entry.version == Some(snapshot.version)).then(|| entry.resources.clone())?
+        };
+        let secrets = match &self.secrets {
+            Some(s) => s.cached(proxy.identity.as_ref())?,
+            None => self.no_secrets.clone(),
+        };
+        Some(self.assemble(&snapshot, proxy, shared, secrets))
     }
 
     fn observe(&self, proxy: &Proxy, event: &Event) {

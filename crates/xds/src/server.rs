@@ -32,8 +32,15 @@ pub trait Generator: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// Completes a proxy parsed from its node (labels and identity from its workload).
     fn complete(&self, proxy: Proxy) -> Proxy;
-    /// The current resources of a proxy (shared, encoded once).
+    /// The current resources of a proxy (shared, encoded once). May compile: the server
+    /// calls it off the runtime's worker unless [`Generator::cached`] answers.
     fn resources(&self, proxy: &Proxy) -> Arc<ProxyResources>;
+    /// The current resources of a proxy when they need no compiling (its scope is compiled
+    /// for the current version and no certificate needs signing), cheap enough to run on the
+    /// runtime; `None` sends the server to [`Generator::resources`] on a blocking thread.
+    fn cached(&self, _proxy: &Proxy) -> Option<Arc<ProxyResources>> {
+        None
+    }
     /// Called for ACKs, NACKs and pushes, for metrics.
     fn observe(&self, _proxy: &Proxy, _event: &Event) {}
     /// Called when a proxy has ACKed everything sent for a configuration change, with the time
@@ -191,6 +198,9 @@ pub struct AdsServer<G> {
     names: Interner,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// Streams compiling at once (one per core): the others wait here, as tasks, for their
+    /// turn, and then usually find their scope compiled by the stream before them.
+    compiling: Arc<tokio::sync::Semaphore>,
 }
 
 /// Largest request accepted by default (Envoy's requests are small; this bounds hostile ones).
@@ -214,6 +224,9 @@ impl<G: Generator> AdsServer<G> {
             names: Interner::default(),
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            compiling: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         }
     }
 
@@ -261,6 +274,7 @@ impl<G: Generator> AdsServer<G> {
         let names = self.names.clone();
         let clock = self.clock.clone();
         let limits = self.limits;
+        let compiling = self.compiling.clone();
         tokio::spawn(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
@@ -324,7 +338,7 @@ impl<G: Generator> AdsServer<G> {
             });
             let mut machine = M::new(&names, &clock, limits);
             updates.borrow_and_update();
-            let mut resources = heavy(|| generator.resources(&proxy));
+            let mut resources = current(&generator, &compiling, &proxy).await;
             let mut pending = Some(first);
             // Convergence: types sent since the last update that the proxy has not ACKed yet.
             let mut update_at: Option<std::time::Instant> = None;
@@ -364,7 +378,7 @@ impl<G: Generator> AdsServer<G> {
                                 break 'stream;
                             }
                             triggered = std::time::Instant::now();
-                            resources = keep_unchanged_own(&resources, heavy(|| generator.resources(&proxy)));
+                            resources = keep_unchanged_own(&resources, current(&generator, &compiling, &proxy).await);
                             update_at = Some(std::time::Instant::now());
                             unacked.clear();
                             out.extend(machine.update(&resources));
@@ -415,14 +429,31 @@ impl<G: Generator> AdsServer<G> {
     }
 }
 
-/// Runs CPU-heavy `f` (compiling a scope can take a second at W-L) without holding up the
-/// runtime: on a multi-threaded runtime the worker first hands its other tasks (probes, new
-/// streams) to another thread.
-fn heavy<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// A proxy's current resources: from the generator's cache when they are there, else
+/// compiled on the runtime's blocking pool with one of the `compiling` permits. Waiting for a
+/// permit takes no thread, so a change that wakes every stream wakes only as many threads as
+/// there are cores (a thread for each, as `block_in_place` makes, cost more than compiling).
+async fn current<G: Generator>(
+    generator: &Arc<G>,
+    compiling: &tokio::sync::Semaphore,
+    proxy: &Proxy,
+) -> Arc<ProxyResources> {
+    if let Some(resources) = generator.cached(proxy) {
+        return resources;
+    }
+    let Ok(_permit) = compiling.acquire().await else {
+        return generator.resources(proxy);
+    };
+    // Another stream of the same scope may have compiled it meanwhile.
+    if let Some(resources) = generator.cached(proxy) {
+        return resources;
+    }
+    let (g, p) = (generator.clone(), proxy.clone());
+    match tokio::task::spawn_blocking(move || g.resources(&p)).await {
+        Ok(resources) => resources,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: compile here.
+        Err(_) => generator.resources(proxy),
     }
 }
 
