@@ -411,21 +411,37 @@ fn sextant_bootstrap_and_validation_share_istios_regex_limit() {
         runtime.contains("re2.max_program_size.error_level: \"32768\""),
         "{bootstrap}"
     );
-    for (regex, size) in [
-        ("(a|b|c|d|e|f|g|h|i|j){40}".to_owned(), 0),
-        (anchored_xs(32766), 32768),
-        (anchored_xs(32767), 32769),
+    // RE2 (like Go's parser, which Istio's validation uses) also refuses a repetition count
+    // over 1000, nested counts multiplied.
+    for (regex, accepted, what) in [
+        (
+            "(a|b|c|d|e|f|g|h|i|j){40}".to_owned(),
+            true,
+            "a program of about 300",
+        ),
+        (anchored_xs(32766), true, "a program of 32768"),
+        (anchored_xs(32767), false, "a program of 32769"),
+        (
+            "/(a|b|c|d|e|f|g|h|i|j){1001}".to_owned(),
+            false,
+            "a count of 1001",
+        ),
+        (
+            "/((a|b){30}){40}".to_owned(),
+            false,
+            "nested counts of 1200",
+        ),
+        ("/((a|b){25}){40}".to_owned(), true, "nested counts of 1000"),
     ] {
-        let accepted = size <= 32768;
         assert_eq!(
             envoy_accepts(&envoy, &dir, &regex, &runtime),
             accepted,
-            "Envoy with the runtime of `sextant bootstrap` on a program of {size}"
+            "Envoy with the runtime of `sextant bootstrap` on {what}"
         );
         assert_eq!(
             sextant_accepts(&dir, &regex, &[]),
             accepted,
-            "sextant validate on a program of {size}"
+            "sextant validate on {what}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

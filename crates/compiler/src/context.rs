@@ -134,6 +134,19 @@ impl<'a> Context<'a> {
         self.aliases.values().copied()
     }
 
+    /// The host a destination `host` on `port` reaches: an ExternalName alias with that port
+    /// stands for the service it names (one step, as Istio's `GetDestinationCluster` takes
+    /// it); any other host is itself.
+    pub fn destination_host(&self, host: String, port: u16) -> String {
+        match self.alias(&host) {
+            Some(alias) if alias.port(port).is_some() => match &alias.resolution {
+                sextant_model::Resolution::Alias(target) => target.clone(),
+                _ => host,
+            },
+            _ => host,
+        }
+    }
+
     /// A visible ExternalName alias by host name.
     pub fn alias(&self, hostname: &str) -> Option<&'a Arc<Service>> {
         self.aliases.get(hostname).copied()

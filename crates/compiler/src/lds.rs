@@ -301,8 +301,8 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
     let mut chains = Vec::new();
     if let Some(vs) = ctx.virtual_service(&svc.hostname) {
         let resolve = |d: &WeightedDestination| {
-            let host = ctx.resolve(&d.destination.host, &vs.id.namespace);
             let p = d.destination.port.unwrap_or(port.port);
+            let host = ctx.destination_host(ctx.resolve(&d.destination.host, &vs.id.namespace), p);
             (
                 outbound_cluster(
                     p,
@@ -314,7 +314,9 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
         };
         let proxy = |route: &[WeightedDestination]| {
             let source_ip = route.first().is_some_and(|first| {
-                let host = ctx.resolve(&first.destination.host, &vs.id.namespace);
+                let p = first.destination.port.unwrap_or(port.port);
+                let host =
+                    ctx.destination_host(ctx.resolve(&first.destination.host, &vs.id.namespace), p);
                 let subset = match route {
                     [_] => first.destination.subset.as_deref().unwrap_or_default(),
                     _ => "",

@@ -82,6 +82,7 @@ pub fn route_configurations(
             by_port.entry(port.port).or_default().push(svc);
         }
     }
+    let literal = literal_hosts(ctx);
     let mut out: Vec<(Encoded, ConfigOrigins)> = by_port
         .into_iter()
         .map(|(port, services)| {
@@ -91,7 +92,7 @@ pub fn route_configurations(
                 let origins = p.origins.configs.get(i)?;
                 (origins.hosts.len() == services.len()).then(|| (&p.routes[i], origins))
             });
-            route_configuration(ctx, port, &services, old)
+            route_configuration(ctx, port, &services, &literal, old)
         })
         .collect();
     out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -119,6 +120,7 @@ fn route_configuration(
     ctx: &Context<'_>,
     port: u16,
     services: &[&Service],
+    literal: &[LiteralHosts<'_>],
     old: Option<(&Encoded, &ConfigOrigins)>,
 ) -> (Encoded, ConfigOrigins) {
     // Domains already used by an earlier virtual host (Envoy rejects duplicates), by hash.
@@ -126,7 +128,7 @@ fn route_configuration(
     // Istio builds the virtual hosts of VirtualServices before the services' own, and the
     // first virtual host to list a domain keeps it: hosts that are no service's (and routed
     // aliases) claim their domains before the services do.
-    let claimed = claiming_hosts(ctx, port, &mut used_domains);
+    let claimed = claiming_hosts(ctx, port, literal, &mut used_domains);
     // A part reused from `old` keeps its domains, so only while nothing claims any.
     let old = old.filter(|(_, origins)| !origins.claims && claimed.is_empty());
     let name = port.to_string();
@@ -295,9 +297,20 @@ fn for_each_domain(ctx: &Context<'_>, svc: &Service, text: &mut String, mut f: i
             for_each_name(ctx, &alias.hostname, prefix, text, &mut f);
         }
     }
-    if let Some(ip) = svc.cluster_ip {
-        ip_text(ip, text);
-        f(text);
+    // As a Host header carries it: IPv6 in brackets (Istio's `IPv6Compliant`).
+    match svc.cluster_ip {
+        Some(ip @ std::net::IpAddr::V4(_)) => {
+            ip_text(ip, text);
+            f(text);
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            text.clear();
+            text.push('[');
+            text.push_str(&v6.to_string());
+            text.push(']');
+            f(text);
+        }
+        None => {}
     }
 }
 
@@ -342,6 +355,64 @@ fn for_each_name(
     }
 }
 
+/// A mesh VirtualService's hosts that name no service, and the ports of the services its
+/// other hosts name (where those hosts get virtual hosts besides port 80).
+struct LiteralHosts<'a> {
+    vs: &'a VirtualService,
+    hosts: Vec<String>,
+    ports: std::collections::BTreeSet<u16>,
+}
+
+/// [`LiteralHosts`] of every mesh VirtualService that has any, in precedence order: found once
+/// per compilation, each wildcard host matched against the services once.
+fn literal_hosts<'a>(ctx: &Context<'a>) -> Vec<LiteralHosts<'a>> {
+    // The ports of what `host` names (services, and aliases with ports), and whether it
+    // names anything.
+    let named = |host: &str| {
+        let mut ports = std::collections::BTreeSet::new();
+        let mut any = false;
+        let mut add = |s: &Service| {
+            if !s.is_alias() || !s.ports.is_empty() {
+                any = true;
+                ports.extend(s.ports.iter().map(|p| p.port));
+            }
+        };
+        if host.starts_with('*') {
+            ctx.services()
+                .chain(ctx.aliases())
+                .filter(|s| host_matches(host, &s.hostname))
+                .for_each(|s| add(s));
+        } else if let Some(s) = ctx.service(host).or_else(|| ctx.alias(host)) {
+            add(s);
+        }
+        (any, ports)
+    };
+    let mut out = Vec::new();
+    for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
+        let mut l = LiteralHosts {
+            vs,
+            hosts: Vec::new(),
+            ports: std::collections::BTreeSet::new(),
+        };
+        for host in &vs.hosts {
+            let mut host = ctx.resolve(host, &vs.id.namespace).to_ascii_lowercase();
+            if host.parse::<std::net::Ipv6Addr>().is_ok() {
+                host = format!("[{host}]");
+            }
+            let (any, ports) = named(&host);
+            if any {
+                l.ports.extend(ports);
+            } else {
+                l.hosts.push(host);
+            }
+        }
+        if !l.hosts.is_empty() {
+            out.push(l);
+        }
+    }
+    out
+}
+
 /// Virtual hosts that claim their domains before the services' own, in Istio's order
 /// (VirtualServices in precedence order, then routed aliases):
 /// - VirtualService hosts that are no service's (`bookinfo.com`, or `test.default`, which
@@ -355,43 +426,22 @@ fn for_each_name(
 ///   with that VirtualService's routes.
 ///
 /// A VirtualService with no route for the port adds nothing there.
-fn claiming_hosts(ctx: &Context<'_>, port: u16, used: &mut HashSet<u64>) -> Vec<VirtualHost> {
+fn claiming_hosts(
+    ctx: &Context<'_>,
+    port: u16,
+    literal: &[LiteralHosts<'_>],
+    used: &mut HashSet<u64>,
+) -> Vec<VirtualHost> {
     let mut out = Vec::new();
-    // Whether `host` names a service (or an alias with ports), with `port` if given.
-    let names_a_service = |host: &str, port: Option<u16>| {
-        let fits = |s: &Service| match port {
-            Some(p) => s.port(p).is_some(),
-            None => !s.ports.is_empty() || !s.is_alias(),
-        };
-        if !host.starts_with('*') {
-            return ctx
-                .service(host)
-                .or_else(|| ctx.alias(host))
-                .is_some_and(|s| fits(s));
-        }
-        ctx.services()
-            .chain(ctx.aliases())
-            .any(|s| fits(s) && host_matches(host, &s.hostname))
-    };
-    for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
-        let resolved: Vec<String> = vs
-            .hosts
-            .iter()
-            .map(|h| ctx.resolve(h, &vs.id.namespace).to_ascii_lowercase())
-            .collect();
-        let literal: Vec<&String> = resolved
-            .iter()
-            .filter(|h| !names_a_service(h, None))
-            .collect();
-        let on_port = port == 80 || resolved.iter().any(|h| names_a_service(h, Some(port)));
-        if literal.is_empty() || !on_port {
+    for l in literal {
+        if port != 80 && !l.ports.contains(&port) {
             continue;
         }
-        let routes = routes::virtual_service_routes(ctx, vs, port);
+        let routes = routes::virtual_service_routes(ctx, l.vs, port);
         if routes.is_empty() {
             continue;
         }
-        for host in literal {
+        for host in &l.hosts {
             if used.insert(xxhash_rust::xxh3::xxh3_64(host.as_bytes())) {
                 out.push(VirtualHost {
                     name: format!("{host}:{port}"),

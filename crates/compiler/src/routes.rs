@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::{
 use envoy_types::pb::google::protobuf::Any;
 use sextant_model::{
     self as model, AbortError, HashKey, HeaderMatch, HttpAction, HttpMatch, HttpRoute, Percentage,
-    RedirectPort, Resolution, StringMatch, VirtualService,
+    RedirectPort, StringMatch, VirtualService,
 };
 use sextant_resources::wire;
 
@@ -264,15 +264,7 @@ fn destination_cluster(
         Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
         _ => port,
     });
-    // An ExternalName alias with this port stands for the service it names (one step, as
-    // Istio's `GetDestinationCluster` takes it).
-    let host = match ctx.alias(&host) {
-        Some(alias) if alias.port(p).is_some() => match &alias.resolution {
-            Resolution::Alias(target) => target.clone(),
-            _ => host,
-        },
-        _ => host,
-    };
+    let host = ctx.destination_host(host, p);
     let subset = d.subset.clone().unwrap_or_default();
     (outbound_cluster(p, &subset, &host), host, p)
 }

@@ -134,6 +134,11 @@ fn names_istio_or_envoy_refuse_are_refused_at_their_field() {
             "NUL, CR or LF",
         ),
         (
+            "headers: {response: {set: {x-a: \"v\\r\\nx-b: w\"}}}",
+            "spec.http[0].headers.response.set[x-a]",
+            "control characters",
+        ),
+        (
             "corsPolicy: {allowOrigins: [{exact: 'https://a'}], allowHeaders: ['a b']}",
             "spec.http[0].corsPolicy.allowHeaders[0]",
             "is not a valid header name",

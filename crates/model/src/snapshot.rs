@@ -50,9 +50,10 @@ pub struct Snapshot {
     pub aliases: BTreeMap<String, Vec<Arc<Service>>>,
 }
 
-/// Istio's short-name resolution: a host without dots names a Service in `namespace`.
+/// Istio's short-name resolution: a host without dots names a Service in `namespace`; IP
+/// addresses (IPv6 has no dots) stay as they are.
 pub fn resolve_host(host: &str, namespace: &str, domain_suffix: &str) -> String {
-    if host.contains('.') || host.contains('*') {
+    if host.contains('.') || host.contains('*') || host.contains(':') {
         host.to_owned()
     } else {
         format!("{host}.{namespace}.svc.{domain_suffix}")
@@ -118,36 +119,44 @@ impl Snapshot {
     /// that loop back name nothing.
     fn index_aliases(&mut self) {
         self.aliases.clear();
-        let target = |s: &Service| match &s.resolution {
-            crate::Resolution::Alias(t) => Some(t.clone()),
-            _ => None,
-        };
+        // The end of each alias's chain, found once for every alias on it (`None`: it ends
+        // outside the mesh or loops).
+        let mut ends: BTreeMap<&str, Option<&str>> = BTreeMap::new();
         for alias in self.services.values().filter(|s| s.is_alias()) {
-            let mut seen = BTreeSet::from([alias.hostname.as_str()]);
-            let mut next = target(alias);
-            let concrete = loop {
-                let Some(host) = next else { break None };
-                let Some(svc) = self.services.get(&host) else {
+            let mut path: Vec<&str> = Vec::new();
+            let mut on_path: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut at = alias.as_ref();
+            let end = loop {
+                if let Some(known) = ends.get(at.hostname.as_str()) {
+                    break *known;
+                }
+                if !on_path.insert(&at.hostname) {
                     break None;
+                }
+                path.push(&at.hostname);
+                let crate::Resolution::Alias(target) = &at.resolution else {
+                    break Some(at.hostname.as_str());
                 };
-                if !svc.is_alias() {
-                    break Some(host);
+                match self.services.get(target) {
+                    Some(next) if next.is_alias() => at = next,
+                    Some(next) => break Some(next.hostname.as_str()),
+                    None => break None,
                 }
-                if !seen.insert(svc.hostname.as_str()) {
-                    break None;
-                }
-                next = target(svc);
             };
-            if let Some(concrete) = concrete {
-                self.aliases
-                    .entry(concrete)
-                    .or_default()
-                    .push(alias.clone());
+            for host in path {
+                ends.insert(host, end);
             }
         }
-        for list in self.aliases.values_mut() {
+        let mut aliases: BTreeMap<String, Vec<Arc<Service>>> = BTreeMap::new();
+        for (alias, end) in ends {
+            if let (Some(end), Some(svc)) = (end, self.services.get(alias)) {
+                aliases.entry(end.to_owned()).or_default().push(svc.clone());
+            }
+        }
+        for list in aliases.values_mut() {
             list.sort_by(|a, b| (&a.namespace, &a.hostname).cmp(&(&b.namespace, &b.hostname)));
         }
+        self.aliases = aliases;
     }
 
     /// The VirtualService that routes `hostname` for sidecars in `namespace`: exact hosts

@@ -435,13 +435,13 @@ impl<G: Generator> AdsServer<G> {
 /// there are cores (a thread for each, as `block_in_place` makes, cost more than compiling).
 async fn current<G: Generator>(
     generator: &Arc<G>,
-    compiling: &tokio::sync::Semaphore,
+    compiling: &Arc<tokio::sync::Semaphore>,
     proxy: &Proxy,
 ) -> Arc<ProxyResources> {
     if let Some(resources) = generator.cached(proxy) {
         return resources;
     }
-    let Ok(_permit) = compiling.acquire().await else {
+    let Ok(permit) = compiling.clone().acquire_owned().await else {
         return generator.resources(proxy);
     };
     // Another stream of the same scope may have compiled it meanwhile.
@@ -449,7 +449,14 @@ async fn current<G: Generator>(
         return resources;
     }
     let (g, p) = (generator.clone(), proxy.clone());
-    match tokio::task::spawn_blocking(move || g.resources(&p)).await {
+    // The permit goes with the compile: a stream that ends meanwhile (its peer gone) does
+    // not free it while the compile still runs.
+    let compile = move || {
+        let resources = g.resources(&p);
+        drop(permit);
+        resources
+    };
+    match tokio::task::spawn_blocking(compile).await {
         Ok(resources) => resources,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // The runtime is shutting down: compile here.

@@ -228,11 +228,29 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
         );
         return false;
     }
+    if let Some(why) = super::re2::refused_by_re2(pattern) {
+        report.error(
+            path,
+            format!(
+                "{pattern:?}: {why}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+            ),
+        );
+        return false;
+    }
     // The estimate first: it is cheap, and refuses large programs (such as many Unicode
     // `\w{30}`) before the regex crate spends tens of milliseconds compiling each.
     let Some(size_limit) = check_program_size(pattern, path, report) else {
         return false;
     };
+    // RE2's `\w`, `\d`, `\s` and `\b` are ASCII: compiled so first, Unicode only for what
+    // needs it (`\pL`), so that `\w{30}` is not refused for the size of Unicode's `\w`.
+    let ascii = regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(size_limit)
+        .build();
+    if ascii.is_ok() {
+        return true;
+    }
     match regex::RegexBuilder::new(pattern)
         .size_limit(size_limit)
         .build()
@@ -344,8 +362,16 @@ pub fn check_envoy_header_name(name: &str, path: &str, report: &mut Report) -> b
     }
 }
 
-/// Envoy header values may hold `%COMMAND%` substitutions; `%%` is a literal percent.
+/// Envoy header values may hold `%COMMAND%` substitutions; `%%` is a literal percent. As
+/// Istio's `ValidateHTTPHeaderValue`, no control characters but tab.
 pub fn check_header_value(value: &str, path: &str, report: &mut Report) {
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        report.error(
+            path,
+            format!("header value configuration {value:?} is invalid: it holds control characters"),
+        );
+        return;
+    }
     let mut open = false;
     let mut chars = value.chars().peekable();
     while let Some(c) = chars.next() {

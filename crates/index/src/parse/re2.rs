@@ -660,6 +660,10 @@ fn latin1(c: char) -> u8 {
 #[path = "re2_factor.rs"]
 mod factor;
 
+#[path = "re2_syntax.rs"]
+mod syntax;
+pub use syntax::{MAX_REPEAT, refused_by_re2};
+
 #[cfg(test)]
 #[path = "re2_tests.rs"]
 mod tests;
