@@ -46,6 +46,8 @@ fn names_istio_accepts_are_accepted() {
         "match: [{queryParams: {'a b': {exact: c}}}]",
         // Operations check no characters; `Host` in a request becomes the host rewrite.
         "headers: {request: {set: {'x y': v, Host: example.com}, remove: ['x z']}, response: {add: {'X-Z': w}}}",
+        // Substitutions as Envoy reads them, and `%%` for a percent sign.
+        "headers: {request: {set: {x-a: '%DOWNSTREAM_REMOTE_ADDRESS%', x-b: '%REQ(x-user)%-%START_TIME(%s)%', x-c: '100%%', x-d: '%UPSTREAM_METADATA([\"istio\", \"x\"])%'}}}",
         // CORS lists: `*` or tokens.
         "corsPolicy: {allowOrigins: [{exact: 'https://a'}], allowHeaders: ['*', X-Custom], exposeHeaders: [x.y]}",
     ];
@@ -137,6 +139,11 @@ fn names_istio_or_envoy_refuse_are_refused_at_their_field() {
             "headers: {response: {set: {x-a: \"v\\r\\nx-b: w\"}}}",
             "spec.http[0].headers.response.set[x-a]",
             "control characters",
+        ),
+        (
+            "headers: {request: {set: {x-share: '10% or 20%'}}}",
+            "spec.http[0].headers.request.set[x-share]",
+            "un-escaped % at position 2",
         ),
         (
             "corsPolicy: {allowOrigins: [{exact: 'https://a'}], allowHeaders: ['a b']}",

@@ -283,6 +283,18 @@ const CASES: &[Case] = &[
         "spec.http[0].headers.request",
         "authority header cannot be set multiple times",
     ),
+    vs(
+        "rewrite with a line break",
+        "hosts: [a]\nhttp: [{route: [{destination: {host: a}}], rewrite: {uri: \"/a\\nb\"}}]",
+        "spec.http[0].rewrite.uri",
+        "holds a NUL, CR or LF",
+    ),
+    vs(
+        "redirect with a line break",
+        "hosts: [a]\nhttp: [{redirect: {authority: \"a\\r\\nb\"}}]",
+        "spec.http[0].redirect.authority",
+        "holds a NUL, CR or LF",
+    ),
     // --- timeouts, retries, fault, mirror, cors, headers
     vs(
         "zero timeout (CEL)",
@@ -599,6 +611,24 @@ const CASES: &[Case] = &[
         "host: a\nworkloadSelector: {matchLabels: {app: 'x*'}}",
         "spec.workloadSelector.matchLabels[app]",
         "wildcard not allowed in label value match",
+    ),
+    dr(
+        "ring size over Envoy's limit",
+        "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x, ringHash: {minimumRingSize: 9000000}}}}",
+        "spec.trafficPolicy.loadBalancer.consistentHash",
+        "more than Envoy's limit of 8388608",
+    ),
+    dr(
+        "cookie ttl beyond protobuf's Duration",
+        "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: 315576000001s}}}}",
+        "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl",
+        "at most 315576000000s",
+    ),
+    dr(
+        "cookie attribute with a line break",
+        "host: a\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, attributes: [{name: SameSite, value: \"Lax\\r\\nx: y\"}]}}}}",
+        "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[0].value",
+        "holds a NUL, CR or LF",
     ),
     dr(
         "warmup aggression (semantic)",

@@ -161,6 +161,22 @@ pub fn parse_duration(text: &str) -> Option<(bool, Duration)> {
 }
 
 /// Istio's `ValidateDuration`: at least 1ms, millisecond precision.
+/// The longest duration protobuf (and so Envoy) can hold: 10,000 years.
+const MAX_DURATION_SECS: u64 = 315_576_000_000;
+const DURATION_TOO_LONG: &str =
+    "duration must be at most 315576000000s, the longest a protobuf Duration holds";
+
+/// Envoy's rule for a value it puts in a header or a path (its non-strict
+/// `HTTP_HEADER_VALUE`): no NUL, CR or LF.
+pub fn check_no_line_breaks(value: &str, path: &str, report: &mut Report) -> bool {
+    if value.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        report.error(path, format!("{value:?} holds a NUL, CR or LF"));
+        false
+    } else {
+        true
+    }
+}
+
 pub fn duration(text: &str, path: &str, report: &mut Report) -> Option<Duration> {
     match parse_duration(text) {
         None => {
@@ -178,6 +194,10 @@ pub fn duration(text: &str, path: &str, report: &mut Report) -> Option<Duration>
             report.error(path, "duration must be greater than 1ms");
             None
         }
+        Some((false, d)) if d.as_secs() > MAX_DURATION_SECS => {
+            report.error(path, DURATION_TOO_LONG);
+            None
+        }
         Some((false, d)) if d.subsec_nanos() % 1_000_000 != 0 => {
             report.error(path, "only durations to ms precision are supported");
             None
@@ -189,6 +209,10 @@ pub fn duration(text: &str, path: &str, report: &mut Report) -> Option<Duration>
 /// A duration that may be zero (`tcp.idleTimeout: 0s` disables the timeout).
 pub fn non_negative_duration(text: &str, path: &str, report: &mut Report) -> Option<Duration> {
     match parse_duration(text) {
+        Some((false, d)) if d.as_secs() > MAX_DURATION_SECS => {
+            report.error(path, DURATION_TOO_LONG);
+            None
+        }
         Some((false, d)) => Some(d),
         Some((true, _)) => {
             report.error(path, "duration must not be negative");
@@ -372,23 +396,58 @@ pub fn check_header_value(value: &str, path: &str, report: &mut Report) {
         );
         return;
     }
-    let mut open = false;
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            if !open && chars.peek() == Some(&'%') {
-                chars.next();
-                continue;
-            }
-            open = !open;
-        }
-    }
-    if open {
+    if let Err(at) = substitutions(value) {
         report.error(
             path,
-            format!("header value configuration {value} is invalid: unterminated '%' substitution"),
+            format!(
+                "header value configuration {value:?} is invalid: un-escaped % at position {at} (write %% for a percent sign; a substitution is %NAME% or %NAME(args)%)"
+            ),
         );
     }
+}
+
+/// Checks the `%...%` substitutions of an Envoy header value as Envoy's header parser reads
+/// them: `%%` is a percent sign; otherwise `%` opens a command of capitals, digits and `_`,
+/// optionally with `(arguments)` and a `:suffix`, closed by `%`. The error is the position of
+/// the `%` that does not fit.
+fn substitutions(value: &str) -> Result<(), usize> {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        let open = i;
+        if bytes.get(i + 1) == Some(&b'%') {
+            i += 2;
+            continue;
+        }
+        i += 1;
+        let name = i;
+        while i < bytes.len()
+            && (bytes[i].is_ascii_uppercase() || bytes[i].is_ascii_digit() || bytes[i] == b'_')
+        {
+            i += 1;
+        }
+        if i == name {
+            return Err(open);
+        }
+        if bytes.get(i) == Some(&b'(') {
+            // Arguments run to the `)` before the closing `%`.
+            let close = value[i..].find(")%").ok_or(open)?;
+            i += close + 1;
+        } else if bytes.get(i) == Some(&b':') {
+            while i < bytes.len() && bytes[i] != b'%' {
+                i += 1;
+            }
+        }
+        if bytes.get(i) != Some(&b'%') {
+            return Err(open);
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 pub fn check_port(port: u32, path: &str, report: &mut Report) -> Option<u16> {

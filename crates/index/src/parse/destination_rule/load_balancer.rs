@@ -118,6 +118,15 @@ fn consistent_hash(
                     format!("duplicate cookie attribute name: {}", a.name),
                 );
             }
+            // They go into a Set-Cookie header.
+            fields::check_no_line_breaks(&a.name, &format!("{at}.attributes[{i}].name"), r);
+            if let Some(v) = &a.value {
+                fields::check_no_line_breaks(v, &format!("{at}.attributes[{i}].value"), r);
+            }
+        }
+        fields::check_no_line_breaks(&c.name, &format!("{at}.name"), r);
+        if let Some(p) = &c.path {
+            fields::check_no_line_breaks(p, &format!("{at}.path"), r);
         }
         HashKey::Cookie {
             name: c.name.clone(),
@@ -180,6 +189,14 @@ fn consistent_hash(
             .or(ch.minimum_ring_size)
             .filter(|s| *s > 0)
             .unwrap_or(1024);
+        // Envoy's RingHashLbConfig allows at most 8M entries (Istio does not check).
+        if size > 8_388_608 {
+            r.error(
+                path,
+                format!("minimum ring size {size} is more than Envoy's limit of 8388608"),
+            );
+            return None;
+        }
         Some(HashAlgorithm::RingHash {
             minimum_ring_size: size,
         })

@@ -17,6 +17,12 @@ const WARN_DIRECT_RESPONSE_BODY: usize = 100 * 1024;
 pub(super) fn rewrite(rw: &api::HttpRewrite, path: &str, r: &mut Report) -> Option<model::Rewrite> {
     let uri = rw.uri.clone().filter(|u| !u.is_empty());
     let authority = rw.authority.clone().filter(|a| !a.is_empty());
+    // Envoy puts them in the request's path and Host: no line breaks.
+    for (field, value) in [("uri", &uri), ("authority", &authority)] {
+        if let Some(v) = value {
+            fields::check_no_line_breaks(v, &format!("{path}.{field}"), r);
+        }
+    }
     let mut uri_regex = None;
     if let Some(rr) = &rw.uri_regex_rewrite {
         if uri.is_some() {
@@ -78,6 +84,17 @@ pub(super) fn redirect_action(
     }
     let authority = red.authority.clone().filter(|s| !s.is_empty());
     let scheme = red.scheme.clone().filter(|s| !s.is_empty());
+    // Envoy writes them into the Location header: no line breaks.
+    for (field, value) in [
+        ("uri", &uri),
+        ("prefixRewrite", &prefix),
+        ("authority", &authority),
+        ("scheme", &scheme),
+    ] {
+        if let Some(v) = value {
+            fields::check_no_line_breaks(v, &format!("{path}.{field}"), r);
+        }
+    }
     let port = match (red.port.filter(|p| *p != 0), red.derive_port) {
         (Some(p), _) => check_port(p, &format!("{path}.port"), r).map(RedirectPort::Port),
         (None, Some(api::RedirectPortSelection::FROM_REQUEST_PORT)) => {
