@@ -87,58 +87,49 @@ fn main() {
     println!(
         "compile + encode, nothing cached ({runs} runs): min {tmin:.2} ms  median {tmed:.2} ms  max {tmax:.2} ms  (budget 15 ms)"
     );
-    // One VirtualService edited, as the ADS benchmark's change: the scope's shared part
-    // rebuilt from the previous one (what the generator does for each scope).
+    // The scope's shared part rebuilt from the previous one after one change, as the
+    // generator does for each scope: `edit(run)` applies the change for a run.
     let scope = sextant_compiler::scope(&snapshot, &proxy);
     let cache = std::sync::Mutex::new(sextant_compiler::ScopeCache::default());
     let mut previous = sextant_compiler::compile_scope(&snapshot, &scope, None, &cache);
-    let mut rebuilds = Vec::new();
-    for run in 0..runs {
-        let vs = virtual_service(&shape, 7, if run % 2 == 0 { 50 } else { 90 });
-        index.apply(sextant_index::Object::from_json(vs, "default").expect("a VirtualService"));
-        let (next, _) = index.publish();
-        let rebuild = sextant_compiler::Rebuild {
-            routing: true,
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let rebuilt =
-            sextant_compiler::compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
-        rebuilds.push(t0.elapsed());
-        previous = rebuilt;
-    }
-    let (rmin, rmed, rmax) = stats(rebuilds);
-    println!(
-        "a scope rebuilt after one VirtualService change ({runs} runs): min {rmin:.2} ms  median {rmed:.2} ms  max {rmax:.2} ms"
-    );
+    let mut rebuilds = |what: &str, edit: &dyn Fn(usize) -> serde_json::Value| {
+        let mut times = Vec::new();
+        for run in 0..runs {
+            index
+                .apply(sextant_index::Object::from_json(edit(run), "default").expect("known kind"));
+            let (next, changes) = index.publish();
+            let rebuild = sextant_compiler::Rebuild {
+                endpoints: changes.endpoints.clone(),
+                routing: !changes.configs.is_empty(),
+            };
+            let t0 = Instant::now();
+            let rebuilt =
+                sextant_compiler::compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
+            times.push(t0.elapsed());
+            previous = rebuilt;
+        }
+        let (min, med, max) = stats(times);
+        println!(
+            "a scope rebuilt after {what} ({runs} runs): min {min:.2} ms  median {med:.2} ms  max {max:.2} ms"
+        );
+    };
+    // One VirtualService edited, as the ADS benchmark's change.
+    rebuilds("one VirtualService change", &|run| {
+        virtual_service(&shape, 7, if run % 2 == 0 { 50 } else { 90 })
+    });
     // One service's endpoints changed (a Pod of svc-5 gone, then back).
-    let mut rebuilds = Vec::new();
-    let slices: Vec<serde_json::Value> = sextant_synthetic::manifests(&shape)
+    let slice = sextant_synthetic::manifests(&shape)
         .into_iter()
-        .filter(|m| {
+        .find(|m| {
             m["kind"] == "EndpointSlice"
                 && m["metadata"]["labels"]["kubernetes.io/service-name"] == "svc-5"
         })
-        .collect();
-    for run in 0..runs {
-        let mut slice = slices[0].clone();
+        .expect("svc-5 has an EndpointSlice");
+    rebuilds("one service's endpoints changed", &|run| {
+        let mut slice = slice.clone();
         if run % 2 == 0 {
             slice["endpoints"].as_array_mut().expect("endpoints").pop();
         }
-        index.apply(sextant_index::Object::from_json(slice, "default").expect("an EndpointSlice"));
-        let (next, changes) = index.publish();
-        let rebuild = sextant_compiler::Rebuild {
-            endpoints: changes.endpoints.clone(),
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let rebuilt =
-            sextant_compiler::compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
-        rebuilds.push(t0.elapsed());
-        previous = rebuilt;
-    }
-    let (rmin, rmed, rmax) = stats(rebuilds);
-    println!(
-        "a scope rebuilt after one service's endpoints changed ({runs} runs): min {rmin:.2} ms  median {rmed:.2} ms  max {rmax:.2} ms"
-    );
+        slice
+    });
 }
