@@ -82,17 +82,19 @@ impl Secrets {
 
     /// The secrets of a proxy that proved `identity` (`None`: it proved none).
     pub fn list(&self, identity: Option<&Identity>) -> List {
+        if let Some(list) = self.cached(identity) {
+            return list;
+        }
         let Some(identity) = identity else {
             return self.anonymous.clone();
         };
-        let current = {
-            let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-            match issued.get(identity) {
-                Some(i) if !i.renew && self.age(i.at) < self.ttl => return i.list.clone(),
-                Some(i) => Some((i.at, i.list.clone())),
-                None => None,
-            }
-        };
+        // One to renew, or none yet.
+        let current = self
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(identity)
+            .map(|i| (i.at, i.list.clone()));
         // Signing takes a while: not under the lock (two proxies of one identity may both
         // issue; the first stored wins).
         let fresh: List = match self.issue(identity) {

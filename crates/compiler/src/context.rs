@@ -138,13 +138,10 @@ impl<'a> Context<'a> {
     /// stands for the service it names (one step, as Istio's `GetDestinationCluster` takes
     /// it); any other host is itself.
     pub fn destination_host(&self, host: String, port: u16) -> String {
-        match self.alias(&host) {
-            Some(alias) if alias.port(port).is_some() => match &alias.resolution {
-                sextant_model::Resolution::Alias(target) => target.clone(),
-                _ => host,
-            },
-            _ => host,
-        }
+        self.alias(&host)
+            .filter(|alias| alias.port(port).is_some())
+            .and_then(|alias| alias.alias_target())
+            .map_or(host, str::to_owned)
     }
 
     /// A visible ExternalName alias by host name.

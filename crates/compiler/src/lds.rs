@@ -300,9 +300,14 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
     let default = outbound_cluster(port.port, "", &svc.hostname);
     let mut chains = Vec::new();
     if let Some(vs) = ctx.virtual_service(&svc.hostname) {
-        let resolve = |d: &WeightedDestination| {
+        // The host and port a destination reaches.
+        let target = |d: &WeightedDestination| {
             let p = d.destination.port.unwrap_or(port.port);
-            let host = ctx.destination_host(ctx.resolve(&d.destination.host, &vs.id.namespace), p);
+            let host = ctx.resolve(&d.destination.host, &vs.id.namespace);
+            (ctx.destination_host(host, p), p)
+        };
+        let resolve = |d: &WeightedDestination| {
+            let (host, p) = target(d);
             (
                 outbound_cluster(
                     p,
@@ -314,9 +319,7 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
         };
         let proxy = |route: &[WeightedDestination]| {
             let source_ip = route.first().is_some_and(|first| {
-                let p = first.destination.port.unwrap_or(port.port);
-                let host =
-                    ctx.destination_host(ctx.resolve(&first.destination.host, &vs.id.namespace), p);
+                let (host, _) = target(first);
                 let subset = match route {
                     [_] => first.destination.subset.as_deref().unwrap_or_default(),
                     _ => "",

@@ -32,7 +32,15 @@ pub struct Service {
 impl Service {
     /// Whether this is an ExternalName alias (see [`Resolution::Alias`]).
     pub fn is_alias(&self) -> bool {
-        matches!(self.resolution, Resolution::Alias(_))
+        self.alias_target().is_some()
+    }
+
+    /// The host name an ExternalName alias names.
+    pub fn alias_target(&self) -> Option<&str> {
+        match &self.resolution {
+            Resolution::Alias(target) => Some(target),
+            _ => None,
+        }
     }
 
     /// The port with this number.

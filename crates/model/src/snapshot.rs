@@ -134,7 +134,7 @@ impl Snapshot {
                     break None;
                 }
                 path.push(&at.hostname);
-                let crate::Resolution::Alias(target) = &at.resolution else {
+                let Some(target) = at.alias_target() else {
                     break Some(at.hostname.as_str());
                 };
                 match self.services.get(target) {

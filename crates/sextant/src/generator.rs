@@ -366,12 +366,10 @@ impl Scopes {
 
     /// The entry of `key`, made if missing, and whether another was evicted to make room.
     fn get(&mut self, key: String) -> (Arc<Mutex<ScopeEntry>>, bool) {
-        self.clock += 1;
-        let clock = self.clock;
-        if let Some(slot) = self.slots.get_mut(&key) {
-            slot.used = clock;
-            return (slot.entry.clone(), false);
+        if let Some(entry) = self.cached(&key) {
+            return (entry, false);
         }
+        let clock = self.clock;
         let evicted = self.slots.len() >= self.max && self.evict();
         let entry = Arc::new(Mutex::new(ScopeEntry::default()));
         self.slots.insert(

@@ -299,11 +299,11 @@ pub fn check_regex(pattern: &str, path: &str, report: &mut Report) -> bool {
 /// the regex crate may use to compile it: enough for any program Envoy accepts (about 128
 /// bytes an instruction), and [`REGEX_SIZE_LIMIT`] when the size could not be estimated.
 fn check_program_size(pattern: &str, path: &str, report: &mut Report) -> Option<usize> {
-    use super::re2::{ENVOY_MAX_PROGRAM_SIZE, ESTIMATE_BOUND, Estimate, estimate};
+    use super::re2::{ENVOY_MAX_PROGRAM_SIZE, Estimate, MAX_INSTRUCTIONS, estimate};
     let limit = super::re2::max_program_size();
     let size = match estimate(pattern) {
         Estimate::Size(size) if size > limit => size.to_string(),
-        Estimate::Beyond if ESTIMATE_BOUND >= limit => format!("more than {ESTIMATE_BOUND}"),
+        Estimate::Beyond if MAX_INSTRUCTIONS >= limit => format!("more than {MAX_INSTRUCTIONS}"),
         Estimate::Size(size) => return Some(REGEX_SIZE_LIMIT.max(size.saturating_mul(128))),
         Estimate::Beyond | Estimate::Unknown => return Some(REGEX_SIZE_LIMIT),
     };
@@ -375,14 +375,8 @@ pub fn check_envoy_header_name(name: &str, path: &str, report: &mut Report) -> b
     if name.is_empty() {
         report.error(path, "header name cannot be empty");
         false
-    } else if name.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
-        report.error(
-            path,
-            format!("header name {name:?} is not a valid header name: it holds a NUL, CR or LF"),
-        );
-        false
     } else {
-        true
+        check_no_line_breaks(name, path, report)
     }
 }
 

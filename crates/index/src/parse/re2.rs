@@ -37,8 +37,9 @@ pub fn max_program_size() -> usize {
     MAX_PROGRAM_SIZE.load(Ordering::Relaxed)
 }
 
-/// Instructions built before the estimate gives up (the regex is far over any limit).
-const MAX_INSTRUCTIONS: usize = 100_000;
+/// Instructions built before the estimate gives up (the regex is far over any limit):
+/// [`Estimate::Beyond`].
+pub const MAX_INSTRUCTIONS: usize = 100_000;
 
 /// The estimated size of RE2's program for `pattern`; `None` when it cannot be estimated
 /// (syntax this estimate does not model, such as Unicode classes) or is beyond
@@ -60,9 +61,6 @@ pub enum Estimate {
     /// Syntax the estimate does not model (Unicode classes).
     Unknown,
 }
-
-/// The instruction count past which the estimate stops: [`Estimate::Beyond`].
-pub const ESTIMATE_BOUND: usize = MAX_INSTRUCTIONS;
 
 /// Estimates RE2's program size for `pattern`.
 pub fn estimate(pattern: &str) -> Estimate {
