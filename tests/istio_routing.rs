@@ -208,6 +208,23 @@ fn send(
     })
 }
 
+/// A test over state-of-the-world ADS on network `net` and one over delta on `net + 1`.
+macro_rules! both {
+    ($scenario:ident, $net:expr) => {
+        mod $scenario {
+            #[test]
+            fn sotw() {
+                super::$scenario(false, $net);
+            }
+
+            #[test]
+            fn delta() {
+                super::$scenario(true, $net + 1);
+            }
+        }
+    };
+}
+
 /// The catch-all's answer when listeners bind real addresses (Istio's `block_all`).
 const CATCH_ALL: &str = "status 502";
 
@@ -258,15 +275,7 @@ fn host_names_with_a_trailing_dot(delta: bool, net: u8) {
     }
 }
 
-#[test]
-fn host_names_with_a_trailing_dot_sotw() {
-    host_names_with_a_trailing_dot(false, 60);
-}
-
-#[test]
-fn host_names_with_a_trailing_dot_delta() {
-    host_names_with_a_trailing_dot(true, 61);
-}
+both!(host_names_with_a_trailing_dot, 60);
 
 /// Istio resolves only dotless VirtualService hosts as short names
 /// (`ResolveShortnameToFQDN`, `pilot/pkg/model/config.go`), so `test.default` is a literal
@@ -301,15 +310,7 @@ fn virtual_service_host_that_is_no_services_name(delta: bool, net: u8) {
     mesh.expect(8080, "test", &[], "test-8080");
 }
 
-#[test]
-fn virtual_service_host_that_is_no_services_name_sotw() {
-    virtual_service_host_that_is_no_services_name(false, 62);
-}
-
-#[test]
-fn virtual_service_host_that_is_no_services_name_delta() {
-    virtual_service_host_that_is_no_services_name(true, 63);
-}
+both!(virtual_service_host_that_is_no_services_name, 62);
 
 /// Since Istio 1.24 an ExternalName Service is an alias of the service whose host name is its
 /// `externalName` (`ConvertService` in `pilot/pkg/serviceregistry/kube/conversion.go` sets
@@ -377,15 +378,7 @@ fn external_name_services_are_aliases(delta: bool, net: u8) {
     }
 }
 
-#[test]
-fn external_name_services_are_aliases_sotw() {
-    external_name_services_are_aliases(false, 64);
-}
-
-#[test]
-fn external_name_services_are_aliases_delta() {
-    external_name_services_are_aliases(true, 65);
-}
+both!(external_name_services_are_aliases, 64);
 
 /// Istio (1.24.4+) accepts the pseudo-headers `:method`, `:scheme`, `:authority`, `:path` and
 /// `:status` as header match names (`ValidateHTTPHeaderNameOrJwtClaimRoute` and
@@ -413,15 +406,7 @@ fn pseudo_header_matches(delta: bool, net: u8) {
     mesh.expect_request(9080, "GET", "reviews", "/", &[], "reviews");
 }
 
-#[test]
-fn pseudo_header_matches_sotw() {
-    pseudo_header_matches(false, 66);
-}
-
-#[test]
-fn pseudo_header_matches_delta() {
-    pseudo_header_matches(true, 67);
-}
+both!(pseudo_header_matches, 66);
 
 /// With a DestinationRule's `consistentHash.useSourceIp`, Istio sets the TCP proxy's
 /// `hash_policy` to the source IP (`maybeSetHashPolicy` in
@@ -471,15 +456,7 @@ fn consistent_hashing_for_tcp(delta: bool, net: u8) {
     );
 }
 
-#[test]
-fn consistent_hashing_for_tcp_sotw() {
-    consistent_hashing_for_tcp(false, 68);
-}
-
-#[test]
-fn consistent_hashing_for_tcp_delta() {
-    consistent_hashing_for_tcp(true, 69);
-}
+both!(consistent_hashing_for_tcp, 68);
 
 /// Istio validates a regex by its length (1024) and Go's parser, and raises Envoy's runtime
 /// `re2.max_program_size.error_level` to 32768 in its bootstrap (`extractRuntimeFlags` in
@@ -500,12 +477,4 @@ fn regexes_over_envoys_default_program_size(delta: bool, net: u8) {
     }
 }
 
-#[test]
-fn regexes_over_envoys_default_program_size_sotw() {
-    regexes_over_envoys_default_program_size(false, 70);
-}
-
-#[test]
-fn regexes_over_envoys_default_program_size_delta() {
-    regexes_over_envoys_default_program_size(true, 71);
-}
+both!(regexes_over_envoys_default_program_size, 70);
