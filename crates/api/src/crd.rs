@@ -2,31 +2,37 @@
 //!
 //! The schema is derived with schemars and then rewritten into the Kubernetes structural form
 //! Istio's CRDs use: plain optional fields are not `nullable` (only protobuf wrapper types are),
-//! unsigned integers are bounded instead of carrying a format, and no defaults are injected. The
-//! three served versions share one schema; `v1` is the storage version.
+//! unsigned integers are bounded instead of carrying a format, and no defaults are injected. A
+//! kind's served versions share one schema; `v1` is the storage version.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use schemars::{JsonSchema, generate::SchemaSettings, transform::Transform};
 use serde_json::{Map, Value, json};
 
-use crate::{DestinationRuleSpec, IstioStatus, VirtualServiceSpec};
+use crate::{DestinationRuleSpec, IstioStatus, PeerAuthenticationSpec, VirtualServiceSpec};
 
-/// The API group of every kind in this crate.
+/// The API group of VirtualService and DestinationRule.
 pub const GROUP: &str = "networking.istio.io";
-/// Served versions, newest first. All share one schema.
+/// Their served versions, newest first. All share one schema.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
-/// The version the API server stores.
+/// The API group of PeerAuthentication.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+/// Its served versions, newest first.
+pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+/// The version the API server stores, in both groups.
 pub const STORAGE_VERSION: &str = "v1";
 
-/// Both CRDs, VirtualService first.
+/// Every CRD: VirtualService, DestinationRule, PeerAuthentication.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![virtual_service(), destination_rule()]
+    vec![virtual_service(), destination_rule(), peer_authentication()]
 }
 
 /// The `virtualservices.networking.istio.io` CRD.
 pub fn virtual_service() -> CustomResourceDefinition {
     build(
         Names {
+            group: GROUP,
+            versions: &VERSIONS,
             kind: "VirtualService",
             plural: "virtualservices",
             singular: "virtualservice",
@@ -55,6 +61,8 @@ pub fn virtual_service() -> CustomResourceDefinition {
 pub fn destination_rule() -> CustomResourceDefinition {
     build(
         Names {
+            group: GROUP,
+            versions: &VERSIONS,
             kind: "DestinationRule",
             plural: "destinationrules",
             singular: "destinationrule",
@@ -73,7 +81,33 @@ pub fn destination_rule() -> CustomResourceDefinition {
     )
 }
 
+/// The `peerauthentications.security.istio.io` CRD.
+pub fn peer_authentication() -> CustomResourceDefinition {
+    build(
+        Names {
+            group: SECURITY_GROUP,
+            versions: &SECURITY_VERSIONS,
+            kind: "PeerAuthentication",
+            plural: "peerauthentications",
+            singular: "peerauthentication",
+            short: "pa",
+        },
+        &[
+            column(
+                "Mode",
+                ".spec.mtls.mode",
+                "string",
+                "Defines the mTLS mode used for peer authentication.",
+            ),
+            age_column(),
+        ],
+        spec_schema::<PeerAuthenticationSpec>(),
+    )
+}
+
 struct Names {
+    group: &'static str,
+    versions: &'static [&'static str],
     kind: &'static str,
     plural: &'static str,
     singular: &'static str,
@@ -88,7 +122,9 @@ fn build(names: Names, columns: &[Value], spec: Value) -> CustomResourceDefiniti
             "status": structural::<IstioStatus>(),
         },
     });
-    let versions: Vec<Value> = VERSIONS
+    let group = names.group;
+    let versions: Vec<Value> = names
+        .versions
         .iter()
         .map(|version| {
             json!({
@@ -105,14 +141,14 @@ fn build(names: Names, columns: &[Value], spec: Value) -> CustomResourceDefiniti
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": format!("{}.{GROUP}", names.plural),
+            "name": format!("{}.{group}", names.plural),
             "labels": { "app.kubernetes.io/part-of": "sextant" },
             "annotations": { "helm.sh/resource-policy": "keep" },
         },
         "spec": {
-            "group": GROUP,
+            "group": group,
             "names": {
-                "categories": ["istio-io", "networking-istio-io"],
+                "categories": ["istio-io", format!("{}-istio-io", group.split('.').next().unwrap_or_default())],
                 "kind": names.kind,
                 "listKind": format!("{}List", names.kind),
                 "plural": names.plural,

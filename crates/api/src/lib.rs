@@ -1,4 +1,5 @@
-//! Rust types for Istio's `networking.istio.io` VirtualService and DestinationRule, and the
+//! Rust types for Istio's `networking.istio.io` VirtualService and DestinationRule and its
+//! `security.istio.io` PeerAuthentication, and the
 //! CustomResourceDefinitions generated from them.
 //!
 //! The types mirror Istio's protobuf API field for field, with the JSON names, integer widths and
@@ -9,6 +10,7 @@
 pub mod crd;
 mod destination;
 mod destination_rule;
+mod peer_authentication;
 mod schema;
 mod selector;
 mod status;
@@ -17,6 +19,7 @@ mod virtual_service;
 
 pub use destination::*;
 pub use destination_rule::*;
+pub use peer_authentication::*;
 pub use selector::*;
 pub use status::*;
 pub use values::*;

@@ -31,13 +31,15 @@ pub struct ScopeCache {
     clusters: Vec<(ClusterKey, List, List)>,
 }
 
-/// What a scope's outbound clusters and load assignments depend on: the proxy flavor, the
-/// visible services and the DestinationRule each resolves to (merged, as the proxy sees it).
-/// `hash` covers the flavor, host names and rule names; equality compares everything.
+/// What a scope's outbound clusters and load assignments depend on: the proxy flavor, whether
+/// it holds a certificate (auto mTLS), the visible services and the DestinationRule each
+/// resolves to (merged, as the proxy sees it). `hash` covers the flavor, the certificate, host
+/// names and rule names; equality compares everything.
 #[derive(Debug, PartialEq)]
 pub(crate) struct ClusterKey {
     hash: u64,
     flavor: ProxyFlavor,
+    holds_certificate: bool,
     /// Services by identity within the snapshot, with their rule.
     services: Vec<(usize, Option<DestinationRule>)>,
 }
@@ -45,7 +47,10 @@ pub(crate) struct ClusterKey {
 /// The key of the scope `ctx` compiles.
 pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&[ctx.proxy.flavor as u8]);
+    h.update(&[
+        ctx.proxy.flavor as u8,
+        u8::from(ctx.proxy.holds_certificate),
+    ]);
     let services = ctx
         .services()
         .map(|svc| {
@@ -61,6 +66,7 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
     ClusterKey {
         hash: h.digest(),
         flavor: ctx.proxy.flavor,
+        holds_certificate: ctx.proxy.holds_certificate,
         services,
     }
 }

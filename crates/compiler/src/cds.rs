@@ -2,7 +2,10 @@
 //! `inbound|PORT||` clusters, and Istio's `BlackHoleCluster`, `PassthroughCluster` and
 //! `InboundPassthroughCluster`.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use envoy_types::pb::envoy::{
     config::{
@@ -17,7 +20,7 @@ use envoy_types::pb::envoy::{
     },
     extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
 };
-use sextant_model::{Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
+use sextant_model::{MtlsMode, Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
 
 use prost::Message;
 use sextant_resources::{Encoded, wire};
@@ -25,7 +28,9 @@ use sextant_resources::{Encoded, wire};
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
     policy::{self, CONNECT_TIMEOUT_SECS, Target},
-    proto::{ads, any, list_value, map_of, metadata, seconds, socket, string_value, struct_value},
+    proto::{
+        ads, any, ip_socket, list_value, map_of, metadata, seconds, string_value, struct_value,
+    },
 };
 
 /// Every cluster of the proxy, sorted by name, and the names of those that use EDS.
@@ -69,6 +74,14 @@ fn discovery(kind: DiscoveryType) -> Option<ClusterDiscoveryType> {
     Some(ClusterDiscoveryType::Type(kind as i32))
 }
 
+/// Whether clusters of `svc` without a DestinationRule TLS setting get auto mTLS: the proxy
+/// holds a certificate and the service's namespace (or the mesh) does not DISABLE mutual TLS
+/// (Istio's `BestEffortInferServiceMTLSMode`; workload and port-level policies act per
+/// endpoint, in EDS).
+fn auto_mtls(ctx: &Context<'_>, svc: &Service) -> bool {
+    ctx.proxy.holds_certificate && ctx.snapshot.service_mtls(&svc.namespace) != MtlsMode::Disable
+}
+
 /// SPIFFE identities of a service's workloads, for ISTIO_MUTUAL SAN checks.
 fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
     let mut ids: Vec<String> = ctx
@@ -98,7 +111,7 @@ struct TemplateKey {
     host: String,
     http2: bool,
     http: bool,
-    istio: bool,
+    auto_mtls: bool,
 }
 
 /// A cluster's policy fields, encoded once and shared by every cluster with the same key.
@@ -119,7 +132,8 @@ fn outbound(
     let dr = ctx.rule(&svc.hostname);
     let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
     let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
-    let needs_identities = istio
+    let auto_mtls = auto_mtls(ctx, svc);
+    let needs_identities = auto_mtls
         || effective
             .tls
             .as_ref()
@@ -143,7 +157,7 @@ fn outbound(
         },
         http2: port.protocol.is_http2(),
         http: port.protocol.is_http(),
-        istio,
+        auto_mtls,
     };
     let template = templates.entry(key).or_insert_with(|| {
         let mut c = Cluster::default();
@@ -161,7 +175,7 @@ fn outbound(
                 } else {
                     Vec::new()
                 },
-                flavor: ctx.proxy.flavor,
+                auto_mtls,
             },
         );
         let original_dst = c.cluster_discovery_type.take().is_some();
@@ -266,14 +280,19 @@ fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
         ..Default::default()
     };
     if ctx.bound_listeners() {
-        // No iptables: the application listens on localhost behind the proxy.
+        // No iptables: the application listens behind the proxy on its app address.
         cluster.cluster_discovery_type = discovery(DiscoveryType::Static);
         cluster.load_assignment = Some(ClusterLoadAssignment {
             cluster_name: name.clone(),
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket("127.0.0.1", u32::from(target))),
+                        address: Some(ip_socket(
+                            ctx.proxy
+                                .app_address
+                                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                            u32::from(target),
+                        )),
                         ..Default::default()
                     })),
                     ..Default::default()

@@ -210,6 +210,12 @@ impl<'a> Context<'a> {
         self.part != Part::Inbound
     }
 
+    /// The mutual TLS modes the proxy's workload accepts (its PeerAuthentications).
+    pub fn workload_mtls(&self) -> sextant_model::WorkloadMtls {
+        self.snapshot
+            .workload_mtls(&self.proxy.namespace, &self.proxy.labels)
+    }
+
     /// Whether the inbound part is built.
     pub fn inbound(&self) -> bool {
         self.part != Part::Outbound

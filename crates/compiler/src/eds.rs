@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::{
 };
 use prost::Message;
 use sextant_model::{
-    Endpoint as ModelEndpoint, Health, Protocol, ProxyFlavor, Resolution, Service,
+    Endpoint as ModelEndpoint, Health, MtlsMode, Protocol, ProxyFlavor, Resolution, Service,
 };
 use sextant_resources::{Encoded, wire};
 
@@ -22,6 +22,7 @@ use crate::{
 /// encoded once per service port and shared by the service's cluster and its subsets.
 pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Encoded> {
     let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
+    let mtls = ctx.proxy.holds_certificate;
     let mut out = Vec::new();
     for svc in ctx
         .services()
@@ -37,10 +38,11 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
                 .map(|ep| {
                     let number = ep.port_for(port).or(port.target_port)?;
                     let start = all.len();
+                    let tls = mtls && accepts_mtls(ctx.snapshot, ep, number);
                     if istio {
-                        lb_endpoint(ep, svc, number, true).encode_raw(&mut all);
+                        lb_endpoint(ep, svc, number, Some(tls)).encode_raw(&mut all);
                     } else {
-                        encode_lb_endpoint(&mut all, &mut text, ep, number);
+                        encode_lb_endpoint(&mut all, &mut text, ep, number, tls);
                     }
                     Some((start, all.len()))
                 })
@@ -117,9 +119,37 @@ fn locality_len(l: &sextant_model::Locality) -> usize {
         .sum()
 }
 
-/// A plain Envoy `LbEndpoint` written directly: address, health, weight 1. Equivalent to
-/// `lb_endpoint(.., false)` encoded by prost (the golden tests decode it).
-fn encode_lb_endpoint(buf: &mut Vec<u8>, text: &mut String, ep: &ModelEndpoint, port: u16) {
+/// Whether auto mTLS may use TLS toward `ep` on workload port `port` (Istio's
+/// `checkMtlsEnabled` without a DestinationRule TLS mode): the endpoint carries a sidecar and
+/// its workload's PeerAuthentication does not DISABLE mutual TLS on that port.
+fn accepts_mtls(snapshot: &sextant_model::Snapshot, ep: &ModelEndpoint, port: u16) -> bool {
+    ep.istio_mtls
+        && (snapshot.peer_authentications.is_empty()
+            || snapshot.workload_mtls(&ep.namespace, &ep.labels).port(port) != MtlsMode::Disable)
+}
+
+/// `envoy.transport_socket_match: {tlsMode: istio}`, the metadata auto mTLS matches on.
+fn tls_mode_metadata() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        metadata(vec![(
+            "envoy.transport_socket_match",
+            vec![("tlsMode", string_value("istio"))],
+        )])
+        .encode_to_vec()
+    })
+}
+
+/// A plain Envoy `LbEndpoint` written directly: address, health, weight 1, and the `tlsMode`
+/// metadata when `tls`. Equivalent to `lb_endpoint(.., None)` (or, with `tls`, that endpoint
+/// with the metadata) encoded by prost (the golden tests decode it).
+fn encode_lb_endpoint(
+    buf: &mut Vec<u8>,
+    text: &mut String,
+    ep: &ModelEndpoint,
+    port: u16,
+    tls: bool,
+) {
     ip_text(ep.address, text);
     // endpoint (1) { address (1) { socket_address (1) { address (2), port_value (3) } } }
     let socket =
@@ -137,18 +167,22 @@ fn encode_lb_endpoint(buf: &mut Vec<u8>, text: &mut String, ep: &ModelEndpoint, 
         Health::Draining => HealthStatus::Draining,
     };
     wire::varint_field(buf, 2, health as u64);
+    if tls {
+        wire::bytes_field(buf, 3, tls_mode_metadata());
+    }
     wire::u32_value_field(buf, 4, 1);
 }
 
 /// Istio's endpoint metadata (`istio.workload`, read by istio-proxy's telemetry, and the
-/// `tlsMode` that auto-mTLS matches on) is only sent to Istio proxies: stock Envoy uses neither.
-fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16, istio: bool) -> LbEndpoint {
+/// `tlsMode` that auto-mTLS matches on, when `tls` is true) is only sent to Istio proxies
+/// (`tls` is `Some`); stock Envoy gets the `tlsMode` alone, from `encode_lb_endpoint`.
+fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16, tls: Option<bool>) -> LbEndpoint {
     let health = match ep.health {
         Health::Healthy => HealthStatus::Healthy,
         Health::Unhealthy => HealthStatus::Unhealthy,
         Health::Draining => HealthStatus::Draining,
     };
-    let metadata = istio.then(|| endpoint_metadata(ep, svc));
+    let metadata = tls.map(|tls| endpoint_metadata(ep, svc, tls));
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
             address: Some(ip_socket(ep.address, u32::from(port))),
@@ -163,6 +197,7 @@ fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16, istio: bool) -> LbE
 fn endpoint_metadata(
     ep: &ModelEndpoint,
     svc: &Service,
+    tls: bool,
 ) -> envoy_types::pb::envoy::config::core::v3::Metadata {
     // `istio.workload` is "name;namespace;canonical service;revision;cluster".
     let canonical = ep
@@ -185,7 +220,7 @@ fn endpoint_metadata(
         ep.cluster_id
     );
     let mut entries = vec![("istio", vec![("workload", string_value(&workload))])];
-    if ep.istio_mtls {
+    if tls {
         entries.insert(
             0,
             (

@@ -36,6 +36,7 @@ use sextant_model::{L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedD
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
+    inbound::{self, Accept},
     policy,
     proto::{ads, any, boolv, ip_socket, seconds, socket, u32v},
 };
@@ -63,7 +64,10 @@ fn network_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> Fi
     }
 }
 
-fn listener_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> ListenerFilter {
+pub(crate) fn listener_filter<M: prost::Message + prost::Name>(
+    name: &str,
+    config: &M,
+) -> ListenerFilter {
     ListenerFilter {
         name: name.to_owned(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(any(config))),
@@ -85,7 +89,7 @@ fn hcm(
     routes: http_connection_manager::RouteSpecifier,
     outbound: bool,
 ) -> Filter {
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix,
         route_specifier: Some(routes),
@@ -109,6 +113,19 @@ fn hcm(
         server_name: "istio-envoy".to_owned(),
         ..Default::default()
     };
+    // Inbound, the peer's identity reaches the application (Istio's sidecar defaults); Envoy
+    // drops the header from plaintext connections.
+    if !outbound {
+        hcm.forward_client_cert_details =
+            http_connection_manager::ForwardClientCertDetails::AppendForward as i32;
+        hcm.set_current_client_cert_details =
+            Some(http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(boolv(true)),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            });
+    }
     network_filter("envoy.filters.network.http_connection_manager", &hcm)
 }
 
@@ -434,39 +451,90 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
             destination_port: Some(u32v(VIRTUAL_INBOUND_PORT)),
             ..Default::default()
         }),
-        filters: vec![tcp_proxy_to(
-            "BlackHoleCluster",
-            vec![("BlackHoleCluster".to_owned(), 1)],
-            false,
-        )],
+        filters: vec![black_hole()],
         ..Default::default()
     }];
-    for (_, port, target) in ctx.inbound_ports() {
-        chains.push(FilterChain {
-            name: format!("0.0.0.0_{target}"),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(u32v(u32::from(target))),
-                ..Default::default()
-            }),
-            filters: vec![inbound_filter(port, target)],
-            ..Default::default()
-        });
+    let mtls = ctx.workload_mtls();
+    let trust_domain = &ctx.snapshot.trust_domain;
+    let (mut tls_ports, mut plain_ports) = (Vec::new(), vec![VIRTUAL_INBOUND_PORT as u16]);
+    let mut sort = |port: u16, accept: Accept| {
+        if accept.inspects_tls() {
+            tls_ports.push(port);
+        } else {
+            plain_ports.push(port);
+        }
+    };
+    // Port-less passthrough chains for the workload's mode, then one set per port-level
+    // override that no service declares, then each service port's.
+    let passthrough = tcp_proxy_to(
+        "InboundPassthroughCluster",
+        vec![("InboundPassthroughCluster".to_owned(), 1)],
+        false,
+    );
+    let base = Accept::new(mtls.mode, ctx.proxy.holds_certificate);
+    chains.extend(inbound::chains(
+        "virtualInbound",
+        None,
+        false,
+        base,
+        &passthrough,
+        black_hole,
+        trust_domain,
+    ));
+    let ports = ctx.inbound_ports();
+    for (&port, &mode) in &mtls.ports {
+        if !ports.iter().any(|(_, _, t)| *t == port) {
+            let accept = Accept::new(mode, ctx.proxy.holds_certificate);
+            sort(port, accept);
+            chains.extend(inbound::chains(
+                "virtualInbound",
+                Some(port),
+                false,
+                accept,
+                &passthrough,
+                black_hole,
+                trust_domain,
+            ));
+        }
     }
+    for (_, port, target) in ports {
+        let accept = Accept::new(mtls.port(target), ctx.proxy.holds_certificate);
+        sort(target, accept);
+        chains.extend(inbound::chains(
+            &format!("0.0.0.0_{target}"),
+            Some(target),
+            port.protocol.is_http(),
+            accept,
+            &inbound_filter(port, target),
+            black_hole,
+            trust_domain,
+        ));
+    }
+    let mut listener_filters = vec![listener_filter(
+        "envoy.filters.listener.original_dst",
+        &OriginalDst {},
+    )];
+    listener_filters.extend(inbound::tls_inspector(
+        &tls_ports,
+        &plain_ports,
+        base.inspects_tls(),
+    ));
     Listener {
         name: "virtualInbound".to_owned(),
         address: Some(socket("0.0.0.0", VIRTUAL_INBOUND_PORT)),
         traffic_direction: TrafficDirection::Inbound as i32,
-        listener_filters: vec![listener_filter(
-            "envoy.filters.listener.original_dst",
-            &OriginalDst {},
-        )],
+        listener_filters,
         filter_chains: chains,
-        default_filter_chain: Some(passthrough_chain(
-            "virtualInbound",
-            "InboundPassthroughCluster",
-        )),
         ..Default::default()
     }
+}
+
+fn black_hole() -> Filter {
+    tcp_proxy_to(
+        "BlackHoleCluster",
+        vec![("BlackHoleCluster".to_owned(), 1)],
+        false,
+    )
 }
 
 fn inbound_filter(port: &ServicePort, target: u16) -> Filter {
@@ -530,15 +598,26 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
         .copied()
         .filter(|ip| *ip != bind && ctx.inbound())
     {
+        let mtls = ctx.workload_mtls();
         for (_, port, target) in ctx.inbound_ports() {
+            let accept = Accept::new(mtls.port(target), ctx.proxy.holds_certificate);
+            let name = format!("{ip}_{}", port.port);
             out.push(Listener {
-                name: format!("{ip}_{}", port.port),
                 address: Some(ip_socket(ip, u32::from(port.port))),
                 traffic_direction: TrafficDirection::Inbound as i32,
-                filter_chains: vec![FilterChain {
-                    filters: vec![inbound_filter(port, target)],
-                    ..Default::default()
-                }],
+                listener_filters: inbound::tls_inspector(&[], &[], accept.inspects_tls())
+                    .into_iter()
+                    .collect(),
+                filter_chains: inbound::chains(
+                    &name,
+                    None,
+                    port.protocol.is_http(),
+                    accept,
+                    &inbound_filter(port, target),
+                    black_hole,
+                    &ctx.snapshot.trust_domain,
+                ),
+                name,
                 ..Default::default()
             });
         }

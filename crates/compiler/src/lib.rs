@@ -16,6 +16,7 @@ mod cache;
 mod cds;
 mod context;
 mod eds;
+mod inbound;
 pub mod json;
 mod lds;
 mod policy;

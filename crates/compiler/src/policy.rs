@@ -40,8 +40,7 @@ use envoy_types::pb::envoy::{
 use envoy_types::pb::google::protobuf::{Struct, UInt32Value, UInt64Value};
 use sextant_model::{
     ClientTls, ConnectionPool, ConsistentHash, DestinationRule, HashAlgorithm, HashKey,
-    LbPolicy as ModelLb, LoadBalancer, OutlierDetection as ModelOd, ProxyFlavor, TlsMode,
-    TrafficPolicy,
+    LbPolicy as ModelLb, LoadBalancer, OutlierDetection as ModelOd, TlsMode, TrafficPolicy,
 };
 use sextant_resources::secret;
 
@@ -170,8 +169,9 @@ pub struct Target<'a> {
     pub http: bool,
     /// SPIFFE identities of the service's workloads (for ISTIO_MUTUAL SAN checks).
     pub identities: Vec<String>,
-    /// Which Envoy build receives the cluster.
-    pub flavor: ProxyFlavor,
+    /// Without a DestinationRule TLS setting, Istio's auto mTLS: TLS to endpoints that carry
+    /// a sidecar (`tlsMode: istio` metadata), plaintext to the rest.
+    pub auto_mtls: bool,
 }
 
 /// Applies a traffic policy (and Istio's defaults) to an outbound cluster.
@@ -212,7 +212,7 @@ pub fn apply(cluster: &mut Cluster, policy: &TrafficPolicy, target: &Target<'_>)
                 cluster.transport_socket = Some(socket);
             }
         }
-        None if target.flavor == ProxyFlavor::Istio => {
+        None if target.auto_mtls => {
             cluster.transport_socket_matches = auto_mtls(target, &mut http_options);
         }
         None => {}
@@ -459,7 +459,7 @@ fn outlier_detection(cluster: &mut Cluster, od: &ModelOd, http: &mut HttpOptions
 /// A secret fetched over ADS. Unlike other ADS resources it waits at most 5 s on first fetch:
 /// Sextant serves `default` only to proxies that proved their identity on the secure port,
 /// and a cluster of any other proxy must not warm forever waiting for it.
-fn sds(name: &str) -> SdsSecretConfig {
+pub(crate) fn sds(name: &str) -> SdsSecretConfig {
     let mut source = crate::proto::ads();
     source.initial_fetch_timeout = Some(seconds(5));
     SdsSecretConfig {

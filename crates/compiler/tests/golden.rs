@@ -8,6 +8,7 @@
 //! - `# meta: KEY=VALUE` (repeatable)
 //! - `# show: clusters|endpoints|listeners|routes [NAME-SUBSTRING]` (repeatable; default all)
 //! - `# istio-samples: PATH` (repeatable): also load a file from Istio's samples
+//! - `# certificate: true`: the proxy holds a workload certificate (as on the secure port)
 
 use std::{
     path::{Path, PathBuf},
@@ -51,6 +52,7 @@ struct Case {
     meta: Vec<String>,
     show: Vec<(String, Option<String>)>,
     samples: Vec<String>,
+    certificate: bool,
     path: PathBuf,
 }
 
@@ -66,6 +68,7 @@ fn read_case(path: &Path) -> Case {
         meta: Vec::new(),
         show: Vec::new(),
         samples: Vec::new(),
+        certificate: false,
         path: path.to_path_buf(),
     };
     for line in text.lines().take_while(|l| l.starts_with('#')) {
@@ -80,6 +83,8 @@ fn read_case(path: &Path) -> Case {
             case.show.push((kind, parts.next().map(str::to_owned)));
         } else if let Some(v) = line.strip_prefix("istio-samples:") {
             case.samples.push(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("certificate:") {
+            case.certificate = v.trim() == "true";
         }
     }
     case
@@ -134,6 +139,7 @@ fn build(case: &Case) -> (sextant_compiler::Resources, Proxy, Vec<String>) {
     if let Some(w) = snapshot.workload(&proxy.namespace, &proxy.workload_name) {
         proxy.complete_from(w);
     }
+    proxy.holds_certificate |= case.certificate;
     (compile(&snapshot, &proxy), proxy, problems)
 }
 
@@ -159,7 +165,11 @@ fn shown(case: &Case, resources: &sextant_compiler::Resources) -> Value {
             })
             .cloned()
             .collect();
-        out.insert(kind.clone(), Value::Array(items));
+        if let Some(Value::Array(shown)) = out.get_mut(kind.as_str()) {
+            shown.extend(items);
+        } else {
+            out.insert(kind.clone(), Value::Array(items));
+        }
     }
     Value::Object(out)
 }

@@ -18,6 +18,8 @@ pub enum Config {
     VirtualService(sextant_model::VirtualService),
     /// A DestinationRule.
     DestinationRule(sextant_model::DestinationRule),
+    /// A PeerAuthentication.
+    PeerAuthentication(sextant_model::PeerAuthentication),
 }
 
 /// The outcome of checking one Istio configuration object.
@@ -36,11 +38,12 @@ pub struct Checked {
 /// What an object's `apiVersion`/`kind` make it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {
-    /// A kind Sextant validates (VirtualService, DestinationRule) at a served version.
+    /// A kind Sextant validates (VirtualService, DestinationRule, PeerAuthentication) at a
+    /// served version.
     Istio(Kind),
     /// A Kubernetes kind Sextant reads (Service, EndpointSlice, Pod, Namespace).
     Kubernetes(Kind),
-    /// VirtualService or DestinationRule at a version that is not served.
+    /// One of those kinds at a version that is not served.
     UnservedVersion(Kind),
     /// Anything else.
     Other,
@@ -62,6 +65,13 @@ pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
                 ObjectKind::UnservedVersion(k)
             }
         }
+        ("security.istio.io", "PeerAuthentication") => {
+            if api::crd::SECURITY_VERSIONS.contains(&version) {
+                ObjectKind::Istio(Kind::PeerAuthentication)
+            } else {
+                ObjectKind::UnservedVersion(Kind::PeerAuthentication)
+            }
+        }
         ("", "Service") if version == "v1" => ObjectKind::Kubernetes(Kind::Service),
         ("", "Pod") if version == "v1" => ObjectKind::Kubernetes(Kind::Pod),
         ("", "Namespace") if version == "v1" => ObjectKind::Kubernetes(Kind::Namespace),
@@ -75,8 +85,10 @@ pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
 fn schema(kind: Kind) -> &'static Schema {
     static VS: OnceLock<Schema> = OnceLock::new();
     static DR: OnceLock<Schema> = OnceLock::new();
+    static PA: OnceLock<Schema> = OnceLock::new();
     let (cell, crd): (_, fn() -> _) = match kind {
         Kind::DestinationRule => (&DR, api::crd::destination_rule),
+        Kind::PeerAuthentication => (&PA, api::crd::peer_authentication),
         _ => (&VS, api::crd::virtual_service),
     };
     cell.get_or_init(|| {
@@ -91,7 +103,7 @@ fn schema(kind: Kind) -> &'static Schema {
     })
 }
 
-/// Checks a VirtualService or DestinationRule given as JSON: schema first, then semantics.
+/// Checks a VirtualService, DestinationRule or PeerAuthentication given as JSON: schema first, then semantics.
 /// Semantic errors on a field that already has a schema error are not repeated.
 pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
     let meta = object.get("metadata").cloned().unwrap_or(Value::Null);
@@ -114,6 +126,14 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
             .map(|vs| {
                 parse::virtual_service(&vs).map(|p| (Config::VirtualService(p.value), p.warnings))
             }),
+        Kind::PeerAuthentication => {
+            serde_json::from_value::<api::PeerAuthentication>(object.clone())
+                .map_err(|e| e.to_string())
+                .map(|pa| {
+                    parse::peer_authentication(&pa)
+                        .map(|p| (Config::PeerAuthentication(p.value), p.warnings))
+                })
+        }
         _ => serde_json::from_value::<api::DestinationRule>(object.clone())
             .map_err(|e| e.to_string())
             .map(|dr| {

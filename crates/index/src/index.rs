@@ -17,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use sextant_api as api;
 use sextant_model::{
-    DestinationRule, Endpoint, Kind, Locality, ObjectRef, Snapshot, VirtualService, Workload,
+    DestinationRule, Endpoint, Kind, Locality, ObjectRef, PeerAuthentication, Snapshot,
+    VirtualService, Workload,
 };
 
 use crate::{
@@ -41,6 +42,8 @@ pub enum Object {
     VirtualService(Box<api::VirtualService>),
     /// networking.istio.io DestinationRule (any served version).
     DestinationRule(Box<api::DestinationRule>),
+    /// security.istio.io PeerAuthentication (any served version).
+    PeerAuthentication(Box<api::PeerAuthentication>),
 }
 
 /// A JSON document that is not an object the index reads.
@@ -90,6 +93,9 @@ impl Object {
             ObjectKind::Istio(Kind::VirtualService) => {
                 Object::VirtualService(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
+            ObjectKind::Istio(Kind::PeerAuthentication) => Object::PeerAuthentication(Box::new(
+                serde_json::from_value(value).map_err(malformed)?,
+            )),
             ObjectKind::Istio(_) => {
                 Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
@@ -118,6 +124,7 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::VirtualService(_) => Kind::VirtualService,
             Object::DestinationRule(_) => Kind::DestinationRule,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 
@@ -130,6 +137,7 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
         }
     }
 }
@@ -141,7 +149,7 @@ pub struct Changes {
     pub services: BTreeSet<String>,
     /// Host names of services whose endpoints changed.
     pub endpoints: BTreeSet<String>,
-    /// VirtualServices and DestinationRules that changed.
+    /// VirtualServices, DestinationRules and PeerAuthentications that changed.
     pub configs: BTreeSet<ObjectRef>,
     /// Workloads (Pods) that changed.
     pub workloads: BTreeSet<(String, String)>,
@@ -189,6 +197,8 @@ pub struct Index {
     namespaces: BTreeSet<String>,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
+    peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
+    root_namespace: String,
     invalid: BTreeMap<ObjectRef, Vec<String>>,
     warnings: BTreeMap<ObjectRef, Vec<String>>,
     endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
@@ -216,6 +226,13 @@ impl Index {
         self
     }
 
+    /// Sets Istio's root namespace, whose configuration without a selector applies mesh-wide
+    /// (default `istio-system`).
+    pub fn with_root_namespace(mut self, root_namespace: &str) -> Index {
+        self.root_namespace = root_namespace.to_owned();
+        self
+    }
+
     /// An empty index for a cluster.
     pub fn new(domain_suffix: &str, cluster_id: &str) -> Index {
         Index {
@@ -231,6 +248,8 @@ impl Index {
             namespaces: BTreeSet::new(),
             virtual_services: BTreeMap::new(),
             destination_rules: BTreeMap::new(),
+            peer_authentications: BTreeMap::new(),
+            root_namespace: sextant_model::ROOT_NAMESPACE.to_owned(),
             invalid: BTreeMap::new(),
             warnings: BTreeMap::new(),
             endpoints: BTreeMap::new(),
@@ -351,6 +370,20 @@ impl Index {
                     self.changes.configs.insert(id);
                 }
             }
+            Object::PeerAuthentication(pa) => {
+                let id = parse::object_ref(Kind::PeerAuthentication, &pa.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::peer_authentication(&pa);
+                if let Some(v) = self.record(parsed, id.clone())
+                    && self
+                        .peer_authentications
+                        .get(&k)
+                        .is_none_or(|old| **old != v)
+                {
+                    self.peer_authentications.insert(k, Arc::new(v));
+                    self.changes.configs.insert(id);
+                }
+            }
         }
     }
 
@@ -381,20 +414,17 @@ impl Index {
             }
             Kind::VirtualService => {
                 if self.virtual_services.remove(&k).is_some() {
-                    self.changes.configs.insert(ObjectRef {
-                        kind,
-                        namespace: namespace.to_owned(),
-                        name: name.to_owned(),
-                    });
+                    self.changes.configs.insert(id);
                 }
             }
             Kind::DestinationRule => {
                 if self.destination_rules.remove(&k).is_some() {
-                    self.changes.configs.insert(ObjectRef {
-                        kind,
-                        namespace: namespace.to_owned(),
-                        name: name.to_owned(),
-                    });
+                    self.changes.configs.insert(id);
+                }
+            }
+            Kind::PeerAuthentication => {
+                if self.peer_authentications.remove(&k).is_some() {
+                    self.changes.configs.insert(id);
                 }
             }
         }
@@ -413,6 +443,7 @@ impl Index {
                 .collect(),
             Kind::VirtualService => self.virtual_services.keys().cloned().collect(),
             Kind::DestinationRule => self.destination_rules.keys().cloned().collect(),
+            Kind::PeerAuthentication => self.peer_authentications.keys().cloned().collect(),
         };
         let mut keep = BTreeSet::new();
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -573,6 +604,9 @@ impl Index {
         let mut destination_rules: Vec<Arc<DestinationRule>> =
             self.destination_rules.values().cloned().collect();
         destination_rules.sort_by_key(|dr| order(&dr.creation_timestamp, &dr.id));
+        let mut peer_authentications: Vec<Arc<PeerAuthentication>> =
+            self.peer_authentications.values().cloned().collect();
+        peer_authentications.sort_by_key(|pa| order(&pa.creation_timestamp, &pa.id));
         let mut snapshot = Snapshot {
             version: self.version,
             domain_suffix: self.domain_suffix.clone(),
@@ -586,6 +620,8 @@ impl Index {
             workloads: self.pods.clone(),
             virtual_services,
             destination_rules,
+            peer_authentications,
+            root_namespace: self.root_namespace.clone(),
             invalid: self.invalid.clone(),
             warnings: self.warnings.clone(),
             ..Default::default()

@@ -7,6 +7,7 @@
 mod destination_rule;
 mod fields;
 pub mod kube;
+mod peer_authentication;
 pub mod re2;
 mod virtual_service;
 
@@ -17,6 +18,7 @@ use sextant_model::{Kind, ObjectRef};
 
 pub use destination_rule::destination_rule;
 pub use fields::with_deadline;
+pub use peer_authentication::peer_authentication;
 pub use virtual_service::virtual_service;
 
 /// Something wrong (or worth a warning) at one field of an object.

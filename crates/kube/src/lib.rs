@@ -50,7 +50,7 @@ pub struct Seen {
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched: group, the version read, and the plural of each.
-pub const WATCHED: [(Kind, &str, &str, &str); 6] = [
+pub const WATCHED: [(Kind, &str, &str, &str); 7] = [
     (Kind::Namespace, "", "v1", "namespaces"),
     (Kind::Pod, "", "v1", "pods"),
     (Kind::Service, "", "v1", "services"),
@@ -71,6 +71,12 @@ pub const WATCHED: [(Kind, &str, &str, &str); 6] = [
         "networking.istio.io",
         "v1",
         "virtualservices",
+    ),
+    (
+        Kind::PeerAuthentication,
+        "security.istio.io",
+        "v1",
+        "peerauthentications",
     ),
 ];
 

@@ -11,6 +11,7 @@ mod mesh;
 mod policy;
 mod proxy;
 mod routes;
+mod security;
 mod snapshot;
 
 use std::{collections::BTreeSet, fmt};
@@ -20,6 +21,7 @@ pub use mesh::*;
 pub use policy::*;
 pub use proxy::*;
 pub use routes::*;
+pub use security::*;
 pub use snapshot::*;
 
 /// Identifies a configuration object in messages: `VirtualService default/reviews`.
@@ -48,6 +50,8 @@ pub enum Kind {
     Pod,
     /// core/v1 Namespace.
     Namespace,
+    /// `security.istio.io` PeerAuthentication.
+    PeerAuthentication,
 }
 
 impl Kind {
@@ -60,6 +64,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 }

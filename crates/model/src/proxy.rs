@@ -25,10 +25,18 @@ pub struct Proxy {
     pub identity: Option<crate::Identity>,
     /// Istio proxy (istio-proxy build, accepts `istio.*` extensions) or plain Envoy.
     pub flavor: ProxyFlavor,
+    /// Whether the proxy holds a workload certificate, and so takes part in mutual TLS: an
+    /// Istio proxy (its agent gets one) or one that proved an identity on the secure port. A
+    /// proxy without one neither originates nor (unless STRICT) terminates mutual TLS.
+    pub holds_certificate: bool,
     /// How traffic reaches the proxy.
     pub interception: Interception,
     /// Address outbound listeners bind to when `interception` is `None`.
     pub bind_address: Option<IpAddr>,
+    /// Address the application listens on behind the inbound listeners when `interception`
+    /// is `None` (default `127.0.0.1`), the host part of what a Sidecar `defaultEndpoint`
+    /// names in Istio.
+    pub app_address: Option<IpAddr>,
     /// Cluster the proxy runs in.
     pub cluster_id: String,
 }
@@ -36,6 +44,10 @@ pub struct Proxy {
 /// Node metadata key naming the address outbound listeners bind to when the proxy runs without
 /// interception (several proxies can then share one machine, each on its own loopback address).
 pub const BIND_ADDRESS_KEY: &str = "SEXTANT_BIND_ADDRESS";
+
+/// Node metadata key naming the address the application listens on behind a proxy without
+/// interception (inbound traffic goes to it, on the service's target port).
+pub const APP_ADDRESS_KEY: &str = "SEXTANT_APP_ADDRESS";
 
 /// Sidecar or gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,8 +128,10 @@ impl Proxy {
             workload_service_account: None,
             identity: None,
             flavor: ProxyFlavor::Envoy,
+            holds_certificate: false,
             interception: Interception::Redirect,
             bind_address: None,
+            app_address: None,
             cluster_id: "Kubernetes".to_owned(),
         })
     }
@@ -134,7 +148,10 @@ impl Proxy {
                     _ => Interception::Redirect,
                 }
             }
-            "ISTIO_VERSION" if !value.is_empty() => self.flavor = ProxyFlavor::Istio,
+            "ISTIO_VERSION" if !value.is_empty() => {
+                self.flavor = ProxyFlavor::Istio;
+                self.holds_certificate = true;
+            }
             "SERVICE_ACCOUNT" if !value.is_empty() => self.service_account = Some(value.to_owned()),
             "CLUSTER_ID" if !value.is_empty() => self.cluster_id = value.to_owned(),
             "WORKLOAD_NAME" if !value.is_empty() => self.workload_name = value.to_owned(),
@@ -148,6 +165,7 @@ impl Proxy {
                 }
             }
             BIND_ADDRESS_KEY => self.bind_address = value.parse().ok(),
+            APP_ADDRESS_KEY => self.app_address = value.parse().ok(),
             "LABELS" => {
                 for pair in value.split(',') {
                     if let Some((k, v)) = pair.split_once('=') {

@@ -5,13 +5,16 @@ use std::{
     sync::Arc,
 };
 
-use crate::{DestinationRule, Endpoint, ObjectRef, Service, VirtualService, Workload};
+use crate::{
+    DestinationRule, Endpoint, ObjectRef, PeerAuthentication, Service, VirtualService, Workload,
+};
 
-/// The namespace whose DestinationRules apply mesh-wide (Istio's root namespace).
+/// The namespace whose DestinationRules and PeerAuthentications apply mesh-wide (Istio's root
+/// namespace), unless `serve --root-namespace` names another.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// Everything the compiler needs, frozen at one version. Cheap to clone (maps of `Arc`s).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Increases with every published change.
     pub version: u64,
@@ -30,6 +33,10 @@ pub struct Snapshot {
     pub virtual_services: Vec<Arc<VirtualService>>,
     /// DestinationRules ordered by creation time, name, namespace.
     pub destination_rules: Vec<Arc<DestinationRule>>,
+    /// PeerAuthentications ordered by creation time, name, namespace.
+    pub peer_authentications: Vec<Arc<PeerAuthentication>>,
+    /// Istio's root namespace: its configuration without a selector applies mesh-wide.
+    pub root_namespace: String,
     /// Objects skipped because they are invalid, with their errors.
     pub invalid: BTreeMap<ObjectRef, Vec<String>>,
     /// Warnings (unsupported fields) of accepted objects.
@@ -48,6 +55,30 @@ pub struct Snapshot {
     /// ExternalName aliases by the host name of the service they name, chains followed to
     /// the end, sorted by namespace and host name (Istio's `resolveServiceAliases`).
     pub aliases: BTreeMap<String, Vec<Arc<Service>>>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Snapshot {
+        Snapshot {
+            version: 0,
+            domain_suffix: String::new(),
+            trust_domain: String::new(),
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            workloads: BTreeMap::new(),
+            virtual_services: Vec::new(),
+            destination_rules: Vec::new(),
+            peer_authentications: Vec::new(),
+            root_namespace: ROOT_NAMESPACE.to_owned(),
+            invalid: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            rules_by_host: BTreeMap::new(),
+            routes_by_host: BTreeMap::new(),
+            label_keys: BTreeSet::new(),
+            wildcard_hosts: (false, false),
+            aliases: BTreeMap::new(),
+        }
+    }
 }
 
 /// Istio's short-name resolution: a host without dots names a Service in `namespace`; IP
@@ -267,8 +298,9 @@ impl Snapshot {
         if service.namespace != proxy_namespace {
             order.push(&service.namespace);
         }
-        if proxy_namespace != ROOT_NAMESPACE && service.namespace != ROOT_NAMESPACE {
-            order.push(ROOT_NAMESPACE);
+        let root = self.root_namespace.as_str();
+        if proxy_namespace != root && service.namespace != root {
+            order.push(root);
         }
         for ns in order {
             let found = candidates(ns);

@@ -244,6 +244,10 @@ pub struct ServeArgs {
     /// SPIFFE trust domain of workload identities (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`).
     #[arg(long, env = "SEXTANT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Istio's root namespace: its DestinationRules and PeerAuthentications without a
+    /// selector apply mesh-wide.
+    #[arg(long, env = "SEXTANT_ROOT_NAMESPACE", default_value = sextant_model::ROOT_NAMESPACE)]
+    pub root_namespace: String,
     /// Log format.
     #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

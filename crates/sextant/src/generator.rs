@@ -421,10 +421,11 @@ fn reuse(changes: &Changes, rebuild: &mut sextant_compiler::Rebuild) -> Option<(
 /// What a proxy's shared output depends on besides the snapshot.
 fn scope_key(p: &Proxy) -> String {
     format!(
-        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+        "{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
         p.namespace,
         p.labels,
         p.flavor,
+        p.holds_certificate,
         p.interception,
         p.bind_address,
         p.ips,

@@ -170,6 +170,7 @@ impl DirSource {
             Kind::EndpointSlice,
             Kind::DestinationRule,
             Kind::VirtualService,
+            Kind::PeerAuthentication,
         ] {
             self.index
                 .reset(kind, by_kind.remove(&kind).unwrap_or_default());

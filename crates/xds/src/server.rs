@@ -311,6 +311,7 @@ impl<G: Generator> AdsServer<G> {
                     }
                 },
             };
+            proxy.holds_certificate |= proxy.identity.is_some();
             let id = connections.next.fetch_add(1, Ordering::Relaxed);
             connections.lock().insert(
                 id,

@@ -92,6 +92,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         debounce_max_ms,
         domain_suffix,
         trust_domain,
+        root_namespace,
         log_format,
         log_level,
         lease_namespace,
@@ -105,7 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
-        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, %trust_domain, ?log_format, %log_level,
+        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, %trust_domain, %root_namespace, ?log_format, %log_level,
         "starting sextant"
     );
     let input_limits = input.limits();
@@ -115,7 +116,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
-    let index = Index::new(&domain_suffix, "Kubernetes").with_trust_domain(&trust_domain);
+    let index = Index::new(&domain_suffix, "Kubernetes")
+        .with_trust_domain(&trust_domain)
+        .with_root_namespace(&root_namespace);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let debounce = Debounce::new(
         events_rx,

@@ -264,10 +264,17 @@ fn handle_object(
             Severity::Error,
             None,
             "apiVersion",
-            format!(
-                "{} is not served at {api_version}; use networking.istio.io/v1, v1beta1 or v1alpha3",
-                k.as_str()
-            ),
+            if k == Kind::PeerAuthentication {
+                format!(
+                    "{} is not served at {api_version}; use security.istio.io/v1 or v1beta1",
+                    k.as_str()
+                )
+            } else {
+                format!(
+                    "{} is not served at {api_version}; use networking.istio.io/v1, v1beta1 or v1alpha3",
+                    k.as_str()
+                )
+            },
         )),
         ObjectKind::Kubernetes(Kind::Service) => {
             let meta = value.get("metadata");
