@@ -1,5 +1,6 @@
 //! Small HTTP backends standing in for an application: each answers every request with its
-//! name, or `503` while told to fail.
+//! name, or `503` while told to fail. The `x-forwarded-client-cert` a request carried (the
+//! peer identity a sidecar forwards) comes back in the response header `x-saw-xfcc`.
 
 use std::{
     net::SocketAddr,
@@ -10,7 +11,11 @@ use std::{
     thread,
 };
 
-use axum::{Router, http::StatusCode, response::IntoResponse};
+use axum::{
+    Router,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+};
 use tokio::sync::oneshot;
 
 /// An HTTP backend served by axum on a thread of its own; stopped when dropped.
@@ -31,14 +36,19 @@ impl Backend {
         let addr = listener.local_addr()?;
         let fail = Arc::new(AtomicBool::new(false));
         let failing = fail.clone();
-        let app = Router::new().fallback(move || {
+        let app = Router::new().fallback(move |headers: HeaderMap| {
             let failing = failing.load(Ordering::Relaxed);
             async move {
-                if failing {
-                    (StatusCode::SERVICE_UNAVAILABLE, name).into_response()
+                let status = if failing {
+                    StatusCode::SERVICE_UNAVAILABLE
                 } else {
-                    name.into_response()
+                    StatusCode::OK
+                };
+                let mut response = (status, name).into_response();
+                if let Some(xfcc) = headers.get("x-forwarded-client-cert") {
+                    response.headers_mut().insert("x-saw-xfcc", xfcc.clone());
                 }
+                response
             }
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
