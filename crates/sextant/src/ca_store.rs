@@ -1,23 +1,112 @@
-//! Where the CA's root is kept: files (`--ca-dir DIR` with `ca.crt` and `ca.key`) or the
-//! cluster (the Secret `sextant-ca`, created by the first replica and shared by the others,
-//! so every replica's serving certificate is trusted by one `caBundle`). Without either the
-//! root is generated for this process. The CA itself ([`sextant_ca`]) only sees PEM text.
+//! Where the CA is kept, so that a restart never changes the root:
+//! - a plug-in CA in Istio's `cacerts` layout (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+//!   `cert-chain.pem`): the directory `--ca-dir`, or the Secret `cacerts` in a cluster.
+//!   Sextant signs as the operator's intermediate;
+//! - otherwise Sextant's own root (`ca.crt`, `ca.key`): in `--ca-dir`, else in the cluster's
+//!   Secret `sextant-ca` (created by the first replica and shared by the others, so every
+//!   replica's serving certificate is trusted by one `caBundle`), else in the state directory
+//!   of directory mode. A missing root is generated there once and read ever after.
+//!
+//! The CA itself ([`sextant_ca`]) only sees PEM text.
 
 use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
 use sextant_ca::{Ca, Clock};
 
-/// Name of the Secret holding the root in the cluster.
+/// Name of the Secret holding Sextant's own root in the cluster.
 pub const SECRET: &str = "sextant-ca";
 
-/// `DIR/ca.crt` and `DIR/ca.key`.
+/// Name of the Secret holding a plug-in CA (Istio's).
+pub const PLUGIN_SECRET: &str = "cacerts";
+
+/// Istio's plug-in CA files (`cacerts`).
+pub const PLUGIN_FILES: [&str; 4] = [
+    "ca-cert.pem",
+    "ca-key.pem",
+    "root-cert.pem",
+    "cert-chain.pem",
+];
+
+/// The CA in `dir`: a plug-in CA (`ca-cert.pem` present), else Sextant's root (`ca.crt`,
+/// `ca.key`), generated and written there first if the directory has neither.
 pub fn read_dir(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f))
             .with_context(|| format!("reading {}", dir.join(f).display()))
     };
+    if dir.join("ca-cert.pem").exists() {
+        let chain = if dir.join("cert-chain.pem").exists() {
+            vec![read("cert-chain.pem")?]
+        } else {
+            Vec::new()
+        };
+        return plugin(
+            &read("ca-cert.pem")?,
+            &read("ca-key.pem")?,
+            &chain,
+            &read("root-cert.pem")?,
+            clock,
+        )
+        .with_context(|| format!("the plug-in CA in {}", dir.display()));
+    }
+    if !dir.join("ca.crt").exists() && !dir.join("ca.key").exists() {
+        return generate_into(dir, clock);
+    }
     Ok(Ca::from_pem(&read("ca.crt")?, &read("ca.key")?, clock)?)
+}
+
+fn plugin(
+    cert: &str,
+    key: &str,
+    chain: &[String],
+    root: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Ca> {
+    Ca::intermediate(cert, key, chain, root, clock).context(
+        "ca-cert.pem, ca-key.pem (a PKCS#8 key, as `openssl genpkey` writes), root-cert.pem and \
+         cert-chain.pem must be a CA certificate, its key, the roots and the chain between them",
+    )
+}
+
+/// A new root written into `dir` at once (through a directory renamed into place), or, if
+/// another process got there first, the root it wrote.
+fn generate_into(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
+    let ca = Ca::generate(clock.clone())?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = parent.join(format!(
+        ".{}.{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("ca"),
+        std::process::id()
+    ));
+    write_dir(&ca, &staging)?;
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if empty {
+        let _ = std::fs::remove_dir(dir);
+    }
+    match std::fs::rename(&staging, dir) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "generated a root CA and stored it");
+            Ok(ca)
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            read_dir(dir, clock)
+        }
+    }
+}
+
+/// Where directory mode keeps its root when `--ca-dir` is not given:
+/// `$XDG_STATE_HOME/sextant/ca`, else `~/.local/state/sextant/ca`.
+pub fn default_dir() -> Option<std::path::PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
+    Some(state.join("sextant/ca"))
 }
 
 /// The Secret `sextant-ca` in `namespace`, created with a new root if missing. Replicas
@@ -30,6 +119,30 @@ pub async fn from_cluster(
     use k8s_openapi::{ByteString, api::core::v1::Secret};
     use kube::api::{Api, PostParams};
     let api: Api<Secret> = Api::namespaced(client, namespace);
+    if let Some(secret) = api
+        .get_opt(PLUGIN_SECRET)
+        .await
+        .context("reading the Secret cacerts")?
+    {
+        let data = secret.data.unwrap_or_default();
+        let field = |k: &str| {
+            data.get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .with_context(|| format!("the Secret {PLUGIN_SECRET} has no {k}"))
+        };
+        let chain = match data.get("cert-chain.pem") {
+            Some(_) => vec![field("cert-chain.pem")?],
+            None => Vec::new(),
+        };
+        return plugin(
+            &field("ca-cert.pem")?,
+            &field("ca-key.pem")?,
+            &chain,
+            &field("root-cert.pem")?,
+            clock,
+        )
+        .with_context(|| format!("the plug-in CA in the Secret {namespace}/{PLUGIN_SECRET}"));
+    }
     for _ in 0..3 {
         if let Some(secret) = api.get_opt(SECRET).await.context("reading the CA Secret")? {
             let data = secret.data.unwrap_or_default();

@@ -273,10 +273,25 @@ pub struct ServeArgs {
     /// Service name in the webhook's serving certificate (`NAME.NAMESPACE.svc`).
     #[arg(long, env = "SEXTANT_SERVICE_NAME", default_value = "sextant")]
     pub service_name: String,
-    /// A CA to use (`ca.crt`, `ca.key`). Default: the Secret `sextant-ca` in the Lease
-    /// namespace (created if missing), or a new CA for this process without a cluster.
+    /// Where the CA is kept: Istio's plug-in layout (`ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`: Sextant signs as that intermediate), or Sextant's
+    /// root (`ca.crt`, `ca.key`, generated there when missing). Default: the Secret `cacerts`,
+    /// else `sextant-ca` (created if missing) in the Lease namespace; without a cluster,
+    /// `$XDG_STATE_HOME/sextant/ca` (`~/.local/state/sextant/ca`).
     #[arg(long, env = "SEXTANT_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
+    /// Without a cluster, the service-account tokens the secure port accepts, one a line:
+    /// `TOKEN NAMESPACE/SERVICE_ACCOUNT [AUDIENCE,...]` (with a cluster, TokenReview decides).
+    #[arg(long, env = "SEXTANT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Workload certificate TTL when a request asks for none, and of the certificates served
+    /// over SDS (Istio's `DEFAULT_WORKLOAD_CERT_TTL`), in seconds.
+    #[arg(long, env = "SEXTANT_WORKLOAD_CERT_TTL_SECONDS", default_value_t = 24 * 3600)]
+    pub workload_cert_ttl_seconds: u64,
+    /// Longest workload certificate TTL granted (Istio's `MAX_WORKLOAD_CERT_TTL`); longer
+    /// requests are refused, in seconds.
+    #[arg(long, env = "SEXTANT_MAX_WORKLOAD_CERT_TTL_SECONDS", default_value_t = 90 * 24 * 3600)]
+    pub max_workload_cert_ttl_seconds: u64,
     /// Bounds on CPU-heavy work (webhook, debug views, scope cache).
     #[command(flatten)]
     pub heavy: HeavyWorkArgs,

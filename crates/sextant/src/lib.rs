@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod ca_store;
+pub mod certificates;
 pub mod cli;
 pub mod cmd;
 #[cfg(feature = "demo")]

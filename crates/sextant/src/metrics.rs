@@ -27,6 +27,13 @@ pub struct RefusalLabels {
     pub reason: String,
 }
 
+/// Labels of what became of a certificate request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `signed`, or the gRPC code it was refused with (`invalid_argument`, ...).
+    pub outcome: String,
+}
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     /// The registry they are registered in.
@@ -74,6 +81,8 @@ pub struct Metrics {
     input_refusals: std::sync::Mutex<()>,
     /// Scopes in the compiled-scope cache (at most `--max-scopes`).
     pub scopes: Gauge,
+    /// Certificate requests (`IstioCertificateService`), by outcome.
+    pub certificate_requests: Family<OutcomeLabels, Counter>,
 }
 
 fn push_buckets() -> Histogram {
@@ -109,6 +118,7 @@ impl Metrics {
             auth_refused: Family::default(),
             input_refusals: std::sync::Mutex::new(()),
             scopes: Gauge::default(),
+            certificate_requests: Family::default(),
             registry: Registry::default(),
         };
         // Oversized config files are the `file_bytes` bound of the family.
@@ -139,6 +149,11 @@ impl Metrics {
             "xds_auth_refused",
             "Callers of the secure xDS port refused, by reason",
             m.auth_refused.clone(),
+        );
+        registry.register(
+            "certificate_requests",
+            "Requests to Istio's certificate service (CreateCertificate), by outcome",
+            m.certificate_requests.clone(),
         );
         registry.register(
             "status_writes",
@@ -248,6 +263,15 @@ impl Metrics {
         self.auth_refused
             .get_or_create(&RefusalLabels {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a certificate request that ended in `outcome`.
+    pub fn certificate_request(&self, outcome: &str) {
+        self.certificate_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
             })
             .inc();
     }

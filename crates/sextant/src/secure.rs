@@ -20,6 +20,9 @@ use tonic::{Status, codegen::http};
 use crate::{metrics::Metrics, tls::Peer};
 
 mod cache;
+mod token_file;
+
+pub use token_file::TokenFile;
 
 /// Longest bearer token accepted (service-account tokens are about 1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -45,8 +48,10 @@ pub struct ReviewLimits {
 /// Authenticates callers of the secure xDS port.
 pub struct Authenticator {
     trust_domain: String,
-    /// Reviews tokens; without a cluster only client certificates are accepted.
+    /// Reviews tokens; without a cluster, `tokens` does (else only client certificates are
+    /// accepted).
     client: Option<kube::Client>,
+    tokens: Option<Arc<TokenFile>>,
     audiences: Vec<String>,
     reviews: Arc<tokio::sync::Semaphore>,
     cache: Arc<cache::ReviewCache>,
@@ -67,6 +72,7 @@ impl Authenticator {
         Authenticator {
             trust_domain: trust_domain.to_owned(),
             client,
+            tokens: None,
             audiences,
             reviews: Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
             cache: Arc::new(cache::ReviewCache::new(limits.cache_size, limits.cache_ttl)),
@@ -74,6 +80,12 @@ impl Authenticator {
             max_waiting: limits.max_waiting,
             metrics,
         }
+    }
+
+    /// Reviews tokens against `tokens` when there is no cluster (`serve --token-file`).
+    pub fn with_token_file(mut self, tokens: Option<TokenFile>) -> Self {
+        self.tokens = tokens.map(Arc::new);
+        self
     }
 
     /// The certificate's identities in our trust domain; refused when it has only others
@@ -150,10 +162,19 @@ impl Authenticate for Authenticator {
             Err(e) => return ready(Err(Status::unauthenticated(e))),
         };
         let Some(client) = self.client.clone() else {
-            return ready(Err(Status::unauthenticated(
-                "authentication failed: bearer tokens are reviewed by the Kubernetes API server \
-                 and this server has none (--config-dir); present a client certificate",
-            )));
+            return ready(match &self.tokens {
+                Some(tokens) => tokens
+                    .review(&token, &self.audiences)
+                    .map(|who| self.identity(who))
+                    .map_err(|why| {
+                        Status::unauthenticated(format!("authentication failed: {why}"))
+                    }),
+                None => Err(Status::unauthenticated(
+                    "authentication failed: bearer tokens are reviewed by the Kubernetes API \
+                     server, or against a token file (--token-file), and this server has \
+                     neither; present a client certificate",
+                )),
+            });
         };
         let key = cache::key(&token);
         match self.cache.get(&key, Instant::now()) {

@@ -33,9 +33,14 @@ impl Serve {
         }
     }
 
-    /// The command, listening on 127.0.0.1 at these ports.
+    /// The command, listening on 127.0.0.1 at these ports. Directory mode keeps its root
+    /// under the test process's temporary state directory, never the user's.
     pub fn command(&self, exe: &Path) -> Command {
         let mut c = Command::new(exe);
+        c.env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("sextant-state-{}", std::process::id())),
+        );
         c.args(["serve", "--listen-address", "127.0.0.1"]).args([
             "--xds-port".to_owned(),
             self.xds.to_string(),

@@ -35,6 +35,48 @@ pub fn envoy() -> Option<PathBuf> {
     tool("ENVOY", ".venv/bin/envoy")
 }
 
+/// Python with grpcio, grpcio-tools and cryptography (`$PYTHON` or `.venv/bin/python`, as
+/// `make tools` installs them), for clients built by a toolchain other than Sextant's.
+pub fn grpc_python() -> Option<PathBuf> {
+    let python = tool("PYTHON", ".venv/bin/python")?;
+    let ready = std::process::Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools, cryptography"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} lacks grpcio, grpcio-tools or cryptography under CI=true (make tools installs them)",
+            python.display()
+        );
+        eprintln!("warning: no grpcio-tools in {}; skipping", python.display());
+        return None;
+    }
+    Some(python)
+}
+
+/// OpenSSL's command line (`$OPENSSL`, else `openssl` on the PATH).
+pub fn openssl() -> Option<PathBuf> {
+    let openssl = std::env::var_os("OPENSSL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("openssl"));
+    let found = std::process::Command::new(&openssl)
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openssl is required under CI=true"
+        );
+        eprintln!("warning: openssl not found; skipping");
+        return None;
+    }
+    Some(openssl)
+}
+
 /// Real kubectl 1.35 (`$KUBECTL` or `.tools/kubectl/kubectl`).
 pub fn kubectl() -> Option<PathBuf> {
     tool("KUBECTL", ".tools/kubectl/kubectl")

@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
 };
 
-/// Lifetime of the workload certificates served over SDS (Istio's default).
-const WORKLOAD_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The cluster this control plane runs in (Istio's default `CLUSTER_ID`).
+const CLUSTER_ID: &str = "Kubernetes";
 
 /// How long open connections may take to close once shutdown has begun.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -101,6 +101,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhook_config,
         service_name,
         ca_dir,
+        token_file,
+        workload_cert_ttl_seconds,
+        max_workload_cert_ttl_seconds,
         heavy,
     } = args;
     tracing::info!(
@@ -116,7 +119,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
-    let index = Index::new(&domain_suffix, "Kubernetes")
+    let index = Index::new(&domain_suffix, CLUSTER_ID)
         .with_trust_domain(&trust_domain)
         .with_root_namespace(&root_namespace);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -138,13 +141,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, Some(client)) => {
             ca_store::from_cluster(client.clone(), &lease_namespace, clock).await?
         }
-        (None, None) => Ca::generate(clock)?,
+        (None, None) => match ca_store::default_dir() {
+            Some(dir) => ca_store::read_dir(&dir, clock)?,
+            None => {
+                tracing::warn!(
+                    "no --ca-dir and no HOME or XDG_STATE_HOME: the root lives only as long as this process"
+                );
+                Ca::generate(clock)?
+            }
+        },
     };
     let ca = Arc::new(ca);
+    let ttls = crate::certificates::Ttls {
+        default: Duration::from_secs(workload_cert_ttl_seconds),
+        max: Duration::from_secs(max_workload_cert_ttl_seconds),
+    };
+    if ttls.default > ttls.max || ttls.default.is_zero() {
+        anyhow::bail!(
+            "--workload-cert-ttl-seconds ({workload_cert_ttl_seconds}) must be positive and at most --max-workload-cert-ttl-seconds ({max_workload_cert_ttl_seconds})"
+        );
+    }
+    let token_file = match (&token_file, &client) {
+        (Some(path), None) => {
+            let tokens = crate::secure::TokenFile::read(path)?;
+            tracing::info!(path = %path.display(), tokens = tokens.len(), "token file read");
+            Some(tokens)
+        }
+        (Some(_), Some(_)) => {
+            anyhow::bail!("--token-file is for directory mode; with a cluster, TokenReview decides")
+        }
+        (None, _) => None,
+    };
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
             .with_max_scopes(heavy.max_scopes)
-            .with_secrets(Secrets::new(ca.clone(), WORKLOAD_CERT_TTL))
+            .with_secrets(Secrets::new(ca.clone(), ttls.default))
             .with_max_held_objects(max_held_objects)
             .with_plaintext_nacks(hold_on_plaintext_nacks)
             .with_updates(updates_tx.clone()),
@@ -160,17 +191,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let authenticator = Arc::new(crate::secure::Authenticator::new(
-        &trust_domain,
-        client.clone(),
-        token_audiences,
-        crate::secure::ReviewLimits {
-            cache_size: token_review_cache_size,
-            cache_ttl: Duration::from_secs(token_review_cache_seconds),
-            max_waiting: max_token_reviews_waiting,
-        },
-        metrics.clone(),
-    ));
+    let authenticator = Arc::new(
+        crate::secure::Authenticator::new(
+            &trust_domain,
+            client.clone(),
+            token_audiences,
+            crate::secure::ReviewLimits {
+                cache_size: token_review_cache_size,
+                cache_ttl: Duration::from_secs(token_review_cache_seconds),
+                max_waiting: max_token_reviews_waiting,
+            },
+            metrics.clone(),
+        )
+        .with_token_file(token_file),
+    );
     match (config_dir, client) {
         (Some(config_dir), _) => {
             let mut dir = DirSource::new(config_dir, namespace, index)
@@ -352,7 +386,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .add_service(
         AdsService::new(ads)
             .bounded(progress, on_bound)
-            .authenticated(authenticator),
+            .authenticated(authenticator.clone()),
+    )
+    .add_service(
+        crate::certificates::Certificates::new(
+            ca.clone(),
+            authenticator,
+            ttls,
+            CLUSTER_ID,
+            metrics.clone(),
+        )
+        .into_service(),
     )
     .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
         let _ = secure_shutdown.wait_for(|s| *s).await;
