@@ -89,6 +89,7 @@ bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
 	$(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
+	$(CARGO) bench -p sextant --bench csr
 
 # The fuzz targets (docs/FUZZING.md), long: each proptest target with FUZZ_CASES cases (the
 # same targets run a few hundred cases each in `make test`).

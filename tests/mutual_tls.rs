@@ -19,18 +19,22 @@ use std::{
 
 use sextant_testing::{Backend, Envoy, Process, Serve, envoy, http_get, request, try_wait_for};
 
+/// The network of each test.
 const NET: u8 = 80;
+const RENEWAL_NET: u8 = 81;
+const ROTATION_NET: u8 = 82;
+const NO_OVERLAP_NET: u8 = 83;
 
-fn ip(host: u8) -> String {
-    format!("127.0.{NET}.{host}")
+fn ip(net: u8, host: u8) -> String {
+    format!("127.0.{net}.{host}")
 }
 
 /// The mesh: the server Service and its endpoint, and both Pods (the server's with a sidecar).
-fn mesh() -> String {
+fn mesh(net: u8) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: server, namespace: default}}\nspec:\n  clusterIP: 10.96.{NET}.20\n  selector: {{app: server}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: server-1, namespace: default, labels: {{kubernetes.io/service-name: server}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n- addresses: ['{server}']\n  targetRef: {{kind: Pod, name: server-0, namespace: default}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: server-0\n  namespace: default\n  labels: {{app: server, security.istio.io/tlsMode: istio}}\nspec: {{serviceAccountName: server, containers: [{{name: app, image: x}}]}}\nstatus: {{podIP: '{server}'}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: client-0\n  namespace: default\n  labels: {{app: client, security.istio.io/tlsMode: istio}}\nspec: {{serviceAccountName: client, containers: [{{name: app, image: x}}]}}\nstatus: {{podIP: '{client}'}}\n",
-        server = ip(20),
-        client = ip(10),
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: server, namespace: default}}\nspec:\n  clusterIP: 10.96.{net}.20\n  selector: {{app: server}}\n  ports: [{{name: http, port: 9080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: server-1, namespace: default, labels: {{kubernetes.io/service-name: server}}}}\naddressType: IPv4\nports: [{{name: http, port: 9080}}]\nendpoints:\n- addresses: ['{server}']\n  targetRef: {{kind: Pod, name: server-0, namespace: default}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: server-0\n  namespace: default\n  labels: {{app: server, security.istio.io/tlsMode: istio}}\nspec: {{serviceAccountName: server, containers: [{{name: app, image: x}}]}}\nstatus: {{podIP: '{server}'}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: client-0\n  namespace: default\n  labels: {{app: client, security.istio.io/tlsMode: istio}}\nspec: {{serviceAccountName: client, containers: [{{name: app, image: x}}]}}\nstatus: {{podIP: '{client}'}}\n",
+        server = ip(net, 20),
+        client = ip(net, 10),
     )
 }
 
@@ -81,47 +85,116 @@ struct Mesh {
     server: Envoy,
     /// The server sidecar's inbound listener, where a plaintext client talks to it directly.
     inbound: SocketAddr,
+    /// The CA directory of each replica (one, or the client's and the server's).
+    cas: Vec<PathBuf>,
     _backend: Backend,
-    _sextant: Process,
+    _sextants: Vec<Process>,
+}
+
+/// `sextant ca rotate` steps: on the CA, then on each replica's copy of it.
+struct Rotation {
+    shared: &'static [&'static str],
+    client: &'static [&'static str],
+    server: &'static [&'static str],
 }
 
 impl Mesh {
-    fn start(envoy: &Path) -> Mesh {
-        let dir = std::env::temp_dir().join(format!("sextant-mtls-{}", std::process::id()));
+    /// The mesh on network `net`, `sextant serve` with `extra` flags.
+    fn start(envoy: &Path, net: u8, extra: &[&str]) -> Mesh {
+        Mesh::start_rotated(envoy, net, extra, None)
+    }
+
+    /// The mesh, and with `rotation` two replicas in the middle of a root rotation:
+    /// `sextant ca rotate` steps taken on the CA, then more on the client's replica's copy
+    /// and on the server's. Each sidecar is served by its replica.
+    fn start_rotated(envoy: &Path, net: u8, extra: &[&str], rotation: Option<Rotation>) -> Mesh {
+        let ip = |host: u8| ip(net, host);
+        let dir = std::env::temp_dir().join(format!("sextant-mtls-{}-{net}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = dir.join("config");
         std::fs::create_dir_all(&config).expect("temp dir");
-        std::fs::write(config.join("mesh.yaml"), mesh()).expect("mesh");
+        std::fs::write(config.join("mesh.yaml"), mesh(net)).expect("mesh");
+        let sextant = |args: &[&str]| {
+            sextant_testing::run(
+                std::process::Command::new(sextant_testing::sextant_bin()).args(args),
+            )
+        };
         let ca = dir.join("ca");
-        sextant_testing::run(
-            std::process::Command::new(sextant_testing::sextant_bin()).args([
-                "ca",
-                "init",
-                "--dir",
-                ca.to_str().expect("utf-8"),
-            ]),
-        );
-        let serve = Serve::new();
+        sextant(&["ca", "init", "--dir", ca.to_str().expect("utf-8")]);
+        let rotate = |ca: &Path, steps: &[&str]| {
+            for step in steps {
+                sextant(&[
+                    "ca",
+                    "rotate",
+                    "--dir",
+                    ca.to_str().expect("utf-8"),
+                    "--step",
+                    step,
+                ]);
+            }
+        };
+        let cas: Vec<PathBuf> = match &rotation {
+            None => vec![ca.clone()],
+            Some(r) => {
+                rotate(&ca, r.shared);
+                [("client", r.client), ("server", r.server)]
+                    .iter()
+                    .map(|(name, steps)| {
+                        let copy = dir.join(format!("ca-{name}"));
+                        std::fs::create_dir_all(&copy).expect("CA copy");
+                        for f in std::fs::read_dir(&ca).expect("CA dir").flatten() {
+                            std::fs::copy(f.path(), copy.join(f.file_name())).expect("copy");
+                        }
+                        rotate(&copy, steps);
+                        copy
+                    })
+                    .collect()
+            }
+        };
         let log = dir.join("sextant.log");
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .args(["--config-dir", config.to_str().expect("utf-8")])
-                .args(["--ca-dir", ca.to_str().expect("utf-8")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("sextant serve starts"),
-        );
-        serve.wait_ready(Duration::from_secs(20)).expect("ready");
+        let replicas: Vec<(Serve, Process)> = cas
+            .iter()
+            .enumerate()
+            .map(|(i, ca)| {
+                let serve = Serve::new();
+                let process = Process(
+                    serve
+                        .command(&sextant_testing::sextant_bin())
+                        .args(["--config-dir", config.to_str().expect("utf-8")])
+                        .args(["--ca-dir", ca.to_str().expect("utf-8")])
+                        .args(extra)
+                        .stdout(Stdio::null())
+                        .stderr(
+                            std::fs::File::create(log.with_extension(format!("{i}.log")))
+                                .expect("log file"),
+                        )
+                        .spawn()
+                        .expect("sextant serve starts"),
+                );
+                serve.wait_ready(Duration::from_secs(20)).expect("ready");
+                (serve, process)
+            })
+            .collect();
         let backend = Backend::start(&format!("{}:9080", ip(22)), "server").expect("backend");
         let sidecar = |name: &str, host: u8, bind: u8, meta: &[String], delta: bool| {
+            // The client on the first replica, the server on the last.
+            let replica = if name == "client" {
+                0
+            } else {
+                replicas.len() - 1
+            };
             let certs = dir.join(name);
-            sextant_testing::issue_certificate(&ca, &certs, "cluster.local", "default", name);
+            sextant_testing::issue_certificate(
+                &cas[replica],
+                &certs,
+                "cluster.local",
+                "default",
+                name,
+            );
             let file = |f: &str| certs.join(f).to_str().expect("utf-8").to_owned();
             let mut args = vec![
                 "--xds-address".to_owned(),
-                format!("127.0.0.1:{}", serve.secure_xds),
+                format!("127.0.0.1:{}", replicas[replica].0.secure_xds),
                 "--xds-root-cert".into(),
                 file("root-cert.pem"),
                 "--xds-cert".into(),
@@ -151,14 +224,15 @@ impl Mesh {
         );
         Mesh {
             inbound: format!("{}:9080", ip(20)).parse().expect("address"),
-            dir,
             config,
-            log,
-            admin: serve.admin_addr(),
+            log: log.with_extension("0.log"),
+            admin: replicas[0].0.admin_addr(),
             client,
             server,
+            cas,
+            dir,
             _backend: backend,
-            _sextant: sextant,
+            _sextants: replicas.into_iter().map(|(_, p)| p).collect(),
         }
     }
 
@@ -225,7 +299,7 @@ fn refused(o: &Outcome) -> bool {
 #[test]
 fn sidecars_speak_mutual_tls_as_peer_authentication_and_destination_rules_say() {
     let Some(envoy) = envoy() else { return };
-    let mesh = Mesh::start(&envoy);
+    let mesh = Mesh::start(&envoy, NET, &[]);
 
     // 1. No policy: PERMISSIVE. Through the client sidecar the request travels over mutual
     //    TLS (auto mTLS: the server Pod carries a sidecar), and the backend sees the client's
@@ -344,5 +418,197 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_and_destination_rules_say() 
         "workload STRICT in a PERMISSIVE namespace",
         served_with_client_identity,
         refused,
+    );
+}
+
+/// The serial number and expiry (Unix seconds) of the workload certificate an Envoy holds for
+/// `identity`, from its admin API's `/certs`.
+fn held_certificate(admin: SocketAddr, identity: &str) -> Option<(String, u64)> {
+    let certs: serde_json::Value = serde_json::from_str(&http_get(admin, "/certs")?).ok()?;
+    certs["certificates"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+        .find(|c| {
+            c["subject_alt_names"]
+                .as_array()
+                .is_some_and(|sans| sans.iter().any(|s| s["uri"] == identity))
+        })
+        .and_then(|c| {
+            let expires = c["expiration_time"].as_str()?;
+            Some((
+                c["serial_number"].as_str()?.to_owned(),
+                unix_seconds(expires)?,
+            ))
+        })
+}
+
+/// `2026-12-04T14:00:00Z` as Unix seconds.
+fn unix_seconds(rfc3339: &str) -> Option<u64> {
+    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(['.', ':'])
+        .take(3)
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d[2] - 1 - 719_468;
+    u64::try_from(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]).ok()
+}
+
+#[test]
+fn workload_certificates_renew_before_they_expire_and_traffic_keeps_flowing() {
+    let Some(envoy) = envoy() else { return };
+    // 16-second certificates, renewed at half their life; one request per upstream
+    // connection, so that every request is a new mutual TLS handshake.
+    let mesh = Mesh::start(&envoy, RENEWAL_NET, &["--workload-cert-ttl-seconds", "16"]);
+    mesh.configure(&[(
+        "dr.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: server, namespace: default}\nspec: {host: server, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}}\n".to_owned(),
+    )]);
+    mesh.expect(
+        "mTLS with short-lived certificates",
+        served_with_client_identity,
+        served_plaintext,
+    );
+    let client = "spiffe://cluster.local/ns/default/sa/client";
+    let server = "spiffe://cluster.local/ns/default/sa/server";
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        let got = outcome(mesh.client.listener, &[]);
+        assert!(
+            served_with_client_identity(&got),
+            "after {:?}: {got:?}",
+            started.elapsed()
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        for (admin, id) in [(mesh.client.admin, client), (mesh.server.admin, server)] {
+            let held = held_certificate(admin, id).expect("a workload certificate");
+            assert!(
+                held.1 > now,
+                "{id}'s certificate {} is expired at {now}",
+                held.0
+            );
+            if !seen.contains(&held) {
+                seen.push(held);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // 40 s of 16 s certificates renewed at half life: each proxy's turned over at least
+    // twice (three certificates each, or more).
+    assert!(seen.len() >= 6, "certificates held over 40 s: {seen:?}");
+}
+
+/// The issuer's common name of the workload certificate Envoy holds (SDS `default`).
+fn default_issuer(admin: SocketAddr) -> Option<String> {
+    use base64::Engine;
+    let dump: serde_json::Value = serde_json::from_str(&http_get(
+        admin,
+        "/config_dump?resource=dynamic_active_secrets",
+    )?)
+    .ok()?;
+    let default = dump["configs"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "default")?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(default["secret"]["tls_certificate"]["certificate_chain"]["inline_bytes"].as_str()?)
+        .ok()?;
+    common_name_of_issuer(&pem)
+}
+
+/// The issuer CN of the first certificate of `pem`.
+fn common_name_of_issuer(pem: &[u8]) -> Option<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_slice(pem).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    cert.issuer()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()
+        .map(str::to_owned)
+}
+
+/// The subject CN of a root certificate file.
+fn common_name(path: &Path) -> String {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_file(path).expect("a certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("DER");
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .expect("a common name")
+        .to_owned()
+}
+
+#[test]
+fn proxies_on_the_old_and_the_new_root_keep_talking_through_a_rotation() {
+    let Some(envoy) = envoy() else { return };
+    // Two replicas mid-rotation: both trust the old and the new root; the client's replica
+    // still signs with the old one (step `trust`), the server's with the new one (`sign`).
+    let mesh = Mesh::start_rotated(
+        &envoy,
+        ROTATION_NET,
+        &[],
+        Some(Rotation {
+            shared: &["trust"],
+            client: &[],
+            server: &["sign"],
+        }),
+    );
+    mesh.expect(
+        "mutual TLS across the rotation",
+        served_with_client_identity,
+        served_plaintext,
+    );
+    let old = common_name(&mesh.cas[0].join("ca.crt"));
+    let new = common_name(&mesh.cas[1].join("ca.crt"));
+    assert_ne!(old, new);
+    assert_eq!(
+        default_issuer(mesh.client.admin),
+        Some(old),
+        "the client holds an old-root certificate"
+    );
+    assert_eq!(
+        default_issuer(mesh.server.admin),
+        Some(new),
+        "the server holds a new-root certificate"
+    );
+}
+
+#[test]
+fn without_the_overlap_a_new_root_is_refused() {
+    let Some(envoy) = envoy() else { return };
+    // The control: the client's replica never trusted the new root (no `trust` step shared),
+    // so the server's new-root certificate is refused by the client.
+    let mesh = Mesh::start_rotated(
+        &envoy,
+        NO_OVERLAP_NET,
+        &[],
+        Some(Rotation {
+            shared: &[],
+            client: &[],
+            server: &["trust", "sign"],
+        }),
+    );
+    mesh.expect(
+        "the client refuses the server's certificate",
+        |o| *o == Outcome::Status(503),
+        served_plaintext,
     );
 }

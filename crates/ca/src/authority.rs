@@ -17,7 +17,7 @@ use crate::{Clock, Error};
 const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// How long a serving certificate is valid.
-const SERVING_TTL: Duration = Duration::from_secs(365 * 86_400);
+pub const SERVING_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 /// How far back a serving certificate's validity starts, for clients whose clocks lag ours.
 const SERVING_BACKDATE: Duration = Duration::from_secs(300);
@@ -65,7 +65,14 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "sextant");
-        dn.push(DnType::CommonName, "sextant root CA");
+        // Named after its key, so that the roots of a rotation are told apart by name.
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.public_key_raw().hash(&mut h);
+            h.finish()
+        };
+        dn.push(DnType::CommonName, format!("sextant root CA {tag:016x}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -146,6 +153,24 @@ impl Ca {
     /// When the signing certificate expires.
     pub fn not_after(&self) -> std::time::SystemTime {
         self.not_after
+    }
+
+    /// When what the CA rests on expires: `root` (the first of the trust bundle's roots to
+    /// expire) and, for an intermediate, `intermediate` (the signing certificate).
+    pub fn expiries(&self) -> Vec<(&'static str, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        if let Some(root) = self
+            .roots
+            .iter()
+            .filter_map(|r| crate::identity::not_after(r))
+            .min()
+        {
+            out.push(("root", root));
+        }
+        if self.chain_pem.len() > 1 {
+            out.push(("intermediate", self.not_after));
+        }
+        out
     }
 
     pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {

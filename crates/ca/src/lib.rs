@@ -14,7 +14,7 @@ mod secrets;
 #[cfg(test)]
 pub use clock::FakeClock;
 pub use {
-    authority::{Ca, Serving, WorkloadCert},
+    authority::{Ca, SERVING_TTL, Serving, WorkloadCert},
     clock::{Clock, SystemClock},
     csr::{CsrError, MAX_CSR_BYTES},
     error::Error,

@@ -1,6 +1,7 @@
 //! SDS over ADS, for plain Envoy: the root (`ROOTCA`) for every proxy, and a workload
 //! certificate with its key (`default`) for a proxy that proved its identity on the secure
-//! port, and only for that identity.
+//! port, and only for that identity. Every proxy (node) gets a key of its own, so that one
+//! compromised proxy does not expose its siblings' keys.
 
 use std::{
     collections::HashMap,
@@ -22,19 +23,19 @@ use sextant_resources::{
 
 use crate::{Ca, Error};
 
-/// The SDS secrets of every proxy. Certificates are issued on first use, shared by the
-/// proxies of an identity, and replaced once half their life has passed (by the CA's clock).
+/// The SDS secrets of every proxy. Certificates are issued on first use, one per proxy, and
+/// replaced once half their life has passed (by the CA's clock).
 pub struct Secrets {
     ca: Arc<Ca>,
     ttl: Duration,
     /// `[ROOTCA]`.
     anonymous: List,
     root: Encoded,
-    /// By identity.
-    issued: Mutex<HashMap<Identity, Issued>>,
+    /// By proxy (node id) and the identity it proved.
+    issued: Mutex<HashMap<(String, Identity), Issued>>,
 }
 
-/// A workload certificate served to the proxies of one identity.
+/// A workload certificate served to one proxy.
 struct Issued {
     at: Instant,
     /// `[ROOTCA, default]`.
@@ -52,7 +53,7 @@ impl Secrets {
                 name: ROOT_SECRET.to_owned(),
                 r#type: Some(secret::Type::ValidationContext(
                     CertificateValidationContext {
-                        trusted_ca: Some(inline(ca.cert_pem())),
+                        trusted_ca: Some(inline(&ca.roots_pem())),
                         ..Default::default()
                     },
                 )),
@@ -67,41 +68,43 @@ impl Secrets {
         }
     }
 
-    /// The secrets of a proxy that proved `identity`, when nothing needs signing for them
+    /// The secrets of `proxy`, which proved `identity`, when nothing needs signing for them
     /// (cheap enough for an async task): `None` when [`Secrets::list`] would issue.
-    pub fn cached(&self, identity: Option<&Identity>) -> Option<List> {
+    pub fn cached(&self, proxy: &str, identity: Option<&Identity>) -> Option<List> {
         let Some(identity) = identity else {
             return Some(self.anonymous.clone());
         };
         let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get(identity) {
+        match issued.get(&(proxy.to_owned(), identity.clone())) {
             Some(i) if !i.renew && self.age(i.at) < self.ttl => Some(i.list.clone()),
             _ => None,
         }
     }
 
-    /// The secrets of a proxy that proved `identity` (`None`: it proved none).
-    pub fn list(&self, identity: Option<&Identity>) -> List {
-        if let Some(list) = self.cached(identity) {
+    /// The secrets of `proxy`, which proved `identity` (`None`: it proved none).
+    pub fn list(&self, proxy: &str, identity: Option<&Identity>) -> List {
+        if let Some(list) = self.cached(proxy, identity) {
             return list;
         }
         let Some(identity) = identity else {
             return self.anonymous.clone();
         };
+        let key = (proxy.to_owned(), identity.clone());
         // One to renew, or none yet.
         let current = self
             .issued
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(identity)
+            .get(&key)
             .map(|i| (i.at, i.list.clone()));
-        // Signing takes a while: not under the lock (two proxies of one identity may both
+        // Signing takes a while: not under the lock (two streams of one proxy may both
         // issue; the first stored wins).
         let fresh: List = match self.issue(identity) {
             Ok(default) => Arc::from([self.root.clone(), default]),
             Err(e) => {
                 tracing::error!(
                     %identity,
+                    proxy,
                     error = &e as &dyn std::error::Error,
                     "cannot issue a workload certificate"
                 );
@@ -113,11 +116,11 @@ impl Secrets {
             }
         };
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get(identity) {
+        match issued.get(&key) {
             Some(i) if !i.renew && self.age(i.at) < self.ttl => i.list.clone(),
             _ => {
                 issued.insert(
-                    identity.clone(),
+                    key,
                     Issued {
                         at: self.ca.clock().instant(),
                         list: fresh.clone(),
@@ -127,6 +130,32 @@ impl Secrets {
                 fresh
             }
         }
+    }
+
+    /// Forgets `proxy`'s certificates (its stream ended): a proxy that comes back gets a new
+    /// key, and nothing is kept for proxies that are gone.
+    pub fn forget(&self, proxy: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(p, _), _| p != proxy);
+    }
+
+    /// When the oldest certificate held expires (none held: `None`).
+    pub fn oldest_expiry(&self) -> Option<std::time::SystemTime> {
+        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = issued.values().map(|i| i.at).min()?;
+        Some(self.ca.clock().now() - self.age(oldest) + self.ttl)
+    }
+
+    /// Proxies holding a certificate.
+    pub fn len(&self) -> usize {
+        self.issued.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no proxy holds a certificate.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn issue(&self, identity: &Identity) -> Result<Encoded, Error> {
@@ -146,7 +175,7 @@ impl Secrets {
 
     /// Marks certificates past half their life for renewal at the next update (and drops
     /// expired ones nobody renewed); whether any were marked. All renewals go through here,
-    /// so that every proxy of an identity is woken for its new certificate.
+    /// so that a renewal wakes the proxy for its new certificate.
     pub fn expire(&self) -> bool {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         issued.retain(|_, i| self.age(i.at) < self.ttl);
@@ -220,30 +249,46 @@ mod tests {
         let clock = clock();
         let ca = Arc::new(Ca::generate(clock.clone()).expect("root"));
         let secrets = Secrets::new(ca.clone(), Duration::from_secs(3600));
-        assert_eq!(names(&secrets.list(None)), [ROOT_SECRET]);
+        assert_eq!(names(&secrets.list("a", None)), [ROOT_SECRET]);
         let id = reviews();
-        let list = secrets.list(Some(&id));
+        let list = secrets.list("a", Some(&id));
         assert_eq!(names(&list), [ROOT_SECRET, WORKLOAD_SECRET]);
-        assert!(Arc::ptr_eq(&list, &secrets.list(Some(&id))), "issued once");
+        assert!(
+            Arc::ptr_eq(&list, &secrets.list("a", Some(&id))),
+            "issued once"
+        );
         assert_eq!(
             &*certificate_identities(&leaf(&list)),
             std::slice::from_ref(&id)
         );
         assert!(!secrets.expire(), "nothing is past half its life");
+        // Another proxy of the same identity gets a key of its own.
+        let other = secrets.list("b", Some(&id));
+        assert!(!Arc::ptr_eq(&list, &other));
+        assert_ne!(leaf(&list), leaf(&other));
+        assert_eq!(secrets.len(), 2);
+        secrets.forget("b");
+        assert_eq!(secrets.len(), 1, "a proxy gone is forgotten");
+        let again = secrets.list("b", Some(&id));
+        assert_ne!(
+            leaf(&other),
+            leaf(&again),
+            "and gets a new key when it comes back"
+        );
 
-        // Renewal: only through `expire`, so that one wake reaches every proxy of the identity.
+        // Renewal: only through `expire`, which wakes the proxies to renew.
         let short = Secrets::new(ca, Duration::from_secs(2));
-        let first = short.list(Some(&id));
+        let first = short.list("a", Some(&id));
         clock.advance(Duration::from_millis(1100));
         assert!(
-            Arc::ptr_eq(&first, &short.list(Some(&id))),
-            "past half its life, but not renewed behind the other proxies' backs"
+            Arc::ptr_eq(&first, &short.list("a", Some(&id))),
+            "past half its life, but not renewed until marked"
         );
         assert!(short.expire(), "marked for renewal");
         assert!(!short.expire(), "marked once");
-        let second = short.list(Some(&id));
+        let second = short.list("a", Some(&id));
         assert!(!Arc::ptr_eq(&first, &second), "issued again");
-        assert!(Arc::ptr_eq(&second, &short.list(Some(&id))));
+        assert!(Arc::ptr_eq(&second, &short.list("a", Some(&id))));
     }
 
     #[test]
@@ -253,19 +298,19 @@ mod tests {
         let ttl = Duration::from_secs(3600);
         let secrets = Secrets::new(ca, ttl);
         let id = reviews();
-        let first = secrets.list(Some(&id));
+        let first = secrets.list("a", Some(&id));
 
         clock.advance(ttl / 2 - Duration::from_secs(1));
         assert!(!secrets.expire(), "a second short of half its life");
         clock.advance(Duration::from_secs(1));
         assert!(secrets.expire(), "at half its life");
-        let second = secrets.list(Some(&id));
+        let second = secrets.list("a", Some(&id));
         assert!(!Arc::ptr_eq(&first, &second), "renewed");
 
         // Nobody asks for it again: at the end of its life it is dropped, not marked.
         clock.advance(ttl);
         assert!(!secrets.expire(), "expired, not marked");
-        let third = secrets.list(Some(&id));
+        let third = secrets.list("a", Some(&id));
         assert!(!Arc::ptr_eq(&second, &third), "issued anew");
     }
 
@@ -282,10 +327,10 @@ mod tests {
                 t.duration_since(UNIX_EPOCH).expect("after 1970"),
             )
         };
-        let first = leaf(&secrets.list(Some(&id)));
+        let first = leaf(&secrets.list("a", Some(&id)));
         clock.advance(ttl / 2);
         assert!(secrets.expire());
-        let second = leaf(&secrets.list(Some(&id)));
+        let second = leaf(&secrets.list("a", Some(&id)));
         // Past the first certificate's end, inside the second's.
         let later = clock.now() + ttl / 2 + Duration::from_secs(1);
         assert!(

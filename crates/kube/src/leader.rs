@@ -1,6 +1,7 @@
 //! What only the Lease holder does. Every replica serves xDS; the one holding the Lease
 //! `sextant` also writes to the cluster: the status of VirtualServices and DestinationRules
-//! ([`status`]) and the `caBundle` of the validating webhook ([`ca_bundle`]). Each task runs
+//! ([`status`]), the `caBundle` of the validating webhook ([`ca_bundle`]) and the mesh's
+//! trust bundle in every namespace ([`root_configmaps`]). Each task runs
 //! on every replica and writes only while its `leader` receiver says true, so a new holder
 //! takes over without restarting anything.
 
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use crate::Generations;
 
 pub mod ca_bundle;
+pub mod root_configmaps;
 pub mod status;
 
 /// Joins the election for the Lease `sextant` in `namespace`: the receiver is true while this
@@ -53,6 +55,8 @@ pub struct Duties {
     pub webhook_config: String,
     /// The CA certificate the API server should trust, as `caBundle` holds it (base64 PEM).
     pub ca_bundle: String,
+    /// The mesh's trust bundle (PEM), for `istio-ca-root-cert` in every namespace.
+    pub roots: watch::Receiver<String>,
     /// 1 while this replica holds the Lease.
     pub leading: Gauge,
 }
@@ -66,6 +70,7 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
         status_writes,
         webhook_config,
         ca_bundle,
+        roots,
         leading,
     } = duties;
     tokio::spawn(report(leader.clone(), leading));
@@ -75,6 +80,7 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
         ca_bundle,
         leader.clone(),
     ));
+    tokio::spawn(root_configmaps::keep(client.clone(), roots, leader.clone()));
     tokio::spawn(status::run(
         client,
         generations,

@@ -53,8 +53,30 @@ pub fn read_dir(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
     if !dir.join("ca.crt").exists() && !dir.join("ca.key").exists() {
         return generate_into(dir, clock);
     }
-    Ok(Ca::from_pem(&read("ca.crt")?, &read("ca.key")?, clock)?)
+    // A rotation in progress (`sextant ca rotate`): the root being introduced and the one
+    // being retired are trusted beside the signing root.
+    let signing = read("ca.crt")?;
+    let mut bundle = signing.clone();
+    for other in [ROTATION_NEXT, ROTATION_PREVIOUS] {
+        if dir.join(other).exists() {
+            bundle.push_str(&read(other)?);
+        }
+    }
+    Ok(Ca::intermediate(
+        &signing,
+        &read("ca.key")?,
+        &[],
+        &bundle,
+        clock,
+    )?)
 }
+
+/// A root being introduced by `sextant ca rotate` (trusted, not yet signing), and its key.
+pub const ROTATION_NEXT: &str = "next-ca.crt";
+/// Its key.
+pub const ROTATION_NEXT_KEY: &str = "next-ca.key";
+/// A root being retired (trusted, no longer signing).
+pub const ROTATION_PREVIOUS: &str = "previous-ca.crt";
 
 fn plugin(
     cert: &str,

@@ -402,6 +402,27 @@ pub enum CaCommand {
     /// Issue a workload certificate: `cert-chain.pem`, `key.pem` and `root-cert.pem`, as
     /// Istio names them.
     Issue(IssueArgs),
+    /// Rotate the root of a CA directory in three steps (trust, sign, retire), restarting
+    /// every replica after each, so workloads keep connecting while certificates turn over.
+    Rotate {
+        /// The CA directory (`serve --ca-dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The step to take.
+        #[arg(long, value_enum)]
+        step: RotateStep,
+    },
+}
+
+/// A step of `sextant ca rotate`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RotateStep {
+    /// Make a new root, trusted beside the current one (which still signs).
+    Trust,
+    /// The new root signs; the old one stays trusted.
+    Sign,
+    /// Stop trusting the old root.
+    Retire,
 }
 
 /// Arguments of `sextant ca issue`.

@@ -452,7 +452,7 @@ impl Generator for XdsGenerator {
         let scope = sextant_compiler::scope(&snapshot, proxy);
         let shared = self.scope_resources(&snapshot, &scope);
         let secrets = match &self.secrets {
-            Some(s) => s.list(proxy.identity.as_ref()),
+            Some(s) => s.list(&proxy.id, proxy.identity.as_ref()),
             None => self.no_secrets.clone(),
         };
         self.assemble(&snapshot, proxy, shared, secrets)
@@ -472,7 +472,7 @@ impl Generator for XdsGenerator {
             (entry.version == Some(snapshot.version)).then(|| entry.resources.clone())?
         };
         let secrets = match &self.secrets {
-            Some(s) => s.cached(proxy.identity.as_ref())?,
+            Some(s) => s.cached(&proxy.id, proxy.identity.as_ref())?,
             None => self.no_secrets.clone(),
         };
         Some(self.assemble(&snapshot, proxy, shared, secrets))
@@ -518,6 +518,12 @@ impl Generator for XdsGenerator {
         self.metrics
             .convergence_seconds
             .observe(elapsed.as_secs_f64());
+    }
+
+    fn disconnected(&self, proxy: &Proxy) {
+        if let Some(secrets) = &self.secrets {
+            secrets.forget(&proxy.id);
+        }
     }
 }
 

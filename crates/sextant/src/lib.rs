@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod expiry;
 pub mod generator;
 pub mod listen;
 pub mod metrics;

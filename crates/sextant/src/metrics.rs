@@ -34,6 +34,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of a certificate whose expiry is exported.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// `root`, `intermediate`, `serving` or `oldest_workload`.
+    pub certificate: String,
+}
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     /// The registry they are registered in.
@@ -83,6 +90,10 @@ pub struct Metrics {
     pub scopes: Gauge,
     /// Certificate requests (`IstioCertificateService`), by outcome.
     pub certificate_requests: Family<OutcomeLabels, Counter>,
+    /// When each certificate expires, in seconds since the Unix epoch.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// Proxies holding a workload certificate issued for them (SDS `default`).
+    pub workload_certificates: Gauge,
 }
 
 fn push_buckets() -> Histogram {
@@ -119,6 +130,8 @@ impl Metrics {
             input_refusals: std::sync::Mutex::new(()),
             scopes: Gauge::default(),
             certificate_requests: Family::default(),
+            certificate_expiry: Family::default(),
+            workload_certificates: Gauge::default(),
             registry: Registry::default(),
         };
         // Oversized config files are the `file_bytes` bound of the family.
@@ -154,6 +167,16 @@ impl Metrics {
             "certificate_requests",
             "Requests to Istio's certificate service (CreateCertificate), by outcome",
             m.certificate_requests.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate expires (root, intermediate, serving, oldest_workload), in Unix seconds",
+            m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "workload_certificates",
+            "Proxies holding a workload certificate of their own (SDS default)",
+            m.workload_certificates.clone(),
         );
         registry.register(
             "status_writes",

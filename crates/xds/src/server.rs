@@ -49,6 +49,8 @@ pub trait Generator: Send + Sync + 'static {
     /// Called for each response with the time from its trigger (a change or a request) until
     /// it was queued on the stream.
     fn pushed(&self, _proxy: &Proxy, _type_url: &str, _elapsed: std::time::Duration) {}
+    /// Called when a proxy's stream has ended.
+    fn disconnected(&self, _proxy: &Proxy) {}
 }
 
 /// A proxy from its node: Istio's node id and the metadata keys istiod reads.
@@ -424,6 +426,7 @@ impl<G: Generator> AdsServer<G> {
                 }
             }
             connections.lock().remove(&id);
+            generator.disconnected(&proxy);
             tracing::info!(proxy = %proxy.id, "proxy disconnected");
         });
         Ok(rx)

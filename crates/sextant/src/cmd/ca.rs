@@ -9,8 +9,8 @@ use sextant_ca::{Ca, SystemClock};
 use sextant_model::Identity;
 
 use crate::{
-    ca_store::{self, write_file},
-    cli::{CaCommand, IssueArgs},
+    ca_store::{self, ROTATION_NEXT, ROTATION_NEXT_KEY, ROTATION_PREVIOUS, write_file},
+    cli::{CaCommand, IssueArgs, RotateStep},
 };
 
 /// Longest workload certificate issued (Istio's `MAX_WORKLOAD_CERT_TTL`).
@@ -20,6 +20,7 @@ pub fn run(command: CaCommand) -> ExitCode {
     let result = match command {
         CaCommand::Init { dir } => init(&dir),
         CaCommand::Issue(args) => issue(args),
+        CaCommand::Rotate { dir, step } => rotate(&dir, step),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,10 +66,64 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     write_file(&out_dir.join("cert-chain.pem"), &workload.chain_pem, 0o644)?;
     write_file(&out_dir.join("key.pem"), &workload.key_pem, 0o600)?;
-    write_file(&out_dir.join("root-cert.pem"), ca.cert_pem(), 0o644)?;
+    write_file(&out_dir.join("root-cert.pem"), &ca.roots_pem(), 0o644)?;
     println!(
         "wrote {identity} to {}/cert-chain.pem, key.pem and root-cert.pem",
         out_dir.display()
     );
+    Ok(())
+}
+
+/// One step of a root rotation in `dir`, each taken on every replica (a rolling restart, or
+/// the next start) before the next step:
+/// 1. `trust`: a new root is made and trusted beside the current one, which still signs;
+/// 2. `sign`: the new root signs, and the old one stays trusted while the certificates it
+///    signed turn over (a workload TTL, 24 h by default);
+/// 3. `retire`: the old root is no longer trusted.
+fn rotate(dir: &Path, step: RotateStep) -> anyhow::Result<()> {
+    let path = |f: &str| dir.join(f);
+    if !path("ca.crt").exists() {
+        anyhow::bail!("{} has no ca.crt: nothing to rotate", dir.display());
+    }
+    match step {
+        RotateStep::Trust => {
+            if path(ROTATION_NEXT).exists() || path(ROTATION_PREVIOUS).exists() {
+                anyhow::bail!(
+                    "a rotation is already in progress in {}: finish it first",
+                    dir.display()
+                );
+            }
+            let next = Ca::generate(Arc::new(SystemClock))?;
+            write_file(&path(ROTATION_NEXT_KEY), next.key_pem(), 0o600)?;
+            write_file(&path(ROTATION_NEXT), next.cert_pem(), 0o644)?;
+            println!(
+                "step 1 of 3: {ROTATION_NEXT} is trusted beside ca.crt; restart every replica, then run `--step sign`"
+            );
+        }
+        RotateStep::Sign => {
+            if !path(ROTATION_NEXT).exists() || !path(ROTATION_NEXT_KEY).exists() {
+                anyhow::bail!(
+                    "no {ROTATION_NEXT} in {}: run `--step trust` first",
+                    dir.display()
+                );
+            }
+            std::fs::rename(path("ca.crt"), path(ROTATION_PREVIOUS))?;
+            std::fs::rename(path(ROTATION_NEXT_KEY), path("ca.key"))?;
+            std::fs::rename(path(ROTATION_NEXT), path("ca.crt"))?;
+            println!(
+                "step 2 of 3: the new root signs and {ROTATION_PREVIOUS} stays trusted; restart every replica, wait a workload TTL, then run `--step retire`"
+            );
+        }
+        RotateStep::Retire => {
+            if !path(ROTATION_PREVIOUS).exists() {
+                anyhow::bail!(
+                    "no {ROTATION_PREVIOUS} in {}: nothing to retire",
+                    dir.display()
+                );
+            }
+            std::fs::remove_file(path(ROTATION_PREVIOUS))?;
+            println!("step 3 of 3: the old root is no longer trusted; restart every replica");
+        }
+    }
     Ok(())
 }

@@ -152,6 +152,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let ca = Arc::new(ca);
+    // The trust bundle, as ConfigMaps in every namespace carry it.
+    let (_roots_tx, roots) = watch::channel(ca.roots_pem());
     let ttls = crate::certificates::Ttls {
         default: Duration::from_secs(workload_cert_ttl_seconds),
         max: Duration::from_secs(max_workload_cert_ttl_seconds),
@@ -180,12 +182,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_plaintext_nacks(hold_on_plaintext_nacks)
             .with_updates(updates_tx.clone()),
     );
-    // Certificates past half their life are replaced at the next update; make one.
+    // Certificates past half their life are replaced at the next update; make one. Checked
+    // an eighth of a TTL apart (at most a minute), so a renewal is never late by much.
     let rotation = updates_tx.clone();
     let rotating = generator.clone();
+    let every = (ttls.default / 8).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let expiries = crate::expiry::Expiries::new(
+        &ca,
+        std::time::SystemTime::now(),
+        ttls.default,
+        metrics.clone(),
+    );
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            expiries.check(rotating.secrets());
+            tokio::time::sleep(every).await;
             if rotating.secrets().is_some_and(Secrets::expire) {
                 rotation.send_modify(|_| {});
             }
@@ -236,6 +247,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     status_writes: metrics.status_writes.clone(),
                     webhook_config,
                     ca_bundle: ca.bundle(),
+                    roots: roots.clone(),
                     leading: metrics.leader.clone(),
                 },
             );
