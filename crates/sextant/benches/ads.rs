@@ -11,7 +11,6 @@
 //! Run with `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000).
 
 use std::{
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -58,38 +57,12 @@ fn main() {
 
 /// Pins this process (every thread) to one core with `taskset`, when there are two cores.
 fn pin(core: usize) -> bool {
-    // Cores online, not `available_parallelism`: the clients' process inherits the server's
-    // one-core affinity, and must still move to its own core.
-    let cores = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|s| s.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok())
-        .map_or(1, |last| last + 1);
-    cores >= 2
-        && Command::new("taskset")
-            .args([
-                "-a",
-                "-c",
-                "-p",
-                &core.to_string(),
-                &std::process::id().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    support::pin(std::process::id(), core)
 }
 
 /// CPU time (user + system) this process has used, in seconds.
 fn cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second on Linux), counted
-    // after the command name, which may contain spaces.
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
+    support::cpu_seconds(std::process::id())
 }
 
 fn now_us() -> u64 {

@@ -20,6 +20,9 @@ use sextant::certificates::proto::{
 };
 use sextant_testing::{Process, SecureClient, Serve, issue_certificate};
 
+mod support;
+use support::{cpu_seconds, pin};
+
 /// Connections and calls in flight on each.
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 16;
@@ -157,34 +160,4 @@ fn csr() -> String {
         .expect("csr")
         .pem()
         .expect("pem")
-}
-
-/// Pins process `pid` (every thread) to `core` with `taskset`, when there are two cores.
-fn pin(pid: u32, core: usize) -> bool {
-    let cores = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|s| s.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok())
-        .map_or(1, |last| last + 1);
-    cores >= 2
-        && Command::new("taskset")
-            .args(["-a", "-c", "-p", &core.to_string(), &pid.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// CPU time (user + system) process `pid` has used, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    // Fields 14 and 15 of /proc/PID/stat, in clock ticks (100 per second), counted after the
-    // command name, which may contain spaces.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
