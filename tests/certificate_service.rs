@@ -414,6 +414,23 @@ fn a_plug_in_intermediate_signs_chains_that_verify_against_the_operators_root() 
     // Without the intermediate the leaf does not verify: it is signed by the intermediate.
     let alone = openssl_verify(&openssl, &root, &[], &chain[0]);
     assert!(!alone.contains(": OK"), "{alone}");
+    // The expiry of the operator's root and of the intermediate are metrics.
+    let not_after = |file: &str| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let der = CertificateDer::from_pem_file(ca.join(file)).expect("certificate");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("DER");
+        cert.validity().not_after.timestamp() as f64
+    };
+    for (name, file) in [("root", "root-cert.pem"), ("intermediate", "ca-cert.pem")] {
+        assert_eq!(
+            metric(
+                sextant.serve.admin_addr(),
+                &format!("sextant_certificate_expiry_timestamp_seconds{{certificate=\"{name}\"}}")
+            ),
+            Some(not_after(file)),
+            "{name}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -112,3 +112,230 @@ fn every_namespace_gets_the_mesh_root_and_keeps_it() {
     assert_eq!(held("kube-public"), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sextant serve` on `cluster`, without `--ca-dir`: the CA comes from the cluster.
+fn serve_on(cluster: &Cluster, log: &std::path::Path) -> (Serve, Process) {
+    let serve = Serve::new();
+    let process = Process(
+        serve
+            .command(&sextant_bin())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .args(["--lease-duration-seconds", "2"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    if let Err(e) = serve.wait_ready(Duration::from_secs(30)) {
+        panic!("{e}\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    (serve, process)
+}
+
+#[test]
+fn the_clusters_root_survives_restarts_and_a_plug_in_ca_replaces_it() {
+    let (Some(k), Some(openssl)) = (kubectl(), sextant_testing::openssl()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sextant-rootcm2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cluster = Cluster::start(&dir, free_port());
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    let bundle = || -> Option<String> {
+        let out = cluster
+            .kubectl_command(
+                &k,
+                &["get", "configmap", "istio-ca-root-cert", "-o", "json"],
+            )
+            .output()
+            .ok()?;
+        let map: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        map["data"]["root-cert.pem"].as_str().map(str::to_owned)
+    };
+    let log = dir.join("sextant.log");
+    let first = {
+        let _sextant = serve_on(&cluster, &log);
+        try_wait_for("the root published", Duration::from_secs(30), bundle).unwrap_or_else(|e| {
+            panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        })
+    };
+    // The Secret sextant-ca holds it.
+    let secret = cluster.kubectl(
+        &k,
+        &[
+            "get",
+            "secret",
+            "sextant-ca",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+    );
+    use base64::Engine;
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .expect("base64");
+    assert_eq!(String::from_utf8_lossy(&stored), first);
+
+    // A restart: the same root, rewritten by the new process once the old one's is tampered.
+    {
+        let (serve, _sextant) = serve_on(&cluster, &log);
+        try_wait_for("the new process leads", Duration::from_secs(30), || {
+            sextant_testing::metric(serve.admin_addr(), "sextant_leader").filter(|v| *v == 1.0)
+        })
+        .expect("leader");
+        cluster.kubectl(
+            &k,
+            &[
+                "patch",
+                "configmap",
+                "istio-ca-root-cert",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"root-cert.pem":"tampered"}}"#,
+            ],
+        );
+        try_wait_for("the same root restored", Duration::from_secs(30), || {
+            bundle().filter(|b| *b == first)
+        })
+        .expect("the root after a restart");
+    }
+
+    // A plug-in CA in the Secret cacerts: the operator's root is the mesh's from the next start.
+    let o = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    o(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "root-key.pem",
+    ]);
+    o(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "root-key.pem",
+        "-subj",
+        "/O=Operator/CN=Operator Root",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "root-cert.pem",
+    ]);
+    o(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "ca-key.pem",
+    ]);
+    o(&[
+        "req",
+        "-new",
+        "-key",
+        "ca-key.pem",
+        "-subj",
+        "/O=Operator/CN=Mesh Intermediate",
+        "-out",
+        "ca.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("ext");
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "365",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("file");
+    let chain = format!("{}{}", read("ca-cert.pem"), read("root-cert.pem"));
+    std::fs::write(dir.join("cert-chain.pem"), chain).expect("chain");
+    // `kubectl create secret` sends protobuf; its JSON goes through `apply`.
+    let secret_json = cluster.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "cacerts",
+            "--dry-run=client",
+            "-o",
+            "json",
+            &format!(
+                "--from-file=ca-cert.pem={}",
+                dir.join("ca-cert.pem").display()
+            ),
+            &format!(
+                "--from-file=ca-key.pem={}",
+                dir.join("ca-key.pem").display()
+            ),
+            &format!(
+                "--from-file=root-cert.pem={}",
+                dir.join("root-cert.pem").display()
+            ),
+            &format!(
+                "--from-file=cert-chain.pem={}",
+                dir.join("cert-chain.pem").display()
+            ),
+        ],
+    );
+    std::fs::write(dir.join("cacerts.json"), secret_json).expect("secret");
+    cluster.kubectl(
+        &k,
+        &[
+            "apply",
+            "-f",
+            dir.join("cacerts.json").to_str().expect("utf-8"),
+        ],
+    );
+    {
+        let _sextant = serve_on(&cluster, &log);
+        try_wait_for(
+            "the operator's root published",
+            Duration::from_secs(30),
+            || bundle().filter(|b| *b == read("root-cert.pem")),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?}\n{}",
+                bundle(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -342,6 +342,31 @@ mod tests {
     }
 
     #[test]
+    fn peer_authentications_are_judged_too() {
+        for (spec, expected) in [
+            (json!({"mtls": {"mode": "SOMETIMES"}}), "spec.mtls.mode"),
+            (
+                json!({"portLevelMtls": {"8080": {"mode": "STRICT"}}}),
+                "portLevelMtls requires selector",
+            ),
+        ] {
+            let bad = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                "metadata": {"name": "p", "namespace": "default"}, "spec": spec});
+            let out = review_response(&review(bad));
+            assert_eq!(out["response"]["allowed"], false);
+            let message = out["response"]["status"]["message"]
+                .as_str()
+                .expect("message");
+            assert!(message.contains(expected), "{message}");
+        }
+        let good = json!({"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}}, "mtls": {"mode": "STRICT"},
+                     "portLevelMtls": {"8080": {"mode": "DISABLE"}}}});
+        assert_eq!(review_response(&review(good))["response"]["allowed"], true);
+    }
+
+    #[test]
     fn valid_configuration_and_other_kinds_are_allowed() {
         let good = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
             "metadata": {"name": "r"}, "spec": {"host": "r"}});

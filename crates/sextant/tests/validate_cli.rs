@@ -134,3 +134,24 @@ fn malformed_yaml_is_an_error_with_its_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("<stdin>:"), "{}", stdout(&out));
 }
+
+#[test]
+fn peer_authentications_are_validated_with_their_field_paths() {
+    let input = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: ok, namespace: default}\nspec: {mtls: {mode: STRICT}}\n---\napiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: bad, namespace: default}\nspec:\n  portLevelMtls:\n    \"70000\": {mode: DISABLE}\n---\napiVersion: security.istio.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: old}\nspec: {}\n";
+    let out = sextant(&["validate", "-f", "-"], Some(input));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error: PeerAuthentication default/bad: spec: Invalid value: portLevelMtls requires selector"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PeerAuthentication default/bad: spec.portLevelMtls: Invalid value: port must be between 1-65535"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PeerAuthentication is not served at security.istio.io/v1alpha1; use security.istio.io/v1 or v1beta1"),
+        "{text}"
+    );
+    assert!(!text.contains("default/ok"), "{text}");
+}
