@@ -173,7 +173,15 @@ pub async fn from_cluster(
                     .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                     .with_context(|| format!("the Secret {SECRET} has no {k}"))
             };
-            return Ok(Ca::from_pem(&field("ca.crt")?, &field("ca.key")?, clock)?);
+            // A rotation in progress: the same files as in a directory (see `read_dir`).
+            let signing = field("ca.crt")?;
+            let mut bundle = signing.clone();
+            for other in [ROTATION_NEXT, ROTATION_PREVIOUS] {
+                if data.contains_key(other) {
+                    bundle.push_str(&field(other)?);
+                }
+            }
+            return Ok(Ca::intermediate(&signing, &field("ca.key")?, &[], &bundle, clock)?);
         }
         let ca = Ca::generate(clock.clone())?;
         let secret = Secret {
