@@ -99,6 +99,7 @@ impl Ca {
         clock: Arc<dyn Clock>,
     ) -> Result<Ca, Error> {
         let key = KeyPair::from_pem(key_pem).map_err(Error::RootKey)?;
+        let key_der = key.public_key_raw().to_vec();
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(Error::RootCert)?;
         let signing =
             CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(Error::RootPem)?;
@@ -127,6 +128,7 @@ impl Ca {
                 chain.push(roots[0].clone());
             }
         }
+        check_chain(&key_der, &chain, &roots)?;
         let chain: Vec<String> = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
@@ -351,6 +353,54 @@ impl Ca {
         params.not_after = (now + ttl).min(self.not_after).into();
         Ok(params)
     }
+}
+
+/// Refuses a CA that cannot work, as istiod does at start: the key must be the signing
+/// certificate's, every certificate of the chain a CA certificate signed by the next, and the
+/// chain must end at one of the roots.
+fn check_chain(
+    key_raw: &[u8],
+    chain: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
+) -> Result<(), Error> {
+    use x509_parser::prelude::FromDer;
+    fn parse<'a>(der: &'a [u8]) -> Result<x509_parser::certificate::X509Certificate<'a>, Error> {
+        x509_parser::certificate::X509Certificate::from_der(der)
+            .map(|(_, c)| c)
+            .map_err(|e| Error::Chain(format!("a certificate cannot be read: {e}")))
+    }
+    let certs = chain
+        .iter()
+        .map(|c| parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signing = &certs[0];
+    if signing.public_key().subject_public_key.data.as_ref() != key_raw {
+        return Err(Error::Chain(
+            "the key is not the signing certificate's (ca-key.pem / ca.key does not match ca-cert.pem / ca.crt)".to_owned(),
+        ));
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        if !cert.is_ca() {
+            return Err(Error::Chain(format!(
+                "{} is not a CA certificate (basicConstraints CA:TRUE)",
+                cert.subject()
+            )));
+        }
+        let issuer = certs.get(i + 1).unwrap_or(cert);
+        if cert.verify_signature(Some(issuer.public_key())).is_err() {
+            return Err(Error::Chain(format!(
+                "{} is not signed by {} (cert-chain.pem or root-cert.pem is not this certificate's chain)",
+                cert.subject(),
+                issuer.subject()
+            )));
+        }
+    }
+    if !chain.last().is_some_and(|last| roots.contains(last)) {
+        return Err(Error::Chain(
+            "the chain does not end at a root of root-cert.pem".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// One DER object as PEM text.

@@ -87,8 +87,17 @@ impl Ca {
         }
         .signed_by(self.issuer())
         .map_err(|e| CsrError::Sign(format!("{identity}: {e}")))?;
+        // Leaf, intermediates, then every trusted root as one element, as istiod answers:
+        // istio-agent trusts the last element, so both roots of a rotation reach it.
+        let roots = self.roots_pem();
         let mut chain = vec![signed.pem()];
-        chain.extend(self.chain_pem().iter().cloned());
+        chain.extend(
+            self.chain_pem()
+                .iter()
+                .filter(|c| !roots.contains(c.as_str()))
+                .cloned(),
+        );
+        chain.push(roots);
         Ok(chain)
     }
 }
@@ -127,7 +136,15 @@ fn check_key_and_names(der: &[u8], identity: &Identity) -> Result<(), CsrError> 
             }
         }
         Ok(PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
+            // The modulus's exact bit length (`key_size` rounds to whole bytes).
+            let modulus: &[u8] = {
+                let m = rsa.modulus;
+                let start = m.iter().position(|b| *b != 0).unwrap_or(m.len());
+                &m[start..]
+            };
+            let bits = modulus.first().map_or(0, |top| {
+                (modulus.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+            });
             if !RSA_BITS.contains(&bits) {
                 return Err(CsrError::Key(format!("RSA of {bits} bits")));
             }
@@ -358,5 +375,51 @@ mod tests {
                 UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)),
             )
             .expect("verifies to the operator's root through the intermediate");
+    }
+
+    #[test]
+    fn a_ca_that_cannot_work_is_refused_at_once() {
+        let clock: Arc<dyn Clock> = Arc::new(FakeClock::new(start()));
+        let root = Ca::generate(clock.clone()).expect("root");
+        let other = Ca::generate(clock.clone()).expect("another root");
+        let root_issuer = Issuer::from_ca_cert_pem(
+            root.cert_pem(),
+            KeyPair::from_pem(root.key_pem()).expect("key"),
+        )
+        .expect("issuer");
+        let intermediate = |ca: bool| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::default();
+            if ca {
+                params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            }
+            params.not_before = start().into();
+            params.not_after = (start() + Duration::from_secs(86_400)).into();
+            let cert = params.signed_by(&key, &root_issuer).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        let refusal = |cert: &str, key: &str, roots: &str| match Ca::intermediate(
+            cert,
+            key,
+            &[],
+            roots,
+            clock.clone(),
+        ) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        let (cert, key) = intermediate(true);
+        assert!(Ca::intermediate(&cert, &key, &[], root.cert_pem(), clock.clone()).is_ok());
+        let (_, stranger) = intermediate(true);
+        assert!(
+            refusal(&cert, &stranger, root.cert_pem())
+                .contains("the key is not the signing certificate's")
+        );
+        assert!(refusal(&cert, &key, other.cert_pem()).contains("is not signed by"));
+        let (leaf, leaf_key) = intermediate(false);
+        assert!(refusal(&leaf, &leaf_key, root.cert_pem()).contains("is not a CA certificate"));
+        assert!(
+            refusal(root.cert_pem(), other.key_pem(), root.cert_pem()).contains("the key is not")
+        );
     }
 }

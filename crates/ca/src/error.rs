@@ -19,6 +19,8 @@ pub enum Error {
     RootValidity,
     #[error("no root certificate to trust")]
     NoRoots,
+    #[error("the CA is not usable: {0}")]
+    Chain(String),
     #[error("invalid serving certificate names")]
     ServingNames(#[source] rcgen::Error),
     #[error("signing a serving certificate")]

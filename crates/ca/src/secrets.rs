@@ -132,13 +132,16 @@ impl Secrets {
         }
     }
 
-    /// Forgets `proxy`'s certificates (its stream ended): a proxy that comes back gets a new
-    /// key, and nothing is kept for proxies that are gone.
-    pub fn forget(&self, proxy: &str) {
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(p, _), _| p != proxy);
+    /// Forgets the certificate of `proxy` as `identity` (its stream ended): a proxy that
+    /// comes back gets a new key, and nothing is kept for proxies that are gone. Another
+    /// identity's stream under the same node id keeps its own.
+    pub fn forget(&self, proxy: &str, identity: Option<&Identity>) {
+        if let Some(identity) = identity {
+            self.issued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(proxy.to_owned(), identity.clone()));
+        }
     }
 
     /// When the oldest certificate held expires (none held: `None`).
@@ -267,7 +270,8 @@ mod tests {
         assert!(!Arc::ptr_eq(&list, &other));
         assert_ne!(leaf(&list), leaf(&other));
         assert_eq!(secrets.len(), 2);
-        secrets.forget("b");
+        secrets.forget("b", Some(&reviews()));
+        secrets.forget("a", None);
         assert_eq!(secrets.len(), 1, "a proxy gone is forgotten");
         let again = secrets.list("b", Some(&id));
         assert_ne!(

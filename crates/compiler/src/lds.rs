@@ -483,7 +483,8 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
     ));
     let ports = ctx.inbound_ports();
     for (&port, &mode) in &mtls.ports {
-        if !ports.iter().any(|(_, _, t)| *t == port) {
+        // 15006 stays the blackhole's: traffic to it would loop through this listener.
+        if u32::from(port) != VIRTUAL_INBOUND_PORT && !ports.iter().any(|(_, _, t)| *t == port) {
             let accept = Accept::new(mode, ctx.proxy.holds_certificate);
             sort(port, accept);
             chains.extend(inbound::chains(

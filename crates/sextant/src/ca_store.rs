@@ -36,6 +36,10 @@ pub fn read_dir(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
             .with_context(|| format!("reading {}", dir.join(f).display()))
     };
     if dir.join("ca-cert.pem").exists() {
+        if dir.join("ca.crt").exists() {
+            tracing::warn!(dir = %dir.display(), "both a plug-in CA (ca-cert.pem) and ca.crt are here: the plug-in CA is used");
+        }
+        tracing::info!(dir = %dir.display(), "the plug-in CA (Istio's cacerts layout) signs as an intermediate");
         let chain = if dir.join("cert-chain.pem").exists() {
             vec![read("cert-chain.pem")?]
         } else {
@@ -55,6 +59,7 @@ pub fn read_dir(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
     }
     // A rotation in progress (`sextant ca rotate`): the root being introduced and the one
     // being retired are trusted beside the signing root.
+    tracing::info!(dir = %dir.display(), "Sextant's own root (ca.crt) signs");
     let signing = read("ca.crt")?;
     let mut bundle = signing.clone();
     for other in [ROTATION_NEXT, ROTATION_PREVIOUS] {
@@ -181,7 +186,13 @@ pub async fn from_cluster(
                     bundle.push_str(&field(other)?);
                 }
             }
-            return Ok(Ca::intermediate(&signing, &field("ca.key")?, &[], &bundle, clock)?);
+            return Ok(Ca::intermediate(
+                &signing,
+                &field("ca.key")?,
+                &[],
+                &bundle,
+                clock,
+            )?);
         }
         let ca = Ca::generate(clock.clone())?;
         let secret = Secret {

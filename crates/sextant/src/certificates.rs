@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use sextant_ca::{Ca, CsrError};
 use sextant_model::Identity;
 use sextant_xds::grpc::Authenticate;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, codegen::http};
 
 use crate::{metrics::Metrics, secure::Authenticator};
 
@@ -32,6 +32,9 @@ use proto::{
 
 /// Largest request accepted (a CSR and a little metadata).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Longest a call may take, reading its request included (a token review takes at most 5 s).
+const CALL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Istio's TTLs for workload certificates.
 #[derive(Clone, Copy, Debug)]
@@ -69,9 +72,14 @@ impl Certificates {
         }
     }
 
-    /// The gRPC service, reading requests of at most 64 KiB.
-    pub fn into_service(self) -> IstioCertificateServiceServer<Self> {
-        IstioCertificateServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    /// The gRPC service, reading requests of at most 64 KiB, each call ended after 15 s
+    /// (a caller trickling its request cannot hold the call open).
+    pub fn into_service(self) -> Deadline<IstioCertificateServiceServer<Self>> {
+        Deadline {
+            inner: IstioCertificateServiceServer::new(self)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            limit: CALL_DEADLINE,
+        }
     }
 
     async fn create(
@@ -129,6 +137,18 @@ impl Certificates {
     }
 }
 
+/// `InvalidArgument` → `invalid_argument`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 /// Signs `csr` for the caller identity it names (a caller may hold several).
 fn sign(ca: &Ca, csr: &str, callers: &[Identity], ttl: Duration) -> Result<Vec<String>, CsrError> {
     let mut refusal = None;
@@ -150,12 +170,98 @@ impl IstioCertificateService for Certificates {
         let result = self.create(request).await;
         let outcome = match &result {
             Ok(_) => "signed".to_owned(),
-            Err(status) => format!("{:?}", status.code()).to_lowercase(),
+            Err(status) => snake_case(&format!("{:?}", status.code())),
         };
         self.metrics.certificate_request(&outcome);
         if let Err(status) = &result {
             tracing::debug!(code = ?status.code(), message = status.message(), "certificate request refused");
         }
         result.map(Response::new)
+    }
+}
+
+/// A gRPC service whose calls end with DEADLINE_EXCEEDED after `limit`, however slowly the
+/// caller sends its request.
+#[derive(Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Deadline<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let call = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "the call took longer than {}s",
+                    limit.as_secs()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Deadline<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::{Service, ServiceExt};
+
+    use super::{Deadline, http};
+
+    #[tokio::test]
+    async fn a_call_that_outlives_its_deadline_ends_with_deadline_exceeded() {
+        // A call that never finishes, as one whose caller never sends the whole request.
+        let stuck = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+            std::future::pending::<
+                Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+            >()
+            .await
+        });
+        let mut service = Deadline {
+            inner: stuck,
+            limit: Duration::from_millis(20),
+        };
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(http::Request::new(tonic::body::Body::empty()))
+            .await
+            .expect("a response");
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(b"4".as_slice()),
+            "DEADLINE_EXCEEDED"
+        );
     }
 }

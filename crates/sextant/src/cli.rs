@@ -16,8 +16,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check VirtualService and DestinationRule manifests offline: schema, Istio's semantic
-    /// rules, and references between the objects given.
+    /// Check VirtualService, DestinationRule and PeerAuthentication manifests offline:
+    /// schema, Istio's semantic rules, and references between the objects given.
     Validate(ValidateArgs),
     /// Run the control plane on a directory of manifests or on a cluster, serving ADS to Envoy.
     Serve(ServeArgs),
@@ -254,7 +254,8 @@ pub struct ServeArgs {
     /// Log level or filter (`info`, `sextant_xds=debug`).
     #[arg(long, env = "SEXTANT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Namespace of the Lease that elects the replica writing status (Kubernetes only).
+    /// Sextant's own namespace: the Lease that elects the replica writing to the cluster, the
+    /// CA Secrets, and the names of its serving certificate (`istiod.NS.svc`).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// How long a Lease holder stays leader without renewing (Kubernetes only).
@@ -428,7 +429,7 @@ pub enum RotateStep {
 /// Arguments of `sextant ca issue`.
 #[derive(Debug, clap::Args)]
 pub struct IssueArgs {
-    /// The CA (`ca.crt`, `ca.key`).
+    /// The CA directory (`ca.crt` and `ca.key`, or Istio's plug-in layout).
     #[arg(long, env = "SEXTANT_CA_DIR")]
     pub ca_dir: PathBuf,
     /// The workload's namespace.

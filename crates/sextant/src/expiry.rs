@@ -57,8 +57,13 @@ impl Expiries {
         let mut all: Vec<(&'static str, SystemTime, Duration)> = self.fixed.clone();
         if let Some(secrets) = secrets {
             self.metrics.workload_certificates.set(secrets.len() as i64);
-            if let Some(end) = secrets.oldest_expiry() {
-                all.push(("oldest_workload", end, self.workload_ttl / 4));
+            match secrets.oldest_expiry() {
+                Some(end) => all.push(("oldest_workload", end, self.workload_ttl / 4)),
+                None => {
+                    self.metrics.certificate_expiry.remove(&CertificateLabels {
+                        certificate: "oldest_workload".to_owned(),
+                    });
+                }
             }
         }
         for (name, end, early) in all {

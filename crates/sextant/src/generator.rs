@@ -522,7 +522,7 @@ impl Generator for XdsGenerator {
 
     fn disconnected(&self, proxy: &Proxy) {
         if let Some(secrets) = &self.secrets {
-            secrets.forget(&proxy.id);
+            secrets.forget(&proxy.id, proxy.identity.as_ref());
         }
     }
 }

@@ -43,13 +43,17 @@ pub fn peer_authentication(
             );
         }
         for (key, tls) in ports {
+            // Only the plain decimal form: `+80` or `080` would name a port twice, and which
+            // of two spellings won would depend on their order.
+            let canonical =
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) && !key.starts_with('0');
             match key.parse::<u16>() {
-                Ok(port) if port > 0 => {
+                Ok(port) if canonical && port > 0 => {
                     port_modes.insert(port, mode(tls.mode));
                 }
                 _ => r.error(
                     format!("spec.portLevelMtls[{key}]"),
-                    format!("port {key:?} must be in range 1..65535"),
+                    format!("port {key:?} must be in range 1..65535, written in decimal without a sign or leading zeros"),
                 ),
             }
         }

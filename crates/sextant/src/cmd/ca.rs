@@ -82,7 +82,18 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
 /// 3. `retire`: the old root is no longer trusted.
 fn rotate(dir: &Path, step: RotateStep) -> anyhow::Result<()> {
     let path = |f: &str| dir.join(f);
-    if !path("ca.crt").exists() {
+    // A `sign` cut short leaves ca.crt moved and the new root not yet in place: running it
+    // again finishes it.
+    let signing_cut_short = matches!(step, RotateStep::Sign)
+        && path(ROTATION_PREVIOUS).exists()
+        && (path(ROTATION_NEXT).exists() || path(ROTATION_NEXT_KEY).exists());
+    if !path("ca.crt").exists() && !signing_cut_short {
+        if path("ca-cert.pem").exists() {
+            anyhow::bail!(
+                "{} holds a plug-in CA (ca-cert.pem): its root is the operator's, rotated by replacing the four files",
+                dir.display()
+            );
+        }
         anyhow::bail!("{} has no ca.crt: nothing to rotate", dir.display());
     }
     match step {
@@ -101,21 +112,45 @@ fn rotate(dir: &Path, step: RotateStep) -> anyhow::Result<()> {
             );
         }
         RotateStep::Sign => {
-            if !path(ROTATION_NEXT).exists() || !path(ROTATION_NEXT_KEY).exists() {
+            if !signing_cut_short
+                && (!path(ROTATION_NEXT).exists() || !path(ROTATION_NEXT_KEY).exists())
+            {
                 anyhow::bail!(
                     "no {ROTATION_NEXT} in {}: run `--step trust` first",
                     dir.display()
                 );
             }
-            std::fs::rename(path("ca.crt"), path(ROTATION_PREVIOUS))?;
-            std::fs::rename(path(ROTATION_NEXT_KEY), path("ca.key"))?;
-            std::fs::rename(path(ROTATION_NEXT), path("ca.crt"))?;
+            if path("ca.crt").exists()
+                && path(ROTATION_PREVIOUS).exists()
+                && path(ROTATION_NEXT).exists()
+            {
+                anyhow::bail!(
+                    "{} holds ca.crt, {ROTATION_PREVIOUS} and {ROTATION_NEXT}: retire the previous root first",
+                    dir.display()
+                );
+            }
+            // Each rename is one step; a run cut short between them is finished by the next.
+            if path("ca.crt").exists() && !path(ROTATION_PREVIOUS).exists() {
+                std::fs::rename(path("ca.crt"), path(ROTATION_PREVIOUS))?;
+            }
+            if path(ROTATION_NEXT_KEY).exists() {
+                std::fs::rename(path(ROTATION_NEXT_KEY), path("ca.key"))?;
+            }
+            if path(ROTATION_NEXT).exists() {
+                std::fs::rename(path(ROTATION_NEXT), path("ca.crt"))?;
+            }
             println!(
                 "step 2 of 3: the new root signs and {ROTATION_PREVIOUS} stays trusted; restart every replica, wait a workload TTL, then run `--step retire`"
             );
         }
         RotateStep::Retire => {
             if !path(ROTATION_PREVIOUS).exists() {
+                if path(ROTATION_NEXT).exists() {
+                    anyhow::bail!(
+                        "{ROTATION_NEXT} in {} does not sign yet: run `--step sign` first",
+                        dir.display()
+                    );
+                }
                 anyhow::bail!(
                     "no {ROTATION_PREVIOUS} in {}: nothing to retire",
                     dir.display()
