@@ -155,3 +155,25 @@ fn peer_authentications_are_validated_with_their_field_paths() {
     );
     assert!(!text.contains("default/ok"), "{text}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["proxy-config", "all", "-o", "json", "--config-dir"])
+        .arg(&examples)
+        .args([
+            "--proxy",
+            "sidecar~127.0.1.1~productpage-v1-0.default~default.svc.cluster.local",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sextant runs");
+    // Close the pipe before it writes, as `| head -c 0` does (it compiles first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("sextant finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -58,6 +58,9 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
             })
             .as_ref(),
     );
-    print!("{}", sextant_index::manifest::to_yaml(&[json::to_json(&b)]));
+    crate::cmd::out(format_args!(
+        "{}",
+        sextant_index::manifest::to_yaml(&[json::to_json(&b)])
+    ));
     ExitCode::SUCCESS
 }

@@ -29,7 +29,7 @@ pub fn run(args: CrdsArgs) -> ExitCode {
     match out_dir {
         None => {
             for (_, text) in files {
-                print!("{text}");
+                crate::cmd::out(format_args!("{text}"));
             }
             ExitCode::SUCCESS
         }

@@ -75,7 +75,7 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
         }
         ProxyConfigOutput::Table => table(resource, &resources),
     };
-    println!("{}", text.trim_end());
+    crate::cmd::out(format_args!("{}\n", text.trim_end()));
     ExitCode::SUCCESS
 }
 

@@ -116,7 +116,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     match output {
         Output::Text => {
             for d in &report.diagnostics {
-                println!("{d}");
+                crate::cmd::out(format_args!("{d}\n"));
             }
             eprintln!(
                 "{} object(s) checked: {} error(s), {} warning(s)",
@@ -126,7 +126,7 @@ pub fn run(args: ValidateArgs) -> ExitCode {
             );
         }
         Output::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::cmd::out(format_args!("{text}\n")),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
