@@ -106,6 +106,7 @@ fn schema(kind: Kind) -> &'static Schema {
 /// Checks a VirtualService, DestinationRule or PeerAuthentication given as JSON: schema first, then semantics.
 /// Semantic errors on a field that already has a schema error are not repeated.
 pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
+    let object: &Value = &with_empty_spec(kind, object);
     let meta = object.get("metadata").cloned().unwrap_or(Value::Null);
     let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
         serde_json::from_value(meta).unwrap_or_default();
@@ -149,6 +150,12 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
         }
         Ok(Err(invalid)) => {
             warnings = invalid.warnings;
+            // A CEL rule that could not even be evaluated (`int()` of a key that is no
+            // number) says nothing the semantic check does not say better about the field.
+            errors.retain(|s| {
+                !(s.message.contains("rule evaluation error")
+                    && invalid.errors.iter().any(|e| e.path.starts_with(&s.path)))
+            });
             for e in invalid.errors {
                 if !errors.iter().any(|s| s.path == e.path) {
                     errors.push(e);
@@ -169,5 +176,19 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
         errors,
         warnings,
         config,
+    }
+}
+
+/// A PeerAuthentication may have no `spec` (Istio's CRD does not require one): it is read as
+/// an empty one, a namespace-wide policy that sets nothing.
+pub fn with_empty_spec(kind: Kind, object: &Value) -> std::borrow::Cow<'_, Value> {
+    if kind == Kind::PeerAuthentication && object.get("spec").is_none_or(Value::is_null) {
+        let mut owned = object.clone();
+        if let Some(map) = owned.as_object_mut() {
+            map.insert("spec".to_owned(), Value::Object(serde_json::Map::new()));
+        }
+        std::borrow::Cow::Owned(owned)
+    } else {
+        std::borrow::Cow::Borrowed(object)
     }
 }

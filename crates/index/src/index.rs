@@ -93,9 +93,12 @@ impl Object {
             ObjectKind::Istio(Kind::VirtualService) => {
                 Object::VirtualService(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
-            ObjectKind::Istio(Kind::PeerAuthentication) => Object::PeerAuthentication(Box::new(
-                serde_json::from_value(value).map_err(malformed)?,
-            )),
+            ObjectKind::Istio(Kind::PeerAuthentication) => {
+                let value = check::with_empty_spec(Kind::PeerAuthentication, &value).into_owned();
+                Object::PeerAuthentication(Box::new(
+                    serde_json::from_value(value).map_err(malformed)?,
+                ))
+            }
             ObjectKind::Istio(_) => {
                 Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }

@@ -255,3 +255,28 @@ fn the_root_namespace_is_configurable() {
         MtlsMode::Disable
     );
 }
+
+#[test]
+fn a_policy_without_a_spec_is_an_empty_one_and_rule_failures_are_not_repeated() {
+    let mut value = object("v1", "bare", "default", "{}");
+    value.as_object_mut().expect("object").remove("spec");
+    let checked = check::check_istio_object(Kind::PeerAuthentication, &value);
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    let object = Object::from_json(value, "default").expect("read");
+    let mut index = Index::default();
+    index.apply(object);
+    assert!(index.invalid().is_empty(), "{:?}", index.invalid());
+    // A key that is no number: Sextant's own message, not the CEL rule's evaluation error.
+    let errors =
+        errors("selector: {matchLabels: {app: a}}\nportLevelMtls: {\"http\": {mode: STRICT}}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.portLevelMtls[http]")),
+        "{errors:?}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.contains("rule evaluation error")),
+        "{errors:?}"
+    );
+}
