@@ -288,108 +288,16 @@ fn istio_clients_get_certificates_for_their_own_identity_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `openssl` with `args`, which must succeed.
-fn openssl_run(openssl: &Path, dir: &Path, args: &[&str]) {
-    let out = Command::new(openssl)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_plug_in_intermediate_signs_chains_that_verify_against_the_operators_root() {
     let (Some(python), Some(openssl)) = (grpc_python(), openssl()) else {
         return;
     };
     let dir = scratch("plugin");
-    let ca = dir.join("cacerts");
-    std::fs::create_dir_all(&ca).expect("cacerts");
     // The operator's root and an intermediate for Sextant, made with openssl as Istio's
     // plug-in CA instructions do, in Istio's `cacerts` layout.
-    let o = |args: &[&str]| openssl_run(&openssl, &ca, args);
-    o(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "root-key.pem",
-    ]);
-    o(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "root-key.pem",
-        "-subj",
-        "/O=Operator/CN=Operator Root CA",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        "root-cert.pem",
-    ]);
-    o(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "ca-key.pem",
-    ]);
-    o(&[
-        "req",
-        "-new",
-        "-key",
-        "ca-key.pem",
-        "-subj",
-        "/O=Operator/CN=Sextant Intermediate CA",
-        "-out",
-        "ca.csr",
-    ]);
-    std::fs::write(
-        ca.join("ext.cnf"),
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .expect("extensions");
-    o(&[
-        "x509",
-        "-req",
-        "-in",
-        "ca.csr",
-        "-CA",
-        "root-cert.pem",
-        "-CAkey",
-        "root-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "730",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "ca-cert.pem",
-    ]);
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(ca.join("ca-cert.pem")).expect("ca-cert"),
-        std::fs::read_to_string(ca.join("root-cert.pem")).expect("root")
-    );
-    std::fs::write(ca.join("cert-chain.pem"), chain).expect("cert-chain");
-    // Only the layout's four files stay beside Sextant.
-    for f in ["root-key.pem", "ca.csr", "ext.cnf", "root-cert.srl"] {
-        let _ = std::fs::rename(ca.join(f), dir.join(f));
-    }
+    let ca = dir.join("cacerts");
+    sextant_testing::plugin_ca(&openssl, &ca);
 
     let sextant = start(&dir, Some(&ca), &[]);
     let root = ca.join("root-cert.pem");

@@ -202,88 +202,9 @@ fn the_clusters_root_survives_restarts_and_a_plug_in_ca_replaces_it() {
     }
 
     // A plug-in CA in the Secret cacerts: the operator's root is the mesh's from the next start.
-    let o = |args: &[&str]| {
-        let out = std::process::Command::new(&openssl)
-            .current_dir(&dir)
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    o(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "root-key.pem",
-    ]);
-    o(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "root-key.pem",
-        "-subj",
-        "/O=Operator/CN=Operator Root",
-        "-days",
-        "3650",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        "root-cert.pem",
-    ]);
-    o(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "ca-key.pem",
-    ]);
-    o(&[
-        "req",
-        "-new",
-        "-key",
-        "ca-key.pem",
-        "-subj",
-        "/O=Operator/CN=Mesh Intermediate",
-        "-out",
-        "ca.csr",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .expect("ext");
-    o(&[
-        "x509",
-        "-req",
-        "-in",
-        "ca.csr",
-        "-CA",
-        "root-cert.pem",
-        "-CAkey",
-        "root-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "365",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "ca-cert.pem",
-    ]);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("file");
-    let chain = format!("{}{}", read("ca-cert.pem"), read("root-cert.pem"));
-    std::fs::write(dir.join("cert-chain.pem"), chain).expect("chain");
+    let cacerts = dir.join("cacerts");
+    sextant_testing::plugin_ca(&openssl, &cacerts);
+    let read = |f: &str| std::fs::read_to_string(cacerts.join(f)).expect("file");
     // `kubectl create secret` sends protobuf; its JSON goes through `apply`.
     let secret_json = cluster.kubectl(
         &k,
@@ -295,22 +216,7 @@ fn the_clusters_root_survives_restarts_and_a_plug_in_ca_replaces_it() {
             "--dry-run=client",
             "-o",
             "json",
-            &format!(
-                "--from-file=ca-cert.pem={}",
-                dir.join("ca-cert.pem").display()
-            ),
-            &format!(
-                "--from-file=ca-key.pem={}",
-                dir.join("ca-key.pem").display()
-            ),
-            &format!(
-                "--from-file=root-cert.pem={}",
-                dir.join("root-cert.pem").display()
-            ),
-            &format!(
-                "--from-file=cert-chain.pem={}",
-                dir.join("cert-chain.pem").display()
-            ),
+            &format!("--from-file={}", cacerts.display()),
         ],
     );
     std::fs::write(dir.join("cacerts.json"), secret_json).expect("secret");

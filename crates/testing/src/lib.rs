@@ -32,7 +32,8 @@ pub use http::{http_get, http_post, request};
 pub use process::{Process, free_port, run, run_fails, try_wait_for, wait_for};
 pub use serve::Serve;
 pub use tools::{
-    envoy, grpc_python, helm, issue_certificate, kubectl, openssl, repo, sextant_bin, tool,
+    envoy, grpc_python, helm, issue_certificate, kubectl, openssl, plugin_ca, repo, sextant_bin,
+    tool,
 };
 pub use traffic::{assert_even_split, metric, split, syncz};
 pub use xds::{SecureClient, first_clusters};

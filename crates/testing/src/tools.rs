@@ -170,3 +170,96 @@ pub fn issue_certificate(
         &path(out_dir),
     ]));
 }
+
+/// An operator's plug-in CA made with `openssl` as Istio's instructions make one: a P-256 root
+/// and an intermediate for the mesh, written into `dir` in Istio's `cacerts` layout
+/// (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`); the root's key and the
+/// scratch files go to `dir/../operator`, outside the layout.
+pub fn plugin_ca(openssl: &Path, dir: &Path) {
+    let scratch = dir.join("../operator");
+    std::fs::create_dir_all(dir).expect("cacerts dir");
+    std::fs::create_dir_all(&scratch).expect("operator dir");
+    let o = |args: &[&str]| {
+        let out = std::process::Command::new(openssl)
+            .current_dir(&scratch)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = |out: &str| {
+        o(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            out,
+        ]);
+    };
+    key("root-key.pem");
+    o(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "root-key.pem",
+        "-subj",
+        "/O=Operator/CN=Operator Root CA",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "root-cert.pem",
+    ]);
+    key("ca-key.pem");
+    o(&[
+        "req",
+        "-new",
+        "-key",
+        "ca-key.pem",
+        "-subj",
+        "/O=Operator/CN=Mesh Intermediate CA",
+        "-out",
+        "ca.csr",
+    ]);
+    std::fs::write(
+        scratch.join("ext.cnf"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("extensions");
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "730",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(scratch.join(f)).expect("openssl's output");
+    for f in ["ca-cert.pem", "ca-key.pem", "root-cert.pem"] {
+        std::fs::write(dir.join(f), read(f)).expect("cacerts file");
+    }
+    std::fs::write(
+        dir.join("cert-chain.pem"),
+        format!("{}{}", read("ca-cert.pem"), read("root-cert.pem")),
+    )
+    .expect("cert-chain.pem");
+}
