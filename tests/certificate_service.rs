@@ -384,5 +384,24 @@ fn a_restart_keeps_the_root_in_every_directory_mode() {
     };
     assert_eq!(first, second, "the state directory keeps its root");
     assert_eq!(first, std::fs::read_to_string(&state).expect("state root"));
+    // Where no root can be stored (a read-only file system), Sextant still starts, with a
+    // root of its own for as long as it runs, and says so.
+    let serve = Serve::new();
+    let log = dir.join("read-only.log");
+    let _sextant = Process(
+        serve
+            .command(&sextant_bin())
+            .env("XDG_STATE_HOME", "/proc/self/no-such-dir")
+            .args(["--config-dir", dir.join("config").to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    serve
+        .wait_ready(Duration::from_secs(20))
+        .expect("ready without a place for its root");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("cannot store a root CA there"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

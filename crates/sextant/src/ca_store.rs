@@ -126,6 +126,33 @@ fn generate_into(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
     }
 }
 
+/// Directory mode's CA without `--ca-dir`: the one in the state directory ([`default_dir`]),
+/// made there the first time. A root found there that cannot be read is an error (a restart
+/// must not change the root silently); where none can be stored (no home, a read-only file
+/// system) the root lives as long as the process, with a warning.
+pub fn from_state_dir(clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
+    let Some(dir) = default_dir() else {
+        tracing::warn!(
+            "no --ca-dir and no HOME or XDG_STATE_HOME: the root lives only as long as this process"
+        );
+        return Ok(Ca::generate(clock)?);
+    };
+    if dir.join("ca.crt").exists() || dir.join("ca.key").exists() {
+        return read_dir(&dir, clock);
+    }
+    match generate_into(&dir, clock.clone()) {
+        Ok(ca) => Ok(ca),
+        Err(e) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                error = format!("{e:#}"),
+                "cannot store a root CA there (give --ca-dir): it lives only as long as this process"
+            );
+            Ok(Ca::generate(clock)?)
+        }
+    }
+}
+
 /// Where directory mode keeps its root when `--ca-dir` is not given:
 /// `$XDG_STATE_HOME/sextant/ca`, else `~/.local/state/sextant/ca`.
 pub fn default_dir() -> Option<std::path::PathBuf> {

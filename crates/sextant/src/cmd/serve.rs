@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use sextant_ca::{Ca, Secrets, SystemClock};
+use sextant_ca::{Secrets, SystemClock};
 use sextant_index::{Changes, Index};
 use sextant_kube::leader;
 use sextant_model::Snapshot;
@@ -141,15 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, Some(client)) => {
             ca_store::from_cluster(client.clone(), &lease_namespace, clock).await?
         }
-        (None, None) => match ca_store::default_dir() {
-            Some(dir) => ca_store::read_dir(&dir, clock)?,
-            None => {
-                tracing::warn!(
-                    "no --ca-dir and no HOME or XDG_STATE_HOME: the root lives only as long as this process"
-                );
-                Ca::generate(clock)?
-            }
-        },
+        (None, None) => ca_store::from_state_dir(clock)?,
     };
     let ca = Arc::new(ca);
     // The trust bundle, as ConfigMaps in every namespace carry it.
