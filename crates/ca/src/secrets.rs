@@ -31,8 +31,8 @@ pub struct Secrets {
     /// `[ROOTCA]`.
     anonymous: List,
     root: Encoded,
-    /// By proxy (node id) and the identity it proved.
-    issued: Mutex<HashMap<(String, Identity), Issued>>,
+    /// By the identity proved, then the proxy (node id): looked up without allocating.
+    issued: Mutex<HashMap<Identity, HashMap<String, Issued>>>,
 }
 
 /// A workload certificate served to one proxy.
@@ -74,11 +74,9 @@ impl Secrets {
         let Some(identity) = identity else {
             return Some(self.anonymous.clone());
         };
-        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get(&(proxy.to_owned(), identity.clone())) {
-            Some(i) if !i.renew && self.age(i.at) < self.ttl => Some(i.list.clone()),
-            _ => None,
-        }
+        let issued = self.issued();
+        let i = issued.get(identity)?.get(proxy)?;
+        self.usable(i).then(|| i.list.clone())
     }
 
     /// The secrets of `proxy`, which proved `identity` (`None`: it proved none).
@@ -89,13 +87,11 @@ impl Secrets {
         let Some(identity) = identity else {
             return self.anonymous.clone();
         };
-        let key = (proxy.to_owned(), identity.clone());
         // One to renew, or none yet.
         let current = self
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .issued()
+            .get(identity)
+            .and_then(|by_proxy| by_proxy.get(proxy))
             .map(|i| (i.at, i.list.clone()));
         // Signing takes a while: not under the lock (two streams of one proxy may both
         // issue; the first stored wins).
@@ -115,12 +111,13 @@ impl Secrets {
                 };
             }
         };
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get(&key) {
-            Some(i) if !i.renew && self.age(i.at) < self.ttl => i.list.clone(),
+        let mut issued = self.issued();
+        let by_proxy = issued.entry(identity.clone()).or_default();
+        match by_proxy.get(proxy) {
+            Some(i) if self.usable(i) => i.list.clone(),
             _ => {
-                issued.insert(
-                    key,
+                by_proxy.insert(
+                    proxy.to_owned(),
                     Issued {
                         at: self.ca.clock().instant(),
                         list: fresh.clone(),
@@ -136,24 +133,30 @@ impl Secrets {
     /// comes back gets a new key, and nothing is kept for proxies that are gone. Another
     /// identity's stream under the same node id keeps its own.
     pub fn forget(&self, proxy: &str, identity: Option<&Identity>) {
-        if let Some(identity) = identity {
-            self.issued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(proxy.to_owned(), identity.clone()));
+        let Some(identity) = identity else { return };
+        let mut issued = self.issued();
+        if let Some(by_proxy) = issued.get_mut(identity) {
+            by_proxy.remove(proxy);
+            if by_proxy.is_empty() {
+                issued.remove(identity);
+            }
         }
     }
 
     /// When the oldest certificate held expires (none held: `None`).
     pub fn oldest_expiry(&self) -> Option<std::time::SystemTime> {
-        let issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = issued.values().map(|i| i.at).min()?;
+        let oldest = self
+            .issued()
+            .values()
+            .flat_map(HashMap::values)
+            .map(|i| i.at)
+            .min()?;
         Some(self.ca.clock().now() - self.age(oldest) + self.ttl)
     }
 
     /// Proxies holding a certificate.
     pub fn len(&self) -> usize {
-        self.issued.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.issued().values().map(HashMap::len).sum()
     }
 
     /// Whether no proxy holds a certificate.
@@ -180,16 +183,28 @@ impl Secrets {
     /// expired ones nobody renewed); whether any were marked. All renewals go through here,
     /// so that a renewal wakes the proxy for its new certificate.
     pub fn expire(&self) -> bool {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        issued.retain(|_, i| self.age(i.at) < self.ttl);
+        let mut issued = self.issued();
+        issued.retain(|_, by_proxy| {
+            by_proxy.retain(|_, i| self.age(i.at) < self.ttl);
+            !by_proxy.is_empty()
+        });
         let mut marked = false;
-        for i in issued.values_mut() {
+        for i in issued.values_mut().flat_map(HashMap::values_mut) {
             if !i.renew && self.age(i.at) >= self.ttl / 2 {
                 i.renew = true;
                 marked = true;
             }
         }
         marked
+    }
+
+    fn issued(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, HashMap<String, Issued>>> {
+        self.issued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `i` can still be served as it is: not due for renewal, not expired.
+    fn usable(&self, i: &Issued) -> bool {
+        !i.renew && self.age(i.at) < self.ttl
     }
 
     /// How long ago `at` was, by the CA's clock.

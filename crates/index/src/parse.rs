@@ -133,6 +133,11 @@ pub fn object_ref(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
     }
 }
 
+/// An object's creation time (RFC 3339), which orders objects of equal precedence.
+fn creation_timestamp(meta: &ObjectMeta) -> Option<String> {
+    meta.creation_timestamp.as_ref().map(|t| t.0.to_string())
+}
+
 fn check_metadata(meta: &ObjectMeta, report: &mut Report) {
     match meta.name.as_deref() {
         None | Some("") => report.error("metadata.name", "name is required"),

@@ -20,60 +20,71 @@ pub const SECRET: &str = "sextant-ca";
 /// Name of the Secret holding a plug-in CA (Istio's).
 pub const PLUGIN_SECRET: &str = "cacerts";
 
-/// Istio's plug-in CA files (`cacerts`).
-pub const PLUGIN_FILES: [&str; 4] = [
-    "ca-cert.pem",
-    "ca-key.pem",
-    "root-cert.pem",
-    "cert-chain.pem",
-];
-
 /// The CA in `dir`: a plug-in CA (`ca-cert.pem` present), else Sextant's root (`ca.crt`,
 /// `ca.key`), generated and written there first if the directory has neither.
 pub fn read_dir(dir: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Ca> {
-    let read = |f: &str| {
-        std::fs::read_to_string(dir.join(f))
-            .with_context(|| format!("reading {}", dir.join(f).display()))
-    };
-    if dir.join("ca-cert.pem").exists() {
-        if dir.join("ca.crt").exists() {
-            tracing::warn!(dir = %dir.display(), "both a plug-in CA (ca-cert.pem) and ca.crt are here: the plug-in CA is used");
+    let where_ = dir.display().to_string();
+    let read = |f: &str| -> anyhow::Result<Option<String>> {
+        let path = dir.join(f);
+        if !path.exists() {
+            return Ok(None);
         }
-        tracing::info!(dir = %dir.display(), "the plug-in CA (Istio's cacerts layout) signs as an intermediate");
-        let chain = if dir.join("cert-chain.pem").exists() {
-            vec![read("cert-chain.pem")?]
-        } else {
-            Vec::new()
-        };
-        return plugin(
-            &read("ca-cert.pem")?,
-            &read("ca-key.pem")?,
+        std::fs::read_to_string(&path)
+            .map(Some)
+            .with_context(|| format!("reading {}", path.display()))
+    };
+    match from_files(&read, &where_, clock.clone())? {
+        Some(ca) => Ok(ca),
+        None if read("ca.key")?.is_some() => anyhow::bail!("{where_} has ca.key but no ca.crt"),
+        None => generate_into(dir, clock),
+    }
+}
+
+/// The CA in a set of named files (a directory's, or a Secret's keys): Istio's plug-in layout
+/// when `ca-cert.pem` is there, else Sextant's own root (`ca.crt`, `ca.key`) with the roots of
+/// a rotation in progress (`sextant ca rotate`) trusted beside it; `None` when neither is.
+/// `where_` names the place in messages.
+fn from_files(
+    file: &dyn Fn(&str) -> anyhow::Result<Option<String>>,
+    where_: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Ca>> {
+    let need = |f: &str| file(f)?.with_context(|| format!("{where_} has no {f}"));
+    if let Some(cert) = file("ca-cert.pem")? {
+        if file("ca.crt")?.is_some() {
+            tracing::warn!(%where_, "both a plug-in CA (ca-cert.pem) and ca.crt are here: the plug-in CA is used");
+        }
+        tracing::info!(%where_, "the plug-in CA (Istio's cacerts layout) signs as an intermediate");
+        let chain: Vec<String> = file("cert-chain.pem")?.into_iter().collect();
+        let ca = Ca::intermediate(
+            &cert,
+            &need("ca-key.pem")?,
             &chain,
-            &read("root-cert.pem")?,
+            &need("root-cert.pem")?,
             clock,
         )
-        .with_context(|| format!("the plug-in CA in {}", dir.display()));
+        .with_context(|| {
+            format!(
+                "the plug-in CA in {where_}: ca-cert.pem, ca-key.pem (a PKCS#8 key, as \
+                     `openssl genpkey` writes), root-cert.pem and cert-chain.pem must be a CA \
+                     certificate, its key, the roots and the chain between them"
+            )
+        })?;
+        return Ok(Some(ca));
     }
-    if !dir.join("ca.crt").exists() && !dir.join("ca.key").exists() {
-        return generate_into(dir, clock);
-    }
-    // A rotation in progress (`sextant ca rotate`): the root being introduced and the one
-    // being retired are trusted beside the signing root.
-    tracing::info!(dir = %dir.display(), "Sextant's own root (ca.crt) signs");
-    let signing = read("ca.crt")?;
+    let Some(signing) = file("ca.crt")? else {
+        return Ok(None);
+    };
+    tracing::info!(%where_, "Sextant's own root (ca.crt) signs");
     let mut bundle = signing.clone();
     for other in [ROTATION_NEXT, ROTATION_PREVIOUS] {
-        if dir.join(other).exists() {
-            bundle.push_str(&read(other)?);
+        if let Some(root) = file(other)? {
+            bundle.push_str(&root);
         }
     }
-    Ok(Ca::intermediate(
-        &signing,
-        &read("ca.key")?,
-        &[],
-        &bundle,
-        clock,
-    )?)
+    let ca = Ca::intermediate(&signing, &need("ca.key")?, &[], &bundle, clock)
+        .with_context(|| format!("the CA in {where_}"))?;
+    Ok(Some(ca))
 }
 
 /// A root being introduced by `sextant ca rotate` (trusted, not yet signing), and its key.
@@ -82,19 +93,6 @@ pub const ROTATION_NEXT: &str = "next-ca.crt";
 pub const ROTATION_NEXT_KEY: &str = "next-ca.key";
 /// A root being retired (trusted, no longer signing).
 pub const ROTATION_PREVIOUS: &str = "previous-ca.crt";
-
-fn plugin(
-    cert: &str,
-    key: &str,
-    chain: &[String],
-    root: &str,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Ca> {
-    Ca::intermediate(cert, key, chain, root, clock).context(
-        "ca-cert.pem, ca-key.pem (a PKCS#8 key, as `openssl genpkey` writes), root-cert.pem and \
-         cert-chain.pem must be a CA certificate, its key, the roots and the chain between them",
-    )
-}
 
 /// A new root written into `dir` at once (through a directory renamed into place), or, if
 /// another process got there first, the root it wrote.
@@ -173,53 +171,31 @@ pub async fn from_cluster(
     use k8s_openapi::{ByteString, api::core::v1::Secret};
     use kube::api::{Api, PostParams};
     let api: Api<Secret> = Api::namespaced(client, namespace);
+    // A Secret's keys as the files of a directory.
+    let from_secret = |secret: Secret, name: &str| {
+        let data = secret.data.unwrap_or_default();
+        let file = |k: &str| -> anyhow::Result<Option<String>> {
+            Ok(data
+                .get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned()))
+        };
+        from_files(
+            &file,
+            &format!("the Secret {namespace}/{name}"),
+            clock.clone(),
+        )?
+        .with_context(|| format!("the Secret {namespace}/{name} holds no CA"))
+    };
     if let Some(secret) = api
         .get_opt(PLUGIN_SECRET)
         .await
         .context("reading the Secret cacerts")?
     {
-        let data = secret.data.unwrap_or_default();
-        let field = |k: &str| {
-            data.get(k)
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                .with_context(|| format!("the Secret {PLUGIN_SECRET} has no {k}"))
-        };
-        let chain = match data.get("cert-chain.pem") {
-            Some(_) => vec![field("cert-chain.pem")?],
-            None => Vec::new(),
-        };
-        return plugin(
-            &field("ca-cert.pem")?,
-            &field("ca-key.pem")?,
-            &chain,
-            &field("root-cert.pem")?,
-            clock,
-        )
-        .with_context(|| format!("the plug-in CA in the Secret {namespace}/{PLUGIN_SECRET}"));
+        return from_secret(secret, PLUGIN_SECRET);
     }
     for _ in 0..3 {
         if let Some(secret) = api.get_opt(SECRET).await.context("reading the CA Secret")? {
-            let data = secret.data.unwrap_or_default();
-            let field = |k: &str| {
-                data.get(k)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .with_context(|| format!("the Secret {SECRET} has no {k}"))
-            };
-            // A rotation in progress: the same files as in a directory (see `read_dir`).
-            let signing = field("ca.crt")?;
-            let mut bundle = signing.clone();
-            for other in [ROTATION_NEXT, ROTATION_PREVIOUS] {
-                if data.contains_key(other) {
-                    bundle.push_str(&field(other)?);
-                }
-            }
-            return Ok(Ca::intermediate(
-                &signing,
-                &field("ca.key")?,
-                &[],
-                &bundle,
-                clock,
-            )?);
+            return from_secret(secret, SECRET);
         }
         let ca = Ca::generate(clock.clone())?;
         let secret = Secret {

@@ -20,14 +20,27 @@ pub fn tool(var: &str, default: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| Some(repo(default)))
         .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{var} is required under CI=true (make test installs it)"
-        );
-        eprintln!("warning: {var} not found; skipping");
-    }
-    found
+    found.or_else(|| missing(&format!("{var} is required (make test installs it)")))
+}
+
+/// A tool the test cannot run without: a failure under `CI=true`, else a skip with a note.
+fn missing<T>(why: &str) -> Option<T> {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "under CI=true: {why}"
+    );
+    eprintln!("warning: {why}; skipping");
+    None
+}
+
+/// Whether `program` with `args` runs and succeeds (its output discarded).
+fn runs(program: &Path, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Real Envoy (`$ENVOY` or `.venv/bin/envoy`).
@@ -39,42 +52,25 @@ pub fn envoy() -> Option<PathBuf> {
 /// `make tools` installs them), for clients built by a toolchain other than Sextant's.
 pub fn grpc_python() -> Option<PathBuf> {
     let python = tool("PYTHON", ".venv/bin/python")?;
-    let ready = std::process::Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools, cryptography"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} lacks grpcio, grpcio-tools or cryptography under CI=true (make tools installs them)",
+    if runs(&python, &["-c", "import grpc, grpc_tools, cryptography"]) {
+        Some(python)
+    } else {
+        missing(&format!(
+            "{} lacks grpcio, grpcio-tools or cryptography (make tools installs them)",
             python.display()
-        );
-        eprintln!("warning: no grpcio-tools in {}; skipping", python.display());
-        return None;
+        ))
     }
-    Some(python)
 }
 
 /// OpenSSL's command line (`$OPENSSL`, else `openssl` on the PATH).
 pub fn openssl() -> Option<PathBuf> {
-    let openssl = std::env::var_os("OPENSSL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("openssl"));
-    let found = std::process::Command::new(&openssl)
-        .arg("version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "openssl is required under CI=true"
-        );
-        eprintln!("warning: openssl not found; skipping");
-        return None;
+    let openssl =
+        std::env::var_os("OPENSSL").map_or_else(|| PathBuf::from("openssl"), PathBuf::from);
+    if runs(&openssl, &["version"]) {
+        Some(openssl)
+    } else {
+        missing("openssl is required")
     }
-    Some(openssl)
 }
 
 /// Real kubectl 1.35 (`$KUBECTL` or `.tools/kubectl/kubectl`).

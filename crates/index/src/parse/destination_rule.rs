@@ -88,11 +88,7 @@ pub fn destination_rule(
     );
     let value = model::DestinationRule {
         id: id.clone(),
-        creation_timestamp: obj
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string()),
+        creation_timestamp: super::creation_timestamp(&obj.metadata),
         host: spec.host.clone(),
         traffic_policy: top_policy,
         subsets,

@@ -94,11 +94,7 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
         selector: spec.selector.clone().unwrap_or_default(),
         export_to,
         resolution,
-        creation_timestamp: svc
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string()),
+        creation_timestamp: super::creation_timestamp(&svc.metadata),
     };
     r.finish(id, value)
 }

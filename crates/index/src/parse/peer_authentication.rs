@@ -60,11 +60,7 @@ pub fn peer_authentication(
     }
     let value = model::PeerAuthentication {
         id: id.clone(),
-        creation_timestamp: obj
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string()),
+        creation_timestamp: super::creation_timestamp(&obj.metadata),
         selector,
         mode: spec.mtls.as_ref().map(|m| mode(m.mode)).unwrap_or_default(),
         port_modes,

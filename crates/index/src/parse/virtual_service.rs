@@ -155,11 +155,7 @@ pub fn virtual_service(
     );
     let value = model::VirtualService {
         id: id.clone(),
-        creation_timestamp: obj
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string()),
+        creation_timestamp: super::creation_timestamp(&obj.metadata),
         hosts,
         gateways,
         http,
