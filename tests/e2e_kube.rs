@@ -431,23 +431,7 @@ fn service_account_tokens_reviewed_by_the_api_server_open_the_secure_xds_port() 
         );
     }
     // The root, as a user would fetch it from the cluster.
-    use base64::Engine;
-    let root = cluster.kubectl(
-        &k,
-        &[
-            "get",
-            "secret",
-            "sextant-ca",
-            "-o",
-            "jsonpath={.data.ca\\.crt}",
-        ],
-    );
-    let root_pem = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(root.trim())
-            .expect("base64"),
-    )
-    .expect("PEM");
+    let root_pem = cluster.sextant_root(&k);
     let node = |ns: &str| format!("sidecar~10.1.0.1~productpage-0.{ns}~{ns}.svc.cluster.local");
     let client = |token: &str| sextant_testing::SecureClient {
         root_pem: root_pem.clone(),

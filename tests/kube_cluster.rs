@@ -87,6 +87,25 @@ impl Cluster {
         sextant_testing::run(&mut self.kubectl_command(kubectl, args))
     }
 
+    /// Sextant's root as a user fetches it: `ca.crt` of the Secret `sextant-ca`, PEM.
+    pub fn sextant_root(&self, kubectl: &Path) -> String {
+        use base64::Engine;
+        let encoded = self.kubectl(
+            kubectl,
+            &[
+                "get",
+                "secret",
+                "sextant-ca",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+        );
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .expect("base64");
+        String::from_utf8(pem).expect("PEM")
+    }
+
     /// Runs kubectl expecting it to fail; returns what it printed on stderr.
     pub fn kubectl_fails(&self, kubectl: &Path, args: &[&str]) -> String {
         sextant_testing::run_fails(&mut self.kubectl_command(kubectl, args))

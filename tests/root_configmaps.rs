@@ -161,21 +161,7 @@ fn the_clusters_root_survives_restarts_and_a_plug_in_ca_replaces_it() {
         })
     };
     // The Secret sextant-ca holds it.
-    let secret = cluster.kubectl(
-        &k,
-        &[
-            "get",
-            "secret",
-            "sextant-ca",
-            "-o",
-            "jsonpath={.data.ca\\.crt}",
-        ],
-    );
-    use base64::Engine;
-    let stored = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim())
-        .expect("base64");
-    assert_eq!(String::from_utf8_lossy(&stored), first);
+    assert_eq!(cluster.sextant_root(&k), first);
 
     // A restart: the same root, rewritten by the new process once the old one's is tampered.
     {
