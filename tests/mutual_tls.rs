@@ -422,25 +422,27 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_and_destination_rules_say() 
 }
 
 /// The serial number and expiry (Unix seconds) of the workload certificate an Envoy holds for
-/// `identity`, from its admin API's `/certs`.
+/// `identity`, from its admin API's `/certs`. Its bootstrap's certificate for the secure xDS
+/// port names the same identity but lasts a day: the SDS one is the one expiring first.
 fn held_certificate(admin: SocketAddr, identity: &str) -> Option<(String, u64)> {
     let certs: serde_json::Value = serde_json::from_str(&http_get(admin, "/certs")?).ok()?;
     certs["certificates"]
         .as_array()?
         .iter()
         .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
-        .find(|c| {
+        .filter(|c| {
             c["subject_alt_names"]
                 .as_array()
                 .is_some_and(|sans| sans.iter().any(|s| s["uri"] == identity))
         })
-        .and_then(|c| {
+        .filter_map(|c| {
             let expires = c["expiration_time"].as_str()?;
             Some((
                 c["serial_number"].as_str()?.to_owned(),
                 unix_seconds(expires)?,
             ))
         })
+        .min_by_key(|(_, expires)| *expires)
 }
 
 /// `2026-12-04T14:00:00Z` as Unix seconds.
