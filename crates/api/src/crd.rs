@@ -9,9 +9,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use schemars::{JsonSchema, generate::SchemaSettings, transform::Transform};
 use serde_json::{Map, Value, json};
 
-use crate::{DestinationRuleSpec, IstioStatus, PeerAuthenticationSpec, VirtualServiceSpec};
+use crate::{
+    DestinationRuleSpec, GatewaySpec, IstioStatus, PeerAuthenticationSpec, VirtualServiceSpec,
+};
 
-/// The API group of VirtualService and DestinationRule.
+/// The API group of VirtualService, DestinationRule and Gateway.
 pub const GROUP: &str = "networking.istio.io";
 /// Their served versions, newest first. All share one schema.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
@@ -22,9 +24,14 @@ pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 /// The version the API server stores, in both groups.
 pub const STORAGE_VERSION: &str = "v1";
 
-/// Every CRD: VirtualService, DestinationRule, PeerAuthentication.
+/// Every CRD: VirtualService, DestinationRule, Gateway, PeerAuthentication.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![virtual_service(), destination_rule(), peer_authentication()]
+    vec![
+        virtual_service(),
+        destination_rule(),
+        gateway(),
+        peer_authentication(),
+    ]
 }
 
 /// The `virtualservices.networking.istio.io` CRD.
@@ -81,6 +88,22 @@ pub fn destination_rule() -> CustomResourceDefinition {
     )
 }
 
+/// The `gateways.networking.istio.io` CRD (no printer columns, as Istio's).
+pub fn gateway() -> CustomResourceDefinition {
+    build(
+        Names {
+            group: GROUP,
+            versions: &VERSIONS,
+            kind: "Gateway",
+            plural: "gateways",
+            singular: "gateway",
+            short: "gw",
+        },
+        &[],
+        spec_schema::<GatewaySpec>(),
+    )
+}
+
 /// The `peerauthentications.security.istio.io` CRD.
 pub fn peer_authentication() -> CustomResourceDefinition {
     build(
@@ -127,14 +150,17 @@ fn build(names: Names, columns: &[Value], spec: Value) -> CustomResourceDefiniti
         .versions
         .iter()
         .map(|version| {
-            json!({
+            let mut v = json!({
                 "name": version,
                 "served": true,
                 "storage": *version == STORAGE_VERSION,
-                "additionalPrinterColumns": columns,
                 "schema": { "openAPIV3Schema": schema },
                 "subresources": { "status": {} },
-            })
+            });
+            if !columns.is_empty() {
+                v["additionalPrinterColumns"] = json!(columns);
+            }
+            v
         })
         .collect();
     let crd = json!({

@@ -1,5 +1,5 @@
-//! Rust types for Istio's `networking.istio.io` VirtualService and DestinationRule and its
-//! `security.istio.io` PeerAuthentication, and the
+//! Rust types for Istio's `networking.istio.io` VirtualService, DestinationRule and Gateway
+//! and its `security.istio.io` PeerAuthentication, and the
 //! CustomResourceDefinitions generated from them.
 //!
 //! The types mirror Istio's protobuf API field for field, with the JSON names, integer widths and
@@ -10,6 +10,7 @@
 pub mod crd;
 mod destination;
 mod destination_rule;
+mod gateway;
 mod peer_authentication;
 mod schema;
 mod selector;
@@ -19,6 +20,7 @@ mod virtual_service;
 
 pub use destination::*;
 pub use destination_rule::*;
+pub use gateway::*;
 pub use peer_authentication::*;
 pub use selector::*;
 pub use status::*;

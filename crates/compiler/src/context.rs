@@ -34,6 +34,9 @@ pub struct Context<'a> {
     /// listeners), only names (see `Resolution::Alias`).
     aliases: BTreeMap<&'a str, &'a Arc<Service>>,
     rules: BTreeMap<&'a str, DestinationRule>,
+    /// The Gateway (`namespace/name`) whose routes are being built for a router, `None` for
+    /// the mesh: rules bound to other gateways do not apply.
+    gateway: std::cell::RefCell<Option<String>>,
 }
 
 /// `outbound|PORT|SUBSET|HOST`.
@@ -94,6 +97,7 @@ impl<'a> Context<'a> {
                 services: BTreeMap::new(),
                 aliases: BTreeMap::new(),
                 rules: BTreeMap::new(),
+                gateway: Default::default(),
             };
         }
         let (aliases, services): (BTreeMap<&str, &Arc<Service>>, _) = snapshot
@@ -116,7 +120,21 @@ impl<'a> Context<'a> {
             services,
             aliases,
             rules,
+            gateway: Default::default(),
         }
+    }
+
+    /// Builds rules for `gateway` (`namespace/name`) from now on, or for the mesh (`None`).
+    pub fn bind(&self, gateway: Option<String>) {
+        *self.gateway.borrow_mut() = gateway;
+    }
+
+    /// Whether a rule bound to `gateways` (normalised `namespace/name`, or `mesh`; empty: all
+    /// of its VirtualService's) applies where rules are being built.
+    pub fn bound(&self, gateways: &[String]) -> bool {
+        let current = self.gateway.borrow();
+        let here = current.as_deref().unwrap_or("mesh");
+        gateways.is_empty() || gateways.iter().any(|g| g == here)
     }
 
     /// The visible ExternalName aliases of a service, in Istio's order (namespace, host name).
@@ -202,7 +220,7 @@ impl<'a> Context<'a> {
                 .iter()
                 .all(|(k, v)| self.proxy.labels.get(k) == Some(v))
             && source_namespace.is_none_or(|ns| *ns == self.proxy.namespace)
-            && (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
+            && self.bound(gateways)
     }
 
     /// Whether the outbound part is built.
@@ -216,9 +234,14 @@ impl<'a> Context<'a> {
             .workload_mtls(&self.proxy.namespace, &self.proxy.labels)
     }
 
-    /// Whether the inbound part is built.
+    /// Whether the inbound part is built (never for a gateway: it has no workload behind it).
     pub fn inbound(&self) -> bool {
-        self.part != Part::Outbound
+        self.part != Part::Outbound && !self.is_router()
+    }
+
+    /// Whether the proxy is a gateway (`router~`).
+    pub fn is_router(&self) -> bool {
+        self.proxy.kind == sextant_model::ProxyKind::Router
     }
 
     /// The proxy's own service ports (services selecting its workload), as

@@ -48,6 +48,13 @@ pub const VIRTUAL_INBOUND_PORT: u32 = 15006;
 
 /// Every listener of the proxy, sorted by name.
 pub fn listeners(ctx: &Context<'_>) -> Vec<Listener> {
+    if ctx.is_router() {
+        return if ctx.outbound() {
+            crate::gateway::listeners(ctx, &crate::gateway::merge(ctx))
+        } else {
+            Vec::new()
+        };
+    }
     let mut out = if ctx.bound_listeners() {
         bound(ctx)
     } else {
@@ -89,6 +96,43 @@ fn hcm(
     routes: http_connection_manager::RouteSpecifier,
     outbound: bool,
 ) -> Filter {
+    network_filter(
+        "envoy.filters.network.http_connection_manager",
+        &hcm_config(stat_prefix, routes, outbound),
+    )
+}
+
+/// A gateway's HTTP connection manager with routes from RDS `route_name`: the client's
+/// address is the connection's, and the client certificate's details replace whatever
+/// `x-forwarded-client-cert` the client sent (Istio's gateway defaults).
+pub(crate) fn gateway_hcm(stat_prefix: String, route_name: String) -> Filter {
+    let mut hcm = hcm_config(
+        stat_prefix,
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name,
+        }),
+        true,
+    );
+    hcm.use_remote_address = Some(boolv(true));
+    hcm.forward_client_cert_details =
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+    hcm.set_current_client_cert_details =
+        Some(http_connection_manager::SetCurrentClientCertDetails {
+            subject: Some(boolv(true)),
+            cert: true,
+            dns: true,
+            uri: true,
+            ..Default::default()
+        });
+    network_filter("envoy.filters.network.http_connection_manager", &hcm)
+}
+
+fn hcm_config(
+    stat_prefix: String,
+    routes: http_connection_manager::RouteSpecifier,
+    outbound: bool,
+) -> HttpConnectionManager {
     let mut hcm = HttpConnectionManager {
         codec_type: http_connection_manager::CodecType::Auto as i32,
         stat_prefix,
@@ -126,7 +170,7 @@ fn hcm(
                 ..Default::default()
             });
     }
-    network_filter("envoy.filters.network.http_connection_manager", &hcm)
+    hcm
 }
 
 /// Outbound HTTP connection manager with routes from RDS `port`.
@@ -216,6 +260,11 @@ fn tcp_proxy_to(stat_prefix: &str, dests: Vec<(String, u32)>, source_ip: bool) -
         ..Default::default()
     };
     network_filter("envoy.filters.network.tcp_proxy", &config)
+}
+
+/// A TCP proxy to `dests` (cluster, weight).
+pub(crate) fn tcp_proxy(stat_prefix: &str, dests: Vec<(String, u32)>) -> Filter {
+    tcp_proxy_to(stat_prefix, dests, false)
 }
 
 fn passthrough_chain(name: &str, cluster: &str) -> FilterChain {
@@ -386,13 +435,17 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
     chains
 }
 
-fn first_tcp_rule<'a>(ctx: &Context<'_>, rules: &'a [TcpRoute], port: u16) -> Option<&'a TcpRoute> {
+pub(crate) fn first_tcp_rule<'a>(
+    ctx: &Context<'_>,
+    rules: &'a [TcpRoute],
+    port: u16,
+) -> Option<&'a TcpRoute> {
     rules
         .iter()
         .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| l4_applies(ctx, m, port)))
 }
 
-fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
+pub(crate) fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
     ctx.source_matches(
         m.port,
         &m.source_labels,

@@ -16,6 +16,8 @@ mod cache;
 mod cds;
 mod context;
 mod eds;
+mod gateway;
+mod gateway_routes;
 mod inbound;
 pub mod json;
 mod lds;
@@ -141,6 +143,9 @@ fn build(
         }
         None => clusters(),
     };
+    if ctx.is_router() {
+        return gateway_part(&ctx, clusters, endpoints);
+    }
     let (listeners, routes, memo) = match previous {
         Some((previous, rebuild)) if !rebuild.routing => (
             previous.listeners.clone(),
@@ -166,6 +171,35 @@ fn build(
         listeners,
         routes,
         memo,
+    }
+}
+
+/// A gateway's part: the outbound clusters and load assignments as for a sidecar, and its
+/// Gateways' listeners, routes and SNI-DNAT clusters, built anew each time (gateways are few).
+fn gateway_part(ctx: &Context<'_>, clusters: List, endpoints: List) -> EncodedResources {
+    if !ctx.outbound() {
+        return EncodedResources::default();
+    }
+    let slots = gateway::merge(ctx);
+    let sni = gateway_routes::sni_dnat_clusters(ctx, &slots);
+    let clusters = if sni.is_empty() {
+        clusters
+    } else {
+        let mut all: Vec<Encoded> = clusters.iter().cloned().chain(sni).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.dedup_by(|a, b| a.name == b.name);
+        all.into()
+    };
+    let listeners: Vec<Encoded> = gateway::listeners(ctx, &slots)
+        .iter()
+        .map(|l| Encoded::new(&l.name, l))
+        .collect();
+    EncodedResources {
+        clusters,
+        endpoints,
+        listeners: listeners.into(),
+        routes: gateway_routes::route_configurations(ctx, &slots).into(),
+        memo: Memo::default(),
     }
 }
 
@@ -197,7 +231,10 @@ fn encode_listeners(ctx: &Context<'_>) -> Vec<Encoded> {
 /// addresses dropped, labels reduced to the keys the configuration reads.
 pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
     let mut p = proxy.clone();
-    p.labels.retain(|k, _| snapshot.label_keys.contains(k));
+    // A gateway's listeners depend on the Services selecting it, so on all of its labels.
+    if p.kind != sextant_model::ProxyKind::Router {
+        p.labels.retain(|k, _| snapshot.label_keys.contains(k));
+    }
     p.workload_name = String::new();
     p.ips = vec![std::net::IpAddr::from([0, 0, 0, 0])];
     p.id = String::new();

@@ -20,6 +20,8 @@ pub enum Config {
     DestinationRule(sextant_model::DestinationRule),
     /// A PeerAuthentication.
     PeerAuthentication(sextant_model::PeerAuthentication),
+    /// A Gateway.
+    Gateway(sextant_model::Gateway),
 }
 
 /// The outcome of checking one Istio configuration object.
@@ -38,10 +40,10 @@ pub struct Checked {
 /// What an object's `apiVersion`/`kind` make it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectKind {
-    /// A kind Sextant validates (VirtualService, DestinationRule, PeerAuthentication) at a
-    /// served version.
+    /// A kind Sextant validates (VirtualService, DestinationRule, Gateway, PeerAuthentication)
+    /// at a served version.
     Istio(Kind),
-    /// A Kubernetes kind Sextant reads (Service, EndpointSlice, Pod, Namespace).
+    /// A Kubernetes kind Sextant reads (Service, EndpointSlice, Pod, Namespace, Secret).
     Kubernetes(Kind),
     /// One of those kinds at a version that is not served.
     UnservedVersion(Kind),
@@ -53,11 +55,11 @@ pub enum ObjectKind {
 pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     match (group, kind) {
-        ("networking.istio.io", "VirtualService" | "DestinationRule") => {
-            let k = if kind == "VirtualService" {
-                Kind::VirtualService
-            } else {
-                Kind::DestinationRule
+        ("networking.istio.io", "VirtualService" | "DestinationRule" | "Gateway") => {
+            let k = match kind {
+                "VirtualService" => Kind::VirtualService,
+                "Gateway" => Kind::Gateway,
+                _ => Kind::DestinationRule,
             };
             if api::crd::VERSIONS.contains(&version) {
                 ObjectKind::Istio(k)
@@ -75,6 +77,7 @@ pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
         ("", "Service") if version == "v1" => ObjectKind::Kubernetes(Kind::Service),
         ("", "Pod") if version == "v1" => ObjectKind::Kubernetes(Kind::Pod),
         ("", "Namespace") if version == "v1" => ObjectKind::Kubernetes(Kind::Namespace),
+        ("", "Secret") if version == "v1" => ObjectKind::Kubernetes(Kind::Secret),
         ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
             ObjectKind::Kubernetes(Kind::EndpointSlice)
         }
@@ -86,8 +89,10 @@ fn schema(kind: Kind) -> &'static Schema {
     static VS: OnceLock<Schema> = OnceLock::new();
     static DR: OnceLock<Schema> = OnceLock::new();
     static PA: OnceLock<Schema> = OnceLock::new();
+    static GW: OnceLock<Schema> = OnceLock::new();
     let (cell, crd): (_, fn() -> _) = match kind {
         Kind::DestinationRule => (&DR, api::crd::destination_rule),
+        Kind::Gateway => (&GW, api::crd::gateway),
         Kind::PeerAuthentication => (&PA, api::crd::peer_authentication),
         _ => (&VS, api::crd::virtual_service),
     };
@@ -103,7 +108,8 @@ fn schema(kind: Kind) -> &'static Schema {
     })
 }
 
-/// Checks a VirtualService, DestinationRule or PeerAuthentication given as JSON: schema first, then semantics.
+/// Checks a VirtualService, DestinationRule, Gateway or PeerAuthentication given as JSON:
+/// schema first, then semantics.
 /// Semantic errors on a field that already has a schema error are not repeated.
 pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
     let object: &Value = &with_empty_spec(kind, object);
@@ -135,6 +141,9 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
                         .map(|p| (Config::PeerAuthentication(p.value), p.warnings))
                 })
         }
+        Kind::Gateway => serde_json::from_value::<api::Gateway>(object.clone())
+            .map_err(|e| e.to_string())
+            .map(|gw| parse::gateway(&gw).map(|p| (Config::Gateway(p.value), p.warnings))),
         _ => serde_json::from_value::<api::DestinationRule>(object.clone())
             .map_err(|e| e.to_string())
             .map(|dr| {

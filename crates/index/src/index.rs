@@ -9,141 +9,19 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
-    discovery::v1::EndpointSlice,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::Value;
-use sextant_api as api;
 use sextant_model::{
-    DestinationRule, Endpoint, Kind, Locality, ObjectRef, PeerAuthentication, Snapshot,
-    VirtualService, Workload,
+    Credential, DestinationRule, Endpoint, Gateway, Kind, Locality, ObjectRef, PeerAuthentication,
+    Snapshot, VirtualService, Workload,
 };
 
 use crate::{
-    check::{self, ObjectKind},
     delegate,
     parse::{self, Invalid, Parsed, kube::Slice},
 };
 
-/// A Kubernetes object of a kind the index reads.
-#[derive(Clone, Debug)]
-pub enum Object {
-    /// core/v1 Service.
-    Service(Box<Service>),
-    /// discovery.k8s.io/v1 EndpointSlice.
-    EndpointSlice(Box<EndpointSlice>),
-    /// core/v1 Pod.
-    Pod(Box<Pod>),
-    /// core/v1 Namespace.
-    Namespace(Box<Namespace>),
-    /// networking.istio.io VirtualService (any served version).
-    VirtualService(Box<api::VirtualService>),
-    /// networking.istio.io DestinationRule (any served version).
-    DestinationRule(Box<api::DestinationRule>),
-    /// security.istio.io PeerAuthentication (any served version).
-    PeerAuthentication(Box<api::PeerAuthentication>),
-}
+mod object;
 
-/// A JSON document that is not an object the index reads.
-#[derive(Debug, thiserror::Error)]
-pub enum ObjectError {
-    /// Not one of the kinds the index reads.
-    #[error("{api_version} {kind} is not a kind sextant reads")]
-    Unknown {
-        /// apiVersion.
-        api_version: String,
-        /// kind.
-        kind: String,
-    },
-    /// The object does not have the shape of its kind.
-    #[error("{0}")]
-    Malformed(String),
-}
-
-impl Object {
-    /// Reads a JSON object; objects without a namespace are placed in `default_namespace`.
-    pub fn from_json(mut value: Value, default_namespace: &str) -> Result<Object, ObjectError> {
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let class = check::classify(&api_version, &kind);
-        if class != ObjectKind::Kubernetes(Kind::Namespace)
-            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
-            && meta
-                .get("namespace")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
-            meta.insert(
-                "namespace".into(),
-                Value::String(default_namespace.to_owned()),
-            );
-        }
-        let malformed = |e: serde_json::Error| ObjectError::Malformed(format!("{kind}: {e}"));
-        Ok(match class {
-            ObjectKind::Istio(Kind::VirtualService) => {
-                Object::VirtualService(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Istio(Kind::PeerAuthentication) => {
-                let value = check::with_empty_spec(Kind::PeerAuthentication, &value).into_owned();
-                Object::PeerAuthentication(Box::new(
-                    serde_json::from_value(value).map_err(malformed)?,
-                ))
-            }
-            ObjectKind::Istio(_) => {
-                Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Kubernetes(Kind::Service) => {
-                Object::Service(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Kubernetes(Kind::EndpointSlice) => {
-                Object::EndpointSlice(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Kubernetes(Kind::Pod) => {
-                Object::Pod(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Kubernetes(Kind::Namespace) => {
-                Object::Namespace(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            _ => return Err(ObjectError::Unknown { api_version, kind }),
-        })
-    }
-
-    /// The object's kind.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Service(_) => Kind::Service,
-            Object::EndpointSlice(_) => Kind::EndpointSlice,
-            Object::Pod(_) => Kind::Pod,
-            Object::Namespace(_) => Kind::Namespace,
-            Object::VirtualService(_) => Kind::VirtualService,
-            Object::DestinationRule(_) => Kind::DestinationRule,
-            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
-        }
-    }
-
-    /// The object's metadata (name, namespace, labels, ...).
-    pub fn metadata(&self) -> &ObjectMeta {
-        match self {
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Pod(o) => &o.metadata,
-            Object::Namespace(o) => &o.metadata,
-            Object::VirtualService(o) => &o.metadata,
-            Object::DestinationRule(o) => &o.metadata,
-            Object::PeerAuthentication(o) => &o.metadata,
-        }
-    }
-}
+pub use object::{Object, ObjectError};
 
 /// What changed since the previous snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,10 +30,13 @@ pub struct Changes {
     pub services: BTreeSet<String>,
     /// Host names of services whose endpoints changed.
     pub endpoints: BTreeSet<String>,
-    /// VirtualServices, DestinationRules and PeerAuthentications that changed.
+    /// VirtualServices, DestinationRules, Gateways and PeerAuthentications that changed.
     pub configs: BTreeSet<ObjectRef>,
     /// Workloads (Pods) that changed.
     pub workloads: BTreeSet<(String, String)>,
+    /// Credentials (Secrets a Gateway can name) that changed, by `(namespace, name)`: they
+    /// change only what SDS serves.
+    pub credentials: BTreeSet<(String, String)>,
 }
 
 impl Changes {
@@ -165,11 +46,23 @@ impl Changes {
             && self.endpoints.is_empty()
             && self.configs.is_empty()
             && self.workloads.is_empty()
+            && self.credentials.is_empty()
     }
 
     /// Only endpoints changed: an EDS-only push.
     pub fn endpoints_only(&self) -> bool {
-        self.services.is_empty() && self.configs.is_empty() && self.workloads.is_empty()
+        self.services.is_empty()
+            && self.configs.is_empty()
+            && self.workloads.is_empty()
+            && self.credentials.is_empty()
+    }
+
+    /// Only credentials changed: an SDS-only push.
+    pub fn credentials_only(&self) -> bool {
+        self.services.is_empty()
+            && self.endpoints.is_empty()
+            && self.configs.is_empty()
+            && self.workloads.is_empty()
     }
 
     /// Adds another set of changes.
@@ -178,6 +71,7 @@ impl Changes {
         self.endpoints.extend(other.endpoints);
         self.configs.extend(other.configs);
         self.workloads.extend(other.workloads);
+        self.credentials.extend(other.credentials);
     }
 }
 
@@ -201,6 +95,8 @@ pub struct Index {
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
+    gateways: BTreeMap<Key, Arc<Gateway>>,
+    credentials: BTreeMap<Key, Arc<Credential>>,
     root_namespace: String,
     invalid: BTreeMap<ObjectRef, Vec<String>>,
     warnings: BTreeMap<ObjectRef, Vec<String>>,
@@ -252,6 +148,8 @@ impl Index {
             virtual_services: BTreeMap::new(),
             destination_rules: BTreeMap::new(),
             peer_authentications: BTreeMap::new(),
+            gateways: BTreeMap::new(),
+            credentials: BTreeMap::new(),
             root_namespace: sextant_model::ROOT_NAMESPACE.to_owned(),
             invalid: BTreeMap::new(),
             warnings: BTreeMap::new(),
@@ -387,6 +285,34 @@ impl Index {
                     self.changes.configs.insert(id);
                 }
             }
+            Object::Gateway(gw) => {
+                let id = parse::object_ref(Kind::Gateway, &gw.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::gateway(&gw);
+                if let Some(v) = self.record(parsed, id.clone())
+                    && self.gateways.get(&k).is_none_or(|old| **old != v)
+                {
+                    self.gateways.insert(k, Arc::new(v));
+                    self.changes.configs.insert(id);
+                }
+            }
+            Object::Secret(secret) => {
+                let id = parse::object_ref(Kind::Secret, &secret.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::secret(&secret);
+                // Credentials change only what SDS serves: `changes.credentials`, not configs.
+                match self.record(parsed, id) {
+                    Some(Some(c)) if self.credentials.get(&k).is_none_or(|old| **old != c) => {
+                        self.credentials.insert(k.clone(), Arc::new(c));
+                        self.changes.credentials.insert(k);
+                    }
+                    // No longer a credential (keys or type changed): forgotten.
+                    Some(None) if self.credentials.remove(&k).is_some() => {
+                        self.changes.credentials.insert(k);
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -430,6 +356,16 @@ impl Index {
                     self.changes.configs.insert(id);
                 }
             }
+            Kind::Gateway => {
+                if self.gateways.remove(&k).is_some() {
+                    self.changes.configs.insert(id);
+                }
+            }
+            Kind::Secret => {
+                if self.credentials.remove(&k).is_some() {
+                    self.changes.credentials.insert(k);
+                }
+            }
         }
     }
 
@@ -447,6 +383,8 @@ impl Index {
             Kind::VirtualService => self.virtual_services.keys().cloned().collect(),
             Kind::DestinationRule => self.destination_rules.keys().cloned().collect(),
             Kind::PeerAuthentication => self.peer_authentications.keys().cloned().collect(),
+            Kind::Gateway => self.gateways.keys().cloned().collect(),
+            Kind::Secret => self.credentials.keys().cloned().collect(),
         };
         let mut keep = BTreeSet::new();
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -610,6 +548,8 @@ impl Index {
         let mut peer_authentications: Vec<Arc<PeerAuthentication>> =
             self.peer_authentications.values().cloned().collect();
         peer_authentications.sort_by_key(|pa| order(&pa.creation_timestamp, &pa.id));
+        let mut gateways: Vec<Arc<Gateway>> = self.gateways.values().cloned().collect();
+        gateways.sort_by_key(|gw| order(&gw.creation_timestamp, &gw.id));
         let mut snapshot = Snapshot {
             version: self.version,
             domain_suffix: self.domain_suffix.clone(),
@@ -624,6 +564,8 @@ impl Index {
             virtual_services,
             destination_rules,
             peer_authentications,
+            gateways,
+            credentials: self.credentials.clone(),
             root_namespace: self.root_namespace.clone(),
             invalid: self.invalid.clone(),
             warnings: self.warnings.clone(),

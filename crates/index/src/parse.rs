@@ -6,9 +6,11 @@
 
 mod destination_rule;
 mod fields;
+mod gateway;
 pub mod kube;
 mod peer_authentication;
 pub mod re2;
+mod secret;
 mod virtual_service;
 
 use std::fmt;
@@ -18,8 +20,10 @@ use sextant_model::{Kind, ObjectRef};
 
 pub use destination_rule::destination_rule;
 pub use fields::with_deadline;
+pub use gateway::gateway;
 pub use peer_authentication::peer_authentication;
-pub use virtual_service::virtual_service;
+pub use secret::{CREDENTIAL_KEYS, Secret, secret};
+pub use virtual_service::{gateway_ref, virtual_service};
 
 /// Something wrong (or worth a warning) at one field of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,7 +35,8 @@ use sextant_model::{Kind, ObjectRef};
 
 pub mod leader;
 
-/// What the watches saw of every VirtualService and DestinationRule, for the status writer.
+/// What the watches saw of every VirtualService, DestinationRule and Gateway, for the status
+/// writer.
 pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, Seen>>>;
 
 /// One configuration object as last seen.
@@ -50,7 +51,7 @@ pub struct Seen {
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched: group, the version read, and the plural of each.
-pub const WATCHED: [(Kind, &str, &str, &str); 7] = [
+pub const WATCHED: [(Kind, &str, &str, &str); 9] = [
     (Kind::Namespace, "", "v1", "namespaces"),
     (Kind::Pod, "", "v1", "pods"),
     (Kind::Service, "", "v1", "services"),
@@ -78,7 +79,25 @@ pub const WATCHED: [(Kind, &str, &str, &str); 7] = [
         "v1",
         "peerauthentications",
     ),
+    (Kind::Gateway, "networking.istio.io", "v1", "gateways"),
+    // Every namespace's: a Gateway names a Secret in its pod's namespace.
+    (Kind::Secret, "", "v1", "secrets"),
 ];
+
+/// Secret types that never hold a gateway credential and can be large (Helm keeps every
+/// release in one): the API server leaves them out of the watch, as for istiod.
+const SECRET_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
+/// How `kind` is watched.
+fn watch_config(kind: Kind) -> watcher::Config {
+    let config = watcher::Config::default();
+    if kind == Kind::Secret {
+        config.fields(SECRET_FIELD_SELECTOR)
+    } else {
+        config
+    }
+}
 
 /// The API resource Sextant reads `kind` as.
 pub fn api_resource(kind: Kind) -> ApiResource {
@@ -195,6 +214,9 @@ fn to_object(resource: &ApiResource, o: DynamicObject) -> Result<Object, String>
     let name = o.metadata.name.clone().unwrap_or_default();
     let namespace = o.metadata.namespace.clone().unwrap_or_default();
     let mut value = serde_json::to_value(o).map_err(|e| e.to_string())?;
+    if resource.kind == "Secret" {
+        value = trim_secret(&value);
+    }
     // The same bounds as manifest files and admission reviews, before the index reads it.
     check_value(&value, &Limits::current())
         .map_err(|e| format!("{} {namespace}/{name}: {e}", resource.kind))?;
@@ -235,6 +257,27 @@ fn trim_pod(pod: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// A Secret reduced to the keys a credential is read from: nothing else of it is held, and a
+/// Secret with other large keys is not refused for them.
+fn trim_secret(secret: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let keep = |field: &str| -> Value {
+        let map = secret[field].as_object();
+        Value::Object(
+            sextant_index::parse::CREDENTIAL_KEYS
+                .iter()
+                .filter_map(|k| Some(((*k).to_owned(), map?.get(*k)?.clone())))
+                .collect(),
+        )
+    };
+    let meta = &secret["metadata"];
+    json!({
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "type": secret["type"],
+        "data": keep("data"),
+    })
+}
+
 async fn run(
     kind: Kind,
     resource: ApiResource,
@@ -248,13 +291,14 @@ async fn run(
         changed,
         counters,
     } = feed;
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut stream = watcher(api, watch_config(kind)).default_backoff().boxed();
     let mut buffer: Vec<Object> = Vec::new();
     let mut listed: Vec<(ObjectRef, Seen)> = Vec::new();
     let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
-    let is_config = matches!(kind, Kind::VirtualService | Kind::DestinationRule);
+    let is_config = matches!(
+        kind,
+        Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+    );
     let id = |o: &DynamicObject| ObjectRef {
         kind,
         namespace: o.metadata.namespace.clone().unwrap_or_default(),
@@ -375,6 +419,27 @@ mod tests {
         let err = to_object(&resource, service(spec)).expect_err("refused");
         assert!(err.contains("Service default/reviews"), "{err}");
         assert!(err.contains("--max-input-expanded-bytes"), "{err}");
+    }
+
+    #[test]
+    fn watched_secrets_keep_only_what_a_credential_is_read_from() {
+        let resource = api_resource(Kind::Secret);
+        let mut o = DynamicObject::new("cert", &resource).within("edge");
+        o.data = json!({"type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ", "unrelated": "x".repeat(100_000)}});
+        let Ok(Object::Secret(secret)) = to_object(&resource, o) else {
+            panic!("a Secret");
+        };
+        let shown = format!("{secret:?}");
+        assert!(
+            shown.contains("tls.crt") && !shown.contains("unrelated"),
+            "{shown}"
+        );
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(
+            watch_config(Kind::Secret).field_selector.as_deref(),
+            Some(SECRET_FIELD_SELECTOR)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and percentages are in range, oneofs are resolved into enums. Nothing here knows about
 //! Kubernetes objects or protobuf; `sextant-index` builds these types from the API types.
 
+mod gateway;
 mod identity;
 mod mesh;
 mod policy;
@@ -16,6 +17,7 @@ mod snapshot;
 
 use std::{collections::BTreeSet, fmt};
 
+pub use gateway::*;
 pub use identity::*;
 pub use mesh::*;
 pub use policy::*;
@@ -52,6 +54,10 @@ pub enum Kind {
     Namespace,
     /// `security.istio.io` PeerAuthentication.
     PeerAuthentication,
+    /// `networking.istio.io` Gateway.
+    Gateway,
+    /// core/v1 Secret (only credentials a Gateway can name are kept).
+    Secret,
 }
 
 impl Kind {
@@ -65,6 +71,8 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::Gateway => "Gateway",
+            Kind::Secret => "Secret",
         }
     }
 }

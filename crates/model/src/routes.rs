@@ -13,7 +13,8 @@ pub struct VirtualService {
     pub creation_timestamp: Option<String>,
     /// Hosts as written (short names are resolved against the namespace by the index).
     pub hosts: Vec<String>,
-    /// Gateways the routes apply to; empty means the mesh (sidecars).
+    /// Gateways the routes apply to, as `namespace/name` or `mesh`; empty means the mesh
+    /// (sidecars).
     pub gateways: Vec<String>,
     /// HTTP rules in order; the first match wins.
     pub http: Vec<HttpRoute>,

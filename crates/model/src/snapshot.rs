@@ -6,7 +6,8 @@ use std::{
 };
 
 use crate::{
-    DestinationRule, Endpoint, ObjectRef, PeerAuthentication, Service, VirtualService, Workload,
+    Credential, DestinationRule, Endpoint, Gateway, ObjectRef, PeerAuthentication, Service,
+    VirtualService, Workload,
 };
 
 /// The namespace whose DestinationRules and PeerAuthentications apply mesh-wide (Istio's root
@@ -35,6 +36,10 @@ pub struct Snapshot {
     pub destination_rules: Vec<Arc<DestinationRule>>,
     /// PeerAuthentications ordered by creation time, name, namespace.
     pub peer_authentications: Vec<Arc<PeerAuthentication>>,
+    /// Gateways ordered by creation time, name, namespace.
+    pub gateways: Vec<Arc<Gateway>>,
+    /// Credentials Gateways may name, by Secret `(namespace, name)`.
+    pub credentials: BTreeMap<(String, String), Arc<Credential>>,
     /// Istio's root namespace: its configuration without a selector applies mesh-wide.
     pub root_namespace: String,
     /// Objects skipped because they are invalid, with their errors.
@@ -69,6 +74,8 @@ impl Default for Snapshot {
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             peer_authentications: Vec::new(),
+            gateways: Vec::new(),
+            credentials: BTreeMap::new(),
             root_namespace: ROOT_NAMESPACE.to_owned(),
             invalid: BTreeMap::new(),
             warnings: BTreeMap::new(),
@@ -138,6 +145,11 @@ impl Snapshot {
                     .flat_map(|m| m.source_labels.keys());
                 http.chain(l4).cloned().collect::<Vec<_>>()
             }))
+            .chain(
+                self.gateways
+                    .iter()
+                    .flat_map(|g| g.selector.keys().cloned()),
+            )
             .collect();
         self.wildcard_hosts = (
             self.rules_by_host.keys().any(|h| h.starts_with('*')),

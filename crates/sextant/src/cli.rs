@@ -356,7 +356,8 @@ pub struct DemoArgs {
 /// Arguments of `sextant bootstrap`.
 #[derive(Debug, clap::Args)]
 pub struct BootstrapArgs {
-    /// Node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    /// Node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local` (`router~...` for a
+    /// gateway).
     #[arg(long)]
     pub node_id: String,
     /// Sextant's xDS address, `HOST:PORT`.
@@ -378,6 +379,14 @@ pub struct BootstrapArgs {
     /// Extra node metadata, `KEY=VALUE`.
     #[arg(long = "meta")]
     pub meta: Vec<String>,
+    /// Run the Envoy as a gateway (an ingress or egress gateway, node type `router`): it
+    /// gets the listeners and routes of the Gateways whose selector its labels match.
+    #[arg(long)]
+    pub gateway: bool,
+    /// A workload label, `KEY=VALUE` (node metadata `LABELS`): what Gateway selectors and
+    /// `sourceLabels` match when Sextant does not know the proxy's Pod.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Connect over TLS (the secure xDS port, 15012), trusting this root (`root-cert.pem`);
     /// Sextant's certificate must name the host of `--xds-address`.
     #[arg(long)]

@@ -58,6 +58,8 @@ pub struct XdsGenerator {
     secrets: Option<Secrets>,
     /// The secrets served without a CA: none.
     no_secrets: sextant_resources::List,
+    /// Gateway credentials (`kubernetes://` secrets) from the snapshot's Secrets.
+    credentials: crate::credentials::Credentials,
     /// Objects held back after a proxy rejected them (NACK isolation); also orders
     /// publishing.
     quarantine: Mutex<Quarantine>,
@@ -89,6 +91,7 @@ impl XdsGenerator {
             cache: Mutex::new(sextant_compiler::ScopeCache::default()),
             secrets: None,
             no_secrets: Arc::from([]),
+            credentials: Default::default(),
             quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
             compiling: Turns::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             plaintext_nacks: false,
@@ -455,6 +458,8 @@ impl Generator for XdsGenerator {
             Some(s) => s.list(&proxy.id, proxy.identity.as_ref()),
             None => self.no_secrets.clone(),
         };
+        let secrets =
+            crate::credentials::merged(&secrets, &self.credentials.for_proxy(&snapshot, proxy));
         self.assemble(&snapshot, proxy, shared, secrets)
     }
 
@@ -475,6 +480,8 @@ impl Generator for XdsGenerator {
             Some(s) => s.cached(&proxy.id, proxy.identity.as_ref())?,
             None => self.no_secrets.clone(),
         };
+        let secrets =
+            crate::credentials::merged(&secrets, &self.credentials.for_proxy(&snapshot, proxy));
         Some(self.assemble(&snapshot, proxy, shared, secrets))
     }
 

@@ -5,6 +5,7 @@ pub mod ca_store;
 pub mod certificates;
 pub mod cli;
 pub mod cmd;
+pub mod credentials;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod expiry;

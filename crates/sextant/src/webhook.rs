@@ -367,6 +367,49 @@ mod tests {
     }
 
     #[test]
+    fn gateways_are_judged_too() {
+        let gateway = |tls: Value| {
+            json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "Gateway",
+                "metadata": {"name": "gw", "namespace": "edge"},
+                "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{
+                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                    "hosts": ["shop.example.com"], "tls": tls}]}})
+        };
+        for (tls, expected) in [
+            (
+                json!({"mode": "SIMPLE"}),
+                "spec.servers[0].tls.serverCertificate: SIMPLE TLS requires a server certificate",
+            ),
+            (
+                json!({"mode": "SIMPLE", "credentialName": "a", "credentialNames": ["b"]}),
+                "only one of credentialName or credentialNames can be set",
+            ),
+        ] {
+            let out = review_response(&review(gateway(tls)));
+            assert_eq!(out["response"]["allowed"], false);
+            let message = out["response"]["status"]["message"]
+                .as_str()
+                .expect("message");
+            assert!(message.contains(expected), "{message}");
+        }
+        let good = review_response(&review(gateway(json!({
+            "mode": "SIMPLE", "credentialName": "shop-cert",
+            "cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256", "BOGUS"]}))));
+        assert_eq!(good["response"]["allowed"], true);
+        assert_eq!(
+            good["response"]["warnings"],
+            json!(["spec.servers[0].tls.cipherSuites: ignoring invalid cipher suites: [BOGUS]"])
+        );
+        // Secrets are not the webhook's to judge.
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"tls.key": "not base64"}});
+        assert_eq!(
+            review_response(&review(secret))["response"]["allowed"],
+            true
+        );
+    }
+
+    #[test]
     fn valid_configuration_and_other_kinds_are_allowed() {
         let good = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
             "metadata": {"name": "r"}, "spec": {"host": "r"}});

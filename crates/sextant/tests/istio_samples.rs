@@ -47,7 +47,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every VirtualService/DestinationRule document of the given files, with its origin.
+/// Every VirtualService/DestinationRule/Gateway document of the given files, with its origin.
 fn istio_objects(files: &[PathBuf]) -> Vec<(String, Kind, Value)> {
     let mut out = Vec::new();
     for file in files {
@@ -108,6 +108,11 @@ fn accepted_samples_round_trip_through_the_api_types() {
         let back = match kind {
             Kind::VirtualService => {
                 let typed: sextant_api::VirtualService = serde_json::from_value(value.clone())
+                    .unwrap_or_else(|e| panic!("{origin}: {e}"));
+                serde_json::to_value(&typed).expect("serializes")
+            }
+            Kind::Gateway => {
+                let typed: sextant_api::Gateway = serde_json::from_value(value.clone())
                     .unwrap_or_else(|e| panic!("{origin}: {e}"));
                 serde_json::to_value(&typed).expect("serializes")
             }
@@ -203,10 +208,10 @@ fn istio_bundle_schema(kind: &str) -> Schema {
 }
 
 fn our_schema(kind: &str) -> Schema {
-    let crd = if kind == "VirtualService" {
-        sextant_api::crd::virtual_service()
-    } else {
-        sextant_api::crd::destination_rule()
+    let crd = match kind {
+        "VirtualService" => sextant_api::crd::virtual_service(),
+        "Gateway" => sextant_api::crd::gateway(),
+        _ => sextant_api::crd::destination_rule(),
     };
     let v = serde_json::to_value(&crd).expect("CRD serializes");
     Schema::new(v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()).expect("compiles")
@@ -226,7 +231,7 @@ fn generated_schema_accepts_exactly_what_istios_schema_accepts() {
     }
     let mut compared = 0;
     let mut rejected = 0;
-    for kind in ["VirtualService", "DestinationRule"] {
+    for kind in ["VirtualService", "DestinationRule", "Gateway"] {
         let (ours, theirs) = (our_schema(kind), istio_bundle_schema(kind));
         for (origin, k, value) in objects.iter().filter(|(_, k, _)| k.as_str() == kind) {
             let a = ours.validate(value);

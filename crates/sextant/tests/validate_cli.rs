@@ -177,3 +177,74 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+fn istio_sample(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/istio")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn istios_bookinfo_gateway_validates_cleanly() {
+    let file = istio_sample("samples/bookinfo/networking/bookinfo-gateway.yaml");
+    let out = sextant(&["validate", "--strict", "-f", &file], None);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.is_empty(), "{text}");
+}
+
+#[test]
+fn gateways_are_validated_and_their_references_analysed() {
+    let input = "\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: front, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bad, namespace: edge}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [reviews]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: edge}
+spec:
+  hosts: [shop.example.com, other.example.com]
+  gateways: [front, edge/missing]
+  http:
+  - route: [{destination: {host: shop}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: edge, labels: {app: client}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-cert, namespace: edge}
+data: {tls.crt: Q0VSVA==, tls.key: \"%%%\"}
+";
+    let out = sextant(&["validate", "-f", "-"], Some(input));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "<stdin>:17: error: Gateway edge/bad: spec.servers[0].hosts[0]: short names (non FQDN) are not allowed",
+        "<stdin>:24: warning: VirtualService edge/shop: spec.gateways[1]: [IST0101] Referenced gateway not found: \"edge/missing\"",
+        "<stdin>:23: warning: VirtualService edge/shop: spec.hosts: [IST0132] one or more host [other.example.com] defined in VirtualService edge/shop not found in Gateway edge/front.",
+        "<stdin>:5: warning: Gateway edge/front: spec.selector: [IST0101] Referenced selector not found: \"istio=ingressgateway\"",
+        "<stdin>:35: error: Secret edge/shop-cert: data[tls.key]: the value of key \"tls.key\" is not valid base64",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(!text.contains("%%%"), "{text}");
+}

@@ -171,6 +171,8 @@ impl DirSource {
             Kind::DestinationRule,
             Kind::VirtualService,
             Kind::PeerAuthentication,
+            Kind::Gateway,
+            Kind::Secret,
         ] {
             self.index
                 .reset(kind, by_kind.remove(&kind).unwrap_or_default());

@@ -71,6 +71,7 @@ fn log_published(snapshot: &Snapshot, changes: &Changes) {
         changed_services = changes.services.len(),
         changed_endpoints = changes.endpoints.len(),
         changed_configs = changes.configs.len(),
+        changed_credentials = changes.credentials.len(),
         "published snapshot"
     );
 }

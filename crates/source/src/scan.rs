@@ -154,7 +154,7 @@ pub fn lacks_spec(value: &Value) -> bool {
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     matches!(
         kind,
-        "VirtualService" | "DestinationRule" | "Service" | "Pod"
+        "VirtualService" | "DestinationRule" | "Gateway" | "Service" | "Pod"
     ) && value.get("spec").is_none_or(Value::is_null)
 }
 

@@ -98,11 +98,13 @@ impl Selector {
         self.matches(|k| labels.get(k).and_then(Value::as_str))
     }
 
-    /// Whether an object's fields match (only `metadata.name` and `metadata.namespace`).
+    /// Whether an object's fields match (only `metadata.name`, `metadata.namespace`, and a
+    /// Secret's `type`, which Sextant's Secret watch selects on).
     pub fn matches_fields(&self, object: &Value) -> bool {
         self.matches(|k| match k {
             "metadata.name" => object["metadata"]["name"].as_str(),
             "metadata.namespace" => object["metadata"]["namespace"].as_str(),
+            "type" => object["type"].as_str(),
             _ => None,
         })
     }
@@ -119,7 +121,7 @@ impl Selector {
                 | Requirement::Exists(k)
                 | Requirement::NotExists(k) => k.as_str(),
             })
-            .filter(|k| *k != "metadata.name" && *k != "metadata.namespace")
+            .filter(|k| !matches!(*k, "metadata.name" | "metadata.namespace" | "type"))
             .collect()
     }
 }
@@ -160,5 +162,14 @@ mod tests {
         assert!(s.unsupported_fields().is_empty());
         let bad = Selector::parse("spec.nodeName=x").expect("parses");
         assert_eq!(bad.unsupported_fields(), ["spec.nodeName"]);
+        let secret = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls"});
+        let not_helm = Selector::parse("type!=helm.sh/release.v1").expect("parses");
+        assert!(not_helm.unsupported_fields().is_empty());
+        assert!(not_helm.matches_fields(&secret));
+        assert!(
+            !Selector::parse("type=Opaque")
+                .expect("parses")
+                .matches_fields(&secret)
+        );
     }
 }

@@ -109,6 +109,117 @@ async fn exchange(
         .map_err(|e| format!("{addr}{path}: {e}"))
 }
 
+/// What an HTTPS exchange saw: the answer, and the server's leaf certificate (DER).
+#[derive(Debug)]
+pub struct HttpsAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// Head, as [`request`] gives it.
+    pub head: String,
+    /// The certificate the server presented.
+    pub server_certificate: Vec<u8>,
+}
+
+/// The TLS side of [`https_request`]: which name to send, whom to trust, who to be.
+pub struct TlsClient<'a> {
+    /// SNI and the name the server's certificate must carry.
+    pub server_name: &'a str,
+    /// PEM roots the server's chain must lead to.
+    pub roots: &'a [u8],
+    /// PEM certificate chain and key to present, if any.
+    pub identity: Option<(&'a [u8], &'a [u8])>,
+}
+
+/// `GET path` over TLS to `addr` with `Host: host`. `Err` says where it failed (the
+/// handshake, the request); each request has a connection of its own and 5 s at most.
+pub fn https_request(
+    addr: SocketAddr,
+    tls: &TlsClient<'_>,
+    host: &str,
+    path: &str,
+) -> Result<HttpsAnswer, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(tls.roots) {
+        roots
+            .add(cert.map_err(|e| format!("roots: {e}"))?)
+            .map_err(|e| format!("roots: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match tls.identity {
+        Some((chain, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("client chain: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from(tls.server_name.to_owned()).map_err(|e| e.to_string())?;
+    let request = http::Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let exchange = async move {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let server_certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let mut head = format!("HTTP/1.1 {}\r\n", parts.status.as_u16());
+        for (name, value) in &parts.headers {
+            let _ = write!(
+                head,
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            );
+        }
+        Ok::<_, String>(HttpsAnswer {
+            status: parts.status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            head,
+            server_certificate,
+        })
+    };
+    block_on(async {
+        Some(match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_owned()),
+        })
+    })
+    .unwrap_or_else(|| Err("no runtime".to_owned()))
+}
+
 /// The body of a `200 OK` answer to `GET path` from `addr`.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     request(addr, "localhost", path, &[])

@@ -28,12 +28,12 @@ pub mod xds;
 pub use ads_client::AdsClient;
 pub use backend::Backend;
 pub use envoy::Envoy;
-pub use http::{http_get, http_post, request};
+pub use http::{HttpsAnswer, TlsClient, http_get, http_post, https_request, request};
 pub use process::{Process, free_port, run, run_fails, try_wait_for, wait_for};
 pub use serve::Serve;
 pub use tools::{
-    envoy, grpc_python, helm, issue_certificate, kubectl, openssl, plugin_ca, repo, sextant_bin,
-    tool,
+    envoy, example_certificates, grpc_python, helm, issue_certificate, kubectl, openssl, plugin_ca,
+    repo, sextant_bin, tool,
 };
 pub use traffic::{assert_even_split, metric, split, syncz};
 pub use xds::{SecureClient, first_clusters};

@@ -259,3 +259,93 @@ pub fn plugin_ca(openssl: &Path, dir: &Path) {
     )
     .expect("cert-chain.pem");
 }
+
+/// Certificates for a gateway made with `openssl` as Istio's secure-ingress instructions make
+/// them, in `dir`: a CA `example.com` (`ca.crt`, `ca.key`), and for each `(name, san)` a
+/// certificate `NAME.crt` with key `NAME.key` signed by it, carrying the DNS name `san`
+/// (a server's host, or a client's name). Serials are random, so a certificate made again
+/// under the same name differs.
+pub fn example_certificates(openssl: &Path, dir: &Path, leaves: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("certificates dir");
+    let o = |args: &[&str]| {
+        let out = std::process::Command::new(openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    if !dir.join("ca.crt").exists() {
+        let mut args = vec!["req", "-x509", "-sha256", "-days", "365"];
+        args.extend(ec);
+        args.extend([
+            "-subj",
+            "/O=example Inc./CN=example.com",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        o(&args);
+    }
+    for (name, san) in leaves {
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        let mut args = vec!["req", "-out", &csr];
+        args.extend(ec);
+        let subject = format!("/CN={san}/O={name} organization");
+        args.extend(["-keyout", &key, "-subj", &subject]);
+        o(&args);
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=DNS:{san}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .expect("extensions");
+        o(&[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &random_serial(),
+            "-in",
+            &csr,
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ]);
+    }
+}
+
+fn random_serial() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 1).to_string()
+}

@@ -153,7 +153,7 @@ pub fn virtual_service(
         "spec.exportTo",
         &mut r,
     );
-    let value = model::VirtualService {
+    let mut value = model::VirtualService {
         id: id.clone(),
         creation_timestamp: super::creation_timestamp(&obj.metadata),
         hosts,
@@ -163,7 +163,46 @@ pub fn virtual_service(
         tcp,
         export_to,
     };
+    resolve_gateway_names(&mut value);
     r.finish(id, value)
+}
+
+/// Every gateway a VirtualService names, in the `namespace/name` form Gateways are keyed by.
+fn resolve_gateway_names(vs: &mut model::VirtualService) {
+    let ns = vs.id.namespace.clone();
+    let resolve = |names: &mut Vec<String>| {
+        for name in names.iter_mut() {
+            *name = gateway_ref(name, &ns);
+        }
+    };
+    resolve(&mut vs.gateways);
+    vs.http
+        .iter_mut()
+        .flat_map(|h| h.matches.iter_mut())
+        .for_each(|m| resolve(&mut m.gateways));
+    let l4 = vs.tls.iter_mut().flat_map(|t| t.matches.iter_mut());
+    l4.chain(vs.tcp.iter_mut().flat_map(|t| t.matches.iter_mut()))
+        .for_each(|m| resolve(&mut m.gateways));
+}
+
+/// Istio's `resolveGatewayName`: `mesh` stays, `name` (or `./name`) is in the
+/// VirtualService's namespace, `ns/name` stays, and the legacy `name.ns.svc.cluster.local`
+/// (or `name.ns`) is `ns/name`.
+pub fn gateway_ref(gateway: &str, namespace: &str) -> String {
+    if gateway == "mesh" {
+        return gateway.to_owned();
+    }
+    match gateway.split_once('/') {
+        Some((".", name)) => format!("{namespace}/{name}"),
+        Some(_) => gateway.to_owned(),
+        None => match gateway.split_once('.') {
+            None => format!("{namespace}/{gateway}"),
+            Some((name, rest)) => {
+                let ns = rest.split('.').next().unwrap_or(rest);
+                format!("{ns}/{name}")
+            }
+        },
+    }
 }
 
 pub(super) struct Ctx<'a> {

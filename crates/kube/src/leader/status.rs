@@ -1,4 +1,4 @@
-//! Status of VirtualServices and DestinationRules: a `Reconciled` condition (accepted, with
+//! Status of VirtualServices, DestinationRules and Gateways: a `Reconciled` condition (accepted, with
 //! any unsupported fields named; invalid, with every error and its field path; or rejected by
 //! a proxy, with Envoy's error, while Sextant holds the object back) and
 //! `observedGeneration`, written with server-side apply under field manager `sextant`, only
@@ -64,6 +64,7 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
     let known = match id.kind {
         Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
         Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
+        Kind::Gateway => snapshot.gateways.iter().any(|g| g.id == *id),
         _ => false,
     };
     known.then(|| Verdict {

@@ -16,10 +16,16 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         bind_address,
         interception,
         meta,
+        gateway,
+        labels,
         xds_root_cert,
         xds_cert,
         xds_key,
     } = args;
+    let node_id = match (gateway, node_id.split_once('~')) {
+        (true, Some(("sidecar" | "router", rest))) => format!("router~{rest}"),
+        _ => node_id,
+    };
     if let Err(e) = sextant_model::Proxy::from_node_id(&node_id) {
         eprintln!("error: --node-id: {e}");
         return ExitCode::from(2);
@@ -34,6 +40,13 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
     let mut metadata = vec![("INTERCEPTION_MODE".to_owned(), interception.clone())];
     if interception == "NONE" {
         metadata.push((BIND_ADDRESS_KEY.to_owned(), bind_address));
+    }
+    if !labels.is_empty() {
+        if let Some(bad) = labels.iter().find(|l| !l.contains('=') || l.contains(',')) {
+            eprintln!("error: --label {bad:?}: expected KEY=VALUE");
+            return ExitCode::from(2);
+        }
+        metadata.push(("LABELS".to_owned(), labels.join(",")));
     }
     for entry in meta {
         match entry.split_once('=') {

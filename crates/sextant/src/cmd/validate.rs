@@ -1,8 +1,10 @@
 //! `sextant validate`: offline checks of manifests, reported like a compiler.
 //!
-//! Each VirtualService and DestinationRule is checked against Sextant's CRD schema and Istio's
-//! semantic rules. When the input also holds the objects a configuration refers to (Services,
-//! DestinationRules), dangling references are reported as warnings with Istio's analysis codes.
+//! Each VirtualService, DestinationRule, Gateway and PeerAuthentication is checked against
+//! Sextant's CRD schema and Istio's semantic rules, and each Secret that holds a credential is
+//! read as the index would. When the input also holds the objects a configuration refers to
+//! (Services, DestinationRules, Pods), dangling references are reported as warnings with Istio's
+//! analysis codes; Gateways named by VirtualServices are always looked for (`gateways`).
 //! Kinds Sextant does not validate are skipped with a note.
 
 use std::{
@@ -20,6 +22,8 @@ use sextant_model::{HttpAction, Kind, ObjectRef};
 use sextant_source::files::read_inputs;
 
 use crate::cli::{Output, ValidateArgs};
+
+mod gateways;
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -142,6 +146,15 @@ pub fn run(args: ValidateArgs) -> ExitCode {
     }
 }
 
+/// What the input holds besides configuration, for the reference checks.
+#[derive(Default)]
+struct Referents {
+    /// Service host names.
+    services: BTreeSet<String>,
+    /// The labels of every Pod.
+    pods: Vec<BTreeMap<String, String>>,
+}
+
 /// Where a checked object came from.
 struct Located {
     file: String,
@@ -153,7 +166,7 @@ struct Located {
 pub fn validate(inputs: &[(String, String)]) -> Report {
     let mut report = Report::default();
     let mut configs: Vec<Located> = Vec::new();
-    let mut services: BTreeSet<String> = BTreeSet::new();
+    let mut referents = Referents::default();
     for (file, text) in inputs {
         let docs = match manifest::parse_documents(text) {
             Ok(docs) => docs,
@@ -179,7 +192,7 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
                     line,
                     &mut report,
                     &mut configs,
-                    &mut services,
+                    &mut referents,
                 );
             }
         }
@@ -187,7 +200,8 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
     for located in &configs {
         emit_checked(located, &mut report);
     }
-    cross_references(&configs, &services, &mut report);
+    cross_references(&configs, &referents.services, &mut report);
+    gateways::references(&configs, &referents.pods, &mut report);
     let order: BTreeMap<&str, usize> = inputs
         .iter()
         .enumerate()
@@ -223,7 +237,7 @@ fn handle_object(
     line: usize,
     report: &mut Report,
     configs: &mut Vec<Located>,
-    services: &mut BTreeSet<String>,
+    referents: &mut Referents,
 ) {
     if value.is_null() {
         return;
@@ -283,7 +297,19 @@ fn handle_object(
                 .and_then(|m| m.get("namespace"))
                 .and_then(Value::as_str)
                 .unwrap_or("default");
-            services.insert(format!("{name}.{ns}.svc.cluster.local"));
+            referents
+                .services
+                .insert(format!("{name}.{ns}.svc.cluster.local"));
+        }
+        ObjectKind::Kubernetes(Kind::Pod) => {
+            let labels = value
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            referents.pods.push(labels);
+        }
+        ObjectKind::Kubernetes(Kind::Secret) => {
+            gateways::check_secret(file, doc, item, &value, line, report);
         }
         ObjectKind::Kubernetes(_) => {}
         ObjectKind::Other => report.diagnostics.push(diag(
