@@ -18,6 +18,7 @@ mod context;
 mod eds;
 mod gateway;
 mod gateway_routes;
+mod grpc;
 mod inbound;
 pub mod json;
 mod lds;
@@ -116,6 +117,9 @@ fn build(
     cache: Option<&std::sync::Mutex<ScopeCache>>,
 ) -> EncodedResources {
     let ctx = Context::new(snapshot, proxy, part);
+    if proxy.proxyless {
+        return grpc::part(&ctx);
+    }
     let clusters = || match previous {
         // Services and rules are as before: only the clusters of changed endpoints change.
         Some((previous, rebuild)) => {

@@ -39,6 +39,9 @@ pub struct Proxy {
     pub app_address: Option<IpAddr>,
     /// Cluster the proxy runs in.
     pub cluster_id: String,
+    /// A gRPC client or server without Envoy (node metadata `GENERATOR: grpc`): it gets the
+    /// listener, route and cluster shapes gRPC's xDS client accepts.
+    pub proxyless: bool,
 }
 
 /// Node metadata key naming the address outbound listeners bind to when the proxy runs without
@@ -133,6 +136,7 @@ impl Proxy {
             bind_address: None,
             app_address: None,
             cluster_id: "Kubernetes".to_owned(),
+            proxyless: false,
         })
     }
 
@@ -164,6 +168,7 @@ impl Proxy {
                     self.ips = ips;
                 }
             }
+            "GENERATOR" => self.proxyless = value == "grpc",
             BIND_ADDRESS_KEY => self.bind_address = value.parse().ok(),
             APP_ADDRESS_KEY => self.app_address = value.parse().ok(),
             "LABELS" => {

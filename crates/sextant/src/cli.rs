@@ -383,6 +383,11 @@ pub struct BootstrapArgs {
     /// gets the listeners and routes of the Gateways whose selector its labels match.
     #[arg(long)]
     pub gateway: bool,
+    /// Write a gRPC xDS bootstrap (JSON, for `GRPC_XDS_BOOTSTRAP`) instead of Envoy's: a gRPC
+    /// client then dials `xds:///HOST:PORT` and gets routes and endpoints from Sextant
+    /// without a proxy (node metadata `GENERATOR: grpc`).
+    #[arg(long, conflicts_with = "gateway")]
+    pub grpc: bool,
     /// A workload label, `KEY=VALUE` (node metadata `LABELS`): what Gateway selectors and
     /// `sourceLabels` match when Sextant does not know the proxy's Pod.
     #[arg(long = "label")]

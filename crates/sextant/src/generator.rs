@@ -424,7 +424,7 @@ fn reuse(changes: &Changes, rebuild: &mut sextant_compiler::Rebuild) -> Option<(
 /// What a proxy's shared output depends on besides the snapshot.
 fn scope_key(p: &Proxy) -> String {
     format!(
-        "{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
+        "{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{}",
         p.namespace,
         p.labels,
         p.flavor,
@@ -433,7 +433,8 @@ fn scope_key(p: &Proxy) -> String {
         p.bind_address,
         p.ips,
         p.workload_name,
-        p.kind
+        p.kind,
+        p.proxyless
     )
 }
 

@@ -17,6 +17,7 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         interception,
         meta,
         gateway,
+        grpc,
         labels,
         xds_root_cert,
         xds_cert,
@@ -37,6 +38,16 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         eprintln!("error: --xds-address {xds_address:?}: expected HOST:PORT");
         return ExitCode::from(2);
     };
+    if grpc {
+        return grpc_bootstrap(
+            &node_id,
+            &xds_address,
+            &labels,
+            &meta,
+            xds_root_cert.as_deref(),
+            xds_cert.as_deref().zip(xds_key.as_deref()),
+        );
+    }
     let mut metadata = vec![("INTERCEPTION_MODE".to_owned(), interception.clone())];
     if interception == "NONE" {
         metadata.push((BIND_ADDRESS_KEY.to_owned(), bind_address));
@@ -75,5 +86,70 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         "{}",
         sextant_index::manifest::to_yaml(&[json::to_json(&b)])
     ));
+    ExitCode::SUCCESS
+}
+
+/// gRPC's xDS bootstrap (gRFC A27, with Istio's fields as pilot-agent writes them): the xDS
+/// server, the node with `GENERATOR: grpc`, and Istio's server listener name template.
+fn grpc_bootstrap(
+    node_id: &str,
+    xds_address: &str,
+    labels: &[String],
+    meta: &[String],
+    root_cert: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> ExitCode {
+    use serde_json::{Map, Value, json};
+    let proxy = match sextant_model::Proxy::from_node_id(node_id) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --node-id: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut metadata = Map::new();
+    metadata.insert("GENERATOR".into(), json!("grpc"));
+    metadata.insert("NAMESPACE".into(), json!(proxy.namespace));
+    metadata.insert("INSTANCE_IPS".into(), json!(proxy.ip().to_string()));
+    if !labels.is_empty() {
+        if let Some(bad) = labels.iter().find(|l| !l.contains('=') || l.contains(',')) {
+            eprintln!("error: --label {bad:?}: expected KEY=VALUE");
+            return ExitCode::from(2);
+        }
+        metadata.insert("LABELS".into(), json!(labels.join(",")));
+    }
+    for entry in meta {
+        let Some((k, v)) = entry.split_once('=') else {
+            eprintln!("error: --meta {entry:?}: expected KEY=VALUE");
+            return ExitCode::from(2);
+        };
+        metadata.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    let creds = match root_cert {
+        None => json!([{"type": "insecure"}]),
+        Some(root) => {
+            let mut config = json!({"ca_certificate_file": root});
+            if let Some((cert, key)) = client {
+                config["certificate_file"] = json!(cert);
+                config["private_key_file"] = json!(key);
+            }
+            json!([{"type": "tls", "config": config}])
+        }
+    };
+    let bootstrap = json!({
+        "xds_servers": [{
+            "server_uri": xds_address,
+            "channel_creds": creds,
+            "server_features": ["xds_v3"],
+        }],
+        "node": {
+            "id": node_id,
+            "locality": {},
+            "metadata": metadata,
+        },
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+    });
+    let text = serde_json::to_string_pretty(&bootstrap).unwrap_or_default();
+    crate::cmd::out(format_args!("{text}\n"));
     ExitCode::SUCCESS
 }
