@@ -88,6 +88,7 @@ demo: $(ENVOY)
 bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
 	$(CARGO) bench -p sextant --bench ads
+	SEXTANT_BENCH_SHAPE=W-M-S $(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
 	$(CARGO) bench -p sextant --bench csr
 

@@ -311,3 +311,52 @@ fn a_configmap_volume_swap_is_followed() {
     server.wait_served("three");
     server.examples_served();
 }
+
+/// The compiled config of a sidecar in `default` (`/debug/config_dump`), as text.
+fn sidecar_dump(server: &DirServe) -> String {
+    http_get(
+        server.serve.admin_addr(),
+        "/debug/config_dump?proxy=sidecar~10.1.0.9~client.default~default.svc.cluster.local",
+    )
+    .unwrap_or_default()
+}
+
+#[test]
+fn an_edited_mesh_config_file_changes_what_proxies_get_and_a_bad_one_keeps_the_last() {
+    let mesh_dir =
+        std::env::temp_dir().join(format!("sextant-dir-mesh-file-{}", std::process::id()));
+    std::fs::create_dir_all(&mesh_dir).expect("mesh config dir");
+    let mesh = mesh_dir.join("mesh");
+    // Istio's fields Sextant does not use are fine.
+    std::fs::write(&mesh, "accessLogFile: /dev/stdout\n").expect("mesh config");
+    let server = DirServe::start(
+        "mesh-config",
+        &["--mesh-config", mesh.to_str().expect("utf-8")],
+        |_| {},
+    );
+    server.examples_served();
+    wait_for("ALLOW_ANY: unknown hosts pass through", WAIT, || {
+        let dump = sidecar_dump(&server);
+        (dump.contains("allow_any") && !dump.contains("block_all")).then_some(())
+    });
+    write_atomically(&mesh, "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n");
+    wait_for("REGISTRY_ONLY: unknown hosts get 502", WAIT, || {
+        sidecar_dump(&server).contains("block_all").then_some(())
+    });
+    std::fs::write(&mesh, "outboundTrafficPolicy:\n  mode: SOMETIMES\n").expect("bad edit");
+    wait_for("the bad mesh config reported with its field", WAIT, || {
+        server
+            .log()
+            .lines()
+            .any(|l| {
+                l.contains("cannot read the mesh config")
+                    && l.contains("outboundTrafficPolicy.mode")
+            })
+            .then_some(())
+    });
+    assert!(
+        sidecar_dump(&server).contains("block_all"),
+        "the last good one stays"
+    );
+    let _ = std::fs::remove_dir_all(&mesh_dir);
+}

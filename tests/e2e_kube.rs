@@ -490,3 +490,72 @@ fn service_account_tokens_reviewed_by_the_api_server_open_the_secure_xds_port() 
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_mesh_config_configmap_is_watched() {
+    let Some(k) = kubectl() else { return };
+    let dir = std::env::temp_dir().join(format!("sextant-e2e-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cluster = Cluster::start(&dir, 0);
+    cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
+    let manifest = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("manifest");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let service = manifest(
+        "service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n",
+    );
+    let namespace = manifest(
+        "namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-home}\n",
+    );
+    cluster.kubectl(&k, &["apply", "-f", &service, "-f", &namespace]);
+    let serve = Serve::new();
+    let log = dir.join("sextant.log");
+    let _sextant = Process(
+        serve
+            .command(&sextant_testing::sextant_bin())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("POD_NAMESPACE", "mesh-home")
+            .args(["--debounce-after-ms", "20", "--debounce-max-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("sextant serve starts"),
+    );
+    if let Err(e) = serve.wait_ready(Duration::from_secs(30)) {
+        panic!(
+            "{e}\nsextant's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let dump = || {
+        sextant_testing::http_get(
+            serve.admin_addr(),
+            "/debug/config_dump?proxy=sidecar~10.1.0.9~client.default~default.svc.cluster.local",
+        )
+        .unwrap_or_default()
+    };
+    wait_for("no ConfigMap: ALLOW_ANY", Duration::from_secs(20), || {
+        dump().contains("allow_any").then_some(())
+    });
+    let mesh = manifest(
+        "mesh.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: mesh-home}\ndata:\n  mesh: |\n    outboundTrafficPolicy:\n      mode: REGISTRY_ONLY\n",
+    );
+    cluster.kubectl(&k, &["apply", "-f", &mesh]);
+    wait_for(
+        "the ConfigMap's REGISTRY_ONLY",
+        Duration::from_secs(20),
+        || dump().contains("block_all").then_some(()),
+    );
+    cluster.kubectl(&k, &["delete", "configmap", "istio", "-n", "mesh-home"]);
+    wait_for("deleted: ALLOW_ANY again", Duration::from_secs(20), || {
+        let d = dump();
+        (d.contains("allow_any") && !d.contains("block_all")).then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -90,6 +90,7 @@ fn the_chart_installs_upgrades_and_uninstalls() {
     let rules = kubectl_(&["get", "clusterrole", "sextant", "-o", "json"]);
     for needed in [
         "virtualservices/status",
+        "sidecars/status",
         "endpointslices",
         "validatingwebhookconfigurations",
     ] {
@@ -104,6 +105,28 @@ fn the_chart_installs_upgrades_and_uninstalls() {
     ]);
     assert_eq!(webhook, "sextant");
     kubectl_(&["get", "crd", "virtualservices.networking.istio.io"]);
+    kubectl_(&["get", "crd", "sidecars.networking.istio.io"]);
+    // The mesh config, with Istio's defaults, where Sextant watches for it.
+    let mesh = |kubectl_: &dyn Fn(&[&str]) -> String| {
+        kubectl_(&[
+            "get",
+            "configmap",
+            "istio",
+            "-n",
+            "istio-system",
+            "-o",
+            "jsonpath={.data.mesh}",
+        ])
+    };
+    let defaults = mesh(&kubectl_);
+    for line in [
+        "rootNamespace: istio-system",
+        "trustDomain: cluster.local",
+        "mode: ALLOW_ANY",
+    ] {
+        assert!(defaults.contains(line), "{line} in {defaults}");
+    }
+    assert!(!args.contains("--trust-domain"), "{args}");
     kubectl_(&["get", "pdb", "sextant", "-n", "istio-system"]);
 
     let out = helm_(&[
@@ -114,6 +137,8 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "istio-system",
         "--set",
         "replicaCount=3",
+        "--set",
+        "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
     ]);
     assert!(out.contains("REVISION: 2"), "{out}");
     let replicas = kubectl_(&[
@@ -126,6 +151,8 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "jsonpath={.spec.replicas}",
     ]);
     assert_eq!(replicas, "3");
+    let upgraded = mesh(&kubectl_);
+    assert!(upgraded.contains("mode: REGISTRY_ONLY"), "{upgraded}");
     helm_(&["uninstall", "sextant", "-n", "istio-system"]);
     let left = kubectl_(&["get", "deploy,svc,sa", "-n", "istio-system", "-o", "name"]);
     assert_eq!(left.trim(), "", "uninstall removes what the chart made");

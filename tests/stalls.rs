@@ -227,6 +227,7 @@ const BIG: sextant_synthetic::Shape = sextant_synthetic::Shape {
     endpoints_per_service: 5,
     virtual_services: 300,
     destination_rules: 300,
+    sidecar_imports: None,
 };
 
 #[test]

@@ -10,7 +10,8 @@ use schemars::{JsonSchema, generate::SchemaSettings, transform::Transform};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    DestinationRuleSpec, GatewaySpec, IstioStatus, PeerAuthenticationSpec, VirtualServiceSpec,
+    DestinationRuleSpec, GatewaySpec, IstioStatus, PeerAuthenticationSpec, ServiceEntrySpec,
+    SidecarSpec, VirtualServiceSpec, WorkloadEntrySpec,
 };
 
 /// The API group of VirtualService, DestinationRule and Gateway.
@@ -24,12 +25,16 @@ pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 /// The version the API server stores, in both groups.
 pub const STORAGE_VERSION: &str = "v1";
 
-/// Every CRD: VirtualService, DestinationRule, Gateway, PeerAuthentication.
+/// Every CRD: VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar,
+/// PeerAuthentication.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         virtual_service(),
         destination_rule(),
         gateway(),
+        service_entry(),
+        workload_entry(),
+        sidecar(),
         peer_authentication(),
     ]
 }
@@ -104,6 +109,97 @@ pub fn gateway() -> CustomResourceDefinition {
     )
 }
 
+/// The `serviceentries.networking.istio.io` CRD.
+pub fn service_entry() -> CustomResourceDefinition {
+    require_spec(build(
+        Names {
+            group: GROUP,
+            versions: &VERSIONS,
+            kind: "ServiceEntry",
+            plural: "serviceentries",
+            singular: "serviceentry",
+            short: "se",
+        },
+        &[
+            column(
+                "Hosts",
+                ".spec.hosts",
+                "string",
+                "The hosts associated with the ServiceEntry",
+            ),
+            column(
+                "Location",
+                ".spec.location",
+                "string",
+                "Whether the service is external to the mesh or part of the mesh (MESH_EXTERNAL or MESH_INTERNAL)",
+            ),
+            column(
+                "Resolution",
+                ".spec.resolution",
+                "string",
+                "Service resolution mode for the hosts (NONE, STATIC, or DNS)",
+            ),
+            age_column(),
+        ],
+        spec_schema::<ServiceEntrySpec>(),
+    ))
+}
+
+/// The `workloadentries.networking.istio.io` CRD.
+pub fn workload_entry() -> CustomResourceDefinition {
+    require_spec(build(
+        Names {
+            group: GROUP,
+            versions: &VERSIONS,
+            kind: "WorkloadEntry",
+            plural: "workloadentries",
+            singular: "workloadentry",
+            short: "we",
+        },
+        &[
+            age_column(),
+            column(
+                "Address",
+                ".spec.address",
+                "string",
+                "Address associated with the network endpoint.",
+            ),
+        ],
+        spec_schema::<WorkloadEntrySpec>(),
+    ))
+}
+
+/// Istio's ServiceEntry and WorkloadEntry CRDs require a `spec`.
+fn require_spec(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema.required = Some(vec!["spec".to_owned()]);
+        }
+    }
+    crd
+}
+
+/// The `sidecars.networking.istio.io` CRD (no short name and no printer columns, as
+/// Istio's).
+pub fn sidecar() -> CustomResourceDefinition {
+    build(
+        Names {
+            group: GROUP,
+            versions: &VERSIONS,
+            kind: "Sidecar",
+            plural: "sidecars",
+            singular: "sidecar",
+            short: "",
+        },
+        &[],
+        spec_schema::<SidecarSpec>(),
+    )
+}
+
 /// The `peerauthentications.security.istio.io` CRD.
 pub fn peer_authentication() -> CustomResourceDefinition {
     build(
@@ -134,6 +230,7 @@ struct Names {
     kind: &'static str,
     plural: &'static str,
     singular: &'static str,
+    /// Empty for none.
     short: &'static str,
 }
 
@@ -163,7 +260,7 @@ fn build(names: Names, columns: &[Value], spec: Value) -> CustomResourceDefiniti
             v
         })
         .collect();
-    let crd = json!({
+    let mut crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
@@ -178,13 +275,15 @@ fn build(names: Names, columns: &[Value], spec: Value) -> CustomResourceDefiniti
                 "kind": names.kind,
                 "listKind": format!("{}List", names.kind),
                 "plural": names.plural,
-                "shortNames": [names.short],
                 "singular": names.singular,
             },
             "scope": "Namespaced",
             "versions": versions,
         },
     });
+    if !names.short.is_empty() {
+        crd["spec"]["names"]["shortNames"] = json!([names.short]);
+    }
     serde_json::from_value(crd).expect("generated CRD matches the apiextensions/v1 types")
 }
 

@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
             Cluster,
-            cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+            cluster::{self, ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
         },
         core::v3::{BindConfig, SocketAddress, socket_address},
         endpoint::v3::{
@@ -20,16 +20,20 @@ use envoy_types::pb::envoy::{
     },
     extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
 };
-use sextant_model::{MtlsMode, Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode};
+use sextant_model::{
+    MtlsMode, Origin, Protocol, ProxyFlavor, Resolution, Service, ServicePort, TlsMode,
+};
 
 use prost::Message;
 use sextant_resources::{Encoded, wire};
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
+    dns,
     policy::{self, CONNECT_TIMEOUT_SECS, Target},
     proto::{
-        ads, any, ip_socket, list_value, map_of, metadata, seconds, string_value, struct_value,
+        ads, any, bool_value, ip_socket, list_value, map_of, metadata, seconds, string_value,
+        struct_value, u32v,
     },
 };
 
@@ -46,7 +50,10 @@ pub fn clusters(ctx: &Context<'_>) -> (Vec<Encoded>, HashSet<String>) {
                 .unwrap_or_default();
             let names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
             for subset in names {
-                let (cluster, uses_eds) = outbound(ctx, svc, port, subset, &mut templates);
+                let Some((cluster, uses_eds)) = outbound(ctx, svc, port, subset, &mut templates)
+                else {
+                    continue;
+                };
                 if uses_eds {
                     eds.insert(cluster.name.clone());
                 }
@@ -79,10 +86,13 @@ fn discovery(kind: DiscoveryType) -> Option<ClusterDiscoveryType> {
 /// (Istio's `BestEffortInferServiceMTLSMode`; workload and port-level policies act per
 /// endpoint, in EDS).
 fn auto_mtls(ctx: &Context<'_>, svc: &Service) -> bool {
-    ctx.proxy.holds_certificate && ctx.snapshot.service_mtls(&svc.namespace) != MtlsMode::Disable
+    ctx.proxy.holds_certificate
+        && !svc.is_external()
+        && ctx.snapshot.service_mtls(&svc.namespace) != MtlsMode::Disable
 }
 
-/// SPIFFE identities of a service's workloads, for ISTIO_MUTUAL SAN checks.
+/// SPIFFE identities of a service's workloads, for ISTIO_MUTUAL SAN checks, and the
+/// `subjectAltNames` of the ServiceEntry declaring it.
 fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
     let mut ids: Vec<String> = ctx
         .snapshot
@@ -97,6 +107,12 @@ fn identities(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
             })
         })
         .collect();
+    if let Origin::ServiceEntry {
+        subject_alt_names, ..
+    } = &svc.origin
+    {
+        ids.extend(subject_alt_names.iter().cloned());
+    }
     ids.sort();
     ids.dedup();
     ids
@@ -112,6 +128,7 @@ struct TemplateKey {
     http2: bool,
     http: bool,
     auto_mtls: bool,
+    files: bool,
 }
 
 /// A cluster's policy fields, encoded once and shared by every cluster with the same key.
@@ -127,7 +144,7 @@ fn outbound(
     port: &ServicePort,
     subset: &str,
     templates: &mut HashMap<TemplateKey, Template>,
-) -> (Encoded, bool) {
+) -> Option<(Encoded, bool)> {
     let name = outbound_cluster(port.port, subset, &svc.hostname);
     let dr = ctx.rule(&svc.hostname);
     let effective = policy::effective(dr, (!subset.is_empty()).then_some(subset), port.port);
@@ -158,6 +175,7 @@ fn outbound(
         http2: port.protocol.is_http2(),
         http: port.protocol.is_http(),
         auto_mtls,
+        files: !istio,
     };
     let template = templates.entry(key).or_insert_with(|| {
         let mut c = Cluster::default();
@@ -176,6 +194,7 @@ fn outbound(
                     Vec::new()
                 },
                 auto_mtls,
+                inline_files: !istio,
             },
         );
         let original_dst = c.cluster_discovery_type.take().is_some();
@@ -207,10 +226,27 @@ fn outbound(
                 eds_config: Some(ads()),
             });
         }
+        Resolution::Dns | Resolution::DnsRoundRobin if template.original_dst => {
+            cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+        }
+        Resolution::Dns | Resolution::DnsRoundRobin => {
+            // No endpoint (a selector that picks nothing, an empty subset): no cluster, and
+            // routes to it answer 503 NC, as with Istio.
+            dns::cluster(ctx, svc, port, subset, auto_mtls, &mut cluster)?;
+        }
         // Aliases never get here: `Context` keeps them out of its services.
         Resolution::Passthrough | Resolution::Alias(_) => {
             cluster.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
             cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+            // A ServiceEntry's targetPort replaces the original destination's port.
+            if let (Origin::ServiceEntry { .. }, Some(target)) = (&svc.origin, port.target_port) {
+                cluster.lb_config = Some(cluster::LbConfig::OriginalDstLbConfig(
+                    cluster::OriginalDstLbConfig {
+                        upstream_port_override: Some(u32v(u32::from(target))),
+                        ..Default::default()
+                    },
+                ));
+            }
         }
     }
     // `istio.config` names the DestinationRule (for humans and tools); `istio.services` feeds
@@ -225,6 +261,9 @@ fn outbound(
                 ("namespace", string_value(&svc.namespace)),
             ])]),
         ));
+    }
+    if svc.is_external() {
+        fields.push(("external", bool_value(true)));
     }
     if let Some(dr) = dr {
         fields.insert(
@@ -268,7 +307,7 @@ fn outbound(
     } else {
         cluster.encode_raw(&mut bytes);
     }
-    (Encoded::from_bytes(&name, bytes), eds)
+    Some((Encoded::from_bytes(&name, bytes), eds))
 }
 
 fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {

@@ -4,8 +4,8 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use sextant_model::{
-    DestinationRule, Interception, Proxy, Service, ServicePort, Snapshot, VirtualService,
-    resolve_host,
+    DestinationRule, Interception, OutboundTrafficPolicy, Proxy, ProxyKind, Service, ServicePort,
+    Sidecar, Snapshot, VirtualService, resolve_host,
 };
 
 /// Which part of a proxy's configuration to build: the outbound part depends only on the
@@ -37,6 +37,8 @@ pub struct Context<'a> {
     /// The Gateway (`namespace/name`) whose routes are being built for a router, `None` for
     /// the mesh: rules bound to other gateways do not apply.
     gateway: std::cell::RefCell<Option<String>>,
+    /// The Sidecar resource limiting what a sidecar proxy imports (never a gateway's).
+    sidecar: Option<&'a Arc<Sidecar>>,
 }
 
 /// `outbound|PORT|SUBSET|HOST`.
@@ -98,11 +100,26 @@ impl<'a> Context<'a> {
                 aliases: BTreeMap::new(),
                 rules: BTreeMap::new(),
                 gateway: Default::default(),
+                sidecar: None,
             };
         }
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => snapshot.sidecar_for(&proxy.namespace, &proxy.labels),
+            ProxyKind::Router => None,
+        };
+        // Under a Sidecar: the services its egress hosts import, and those the routes of the
+        // VirtualServices it imports lead to (istiod adds them even when no host lists them).
+        let destinations = sidecar.map(|sc| imported_destinations(snapshot, &proxy.namespace, sc));
         let (aliases, services): (BTreeMap<&str, &Arc<Service>>, _) = snapshot
             .visible_services(&proxy.namespace)
             .filter(|s| hosts.is_none_or(|h| h.contains(&s.hostname)))
+            .filter(|s| match (sidecar, &destinations) {
+                (Some(sc), Some(dests)) => {
+                    sc.imports_service(&proxy.namespace, &s.namespace, &s.hostname)
+                        || dests.contains(s.hostname.as_str())
+                }
+                _ => true,
+            })
             .map(|s| (s.hostname.as_str(), s))
             .partition(|(_, s)| s.is_alias());
         let rules = services
@@ -121,7 +138,26 @@ impl<'a> Context<'a> {
             aliases,
             rules,
             gateway: Default::default(),
+            sidecar,
         }
+    }
+
+    /// What the proxy does with traffic for hosts it does not know: its Sidecar's
+    /// `outboundTrafficPolicy`, else the mesh config's.
+    pub fn outbound_traffic_policy(&self) -> OutboundTrafficPolicy {
+        self.snapshot
+            .outbound_traffic_policy_for(self.sidecar.map(|s| s.as_ref()))
+    }
+
+    /// Whether the proxy's Sidecar (if any) imports `vs` (one of its hosts matches an egress
+    /// host of the VirtualService's namespace).
+    pub fn imports(&self, vs: &VirtualService) -> bool {
+        self.sidecar.is_none_or(|sc| {
+            vs.hosts.iter().any(|h| {
+                let host = self.resolve(h, &vs.id.namespace);
+                sc.imports_virtual_service_host(&self.proxy.namespace, &vs.id.namespace, &host)
+            })
+        })
     }
 
     /// Builds rules for `gateway` (`namespace/name`) from now on, or for the mesh (`None`).
@@ -182,10 +218,11 @@ impl<'a> Context<'a> {
         self.rules.get(hostname)
     }
 
-    /// The VirtualService routing a service host for this proxy.
+    /// The VirtualService routing a service host for this proxy (one its Sidecar imports).
     pub fn virtual_service(&self, hostname: &str) -> Option<&'a Arc<VirtualService>> {
         self.snapshot
             .virtual_service_for(&self.proxy.namespace, hostname)
+            .filter(|vs| self.imports(vs))
     }
 
     /// Resolves a host written in a config of `namespace`.
@@ -266,4 +303,42 @@ impl<'a> Context<'a> {
         out.sort_by_key(|(_, _, t)| *t);
         out
     }
+}
+
+/// The hosts the routes of the VirtualServices a Sidecar imports lead to (resolved).
+fn imported_destinations(
+    snapshot: &Snapshot,
+    namespace: &str,
+    sidecar: &Sidecar,
+) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for vs in snapshot.mesh_virtual_services(namespace) {
+        let imported = vs.hosts.iter().any(|h| {
+            let host = resolve_host(h, &vs.id.namespace, &snapshot.domain_suffix);
+            sidecar.imports_virtual_service_host(namespace, &vs.id.namespace, &host)
+        });
+        if !imported {
+            continue;
+        }
+        let mut add = |host: &str| {
+            out.insert(resolve_host(
+                host,
+                &vs.id.namespace,
+                &snapshot.domain_suffix,
+            ));
+        };
+        for r in &vs.http {
+            if let sextant_model::HttpAction::Route(dests) = &r.action {
+                dests.iter().for_each(|d| add(&d.destination.host));
+            }
+            r.mirrors.iter().for_each(|m| add(&m.destination.host));
+        }
+        for r in &vs.tcp {
+            r.route.iter().for_each(|d| add(&d.destination.host));
+        }
+        for r in &vs.tls {
+            r.route.iter().for_each(|d| add(&d.destination.host));
+        }
+    }
+    out
 }

@@ -140,7 +140,7 @@ fn tls_mode_metadata() -> &'static [u8] {
     })
 }
 
-/// A plain Envoy `LbEndpoint` written directly: address, health, weight 1, and the `tlsMode`
+/// A plain Envoy `LbEndpoint` written directly: address, health, weight, and the `tlsMode`
 /// metadata when `tls`. Equivalent to `lb_endpoint(.., None)` (or, with `tls`, that endpoint
 /// with the metadata) encoded by prost (the golden tests decode it).
 fn encode_lb_endpoint(
@@ -170,7 +170,7 @@ fn encode_lb_endpoint(
     if tls {
         wire::bytes_field(buf, 3, tls_mode_metadata());
     }
-    wire::u32_value_field(buf, 4, 1);
+    wire::u32_value_field(buf, 4, ep.weight.max(1));
 }
 
 /// Istio's endpoint metadata (`istio.workload`, read by istio-proxy's telemetry, and the
@@ -190,7 +190,7 @@ fn lb_endpoint(ep: &ModelEndpoint, svc: &Service, port: u16, tls: Option<bool>) 
         })),
         health_status: health as i32,
         metadata,
-        load_balancing_weight: Some(u32v(1)),
+        load_balancing_weight: Some(u32v(ep.weight.max(1))),
     }
 }
 

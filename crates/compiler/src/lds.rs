@@ -36,6 +36,7 @@ use sextant_model::{L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedD
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
+    egress,
     inbound::{self, Accept},
     policy,
     proto::{ads, any, boolv, ip_socket, seconds, socket, u32v},
@@ -283,7 +284,7 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
     if !ctx.outbound() {
         return out;
     }
-    out.push(virtual_outbound());
+    out.push(virtual_outbound(ctx));
     let mut http_ports = BTreeSet::new();
     for svc in ctx.services() {
         for port in &svc.ports {
@@ -318,7 +319,7 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
                         }],
                         default_filter_chain: Some(passthrough_chain(
                             "PassthroughFilterChain",
-                            "PassthroughCluster",
+                            egress::catch_all_cluster(ctx),
                         )),
                         ..Default::default()
                     });
@@ -348,13 +349,14 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
                     filter_chains: chains,
                     default_filter_chain: Some(passthrough_chain(
                         "PassthroughFilterChain",
-                        "PassthroughCluster",
+                        egress::catch_all_cluster(ctx),
                     )),
                     ..Default::default()
                 });
             }
         }
     }
+    out.extend(egress::port_listeners(ctx, &http_ports));
     out
 }
 
@@ -470,7 +472,9 @@ fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
         .collect()
 }
 
-fn virtual_outbound() -> Listener {
+/// Istio's capture listener: connections to itself go to the black hole, the rest to the
+/// outbound traffic policy's catch-all.
+fn virtual_outbound(ctx: &Context<'_>) -> Listener {
     Listener {
         name: "virtualOutbound".to_owned(),
         address: Some(socket("0.0.0.0", VIRTUAL_OUTBOUND_PORT)),
@@ -491,7 +495,7 @@ fn virtual_outbound() -> Listener {
         }],
         default_filter_chain: Some(passthrough_chain(
             "virtualOutbound-catchall-tcp",
-            "PassthroughCluster",
+            egress::catch_all_cluster(ctx),
         )),
         ..Default::default()
     }

@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::{
             raw_buffer::v3::RawBuffer,
             tls::v3::{
                 CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
-                SubjectAltNameMatcher, TlsParameters, UpstreamTlsContext, common_tls_context,
-                subject_alt_name_matcher, tls_parameters,
+                SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
+                common_tls_context, subject_alt_name_matcher, tls_parameters,
             },
         },
         upstreams::http::v3::{
@@ -172,6 +172,9 @@ pub struct Target<'a> {
     /// Without a DestinationRule TLS setting, Istio's auto mTLS: TLS to endpoints that carry
     /// a sidecar (`tlsMode: istio` metadata), plaintext to the rest.
     pub auto_mtls: bool,
+    /// Certificate files a DestinationRule names are given to Envoy by path: a stock Envoy has
+    /// no istio-agent to serve them over SDS (`file-root:`, `file-cert:`).
+    pub inline_files: bool,
 }
 
 /// Applies a traffic policy (and Istio's defaults) to an outbound cluster.
@@ -459,6 +462,18 @@ fn outlier_detection(cluster: &mut Cluster, od: &ModelOd, http: &mut HttpOptions
 /// A secret fetched over ADS. Unlike other ADS resources it waits at most 5 s on first fetch:
 /// Sextant serves `default` only to proxies that proved their identity on the secure port,
 /// and a cluster of any other proxy must not warm forever waiting for it.
+/// A data source read from a file.
+fn file(path: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    envoy_types::pb::envoy::config::core::v3::DataSource {
+        specifier: Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::Filename(
+                path.to_owned(),
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn sds(name: &str) -> SdsSecretConfig {
     let mut source = crate::proto::ads();
     source.initial_fetch_timeout = Some(seconds(5));
@@ -542,6 +557,24 @@ fn tls_socket(
         TlsMode::Simple | TlsMode::Mutual => {
             let validation = if tls.insecure_skip_verify {
                 None
+            } else if let (true, None, Some(ca)) = (
+                target.inline_files,
+                &tls.credential_name,
+                &tls.ca_certificates,
+            ) {
+                Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            trusted_ca: Some(file(ca)),
+                            match_typed_subject_alt_names: tls
+                                .subject_alt_names
+                                .iter()
+                                .map(|s| exact(s))
+                                .collect(),
+                            ..Default::default()
+                        },
+                    ),
+                )
             } else {
                 let root = match (&tls.credential_name, &tls.ca_certificates) {
                     (Some(cred), _) => format!("kubernetes://{cred}-cacert"),
@@ -565,7 +598,18 @@ fn tls_socket(
                     ),
                 )
             };
+            let inline_cert = (target.inline_files
+                && tls.mode == TlsMode::Mutual
+                && tls.credential_name.is_none())
+            .then(|| TlsCertificate {
+                certificate_chain: Some(file(
+                    tls.client_certificate.as_deref().unwrap_or_default(),
+                )),
+                private_key: Some(file(tls.private_key.as_deref().unwrap_or_default())),
+                ..Default::default()
+            });
             let certs = match (tls.mode, &tls.credential_name) {
+                _ if inline_cert.is_some() => Vec::new(),
                 (TlsMode::Mutual, Some(cred)) => vec![sds(&format!("kubernetes://{cred}"))],
                 (TlsMode::Mutual, None) => vec![sds(&format!(
                     "file-cert:{}~{}",
@@ -590,6 +634,7 @@ fn tls_socket(
                         Vec::new()
                     },
                     tls_certificate_sds_secret_configs: certs,
+                    tls_certificates: inline_cert.into_iter().collect(),
                     validation_context_type: validation,
                     ..Default::default()
                 }),

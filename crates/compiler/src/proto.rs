@@ -99,6 +99,13 @@ pub fn string_value(s: &str) -> Value {
     }
 }
 
+/// A bool `Value`.
+pub fn bool_value(b: bool) -> Value {
+    Value {
+        kind: Some(value::Kind::BoolValue(b)),
+    }
+}
+
 /// A list `Value`.
 pub fn list_value(items: Vec<Value>) -> Value {
     Value {

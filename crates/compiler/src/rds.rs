@@ -388,7 +388,11 @@ fn literal_hosts<'a>(ctx: &Context<'a>) -> Vec<LiteralHosts<'a>> {
         (any, ports)
     };
     let mut out = Vec::new();
-    for vs in ctx.snapshot.mesh_virtual_services(&ctx.proxy.namespace) {
+    for vs in ctx
+        .snapshot
+        .mesh_virtual_services(&ctx.proxy.namespace)
+        .filter(|vs| ctx.imports(vs))
+    {
         let mut l = LiteralHosts {
             vs,
             hosts: Vec::new(),
@@ -481,10 +485,13 @@ fn claiming_hosts(
     out
 }
 
-/// `allow_any` (to PassthroughCluster) with interception; without it there is no original
-/// destination to pass through to, so unknown hosts get Istio's REGISTRY_ONLY answer.
+/// `allow_any` (to PassthroughCluster) with interception under ALLOW_ANY; under REGISTRY_ONLY
+/// `block_all`, answering 502. Without interception there is no original destination to pass
+/// through to, so unknown hosts always get the REGISTRY_ONLY answer.
 fn catch_all(ctx: &Context<'_>) -> VirtualHost {
-    let (name, action) = if ctx.bound_listeners() {
+    let registry_only =
+        ctx.outbound_traffic_policy() == sextant_model::OutboundTrafficPolicy::RegistryOnly;
+    let (name, action) = if ctx.bound_listeners() || registry_only {
         (
             "block_all",
             route::Action::DirectResponse(DirectResponseAction {

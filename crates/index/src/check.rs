@@ -22,6 +22,12 @@ pub enum Config {
     PeerAuthentication(sextant_model::PeerAuthentication),
     /// A Gateway.
     Gateway(sextant_model::Gateway),
+    /// A ServiceEntry.
+    ServiceEntry(sextant_model::ServiceEntry),
+    /// A WorkloadEntry.
+    WorkloadEntry(sextant_model::WorkloadEntry),
+    /// A Sidecar.
+    Sidecar(sextant_model::Sidecar),
 }
 
 /// The outcome of checking one Istio configuration object.
@@ -55,10 +61,17 @@ pub enum ObjectKind {
 pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     match (group, kind) {
-        ("networking.istio.io", "VirtualService" | "DestinationRule" | "Gateway") => {
+        (
+            "networking.istio.io",
+            "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry" | "WorkloadEntry"
+            | "Sidecar",
+        ) => {
             let k = match kind {
                 "VirtualService" => Kind::VirtualService,
                 "Gateway" => Kind::Gateway,
+                "ServiceEntry" => Kind::ServiceEntry,
+                "WorkloadEntry" => Kind::WorkloadEntry,
+                "Sidecar" => Kind::Sidecar,
                 _ => Kind::DestinationRule,
             };
             if api::crd::VERSIONS.contains(&version) {
@@ -90,7 +103,13 @@ fn schema(kind: Kind) -> &'static Schema {
     static DR: OnceLock<Schema> = OnceLock::new();
     static PA: OnceLock<Schema> = OnceLock::new();
     static GW: OnceLock<Schema> = OnceLock::new();
+    static SE: OnceLock<Schema> = OnceLock::new();
+    static WE: OnceLock<Schema> = OnceLock::new();
+    static SC: OnceLock<Schema> = OnceLock::new();
     let (cell, crd): (_, fn() -> _) = match kind {
+        Kind::ServiceEntry => (&SE, api::crd::service_entry),
+        Kind::WorkloadEntry => (&WE, api::crd::workload_entry),
+        Kind::Sidecar => (&SC, api::crd::sidecar),
         Kind::DestinationRule => (&DR, api::crd::destination_rule),
         Kind::Gateway => (&GW, api::crd::gateway),
         Kind::PeerAuthentication => (&PA, api::crd::peer_authentication),
@@ -144,6 +163,19 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
         Kind::Gateway => serde_json::from_value::<api::Gateway>(object.clone())
             .map_err(|e| e.to_string())
             .map(|gw| parse::gateway(&gw).map(|p| (Config::Gateway(p.value), p.warnings))),
+        Kind::ServiceEntry => serde_json::from_value::<api::ServiceEntry>(object.clone())
+            .map_err(|e| e.to_string())
+            .map(|se| {
+                parse::service_entry(&se).map(|p| (Config::ServiceEntry(p.value), p.warnings))
+            }),
+        Kind::WorkloadEntry => serde_json::from_value::<api::WorkloadEntry>(object.clone())
+            .map_err(|e| e.to_string())
+            .map(|we| {
+                parse::workload_entry(&we).map(|p| (Config::WorkloadEntry(p.value), p.warnings))
+            }),
+        Kind::Sidecar => serde_json::from_value::<api::Sidecar>(object.clone())
+            .map_err(|e| e.to_string())
+            .map(|sc| parse::sidecar(&sc).map(|p| (Config::Sidecar(p.value), p.warnings))),
         _ => serde_json::from_value::<api::DestinationRule>(object.clone())
             .map_err(|e| e.to_string())
             .map(|dr| {

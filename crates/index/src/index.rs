@@ -10,8 +10,8 @@ use std::{
 };
 
 use sextant_model::{
-    Credential, DestinationRule, Endpoint, Gateway, Kind, Locality, ObjectRef, PeerAuthentication,
-    Snapshot, VirtualService, Workload,
+    Credential, DestinationRule, Endpoint, Gateway, Kind, Locality, MeshConfig, ObjectRef,
+    PeerAuthentication, Sidecar, Snapshot, VirtualService, Workload,
 };
 
 use crate::{
@@ -19,6 +19,8 @@ use crate::{
     parse::{self, Invalid, Parsed, kube::Slice},
 };
 
+mod entries;
+mod mesh_config;
 mod object;
 
 pub use object::{Object, ObjectError};
@@ -30,13 +32,16 @@ pub struct Changes {
     pub services: BTreeSet<String>,
     /// Host names of services whose endpoints changed.
     pub endpoints: BTreeSet<String>,
-    /// VirtualServices, DestinationRules, Gateways and PeerAuthentications that changed.
+    /// VirtualServices, DestinationRules, Gateways, Sidecars and PeerAuthentications that
+    /// changed.
     pub configs: BTreeSet<ObjectRef>,
     /// Workloads (Pods) that changed.
     pub workloads: BTreeSet<(String, String)>,
     /// Credentials (Secrets a Gateway can name) that changed, by `(namespace, name)`: they
     /// change only what SDS serves.
     pub credentials: BTreeSet<(String, String)>,
+    /// The mesh config changed: like a change of every configuration object.
+    pub mesh_config: bool,
 }
 
 impl Changes {
@@ -47,6 +52,7 @@ impl Changes {
             && self.configs.is_empty()
             && self.workloads.is_empty()
             && self.credentials.is_empty()
+            && !self.mesh_config
     }
 
     /// Only endpoints changed: an EDS-only push.
@@ -55,6 +61,7 @@ impl Changes {
             && self.configs.is_empty()
             && self.workloads.is_empty()
             && self.credentials.is_empty()
+            && !self.mesh_config
     }
 
     /// Only credentials changed: an SDS-only push.
@@ -63,6 +70,7 @@ impl Changes {
             && self.endpoints.is_empty()
             && self.configs.is_empty()
             && self.workloads.is_empty()
+            && !self.mesh_config
     }
 
     /// Adds another set of changes.
@@ -72,6 +80,7 @@ impl Changes {
         self.configs.extend(other.configs);
         self.workloads.extend(other.workloads);
         self.credentials.extend(other.credentials);
+        self.mesh_config |= other.mesh_config;
     }
 }
 
@@ -97,7 +106,11 @@ pub struct Index {
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
     gateways: BTreeMap<Key, Arc<Gateway>>,
     credentials: BTreeMap<Key, Arc<Credential>>,
-    root_namespace: String,
+    sidecars: BTreeMap<Key, Arc<Sidecar>>,
+    mesh_config: Arc<MeshConfig>,
+    entries: entries::Entries,
+    /// `--root-namespace` when given: it wins over the mesh config's.
+    root_namespace: Option<String>,
     invalid: BTreeMap<ObjectRef, Vec<String>>,
     warnings: BTreeMap<ObjectRef, Vec<String>>,
     endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
@@ -119,19 +132,6 @@ fn key(namespace: &str, name: &str) -> Key {
 }
 
 impl Index {
-    /// Sets the SPIFFE trust domain of workload identities (default `cluster.local`).
-    pub fn with_trust_domain(mut self, trust_domain: &str) -> Index {
-        self.trust_domain = trust_domain.to_owned();
-        self
-    }
-
-    /// Sets Istio's root namespace, whose configuration without a selector applies mesh-wide
-    /// (default `istio-system`).
-    pub fn with_root_namespace(mut self, root_namespace: &str) -> Index {
-        self.root_namespace = root_namespace.to_owned();
-        self
-    }
-
     /// An empty index for a cluster.
     pub fn new(domain_suffix: &str, cluster_id: &str) -> Index {
         Index {
@@ -150,7 +150,10 @@ impl Index {
             peer_authentications: BTreeMap::new(),
             gateways: BTreeMap::new(),
             credentials: BTreeMap::new(),
-            root_namespace: sextant_model::ROOT_NAMESPACE.to_owned(),
+            sidecars: BTreeMap::new(),
+            mesh_config: Arc::default(),
+            entries: entries::Entries::default(),
+            root_namespace: None,
             invalid: BTreeMap::new(),
             warnings: BTreeMap::new(),
             endpoints: BTreeMap::new(),
@@ -215,6 +218,7 @@ impl Index {
                 if let Some(s) = self.record(parsed, id) {
                     let s = Arc::new(s);
                     if self.services.get(&k) != Some(&s) {
+                        self.entries.dirty |= self.entries.watch_services();
                         self.services.insert(k.clone(), s);
                         self.changes.services.insert(host);
                         self.dirty_endpoints.insert(k);
@@ -239,6 +243,7 @@ impl Index {
                 if let Some(w) = self.record(parsed, id) {
                     let w = Arc::new(w);
                     if self.pods.get(&k) != Some(&w) {
+                        self.entries.dirty |= self.entries.watch_pods(&k.0);
                         self.pods.insert(k.clone(), w);
                         self.pod_changed(k);
                     }
@@ -296,6 +301,37 @@ impl Index {
                     self.changes.configs.insert(id);
                 }
             }
+            Object::ServiceEntry(se) => {
+                let id = parse::object_ref(Kind::ServiceEntry, &se.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::service_entry(&se);
+                if let Some(v) = self.record(parsed, id)
+                    && self
+                        .entries
+                        .service_entries
+                        .get(&k)
+                        .is_none_or(|old| **old != v)
+                {
+                    self.entries.service_entries.insert(k, Arc::new(v));
+                    self.entries.dirty = true;
+                }
+            }
+            Object::WorkloadEntry(we) => {
+                let id = parse::object_ref(Kind::WorkloadEntry, &we.metadata);
+                let k = key(&id.namespace, &id.name);
+                let parsed = parse::workload_entry(&we);
+                if let Some(v) = self.record(parsed, id)
+                    && self
+                        .entries
+                        .workload_entries
+                        .get(&k)
+                        .is_none_or(|old| **old != v)
+                {
+                    self.entries.workload_entries.insert(k, Arc::new(v));
+                    self.entries.dirty = true;
+                }
+            }
+            Object::Sidecar(sc) => self.apply_sidecar(&sc),
             Object::Secret(secret) => {
                 let id = parse::object_ref(Kind::Secret, &secret.metadata);
                 let k = key(&id.namespace, &id.name);
@@ -332,9 +368,20 @@ impl Index {
                 let host = self.hostname(namespace, name);
                 self.remove_service(k, host);
             }
+            Kind::ServiceEntry => {
+                if self.entries.service_entries.remove(&k).is_some() {
+                    self.entries.dirty = true;
+                }
+            }
+            Kind::WorkloadEntry => {
+                if self.entries.workload_entries.remove(&k).is_some() {
+                    self.entries.dirty = true;
+                }
+            }
             Kind::EndpointSlice => self.remove_slice(&k),
             Kind::Pod => {
                 if self.pods.remove(&k).is_some() {
+                    self.entries.dirty |= self.entries.watch_pods(namespace);
                     self.pod_changed(k);
                 }
             }
@@ -358,6 +405,11 @@ impl Index {
             }
             Kind::Gateway => {
                 if self.gateways.remove(&k).is_some() {
+                    self.changes.configs.insert(id);
+                }
+            }
+            Kind::Sidecar => {
+                if self.sidecars.remove(&k).is_some() {
                     self.changes.configs.insert(id);
                 }
             }
@@ -385,6 +437,9 @@ impl Index {
             Kind::PeerAuthentication => self.peer_authentications.keys().cloned().collect(),
             Kind::Gateway => self.gateways.keys().cloned().collect(),
             Kind::Secret => self.credentials.keys().cloned().collect(),
+            Kind::Sidecar => self.sidecars.keys().cloned().collect(),
+            Kind::ServiceEntry => self.entries.service_entries.keys().cloned().collect(),
+            Kind::WorkloadEntry => self.entries.workload_entries.keys().cloned().collect(),
         };
         let mut keep = BTreeSet::new();
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
@@ -407,6 +462,7 @@ impl Index {
 
     fn remove_service(&mut self, k: Key, host: String) {
         if self.services.remove(&k).is_some() {
+            self.entries.dirty |= self.entries.watch_services();
             self.changes.services.insert(host);
             self.dirty_endpoints.insert(k);
         }
@@ -487,6 +543,8 @@ impl Index {
                 }
                 out.push(Endpoint {
                     address: ep.address,
+                    hostname: None,
+                    weight: 1,
                     ports: slice.ports.clone(),
                     istio_mtls: labels.get("security.istio.io/tlsMode").map(String::as_str)
                         == Some("istio"),
@@ -521,6 +579,13 @@ impl Index {
             } else {
                 self.endpoints.insert(host, Arc::new(fresh));
             }
+        }
+        if self.entries.dirty {
+            let refreshed = self
+                .entries
+                .refresh(&self.services, &self.pods, &self.cluster_id);
+            self.changes.services.extend(refreshed.services);
+            self.changes.endpoints.extend(refreshed.endpoints);
         }
         let changes = std::mem::take(&mut self.changes);
         let status_changed = std::mem::take(&mut self.status_changed);
@@ -558,23 +623,45 @@ impl Index {
                 .services
                 .values()
                 .map(|s| (s.hostname.clone(), s.clone()))
+                .chain(self.entries.services.clone())
                 .collect(),
-            endpoints: self.endpoints.clone(),
+            endpoints: self.merged_endpoints(),
             workloads: self.pods.clone(),
             virtual_services,
             destination_rules,
             peer_authentications,
             gateways,
             credentials: self.credentials.clone(),
-            root_namespace: self.root_namespace.clone(),
+            sidecars: self.sorted_sidecars(),
+            mesh_config: self.mesh_config.clone(),
+            outbound_traffic_policy: self.mesh_config.outbound_traffic_policy,
+            root_namespace: self.root_namespace().to_owned(),
             invalid: self.invalid.clone(),
             warnings: self.warnings.clone(),
+            service_entries: self.entries.ordered(),
+            workload_entries: self.entries.workload_entries.clone(),
+            allocated_addresses: self.entries.allocated.clone(),
             ..Default::default()
         };
         snapshot.index_hosts();
         let snapshot = Arc::new(snapshot);
         self.published = Some(snapshot.clone());
         (snapshot, changes)
+    }
+
+    /// Endpoints from EndpointSlices, with those ServiceEntries and WorkloadEntries add after
+    /// them.
+    fn merged_endpoints(&self) -> BTreeMap<String, Arc<Vec<Endpoint>>> {
+        let mut all = self.endpoints.clone();
+        for (host, extra) in &self.entries.endpoints {
+            match all.get_mut(host) {
+                Some(list) => Arc::make_mut(list).extend(extra.iter().cloned()),
+                None => {
+                    all.insert(host.clone(), extra.clone());
+                }
+            }
+        }
+        all
     }
 
     /// Errors of objects that were skipped, by object.

@@ -8,9 +8,12 @@ mod destination_rule;
 mod fields;
 mod gateway;
 pub mod kube;
+mod mesh_config;
 mod peer_authentication;
 pub mod re2;
 mod secret;
+mod service_entry;
+mod sidecar;
 mod virtual_service;
 
 use std::fmt;
@@ -21,8 +24,11 @@ use sextant_model::{Kind, ObjectRef};
 pub use destination_rule::destination_rule;
 pub use fields::with_deadline;
 pub use gateway::gateway;
+pub use mesh_config::{InvalidMeshConfig, MeshConfigRead, mesh_config};
 pub use peer_authentication::peer_authentication;
 pub use secret::{CREDENTIAL_KEYS, Secret, secret};
+pub use service_entry::{AUTO_ALLOCATE_LABEL, service_entry, workload_entry};
+pub use sidecar::sidecar;
 pub use virtual_service::{gateway_ref, virtual_service};
 
 /// Something wrong (or worth a warning) at one field of an object.

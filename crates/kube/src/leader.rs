@@ -1,6 +1,6 @@
 //! What only the Lease holder does. Every replica serves xDS; the one holding the Lease
-//! `sextant` also writes to the cluster: the status of VirtualServices, DestinationRules and
-//! Gateways ([`status`]), the `caBundle` of the validating webhook ([`ca_bundle`]) and the
+//! `sextant` also writes to the cluster: the status of VirtualServices, DestinationRules,
+//! Gateways and Sidecars ([`status`]), the `caBundle` of the validating webhook ([`ca_bundle`]) and the
 //! mesh's trust bundle in every namespace ([`root_configmaps`]). Each task runs on every
 //! replica and writes only while its `leader` receiver says true, so a new holder
 //! takes over without restarting anything.

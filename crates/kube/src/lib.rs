@@ -34,9 +34,10 @@ use sextant_index::{
 use sextant_model::{Kind, ObjectRef};
 
 pub mod leader;
+pub mod mesh_config;
 
-/// What the watches saw of every VirtualService, DestinationRule and Gateway, for the status
-/// writer.
+/// What the watches saw of every VirtualService, DestinationRule, Gateway and Sidecar, for
+/// the status writer.
 pub type Generations = Arc<Mutex<std::collections::BTreeMap<ObjectRef, Seen>>>;
 
 /// One configuration object as last seen.
@@ -51,7 +52,7 @@ pub struct Seen {
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched: group, the version read, and the plural of each.
-pub const WATCHED: [(Kind, &str, &str, &str); 9] = [
+pub const WATCHED: [(Kind, &str, &str, &str); 12] = [
     (Kind::Namespace, "", "v1", "namespaces"),
     (Kind::Pod, "", "v1", "pods"),
     (Kind::Service, "", "v1", "services"),
@@ -80,6 +81,19 @@ pub const WATCHED: [(Kind, &str, &str, &str); 9] = [
         "peerauthentications",
     ),
     (Kind::Gateway, "networking.istio.io", "v1", "gateways"),
+    (Kind::Sidecar, "networking.istio.io", "v1", "sidecars"),
+    (
+        Kind::ServiceEntry,
+        "networking.istio.io",
+        "v1",
+        "serviceentries",
+    ),
+    (
+        Kind::WorkloadEntry,
+        "networking.istio.io",
+        "v1",
+        "workloadentries",
+    ),
     // Every namespace's: a Gateway names a Secret in its pod's namespace.
     (Kind::Secret, "", "v1", "secrets"),
 ];
@@ -297,7 +311,12 @@ async fn run(
     let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
     let is_config = matches!(
         kind,
-        Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+        Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Gateway
+            | Kind::Sidecar
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry
     );
     let id = |o: &DynamicObject| ObjectRef {
         kind,

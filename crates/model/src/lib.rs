@@ -9,10 +9,13 @@
 mod gateway;
 mod identity;
 mod mesh;
+mod mesh_config;
 mod policy;
 mod proxy;
 mod routes;
 mod security;
+mod service_entry;
+mod sidecar;
 mod snapshot;
 
 use std::{collections::BTreeSet, fmt};
@@ -20,10 +23,13 @@ use std::{collections::BTreeSet, fmt};
 pub use gateway::*;
 pub use identity::*;
 pub use mesh::*;
+pub use mesh_config::*;
 pub use policy::*;
 pub use proxy::*;
 pub use routes::*;
 pub use security::*;
+pub use service_entry::*;
+pub use sidecar::*;
 pub use snapshot::*;
 
 /// Identifies a configuration object in messages: `VirtualService default/reviews`.
@@ -58,6 +64,12 @@ pub enum Kind {
     Gateway,
     /// core/v1 Secret (only credentials a Gateway can name are kept).
     Secret,
+    /// `networking.istio.io` ServiceEntry.
+    ServiceEntry,
+    /// `networking.istio.io` WorkloadEntry.
+    WorkloadEntry,
+    /// `networking.istio.io` Sidecar.
+    Sidecar,
 }
 
 impl Kind {
@@ -73,6 +85,9 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Gateway => "Gateway",
             Kind::Secret => "Secret",
+            Kind::Sidecar => "Sidecar",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
         }
     }
 }
@@ -90,6 +105,8 @@ pub enum Visibility {
     Public,
     /// Visible only to the listed namespaces (`.` resolved to the object's own).
     Namespaces(BTreeSet<String>),
+    /// Visible to no proxy, not even in the object's own namespace (a ServiceEntry's `~`).
+    Hidden,
 }
 
 impl Visibility {
@@ -98,6 +115,7 @@ impl Visibility {
         match self {
             Visibility::Public => true,
             Visibility::Namespaces(set) => set.contains(namespace),
+            Visibility::Hidden => false,
         }
     }
 }

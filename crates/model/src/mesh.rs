@@ -2,9 +2,9 @@
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
-use crate::Visibility;
+use crate::{Location, ObjectRef, Visibility};
 
-/// A service in the registry (from a Kubernetes Service).
+/// A service in the registry: a Kubernetes Service, or one host of a ServiceEntry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Service {
     /// Fully qualified host name, `reviews.default.svc.cluster.local`.
@@ -27,9 +27,40 @@ pub struct Service {
     pub resolution: Resolution,
     /// Creation time, for ordering.
     pub creation_timestamp: Option<String>,
+    /// Where the service is declared.
+    pub origin: Origin,
+}
+
+/// Where a service is declared.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Origin {
+    /// A Kubernetes Service.
+    #[default]
+    Kubernetes,
+    /// A ServiceEntry host (the oldest entry of the host when several declare it).
+    ServiceEntry {
+        /// The ServiceEntry.
+        entry: ObjectRef,
+        /// Inside or outside the mesh.
+        location: Location,
+        /// Its `subjectAltNames`.
+        subject_alt_names: Vec<String>,
+    },
 }
 
 impl Service {
+    /// Whether a ServiceEntry declares the service outside the mesh (`MESH_EXTERNAL`): no
+    /// auto mutual TLS toward it.
+    pub fn is_external(&self) -> bool {
+        matches!(
+            self.origin,
+            Origin::ServiceEntry {
+                location: Location::MeshExternal,
+                ..
+            }
+        )
+    }
+
     /// Whether this is an ExternalName alias (see [`Resolution::Alias`]).
     pub fn is_alias(&self) -> bool {
         self.alias_target().is_some()
@@ -61,6 +92,11 @@ pub enum Resolution {
     /// own: its names join its target's virtual hosts (`Snapshot::aliases`), and it reaches
     /// nothing when no service of the mesh has that host name.
     Alias(String),
+    /// A DNS ServiceEntry: Envoy resolves each endpoint's name (`STRICT_DNS`).
+    Dns,
+    /// A DNS_ROUND_ROBIN ServiceEntry: Envoy resolves one name and connects to the first
+    /// address (`LOGICAL_DNS`).
+    DnsRoundRobin,
 }
 
 /// One port of a service.
@@ -185,8 +221,13 @@ pub enum Health {
 /// One workload address backing a service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
-    /// Workload address.
+    /// Workload address (unspecified when `hostname` is set).
     pub address: IpAddr,
+    /// A DNS name Envoy resolves instead of `address`: an endpoint of a DNS ServiceEntry
+    /// (a host name endpoint, or the entry's host itself).
+    pub hostname: Option<Arc<str>>,
+    /// Load-balancing weight (at least 1).
+    pub weight: u32,
     /// Port numbers by service port name (from the EndpointSlice).
     pub ports: Arc<Vec<(String, u16)>>,
     /// Labels of the workload (its Pod's labels).

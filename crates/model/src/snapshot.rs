@@ -6,8 +6,8 @@ use std::{
 };
 
 use crate::{
-    Credential, DestinationRule, Endpoint, Gateway, ObjectRef, PeerAuthentication, Service,
-    VirtualService, Workload,
+    Credential, DestinationRule, Endpoint, Gateway, MeshConfig, ObjectRef, PeerAuthentication,
+    Service, ServiceEntry, Sidecar, VirtualService, Workload, WorkloadEntry,
 };
 
 /// The namespace whose DestinationRules and PeerAuthentications apply mesh-wide (Istio's root
@@ -38,9 +38,17 @@ pub struct Snapshot {
     pub peer_authentications: Vec<Arc<PeerAuthentication>>,
     /// Gateways ordered by creation time, name, namespace.
     pub gateways: Vec<Arc<Gateway>>,
+    /// Sidecars, selector ones first, each group by creation time, name, namespace (istiod's
+    /// `initSidecarScopes`); `Snapshot::sidecar_for` picks a proxy's.
+    pub sidecars: Vec<Arc<Sidecar>>,
+    /// The mesh config (defaults when none is given). Its outbound traffic policy, root
+    /// namespace and trust domain are in force as `outbound_traffic_policy`, `root_namespace`
+    /// and `trust_domain`.
+    pub mesh_config: Arc<MeshConfig>,
     /// Credentials Gateways may name, by Secret `(namespace, name)`.
     pub credentials: BTreeMap<(String, String), Arc<Credential>>,
-    /// Istio's root namespace: its configuration without a selector applies mesh-wide.
+    /// Istio's root namespace: its configuration without a selector applies mesh-wide. The
+    /// `serve --root-namespace` flag when given, else the mesh config's `rootNamespace`.
     pub root_namespace: String,
     /// Objects skipped because they are invalid, with their errors.
     pub invalid: BTreeMap<ObjectRef, Vec<String>>,
@@ -52,7 +60,8 @@ pub struct Snapshot {
     /// order. Delegates are not listed.
     pub routes_by_host: BTreeMap<String, Vec<Arc<VirtualService>>>,
     /// Label keys that configuration reads (VirtualService `sourceLabels`, DestinationRule
-    /// `workloadSelector`): the only labels that make two proxies' outbound config differ.
+    /// `workloadSelector`, Gateway and Sidecar selectors): the only labels that make two
+    /// proxies' outbound config differ.
     pub label_keys: BTreeSet<String>,
     /// Whether any DestinationRule / VirtualService host is a wildcard (lookups skip the scan
     /// when none is).
@@ -60,6 +69,26 @@ pub struct Snapshot {
     /// ExternalName aliases by the host name of the service they name, chains followed to
     /// the end, sorted by namespace and host name (Istio's `resolveServiceAliases`).
     pub aliases: BTreeMap<String, Vec<Arc<Service>>>,
+    /// What sidecars do with traffic for hosts no service declares (meshConfig
+    /// `outboundTrafficPolicy.mode`).
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// ServiceEntries ordered by creation time, name, namespace (their hosts are in
+    /// `services` and their endpoints in `endpoints`).
+    pub service_entries: Vec<Arc<ServiceEntry>>,
+    /// WorkloadEntries by `(namespace, name)`.
+    pub workload_entries: BTreeMap<(String, String), Arc<WorkloadEntry>>,
+    /// Addresses allocated to ServiceEntry hosts from `240.240.0.0/16`, by host.
+    pub allocated_addresses: BTreeMap<String, std::net::IpAddr>,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`: where sidecars send traffic for unknown hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OutboundTrafficPolicy {
+    /// `ALLOW_ANY` (Istio's default): to `PassthroughCluster`, virtual host `allow_any`.
+    #[default]
+    AllowAny,
+    /// `REGISTRY_ONLY`: to `BlackHoleCluster`, virtual host `block_all` answering 502.
+    RegistryOnly,
 }
 
 impl Default for Snapshot {
@@ -75,6 +104,8 @@ impl Default for Snapshot {
             destination_rules: Vec::new(),
             peer_authentications: Vec::new(),
             gateways: Vec::new(),
+            sidecars: Vec::new(),
+            mesh_config: Arc::default(),
             credentials: BTreeMap::new(),
             root_namespace: ROOT_NAMESPACE.to_owned(),
             invalid: BTreeMap::new(),
@@ -84,6 +115,10 @@ impl Default for Snapshot {
             label_keys: BTreeSet::new(),
             wildcard_hosts: (false, false),
             aliases: BTreeMap::new(),
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
+            service_entries: Vec::new(),
+            workload_entries: BTreeMap::new(),
+            allocated_addresses: BTreeMap::new(),
         }
     }
 }
@@ -149,6 +184,19 @@ impl Snapshot {
                 self.gateways
                     .iter()
                     .flat_map(|g| g.selector.keys().cloned()),
+            )
+            .chain(
+                self.sidecars
+                    .iter()
+                    .filter_map(|s| s.selector.as_ref())
+                    .flat_map(|s| s.keys().cloned()),
+            )
+            // Which Sidecar a proxy uses depends on these.
+            .chain(
+                self.sidecars
+                    .iter()
+                    .filter_map(|s| s.selector.as_ref())
+                    .flat_map(|s| s.keys().cloned()),
             )
             .collect();
         self.wildcard_hosts = (
@@ -232,9 +280,10 @@ impl Snapshot {
         &'a self,
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Service>> {
-        self.services
-            .values()
-            .filter(move |s| s.namespace == namespace || s.export_to.allows(namespace))
+        self.services.values().filter(move |s| {
+            (s.namespace == namespace && s.export_to != crate::Visibility::Hidden)
+                || s.export_to.allows(namespace)
+        })
     }
 
     /// Endpoints of a service.
@@ -389,6 +438,7 @@ mod tests {
             export_to: crate::Visibility::Public,
             resolution,
             creation_timestamp: None,
+            origin: crate::Origin::Kubernetes,
         })
     }
 

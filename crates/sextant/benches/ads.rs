@@ -8,7 +8,11 @@
 //! The proxies speak the protocol like Envoy (subscriptions, EDS after CDS, RDS after LDS, an
 //! ACK for every response) but read only the fields they need from each resource. The driver's
 //! side of the two processes is in `ads/clients.rs`, the proxies' process in `ads/proxies.rs`.
-//! Run with `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000).
+//! Run with `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000),
+//! `SEXTANT_BENCH_SHAPE=W-M-S` runs W-M with a Sidecar per namespace (W-M by default). Under
+//! W-M-S a VirtualService change reaches only the proxies whose Sidecar imports its namespace:
+//! the figure is the time until all of those ACK, and the benchmark checks no other proxy got
+//! a route update.
 
 use std::{
     sync::Arc,
@@ -18,7 +22,7 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::Node;
 use sextant::{generator::XdsGenerator, metrics::Metrics};
 use sextant_index::Object;
-use sextant_synthetic::{W_M, endpoint_ip, virtual_service};
+use sextant_synthetic::{Shape, W_M, W_M_S, endpoint_ip, virtual_service};
 use sextant_xds::{AdsServer, Connections, Generator};
 use tokio::sync::watch;
 
@@ -75,8 +79,25 @@ fn micros(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The mesh: `SEXTANT_BENCH_SHAPE` (`W-M`, the default, or `W-M-S`), in both processes.
+fn shape() -> Shape {
+    match std::env::var("SEXTANT_BENCH_SHAPE").as_deref() {
+        Ok("W-M-S") => W_M_S,
+        Ok("W-M") | Err(_) => W_M,
+        Ok(other) => panic!("SEXTANT_BENCH_SHAPE={other}: expected W-M or W-M-S"),
+    }
+}
+
+fn shape_name() -> &'static str {
+    if shape().sidecar_imports.is_some() {
+        "W-M-S"
+    } else {
+        "W-M"
+    }
+}
+
 fn node(s: usize, e: usize) -> Node {
-    let p = sextant_synthetic::sidecar(&W_M, s, e);
+    let p = sextant_synthetic::sidecar(&shape(), s, e);
     Node {
         id: p.id,
         ..Default::default()
@@ -86,10 +107,23 @@ fn node(s: usize, e: usize) -> Node {
 /// The node of the i-th emulated proxy: every proxy a different pod of W-M (10 per service,
 /// services spread over 100 namespaces).
 fn nth_node(i: usize) -> Node {
+    let shape = shape();
     node(
-        i % W_M.services,
-        (i / W_M.services) % W_M.endpoints_per_service,
+        i % shape.services,
+        (i / shape.services) % shape.endpoints_per_service,
     )
+}
+
+/// How many of the first `proxies` proxies import what the namespace of service `s` defines.
+fn importing(proxies: usize, s: usize) -> usize {
+    let shape = shape();
+    let target = sextant_synthetic::namespace_of(&shape, s);
+    (0..proxies)
+        .filter(|i| {
+            let own = sextant_synthetic::namespace_of(&shape, i % shape.services);
+            sextant_synthetic::imports(&shape, own, target)
+        })
+        .count()
 }
 
 /// Scope compilations so far and their total time, from the server's metrics.
@@ -135,7 +169,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn server(proxies: usize, pinned: bool) {
     let rss0 = rss_kib();
-    let mut index = sextant_synthetic::index(&W_M);
+    let shape = shape();
+    let mut index = sextant_synthetic::index(&shape);
     let (snapshot, changes) = index.publish();
     let mesh = Arc::new(XdsGenerator::new(Arc::new(Metrics::new())));
     mesh.publish(snapshot, changes);
@@ -152,7 +187,8 @@ async fn server(proxies: usize, pinned: bool) {
     );
     let rss_state = rss_kib();
     println!(
-        "W-M state loaded: {} MiB resident (before any proxy); server and proxies {}",
+        "{} state loaded: {} MiB resident (before any proxy); server and proxies {}",
+        shape_name(),
         (rss_state - rss0.min(rss_state)) / 1024,
         if pinned {
             "pinned to one core each"
@@ -193,22 +229,37 @@ async fn server(proxies: usize, pinned: bool) {
     // One VirtualService change, from publishing to each proxy's ACK of the new routes.
     let mut samples = Vec::new();
     let (cpu0, client_cpu0) = (cpu_seconds(), client_cpu(&mut clients).await);
+    let mut reached = 0;
     for round in 0..5 {
         clients.ask("arm").await;
-        let vs = virtual_service(&W_M, round % 7, 80 - round as u32 * 10);
+        let s = round % 7;
+        let expected = importing(proxies, s);
+        reached += expected;
+        let vs = virtual_service(&shape, s, 80 - round as u32 * 10);
         index.apply(Object::from_json(vs, "default").expect("valid"));
         let t0 = now_us();
         let (snapshot, changes) = index.publish();
         let version = snapshot.version;
         mesh.publish(snapshot, changes);
         updates_tx.send(version).expect("send");
-        let reply = clients.ask("wait").await;
+        let reply = clients.ask(&format!("wait {expected}")).await;
         samples.extend(
             reply[1..]
                 .iter()
                 .map(|t| (t.parse::<u64>().expect("time") as f64 - t0 as f64) / 1e3),
         );
+        // Nobody else gets a route update for it, however long one waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let updated = num(&clients.ask("updated").await, 1);
+        assert_eq!(
+            updated, expected as u64,
+            "proxies that got a route update for a change outside their Sidecar's imports"
+        );
     }
+    println!(
+        "  route updates: {reached} over 5 changes ({:.0} proxies per change of {proxies}); none to proxies that do not import the changed namespace",
+        reached as f64 / 5.0
+    );
     println!(
         "  compile time so far: {}; CPU per change: server {:.2} s, proxies {:.2} s",
         compile_time(&mesh),
@@ -217,7 +268,7 @@ async fn server(proxies: usize, pinned: bool) {
     );
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "VirtualService change until ACKed by all {proxies} proxies (5 changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "VirtualService change until ACKed by every proxy that imports it (5 changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
         samples[samples.len() - 1]
@@ -246,7 +297,7 @@ async fn server(proxies: usize, pinned: bool) {
         "metadata": {"name": "svc-5-slice", "namespace": "ns-5", "labels": {"kubernetes.io/service-name": "svc-5"}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
-        "endpoints": (0..9).map(|e| serde_json::json!({"addresses": [endpoint_ip(&W_M, 5, e)],
+        "endpoints": (0..9).map(|e| serde_json::json!({"addresses": [endpoint_ip(&shape, 5, e)],
             "targetRef": {"kind": "Pod", "name": format!("svc-5-{e}"), "namespace": "ns-5"}})).collect::<Vec<_>>(),
     });
     index.apply(Object::from_json(slice, "default").expect("valid"));
@@ -257,7 +308,9 @@ async fn server(proxies: usize, pinned: bool) {
     let version = snapshot.version;
     mesh.publish(snapshot, changes);
     updates_tx.send(version).expect("send");
-    let reply = clients.ask("wait-endpoints").await;
+    let reply = clients
+        .ask(&format!("wait-endpoints {}", importing(proxies, 5)))
+        .await;
     let (sotw_bytes, delta_after, last) = (num(&reply, 1), num(&reply, 2), num(&reply, 3));
     println!(
         "  compile time so far: {}; server CPU for the endpoint change: {:.2} s",
@@ -265,9 +318,9 @@ async fn server(proxies: usize, pinned: bool) {
         cpu_seconds() - cpu0
     );
     println!(
-        "one endpoint change: every proxy updated in {:.0} ms; state of the world sends {} bytes per proxy, delta {delta_after} bytes ({:.3}% of the {delta_initial}-byte full configuration)",
+        "one endpoint change: every proxy that imports it updated in {:.0} ms; state of the world sends {} bytes per such proxy, delta {delta_after} bytes ({:.3}% of the {delta_initial}-byte full configuration)",
         (last - t0) as f64 / 1e3,
-        sotw_bytes / proxies as u64,
+        sotw_bytes / importing(proxies, 5).max(1) as u64,
         delta_after as f64 * 100.0 / delta_initial.max(1) as f64
     );
 

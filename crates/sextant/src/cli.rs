@@ -241,13 +241,20 @@ pub struct ServeArgs {
     /// DNS suffix of the cluster.
     #[arg(long, env = "SEXTANT_DOMAIN_SUFFIX", default_value = "cluster.local")]
     pub domain_suffix: String,
-    /// SPIFFE trust domain of workload identities (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`).
-    #[arg(long, env = "SEXTANT_TRUST_DOMAIN", default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// Istio's root namespace: its DestinationRules and PeerAuthentications without a
-    /// selector apply mesh-wide.
-    #[arg(long, env = "SEXTANT_ROOT_NAMESPACE", default_value = sextant_model::ROOT_NAMESPACE)]
-    pub root_namespace: String,
+    /// SPIFFE trust domain of workload identities (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`). Wins
+    /// over the mesh config's `trustDomain` (default `cluster.local`), which is read at start.
+    #[arg(long, env = "SEXTANT_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Istio's root namespace: its DestinationRules, PeerAuthentications and Sidecars without
+    /// a selector apply mesh-wide. Wins over the mesh config's `rootNamespace` (default
+    /// `istio-system`).
+    #[arg(long, env = "SEXTANT_ROOT_NAMESPACE")]
+    pub root_namespace: Option<String>,
+    /// Istio's mesh config (`MeshConfig` YAML, as the `mesh` key of ConfigMap `istio`), for
+    /// directory mode; watched, so an edit applies without a restart (`trustDomain` at the
+    /// next start). With a cluster, ConfigMap `istio` in `POD_NAMESPACE` is watched instead.
+    #[arg(long, env = "SEXTANT_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -409,6 +409,7 @@ impl Scopes {
 /// Adds `changes` to what must be rebuilt; `None` when everything must be.
 fn reuse(changes: &Changes, rebuild: &mut sextant_compiler::Rebuild) -> Option<()> {
     if !changes.services.is_empty()
+        || changes.mesh_config
         || changes
             .configs
             .iter()

@@ -410,6 +410,32 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_are_judged_too() {
+        let sidecar = |hosts: Value| {
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "Sidecar",
+                "metadata": {"name": "default", "namespace": "prod"},
+                "spec": {"egress": [{"hosts": hosts}]}})
+        };
+        let out = review_response(&review(sidecar(json!(["reviews"]))));
+        assert_eq!(out["response"]["allowed"], false);
+        let message = out["response"]["status"]["message"]
+            .as_str()
+            .expect("message");
+        assert!(
+            message.contains("spec.egress[0].hosts[0]: host must be of form namespace/dnsName"),
+            "{message}"
+        );
+        let good = review_response(&review(sidecar(json!(["./*", "*/*"]))));
+        assert_eq!(good["response"]["allowed"], true);
+        assert_eq!(
+            good["response"]["warnings"],
+            json!([
+                "spec.egress[0].hosts: `*/*` host select all resources, no other hosts can be added"
+            ])
+        );
+    }
+
+    #[test]
     fn valid_configuration_and_other_kinds_are_allowed() {
         let good = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
             "metadata": {"name": "r"}, "spec": {"host": "r"}});

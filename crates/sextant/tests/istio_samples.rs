@@ -116,6 +116,16 @@ fn accepted_samples_round_trip_through_the_api_types() {
                     .unwrap_or_else(|e| panic!("{origin}: {e}"));
                 serde_json::to_value(&typed).expect("serializes")
             }
+            Kind::ServiceEntry => {
+                let typed: sextant_api::ServiceEntry = serde_json::from_value(value.clone())
+                    .unwrap_or_else(|e| panic!("{origin}: {e}"));
+                serde_json::to_value(&typed).expect("serializes")
+            }
+            Kind::WorkloadEntry => {
+                let typed: sextant_api::WorkloadEntry = serde_json::from_value(value.clone())
+                    .unwrap_or_else(|e| panic!("{origin}: {e}"));
+                serde_json::to_value(&typed).expect("serializes")
+            }
             _ => {
                 let typed: sextant_api::DestinationRule = serde_json::from_value(value.clone())
                     .unwrap_or_else(|e| panic!("{origin}: {e}"));
@@ -211,6 +221,9 @@ fn our_schema(kind: &str) -> Schema {
     let crd = match kind {
         "VirtualService" => sextant_api::crd::virtual_service(),
         "Gateway" => sextant_api::crd::gateway(),
+        "Sidecar" => sextant_api::crd::sidecar(),
+        "ServiceEntry" => sextant_api::crd::service_entry(),
+        "WorkloadEntry" => sextant_api::crd::workload_entry(),
         _ => sextant_api::crd::destination_rule(),
     };
     let v = serde_json::to_value(&crd).expect("CRD serializes");
@@ -231,7 +244,14 @@ fn generated_schema_accepts_exactly_what_istios_schema_accepts() {
     }
     let mut compared = 0;
     let mut rejected = 0;
-    for kind in ["VirtualService", "DestinationRule", "Gateway"] {
+    for kind in [
+        "VirtualService",
+        "DestinationRule",
+        "Gateway",
+        "Sidecar",
+        "ServiceEntry",
+        "WorkloadEntry",
+    ] {
         let (ours, theirs) = (our_schema(kind), istio_bundle_schema(kind));
         for (origin, k, value) in objects.iter().filter(|(_, k, _)| k.as_str() == kind) {
             let a = ours.validate(value);

@@ -248,3 +248,89 @@ data: {tls.crt: Q0VSVA==, tls.key: \"%%%\"}
     }
     assert!(!text.contains("%%%"), "{text}");
 }
+
+#[test]
+fn sidecars_are_validated_and_analysed_against_each_other_and_pods() {
+    let input = "\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: prod}
+spec:
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Sidecar
+metadata: {name: second, namespace: prod}
+spec:
+  egress:
+  - hosts: [\"istio-system/*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings, namespace: prod}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-v1, namespace: prod}
+spec:
+  workloadSelector: {labels: {version: v1}}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: nobody, namespace: prod}
+spec:
+  workloadSelector: {labels: {app: nobody}}
+  egress:
+  - hosts: [\"./*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: bad, namespace: prod}
+spec:
+  workloadSelector: {labels: {app: x}}
+  egress:
+  - hosts: [reviews]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-1, namespace: prod, labels: {app: ratings, version: v1}}
+";
+    let out = sextant(&["validate", "-f", "-"], Some(input));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "<stdin>:1: warning: Sidecar prod/default: [IST0111] The Sidecars [default second] in namespace \"prod\" have no workload selector, which can lead to undefined behavior.",
+        "<stdin>:8: warning: Sidecar prod/second: [IST0111] The Sidecars [default second] in namespace \"prod\" have no workload selector, which can lead to undefined behavior.",
+        "<stdin>:19: warning: Sidecar prod/ratings: spec.workloadSelector: [IST0110] The Sidecars [ratings ratings-v1] in namespace \"prod\" select the same workload pod \"ratings-1\", which can lead to undefined behavior.",
+        "<stdin>:35: warning: Sidecar prod/nobody: spec.workloadSelector: [IST0101] Referenced selector not found: \"app=nobody\"",
+        "<stdin>:45: error: Sidecar prod/bad: spec.egress[0].hosts[0]: host must be of form namespace/dnsName",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+#[test]
+fn service_entries_get_istios_analysis_codes() {
+    let out = sextant(&["validate", "-f", &fixture("service-entries.yaml")], None);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "service-entries.yaml:7: warning: ServiceEntry default/a: spec.ports[0]: [IST0134] ServiceEntry addresses are required for this protocol."
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("[IST0177] Multiple ServiceEntries (default/a, default/b) define the same host \"db.example.com\" and port 5432 with conflicting protocols (HTTP, TCP).")
+            .count(),
+        2,
+        "{text}"
+    );
+}

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use sextant_index::{Changes, Index};
-use sextant_kube::{Counters, Generations, Watches};
+use sextant_kube::{Counters, Generations, Watches, mesh_config::MeshConfigWatch};
 use sextant_model::Snapshot;
 use tokio::sync::{mpsc, watch};
 
@@ -11,25 +11,34 @@ use tokio::sync::{mpsc, watch};
 pub struct KubeSource {
     index: Arc<Mutex<Index>>,
     watches: Watches,
+    mesh_config: MeshConfigWatch,
     /// Published snapshots, for the status writer.
     published: watch::Sender<Option<Arc<Snapshot>>>,
 }
 
 impl KubeSource {
-    /// Starts the watches (see [`sextant_kube::spawn`]); every change to the index sends on
-    /// `changed`.
+    /// Starts the watches (see [`sextant_kube::spawn`]) and the watch of the mesh config in
+    /// `namespace` (the control plane's); every change to the index sends on `changed`.
     pub fn spawn(
         client: kube::Client,
+        namespace: &str,
         index: Index,
         changed: mpsc::UnboundedSender<()>,
         counters: Counters,
     ) -> Self {
         let index = Arc::new(Mutex::new(index));
+        let mesh_config = sextant_kube::mesh_config::spawn(
+            client.clone(),
+            namespace,
+            index.clone(),
+            changed.clone(),
+        );
         let watches = sextant_kube::spawn(client, index.clone(), changed, counters);
         let (published, _) = watch::channel(None);
         KubeSource {
             index,
             watches,
+            mesh_config,
             published,
         }
     }
@@ -44,11 +53,13 @@ impl KubeSource {
         self.published.subscribe()
     }
 
-    /// Waits until every watch has listed; false if the watches stopped first.
+    /// Waits until every watch (the mesh config's too) has listed; false if the watches
+    /// stopped first.
     pub async fn synced(&self) -> bool {
         tracing::info!("waiting for the first list of every watch");
         let mut synced = self.watches.synced.clone();
-        synced.wait_for(|s| *s).await.is_ok()
+        let mut mesh = self.mesh_config.synced.clone();
+        synced.wait_for(|s| *s).await.is_ok() && mesh.wait_for(|s| *s).await.is_ok()
     }
 
     /// A snapshot of the index as the watches left it.

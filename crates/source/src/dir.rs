@@ -6,6 +6,10 @@
 //! every other file is read as usual. The directory is watched together with its parent, so
 //! a directory removed and created again, or a Kubernetes ConfigMap volume whose `..data`
 //! link is swapped, goes on being followed.
+//!
+//! A mesh config file (`serve --mesh-config`) is watched the same way (its directory,
+//! not recursively) and read at every reload; one that cannot be read keeps the last good
+//! mesh config.
 
 use std::{
     collections::HashMap,
@@ -44,6 +48,8 @@ pub struct DirSource {
     max_file_bytes: u64,
     counters: DirCounters,
     last_good: HashMap<PathBuf, Vec<Object>>,
+    /// The mesh config file, when there is one.
+    mesh_config: Option<PathBuf>,
     /// Kept while the source lives: dropping it stops the change signals.
     watch: Option<DirWatch>,
 }
@@ -74,8 +80,16 @@ impl DirSource {
             max_file_bytes: sextant_index::manifest::MAX_INPUT_BYTES as u64,
             counters: DirCounters::default(),
             last_good: HashMap::new(),
+            mesh_config: None,
             watch: None,
         }
+    }
+
+    /// Reads the mesh config from `file` at every reload (and watches it with the directory).
+    /// A file inside the directory is not read as a manifest.
+    pub fn mesh_config_file(mut self, file: PathBuf) -> Self {
+        self.mesh_config = Some(std::path::absolute(&file).unwrap_or(file));
+        self
     }
 
     /// Refuses files larger than `bytes` (`--max-input-bytes`, the bound of every reader).
@@ -95,6 +109,12 @@ impl DirSource {
     /// runtime: a task also checks the directory's identity every [`RECHECK`].
     pub fn watch(&mut self, changed: mpsc::UnboundedSender<()>) -> notify::Result<()> {
         let dir = self.dir.clone();
+        let mesh_dir = self
+            .mesh_config
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf);
+        let followed = mesh_dir.clone();
         let signal = changed.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -102,7 +122,11 @@ impl DirSource {
                 // of the parent's only those of the directory.
                 if let Ok(e) = event
                     && !matches!(e.kind, notify::EventKind::Access(_))
-                    && (e.paths.is_empty() || e.paths.iter().any(|p| p.starts_with(&dir)))
+                    && (e.paths.is_empty()
+                        || e.paths.iter().any(|p| {
+                            p.starts_with(&dir)
+                                || followed.as_ref().is_some_and(|m| p.starts_with(m))
+                        }))
                 {
                     let _ = signal.send(());
                 }
@@ -112,6 +136,12 @@ impl DirSource {
             && let Err(error) = watcher.watch(parent, notify::RecursiveMode::NonRecursive)
         {
             tracing::warn!(%error, parent = %parent.display(), "cannot watch the config directory's parent; a re-created directory is found by the periodic check");
+        }
+        // The file's directory, not the file: editors and ConfigMap volumes replace files.
+        if let Some(mesh_dir) = &mesh_dir
+            && !mesh_dir.starts_with(&self.dir)
+        {
+            watcher.watch(mesh_dir, notify::RecursiveMode::NonRecursive)?;
         }
         self.watch = Some(DirWatch {
             watcher,
@@ -152,8 +182,14 @@ impl DirSource {
     /// Reads the directory again and replaces every kind in the index with what it holds.
     pub fn reload(&mut self) -> (Arc<Snapshot>, Changes) {
         self.rewatch();
+        self.read_mesh_config();
         let current = match scan::list(&self.dir) {
-            Ok(listing) => self.read_files(listing),
+            Ok(mut listing) => {
+                listing
+                    .files
+                    .retain(|f| Some(f) != self.mesh_config.as_ref());
+                self.read_files(listing)
+            }
             Err(error) => {
                 tracing::warn!(%error, dir = %self.dir.display(), "cannot read the config directory; keeping the last configuration");
                 self.last_good.clone()
@@ -173,6 +209,9 @@ impl DirSource {
             Kind::PeerAuthentication,
             Kind::Gateway,
             Kind::Secret,
+            Kind::Sidecar,
+            Kind::ServiceEntry,
+            Kind::WorkloadEntry,
         ] {
             self.index
                 .reset(kind, by_kind.remove(&kind).unwrap_or_default());
@@ -180,6 +219,22 @@ impl DirSource {
         let (snapshot, changes) = self.index.publish();
         crate::log_published(&snapshot, &changes);
         (snapshot, changes)
+    }
+
+    /// Reads the mesh config file into the index; one that cannot be read keeps the last.
+    fn read_mesh_config(&mut self) {
+        let Some(file) = &self.mesh_config else {
+            return;
+        };
+        let origin = file.display().to_string();
+        match scan::read(file, self.max_file_bytes) {
+            Ok(text) => {
+                sextant_kube::mesh_config::apply(&mut self.index, &text, &origin);
+            }
+            Err(error) => {
+                tracing::error!(file = %origin, %error, "cannot read the mesh config file; keeping the last good mesh config");
+            }
+        }
     }
 
     /// What every listed file contributes now; updates the last good objects of the good

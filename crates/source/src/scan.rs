@@ -154,7 +154,14 @@ pub fn lacks_spec(value: &Value) -> bool {
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     matches!(
         kind,
-        "VirtualService" | "DestinationRule" | "Gateway" | "Service" | "Pod"
+        "VirtualService"
+            | "DestinationRule"
+            | "Gateway"
+            | "Sidecar"
+            | "ServiceEntry"
+            | "WorkloadEntry"
+            | "Service"
+            | "Pod"
     ) && value.get("spec").is_none_or(Value::is_null)
 }
 

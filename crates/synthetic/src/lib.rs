@@ -1,7 +1,9 @@
 //! Synthetic meshes shaped like Istio's load tests, scaled as DESIGN.md's reference workloads:
 //! W-M (1,000 services in 100 namespaces, 10 endpoints each, 100 VirtualServices, 100
-//! DestinationRules) and W-L (10,000 services). Every service has an HTTP and a gRPC port; each
-//! endpoint is a Pod labelled with one of two versions, so subsets select real endpoints.
+//! DestinationRules) and W-L (10,000 services), and W-M-S: W-M with a Sidecar per namespace that
+//! imports its own namespace, `istio-system` and the next two namespaces. Every service has an
+//! HTTP and a gRPC port; each endpoint is a Pod labelled with one of two versions, so subsets
+//! select real endpoints.
 
 use serde_json::{Value, json};
 use sextant_index::{Index, Object};
@@ -20,6 +22,9 @@ pub struct Shape {
     pub virtual_services: usize,
     /// DestinationRules, one per service from the first.
     pub destination_rules: usize,
+    /// With `Some(n)`, a Sidecar per namespace importing its own namespace, `istio-system`
+    /// and the `n` namespaces after it (`ns-(i+1)` ... `ns-(i+n)`, wrapping around).
+    pub sidecar_imports: Option<usize>,
 }
 
 /// DESIGN.md's medium workload.
@@ -29,6 +34,13 @@ pub const W_M: Shape = Shape {
     endpoints_per_service: 10,
     virtual_services: 100,
     destination_rules: 100,
+    sidecar_imports: None,
+};
+
+/// DESIGN.md's W-M-S: W-M with a Sidecar per namespace (own, `istio-system`, two others).
+pub const W_M_S: Shape = Shape {
+    sidecar_imports: Some(2),
+    ..W_M
 };
 
 /// DESIGN.md's large workload.
@@ -38,6 +50,7 @@ pub const W_L: Shape = Shape {
     endpoints_per_service: 10,
     virtual_services: 1_000,
     destination_rules: 1_000,
+    sidecar_imports: None,
 };
 
 fn namespace(shape: &Shape, i: usize) -> String {
@@ -112,7 +125,31 @@ pub fn manifests(shape: &Shape) -> Vec<Value> {
     for s in 0..shape.virtual_services.min(shape.services) {
         out.push(virtual_service(shape, s, 90));
     }
+    if let Some(n) = shape.sidecar_imports {
+        for i in 0..shape.namespaces {
+            let mut hosts = vec!["./*".to_owned(), "istio-system/*".to_owned()];
+            hosts.extend((1..=n).map(|k| format!("ns-{}/*", (i + k) % shape.namespaces)));
+            out.push(json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                "metadata": {"name": "default", "namespace": format!("ns-{i}")},
+                "spec": {"egress": [{"hosts": hosts}]},
+            }));
+        }
+    }
     out
+}
+
+/// Whether a proxy in namespace `ns-proxy` imports what namespace `ns-target` defines.
+pub fn imports(shape: &Shape, proxy_namespace: usize, target_namespace: usize) -> bool {
+    match shape.sidecar_imports {
+        None => true,
+        Some(n) => (0..=n).any(|k| (proxy_namespace + k) % shape.namespaces == target_namespace),
+    }
+}
+
+/// The namespace index of service `s`.
+pub fn namespace_of(shape: &Shape, s: usize) -> usize {
+    s % shape.namespaces
 }
 
 /// The VirtualService of service `s`, splitting `weight_v1` percent to v1.

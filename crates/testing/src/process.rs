@@ -62,6 +62,21 @@ pub fn wait_for<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>)
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
+    // Below Linux's ephemeral range (32768 and up): a port the kernel hands to nobody's
+    // outgoing connection between this check and the caller's bind, even while other
+    // processes open many (a replica starting its watches). Random, and never the same twice
+    // in one process.
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -35,6 +35,12 @@ pub enum Object {
     Gateway(Box<api::Gateway>),
     /// core/v1 Secret, as far as a credential goes.
     Secret(Box<Secret>),
+    /// networking.istio.io ServiceEntry (any served version).
+    ServiceEntry(Box<api::ServiceEntry>),
+    /// networking.istio.io WorkloadEntry (any served version).
+    WorkloadEntry(Box<api::WorkloadEntry>),
+    /// networking.istio.io Sidecar (any served version).
+    Sidecar(Box<api::Sidecar>),
 }
 
 /// A JSON document that is not an object the index reads.
@@ -93,6 +99,15 @@ impl Object {
             ObjectKind::Istio(Kind::Gateway) => {
                 Object::Gateway(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
+            ObjectKind::Istio(Kind::ServiceEntry) => {
+                Object::ServiceEntry(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Istio(Kind::WorkloadEntry) => {
+                Object::WorkloadEntry(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
+            ObjectKind::Istio(Kind::Sidecar) => {
+                Object::Sidecar(Box::new(serde_json::from_value(value).map_err(malformed)?))
+            }
             ObjectKind::Istio(_) => {
                 Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
@@ -129,6 +144,9 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::Gateway(_) => Kind::Gateway,
             Object::Secret(_) => Kind::Secret,
+            Object::ServiceEntry(_) => Kind::ServiceEntry,
+            Object::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Object::Sidecar(_) => Kind::Sidecar,
         }
     }
 
@@ -144,6 +162,9 @@ impl Object {
             Object::PeerAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ServiceEntry(o) => &o.metadata,
+            Object::WorkloadEntry(o) => &o.metadata,
+            Object::Sidecar(o) => &o.metadata,
         }
     }
 }

@@ -217,7 +217,7 @@ fn non_negative(v: Option<i32>, path: &str, what: &str, r: &mut Report) -> Optio
     }
 }
 
-fn connection_pool(
+pub(super) fn connection_pool(
     cp: &api::ConnectionPoolSettings,
     path: &str,
     r: &mut Report,

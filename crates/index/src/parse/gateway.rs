@@ -8,7 +8,7 @@ use sextant_model::{self as model, Kind, Protocol};
 
 use super::{Invalid, Parsed, Report, fields, object_ref};
 
-mod tls;
+pub(super) mod tls;
 
 /// A listener bound to a Unix domain socket instead of an IP address.
 const UNIX_PREFIX: &str = "unix://";

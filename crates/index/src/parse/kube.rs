@@ -95,6 +95,7 @@ pub fn service(svc: &Service, domain_suffix: &str) -> Result<Parsed<model::Servi
         export_to,
         resolution,
         creation_timestamp: super::creation_timestamp(&svc.metadata),
+        origin: model::Origin::Kubernetes,
     };
     r.finish(id, value)
 }

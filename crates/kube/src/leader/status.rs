@@ -1,6 +1,6 @@
-//! Status of VirtualServices, DestinationRules and Gateways: a `Reconciled` condition (accepted, with
-//! any unsupported fields named; invalid, with every error and its field path; or rejected by
-//! a proxy, with Envoy's error, while Sextant holds the object back) and
+//! Status of VirtualServices, DestinationRules, Gateways and Sidecars: a `Reconciled`
+//! condition (accepted, with any unsupported fields named; invalid, with every error and its
+//! field path; or rejected by a proxy, with Envoy's error, while Sextant holds the object back) and
 //! `observedGeneration`, written with server-side apply under field manager `sextant`, only
 //! while this replica holds the Lease, and only when it changes.
 
@@ -35,6 +35,8 @@ pub struct Verdict {
     pub reason: &'static str,
     /// For people: the errors, or the fields not supported.
     pub message: String,
+    /// A ServiceEntry's allocated addresses (`status.addresses`), by host.
+    pub addresses: BTreeMap<String, String>,
 }
 
 /// Objects held back after proxies rejected them, with what to say about each.
@@ -50,6 +52,7 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
             accepted: false,
             reason,
             message,
+            addresses: BTreeMap::new(),
         })
     };
     if let Some(e) = &seen.unreadable {
@@ -65,6 +68,11 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
         Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
         Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
         Kind::Gateway => snapshot.gateways.iter().any(|g| g.id == *id),
+        Kind::Sidecar => snapshot.sidecars.iter().any(|s| s.id == *id),
+        Kind::ServiceEntry => snapshot.service_entries.iter().any(|s| s.id == *id),
+        Kind::WorkloadEntry => snapshot
+            .workload_entries
+            .contains_key(&(id.namespace.clone(), id.name.clone())),
         _ => false,
     };
     known.then(|| Verdict {
@@ -75,12 +83,28 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
             Some(w) => format!("accepted; not supported by sextant: {}", w.join("; ")),
             None => "accepted".to_owned(),
         },
+        addresses: allocated(snapshot, id),
     })
+}
+
+/// The addresses allocated to the hosts of ServiceEntry `id`, by host.
+fn allocated(snapshot: &Snapshot, id: &ObjectRef) -> BTreeMap<String, String> {
+    let Some(se) = (id.kind == Kind::ServiceEntry)
+        .then(|| snapshot.service_entries.iter().find(|s| s.id == *id))
+        .flatten()
+        .filter(|se| se.auto_allocate)
+    else {
+        return BTreeMap::new();
+    };
+    se.hosts
+        .iter()
+        .filter_map(|h| Some((h.clone(), snapshot.allocated_addresses.get(h)?.to_string())))
+        .collect()
 }
 
 /// The status body of an object, as applied.
 pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
-    json!({
+    let mut patch = json!({
         "apiVersion": crate::api_resource(id.kind).api_version,
         "kind": id.kind.as_str(),
         "metadata": {"name": id.name, "namespace": id.namespace},
@@ -95,7 +119,15 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
                 "lastTransitionTime": now,
             }],
         },
-    })
+    });
+    if !v.addresses.is_empty() {
+        patch["status"]["addresses"] = v
+            .addresses
+            .iter()
+            .map(|(host, value)| json!({"host": host, "value": value}))
+            .collect();
+    }
+    patch
 }
 
 /// Writes status while `leader` is true, from each snapshot `snapshots` publishes and the

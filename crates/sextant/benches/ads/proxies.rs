@@ -49,7 +49,12 @@ pub async fn run(addr: String, proxies: usize) {
         out.flush().expect("stdout");
     };
     let mut delta_initial = None;
-    while let Some(command) = commands.recv().await {
+    while let Some(line) = commands.recv().await {
+        // `wait N` and `wait-endpoints N`: N proxies (all of them when not given).
+        let (command, count) = match line.split_once(' ') {
+            Some((c, n)) if c.starts_with("wait") => (c.to_owned(), n.parse().expect("count")),
+            _ => (line.clone(), proxies),
+        };
         match command.as_str() {
             "hello" => reply("hello".into()),
             "connect" => {
@@ -119,8 +124,12 @@ pub async fn run(addr: String, proxies: usize) {
                 progress.round.fetch_add(1, Ordering::SeqCst);
                 reply("armed".into());
             }
+            "updated" => reply(format!(
+                "updated {}",
+                progress.times.lock().expect("lock").len()
+            )),
             "wait" => {
-                while progress.times.lock().expect("lock").len() < proxies {
+                while progress.times.lock().expect("lock").len() < count {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 let times = progress.times.lock().expect("lock").clone();
@@ -131,7 +140,8 @@ pub async fn run(addr: String, proxies: usize) {
                 let initial = Arc::new(AtomicU64::new(0));
                 tokio::spawn(delta_proxy(
                     addr.clone(),
-                    node(1, 3),
+                    // A pod of svc-5, whose endpoints change: it imports them under W-M-S too.
+                    node(5, 3),
                     initial.clone(),
                     progress.clone(),
                     progress.round.load(Ordering::SeqCst),
@@ -152,7 +162,7 @@ pub async fn run(addr: String, proxies: usize) {
             "wait-endpoints" => {
                 assert!(delta_initial.is_some(), "delta client not started");
                 let deadline = Instant::now() + Duration::from_secs(60);
-                while (progress.eds_times.lock().expect("lock").len() < proxies
+                while (progress.eds_times.lock().expect("lock").len() < count
                     || progress.delta_updated.load(Ordering::Relaxed) == 0)
                     && Instant::now() < deadline
                 {

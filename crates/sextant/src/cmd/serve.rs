@@ -60,6 +60,46 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
+/// The mesh config at start, for what is decided once (the trust domain): the
+/// `--mesh-config` file in directory mode, which must then be readable; ConfigMap `istio` in
+/// the control plane's namespace with a cluster, the defaults when it is missing or bad (its
+/// watch reports and applies later edits).
+async fn initial_mesh_config(
+    config_dir: &Option<std::path::PathBuf>,
+    file: Option<&std::path::Path>,
+    client: &Option<kube::Client>,
+    namespace: &str,
+    input: &crate::cli::InputArgs,
+) -> anyhow::Result<sextant_model::MeshConfig> {
+    let text = match (config_dir, file, client) {
+        (Some(_), Some(file), _) => Some(
+            sextant_source::scan::read(file, input.max_input_bytes as u64)
+                .with_context(|| format!("reading the mesh config {}", file.display()))?,
+        ),
+        (None, Some(_), _) => anyhow::bail!(
+            "--mesh-config is for directory mode; with a cluster, ConfigMap istio in POD_NAMESPACE is the mesh config"
+        ),
+        (None, None, Some(client)) => {
+            sextant_kube::mesh_config::get(client.clone(), namespace).await
+        }
+        _ => None,
+    };
+    let Some(text) = text else {
+        return Ok(sextant_model::MeshConfig::default());
+    };
+    match sextant_index::parse::mesh_config(&text) {
+        Ok(read) => Ok(read.config),
+        Err(e) if file.is_some() => Err(anyhow::anyhow!(
+            "{}: {e}",
+            file.map(|f| f.display().to_string()).unwrap_or_default()
+        )),
+        Err(error) => {
+            tracing::error!(%error, "ConfigMap istio: starting with the default mesh config");
+            Ok(sextant_model::MeshConfig::default())
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         config_dir,
@@ -93,6 +133,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         domain_suffix,
         trust_domain,
         root_namespace,
+        mesh_config,
         log_format,
         log_level,
         lease_namespace,
@@ -109,7 +150,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
-        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, %trust_domain, %root_namespace, ?log_format, %log_level,
+        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, ?trust_domain, ?root_namespace, ?mesh_config, ?log_format, %log_level,
         "starting sextant"
     );
     let input_limits = input.limits();
@@ -119,9 +160,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sextant_index::parse::re2::set_max_program_size(max_regex_program_size);
     let metrics = Arc::new(Metrics::new());
     let connections = Arc::new(Connections::default());
-    let index = Index::new(&domain_suffix, CLUSTER_ID)
-        .with_trust_domain(&trust_domain)
-        .with_root_namespace(&root_namespace);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let debounce = Debounce::new(
         events_rx,
@@ -135,6 +173,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
         )?),
     };
+    // Flag > mesh config > default, for the trust domain read once here and the root
+    // namespace the index re-decides at every publish.
+    let mesh = initial_mesh_config(
+        &config_dir,
+        mesh_config.as_deref(),
+        &client,
+        &lease_namespace,
+        &input,
+    )
+    .await?;
+    let trust_domain = trust_domain.unwrap_or_else(|| mesh.trust_domain.clone());
+    let mut index = Index::new(&domain_suffix, CLUSTER_ID).with_trust_domain(&trust_domain);
+    if let Some(root_namespace) = &root_namespace {
+        index = index.with_root_namespace(root_namespace);
+    }
+    tracing::info!(%trust_domain, root_namespace = %root_namespace.as_deref().unwrap_or(&mesh.root_namespace), outbound_traffic_policy = ?mesh.outbound_traffic_policy, "mesh settings at start");
     let clock = Arc::new(SystemClock);
     let ca = match (&ca_dir, &client) {
         (Some(dir), _) => ca_store::read_dir(dir, clock)?,
@@ -213,6 +267,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut dir = DirSource::new(config_dir, namespace, index)
                 .max_file_bytes(input.max_input_bytes as u64)
                 .counters(metrics.dir.clone());
+            if let Some(file) = mesh_config {
+                dir = dir.mesh_config_file(file);
+            }
             // Watch first: a change made while the first read runs is then not missed.
             dir.watch(events_tx)?;
             publish(dir.reload(), &generator, &updates_tx);
@@ -224,7 +281,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
         }
         (None, Some(client)) => {
-            let cluster = KubeSource::spawn(client.clone(), index, events_tx, metrics.kube.clone());
+            let cluster = KubeSource::spawn(
+                client.clone(),
+                &lease_namespace,
+                index,
+                events_tx,
+                metrics.kube.clone(),
+            );
             // Every replica serves; the Lease holder also writes status and the caBundle.
             let leader = leader::elect(client.clone(), &lease_namespace, lease_duration_seconds)
                 .await

@@ -1,10 +1,12 @@
 //! `sextant validate`: offline checks of manifests, reported like a compiler.
 //!
-//! Each VirtualService, DestinationRule, Gateway and PeerAuthentication is checked against
+//! Each VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar and
+//! PeerAuthentication is checked against
 //! Sextant's CRD schema and Istio's semantic rules, and each Secret that holds a credential is
 //! read as the index would. When the input also holds the objects a configuration refers to
 //! (Services, DestinationRules, Pods), dangling references are reported as warnings with Istio's
-//! analysis codes; Gateways named by VirtualServices are always looked for (`gateways`).
+//! analysis codes; Gateways named by VirtualServices are always looked for (`gateways`), and
+//! Sidecars are checked against each other and the Pods they select (`sidecars`).
 //! Kinds Sextant does not validate are skipped with a note.
 
 use std::{
@@ -24,6 +26,8 @@ use sextant_source::files::read_inputs;
 use crate::cli::{Output, ValidateArgs};
 
 mod gateways;
+mod service_entries;
+mod sidecars;
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -153,6 +157,8 @@ struct Referents {
     services: BTreeSet<String>,
     /// The labels of every Pod.
     pods: Vec<BTreeMap<String, String>>,
+    /// Every Pod, with its namespace and name.
+    pod_refs: Vec<sidecars::PodRef>,
 }
 
 /// Where a checked object came from.
@@ -200,8 +206,14 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
     for located in &configs {
         emit_checked(located, &mut report);
     }
-    cross_references(&configs, &referents.services, &mut report);
+    let mut services = referents.services.clone();
+    if !services.is_empty() {
+        services.extend(service_entries::hosts(&configs));
+    }
+    cross_references(&configs, &services, &mut report);
     gateways::references(&configs, &referents.pods, &mut report);
+    sidecars::references(&configs, &referents.pod_refs, &mut report);
+    service_entries::analyze(&configs, &mut report);
     let order: BTreeMap<&str, usize> = inputs
         .iter()
         .enumerate()
@@ -306,6 +318,21 @@ fn handle_object(
                 .pointer("/metadata/labels")
                 .and_then(|l| serde_json::from_value(l.clone()).ok())
                 .unwrap_or_default();
+            let meta = |key: &str| {
+                value
+                    .pointer(&format!("/metadata/{key}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let namespace = Some(meta("namespace"))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_owned());
+            referents.pod_refs.push(sidecars::PodRef {
+                namespace,
+                name: meta("name"),
+                labels: BTreeMap::clone(&labels),
+            });
             referents.pods.push(labels);
         }
         ObjectKind::Kubernetes(Kind::Secret) => {

@@ -28,7 +28,7 @@ const CIPHER_SUITES: [&str; 15] = [
 ];
 
 /// Protobuf treats an empty string as unset.
-pub(super) fn set(field: &Option<String>) -> bool {
+pub(in crate::parse) fn set(field: &Option<String>) -> bool {
     field.as_deref().is_some_and(|s| !s.is_empty())
 }
 
@@ -56,7 +56,7 @@ fn go_list(names: &BTreeSet<&str>) -> String {
 }
 
 /// Istio's `validateTLSOptions`, its checks in its order.
-pub(super) fn check(tls: &api::ServerTlsSettings, path: &str, r: &mut Report) {
+pub(in crate::parse) fn check(tls: &api::ServerTlsSettings, path: &str, r: &mut Report) {
     use api::ServerTlsMode as M;
     let mode = tls.mode.unwrap_or(M::PASSTHROUGH);
     let suites = tls.cipher_suites.as_deref().unwrap_or_default();
@@ -264,7 +264,7 @@ fn list(field: &Option<Vec<String>>) -> Vec<String> {
 
 /// The model of validated settings: `credentialName` then `credentialNames`; the
 /// `serverCertificate`/`privateKey` pair then `tlsCertificates`.
-pub(super) fn model(tls: &api::ServerTlsSettings) -> model::ServerTls {
+pub(in crate::parse) fn model(tls: &api::ServerTlsSettings) -> model::ServerTls {
     let pair = |certificate: &Option<String>, key: &Option<String>| {
         Some(model::CertificateFiles {
             certificate: non_empty(certificate)?,

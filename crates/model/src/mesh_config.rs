@@ -1,0 +1,67 @@
+//! Mesh-wide settings: the part of Istio's `MeshConfig` (the `mesh` key of the `istio`
+//! ConfigMap, or `sextant serve --mesh-config FILE`) that Sextant uses.
+
+use std::collections::BTreeMap;
+
+use crate::{OutboundTrafficPolicy, ROOT_NAMESPACE};
+
+/// The mesh config, with Istio's defaults for what it leaves out.
+///
+/// `root_namespace` and `trust_domain` are what the mesh config says; the values in force are
+/// `Snapshot::root_namespace` and `Snapshot::trust_domain`, where an explicit `sextant serve`
+/// flag wins over the mesh config (flag > mesh config > default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// `outboundTrafficPolicy.mode`. In force as `Snapshot::outbound_traffic_policy`; a Sidecar
+    /// may override it for its proxies (`Snapshot::outbound_traffic_policy_for`).
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// `rootNamespace` (`istio-system`).
+    pub root_namespace: String,
+    /// `trustDomain` (`cluster.local`).
+    pub trust_domain: String,
+    /// `defaultConfig`: proxy defaults.
+    pub default_config: ProxyDefaults,
+    /// `serviceSettings`, in order.
+    pub service_settings: Vec<ServiceSettings>,
+    /// `defaultServiceExportTo` (`*`, `.` or `~`; empty: `*`). Modelled only.
+    pub default_service_export_to: Vec<String>,
+    /// `defaultVirtualServiceExportTo` (`*` or `.`; empty: `*`). Modelled only.
+    pub default_virtual_service_export_to: Vec<String>,
+    /// `defaultDestinationRuleExportTo` (`*` or `.`; empty: `*`). Modelled only.
+    pub default_destination_rule_export_to: Vec<String>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> MeshConfig {
+        MeshConfig {
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
+            root_namespace: ROOT_NAMESPACE.to_owned(),
+            trust_domain: "cluster.local".to_owned(),
+            default_config: ProxyDefaults::default(),
+            service_settings: Vec::new(),
+            default_service_export_to: Vec::new(),
+            default_virtual_service_export_to: Vec::new(),
+            default_destination_rule_export_to: Vec::new(),
+        }
+    }
+}
+
+/// The `defaultConfig` (ProxyConfig) fields Sextant uses; the others are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyDefaults {
+    /// `discoveryAddress`: where proxies reach the control plane (`HOST:PORT`), when set.
+    pub discovery_address: Option<String>,
+    /// `proxyMetadata`: environment the proxies' agents run with (`ISTIO_META_DNS_CAPTURE`,
+    /// ...).
+    pub proxy_metadata: BTreeMap<String, String>,
+}
+
+/// One `serviceSettings[]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// `hosts`: FQDNs or wildcards the settings apply to.
+    pub hosts: Vec<String>,
+    /// `settings.clusterLocal`: the services' endpoints are reachable only from their own
+    /// cluster. Modelled only.
+    pub cluster_local: bool,
+}
