@@ -101,6 +101,7 @@ fn main() {
             let rebuild = sextant_compiler::Rebuild {
                 endpoints: changes.endpoints.clone(),
                 routing: !changes.configs.is_empty(),
+                virtual_service_hosts: changes.virtual_service_hosts.clone(),
             };
             let t0 = Instant::now();
             let rebuilt =

@@ -62,8 +62,8 @@ pub fn clusters(ctx: &Context<'_>) -> (Vec<Encoded>, HashSet<String>) {
         }
     }
     if ctx.inbound() {
-        for (_, port, target) in ctx.inbound_ports() {
-            let c = inbound(ctx, port, target);
+        for (port, target) in ctx.inbound_ports() {
+            let c = inbound(ctx, &port, target);
             out.push(Encoded::new(&c.name, &c));
         }
     }
@@ -318,20 +318,28 @@ fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
         circuit_breakers: Some(policy::default_circuit_breakers()),
         ..Default::default()
     };
-    if ctx.bound_listeners() {
-        // No iptables: the application listens behind the proxy on its app address.
+    // A Sidecar's `defaultEndpoint`, else without iptables the application's address.
+    let endpoint = ctx.inbound_endpoint(target).or_else(|| {
+        ctx.bound_listeners().then(|| {
+            let app = ctx
+                .proxy
+                .app_address
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            crate::context::InboundEndpoint::Ip(app, target)
+        })
+    });
+    if let Some(endpoint) = endpoint {
+        let address = match endpoint {
+            crate::context::InboundEndpoint::Ip(ip, port) => ip_socket(ip, u32::from(port)),
+            crate::context::InboundEndpoint::Unix(path) => pipe(&path),
+        };
         cluster.cluster_discovery_type = discovery(DiscoveryType::Static);
         cluster.load_assignment = Some(ClusterLoadAssignment {
             cluster_name: name.clone(),
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(ip_socket(
-                            ctx.proxy
-                                .app_address
-                                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
-                            u32::from(target),
-                        )),
+                        address: Some(address),
                         ..Default::default()
                     })),
                     ..Default::default()
@@ -350,6 +358,17 @@ fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
         cluster.typed_extension_protocol_options = http2_options();
     }
     cluster
+}
+
+/// A Unix domain socket address (`@name`: abstract).
+fn pipe(path: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
+    use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, address};
+    Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: path.to_owned(),
+            mode: 0,
+        })),
+    }
 }
 
 fn http2_options() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {

@@ -91,6 +91,10 @@ impl<'a> Context<'a> {
         part: Part,
         hosts: Option<&std::collections::BTreeSet<String>>,
     ) -> Context<'a> {
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => snapshot.sidecar_for(&proxy.namespace, &proxy.labels),
+            ProxyKind::Router => None,
+        };
         if part == Part::Inbound {
             return Context {
                 part,
@@ -100,13 +104,9 @@ impl<'a> Context<'a> {
                 aliases: BTreeMap::new(),
                 rules: BTreeMap::new(),
                 gateway: Default::default(),
-                sidecar: None,
+                sidecar,
             };
         }
-        let sidecar = match proxy.kind {
-            ProxyKind::Sidecar => snapshot.sidecar_for(&proxy.namespace, &proxy.labels),
-            ProxyKind::Router => None,
-        };
         // Under a Sidecar: the services its egress hosts import, and those the routes of the
         // VirtualServices it imports lead to (istiod adds them even when no host lists them).
         let destinations = sidecar.map(|sc| imported_destinations(snapshot, &proxy.namespace, sc));
@@ -147,6 +147,22 @@ impl<'a> Context<'a> {
     pub fn outbound_traffic_policy(&self) -> OutboundTrafficPolicy {
         self.snapshot
             .outbound_traffic_policy_for(self.sidecar.map(|s| s.as_ref()))
+    }
+
+    /// Whether the proxy has a Sidecar that imports none of `hosts` (`(namespace, host)` of
+    /// changed VirtualServices; `("", "")` stands for unknown ones, which it may import).
+    pub fn ignores_virtual_service_hosts(
+        &self,
+        hosts: &std::collections::BTreeSet<(String, String)>,
+    ) -> bool {
+        let Some(sidecar) = self.sidecar else {
+            return false;
+        };
+        !hosts.is_empty()
+            && hosts.iter().all(|(namespace, host)| {
+                !namespace.is_empty()
+                    && !sidecar.imports_virtual_service_host(&self.proxy.namespace, namespace, host)
+            })
     }
 
     /// Whether the proxy's Sidecar (if any) imports `vs` (one of its hosts matches an egress
@@ -281,28 +297,88 @@ impl<'a> Context<'a> {
         self.proxy.kind == sextant_model::ProxyKind::Router
     }
 
-    /// The proxy's own service ports (services selecting its workload), as
-    /// `(service, port, target port)`, deduplicated by target port.
-    pub fn inbound_ports(&self) -> Vec<(&'a Arc<Service>, &'a ServicePort, u16)> {
-        let mut out: Vec<(&Arc<Service>, &ServicePort, u16)> = Vec::new();
-        for svc in self
-            .snapshot
-            .services_selecting(&self.proxy.namespace, &self.proxy.labels)
-        {
-            for port in svc
-                .ports
-                .iter()
-                .filter(|p| p.protocol != sextant_model::Protocol::Udp)
+    /// The ports the proxy's workload is reached on, as `(port, target port)`, deduplicated
+    /// by target port: its Sidecar's `ingress` listeners when it has any (each on its own
+    /// port), else the ports of the services selecting its workload.
+    pub fn inbound_ports(&self) -> Vec<(ServicePort, u16)> {
+        let mut out: Vec<(ServicePort, u16)> = Vec::new();
+        if let Some(sidecar) = self.sidecar.filter(|s| !s.ingress.is_empty()) {
+            for i in &sidecar.ingress {
+                let number = i.port.number;
+                if !out.iter().any(|(_, t)| *t == number) {
+                    let port = ServicePort {
+                        name: i.port.name.clone().unwrap_or_default(),
+                        port: number,
+                        target_port: Some(number),
+                        protocol: i.port.protocol,
+                    };
+                    out.push((port, number));
+                }
+            }
+        } else {
+            for svc in self
+                .snapshot
+                .services_selecting(&self.proxy.namespace, &self.proxy.labels)
             {
-                let target = port.target_port.unwrap_or(port.port);
-                if !out.iter().any(|(_, _, t)| *t == target) {
-                    out.push((svc, port, target));
+                for port in svc
+                    .ports
+                    .iter()
+                    .filter(|p| p.protocol != sextant_model::Protocol::Udp)
+                {
+                    let target = port.target_port.unwrap_or(port.port);
+                    if !out.iter().any(|(_, t)| *t == target) {
+                        out.push((port.clone(), target));
+                    }
                 }
             }
         }
-        out.sort_by_key(|(_, _, t)| *t);
+        out.sort_by_key(|(_, t)| *t);
         out
     }
+
+    /// Where the inbound cluster of `port` sends connections when the proxy's Sidecar says
+    /// (an `ingress` listener's `defaultEndpoint`); `None` when it does not say.
+    pub fn inbound_endpoint(&self, port: u16) -> Option<InboundEndpoint> {
+        use sextant_model::DefaultEndpoint;
+        let listener = self
+            .sidecar?
+            .ingress
+            .iter()
+            .find(|i| i.port.number == port)?;
+        let loopback = |ipv6: bool| -> IpAddr {
+            if ipv6 {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            }
+        };
+        match &listener.default_endpoint {
+            DefaultEndpoint::Loopback { port, ipv6 } => {
+                Some(InboundEndpoint::Ip(loopback(*ipv6), *port))
+            }
+            DefaultEndpoint::PodIp { port, ipv6 } => {
+                let ip = self
+                    .proxy
+                    .ips
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv6() == *ipv6 && !ip.is_unspecified())
+                    .unwrap_or_else(|| loopback(*ipv6));
+                Some(InboundEndpoint::Ip(ip, *port))
+            }
+            DefaultEndpoint::Unix(path) => Some(InboundEndpoint::Unix(path.clone())),
+            DefaultEndpoint::None => None,
+        }
+    }
+}
+
+/// Where a Sidecar `ingress` listener forwards to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundEndpoint {
+    /// An address and port.
+    Ip(IpAddr, u16),
+    /// A Unix domain socket.
+    Unix(String),
 }
 
 /// The hosts the routes of the VirtualServices a Sidecar imports lead to (resolved).

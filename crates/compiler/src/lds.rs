@@ -541,7 +541,7 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
     let ports = ctx.inbound_ports();
     for (&port, &mode) in &mtls.ports {
         // 15006 stays the blackhole's: traffic to it would loop through this listener.
-        if u32::from(port) != VIRTUAL_INBOUND_PORT && !ports.iter().any(|(_, _, t)| *t == port) {
+        if u32::from(port) != VIRTUAL_INBOUND_PORT && !ports.iter().any(|(_, t)| *t == port) {
             let accept = Accept::new(mode, ctx.proxy.holds_certificate);
             sort(port, accept);
             chains.extend(inbound::chains(
@@ -555,7 +555,8 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
             ));
         }
     }
-    for (_, port, target) in ports {
+    for (port, target) in &ports {
+        let (port, target) = (port, *target);
         let accept = Accept::new(mtls.port(target), ctx.proxy.holds_certificate);
         sort(target, accept);
         chains.extend(inbound::chains(
@@ -657,7 +658,8 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
         .filter(|ip| *ip != bind && ctx.inbound())
     {
         let mtls = ctx.workload_mtls();
-        for (_, port, target) in ctx.inbound_ports() {
+        for (port, target) in ctx.inbound_ports() {
+            let port = &port;
             let accept = Accept::new(mtls.port(target), ctx.proxy.holds_certificate);
             let name = format!("{ip}_{}", port.port);
             out.push(Listener {

@@ -75,6 +75,10 @@ pub struct Rebuild {
     /// VirtualServices changed: listeners are rebuilt, and in route configurations the
     /// virtual hosts of services whose VirtualService changed.
     pub routing: bool,
+    /// The hosts of the changed VirtualServices, before and after, as `(namespace, resolved
+    /// host)`; `("", "")` when some are not known. A scope whose Sidecar imports none of
+    /// them is kept as it was.
+    pub virtual_service_hosts: std::collections::BTreeSet<(String, String)>,
 }
 
 /// Rebuilds `previous` (the same part of the same proxy, compiled from an earlier snapshot)
@@ -121,6 +125,14 @@ fn build(
     let ctx = Context::new(snapshot, proxy, part);
     if proxy.proxyless {
         return grpc::part(&ctx);
+    }
+    // Only VirtualServices changed, none of which the proxy's Sidecar imports: nothing it
+    // gets can differ.
+    if let Some((previous, rebuild)) = previous
+        && rebuild.endpoints.is_empty()
+        && ctx.ignores_virtual_service_hosts(&rebuild.virtual_service_hosts)
+    {
+        return previous.clone();
     }
     let clusters = || match previous {
         // Services and rules are as before: only the clusters of changed endpoints change.

@@ -229,6 +229,7 @@ proptest! {
         let rebuild = Rebuild {
             endpoints: changes.endpoints.clone(),
             routing: !changes.configs.is_empty(),
+            virtual_service_hosts: changes.virtual_service_hosts.clone(),
         };
         let rebuilt = recompile_part(&after, &scope, Part::Outbound, &old, &rebuild);
         prop_assert_eq!(&rebuilt, &compile_part(&after, &scope, Part::Outbound));
@@ -247,7 +248,11 @@ proptest! {
             }
             let (next, changes) = index.publish();
             prop_assume!(sextant_compiler::scope(&next, &proxy) == scope);
-            let rebuild = Rebuild { routing: !changes.configs.is_empty(), ..Rebuild::default() };
+            let rebuild = Rebuild {
+                routing: !changes.configs.is_empty(),
+                virtual_service_hosts: changes.virtual_service_hosts.clone(),
+                ..Rebuild::default()
+            };
             let cache = Mutex::new(ScopeCache::default());
             let rebuilt = compile_scope(&next, &scope, Some((&previous, &rebuild)), &cache);
             prop_assert_eq!(&rebuilt, &compile_part(&next, &scope, Part::Outbound));

@@ -42,6 +42,9 @@ pub struct Changes {
     pub credentials: BTreeSet<(String, String)>,
     /// The mesh config changed: like a change of every configuration object.
     pub mesh_config: bool,
+    /// The hosts of changed VirtualServices, before and after, as `(namespace, resolved
+    /// host)`; `("", "")` for a delegate, whose roots are not known here.
+    pub virtual_service_hosts: BTreeSet<(String, String)>,
 }
 
 impl Changes {
@@ -261,7 +264,9 @@ impl Index {
                 if let Some(v) = self.record(parsed, id.clone())
                     && self.virtual_services.get(&k).is_none_or(|old| **old != v)
                 {
-                    self.virtual_services.insert(k, Arc::new(v));
+                    self.note_hosts(Some(&v));
+                    let old = self.virtual_services.insert(k, Arc::new(v));
+                    self.note_hosts(old.as_deref());
                     self.changes.configs.insert(id);
                 }
             }
@@ -389,7 +394,8 @@ impl Index {
                 self.namespaces.remove(name);
             }
             Kind::VirtualService => {
-                if self.virtual_services.remove(&k).is_some() {
+                if let Some(old) = self.virtual_services.remove(&k) {
+                    self.note_hosts(Some(&old));
                     self.changes.configs.insert(id);
                 }
             }
@@ -561,6 +567,19 @@ impl Index {
         out.sort_by_key(|e| e.address);
         out.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
         out
+    }
+
+    /// Records the hosts of a changed VirtualService in `changes.virtual_service_hosts`.
+    fn note_hosts(&mut self, vs: Option<&VirtualService>) {
+        let Some(vs) = vs else { return };
+        let hosts = &mut self.changes.virtual_service_hosts;
+        if vs.hosts.is_empty() {
+            hosts.insert((String::new(), String::new()));
+        }
+        for h in &vs.hosts {
+            let host = sextant_model::resolve_host(h, &vs.id.namespace, &self.domain_suffix);
+            hosts.insert((vs.id.namespace.clone(), host));
+        }
     }
 
     /// Publishes a snapshot of the current state and the changes since the last one.

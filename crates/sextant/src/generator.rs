@@ -3,6 +3,10 @@
 //! snapshot rebuilds only what its changes touch, see [`sextant_compiler::recompile_part`]),
 //! and the SDS secrets of `sextant-ca`.
 
+mod turns;
+
+use turns::Turns;
+
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
@@ -60,6 +64,9 @@ pub struct XdsGenerator {
     no_secrets: sextant_resources::List,
     /// Gateway credentials (`kubernetes://` secrets) from the snapshot's Secrets.
     credentials: crate::credentials::Credentials,
+    /// Each proxy's own (inbound) part, reused while only changes that cannot touch it
+    /// happened (see [`keeps_own`]); dropped when its stream ends.
+    own: Mutex<HashMap<String, OwnPart>>,
     /// Objects held back after a proxy rejected them (NACK isolation); also orders
     /// publishing.
     quarantine: Mutex<Quarantine>,
@@ -92,6 +99,7 @@ impl XdsGenerator {
             secrets: None,
             no_secrets: Arc::from([]),
             credentials: Default::default(),
+            own: Mutex::new(HashMap::new()),
             quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
             compiling: Turns::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             plaintext_nacks: false,
@@ -263,16 +271,69 @@ impl XdsGenerator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .resources(proxy, snapshot.version);
-        let own = Arc::new(sextant_compiler::compile_part(
-            snapshot,
-            proxy,
-            Part::Inbound,
-        ));
+        let own = self.own_part(snapshot, proxy);
         Arc::new(ProxyResources {
             shared,
             own,
             secrets,
         })
+    }
+
+    /// The proxy's own part for `snapshot`: the one compiled for an earlier snapshot when
+    /// nothing since could change it (a VirtualService or endpoint change wakes every stream,
+    /// and each would otherwise compile its inbound part again), else compiled now.
+    fn own_part(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<EncodedResources> {
+        let kept = {
+            let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+            own.get(&proxy.id)
+                .filter(|o| o.proxy == *proxy)
+                .map(|o| (o.version, o.resources.clone()))
+        };
+        if let Some((version, resources)) = kept
+            && (version == snapshot.version || self.keeps_own(version, snapshot.version))
+        {
+            return resources;
+        }
+        let resources = Arc::new(sextant_compiler::compile_part(
+            snapshot,
+            proxy,
+            Part::Inbound,
+        ));
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like the scopes: proxies asked about without a stream are not remembered
+        // past the cap.
+        if own.len() >= MAX_OWN_PARTS && !own.contains_key(&proxy.id) {
+            own.clear();
+        }
+        own.insert(
+            proxy.id.clone(),
+            OwnPart {
+                version: snapshot.version,
+                proxy: proxy.clone(),
+                resources: resources.clone(),
+            },
+        );
+        resources
+    }
+
+    /// Whether every change after `since` up to `until` leaves a proxy's own part as it was
+    /// (and the log still reaches back to `since`).
+    fn keeps_own(&self, since: u64, until: u64) -> bool {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut covered = false;
+        for (version, changes) in log.iter() {
+            if *version <= since {
+                covered = *version == since;
+                continue;
+            }
+            if *version > until {
+                break;
+            }
+            if !covered || !keeps_inbound(changes) {
+                return false;
+            }
+        }
+        covered
     }
 
     /// The scope's shared resources for `snapshot`, compiled or brought up to date once.
@@ -311,43 +372,6 @@ impl XdsGenerator {
             resources: Arc::new(resources),
         };
         entry.resources.clone()
-    }
-}
-
-/// A counting gate for blocking threads: at most `max` inside at once, the rest wait.
-struct Turns {
-    inside: Mutex<usize>,
-    left: std::sync::Condvar,
-    max: usize,
-}
-
-impl Turns {
-    fn new(max: usize) -> Self {
-        Turns {
-            inside: Mutex::new(0),
-            left: std::sync::Condvar::new(),
-            max: max.max(1),
-        }
-    }
-
-    /// Waits for a turn; it ends when the returned guard drops.
-    fn enter(&self) -> Turn<'_> {
-        let mut inside = self.inside.lock().unwrap_or_else(|p| p.into_inner());
-        while *inside >= self.max {
-            inside = self.left.wait(inside).unwrap_or_else(|p| p.into_inner());
-        }
-        *inside += 1;
-        Turn(self)
-    }
-}
-
-/// A turn of [`Turns`].
-struct Turn<'a>(&'a Turns);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        *self.0.inside.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        self.0.left.notify_one();
     }
 }
 
@@ -419,7 +443,42 @@ fn reuse(changes: &Changes, rebuild: &mut sextant_compiler::Rebuild) -> Option<(
     }
     rebuild.routing |= !changes.configs.is_empty();
     rebuild.endpoints.extend(changes.endpoints.iter().cloned());
+    rebuild
+        .virtual_service_hosts
+        .extend(changes.virtual_service_hosts.iter().cloned());
+    if !changes.configs.is_empty() && changes.virtual_service_hosts.is_empty() {
+        // Changed VirtualServices whose hosts nobody noted: they may touch any scope.
+        rebuild
+            .virtual_service_hosts
+            .insert((String::new(), String::new()));
+    }
     Some(())
+}
+
+/// Whether `changes` leave every proxy's own part (inbound listeners and clusters) as it was:
+/// that part reads the Services selecting the workload, the workload, PeerAuthentications,
+/// Sidecars and the mesh config, and none of VirtualServices, DestinationRules, Gateways,
+/// endpoints or credentials.
+fn keeps_inbound(changes: &Changes) -> bool {
+    changes.services.is_empty()
+        && changes.workloads.is_empty()
+        && !changes.mesh_config
+        && changes.configs.iter().all(|c| {
+            matches!(
+                c.kind,
+                Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+            )
+        })
+}
+
+/// At most this many proxies' own parts are kept (as many as scopes by default).
+const MAX_OWN_PARTS: usize = DEFAULT_MAX_SCOPES;
+
+/// A proxy's own part and what it was compiled for.
+struct OwnPart {
+    version: u64,
+    proxy: Proxy,
+    resources: Arc<EncodedResources>,
 }
 
 /// What a proxy's shared output depends on besides the snapshot.
@@ -530,6 +589,10 @@ impl Generator for XdsGenerator {
     }
 
     fn disconnected(&self, proxy: &Proxy) {
+        self.own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&proxy.id);
         if let Some(secrets) = &self.secrets {
             secrets.forget(&proxy.id, proxy.identity.as_ref());
         }
@@ -540,28 +603,6 @@ impl Generator for XdsGenerator {
 mod tests {
     use super::*;
     use sextant_model::ObjectRef;
-
-    #[test]
-    fn turns_let_at_most_their_number_in_at_once() {
-        let turns = Turns::new(2);
-        let (inside, most) = (
-            std::sync::atomic::AtomicUsize::new(0),
-            std::sync::atomic::AtomicUsize::new(0),
-        );
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    let _turn = turns.enter();
-                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::yield_now();
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        assert!(most.load(Ordering::SeqCst) <= 2);
-        assert_eq!(*turns.inside.lock().expect("lock"), 0);
-    }
 
     fn vs(kind: Kind) -> ObjectRef {
         ObjectRef {

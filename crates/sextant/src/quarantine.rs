@@ -198,6 +198,14 @@ impl Quarantine {
         self.source = snapshot;
         self.held.retain(|id, _| present(&self.source, id));
         let configs = changes.configs.iter().cloned().collect();
+        let mut changes = changes;
+        if !self.held.is_empty() {
+            // Held contents replace some of what the index saw: which hosts they touch is
+            // not known from here.
+            changes
+                .virtual_service_hosts
+                .insert((String::new(), String::new()));
+        }
         (self.overlay(configs), changes)
     }
 
@@ -299,6 +307,9 @@ impl Quarantine {
         );
         let mut changes = Changes::default();
         changes.configs.insert(suspect.clone());
+        changes
+            .virtual_service_hosts
+            .insert((String::new(), String::new()));
         let snapshot = self.overlay(vec![suspect]);
         self.last_hold = snapshot.version;
         Ok(Some((snapshot, changes)))
