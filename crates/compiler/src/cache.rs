@@ -33,8 +33,9 @@ pub struct ScopeCache {
 
 /// What a scope's outbound clusters and load assignments depend on: the proxy flavor, whether
 /// it holds a certificate (auto mTLS), the visible services and the DestinationRule each
-/// resolves to (merged, as the proxy sees it). `hash` covers the flavor, the certificate, host
-/// names and rule names; equality compares everything.
+/// resolves to (merged, as the proxy sees it), and the ports a Sidecar trims services to.
+/// `hash` covers the flavor, the certificate, the trimmed ports, host names and rule names;
+/// equality compares everything.
 #[derive(Debug, PartialEq)]
 pub(crate) struct ClusterKey {
     hash: u64,
@@ -51,6 +52,12 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
         ctx.proxy.flavor as u8,
         u8::from(ctx.proxy.holds_certificate),
     ]);
+    for (host, ports) in ctx.trimmed_ports() {
+        h.update(host.as_bytes());
+        for p in ports {
+            h.update(&p.to_le_bytes());
+        }
+    }
     let services = ctx
         .services()
         .map(|svc| {

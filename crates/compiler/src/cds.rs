@@ -43,7 +43,7 @@ pub fn clusters(ctx: &Context<'_>) -> (Vec<Encoded>, HashSet<String>) {
     let mut eds = HashSet::new();
     let mut templates = HashMap::new();
     for svc in ctx.services() {
-        for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+        for port in ctx.ports_of(svc).filter(|p| p.protocol != Protocol::Udp) {
             let subsets = ctx
                 .rule(&svc.hostname)
                 .map(|dr| dr.subsets.as_slice())

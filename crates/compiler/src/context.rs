@@ -39,6 +39,9 @@ pub struct Context<'a> {
     gateway: std::cell::RefCell<Option<String>>,
     /// The Sidecar resource limiting what a sidecar proxy imports (never a gateway's).
     sidecar: Option<&'a Arc<Sidecar>>,
+    /// Services imported only by the Sidecar's egress listeners on given ports, with those
+    /// ports: the proxy sees only these ports of them (istiod's `needsPortMatch`).
+    trimmed: BTreeMap<&'a str, Vec<u16>>,
 }
 
 /// `outbound|PORT|SUBSET|HOST`.
@@ -105,6 +108,7 @@ impl<'a> Context<'a> {
                 rules: BTreeMap::new(),
                 gateway: Default::default(),
                 sidecar,
+                trimmed: BTreeMap::new(),
             };
         }
         // Under a Sidecar: the services its egress hosts import, and those the routes of the
@@ -130,16 +134,34 @@ impl<'a> Context<'a> {
                     .map(|dr| (*host, dr))
             })
             .collect();
+        let trimmed = sidecar
+            .map(|sc| trimmed_ports(sc, &proxy.namespace, &services, destinations.as_ref()))
+            .unwrap_or_default();
         Context {
             part,
             snapshot,
             proxy,
             services,
+            trimmed,
             aliases,
             rules,
             gateway: Default::default(),
             sidecar,
         }
+    }
+
+    /// The ports of `svc` the proxy sees: all of them, unless its Sidecar imports the service
+    /// only through egress listeners on given ports.
+    pub fn ports_of<'s>(&self, svc: &'s Service) -> impl Iterator<Item = &'s ServicePort> + 's {
+        let only = self.trimmed.get(svc.hostname.as_str()).cloned();
+        svc.ports
+            .iter()
+            .filter(move |p| only.as_ref().is_none_or(|ports| ports.contains(&p.port)))
+    }
+
+    /// Services whose ports the Sidecar trims, with the ports kept (for cache keys).
+    pub fn trimmed_ports(&self) -> &BTreeMap<&'a str, Vec<u16>> {
+        &self.trimmed
     }
 
     /// What the proxy does with traffic for hosts it does not know: its Sidecar's
@@ -414,6 +436,41 @@ fn imported_destinations(
         }
         for r in &vs.tls {
             r.route.iter().for_each(|d| add(&d.destination.host));
+        }
+    }
+    out
+}
+
+/// The services of `services` that `sidecar` imports only through egress listeners with a
+/// port (not the catch-all, not an HTTP proxy), with the ports of those listeners. Services a
+/// VirtualService it imports leads to keep every port.
+fn trimmed_ports<'a>(
+    sidecar: &Sidecar,
+    namespace: &str,
+    services: &BTreeMap<&'a str, &'a Arc<Service>>,
+    destinations: Option<&std::collections::HashSet<String>>,
+) -> BTreeMap<&'a str, Vec<u16>> {
+    let mut out = BTreeMap::new();
+    if sidecar.egress.iter().all(|l| l.port.is_none()) {
+        return out;
+    }
+    for (host, svc) in services {
+        if destinations.is_some_and(|d| d.contains(*host)) {
+            continue;
+        }
+        let mut ports = Vec::new();
+        let mut all = false;
+        for l in &sidecar.egress {
+            if !l.imports_service(namespace, &svc.namespace, &svc.hostname) {
+                continue;
+            }
+            match &l.port {
+                Some(p) if p.matches_service_ports() => ports.push(p.number),
+                _ => all = true,
+            }
+        }
+        if !all {
+            out.insert(*host, ports);
         }
     }
     out

@@ -29,7 +29,7 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
         .filter(|s| s.resolution == Resolution::ClientSideLb)
     {
         let endpoints = ctx.snapshot.endpoints(&svc.hostname);
-        for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
+        for port in ctx.ports_of(svc).filter(|p| p.protocol != Protocol::Udp) {
             // Every endpoint of this port encoded once, into one buffer.
             let mut all = Vec::with_capacity(endpoints.len() * 40);
             let mut text = String::new();

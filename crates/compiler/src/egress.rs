@@ -37,9 +37,8 @@ pub(crate) fn port_listeners(ctx: &Context<'_>, taken: &BTreeSet<u16>) -> Vec<Li
             && s.cluster_ip.is_none()
             && matches!(s.origin, Origin::ServiceEntry { .. })
     }) {
-        for port in svc
-            .ports
-            .iter()
+        for port in ctx
+            .ports_of(svc)
             .filter(|p| !p.protocol.is_http() && p.protocol != Protocol::Udp)
         {
             if taken.contains(&port.port) || !ports.insert(port.port) {

@@ -287,7 +287,7 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
     out.push(virtual_outbound(ctx));
     let mut http_ports = BTreeSet::new();
     for svc in ctx.services() {
-        for port in &svc.ports {
+        for port in ctx.ports_of(svc) {
             if port.protocol.is_http() {
                 if http_ports.insert(port.port) {
                     out.push(Listener {
@@ -612,7 +612,7 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
     let mut out = Vec::new();
     let mut http_ports = BTreeSet::new();
     for svc in ctx.services() {
-        for port in svc.ports.iter().filter(|p| p.protocol.is_http()) {
+        for port in ctx.ports_of(svc).filter(|p| p.protocol.is_http()) {
             if http_ports.insert(port.port) {
                 out.push(Listener {
                     name: format!("{bind}_{}", port.port),
@@ -629,9 +629,8 @@ fn bound(ctx: &Context<'_>) -> Vec<Listener> {
     }
     let mut tcp_ports = BTreeSet::new();
     for svc in ctx.services() {
-        for port in svc
-            .ports
-            .iter()
+        for port in ctx
+            .ports_of(svc)
             .filter(|p| !p.protocol.is_http() && p.protocol != Protocol::Udp)
         {
             if http_ports.contains(&port.port) || !tcp_ports.insert(port.port) {

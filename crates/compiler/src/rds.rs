@@ -78,7 +78,7 @@ pub fn route_configurations(
 ) -> (Vec<Encoded>, Origins) {
     let mut by_port: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
     for svc in ctx.services() {
-        for port in svc.ports.iter().filter(|p| p.protocol.is_http()) {
+        for port in ctx.ports_of(svc).filter(|p| p.protocol.is_http()) {
             by_port.entry(port.port).or_default().push(svc);
         }
     }
