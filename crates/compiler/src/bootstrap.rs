@@ -275,6 +275,9 @@ pub fn xds_cluster(host: &str, port: u32) -> Cluster {
             cluster::DiscoveryType::StrictDns as i32,
         )),
         connect_timeout: Some(seconds(1)),
+        // `localhost` resolves to ::1 first on most machines, where Sextant, listening on
+        // IPv4 by default, is not: prefer IPv4, fall back to IPv6.
+        dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
         typed_extension_protocol_options: map_of([(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
             any(&options),

@@ -16,8 +16,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check VirtualService, DestinationRule and PeerAuthentication manifests offline:
-    /// schema, Istio's semantic rules, and references between the objects given.
+    /// Check Istio manifests offline (VirtualService, DestinationRule, Gateway, ServiceEntry,
+    /// WorkloadEntry, Sidecar, PeerAuthentication): schema, Istio's semantic rules, and
+    /// references between the objects given.
     Validate(ValidateArgs),
     /// Run the control plane on a directory of manifests or on a cluster, serving ADS to Envoy.
     Serve(ServeArgs),
@@ -25,7 +26,8 @@ enum Command {
     /// changes and the traffic split printed as it happens.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
-    /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS.
+    /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS (a sidecar,
+    /// or with --gateway a gateway), or with --grpc a gRPC xDS bootstrap.
     Bootstrap(BootstrapArgs),
     /// Show the Envoy configuration a proxy gets from a directory of manifests.
     ProxyConfig(ProxyConfigArgs),
@@ -477,13 +479,20 @@ pub struct ProxyConfigArgs {
     /// Which resources to show.
     #[arg(value_enum)]
     pub resource: ResourceKind,
-    /// Directory of YAML manifests (Services, EndpointSlices, Pods, Namespaces,
-    /// VirtualServices, DestinationRules).
+    /// Directory of YAML manifests (what `serve --config-dir` reads).
     #[arg(long)]
     pub config_dir: PathBuf,
-    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    /// Istio's mesh config (as `serve --mesh-config`).
+    #[arg(long)]
+    pub mesh_config: Option<PathBuf>,
+    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`
+    /// (`router~...` for a gateway).
     #[arg(long)]
     pub proxy: String,
+    /// A workload label, `KEY=VALUE` (as `bootstrap --label`): what Gateway and Sidecar
+    /// selectors match when the directory has no Pod for the proxy.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Node metadata, `KEY=VALUE` (e.g. `INTERCEPTION_MODE=NONE`, `ISTIO_VERSION=1.28`,
     /// `SEXTANT_BIND_ADDRESS=127.0.0.2`, `LABELS=app=a,version=v1`).
     #[arg(long = "meta")]

@@ -22,7 +22,12 @@ use sextant_resources::{Encoded, List};
 #[derive(Default)]
 pub struct Credentials {
     cache: Mutex<(u64, HashMap<String, List>)>,
+    /// Gateways told why they get no credentials (once each, at most [`WARNED`]).
+    warned: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How many gateways' refusals are remembered so as to be logged once.
+const WARNED: usize = 1024;
 
 impl Credentials {
     /// The credentials `proxy` may get from `snapshot`, sorted by name (empty for anyone but
@@ -34,6 +39,9 @@ impl Credentials {
                 .as_ref()
                 .is_some_and(|id| id.namespace == proxy.namespace);
         if !allowed {
+            if proxy.kind == ProxyKind::Router {
+                self.explain(snapshot, proxy);
+            }
             return List::from([]);
         }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -45,6 +53,37 @@ impl Credentials {
             .entry(proxy.namespace.clone())
             .or_insert_with(|| encode_namespace(snapshot, &proxy.namespace))
             .clone()
+    }
+}
+
+impl Credentials {
+    /// Logs, once per gateway, that its Gateways name Secrets it cannot get.
+    fn explain(&self, snapshot: &Snapshot, proxy: &Proxy) {
+        let names_secrets = snapshot.gateways_for(&proxy.labels).iter().any(|g| {
+            g.servers.iter().any(|s| {
+                s.tls
+                    .as_ref()
+                    .is_some_and(|t| !t.credential_names.is_empty())
+            })
+        });
+        if !names_secrets {
+            return;
+        }
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.len() >= WARNED || !warned.insert(proxy.id.clone()) {
+            return;
+        }
+        match &proxy.identity {
+            None => tracing::warn!(
+                proxy = %proxy.id,
+                "gateway gets no credentialName Secrets: it proved no identity; connect it to the \
+                 secure xDS port with a certificate or token of its namespace (README: Gateways)"
+            ),
+            Some(identity) => tracing::warn!(
+                proxy = %proxy.id, %identity,
+                "gateway gets no credentialName Secrets: its identity is not of its namespace"
+            ),
+        }
     }
 }
 

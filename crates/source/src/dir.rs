@@ -114,7 +114,9 @@ impl DirSource {
             .as_ref()
             .and_then(|f| f.parent())
             .map(Path::to_path_buf);
-        let followed = mesh_dir.clone();
+        // Of the mesh config's directory, only the file itself matters, and a ConfigMap
+        // volume's `..data` swap (its files are links through `..data`).
+        let followed = self.mesh_config.clone();
         let signal = changed.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -125,7 +127,13 @@ impl DirSource {
                     && (e.paths.is_empty()
                         || e.paths.iter().any(|p| {
                             p.starts_with(&dir)
-                                || followed.as_ref().is_some_and(|m| p.starts_with(m))
+                                || followed.as_ref().is_some_and(|m| {
+                                    p == m
+                                        || (p.parent() == m.parent()
+                                            && p.file_name().is_some_and(|n| {
+                                                n.to_string_lossy().starts_with("..")
+                                            }))
+                                })
                         }))
                 {
                     let _ = signal.send(());

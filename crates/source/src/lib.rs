@@ -63,6 +63,11 @@ impl Source {
 }
 
 fn log_published(snapshot: &Snapshot, changes: &Changes) {
+    // Nothing new (a re-read that found what was there): nothing to say, and no log line
+    // that, written beside a watched file, would wake the watch again.
+    if changes.is_empty() && !changes.mesh_config {
+        return;
+    }
     for (object, errors) in &snapshot.invalid {
         tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
     }
@@ -72,6 +77,7 @@ fn log_published(snapshot: &Snapshot, changes: &Changes) {
         changed_endpoints = changes.endpoints.len(),
         changed_configs = changes.configs.len(),
         changed_credentials = changes.credentials.len(),
+        mesh_config_changed = changes.mesh_config,
         "published snapshot"
     );
 }

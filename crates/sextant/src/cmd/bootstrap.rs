@@ -23,6 +23,19 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         xds_cert,
         xds_key,
     } = args;
+    // Envoy (or gRPC) reads these from wherever it is started: make them absolute.
+    let absolute = |p: Option<String>| {
+        p.map(|p| {
+            std::path::absolute(&p)
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or(p)
+        })
+    };
+    let (xds_root_cert, xds_cert, xds_key) = (
+        absolute(xds_root_cert),
+        absolute(xds_cert),
+        absolute(xds_key),
+    );
     let node_id = match (gateway, node_id.split_once('~')) {
         (true, Some(("sidecar" | "router", rest))) => format!("router~{rest}"),
         _ => node_id,

@@ -34,10 +34,15 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
         resource,
         config_dir,
         proxy,
-        meta,
+        mut meta,
         output,
         namespace,
+        mesh_config,
+        labels,
     } = args;
+    if !labels.is_empty() {
+        meta.push(format!("LABELS={}", labels.join(",")));
+    }
     let (mut index, skipped) = match sextant_source::files::load_index(&config_dir, &namespace) {
         Ok(x) => x,
         Err(e) => {
@@ -47,6 +52,24 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
     };
     for s in skipped {
         eprintln!("warning: {}: skipped: {}", s.location, s.reason);
+    }
+    if let Some(file) = mesh_config {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                if !sextant_kube::mesh_config::apply(&mut index, &text, &file.display().to_string())
+                {
+                    eprintln!(
+                        "error: --mesh-config {}: not a valid mesh config",
+                        file.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: --mesh-config {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
     }
     let (snapshot, _) = index.publish();
     for (object, errors) in &snapshot.invalid {
