@@ -54,7 +54,7 @@ impl Slot<'_> {
 
     fn address(&self, ctx: &Context<'_>) -> String {
         match self.bind {
-            Some(b) => b.to_owned(),
+            Some(b) => b.strip_prefix("unix://").unwrap_or(b).to_owned(),
             // A gateway without interception on a shared machine binds its own address.
             None => ctx
                 .proxy
@@ -95,37 +95,39 @@ pub(crate) fn serves_http(server: &Server) -> bool {
 }
 
 /// Istio's `mergeGateways` for this router: Gateways oldest first, each server into the slot
-/// of its resolved port and bind; servers that cannot share a slot are dropped.
+/// of its resolved port and bind; servers that cannot share a slot are dropped. Linear in the
+/// servers and hosts: each slot keeps the SNI names and route names it holds in sets.
 pub(crate) fn merge<'a>(ctx: &Context<'a>) -> Vec<Slot<'a>> {
+    use std::collections::{HashMap, HashSet};
     let mut slots: Vec<Slot<'a>> = Vec::new();
+    // By (port, bind): the slot, its SNI names and its HTTPS route names.
+    let mut index: HashMap<(u16, Option<&'a str>), usize> = HashMap::new();
+    let mut names: Vec<(HashSet<&'a str>, HashSet<String>)> = Vec::new();
     for gateway in ctx.snapshot.gateways_for(&ctx.proxy.labels) {
         for server in &gateway.servers {
             let port = resolve_port(ctx, server.port);
             let bind = server.bind.as_deref();
-            let i = match slots.iter().position(|s| s.port == port && s.bind == bind) {
-                Some(i) => i,
-                None => {
-                    slots.push(Slot {
-                        port,
-                        bind,
-                        plain: !server.is_tls(),
-                        servers: Vec::new(),
-                    });
-                    slots.len() - 1
-                }
-            };
+            let i = *index.entry((port, bind)).or_insert_with(|| {
+                slots.push(Slot {
+                    port,
+                    bind,
+                    plain: !server.is_tls(),
+                    servers: Vec::new(),
+                });
+                names.push(Default::default());
+                slots.len() - 1
+            });
             let slot = &mut slots[i];
+            let (sni, routes) = &mut names[i];
+            let hosts = server.dns_names();
+            let route = (server.is_tls() && serves_http(server))
+                .then(|| https_route_name(gateway, server, bind));
             let fits = if slot.servers.is_empty() {
                 true
             } else if server.is_tls() {
                 !slot.plain
-                    && !slot.servers.iter().any(|(g, s)| {
-                        s.dns_names().iter().any(|h| server.dns_names().contains(h))
-                            || (serves_http(s)
-                                && serves_http(server)
-                                && https_route_name(g, s, bind)
-                                    == https_route_name(gateway, server, bind))
-                    })
+                    && !hosts.iter().any(|h| sni.contains(h))
+                    && route.as_ref().is_none_or(|r| !routes.contains(r))
             } else {
                 slot.plain
                     && server.protocol.is_http()
@@ -133,6 +135,10 @@ pub(crate) fn merge<'a>(ctx: &Context<'a>) -> Vec<Slot<'a>> {
             };
             // A server that cannot share the slot is dropped, as in Istio.
             if fits {
+                if server.is_tls() {
+                    sni.extend(hosts);
+                    routes.extend(route);
+                }
                 slot.servers.push((gateway, server));
             }
         }
@@ -178,7 +184,7 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
             chains.extend(tcp_chain(ctx, gateway, server, None));
         }
     } else {
-        let mut used_sni: Vec<String> = Vec::new();
+        let mut used_sni: std::collections::HashSet<String> = Default::default();
         for (gateway, server) in &slot.servers {
             let tls = server.tls.clone().unwrap_or_default();
             if serves_http(server) {
@@ -217,9 +223,14 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
                 .as_ref()
                 .is_some_and(|m| !m.server_names.is_empty() || !m.application_protocols.is_empty())
     });
+    let address = match slot.bind {
+        // `unix:///path` or `unix://@abstract`: a pipe, port 0.
+        Some(b) if b.starts_with("unix://") => pipe(&slot.address(ctx)),
+        _ => socket(&slot.address(ctx), u32::from(slot.port)),
+    };
     Some(Listener {
         name,
-        address: Some(socket(&slot.address(ctx), u32::from(slot.port))),
+        address: Some(address),
         traffic_direction: TrafficDirection::Outbound as i32,
         listener_filters: if inspects {
             vec![lds::listener_filter(
@@ -232,6 +243,16 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
         filter_chains: chains,
         ..Default::default()
     })
+}
+
+fn pipe(path: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
+    use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, address};
+    Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: path.to_owned(),
+            mode: 0,
+        })),
+    }
 }
 
 /// SNI match of a terminating server: its host names, none when one is `*`.
@@ -321,7 +342,7 @@ fn passthrough_chains(
     ctx: &Context<'_>,
     gateway: &Gateway,
     server: &Server,
-    used: &mut Vec<String>,
+    used: &mut std::collections::HashSet<String>,
 ) -> Vec<FilterChain> {
     let mut out = Vec::new();
     ctx.bind(Some(gateway.key()));
@@ -335,7 +356,7 @@ fn passthrough_chains(
                 let sni: Vec<String> = m
                     .sni_hosts
                     .iter()
-                    .filter(|h| !used.contains(h))
+                    .filter(|h| !used.contains(*h))
                     .cloned()
                     .collect();
                 if sni.is_empty() {

@@ -82,7 +82,7 @@ fn route_configuration(
     for (gateway, server) in servers {
         let port = server.port;
         let redirect = server.tls.as_ref().is_some_and(|t| t.https_redirect);
-        let mut hosts_routed: Vec<&str> = Vec::new();
+        let mut hosts_routed: std::collections::HashSet<&str> = Default::default();
         ctx.bind(Some(gateway.key()));
         for vs in gateway::bound_virtual_services(ctx, gateway) {
             let server_hosts: Vec<&str> = server
@@ -92,12 +92,13 @@ fn route_configuration(
                 .map(|h| h.host.as_str())
                 .collect();
             let mut hosts: Vec<String> = Vec::new();
+            let mut seen: std::collections::HashSet<String> = Default::default();
             for written in &vs.hosts {
                 let routed = ctx.resolve(written, &vs.id.namespace).to_ascii_lowercase();
                 for sh in &server_hosts {
                     if let Some(h) = intersect(sh, &routed) {
-                        hosts_routed.push(sh);
-                        if !hosts.iter().any(|x| x == h) {
+                        hosts_routed.insert(sh);
+                        if seen.insert(h.to_owned()) {
                             hosts.push(h.to_owned());
                         }
                     }

@@ -558,3 +558,30 @@ fn virtual_services_name_gateways_as_namespace_slash_name() {
         );
     }
 }
+
+#[test]
+fn pins_and_curves_envoy_would_refuse_are_refused_at_their_fields() {
+    let spki = "2IEpPESU/mmC30tPsnOfbGKdwKdQfN/wZw1QWpjGlmQ=";
+    let hash = "DF:6F:F7:2F:E9:11:65:21:26:8F:64:95:0D:D4:7B:B6:7B:94:1C:CA:5F:CC:5A:0F:A5:A0:0E:1B:D7:5C:F7:BF";
+    let tls = |extra: &str| {
+        server(
+            "{number: 443, name: https, protocol: HTTPS}",
+            "[a.example.com]",
+            &format!("  tls: {{mode: MUTUAL, credentialName: c, {extra}}}"),
+        )
+    };
+    assert!(errors(&tls(&format!(
+        "verifyCertificateSpki: ['{spki}'], verifyCertificateHash: ['{hash}'], ecdhCurves: [X25519, P-256]"
+    )))
+    .is_empty());
+    let bad = errors(&tls(
+        "verifyCertificateSpki: ['!!!notbase64'], verifyCertificateHash: [zz], ecdhCurves: [NOTACURVE]",
+    ));
+    for field in [
+        "spec.servers[0].tls.verifyCertificateSpki[0]",
+        "spec.servers[0].tls.verifyCertificateHash[0]",
+        "spec.servers[0].tls.ecdhCurves[0]",
+    ] {
+        assert!(bad.iter().any(|e| e.contains(field)), "{field}: {bad:?}");
+    }
+}

@@ -3,9 +3,11 @@
 //! `kubernetes://NAME-cacert` (the client CA: Secret `NAME-cacert`, else the CA bundle of
 //! Secret `NAME`), as istiod serves them.
 //!
-//! Only a gateway (`router~` node) that proved an identity on the secure port gets them, and
-//! only those of its own namespace: a Secret never leaves its namespace, and a sidecar never
-//! gets a gateway's keys. Each namespace's secrets are encoded once per snapshot.
+//! Only a node that says it is a gateway (`router~`) and proved an identity on the secure
+//! port gets them, and only those of that identity's namespace: a Secret never leaves its
+//! namespace. The node type is the peer's word, so any identity of a namespace can read its
+//! TLS Secrets (docs/SECURITY.md); istiod narrows this with a SubjectAccessReview. Each
+//! namespace's secrets are encoded once per snapshot.
 
 use std::{collections::HashMap, sync::Mutex};
 

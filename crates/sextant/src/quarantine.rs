@@ -33,11 +33,13 @@ use std::{
 };
 
 use sextant_index::Changes;
-use sextant_model::{DestinationRule, Kind, ObjectRef, Proxy, ProxyKind, Snapshot, VirtualService};
+use sextant_model::{
+    DestinationRule, Gateway, Kind, ObjectRef, Proxy, ProxyKind, Snapshot, VirtualService,
+};
 use sextant_resources::type_url;
 use sextant_xds::protocol::Event;
 
-/// Published contents kept per VirtualService or DestinationRule, to find its content at
+/// Published contents kept per VirtualService, DestinationRule or Gateway, to find its content at
 /// the version a proxy last ACKed. Memory: at most this many contents per live object (each an
 /// `Arc` shared with the snapshots while current), plus the deleted objects below.
 const HISTORY_PER_OBJECT: usize = 8;
@@ -63,6 +65,8 @@ pub enum Content {
     VirtualService(Arc<VirtualService>),
     /// A DestinationRule's last accepted content.
     DestinationRule(Arc<DestinationRule>),
+    /// A Gateway's last accepted content.
+    Gateway(Arc<Gateway>),
 }
 
 /// An object held back because a proxy rejected it.
@@ -329,9 +333,9 @@ impl Quarantine {
         accepted: u64,
     ) -> Option<ObjectRef> {
         let kinds: &[Kind] = match type_url {
-            type_url::ROUTE => &[Kind::VirtualService],
+            type_url::ROUTE => &[Kind::VirtualService, Kind::Gateway],
             type_url::CLUSTER => &[Kind::DestinationRule],
-            type_url::LISTENER => &[Kind::VirtualService, Kind::DestinationRule],
+            type_url::LISTENER => &[Kind::VirtualService, Kind::DestinationRule, Kind::Gateway],
             _ => &[],
         };
         let mut candidates: Vec<&ObjectRef> = Vec::new();
@@ -342,8 +346,10 @@ impl Quarantine {
             .filter(|(v, _)| *v > accepted && *v <= rejected)
         {
             for id in ids.iter().rev() {
+                // A gateway serves the Gateways of every namespace that select it: it holds
+                // those back too (each team's Gateway on its own).
                 if kinds.contains(&id.kind)
-                    && id.namespace == proxy.namespace
+                    && (id.namespace == proxy.namespace || id.kind == Kind::Gateway)
                     && !self.held.contains_key(id)
                     && !candidates.contains(&id)
                     && contributes(&self.source, proxy, id)
@@ -405,6 +411,11 @@ impl Quarantine {
                 .destination_rules
                 .iter()
                 .any(|c| c.id == *id && (Arc::ptr_eq(c, &d) || **c == *d)),
+            Content::Gateway(g) => self
+                .source
+                .gateways
+                .iter()
+                .any(|c| c.id == *id && (Arc::ptr_eq(c, &g) || **c == *g)),
         }
     }
 
@@ -420,6 +431,12 @@ impl Quarantine {
                     .destination_rules
                     .iter()
                     .map(|d| (&d.id, Content::DestinationRule(d.clone()))),
+            )
+            .chain(
+                snapshot
+                    .gateways
+                    .iter()
+                    .map(|g| (&g.id, Content::Gateway(g.clone()))),
             );
         for (id, content) in contents {
             if !self.history.contains_key(id) {
@@ -469,7 +486,12 @@ impl Quarantine {
         };
         let configs: Vec<ObjectRef> = configs
             .into_iter()
-            .filter(|c| matches!(c.kind, Kind::VirtualService | Kind::DestinationRule))
+            .filter(|c| {
+                matches!(
+                    c.kind,
+                    Kind::VirtualService | Kind::DestinationRule | Kind::Gateway
+                )
+            })
             .collect();
         if !configs.is_empty() {
             self.log.push_back((version, configs));
@@ -496,6 +518,7 @@ fn same(a: &Content, b: &Content) -> bool {
     match (a, b) {
         (Content::VirtualService(a), Content::VirtualService(b)) => Arc::ptr_eq(a, b) || a == b,
         (Content::DestinationRule(a), Content::DestinationRule(b)) => Arc::ptr_eq(a, b) || a == b,
+        (Content::Gateway(a), Content::Gateway(b)) => Arc::ptr_eq(a, b) || a == b,
         _ => false,
     }
 }
@@ -505,6 +528,7 @@ fn present(snapshot: &Snapshot, id: &ObjectRef) -> bool {
     match id.kind {
         Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
         Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
+        Kind::Gateway => snapshot.gateways.iter().any(|g| g.id == *id),
         _ => false,
     }
 }
@@ -529,6 +553,13 @@ fn contributes(snapshot: &Snapshot, proxy: &Proxy, id: &ObjectRef) -> bool {
             .destination_rules
             .iter()
             .any(|d| d.id == *id && (d.id.namespace == ns || d.export_to.allows(ns))),
+        Kind::Gateway => {
+            proxy.kind == ProxyKind::Router
+                && snapshot
+                    .gateways
+                    .iter()
+                    .any(|g| g.id == *id && g.selects(&proxy.labels))
+        }
         _ => false,
     }
 }
@@ -546,6 +577,11 @@ fn describe(snapshot: &Snapshot, id: &ObjectRef) -> String {
             .iter()
             .find(|d| d.id == *id)
             .map(|d| format!("{d:?}")),
+        Kind::Gateway => snapshot
+            .gateways
+            .iter()
+            .find(|g| g.id == *id)
+            .map(|g| format!("{g:?}")),
         _ => None,
     }
     .unwrap_or_default()
@@ -569,6 +605,16 @@ fn lay_over(s: &mut Snapshot, held: &BTreeMap<ObjectRef, Held>) {
             None => Some(d),
             Some(h) => match &h.content {
                 Some(Content::DestinationRule(old)) => Some(old.clone()),
+                _ => None,
+            },
+        })
+        .collect();
+    s.gateways = std::mem::take(&mut s.gateways)
+        .into_iter()
+        .filter_map(|g| match held.get(&g.id) {
+            None => Some(g),
+            Some(h) => match &h.content {
+                Some(Content::Gateway(old)) => Some(old.clone()),
                 _ => None,
             },
         })

@@ -370,3 +370,53 @@ fn an_object_deleted_and_recreated_since_the_ack_is_held_at_its_accepted_content
     let (v4, _) = answer(&mut q, &p, v3.version, true).expect("reviews held");
     assert!(prefix_of(&v4, "reviews").expect("kept").contains("/v1"));
 }
+
+/// A Gateway in `ns` selecting `istio=ingressgateway`, its server on `port`.
+fn gateway(index: &mut Index, ns: &str, name: &str, port: u16) {
+    let object = Object::from_json(
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"istio": "ingressgateway"},
+                     "servers": [{"port": {"number": port, "name": "http", "protocol": "HTTP"},
+                                  "hosts": ["*"]}]}
+        }),
+        "default",
+    )
+    .expect("a Gateway");
+    index.apply(object);
+}
+
+#[test]
+fn a_gateway_holds_back_the_gateway_it_rejects_whatever_its_namespace() {
+    let mut index = Index::new("cluster.local", "Kubernetes");
+    let mut q = Quarantine::new(10);
+    let mut router =
+        Proxy::from_node_id("router~10.0.0.9~gw-0.istio-system~istio-system.svc.cluster.local")
+            .expect("node id");
+    router.apply_metadata("LABELS", "istio=ingressgateway");
+    gateway(&mut index, "team-a", "web", 8080);
+    vs_in(&mut index, "istio-system", "mine", "/m1");
+    let (s, c) = index.publish();
+    let (v1, _) = q.publish(s, c);
+    assert!(answer(&mut q, &router, v1.version, false).is_none());
+    // team-a's Gateway changes and the gateway rejects it: that Gateway is held at its
+    // accepted port, not a VirtualService of the gateway's own namespace.
+    vs_in(&mut index, "istio-system", "mine", "/m2");
+    let (s, c) = index.publish();
+    q.publish(s, c);
+    gateway(&mut index, "team-a", "web", 9090);
+    let (s, c) = index.publish();
+    let (v3, _) = q.publish(s, c);
+    let (v4, _) = answer_with(&mut q, &router, v3.version, Some("bad port 9090")).expect("held");
+    let held = ObjectRef {
+        kind: Kind::Gateway,
+        namespace: "team-a".into(),
+        name: "web".into(),
+    };
+    assert!(q.held().contains_key(&held), "{:?}", q.held().keys());
+    assert_eq!(v4.gateways[0].servers[0].port, 8080);
+    // A sidecar never holds a Gateway.
+    let sidecar = proxy();
+    assert!(!contributes(&v4, &sidecar, &held));
+}

@@ -124,10 +124,25 @@ impl Object {
                 Object::Namespace(Box::new(serde_json::from_value(value).map_err(malformed)?))
             }
             // Not through serde's errors, which may quote the values they could not read.
-            ObjectKind::Kubernetes(Kind::Secret) => Object::Secret(Box::new(
-                Secret::from_json(&value)
-                    .map_err(|e| ObjectError::Malformed(format!("{kind}: {e}")))?,
-            )),
+            ObjectKind::Kubernetes(Kind::Secret) => {
+                Object::Secret(Box::new(Secret::from_json(&value).map_err(|e| {
+                    // The Secret's name, when its metadata says it, and never its values.
+                    let meta = |k: &str| {
+                        value
+                            .pointer(&format!("/metadata/{k}"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    let who = match (meta("namespace"), meta("name")) {
+                        (ns, Some(name)) => format!(
+                            "{kind} {}/{name}",
+                            ns.unwrap_or_else(|| default_namespace.to_owned())
+                        ),
+                        _ => kind.clone(),
+                    };
+                    ObjectError::Malformed(format!("{who}: {e}"))
+                })?))
+            }
             _ => return Err(ObjectError::Unknown { api_version, kind }),
         })
     }

@@ -55,6 +55,52 @@ fn go_list(names: &BTreeSet<&str>) -> String {
     format!("[{}]", list.join(" "))
 }
 
+/// The ECDH curves Envoy 1.40 (BoringSSL) knows.
+const CURVES: [&str; 6] = [
+    "X25519",
+    "P-256",
+    "P-384",
+    "P-521",
+    "X25519MLKEM768",
+    "X25519Kyber768Draft00",
+];
+
+/// What Istio passes on and Envoy refuses, refused here with the field (beyond Istio's
+/// validation, so that a Gateway cannot make a shared listener rejected): SPKI pins must be
+/// base64 SHA-256 digests, certificate hashes hex SHA-256 digests (colons allowed), curves
+/// ones Envoy knows.
+fn check_pins_and_curves(tls: &api::ServerTlsSettings, path: &str, r: &mut Report) {
+    use base64::Engine;
+    for (i, pin) in tls.verify_certificate_spki.iter().flatten().enumerate() {
+        let ok = base64::engine::general_purpose::STANDARD
+            .decode(pin)
+            .is_ok_and(|d| d.len() == 32);
+        if !ok {
+            r.error(
+                format!("{path}.verifyCertificateSpki[{i}]"),
+                format!("{pin:?} is not a base64-encoded SHA-256 digest"),
+            );
+        }
+    }
+    for (i, hash) in tls.verify_certificate_hash.iter().flatten().enumerate() {
+        let hex: String = hash.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            r.error(
+                format!("{path}.verifyCertificateHash[{i}]"),
+                format!("{hash:?} is not a hex-encoded SHA-256 digest"),
+            );
+        }
+    }
+    for (i, curve) in tls.ecdh_curves.iter().flatten().enumerate() {
+        if !CURVES.contains(&curve.as_str()) {
+            r.error(
+                format!("{path}.ecdhCurves[{i}]"),
+                format!("unknown ECDH curve {curve:?}: one of {}", CURVES.join(", ")),
+            );
+        }
+    }
+}
+
 /// Istio's `validateTLSOptions`, its checks in its order.
 pub(in crate::parse) fn check(tls: &api::ServerTlsSettings, path: &str, r: &mut Report) {
     use api::ServerTlsMode as M;
@@ -91,6 +137,7 @@ pub(in crate::parse) fn check(tls: &api::ServerTlsSettings, path: &str, r: &mut 
             format!("ignoring duplicate cipher suites: {}", go_list(&duplicate)),
         );
     }
+    check_pins_and_curves(tls, path, r);
     let tls_certificates = tls.tls_certificates.as_deref().unwrap_or_default();
     let credential_names = tls.credential_names.as_deref().unwrap_or_default();
     if mode == M::ISTIO_MUTUAL {
