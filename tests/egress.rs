@@ -12,7 +12,6 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -149,18 +148,17 @@ impl Egress {
         std::fs::write(&mesh, mesh_config(mode)).expect("mesh config");
         let log = dir.join("sextant.log");
         let serve = Serve::new();
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .args(["--config-dir", config_dir.to_str().expect("utf-8")])
-                .args(["--mesh-config", mesh.to_str().expect("utf-8")])
-                .args(["--ca-dir", dir.join("ca").to_str().expect("utf-8")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("sextant serve starts"),
+        let ca = dir.join("ca");
+        let sextant = serve.start_dir(
+            &config_dir,
+            &log,
+            &[
+                "--mesh-config",
+                mesh.to_str().expect("utf-8"),
+                "--ca-dir",
+                ca.to_str().expect("utf-8"),
+            ],
         );
-        serve.wait_ready(Duration::from_secs(20)).expect("ready");
         let bind = format!("127.0.86.1{n}");
         let node = format!("sidecar~{bind}~client-{n}.default~default.svc.cluster.local");
         let sidecar = Envoy::start(envoy, &dir, &node, serve.xds, &bind, false, 86 + n);

@@ -11,7 +11,6 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -139,17 +138,7 @@ impl Ingress {
         );
         let log = dir.join("sextant.log");
         let serve = Serve::new();
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .args(["--config-dir", config.to_str().expect("utf-8")])
-                .args(["--ca-dir", ca.to_str().expect("utf-8")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("sextant serve starts"),
-        );
-        serve.wait_ready(Duration::from_secs(20)).expect("ready");
+        let sextant = serve.start_dir(&config, &log, &["--ca-dir", ca.to_str().expect("utf-8")]);
         let backend =
             Backend::start(&format!("{PRODUCTPAGE}:9080"), "productpage").expect("backend");
         let identity = dir.join("gateway-identity");

@@ -89,16 +89,7 @@ impl Fixture {
         std::fs::write(config.join("mesh.yaml"), MESH).expect("mesh");
         let log = dir.join("sextant.log");
         let serve = Serve::new();
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .args(["--config-dir", config.to_str().expect("utf-8")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .expect("sextant serve starts"),
-        );
-        serve.wait_ready(Duration::from_secs(20)).expect("ready");
+        let sextant = serve.start_dir(&config, &log, &[]);
         let servers = [("127.0.87.21:9090", "v1"), ("127.0.87.22:9090", "v2")]
             .iter()
             .map(|(addr, name)| {

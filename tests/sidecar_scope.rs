@@ -8,7 +8,7 @@
 //! Addresses: the client sidecar binds `127.0.88.10`; the backends of `b-svc` and `c-svc` are
 //! `127.0.88.20` and `127.0.88.30`.
 
-use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use sextant_testing::{
     Backend, Envoy, Process, Serve, envoy, http_get, metric, request, try_wait_for,
@@ -132,16 +132,7 @@ fn a_sidecar_limits_what_its_proxies_get_and_what_reaches_them() {
     std::fs::write(config.join("mesh.yaml"), MESH).expect("mesh");
     let log = dir.join("sextant.log");
     let serve = Serve::new();
-    let sextant = Process(
-        serve
-            .command(&sextant_testing::sextant_bin())
-            .args(["--config-dir", config.to_str().expect("utf-8")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("sextant serve starts"),
-    );
-    serve.wait_ready(Duration::from_secs(20)).expect("ready");
+    let sextant = serve.start_dir(&config, &log, &[]);
     let backends = vec![
         Backend::start("127.0.88.20:9080", "b").expect("backend b"),
         Backend::start("127.0.88.30:9080", "c").expect("backend c"),

@@ -59,6 +59,28 @@ impl Serve {
         SocketAddr::from(([127, 0, 0, 1], self.admin))
     }
 
+    /// Starts `sextant serve --config-dir config` with `extra` flags, its log (stderr) in
+    /// `log`, and waits until it is ready.
+    pub fn start_dir(&self, config: &Path, log: &Path, extra: &[&str]) -> crate::Process {
+        let process = crate::Process(
+            self.command(&crate::sextant_bin())
+                .arg("--config-dir")
+                .arg(config)
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).expect("log file"))
+                .spawn()
+                .expect("sextant serve starts"),
+        );
+        if let Err(e) = self.wait_ready(Duration::from_secs(20)) {
+            panic!(
+                "{e}; sextant's log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        process
+    }
+
     /// Waits until `/ready` answers 200.
     pub fn wait_ready(&self, deadline: Duration) -> Result<(), String> {
         try_wait_for("sextant /ready", deadline, || {
