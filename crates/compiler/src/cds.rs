@@ -331,7 +331,7 @@ fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
     if let Some(endpoint) = endpoint {
         let address = match endpoint {
             crate::context::InboundEndpoint::Ip(ip, port) => ip_socket(ip, u32::from(port)),
-            crate::context::InboundEndpoint::Unix(path) => pipe(&path),
+            crate::context::InboundEndpoint::Unix(path) => crate::proto::pipe(&path),
         };
         cluster.cluster_discovery_type = discovery(DiscoveryType::Static);
         cluster.load_assignment = Some(ClusterLoadAssignment {
@@ -358,17 +358,6 @@ fn inbound(ctx: &Context<'_>, port: &ServicePort, target: u16) -> Cluster {
         cluster.typed_extension_protocol_options = http2_options();
     }
     cluster
-}
-
-/// A Unix domain socket address (`@name`: abstract).
-fn pipe(path: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
-    use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, address};
-    Address {
-        address: Some(address::Address::Pipe(Pipe {
-            path: path.to_owned(),
-            mode: 0,
-        })),
-    }
 }
 
 fn http2_options() -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {

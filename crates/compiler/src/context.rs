@@ -152,11 +152,11 @@ impl<'a> Context<'a> {
 
     /// The ports of `svc` the proxy sees: all of them, unless its Sidecar imports the service
     /// only through egress listeners on given ports.
-    pub fn ports_of<'s>(&self, svc: &'s Service) -> impl Iterator<Item = &'s ServicePort> + 's {
-        let only = self.trimmed.get(svc.hostname.as_str()).cloned();
+    pub fn ports_of<'s>(&'s self, svc: &'s Service) -> impl Iterator<Item = &'s ServicePort> + 's {
+        let only = self.trimmed.get(svc.hostname.as_str());
         svc.ports
             .iter()
-            .filter(move |p| only.as_ref().is_none_or(|ports| ports.contains(&p.port)))
+            .filter(move |p| only.is_none_or(|ports| ports.contains(&p.port)))
     }
 
     /// Services whose ports the Sidecar trims, with the ports kept (for cache keys).

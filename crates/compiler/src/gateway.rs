@@ -27,7 +27,7 @@ use sextant_model::{
 use sextant_resources::secret;
 
 use crate::{
-    context::{Context, outbound_cluster},
+    context::Context,
     lds,
     policy::sds,
     proto::{boolv, seconds, socket, transport_socket},
@@ -225,7 +225,7 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
     });
     let address = match slot.bind {
         // `unix:///path` or `unix://@abstract`: a pipe, port 0.
-        Some(b) if b.starts_with("unix://") => pipe(&slot.address(ctx)),
+        Some(b) if b.starts_with("unix://") => crate::proto::pipe(&slot.address(ctx)),
         _ => socket(&slot.address(ctx), u32::from(slot.port)),
     };
     Some(Listener {
@@ -243,16 +243,6 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
         filter_chains: chains,
         ..Default::default()
     })
-}
-
-fn pipe(path: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
-    use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, address};
-    Address {
-        address: Some(address::Address::Pipe(Pipe {
-            path: path.to_owned(),
-            mode: 0,
-        })),
-    }
 }
 
 /// SNI match of a terminating server: its host names, none when one is `*`.
@@ -292,17 +282,8 @@ fn l4_destination(
     d: &WeightedDestination,
     port: u16,
 ) -> (String, u32) {
-    let host = ctx.resolve(&d.destination.host, &vs.id.namespace);
-    let p = d
-        .destination
-        .port
-        .unwrap_or_else(|| match ctx.service(&host) {
-            Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
-            _ => port,
-        });
-    let host = ctx.destination_host(host, p);
-    let subset = d.destination.subset.as_deref().unwrap_or_default();
-    (outbound_cluster(p, subset, &host), d.weight.max(1))
+    let (cluster, _, _) = crate::routes::destination_cluster(ctx, vs, &d.destination, port);
+    (cluster, d.weight.max(1))
 }
 
 /// A TCP server's (or terminated TLS server's) chain: the first `tcp` rule of a bound

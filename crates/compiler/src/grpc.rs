@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::{
     extensions::filters::{
         http::{fault::v3::HttpFault, router::v3::Router},
         network::http_connection_manager::v3::{
-            HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+            HttpConnectionManager, Rds, http_connection_manager,
         },
     },
 };
@@ -33,7 +33,7 @@ use sextant_resources::{Encoded, EncodedResources, Memo};
 
 use crate::{
     context::{Context, outbound_cluster},
-    eds, policy,
+    eds, lds, policy,
     proto::{any, ip_socket, socket, u32v},
     routes,
 };
@@ -104,20 +104,13 @@ fn dial_names(ctx: &Context<'_>, svc: &Service) -> Vec<String> {
     names
 }
 
+/// ADS without Sextant's usual `initial_fetch_timeout`, as istiod's grpcgen writes it.
 fn ads() -> ConfigSource {
     ConfigSource {
         config_source_specifier: Some(
             config_source::ConfigSourceSpecifier::Ads(Default::default()),
         ),
         resource_api_version: ApiVersion::V3 as i32,
-        ..Default::default()
-    }
-}
-
-fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
-    HttpFilter {
-        name: name.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
         ..Default::default()
     }
 }
@@ -129,8 +122,8 @@ fn listener(svc: &Service, port: u16, name: String, route_name: &str) -> Listene
             route_config_name: route_name.to_owned(),
         })),
         http_filters: vec![
-            http_filter("envoy.filters.http.fault", &HttpFault::default()),
-            http_filter("envoy.filters.http.router", &Router::default()),
+            lds::http_filter("envoy.filters.http.fault", &HttpFault::default()),
+            lds::http_filter("envoy.filters.http.router", &Router::default()),
         ],
         ..Default::default()
     };

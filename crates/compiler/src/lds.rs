@@ -83,7 +83,7 @@ pub(crate) fn listener_filter<M: prost::Message + prost::Name>(
     }
 }
 
-fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
+pub(crate) fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
     HttpFilter {
         name: name.to_owned(),
         config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),

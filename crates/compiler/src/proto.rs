@@ -92,6 +92,17 @@ pub fn ads() -> ConfigSource {
     }
 }
 
+/// A Unix domain socket address (`@name`: abstract).
+pub fn pipe(path: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
+    use envoy_types::pb::envoy::config::core::v3::{Address, Pipe, address};
+    Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: path.to_owned(),
+            mode: 0,
+        })),
+    }
+}
+
 /// A string `Value`.
 pub fn string_value(s: &str) -> Value {
     Value {

@@ -253,7 +253,7 @@ fn route_match(m: Option<&HttpMatch>) -> RouteMatch {
 
 /// The cluster a destination resolves to from a listener port (Istio's
 /// `GetDestinationCluster`: the given port, else the service's only port, else the listener's).
-fn destination_cluster(
+pub(crate) fn destination_cluster(
     ctx: &Context<'_>,
     vs: &VirtualService,
     d: &model::Destination,

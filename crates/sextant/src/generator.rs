@@ -242,9 +242,21 @@ impl XdsGenerator {
     /// What changed after `since` up to `until`, as far as compiled resources can be reused;
     /// `None` when they cannot (or the log no longer reaches back that far).
     fn rebuild(&self, since: u64, until: u64) -> Option<sextant_compiler::Rebuild> {
+        let mut rebuild = sextant_compiler::Rebuild::default();
+        self.each_change(since, until, |changes| reuse(changes, &mut rebuild))?;
+        Some(rebuild)
+    }
+
+    /// Calls `f` on every change after `since` up to `until`, stopping at its first `None`;
+    /// `None` also when the log no longer reaches back to `since`.
+    fn each_change(
+        &self,
+        since: u64,
+        until: u64,
+        mut f: impl FnMut(&Changes) -> Option<()>,
+    ) -> Option<()> {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let mut covered = false;
-        let mut rebuild = sextant_compiler::Rebuild::default();
         for (version, changes) in log.iter() {
             if *version <= since {
                 covered = true;
@@ -253,9 +265,9 @@ impl XdsGenerator {
             if *version > until {
                 break;
             }
-            reuse(changes, &mut rebuild)?;
+            f(changes)?;
         }
-        covered.then_some(rebuild)
+        covered.then_some(())
     }
 
     /// A proxy's resources from its scope's and its secrets: its own part (inbound, small)
@@ -319,21 +331,8 @@ impl XdsGenerator {
     /// Whether every change after `since` up to `until` leaves a proxy's own part as it was
     /// (and the log still reaches back to `since`).
     fn keeps_own(&self, since: u64, until: u64) -> bool {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let mut covered = false;
-        for (version, changes) in log.iter() {
-            if *version <= since {
-                covered = *version == since;
-                continue;
-            }
-            if *version > until {
-                break;
-            }
-            if !covered || !keeps_inbound(changes) {
-                return false;
-            }
-        }
-        covered
+        self.each_change(since, until, |changes| keeps_inbound(changes).then_some(()))
+            .is_some()
     }
 
     /// The scope's shared resources for `snapshot`, compiled or brought up to date once.

@@ -85,63 +85,53 @@ impl Object {
                 Value::String(default_namespace.to_owned()),
             );
         }
-        let malformed = |e: serde_json::Error| ObjectError::Malformed(format!("{kind}: {e}"));
+        // Errors name the object when its metadata does (the namespace is set by now).
+        let meta = |k: &str| {
+            value
+                .pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+        };
+        let who = match (meta("namespace"), meta("name")) {
+            (Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),
+            (None, Some(name)) => format!("{kind} {name}"),
+            _ => kind.clone(),
+        };
+        let malformed = |e: String| ObjectError::Malformed(format!("{who}: {e}"));
+        fn read<T: serde::de::DeserializeOwned>(value: Value) -> Result<Box<T>, String> {
+            serde_json::from_value(value)
+                .map(Box::new)
+                .map_err(|e| e.to_string())
+        }
         Ok(match class {
             ObjectKind::Istio(Kind::VirtualService) => {
-                Object::VirtualService(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::VirtualService(read(value).map_err(malformed)?)
             }
             ObjectKind::Istio(Kind::PeerAuthentication) => {
                 let value = check::with_empty_spec(Kind::PeerAuthentication, &value).into_owned();
-                Object::PeerAuthentication(Box::new(
-                    serde_json::from_value(value).map_err(malformed)?,
-                ))
+                Object::PeerAuthentication(read(value).map_err(malformed)?)
             }
-            ObjectKind::Istio(Kind::Gateway) => {
-                Object::Gateway(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
+            ObjectKind::Istio(Kind::Gateway) => Object::Gateway(read(value).map_err(malformed)?),
             ObjectKind::Istio(Kind::ServiceEntry) => {
-                Object::ServiceEntry(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::ServiceEntry(read(value).map_err(malformed)?)
             }
             ObjectKind::Istio(Kind::WorkloadEntry) => {
-                Object::WorkloadEntry(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::WorkloadEntry(read(value).map_err(malformed)?)
             }
-            ObjectKind::Istio(Kind::Sidecar) => {
-                Object::Sidecar(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
-            ObjectKind::Istio(_) => {
-                Object::DestinationRule(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
+            ObjectKind::Istio(Kind::Sidecar) => Object::Sidecar(read(value).map_err(malformed)?),
+            ObjectKind::Istio(_) => Object::DestinationRule(read(value).map_err(malformed)?),
             ObjectKind::Kubernetes(Kind::Service) => {
-                Object::Service(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::Service(read(value).map_err(malformed)?)
             }
             ObjectKind::Kubernetes(Kind::EndpointSlice) => {
-                Object::EndpointSlice(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::EndpointSlice(read(value).map_err(malformed)?)
             }
-            ObjectKind::Kubernetes(Kind::Pod) => {
-                Object::Pod(Box::new(serde_json::from_value(value).map_err(malformed)?))
-            }
+            ObjectKind::Kubernetes(Kind::Pod) => Object::Pod(read(value).map_err(malformed)?),
             ObjectKind::Kubernetes(Kind::Namespace) => {
-                Object::Namespace(Box::new(serde_json::from_value(value).map_err(malformed)?))
+                Object::Namespace(read(value).map_err(malformed)?)
             }
             // Not through serde's errors, which may quote the values they could not read.
             ObjectKind::Kubernetes(Kind::Secret) => {
-                Object::Secret(Box::new(Secret::from_json(&value).map_err(|e| {
-                    // The Secret's name, when its metadata says it, and never its values.
-                    let meta = |k: &str| {
-                        value
-                            .pointer(&format!("/metadata/{k}"))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
-                    let who = match (meta("namespace"), meta("name")) {
-                        (ns, Some(name)) => format!(
-                            "{kind} {}/{name}",
-                            ns.unwrap_or_else(|| default_namespace.to_owned())
-                        ),
-                        _ => kind.clone(),
-                    };
-                    ObjectError::Malformed(format!("{who}: {e}"))
-                })?))
+                Object::Secret(Box::new(Secret::from_json(&value).map_err(malformed)?))
             }
             _ => return Err(ObjectError::Unknown { api_version, kind }),
         })

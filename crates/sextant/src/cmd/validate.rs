@@ -29,6 +29,25 @@ mod gateways;
 mod service_entries;
 mod sidecars;
 
+/// An analysis warning (`code`) about `id` at `field` of the document `located` holds.
+fn warning(
+    located: &Located,
+    id: &ObjectRef,
+    field: String,
+    code: &'static str,
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        file: located.file.clone(),
+        line: located.doc.line_of(&field),
+        severity: Severity::Warning,
+        object: Some(id.to_string()),
+        field,
+        code: Some(code),
+        message,
+    }
+}
+
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use sextant_index::{check::Config, manifest::Document, parse};
-use sextant_model::{Kind, ObjectRef, VirtualService};
+use sextant_model::{Kind, VirtualService};
 
-use super::{Diagnostic, Located, Report, Severity, diag, rebase};
+use super::{Located, Report, Severity, diag, rebase};
 
 /// Reads a Secret as the index would: a value that is not base64 is an error naming the key.
 /// Secrets that hold no credential are fine.
@@ -49,24 +49,6 @@ pub(super) fn check_secret(
             &e.path,
             e.message,
         ));
-    }
-}
-
-fn warning(
-    located: &Located,
-    id: &ObjectRef,
-    field: String,
-    code: &'static str,
-    message: String,
-) -> Diagnostic {
-    Diagnostic {
-        file: located.file.clone(),
-        line: located.doc.line_of(&field),
-        severity: Severity::Warning,
-        object: Some(id.to_string()),
-        field,
-        code: Some(code),
-        message,
     }
 }
 
@@ -146,7 +128,7 @@ pub(super) fn references(
                         continue;
                     }
                     if !present.contains(name) {
-                        report.diagnostics.push(warning(
+                        report.diagnostics.push(super::warning(
                             located,
                             &vs.id,
                             field,
@@ -171,7 +153,7 @@ pub(super) fn references(
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                report.diagnostics.push(warning(
+                report.diagnostics.push(super::warning(
                     located,
                     &gw.id,
                     "spec.selector".into(),
@@ -210,7 +192,7 @@ fn hosts_in_gateway(
         })
         .collect();
     if !missing.is_empty() {
-        report.diagnostics.push(warning(
+        report.diagnostics.push(super::warning(
             located,
             &vs.id,
             "spec.hosts".into(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sextant_index::check::Config;
 use sextant_model::ServiceEntry;
 
-use super::{Diagnostic, Located, Report, Severity};
+use super::{Located, Report};
 
 /// The host names ServiceEntries declare, for reference checks.
 pub(super) fn hosts(configs: &[Located]) -> impl Iterator<Item = String> + '_ {
@@ -19,24 +19,6 @@ fn entries(configs: &[Located]) -> impl Iterator<Item = (&Located, &ServiceEntry
         Some(Config::ServiceEntry(se)) => Some((l, se)),
         _ => None,
     })
-}
-
-fn warning(
-    located: &Located,
-    se: &ServiceEntry,
-    field: String,
-    code: &'static str,
-    message: String,
-) -> Diagnostic {
-    Diagnostic {
-        file: located.file.clone(),
-        line: located.doc.line_of(&field),
-        severity: Severity::Warning,
-        object: Some(se.id.to_string()),
-        field,
-        code: Some(code),
-        message,
-    }
 }
 
 /// Both analyses, over every valid ServiceEntry of the input.
@@ -67,9 +49,9 @@ fn addresses_required(configs: &[Located], report: &mut Report) {
         for (i, port) in ports.iter().enumerate() {
             let protocol = port.get("protocol").and_then(Value::as_str).unwrap_or("");
             if protocol.is_empty() || protocol.eq_ignore_ascii_case("TCP") {
-                report.diagnostics.push(warning(
+                report.diagnostics.push(super::warning(
                     located,
-                    se,
+                    &se.id,
                     format!("spec.ports[{i}]"),
                     "IST0134",
                     "ServiceEntry addresses are required for this protocol.".to_owned(),
@@ -151,9 +133,9 @@ fn conflicting_protocols(configs: &[Located], report: &mut Report) {
                 continue;
             }
             let (located, se) = all[*n];
-            report.diagnostics.push(warning(
+            report.diagnostics.push(super::warning(
                 located,
-                se,
+                &se.id,
                 "metadata.name".to_owned(),
                 "IST0177",
                 format!(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sextant_index::check::Config;
 use sextant_model::Sidecar;
 
-use super::{Diagnostic, Located, Report, Severity};
+use super::{Diagnostic, Located, Report};
 
 /// A Pod of the input.
 pub(super) struct PodRef {
@@ -19,6 +19,7 @@ pub(super) struct PodRef {
     pub labels: BTreeMap<String, String>,
 }
 
+/// An analysis warning at the Sidecar's selector (the object itself without one).
 fn warning(
     located: &Located,
     sidecar: &Sidecar,
@@ -30,15 +31,7 @@ fn warning(
     } else {
         ""
     };
-    Diagnostic {
-        file: located.file.clone(),
-        line: located.doc.line_of(field),
-        severity: Severity::Warning,
-        object: Some(sidecar.id.to_string()),
-        field: field.to_owned(),
-        code: Some(code),
-        message,
-    }
+    super::warning(located, &sidecar.id, field.to_owned(), code, message)
 }
 
 /// A Go `%v` of a sorted list of names: `[a b]`.
