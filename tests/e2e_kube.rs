@@ -54,7 +54,9 @@ fn kubectl_apply_of_istio_samples_reaches_envoy_and_survives_an_api_server_resta
     let dir = std::env::temp_dir().join(format!("sextant-e2e-kube-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cluster = Cluster::start(&dir, 0);
+    // Below the ephemeral range: while the API server is down, no outgoing connection (every
+    // watch of every test's replicas) can take its port before it comes back.
+    let mut cluster = Cluster::start(&dir, free_port());
     let port = cluster.addr.port();
 
     cluster.kubectl(&k, &["apply", "-f", repo("crds").to_str().expect("utf-8")]);
