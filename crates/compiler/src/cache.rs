@@ -41,6 +41,9 @@ pub(crate) struct ClusterKey {
     hash: u64,
     flavor: ProxyFlavor,
     holds_certificate: bool,
+    /// Where the proxy is (cluster, network, locality), as far as its scope keeps it: load
+    /// assignments depend on it.
+    place: (String, String, sextant_model::Locality),
     /// Services by identity within the snapshot, with their rule.
     services: Vec<(usize, Option<DestinationRule>)>,
 }
@@ -52,6 +55,21 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
         ctx.proxy.flavor as u8,
         u8::from(ctx.proxy.holds_certificate),
     ]);
+    let place = (
+        ctx.proxy.cluster_id.clone(),
+        ctx.proxy.network.clone(),
+        ctx.proxy.locality.clone(),
+    );
+    for part in [
+        &place.0,
+        &place.1,
+        &place.2.region,
+        &place.2.zone,
+        &place.2.subzone,
+    ] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
     for (host, ports) in ctx.trimmed_ports() {
         h.update(host.as_bytes());
         for p in ports {
@@ -74,6 +92,7 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
         hash: h.digest(),
         flavor: ctx.proxy.flavor,
         holds_certificate: ctx.proxy.holds_certificate,
+        place,
         services,
     }
 }

@@ -1,7 +1,10 @@
 //! EDS: one ClusterLoadAssignment per EDS cluster, endpoints grouped by locality, subsets
 //! selected by workload labels, with Istio's endpoint metadata.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+};
 
 use envoy_types::pb::envoy::config::{
     core::v3::HealthStatus,
@@ -9,55 +12,95 @@ use envoy_types::pb::envoy::config::{
 };
 use prost::Message;
 use sextant_model::{
-    Endpoint as ModelEndpoint, Health, MtlsMode, Protocol, ProxyFlavor, Resolution, Service,
+    Endpoint as ModelEndpoint, Health, MtlsMode, NetworkGateway, Protocol, Proxy, ProxyFlavor,
+    Resolution, Service,
 };
 use sextant_resources::{Encoded, wire};
 
 use crate::{
     context::{Context, outbound_cluster},
+    locality::{self, Group, Spread},
+    policy,
     proto::{ip_socket, ip_text, metadata, string_value, u32v},
 };
+
+/// Where one endpoint goes in a load assignment for this proxy.
+enum Place<'s> {
+    /// Not sent (another cluster's endpoint of a `clusterLocal` host, no port, or another
+    /// network's endpoint that cannot be reached through its gateway without mutual TLS).
+    Skip,
+    /// Sent as encoded at this range.
+    Direct(usize, usize),
+    /// Reached through these east-west gateways.
+    Gateway(Vec<&'s NetworkGateway>),
+}
 
 /// The load assignments of the EDS clusters named in `wanted`, sorted by name. Each endpoint is
 /// encoded once per service port and shared by the service's cluster and its subsets.
 pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Encoded> {
     let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
     let mtls = ctx.proxy.holds_certificate;
+    let snapshot = ctx.snapshot;
     let mut out = Vec::new();
     for svc in ctx
         .services()
         .filter(|s| s.resolution == Resolution::ClientSideLb)
     {
-        let endpoints = ctx.snapshot.endpoints(&svc.hostname);
+        let endpoints = snapshot.endpoints(&svc.hostname);
+        let local_only = snapshot.multi_cluster
+            && snapshot
+                .mesh_config
+                .is_cluster_local(&svc.hostname, &snapshot.domain_suffix);
+        let rule = ctx.rule(&svc.hostname);
         for port in ctx.ports_of(svc).filter(|p| p.protocol != Protocol::Udp) {
             // Every endpoint of this port encoded once, into one buffer.
             let mut all = Vec::with_capacity(endpoints.len() * 40);
             let mut text = String::new();
-            let ranges: Vec<Option<(usize, usize)>> = endpoints
+            let places: Vec<Place<'_>> = endpoints
                 .iter()
                 .map(|ep| {
-                    let number = ep.port_for(port).or(port.target_port)?;
+                    if local_only && ep.cluster_id != ctx.proxy.cluster_id {
+                        return Place::Skip;
+                    }
+                    let Some(number) = ep.port_for(port).or(port.target_port) else {
+                        return Place::Skip;
+                    };
+                    let tls = mtls && accepts_mtls(snapshot, ep, number);
+                    if let Some(gateways) = locality::gateways_for(snapshot, ctx.proxy, ep) {
+                        // The gateway routes by the SNI of the mutual TLS connection.
+                        return if tls {
+                            Place::Gateway(gateways)
+                        } else {
+                            Place::Skip
+                        };
+                    }
                     let start = all.len();
-                    let tls = mtls && accepts_mtls(ctx.snapshot, ep, number);
                     if istio {
                         lb_endpoint(ep, svc, number, Some(tls)).encode_raw(&mut all);
                     } else {
-                        encode_lb_endpoint(&mut all, &mut text, ep, number, tls);
+                        encode_lb_endpoint(&mut all, &mut text, ep.address, number, ep, tls);
                     }
-                    Some((start, all.len()))
+                    Place::Direct(start, all.len())
                 })
                 .collect();
-            let encoded: Vec<Option<&[u8]>> =
-                ranges.iter().map(|r| r.map(|(a, b)| &all[a..b])).collect();
             let name = outbound_cluster(port.port, "", &svc.hostname);
+            let assembly = Assembly {
+                proxy: ctx.proxy,
+                endpoints,
+                places: &places,
+                bytes: &all,
+            };
             if wanted.contains(&name) {
-                out.push(assemble(name, endpoints, &encoded, None));
+                let policy = policy::effective(rule, None, port.port);
+                out.push(assembly.assemble(name, None, &Spread::of(&policy)));
             }
-            if let Some(dr) = ctx.rule(&svc.hostname) {
+            if let Some(dr) = rule {
                 for subset in &dr.subsets {
                     let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
                     if wanted.contains(&name) {
-                        out.push(assemble(name, endpoints, &encoded, Some(&subset.labels)));
+                        let policy = policy::effective(rule, Some(&subset.name), port.port);
+                        let spread = Spread::of(&policy);
+                        out.push(assembly.assemble(name, Some(&subset.labels), &spread));
                     }
                 }
             }
@@ -67,48 +110,92 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
     out
 }
 
-/// A ClusterLoadAssignment from encoded endpoints, grouped by locality.
-fn assemble(
-    name: String,
-    endpoints: &[ModelEndpoint],
-    encoded: &[Option<&[u8]>],
-    subset: Option<&BTreeMap<String, String>>,
-) -> Encoded {
-    // Few localities per service: a small vector beats a map.
-    let mut by_locality: Vec<(&sextant_model::Locality, Vec<&[u8]>)> = Vec::new();
-    let mut size = name.len() + 8;
-    for (ep, bytes) in endpoints.iter().zip(encoded) {
-        let Some(bytes) = bytes else { continue };
-        if subset.is_some_and(|labels| !ep.matches(labels)) {
-            continue;
+/// The endpoints of one service port, placed for one proxy.
+struct Assembly<'a, 's> {
+    proxy: &'a Proxy,
+    endpoints: &'a [ModelEndpoint],
+    places: &'a [Place<'s>],
+    bytes: &'a [u8],
+}
+
+impl Assembly<'_, '_> {
+    /// A ClusterLoadAssignment grouped by locality (and `failoverPriority`), spread as the
+    /// cluster's policy says.
+    fn assemble(
+        &self,
+        name: String,
+        subset: Option<&BTreeMap<String, String>>,
+        spread: &Spread<'_>,
+    ) -> Encoded {
+        // Few localities per service: a small vector beats a map.
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut size = name.len() + 8;
+        for (ep, place) in self.endpoints.iter().zip(self.places) {
+            if matches!(place, Place::Skip) || subset.is_some_and(|labels| !ep.matches(labels)) {
+                continue;
+            }
+            let label_priority = spread.label_priority(self.proxy, ep);
+            let i = match groups
+                .iter()
+                .position(|g| g.locality == &ep.locality && g.label_priority == label_priority)
+            {
+                Some(i) => i,
+                None => {
+                    groups.push(Group::new(&ep.locality, label_priority));
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[i];
+            let weight = ep.weight.max(1);
+            match place {
+                Place::Direct(a, b) => {
+                    size += b - a + 2;
+                    group.direct.push(&self.bytes[*a..*b]);
+                    group.weight = group.weight.saturating_add(weight);
+                }
+                Place::Gateway(gateways) => {
+                    let n = u32::try_from(gateways.len()).unwrap_or(u32::MAX);
+                    for gateway in gateways {
+                        group.via(gateway, weight.div_ceil(n));
+                    }
+                }
+                Place::Skip => {}
+            }
         }
-        size += bytes.len() + 2;
-        match by_locality.iter_mut().find(|(l, _)| *l == &ep.locality) {
-            Some((_, list)) => list.push(bytes),
-            None => by_locality.push((&ep.locality, vec![bytes])),
+        groups.sort_by(|a, b| (a.locality, a.label_priority).cmp(&(b.locality, b.label_priority)));
+        if !spread.is_plain() {
+            spread.apply(&self.proxy.locality, &mut groups);
         }
+        let mut buf = Vec::with_capacity(size + groups.len() * 48);
+        wire::string_field(&mut buf, 1, &name);
+        let mut group = Vec::new();
+        let mut text = String::new();
+        let mut gateway = Vec::new();
+        for g in groups.iter().filter(|g| g.weight > 0) {
+            group.clear();
+            wire::open_field(&mut group, 1, locality_len(g.locality));
+            wire::string_field(&mut group, 1, &g.locality.region);
+            wire::string_field(&mut group, 2, &g.locality.zone);
+            wire::string_field(&mut group, 3, &g.locality.subzone);
+            for e in &g.direct {
+                wire::bytes_field(&mut group, 2, e);
+            }
+            for (gw, weight) in &g.gateways {
+                gateway.clear();
+                encode_address(&mut gateway, &mut text, gw.address, gw.port);
+                wire::varint_field(&mut gateway, 2, HealthStatus::Healthy as u64);
+                wire::bytes_field(&mut gateway, 3, tls_mode_metadata());
+                wire::u32_value_field(&mut gateway, 4, *weight);
+                wire::bytes_field(&mut group, 2, &gateway);
+            }
+            wire::u32_value_field(&mut group, 3, g.weight);
+            if g.priority > 0 {
+                wire::varint_field(&mut group, 5, u64::from(g.priority));
+            }
+            wire::bytes_field(&mut buf, 2, &group);
+        }
+        Encoded::from_bytes(&name, buf)
     }
-    by_locality.sort_by(|a, b| a.0.cmp(b.0));
-    let mut buf = Vec::with_capacity(size + by_locality.len() * 48);
-    wire::string_field(&mut buf, 1, &name);
-    let mut group = Vec::new();
-    for (locality, lb_endpoints) in by_locality {
-        group.clear();
-        wire::open_field(&mut group, 1, locality_len(locality));
-        wire::string_field(&mut group, 1, &locality.region);
-        wire::string_field(&mut group, 2, &locality.zone);
-        wire::string_field(&mut group, 3, &locality.subzone);
-        for e in &lb_endpoints {
-            wire::bytes_field(&mut group, 2, e);
-        }
-        wire::u32_value_field(
-            &mut group,
-            3,
-            u32::try_from(lb_endpoints.len()).unwrap_or(u32::MAX),
-        );
-        wire::bytes_field(&mut buf, 2, &group);
-    }
-    Encoded::from_bytes(&name, buf)
 }
 
 fn locality_len(l: &sextant_model::Locality) -> usize {
@@ -146,21 +233,12 @@ fn tls_mode_metadata() -> &'static [u8] {
 fn encode_lb_endpoint(
     buf: &mut Vec<u8>,
     text: &mut String,
-    ep: &ModelEndpoint,
+    address: IpAddr,
     port: u16,
+    ep: &ModelEndpoint,
     tls: bool,
 ) {
-    ip_text(ep.address, text);
-    // endpoint (1) { address (1) { socket_address (1) { address (2), port_value (3) } } }
-    let socket =
-        wire::field_len(text.len()) + 1 + prost::encoding::encoded_len_varint(u64::from(port));
-    let address = wire::field_len(socket);
-    let endpoint = wire::field_len(address);
-    wire::open_field(buf, 1, endpoint);
-    wire::open_field(buf, 1, address);
-    wire::open_field(buf, 1, socket);
-    wire::string_field(buf, 2, text);
-    wire::varint_field(buf, 3, u64::from(port));
+    encode_address(buf, text, address, port);
     let health = match ep.health {
         Health::Healthy => HealthStatus::Healthy,
         Health::Unhealthy => HealthStatus::Unhealthy,
@@ -171,6 +249,20 @@ fn encode_lb_endpoint(
         wire::bytes_field(buf, 3, tls_mode_metadata());
     }
     wire::u32_value_field(buf, 4, ep.weight.max(1));
+}
+
+/// `LbEndpoint.endpoint` (1) { address (1) { socket_address (1) { address (2), port_value (3) } } }.
+fn encode_address(buf: &mut Vec<u8>, text: &mut String, address: IpAddr, port: u16) {
+    ip_text(address, text);
+    let socket =
+        wire::field_len(text.len()) + 1 + prost::encoding::encoded_len_varint(u64::from(port));
+    let address = wire::field_len(socket);
+    let endpoint = wire::field_len(address);
+    wire::open_field(buf, 1, endpoint);
+    wire::open_field(buf, 1, address);
+    wire::open_field(buf, 1, socket);
+    wire::string_field(buf, 2, text);
+    wire::varint_field(buf, 3, u64::from(port));
 }
 
 /// Istio's endpoint metadata (`istio.workload`, read by istio-proxy's telemetry, and the

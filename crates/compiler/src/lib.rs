@@ -24,6 +24,7 @@ mod grpc;
 mod inbound;
 pub mod json;
 mod lds;
+mod locality;
 mod policy;
 mod proto;
 mod rds;
@@ -254,6 +255,13 @@ pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
         p.labels.retain(|k, _| snapshot.label_keys.contains(k));
     }
     p.workload_name = String::new();
+    // Load assignments depend on where the proxy is only when the mesh makes them.
+    if !snapshot.locality_aware {
+        p.locality = sextant_model::Locality::default();
+    }
+    if !snapshot.multi_network {
+        p.network = String::new();
+    }
     p.ips = vec![std::net::IpAddr::from([0, 0, 0, 0])];
     p.id = String::new();
     p.service_account = None;

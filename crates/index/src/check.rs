@@ -90,6 +90,7 @@ pub fn classify(api_version: &str, kind: &str) -> ObjectKind {
         ("", "Service") if version == "v1" => ObjectKind::Kubernetes(Kind::Service),
         ("", "Pod") if version == "v1" => ObjectKind::Kubernetes(Kind::Pod),
         ("", "Namespace") if version == "v1" => ObjectKind::Kubernetes(Kind::Namespace),
+        ("", "Node") if version == "v1" => ObjectKind::Kubernetes(Kind::Node),
         ("", "Secret") if version == "v1" => ObjectKind::Kubernetes(Kind::Secret),
         ("discovery.k8s.io", "EndpointSlice") if version == "v1" => {
             ObjectKind::Kubernetes(Kind::EndpointSlice)

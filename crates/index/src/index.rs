@@ -10,20 +10,33 @@ use std::{
 };
 
 use sextant_model::{
-    Credential, DestinationRule, Endpoint, Gateway, Kind, Locality, MeshConfig, ObjectRef,
-    PeerAuthentication, Sidecar, Snapshot, VirtualService, Workload,
+    Credential, DestinationRule, Endpoint, Gateway, Kind, MeshConfig, ObjectRef,
+    PeerAuthentication, Sidecar, Snapshot, VirtualService,
 };
 
 use crate::{
     delegate,
-    parse::{self, Invalid, Parsed, kube::Slice},
+    parse::{self, Invalid, Parsed},
 };
 
+mod clusters;
 mod entries;
 mod mesh_config;
 mod object;
+mod registry;
 
 pub use object::{Object, ObjectError};
+pub use registry::NETWORK_LABEL;
+
+/// The kinds a remote cluster contributes; its other objects are ignored (configuration comes
+/// from the config cluster).
+pub const REMOTE_KINDS: [Kind; 5] = [
+    Kind::Namespace,
+    Kind::Node,
+    Kind::Pod,
+    Kind::Service,
+    Kind::EndpointSlice,
+];
 
 /// What changed since the previous snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,16 +107,16 @@ type Key = (String, String);
 pub struct Index {
     domain_suffix: String,
     trust_domain: String,
+    /// The config cluster: configuration comes from it, and `apply` and friends feed it.
     cluster_id: String,
     version: u64,
+    /// Every cluster's registry, the config cluster's included.
+    clusters: BTreeMap<String, registry::Registry>,
+    /// Services of every cluster merged by namespace and name: the config cluster's
+    /// definition, else the first other cluster's (by id) that has one.
     services: BTreeMap<Key, Arc<sextant_model::Service>>,
-    slices: BTreeMap<Key, Slice>,
-    /// Slices of each service, so endpoints rebuild without scanning every slice.
-    service_slices: BTreeMap<Key, BTreeSet<Key>>,
-    /// Services whose slices reference each pod (with a count per service).
-    pod_owners: BTreeMap<Key, BTreeMap<Key, usize>>,
-    pods: BTreeMap<Key, Arc<Workload>>,
-    namespaces: BTreeSet<String>,
+    /// East-west gateways changed: every endpoint list may look different from other networks.
+    gateways_changed: bool,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
@@ -142,12 +155,9 @@ impl Index {
             trust_domain: "cluster.local".to_owned(),
             cluster_id: cluster_id.to_owned(),
             version: 0,
+            clusters: BTreeMap::from([(cluster_id.to_owned(), registry::Registry::default())]),
             services: BTreeMap::new(),
-            slices: BTreeMap::new(),
-            service_slices: BTreeMap::new(),
-            pod_owners: BTreeMap::new(),
-            pods: BTreeMap::new(),
-            namespaces: BTreeSet::new(),
+            gateways_changed: false,
             virtual_services: BTreeMap::new(),
             destination_rules: BTreeMap::new(),
             peer_authentications: BTreeMap::new(),
@@ -213,49 +223,13 @@ impl Index {
     /// good version in use until the object is fixed or deleted.
     pub fn apply(&mut self, object: Object) {
         match object {
-            Object::Service(svc) => {
-                let id = parse::object_ref(Kind::Service, &svc.metadata);
-                let parsed = parse::kube::service(&svc, &self.domain_suffix);
-                let k = key(&id.namespace, &id.name);
-                let host = self.hostname(&id.namespace, &id.name);
-                if let Some(s) = self.record(parsed, id) {
-                    let s = Arc::new(s);
-                    if self.services.get(&k) != Some(&s) {
-                        self.entries.dirty |= self.entries.watch_services();
-                        self.services.insert(k.clone(), s);
-                        self.changes.services.insert(host);
-                        self.dirty_endpoints.insert(k);
-                    }
-                }
-            }
-            Object::EndpointSlice(es) => {
-                let id = parse::object_ref(Kind::EndpointSlice, &es.metadata);
-                let k = key(&id.namespace, &id.name);
-                let parsed = parse::kube::slice(&es);
-                if let Some(slice) = self.record(parsed, id)
-                    && self.slices.get(&k) != Some(&slice)
-                {
-                    self.remove_slice(&k);
-                    self.insert_slice(k, slice);
-                }
-            }
-            Object::Pod(pod) => {
-                let id = parse::object_ref(Kind::Pod, &pod.metadata);
-                let k = key(&id.namespace, &id.name);
-                let parsed = parse::kube::workload(&pod);
-                if let Some(w) = self.record(parsed, id) {
-                    let w = Arc::new(w);
-                    if self.pods.get(&k) != Some(&w) {
-                        self.entries.dirty |= self.entries.watch_pods(&k.0);
-                        self.pods.insert(k.clone(), w);
-                        self.pod_changed(k);
-                    }
-                }
-            }
-            Object::Namespace(ns) => {
-                if let Some(name) = ns.metadata.name.clone() {
-                    self.namespaces.insert(name);
-                }
+            Object::Service(_)
+            | Object::EndpointSlice(_)
+            | Object::Pod(_)
+            | Object::Namespace(_)
+            | Object::Node(_) => {
+                let cluster = self.cluster_id.clone();
+                self.apply_in(&cluster, object);
             }
             Object::VirtualService(vs) => {
                 let id = parse::object_ref(Kind::VirtualService, &vs.metadata);
@@ -365,14 +339,14 @@ impl Index {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
+        if REMOTE_KINDS.contains(&kind) {
+            let cluster = self.cluster_id.clone();
+            return self.delete_in(&cluster, kind, namespace, name);
+        }
         if self.invalid.remove(&id).is_some() | self.warnings.remove(&id).is_some() {
             self.status_changed = true;
         }
         match kind {
-            Kind::Service => {
-                let host = self.hostname(namespace, name);
-                self.remove_service(k, host);
-            }
             Kind::ServiceEntry => {
                 if self.entries.service_entries.remove(&k).is_some() {
                     self.entries.dirty = true;
@@ -382,16 +356,6 @@ impl Index {
                 if self.entries.workload_entries.remove(&k).is_some() {
                     self.entries.dirty = true;
                 }
-            }
-            Kind::EndpointSlice => self.remove_slice(&k),
-            Kind::Pod => {
-                if self.pods.remove(&k).is_some() {
-                    self.entries.dirty |= self.entries.watch_pods(namespace);
-                    self.pod_changed(k);
-                }
-            }
-            Kind::Namespace => {
-                self.namespaces.remove(name);
             }
             Kind::VirtualService => {
                 if let Some(old) = self.virtual_services.remove(&k) {
@@ -424,20 +388,20 @@ impl Index {
                     self.changes.credentials.insert(k);
                 }
             }
+            Kind::Service | Kind::EndpointSlice | Kind::Pod | Kind::Namespace | Kind::Node => {}
         }
     }
 
     /// Replaces every object of one kind at once (a watch restart, a directory reload).
     pub fn reset(&mut self, kind: Kind, objects: Vec<Object>) {
+        if REMOTE_KINDS.contains(&kind) {
+            let cluster = self.cluster_id.clone();
+            return self.reset_in(&cluster, kind, objects);
+        }
         let existing: Vec<Key> = match kind {
-            Kind::Service => self.services.keys().cloned().collect(),
-            Kind::EndpointSlice => self.slices.keys().cloned().collect(),
-            Kind::Pod => self.pods.keys().cloned().collect(),
-            Kind::Namespace => self
-                .namespaces
-                .iter()
-                .map(|n| (String::new(), n.clone()))
-                .collect(),
+            Kind::Service | Kind::EndpointSlice | Kind::Pod | Kind::Namespace | Kind::Node => {
+                Vec::new()
+            }
             Kind::VirtualService => self.virtual_services.keys().cloned().collect(),
             Kind::DestinationRule => self.destination_rules.keys().cloned().collect(),
             Kind::PeerAuthentication => self.peer_authentications.keys().cloned().collect(),
@@ -451,11 +415,7 @@ impl Index {
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
             let meta = object.metadata();
             let id = parse::object_ref(kind, meta);
-            keep.insert(if kind == Kind::Namespace {
-                (String::new(), id.name.clone())
-            } else {
-                (id.namespace, id.name)
-            });
+            keep.insert((id.namespace, id.name));
             self.apply(object);
         }
         for (ns, name) in existing.into_iter().filter(|k| !keep.contains(k)) {
@@ -464,109 +424,6 @@ impl Index {
         self.invalid.retain(|id, _| {
             id.kind != kind || keep.contains(&(id.namespace.clone(), id.name.clone()))
         });
-    }
-
-    fn remove_service(&mut self, k: Key, host: String) {
-        if self.services.remove(&k).is_some() {
-            self.entries.dirty |= self.entries.watch_services();
-            self.changes.services.insert(host);
-            self.dirty_endpoints.insert(k);
-        }
-    }
-
-    fn insert_slice(&mut self, k: Key, slice: Slice) {
-        let service = key(&slice.namespace, &slice.service);
-        for pod in slice.endpoints.iter().filter_map(|e| e.pod.clone()) {
-            *self
-                .pod_owners
-                .entry(pod)
-                .or_default()
-                .entry(service.clone())
-                .or_default() += 1;
-        }
-        self.service_slices
-            .entry(service.clone())
-            .or_default()
-            .insert(k.clone());
-        self.dirty_endpoints.insert(service);
-        self.slices.insert(k, slice);
-    }
-
-    fn remove_slice(&mut self, k: &Key) {
-        let Some(old) = self.slices.remove(k) else {
-            return;
-        };
-        let service = key(&old.namespace, &old.service);
-        for pod in old.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
-            if let Some(owners) = self.pod_owners.get_mut(pod) {
-                if let Some(n) = owners.get_mut(&service) {
-                    *n -= 1;
-                    if *n == 0 {
-                        owners.remove(&service);
-                    }
-                }
-                if owners.is_empty() {
-                    self.pod_owners.remove(pod);
-                }
-            }
-        }
-        if let Some(set) = self.service_slices.get_mut(&service) {
-            set.remove(k);
-            if set.is_empty() {
-                self.service_slices.remove(&service);
-            }
-        }
-        self.dirty_endpoints.insert(service);
-    }
-
-    fn pod_changed(&mut self, pod: Key) {
-        if let Some(owners) = self.pod_owners.get(&pod) {
-            self.dirty_endpoints.extend(owners.keys().cloned());
-        }
-        self.changes.workloads.insert(pod);
-    }
-
-    fn build_endpoints(&self, (namespace, service): &Key) -> Vec<Endpoint> {
-        let mut out = Vec::new();
-        let slices = self
-            .service_slices
-            .get(&key(namespace, service))
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.get(k));
-        for slice in slices {
-            for ep in &slice.endpoints {
-                let pod = ep.pod.as_ref().and_then(|p| self.pods.get(p));
-                let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
-                let mut locality = pod.and_then(|p| p.locality.clone()).unwrap_or_default();
-                if locality.zone.is_empty()
-                    && let Some(zone) = &ep.zone
-                {
-                    locality = Locality {
-                        zone: zone.clone(),
-                        ..locality
-                    };
-                }
-                out.push(Endpoint {
-                    address: ep.address,
-                    hostname: None,
-                    weight: 1,
-                    ports: slice.ports.clone(),
-                    istio_mtls: labels.get("security.istio.io/tlsMode").map(String::as_str)
-                        == Some("istio"),
-                    labels,
-                    service_account: pod.and_then(|p| p.service_account.clone()),
-                    locality,
-                    cluster_id: self.cluster_id.clone(),
-                    health: ep.health,
-                    workload: ep.pod.as_ref().map(|(_, n)| n.clone()),
-                    namespace: namespace.clone(),
-                });
-            }
-        }
-        out.sort_by_key(|e| e.address);
-        out.dedup_by(|a, b| a.address == b.address && a.ports == b.ports);
-        out
     }
 
     /// Records the hosts of a changed VirtualService in `changes.virtual_service_hosts`.
@@ -584,6 +441,12 @@ impl Index {
 
     /// Publishes a snapshot of the current state and the changes since the last one.
     pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
+        if std::mem::take(&mut self.gateways_changed) {
+            // What proxies of other networks see of every endpoint list may have changed.
+            self.changes
+                .endpoints
+                .extend(self.endpoints.keys().cloned());
+        }
         for k in std::mem::take(&mut self.dirty_endpoints) {
             let host = self.hostname(&k.0, &k.1);
             let fresh = self.build_endpoints(&k);
@@ -600,9 +463,11 @@ impl Index {
             }
         }
         if self.entries.dirty {
-            let refreshed = self
-                .entries
-                .refresh(&self.services, &self.pods, &self.cluster_id);
+            let refreshed = self.entries.refresh(
+                &self.services,
+                &self.clusters[&self.cluster_id].pods,
+                &self.cluster_id,
+            );
             self.changes.services.extend(refreshed.services);
             self.changes.endpoints.extend(refreshed.endpoints);
         }
@@ -645,7 +510,7 @@ impl Index {
                 .chain(self.entries.services.clone())
                 .collect(),
             endpoints: self.merged_endpoints(),
-            workloads: self.pods.clone(),
+            workloads: self.merged_workloads(),
             virtual_services,
             destination_rules,
             peer_authentications,
@@ -660,6 +525,9 @@ impl Index {
             service_entries: self.entries.ordered(),
             workload_entries: self.entries.workload_entries.clone(),
             allocated_addresses: self.entries.allocated.clone(),
+            network_gateways: self.network_gateways(),
+            multi_network: self.multi_network(),
+            multi_cluster: self.clusters.len() > 1,
             ..Default::default()
         };
         snapshot.index_hosts();

@@ -10,4 +10,4 @@ mod index;
 pub mod manifest;
 pub mod parse;
 
-pub use index::{Changes, Index, Object, ObjectError};
+pub use index::{Changes, Index, NETWORK_LABEL, Object, ObjectError, REMOTE_KINDS};

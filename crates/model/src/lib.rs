@@ -70,6 +70,8 @@ pub enum Kind {
     WorkloadEntry,
     /// `networking.istio.io` Sidecar.
     Sidecar,
+    /// core/v1 Node (its topology labels give its pods' locality).
+    Node,
 }
 
 impl Kind {
@@ -88,6 +90,7 @@ impl Kind {
             Kind::Sidecar => "Sidecar",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Node => "Node",
         }
     }
 }

@@ -205,6 +205,53 @@ impl Locality {
     pub fn label(&self) -> String {
         format!("{}/{}/{}", self.region, self.zone, self.subzone)
     }
+
+    /// Reads `region/zone/subzone` (missing parts empty).
+    pub fn parse(text: &str) -> Locality {
+        let mut parts = text.splitn(3, '/');
+        let mut next = || parts.next().unwrap_or_default().to_owned();
+        Locality {
+            region: next(),
+            zone: next(),
+            subzone: next(),
+        }
+    }
+
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+
+    /// Whether this locality matches a DestinationRule locality pattern (`region/zone/subzone`,
+    /// each part possibly `*`, missing trailing parts matching anything), as Istio's
+    /// `LocalityMatch` does.
+    pub fn matches(&self, pattern: &str) -> bool {
+        let mut mine = [&self.region, &self.zone, &self.subzone].into_iter();
+        for part in pattern.split('/') {
+            let Some(own) = mine.next() else { return true };
+            if part == "*" {
+                return true;
+            }
+            if part != own {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// An east-west gateway: where proxies of other networks send traffic for this network's
+/// endpoints (Istio's `NetworkGateway`), from a Service labelled `topology.istio.io/network`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NetworkGateway {
+    /// The network it leads into.
+    pub network: String,
+    /// The cluster whose Service declares it.
+    pub cluster_id: String,
+    /// Its address (load balancer ingress or external IP).
+    pub address: IpAddr,
+    /// Its mTLS port (15443, or the Service's `networking.istio.io/gatewayPort` label).
+    pub port: u16,
 }
 
 /// Health of an endpoint, from EndpointSlice conditions.
@@ -238,6 +285,9 @@ pub struct Endpoint {
     pub locality: Locality,
     /// Cluster the endpoint lives in.
     pub cluster_id: String,
+    /// Network the endpoint is on (empty: the default network, reachable from everywhere).
+    /// A proxy on another network reaches it through this network's gateways.
+    pub network: String,
     /// Health.
     pub health: Health,
     /// Workload (Pod) name.

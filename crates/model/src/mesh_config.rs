@@ -62,6 +62,32 @@ pub struct ServiceSettings {
     /// `hosts`: FQDNs or wildcards the settings apply to.
     pub hosts: Vec<String>,
     /// `settings.clusterLocal`: the services' endpoints are reachable only from their own
-    /// cluster. Modelled only.
+    /// cluster.
     pub cluster_local: bool,
+}
+
+impl MeshConfig {
+    /// Whether `host`'s endpoints stay in their cluster: the last `serviceSettings` entry
+    /// naming it decides, as in Istio's `ClusterLocalProvider`; without one, `kubernetes.default`
+    /// and every service of `kube-system` (Istio's defaults) are local to their cluster.
+    pub fn is_cluster_local(&self, host: &str, domain_suffix: &str) -> bool {
+        let mut local = None;
+        for setting in &self.service_settings {
+            if setting.hosts.iter().any(|h| host_matches(host, h)) {
+                local = Some(setting.cluster_local);
+            }
+        }
+        local.unwrap_or_else(|| {
+            host == format!("kubernetes.default.svc.{domain_suffix}")
+                || host.ends_with(&format!(".kube-system.svc.{domain_suffix}"))
+        })
+    }
+}
+
+/// `*.example.com` matches any name ending in `.example.com`; `*` matches everything.
+fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => host == pattern,
+    }
 }

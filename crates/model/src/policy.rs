@@ -23,6 +23,20 @@ pub struct DestinationRule {
     pub workload_selector: Option<BTreeMap<String, String>>,
 }
 
+impl DestinationRule {
+    /// Every traffic policy of the rule: its own, its subsets', and their port-level ones.
+    pub fn policies(&self) -> impl Iterator<Item = &TrafficPolicy> {
+        self.traffic_policy
+            .iter()
+            .chain(
+                self.subsets
+                    .iter()
+                    .filter_map(|s| s.traffic_policy.as_ref()),
+            )
+            .flat_map(|p| std::iter::once(p).chain(p.port_level.iter().map(|(_, p)| p)))
+    }
+}
+
 /// A named subset of a service's endpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subset {

@@ -39,6 +39,11 @@ pub struct Proxy {
     pub app_address: Option<IpAddr>,
     /// Cluster the proxy runs in.
     pub cluster_id: String,
+    /// Network the proxy is on (`NETWORK` metadata; empty: the default network).
+    pub network: String,
+    /// Where the proxy runs (the node's `locality`, else its Pod's), for locality-aware
+    /// load balancing.
+    pub locality: crate::Locality,
     /// A gRPC client or server without Envoy (node metadata `GENERATOR: grpc`): it gets the
     /// listener, route and cluster shapes gRPC's xDS client accepts.
     pub proxyless: bool,
@@ -136,6 +141,8 @@ impl Proxy {
             bind_address: None,
             app_address: None,
             cluster_id: "Kubernetes".to_owned(),
+            network: String::new(),
+            locality: crate::Locality::default(),
             proxyless: false,
         })
     }
@@ -158,6 +165,7 @@ impl Proxy {
             }
             "SERVICE_ACCOUNT" if !value.is_empty() => self.service_account = Some(value.to_owned()),
             "CLUSTER_ID" if !value.is_empty() => self.cluster_id = value.to_owned(),
+            "NETWORK" => self.network = value.to_owned(),
             "WORKLOAD_NAME" if !value.is_empty() => self.workload_name = value.to_owned(),
             "INSTANCE_IPS" => {
                 let ips: Vec<IpAddr> = value
@@ -191,6 +199,11 @@ impl Proxy {
             self.service_account = workload.service_account.clone();
         }
         self.workload_service_account = workload.service_account.clone();
+        if self.locality.is_empty()
+            && let Some(locality) = &workload.locality
+        {
+            self.locality = locality.clone();
+        }
     }
 
     /// The primary IP.

@@ -78,7 +78,7 @@ pub struct WorkloadEntry {
     pub ports: BTreeMap<String, u16>,
     /// `spec.labels` merged with the object's labels (which win).
     pub labels: BTreeMap<String, String>,
-    /// Network (recorded; Sextant has one network).
+    /// Network (else the default network).
     pub network: Option<String>,
     /// Locality.
     pub locality: Option<Locality>,

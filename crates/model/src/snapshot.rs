@@ -79,6 +79,15 @@ pub struct Snapshot {
     pub workload_entries: BTreeMap<(String, String), Arc<WorkloadEntry>>,
     /// Addresses allocated to ServiceEntry hosts from `240.240.0.0/16`, by host.
     pub allocated_addresses: BTreeMap<String, std::net::IpAddr>,
+    /// East-west gateways of every cluster, sorted (network, cluster, address, port).
+    pub network_gateways: Vec<crate::NetworkGateway>,
+    /// More than one network has endpoints: proxies' networks matter.
+    pub multi_network: bool,
+    /// Endpoints come from more than one cluster: proxies' clusters matter (`clusterLocal`).
+    pub multi_cluster: bool,
+    /// Some DestinationRule makes load assignments depend on the proxy's locality (outlier
+    /// detection, which turns on locality failover, or a locality `distribute`).
+    pub locality_aware: bool,
 }
 
 /// Istio's `outboundTrafficPolicy.mode`: where sidecars send traffic for unknown hosts.
@@ -119,6 +128,10 @@ impl Default for Snapshot {
             service_entries: Vec::new(),
             workload_entries: BTreeMap::new(),
             allocated_addresses: BTreeMap::new(),
+            network_gateways: Vec::new(),
+            multi_network: false,
+            multi_cluster: false,
+            locality_aware: false,
         }
     }
 }
@@ -198,7 +211,25 @@ impl Snapshot {
                     .filter_map(|s| s.selector.as_ref())
                     .flat_map(|s| s.keys().cloned()),
             )
+            // Failover priorities compare endpoint labels with the proxy's.
+            .chain(
+                self.destination_rules
+                    .iter()
+                    .flat_map(|d| d.policies())
+                    .filter_map(|p| p.load_balancer.as_ref()?.locality.as_ref())
+                    .flat_map(|l| l.failover_priority.iter())
+                    .map(|k| k.split_once('=').map_or(k.as_str(), |(k, _)| k).to_owned()),
+            )
             .collect();
+        self.locality_aware = self.destination_rules.iter().any(|d| {
+            d.policies().any(|p| {
+                p.outlier_detection.is_some()
+                    || p.load_balancer
+                        .as_ref()
+                        .and_then(|lb| lb.locality.as_ref())
+                        .is_some_and(|l| !l.distribute.is_empty())
+            })
+        });
         self.wildcard_hosts = (
             self.rules_by_host.keys().any(|h| h.starts_with('*')),
             self.routes_by_host.keys().any(|h| h.starts_with('*')),

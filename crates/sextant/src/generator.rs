@@ -483,7 +483,7 @@ struct OwnPart {
 /// What a proxy's shared output depends on besides the snapshot.
 fn scope_key(p: &Proxy) -> String {
     format!(
-        "{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{}",
+        "{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{}",
         p.namespace,
         p.labels,
         p.flavor,
@@ -493,7 +493,10 @@ fn scope_key(p: &Proxy) -> String {
         p.ips,
         p.workload_name,
         p.kind,
-        p.proxyless
+        p.proxyless,
+        p.cluster_id,
+        p.network,
+        p.locality.label()
     )
 }
 

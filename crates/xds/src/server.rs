@@ -59,6 +59,13 @@ pub fn proxy_from_node(node: &Node) -> Result<Proxy, String> {
         return Err("missing node information".into());
     }
     let mut proxy = Proxy::from_node_id(&node.id).map_err(|e| e.to_string())?;
+    if let Some(l) = &node.locality {
+        proxy.locality = sextant_model::Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            subzone: l.sub_zone.clone(),
+        };
+    }
     if let Some(meta) = &node.metadata {
         let mut keys: Vec<&String> = meta.fields.keys().collect();
         keys.sort();

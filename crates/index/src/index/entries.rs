@@ -293,6 +293,7 @@ impl Build<'_> {
             service_account: None,
             locality: Default::default(),
             cluster_id: self.cluster_id.to_owned(),
+            network: String::new(),
             health: Health::Healthy,
             workload: None,
             namespace: namespace.to_owned(),
@@ -328,6 +329,7 @@ impl Build<'_> {
             locality: we.locality.clone().unwrap_or_default(),
             workload: Some(we.name.clone()),
             istio_mtls: we.istio_mtls(),
+            network: we.network.clone().unwrap_or_default(),
             ..self.endpoint(address, ports, &we.namespace)
         })
     }

@@ -1,7 +1,7 @@
 //! The objects the index reads, from JSON.
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
+    core::v1::{Namespace, Node, Pod, Service},
     discovery::v1::EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -41,6 +41,8 @@ pub enum Object {
     WorkloadEntry(Box<api::WorkloadEntry>),
     /// networking.istio.io Sidecar (any served version).
     Sidecar(Box<api::Sidecar>),
+    /// core/v1 Node.
+    Node(Box<Node>),
 }
 
 /// A JSON document that is not an object the index reads.
@@ -73,7 +75,7 @@ impl Object {
             .unwrap_or("")
             .to_owned();
         let class = check::classify(&api_version, &kind);
-        if class != ObjectKind::Kubernetes(Kind::Namespace)
+        if !matches!(class, ObjectKind::Kubernetes(Kind::Namespace | Kind::Node))
             && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
             && meta
                 .get("namespace")
@@ -129,6 +131,7 @@ impl Object {
             ObjectKind::Kubernetes(Kind::Namespace) => {
                 Object::Namespace(read(value).map_err(malformed)?)
             }
+            ObjectKind::Kubernetes(Kind::Node) => Object::Node(read(value).map_err(malformed)?),
             // Not through serde's errors, which may quote the values they could not read.
             ObjectKind::Kubernetes(Kind::Secret) => {
                 Object::Secret(Box::new(Secret::from_json(&value).map_err(malformed)?))
@@ -152,6 +155,7 @@ impl Object {
             Object::ServiceEntry(_) => Kind::ServiceEntry,
             Object::WorkloadEntry(_) => Kind::WorkloadEntry,
             Object::Sidecar(_) => Kind::Sidecar,
+            Object::Node(_) => Kind::Node,
         }
     }
 
@@ -170,6 +174,7 @@ impl Object {
             Object::ServiceEntry(o) => &o.metadata,
             Object::WorkloadEntry(o) => &o.metadata,
             Object::Sidecar(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
         }
     }
 }

@@ -174,6 +174,8 @@ pub struct SliceEndpoint {
     pub pod: Option<(String, String)>,
     /// Zone from the slice.
     pub zone: Option<String>,
+    /// Node from the slice.
+    pub node: Option<String>,
     /// Health from the conditions.
     pub health: model::Health,
 }
@@ -250,6 +252,7 @@ pub fn slice(es: &EndpointSlice) -> Result<Parsed<Slice>, Invalid> {
                         address,
                         pod: pod.clone(),
                         zone: ep.zone.clone(),
+                        node: ep.node_name.clone(),
                         health,
                     }),
                     Err(_) => r.error(

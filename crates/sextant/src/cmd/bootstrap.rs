@@ -19,10 +19,16 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         gateway,
         grpc,
         labels,
+        cluster_id,
+        network,
+        locality,
         xds_root_cert,
         xds_cert,
         xds_key,
     } = args;
+    let mut meta = meta;
+    meta.extend(cluster_id.map(|c| format!("CLUSTER_ID={c}")));
+    meta.extend(network.map(|n| format!("NETWORK={n}")));
     // Envoy (or gRPC) reads these from wherever it is started: make them absolute.
     let absolute = |p: Option<String>| {
         p.map(|p| {
@@ -81,7 +87,7 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
             }
         }
     }
-    let b = bootstrap::dynamic_bootstrap(
+    let mut b = bootstrap::dynamic_bootstrap(
         &node_id,
         &metadata,
         host.trim_matches(['[', ']']),
@@ -95,6 +101,14 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
             })
             .as_ref(),
     );
+    if let (Some(node), Some(text)) = (b.node.as_mut(), locality.as_deref()) {
+        let l = sextant_model::Locality::parse(text);
+        node.locality = Some(envoy_types::pb::envoy::config::core::v3::Locality {
+            region: l.region,
+            zone: l.zone,
+            sub_zone: l.subzone,
+        });
+    }
     crate::cmd::out(format_args!(
         "{}",
         sextant_index::manifest::to_yaml(&[json::to_json(&b)])
