@@ -401,6 +401,18 @@ pub struct BootstrapArgs {
     /// `sourceLabels` match when Sextant does not know the proxy's Pod.
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// The cluster the proxy runs in (node metadata `CLUSTER_ID`; Sextant's own cluster,
+    /// `Kubernetes`, when not given).
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// The network the proxy is on (node metadata `NETWORK`): endpoints on other networks are
+    /// reached through their east-west gateway.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Where the proxy runs, `REGION/ZONE/SUBZONE` (the node's `locality`), for
+    /// locality-aware load balancing.
+    #[arg(long)]
+    pub locality: Option<String>,
     /// Connect over TLS (the secure xDS port, 15012), trusting this root (`root-cert.pem`);
     /// Sextant's certificate must name the host of `--xds-address`.
     #[arg(long)]
