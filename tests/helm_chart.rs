@@ -74,6 +74,7 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "serve",
         "--webhook-config=sextant-validator",
         "--service-name=sextant",
+        "--remote-stale-endpoints=remove",
     ] {
         assert!(args.contains(flag), "{flag} in {args}");
     }
@@ -93,6 +94,7 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "sidecars/status",
         "endpointslices",
         "validatingwebhookconfigurations",
+        "nodes",
     ] {
         assert!(rules.contains(needed), "{needed} in {rules}");
     }
@@ -139,8 +141,20 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "replicaCount=3",
         "--set",
         "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY",
+        "--set",
+        "multiCluster.clusterNetworks.west=network-2",
     ]);
     assert!(out.contains("REVISION: 2"), "{out}");
+    let args = kubectl_(&[
+        "get",
+        "deploy",
+        "sextant",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    assert!(args.contains("--cluster-network=west=network-2"), "{args}");
     let replicas = kubectl_(&[
         "get",
         "deploy",

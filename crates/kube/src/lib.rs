@@ -6,17 +6,23 @@
 //!   half-empty mesh; later events apply one by one.
 //! - [`Watches::synced`] turns true once every watch has finished its first list; the control
 //!   plane publishes nothing before.
-//! - When the API server is unreachable the watchers retry with backoff; the index (and the
-//!   last published snapshot) stay as they are. Errors are logged and counted.
+//! - When the API server is unreachable a failed watch is started again after a backoff, and
+//!   lists again; the index (and the last published snapshot) stay as they are until that
+//!   list replaces them. Errors are logged, counted and shown per cluster ([`clusters`]).
 //! - An object that does not have the shape of its kind is skipped and reported.
 //!
 //! [`leader`] holds what only the Lease holder does: the election, the status writer and the
-//! webhook's `caBundle`. `sextant-source` puts these watches beside the directory source and
-//! debounces their change signals.
+//! webhook's `caBundle`. [`remote`] runs the watches of remote clusters, registered by Secrets
+//! or kubeconfig files, into the same index under their cluster ids. `sextant-source` puts
+//! these watches beside the directory source and debounces their change signals.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use prometheus_client::metrics::counter::Counter;
@@ -25,16 +31,21 @@ use futures_util::StreamExt;
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
+use tracing::Instrument;
+
+use crate::clusters::Cluster;
 use sextant_index::{
     Index, Object,
     manifest::{Limits, check_value},
 };
 use sextant_model::{Kind, ObjectRef};
 
+pub mod clusters;
 pub mod leader;
 pub mod mesh_config;
+pub mod remote;
 
 /// What the watches saw of every VirtualService, DestinationRule, Gateway and Sidecar, for
 /// the status writer.
@@ -52,8 +63,9 @@ pub struct Seen {
 use tokio::sync::{mpsc, watch};
 
 /// The kinds watched: group, the version read, and the plural of each.
-pub const WATCHED: [(Kind, &str, &str, &str); 12] = [
+pub const WATCHED: [(Kind, &str, &str, &str); 13] = [
     (Kind::Namespace, "", "v1", "namespaces"),
+    (Kind::Node, "", "v1", "nodes"),
     (Kind::Pod, "", "v1", "pods"),
     (Kind::Service, "", "v1", "services"),
     (
@@ -143,6 +155,8 @@ pub struct Watches {
     pub synced: watch::Receiver<bool>,
     /// Generations of the configuration objects.
     pub generations: Generations,
+    /// The cluster watched, and how its watches are doing.
+    pub cluster: Arc<Cluster>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -154,54 +168,135 @@ impl Drop for Watches {
     }
 }
 
-/// Starts one watcher per kind; each change to the index is followed by a message on
-/// `changed` (`sextant-source` debounces them).
+/// Starts one watcher per kind of [`WATCHED`] on the config cluster; each change to the index
+/// is followed by a message on `changed` (`sextant-source` debounces them).
 pub fn spawn(
     client: Client,
     index: Arc<Mutex<Index>>,
     changed: mpsc::UnboundedSender<()>,
     counters: Counters,
 ) -> Watches {
+    let id = index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .cluster_id()
+        .to_owned();
+    let cluster = Cluster::new(&id, "config cluster", WATCHED.len());
+    let kinds: Vec<Kind> = WATCHED.iter().map(|w| w.0).collect();
+    start(
+        Target::Local,
+        &kinds,
+        client,
+        Feed {
+            index,
+            generations: Generations::default(),
+            changed,
+            counters,
+            cluster,
+        },
+    )
+}
+
+/// Starts the watches of remote cluster `cluster`: the kinds a remote cluster contributes
+/// ([`sextant_index::REMOTE_KINDS`]), into the index under its id.
+fn spawn_remote(
+    client: Client,
+    index: Arc<Mutex<Index>>,
+    changed: mpsc::UnboundedSender<()>,
+    counters: Counters,
+    cluster: Arc<Cluster>,
+) -> Watches {
+    start(
+        Target::Remote(cluster.id().into()),
+        &sextant_index::REMOTE_KINDS,
+        client,
+        Feed {
+            index,
+            generations: Generations::default(),
+            changed,
+            counters,
+            cluster,
+        },
+    )
+}
+
+/// Starts a watcher of each of `kinds` feeding `target`'s objects.
+fn start(target: Target, kinds: &[Kind], client: Client, feed: Feed) -> Watches {
     let (synced_tx, synced) = watch::channel(false);
-    let generations = Generations::default();
-    let pending = Arc::new(AtomicU64::new(WATCHED.len() as u64));
+    let pending = Arc::new(AtomicU64::new(kinds.len() as u64));
     let synced_tx = Arc::new(synced_tx);
-    let tasks = WATCHED
+    let generations = feed.generations.clone();
+    let cluster = feed.cluster.clone();
+    let tasks = kinds
         .iter()
-        .map(|&(kind, ..)| {
+        .map(|&kind| {
             let resource = api_resource(kind);
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            tokio::spawn(run(
-                kind,
-                resource,
-                api,
-                Feed {
-                    index: index.clone(),
-                    generations: generations.clone(),
-                    changed: changed.clone(),
-                    counters: counters.clone(),
-                },
-                Synced {
-                    pending: pending.clone(),
-                    tx: synced_tx.clone(),
-                    done: false,
-                },
-            ))
+            let span = tracing::info_span!("watch", cluster = %cluster.id(), kind = %resource.kind);
+            tokio::spawn(
+                run(
+                    kind,
+                    resource,
+                    api,
+                    target.clone(),
+                    feed.clone(),
+                    Synced {
+                        pending: pending.clone(),
+                        tx: synced_tx.clone(),
+                        done: false,
+                    },
+                )
+                .instrument(span),
+            )
         })
         .collect();
     Watches {
         synced,
         generations,
+        cluster,
         tasks,
     }
 }
 
-/// Where a watch delivers: the index, the generations, the change signal and the counters.
+/// Whose objects a watch feeds: the config cluster's, or a remote cluster's (by id).
+#[derive(Clone)]
+enum Target {
+    Local,
+    Remote(Arc<str>),
+}
+
+impl Target {
+    fn reset(&self, index: &mut Index, kind: Kind, objects: Vec<Object>) {
+        match self {
+            Target::Local => index.reset(kind, objects),
+            Target::Remote(id) => index.reset_in(id, kind, objects),
+        }
+    }
+
+    fn apply(&self, index: &mut Index, object: Object) {
+        match self {
+            Target::Local => index.apply(object),
+            Target::Remote(id) => index.apply_in(id, object),
+        }
+    }
+
+    fn delete(&self, index: &mut Index, kind: Kind, namespace: &str, name: &str) {
+        match self {
+            Target::Local => index.delete(kind, namespace, name),
+            Target::Remote(id) => index.delete_in(id, kind, namespace, name),
+        }
+    }
+}
+
+/// Where a watch delivers: the index, the generations, the change signal, the counters and
+/// its cluster's health.
+#[derive(Clone)]
 struct Feed {
     index: Arc<Mutex<Index>>,
     generations: Generations,
     changed: mpsc::UnboundedSender<()>,
     counters: Counters,
+    cluster: Arc<Cluster>,
 }
 
 /// One watch's share of the "every watch has listed" signal.
@@ -238,9 +333,22 @@ fn to_object(resource: &ApiResource, o: DynamicObject) -> Result<Object, String>
     value["kind"] = serde_json::json!(resource.kind);
     if resource.kind == "Pod" {
         value = trim_pod(&value);
+    } else if resource.kind == "Node" {
+        value = trim_node(&value);
     }
     Object::from_json(value, "default")
         .map_err(|e| format!("{} {namespace}/{name}: {e}", resource.kind))
+}
+
+/// A Node reduced to its name and labels (the topology labels give its pods' locality): a
+/// relist buffers every Node, and a Node's status (images, conditions) is large.
+fn trim_node(node: &serde_json::Value) -> serde_json::Value {
+    let meta = &node["metadata"];
+    let mut metadata = serde_json::json!({"name": meta["name"]});
+    if let Some(labels) = meta.get("labels") {
+        metadata["labels"] = labels.clone();
+    }
+    serde_json::json!({"apiVersion": node["apiVersion"], "kind": node["kind"], "metadata": metadata})
 }
 
 /// A Pod reduced to what the index reads (name, namespace, labels, service account, node,
@@ -292,10 +400,22 @@ fn trim_secret(secret: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// Waits between a failed watch and its restart: from [`BACKOFF_MIN`], doubling to
+/// [`BACKOFF_MAX`], back to the start once a list succeeds.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Whether the watch failed only because its resource version is too old (410 Gone): a
+/// relist, not a failure of the cluster.
+fn gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
 async fn run(
     kind: Kind,
     resource: ApiResource,
     api: Api<DynamicObject>,
+    target: Target,
     feed: Feed,
     mut synced: Synced,
 ) {
@@ -304,10 +424,12 @@ async fn run(
         generations,
         changed,
         counters,
+        cluster,
     } = feed;
-    let mut stream = watcher(api, watch_config(kind)).default_backoff().boxed();
     let mut buffer: Vec<Object> = Vec::new();
     let mut listed: Vec<(ObjectRef, Seen)> = Vec::new();
+    // What the watch holds, to count it (names only).
+    let mut held: HashSet<(String, String)> = HashSet::new();
     let lock = || index.lock().unwrap_or_else(|p| p.into_inner());
     let is_config = matches!(
         kind,
@@ -323,80 +445,114 @@ async fn run(
         namespace: o.metadata.namespace.clone().unwrap_or_default(),
         name: o.metadata.name.clone().unwrap_or_default(),
     };
+    let key = |o: &Object| {
+        let meta = o.metadata();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
     let generation = |o: &DynamicObject| o.metadata.generation.unwrap_or(1);
     let generations_of = || generations.lock().unwrap_or_else(|p| p.into_inner());
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                counters.watch_errors.inc();
-                tracing::warn!(kind = %resource.kind, error = %e, "watch failed; retrying with backoff, serving the last snapshot");
-                continue;
-            }
-        };
-        // The object as the index reads it, and what the status writer should know of it.
-        let object = |o: DynamicObject| {
-            let seen = is_config.then(|| (id(&o), generation(&o)));
-            let read = to_object(&resource, o);
-            if let Err(e) = &read {
-                counters.malformed.inc();
-                tracing::warn!(error = %e, "skipping object");
-            }
-            let seen = seen.map(|(id, generation)| {
-                let unreadable = read.as_ref().err().cloned();
-                (
-                    id,
-                    Seen {
-                        generation,
-                        unreadable,
-                    },
-                )
-            });
-            (read.ok(), seen)
-        };
-        match event {
-            watcher::Event::Init => {
-                counters.relists.inc();
-                buffer.clear();
-                listed.clear();
-            }
-            watcher::Event::InitApply(o) => {
-                let (object, seen) = heavy(|| object(o));
-                listed.extend(seen);
-                buffer.extend(object);
-            }
-            watcher::Event::InitDone => {
-                if is_config {
-                    let mut g = generations_of();
-                    g.retain(|k, _| k.kind != kind);
-                    g.extend(listed.drain(..));
+    let mut backoff = BACKOFF_MIN;
+    // A failed watch is dropped and started anew after a backoff, so that it lists again:
+    // the list that succeeds is what says the cluster is back (a resumed watch says nothing
+    // until an object changes), and it replaces what the cluster held while away.
+    loop {
+        let mut stream = watcher(api.clone(), watch_config(kind)).boxed();
+        let mut relist_at_once = false;
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) if gone(&e) => {
+                    tracing::debug!(error = %e, "watch expired; listing again");
+                    relist_at_once = true;
+                    break;
                 }
-                heavy(|| lock().reset(kind, std::mem::take(&mut buffer)));
-                tracing::info!(kind = %resource.kind, "listed");
-                synced.listed();
-                let _ = changed.send(());
-            }
-            watcher::Event::Apply(o) => {
-                // Reading and validating an object (regexes, schema) is CPU work.
-                let (object, seen) = heavy(|| object(o));
-                if let Some((id, seen)) = seen {
-                    generations_of().insert(id, seen);
+                Err(e) => {
+                    counters.watch_errors.inc();
+                    cluster.failed(kind, e.to_string());
+                    tracing::warn!(error = %e, retry_in = ?backoff, "watch failed; retrying with backoff, serving the last snapshot");
+                    break;
                 }
-                if let Some(o) = object {
-                    heavy(|| lock().apply(o));
+            };
+            // The object as the index reads it, and what the status writer should know of it.
+            let object = |o: DynamicObject| {
+                let seen = is_config.then(|| (id(&o), generation(&o)));
+                let read = to_object(&resource, o);
+                if let Err(e) = &read {
+                    counters.malformed.inc();
+                    tracing::warn!(error = %e, "skipping object");
                 }
-                // An unreadable object changes no configuration, but its status does.
-                let _ = changed.send(());
-            }
-            watcher::Event::Delete(o) => {
-                if is_config {
-                    generations_of().remove(&id(&o));
+                let seen = seen.map(|(id, generation)| {
+                    let unreadable = read.as_ref().err().cloned();
+                    (
+                        id,
+                        Seen {
+                            generation,
+                            unreadable,
+                        },
+                    )
+                });
+                (read.ok(), seen)
+            };
+            match event {
+                watcher::Event::Init => {
+                    counters.relists.inc();
+                    cluster.relisting();
+                    buffer.clear();
+                    listed.clear();
                 }
-                let name = o.metadata.name.clone().unwrap_or_default();
-                let namespace = o.metadata.namespace.clone().unwrap_or_default();
-                lock().delete(kind, &namespace, &name);
-                let _ = changed.send(());
+                watcher::Event::InitApply(o) => {
+                    let (object, seen) = heavy(|| object(o));
+                    listed.extend(seen);
+                    buffer.extend(object);
+                }
+                watcher::Event::InitDone => {
+                    if is_config {
+                        let mut g = generations_of();
+                        g.retain(|k, _| k.kind != kind);
+                        g.extend(listed.drain(..));
+                    }
+                    held = buffer.iter().map(key).collect();
+                    heavy(|| target.reset(&mut lock(), kind, std::mem::take(&mut buffer)));
+                    cluster.listed(kind, held.len());
+                    tracing::info!(objects = held.len(), "listed");
+                    backoff = BACKOFF_MIN;
+                    synced.listed();
+                    let _ = changed.send(());
+                }
+                watcher::Event::Apply(o) => {
+                    // Reading and validating an object (regexes, schema) is CPU work.
+                    let (object, seen) = heavy(|| object(o));
+                    if let Some((id, seen)) = seen {
+                        generations_of().insert(id, seen);
+                    }
+                    if let Some(o) = object {
+                        held.insert(key(&o));
+                        cluster.holds(kind, held.len());
+                        heavy(|| target.apply(&mut lock(), o));
+                    }
+                    // An unreadable object changes no configuration, but its status does.
+                    let _ = changed.send(());
+                }
+                watcher::Event::Delete(o) => {
+                    if is_config {
+                        generations_of().remove(&id(&o));
+                    }
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let namespace = o.metadata.namespace.clone().unwrap_or_default();
+                    target.delete(&mut lock(), kind, &namespace, &name);
+                    held.remove(&(namespace, name));
+                    cluster.holds(kind, held.len());
+                    let _ = changed.send(());
+                }
             }
+        }
+        drop(stream);
+        if !relist_at_once {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 }
@@ -459,6 +615,27 @@ mod tests {
             watch_config(Kind::Secret).field_selector.as_deref(),
             Some(SECRET_FIELD_SELECTOR)
         );
+    }
+
+    #[test]
+    fn watched_nodes_keep_only_their_name_and_labels() {
+        let resource = api_resource(Kind::Node);
+        let mut o = DynamicObject::new("node-a", &resource);
+        o.metadata.labels = Some(
+            [(
+                "topology.kubernetes.io/zone".to_owned(),
+                "us-east-1a".to_owned(),
+            )]
+            .into(),
+        );
+        o.metadata.annotations = Some([("big".to_owned(), "x".repeat(10_000))].into());
+        o.data = json!({"status": {"images": [{"names": ["a"], "sizeBytes": 1}]}});
+        let Ok(Object::Node(node)) = to_object(&resource, o) else {
+            panic!("a Node");
+        };
+        assert_eq!(node.metadata.name.as_deref(), Some("node-a"));
+        assert!(node.metadata.labels.is_some_and(|l| l.len() == 1));
+        assert!(node.metadata.annotations.is_none() && node.status.is_none());
     }
 
     #[test]

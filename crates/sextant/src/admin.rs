@@ -15,6 +15,8 @@ use sextant_resources::List;
 use sextant_xds::{Connections, Generator, proxy_from_node};
 use tokio::sync::Semaphore;
 
+use sextant_kube::clusters::{ClusterStatus, Clusters, Stale};
+
 use crate::generator::XdsGenerator;
 
 /// Default `/debug/config_dump` responses built at once (`--max-debug-dumps`).
@@ -28,6 +30,7 @@ pub const NEXT_START: &str = "x-sextant-next-start";
 struct Admin {
     generator: Arc<XdsGenerator>,
     connections: Arc<Connections>,
+    clusters: ClusterList,
     dumps: Arc<Semaphore>,
     page_size: usize,
 }
@@ -50,10 +53,20 @@ impl Default for DebugBounds {
     }
 }
 
+/// The clusters read, for `/debug/clusterz` and the remote cluster metrics.
+#[derive(Clone, Default)]
+pub struct ClusterList {
+    /// The config cluster's id.
+    pub local: String,
+    /// Every cluster, the config cluster's included.
+    pub clusters: Clusters,
+}
+
 /// The admin routes.
 pub fn router(
     generator: Arc<XdsGenerator>,
     connections: Arc<Connections>,
+    clusters: ClusterList,
     bounds: DebugBounds,
 ) -> Router {
     Router::new()
@@ -64,9 +77,11 @@ pub fn router(
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/configz", get(configz))
         .route("/debug/registryz", get(registryz))
+        .route("/debug/clusterz", get(clusterz))
         .with_state(Admin {
             generator,
             connections,
+            clusters,
             dumps: Arc::new(Semaphore::new(bounds.dumps)),
             page_size: bounds.page_size.max(1),
         })
@@ -89,6 +104,9 @@ async fn metrics(State(a): State<Admin>) -> Response {
         .metrics
         .connected_proxies
         .set(a.connections.list().len() as i64);
+    a.generator
+        .metrics
+        .set_clusters(&a.clusters.clusters.list(), &a.clusters.local);
     (
         [(
             "content-type",
@@ -325,6 +343,36 @@ async fn registryz(State(a): State<Admin>, Query(q): Query<HashMap<String, Strin
     })).collect::<Vec<_>>()), next)
 }
 
+/// Every cluster read (the config cluster and each remote one) with how its watches are
+/// doing; bounded by `--max-remote-clusters`, so not paged.
+async fn clusterz(State(a): State<Admin>) -> Response {
+    let local = &a.clusters.local;
+    let mut clusters = a.clusters.clusters.list();
+    // The config cluster first, then the remote ones by id.
+    clusters.sort_by_key(|c| &c.cluster != local);
+    let list: Vec<Value> = clusters
+        .iter()
+        .map(|c| {
+            let mut entry = cluster_json(c);
+            entry["config_cluster"] = json!(&c.cluster == local);
+            entry
+        })
+        .collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
+fn cluster_json(c: &ClusterStatus) -> Value {
+    json!({
+        "cluster": c.cluster, "origin": c.origin, "state": c.state.as_str(),
+        "error": c.error, "failing_since": secs(c.failing_since), "objects": c.objects,
+        "relists": c.relists, "errors": c.errors,
+        "stale_objects": c.stale.map(|s| match s {
+            Stale::Removed => "removed after the grace period",
+            Stale::Kept => "kept after the grace period",
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +383,7 @@ mod tests {
         Admin {
             generator,
             connections: Arc::new(Connections::default()),
+            clusters: ClusterList::default(),
             dumps: Arc::new(Semaphore::new(1)),
             page_size,
         }

@@ -4,7 +4,9 @@
 //!
 //! As istiod does it (`security/pkg/server/ca/server.go`): the caller authenticates with a
 //! client certificate from Sextant's CA or a service-account token (TokenReview, or the token
-//! file without a cluster); a `clusterid` other than this cluster's is refused; impersonation
+//! file without a cluster); a `clusterid` naming a remote cluster has that cluster's API
+//! server review the token, and one naming no known cluster is refused (both in
+//! [`Authenticator`], which the secure ADS port shares); impersonation
 //! (`ImpersonatedIdentity`) is refused, as Sextant trusts no node agents; the TTL is the
 //! requested one (the default when zero or less), refused above the maximum; the answer is
 //! the chain, leaf first and root last. Unlike istiod, which ignores the CSR's names, Sextant
@@ -50,24 +52,21 @@ pub struct Certificates {
     ca: Arc<Ca>,
     authenticator: Arc<Authenticator>,
     ttls: Ttls,
-    cluster_id: String,
     metrics: Arc<Metrics>,
 }
 
 impl Certificates {
-    /// Signs with `ca` for callers `authenticator` accepts, in cluster `cluster_id`.
+    /// Signs with `ca` for callers `authenticator` accepts.
     pub fn new(
         ca: Arc<Ca>,
         authenticator: Arc<Authenticator>,
         ttls: Ttls,
-        cluster_id: &str,
         metrics: Arc<Metrics>,
     ) -> Self {
         Certificates {
             ca,
             authenticator,
             ttls,
-            cluster_id: cluster_id.to_owned(),
             metrics,
         }
     }
@@ -86,17 +85,6 @@ impl Certificates {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<IstioCertificateResponse, Status> {
-        let clusters: Vec<_> = request.metadata().get_all("clusterid").iter().collect();
-        if let [cluster] = clusters.as_slice() {
-            let cluster = cluster.to_str().unwrap_or_default();
-            if !cluster.is_empty() && cluster != self.cluster_id {
-                return Err(Status::unauthenticated(format!(
-                    "client claims to be in cluster {cluster:?}, but we only know about local \
-                     cluster {:?}",
-                    self.cluster_id
-                )));
-            }
-        }
         let headers = request.metadata().clone().into_headers();
         let callers = self
             .authenticator

@@ -37,6 +37,11 @@ enum Command {
     Ca(CaCommand),
     /// Print the CustomResourceDefinitions Sextant serves (generated from its API types).
     Crds(CrdsArgs),
+    /// Register a remote cluster, as `istioctl create-remote-secret`: in the cluster of
+    /// `--kubeconfig`, make sure of a ServiceAccount with read access to services, endpoints
+    /// and nodes, and print a Secret holding a kubeconfig with its token, to apply in the
+    /// control plane's namespace.
+    CreateRemoteSecret(CreateRemoteSecretArgs),
     /// Print the version.
     Version,
 }
@@ -302,6 +307,10 @@ pub struct ServeArgs {
     /// requests are refused, in seconds.
     #[arg(long, env = "SEXTANT_MAX_WORKLOAD_CERT_TTL_SECONDS", default_value_t = 90 * 24 * 3600)]
     pub max_workload_cert_ttl_seconds: u64,
+    /// Remote clusters: how they are registered and bounded, and what becomes of one that
+    /// cannot be reached.
+    #[command(flatten)]
+    pub remote: RemoteClusterArgs,
     /// Bounds on CPU-heavy work (webhook, debug views, scope cache).
     #[command(flatten)]
     pub heavy: HeavyWorkArgs,
@@ -336,6 +345,55 @@ pub struct HeavyWorkArgs {
     /// ones no connected proxy holds) are evicted, counted as `bound="scope_cache"`.
     #[arg(long, env = "SEXTANT_MAX_SCOPES", default_value_t = crate::generator::DEFAULT_MAX_SCOPES)]
     pub max_scopes: usize,
+}
+
+/// Remote clusters (one control plane for several clusters). With a cluster, Secrets
+/// labelled `istio/multiCluster: "true"` (or `sextant.io/multiCluster: "true"`) in
+/// `POD_NAMESPACE` register them, one kubeconfig per data key named by the cluster id; in
+/// directory mode only `--remote-kubeconfig` does. Their state is at `/debug/clusterz`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RemoteClusterArgs {
+    /// A remote cluster's kubeconfig file, `CLUSTER_ID=PATH` (repeatable): its Services,
+    /// EndpointSlices, Pods, Namespaces and Nodes are read under that cluster id, and tokens
+    /// with metadata `clusterid: CLUSTER_ID` are reviewed by its API server.
+    #[arg(long, env = "SEXTANT_REMOTE_KUBECONFIG", value_delimiter = ',', value_parser = cluster_pair::<PathBuf>)]
+    pub remote_kubeconfig: Vec<(String, PathBuf)>,
+    /// Remote clusters watched at most; a further one is shown failing in `/debug/clusterz`
+    /// with this bound named.
+    #[arg(long, env = "SEXTANT_MAX_REMOTE_CLUSTERS", default_value_t = sextant_kube::remote::DEFAULT_MAX_CLUSTERS)]
+    pub max_remote_clusters: usize,
+    /// Seconds every watch of a remote cluster may fail without a break (its API server
+    /// unreachable) before `--remote-stale-endpoints` applies; until then its objects are
+    /// served as last seen.
+    #[arg(long, env = "SEXTANT_REMOTE_GRACE_PERIOD_SECONDS", default_value_t = sextant_kube::remote::DEFAULT_GRACE.as_secs())]
+    pub remote_grace_period_seconds: u64,
+    /// What becomes of an unreachable remote cluster's objects after the grace period; its
+    /// next successful list replaces them either way.
+    #[arg(long, env = "SEXTANT_REMOTE_STALE_ENDPOINTS", value_enum, default_value_t = StaleEndpoints::Remove)]
+    pub remote_stale_endpoints: StaleEndpoints,
+    /// A cluster's default network, `CLUSTER_ID=NETWORK` (repeatable; the config cluster's
+    /// id is `Kubernetes`).
+    #[arg(long, env = "SEXTANT_CLUSTER_NETWORK", value_delimiter = ',', value_parser = cluster_pair::<String>)]
+    pub cluster_network: Vec<(String, String)>,
+}
+
+/// `--remote-stale-endpoints`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StaleEndpoints {
+    /// Removed until the cluster answers again.
+    Remove,
+    /// Served as last seen until the cluster answers again.
+    Keep,
+}
+
+/// `CLUSTER_ID=VALUE`, neither part empty.
+fn cluster_pair<T: From<String>>(arg: &str) -> Result<(String, T), String> {
+    match arg.split_once('=') {
+        Some((id, value)) if !id.is_empty() && !value.is_empty() => {
+            Ok((id.to_owned(), T::from(value.to_owned())))
+        }
+        _ => Err(format!("{arg:?}: expected CLUSTER_ID=VALUE")),
+    }
 }
 
 /// Log output format.
@@ -543,6 +601,37 @@ pub enum ProxyConfigOutput {
     EnvoyStatic,
 }
 
+/// Arguments of `sextant create-remote-secret`.
+#[derive(Debug, clap::Args)]
+pub struct CreateRemoteSecretArgs {
+    /// The remote cluster's id: the Secret's data key, its `networking.istio.io/cluster`
+    /// annotation and its name (`istio-remote-secret-NAME`).
+    #[arg(long)]
+    pub name: String,
+    /// Kubeconfig of the remote cluster, with rights to create ServiceAccounts, ClusterRoles,
+    /// ClusterRoleBindings and tokens (default: `KUBECONFIG`, else `~/.kube/config`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the kubeconfig (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The control plane's namespace: where the ServiceAccount is made in the remote cluster,
+    /// and where the printed Secret is to be applied.
+    #[arg(long, default_value = "istio-system")]
+    pub namespace: String,
+    /// The remote API server's URL as the control plane reaches it, when that differs from
+    /// the kubeconfig's (default: the kubeconfig's server).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Lifetime asked for the ServiceAccount's token, in seconds (the API server may grant
+    /// less; the command says when it expires).
+    #[arg(long, default_value_t = 365 * 24 * 3600)]
+    pub token_seconds: u64,
+    /// The ServiceAccount the control plane reads the remote cluster as.
+    #[arg(long, default_value = "sextant-reader-service-account")]
+    pub service_account: String,
+}
+
 /// Arguments of `sextant crds`.
 #[derive(Debug, clap::Args)]
 pub struct CrdsArgs {
@@ -557,6 +646,7 @@ impl Cli {
         match self.command {
             Command::Validate(args) => cmd::validate::run(args),
             Command::Crds(args) => cmd::crds::run(args),
+            Command::CreateRemoteSecret(args) => cmd::create_remote_secret::run(args),
             Command::ProxyConfig(args) => cmd::proxy_config::run(args),
             Command::Serve(args) => cmd::serve::run(args),
             Command::Bootstrap(args) => cmd::bootstrap::run(args),

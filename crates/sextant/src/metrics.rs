@@ -41,6 +41,22 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+/// Labels of a remote cluster's state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterStateLabels {
+    /// The cluster id.
+    pub cluster: String,
+    /// `syncing`, `synced` or `failing`.
+    pub state: String,
+}
+
+/// Labels of a remote cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The cluster id.
+    pub cluster: String,
+}
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     /// The registry they are registered in.
@@ -94,6 +110,12 @@ pub struct Metrics {
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     /// Proxies holding a workload certificate issued for them (SDS `default`).
     pub workload_certificates: Gauge,
+    /// 1 for each remote cluster's current state, 0 for its others.
+    pub remote_cluster_state: Family<ClusterStateLabels, Gauge>,
+    /// Objects each remote cluster's watches hold.
+    pub remote_cluster_objects: Family<ClusterLabels, Gauge>,
+    /// The remote clusters last exported, so that those gone are dropped.
+    remote_clusters: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn push_buckets() -> Histogram {
@@ -132,6 +154,9 @@ impl Metrics {
             certificate_requests: Family::default(),
             certificate_expiry: Family::default(),
             workload_certificates: Gauge::default(),
+            remote_cluster_state: Family::default(),
+            remote_cluster_objects: Family::default(),
+            remote_clusters: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
         // Oversized config files are the `file_bytes` bound of the family.
@@ -177,6 +202,16 @@ impl Metrics {
             "workload_certificates",
             "Proxies holding a workload certificate of their own (SDS default)",
             m.workload_certificates.clone(),
+        );
+        registry.register(
+            "remote_cluster_state",
+            "1 for each remote cluster's state (syncing, synced, failing), 0 for the others; details at /debug/clusterz",
+            m.remote_cluster_state.clone(),
+        );
+        registry.register(
+            "remote_cluster_objects",
+            "Objects (Services, EndpointSlices, Pods, Namespaces, Nodes) each remote cluster's watches hold",
+            m.remote_cluster_objects.clone(),
         );
         registry.register(
             "status_writes",
@@ -306,6 +341,48 @@ impl Metrics {
                 type_url: type_url.to_owned(),
             })
             .inc();
+    }
+
+    /// Shows `clusters` but the config cluster `local` as the remote cluster gauges, and drops
+    /// those of clusters gone.
+    pub fn set_clusters(&self, clusters: &[sextant_kube::clusters::ClusterStatus], local: &str) {
+        use sextant_kube::clusters::State;
+        let mut exported = self
+            .remote_clusters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now: std::collections::BTreeSet<String> = clusters
+            .iter()
+            .filter(|c| c.cluster != local)
+            .map(|c| c.cluster.clone())
+            .collect();
+        for gone in exported.difference(&now) {
+            for state in State::ALL {
+                self.remote_cluster_state.remove(&ClusterStateLabels {
+                    cluster: gone.clone(),
+                    state: state.as_str().to_owned(),
+                });
+            }
+            self.remote_cluster_objects.remove(&ClusterLabels {
+                cluster: gone.clone(),
+            });
+        }
+        for c in clusters.iter().filter(|c| c.cluster != local) {
+            for state in State::ALL {
+                self.remote_cluster_state
+                    .get_or_create(&ClusterStateLabels {
+                        cluster: c.cluster.clone(),
+                        state: state.as_str().to_owned(),
+                    })
+                    .set(i64::from(state == c.state));
+            }
+            self.remote_cluster_objects
+                .get_or_create(&ClusterLabels {
+                    cluster: c.cluster.clone(),
+                })
+                .set(i64::try_from(c.objects).unwrap_or(i64::MAX));
+        }
+        *exported = now;
     }
 
     /// Brings `bounded` up to the refusals of the input readers (files, admission reviews,

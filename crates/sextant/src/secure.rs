@@ -3,6 +3,11 @@
 //! token (`authorization: Bearer ...`, audience `istio-ca`) that the API server's TokenReview
 //! accepts. The stream's node must then agree with the identity (see
 //! [`sextant_model::Identity::admits`]); the plaintext port does no authentication.
+//!
+//! As istiod does, gRPC metadata `clusterid` names the cluster a token comes from: a remote
+//! cluster's token is reviewed by that cluster's API server (the client its registration
+//! made, see `sextant_kube::remote`), and an unknown cluster is refused. Every cluster's
+//! workloads get identities in the one trust domain.
 
 use std::{
     sync::{
@@ -17,7 +22,12 @@ use sextant_model::Identity;
 use sextant_xds::grpc::{Authenticate, Authentication};
 use tonic::{Status, codegen::http};
 
+use sextant_kube::clusters::Clusters;
+
 use crate::{metrics::Metrics, tls::Peer};
+
+/// The config cluster's id unless told otherwise (Istio's default `CLUSTER_ID`).
+const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 
 mod cache;
 mod token_file;
@@ -52,6 +62,10 @@ pub struct Authenticator {
     /// accepted).
     client: Option<kube::Client>,
     tokens: Option<Arc<TokenFile>>,
+    /// The config cluster's id: tokens naming no cluster, or this one, are its.
+    local_cluster: String,
+    /// Remote clusters, whose clients review their own tokens.
+    clusters: Clusters,
     audiences: Vec<String>,
     reviews: Arc<tokio::sync::Semaphore>,
     cache: Arc<cache::ReviewCache>,
@@ -73,6 +87,8 @@ impl Authenticator {
             trust_domain: trust_domain.to_owned(),
             client,
             tokens: None,
+            local_cluster: DEFAULT_CLUSTER_ID.to_owned(),
+            clusters: Clusters::default(),
             audiences,
             reviews: Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS)),
             cache: Arc::new(cache::ReviewCache::new(limits.cache_size, limits.cache_ttl)),
@@ -86,6 +102,35 @@ impl Authenticator {
     pub fn with_token_file(mut self, tokens: Option<TokenFile>) -> Self {
         self.tokens = tokens.map(Arc::new);
         self
+    }
+
+    /// Tokens naming no cluster (or `local`) are the config cluster's; those naming one of
+    /// `clusters` are reviewed by its API server.
+    pub fn with_clusters(mut self, local: &str, clusters: Clusters) -> Self {
+        self.local_cluster = local.to_owned();
+        self.clusters = clusters;
+        self
+    }
+
+    /// The client that reviews tokens of the cluster the caller names: `None` for the config
+    /// cluster's own (its client or token file), else the remote cluster's. The outer error
+    /// refuses a cluster nobody registered; the inner one a remote cluster not connected.
+    fn remote_client(&self, cluster: &str) -> Result<Result<Option<kube::Client>, Status>, Status> {
+        if cluster.is_empty() || cluster == self.local_cluster {
+            return Ok(Ok(None));
+        }
+        let Some(known) = self.clusters.get(cluster) else {
+            self.metrics.refused("unknown_cluster");
+            return Err(Status::unauthenticated(format!(
+                "client claims to be in cluster {cluster:?}, but this control plane knows only the local cluster {:?} and its registered remote clusters",
+                self.local_cluster
+            )));
+        };
+        Ok(known.client().map(Some).ok_or_else(|| {
+            Status::unavailable(format!(
+                "remote cluster {cluster:?} is not connected (see /debug/clusterz); its tokens cannot be reviewed now"
+            ))
+        }))
     }
 
     /// The certificate's identities in our trust domain; refused when it has only others
@@ -146,11 +191,23 @@ impl Authenticate for Authenticator {
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
     ) -> Authentication {
+        // A cluster nobody registered is refused whatever the credential, as istiod does.
+        let remote = match cluster_id(headers).and_then(|c| {
+            let remote = self.remote_client(&c)?;
+            Ok((c, remote))
+        }) {
+            Ok(r) => r,
+            Err(status) => return ready(Err(status)),
+        };
         if let Some(peer) = extensions.get::<Peer>()
             && !peer.identities.is_empty()
         {
             return ready(self.certificate(&peer.identities));
         }
+        let (cluster, remote) = match remote {
+            (cluster, Ok(remote)) => (cluster, remote),
+            (_, Err(status)) => return ready(Err(status)),
+        };
         let token = match bearer(headers) {
             Ok(Some(t)) => t,
             Ok(None) => {
@@ -161,7 +218,7 @@ impl Authenticate for Authenticator {
             }
             Err(e) => return ready(Err(Status::unauthenticated(e))),
         };
-        let Some(client) = self.client.clone() else {
+        let Some(client) = remote.or_else(|| self.client.clone()) else {
             return ready(match &self.tokens {
                 Some(tokens) => tokens
                     .review(&token, &self.audiences)
@@ -176,7 +233,7 @@ impl Authenticate for Authenticator {
                 )),
             });
         };
-        let key = cache::key(&token);
+        let key = cache::key(&cluster, &token);
         match self.cache.get(&key, Instant::now()) {
             Some(Ok(who)) => return ready(Ok(self.identity(who))),
             Some(Err(why)) => {
@@ -213,7 +270,7 @@ impl Authenticate for Authenticator {
             let now = Instant::now();
             match answer {
                 Ok(Ok(who)) => {
-                    cache.accept(&token, who.clone(), now);
+                    cache.accept(key, &token, who.clone(), now);
                     let (namespace, service_account) = who;
                     Ok(vec![Identity {
                         trust_domain,
@@ -240,6 +297,23 @@ struct Unanswered(String);
 
 fn ready(result: Result<Vec<Identity>, Status>) -> Authentication {
     Box::pin(std::future::ready(result))
+}
+
+/// The cluster a caller's token comes from: its `clusterid` metadata, empty when none.
+fn cluster_id(headers: &http::HeaderMap) -> Result<String, Status> {
+    let mut values = headers.get_all("clusterid").iter();
+    let Some(first) = values.next() else {
+        return Ok(String::new());
+    };
+    if values.next().is_some() {
+        return Err(Status::unauthenticated(
+            "the clusterid metadata is given more than once",
+        ));
+    }
+    first
+        .to_str()
+        .map(|c| c.trim().to_owned())
+        .map_err(|_| Status::unauthenticated("the clusterid metadata is not text"))
 }
 
 /// The bearer token of `authorization`, if any.
@@ -506,6 +580,49 @@ mod tests {
                 proptest::prop_assert_eq!(format!("system:serviceaccount:{ns}:{name}"), user);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_id_nobody_registered_is_refused_and_an_unconnected_one_is_unavailable() {
+        let clusters = Clusters::default();
+        let auth = authenticator(None).with_clusters("Kubernetes", clusters.clone());
+        let mut h = headers("Bearer abc");
+        h.insert("clusterid", http::HeaderValue::from_static("B"));
+        for extensions in [
+            http::Extensions::new(),
+            peer("spiffe://cluster.local/ns/a/sa/b"),
+        ] {
+            let refused = auth
+                .authenticate(&h, &extensions)
+                .await
+                .expect_err("unknown cluster");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+            assert!(
+                refused
+                    .message()
+                    .starts_with("client claims to be in cluster \"B\""),
+                "{refused:?}"
+            );
+        }
+        clusters.insert(sextant_kube::clusters::Cluster::new("B", "test", 5));
+        let waiting = auth
+            .authenticate(&h, &http::Extensions::new())
+            .await
+            .expect_err("not connected");
+        assert_eq!(waiting.code(), tonic::Code::Unavailable, "{waiting:?}");
+        // A certificate needs no review: a known cluster is enough.
+        assert!(
+            auth.authenticate(&h, &peer("spiffe://cluster.local/ns/a/sa/b"))
+                .await
+                .is_ok()
+        );
+        // The config cluster's own id is the config cluster's.
+        h.insert("clusterid", http::HeaderValue::from_static("Kubernetes"));
+        let local = auth
+            .authenticate(&h, &http::Extensions::new())
+            .await
+            .expect_err("no API server, no token file");
+        assert!(local.message().contains("client certificate"), "{local:?}");
     }
 
     #[tokio::test]

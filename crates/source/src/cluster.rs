@@ -18,15 +18,15 @@ pub struct KubeSource {
 
 impl KubeSource {
     /// Starts the watches (see [`sextant_kube::spawn`]) and the watch of the mesh config in
-    /// `namespace` (the control plane's); every change to the index sends on `changed`.
+    /// `namespace` (the control plane's); every change to the index sends on `changed`. The
+    /// index is shared with the remote clusters' watches.
     pub fn spawn(
         client: kube::Client,
         namespace: &str,
-        index: Index,
+        index: Arc<Mutex<Index>>,
         changed: mpsc::UnboundedSender<()>,
         counters: Counters,
     ) -> Self {
-        let index = Arc::new(Mutex::new(index));
         let mesh_config = sextant_kube::mesh_config::spawn(
             client.clone(),
             namespace,
@@ -41,6 +41,11 @@ impl KubeSource {
             mesh_config,
             published,
         }
+    }
+
+    /// The config cluster, and how its watches are doing.
+    pub fn cluster(&self) -> Arc<sextant_kube::clusters::Cluster> {
+        self.watches.cluster.clone()
     }
 
     /// What the watches saw of every VirtualService and DestinationRule.

@@ -14,7 +14,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -44,7 +47,12 @@ pub struct DirCounters {
 pub struct DirSource {
     dir: PathBuf,
     namespace: String,
-    index: Index,
+    /// Shared with remote clusters' watches (`serve --remote-kubeconfig`), which change only
+    /// their own clusters' objects.
+    index: Arc<Mutex<Index>>,
+    /// Set by every change notify reports: a publish re-reads the files only then, not for a
+    /// remote cluster's change.
+    dirty: Arc<AtomicBool>,
     max_file_bytes: u64,
     counters: DirCounters,
     last_good: HashMap<PathBuf, Vec<Object>>,
@@ -71,12 +79,13 @@ fn dir_id(dir: &Path) -> Option<DirId> {
 impl DirSource {
     /// The manifests under `dir`, objects without a namespace placed in `namespace`. Nothing
     /// is read until [`DirSource::reload`].
-    pub fn new(dir: PathBuf, namespace: String, index: Index) -> Self {
+    pub fn new(dir: PathBuf, namespace: String, index: Arc<Mutex<Index>>) -> Self {
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         DirSource {
             dir,
             namespace,
             index,
+            dirty: Arc::new(AtomicBool::new(true)),
             max_file_bytes: sextant_index::manifest::MAX_INPUT_BYTES as u64,
             counters: DirCounters::default(),
             last_good: HashMap::new(),
@@ -118,6 +127,7 @@ impl DirSource {
         // volume's `..data` swap (its files are links through `..data`).
         let followed = self.mesh_config.clone();
         let signal = changed.clone();
+        let dirty = self.dirty.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // Reading the files ourselves raises access events; only changes matter, and
@@ -136,6 +146,7 @@ impl DirSource {
                                 })
                         }))
                 {
+                    dirty.store(true, Ordering::SeqCst);
                     let _ = signal.send(());
                 }
             })?;
@@ -155,7 +166,7 @@ impl DirSource {
             watcher,
             watched: dir_id(&self.dir),
         });
-        tokio::spawn(recheck(self.dir.clone(), changed));
+        tokio::spawn(recheck(self.dir.clone(), self.dirty.clone(), changed));
         Ok(())
     }
 
@@ -187,8 +198,25 @@ impl DirSource {
         }
     }
 
+    /// A snapshot after a burst of changes: the directory is read again if it changed (or was
+    /// never read), else the index, changed by remote clusters, is only published.
+    pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
+        if self.dirty.load(Ordering::SeqCst) {
+            return self.reload();
+        }
+        let (snapshot, changes) = self.lock().publish();
+        crate::log_published(&snapshot, &changes);
+        (snapshot, changes)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reads the directory again and replaces every kind in the index with what it holds.
     pub fn reload(&mut self) -> (Arc<Snapshot>, Changes) {
+        // Changes notify reports from here on are read by the next reload.
+        self.dirty.store(false, Ordering::SeqCst);
         self.rewatch();
         self.read_mesh_config();
         let current = match scan::list(&self.dir) {
@@ -207,8 +235,10 @@ impl DirSource {
         for o in current.into_values().flatten() {
             by_kind.entry(o.kind()).or_default().push(o);
         }
+        let mut index = self.lock();
         for kind in [
             Kind::Namespace,
+            Kind::Node,
             Kind::Pod,
             Kind::Service,
             Kind::EndpointSlice,
@@ -221,10 +251,10 @@ impl DirSource {
             Kind::ServiceEntry,
             Kind::WorkloadEntry,
         ] {
-            self.index
-                .reset(kind, by_kind.remove(&kind).unwrap_or_default());
+            index.reset(kind, by_kind.remove(&kind).unwrap_or_default());
         }
-        let (snapshot, changes) = self.index.publish();
+        let (snapshot, changes) = index.publish();
+        drop(index);
         crate::log_published(&snapshot, &changes);
         (snapshot, changes)
     }
@@ -237,7 +267,7 @@ impl DirSource {
         let origin = file.display().to_string();
         match scan::read(file, self.max_file_bytes) {
             Ok(text) => {
-                sextant_kube::mesh_config::apply(&mut self.index, &text, &origin);
+                sextant_kube::mesh_config::apply(&mut self.lock(), &text, &origin);
             }
             Err(error) => {
                 tracing::error!(file = %origin, %error, "cannot read the mesh config file; keeping the last good mesh config");
@@ -287,13 +317,14 @@ impl DirSource {
 }
 
 /// Signals `changed` whenever the directory's identity changes, until nobody listens.
-async fn recheck(dir: PathBuf, changed: mpsc::UnboundedSender<()>) {
+async fn recheck(dir: PathBuf, dirty: Arc<AtomicBool>, changed: mpsc::UnboundedSender<()>) {
     let mut seen = dir_id(&dir);
     loop {
         tokio::time::sleep(RECHECK).await;
         let now = dir_id(&dir);
         if now != seen {
             seen = now;
+            dirty.store(true, Ordering::SeqCst);
             if changed.send(()).is_err() {
                 return;
             }
@@ -335,7 +366,7 @@ mod tests {
         let mut source = DirSource::new(
             dir.clone(),
             "default".into(),
-            Index::new("cluster.local", "Kubernetes"),
+            Arc::new(Mutex::new(Index::new("cluster.local", "Kubernetes"))),
         )
         .max_file_bytes(1024)
         .counters(counters.clone());

@@ -41,7 +41,7 @@ impl Source {
     /// A snapshot of what the source holds now.
     pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
         match self {
-            Source::Dir(dir) => dir.reload(),
+            Source::Dir(dir) => dir.publish(),
             Source::Kube(kube) => kube.publish(),
         }
     }

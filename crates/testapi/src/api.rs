@@ -8,6 +8,7 @@ mod discovery;
 mod errors;
 mod review;
 mod routes;
+mod token;
 mod validation;
 mod watch;
 
@@ -37,6 +38,8 @@ pub struct Server {
     /// Bearer tokens TokenReview accepts, with their user names (`USER@AUD1,AUD2`: bound to
     /// those audiences).
     pub(crate) tokens: BTreeMap<String, String>,
+    /// Signs the tokens TokenRequest issues, and recognises them in TokenReview.
+    pub(crate) signer: crate::tokens::Signer,
     /// How long each TokenReview takes to answer.
     pub(crate) review_delay: std::time::Duration,
 }
@@ -75,7 +78,18 @@ struct Target {
     t: ResourceType,
     namespace: Option<String>,
     name: Option<String>,
-    status: bool,
+    subresource: Subresource,
+}
+
+/// The subresource a URL names, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subresource {
+    /// The object itself.
+    None,
+    /// `status`: only the status is written.
+    Status,
+    /// `token` of a ServiceAccount: a TokenRequest.
+    Token,
 }
 
 /// A stored object and the warnings for the client.

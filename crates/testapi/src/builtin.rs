@@ -22,6 +22,7 @@ pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
     }
     let decoded = match kind {
         "Namespace" => round_trip::<core::Namespace>(object),
+        "Node" => round_trip::<core::Node>(object),
         "Service" => round_trip::<core::Service>(object),
         "Pod" => round_trip::<core::Pod>(object),
         "ConfigMap" => round_trip::<core::ConfigMap>(object),

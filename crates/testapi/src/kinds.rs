@@ -119,6 +119,11 @@ impl ResourceType {
         }
     }
 
+    /// Serves the `token` subresource (TokenRequest): core ServiceAccounts.
+    pub fn issues_tokens(&self) -> bool {
+        self.group.is_empty() && self.plural == "serviceaccounts"
+    }
+
     /// Verbs for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
         if self.create_only {
@@ -166,6 +171,7 @@ fn builtin(
 pub fn builtins() -> Vec<ResourceType> {
     let mut out = vec![
         builtin("", "v1", "Namespace", "namespaces", false, &["ns"], true),
+        builtin("", "v1", "Node", "nodes", false, &["no"], true),
         builtin("", "v1", "Service", "services", true, &["svc"], true),
         builtin("", "v1", "Pod", "pods", true, &["po"], true),
         builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false),

@@ -12,13 +12,15 @@
 //! `continue`), update, delete, JSON merge patch, strategic merge patch for built-in kinds,
 //! server-side apply (field ownership and conflicts for leaf fields; lists are owned whole),
 //! the status subresource, watch, label selectors and `metadata.name`/`metadata.namespace`
-//! field selectors, `Table` printing, TokenReview for configured tokens, and calls to
+//! field selectors, `Table` printing, TokenRequest (`serviceaccounts/NAME/token`) issuing
+//! signed service-account tokens, TokenReview for those and for configured tokens, and calls to
 //! validating admission webhooks (`clientConfig.url`) before anything is stored (the server's
-//! lock is released while they run). Bodies are JSON (YAML for apply), or protobuf for Secrets
-//! and ConfigMaps (helm stores releases that way). With a data directory its objects survive a
-//! restart.
+//! lock is released while they run). Bodies are JSON (YAML for apply), or protobuf for the
+//! kinds helm and kubectl's `create` commands send that way (`protobuf`). With a data
+//! directory its objects, and the key its tokens are signed with, survive a restart.
 //!
-//! What it does not do: HTTPS, authentication and authorization (every request is allowed),
+//! What it does not do: HTTPS, authentication and authorization (every request is allowed,
+//! whatever its bearer token), binding tokens to the objects a TokenRequest names,
 //! OpenAPI schemas of built-in kinds (their paths declare `fieldValidation`, so kubectl
 //! validates on the server), validation of built-in values (name formats, ranges, cross-field
 //! rules), schema conversion between versions of a custom resource (they must share one
@@ -36,6 +38,7 @@
 //!   - `api::validation`: an object checked against its type on write, `fieldValidation`;
 //!   - `api::watch`: watches from a resource version or the current objects, bookmarks, `410`;
 //!   - `api::review`: TokenReview, and validating admission webhooks before a write;
+//!   - `api::token`: TokenRequest, the `token` subresource of ServiceAccounts;
 //!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
 //! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
 //! - `store`: objects, resource versions, the event log watches replay, the data directory;
@@ -44,7 +47,9 @@
 //! - `patch`: JSON merge, strategic merge and apply patch algorithms;
 //! - `select`: label and field selectors;
 //! - `table`: server-side printing (`Table`) and ages as kubectl prints them;
-//! - `protobuf`: protobuf bodies of Secrets and ConfigMaps, as helm sends them.
+//! - `protobuf`: protobuf bodies of Secrets and ConfigMaps (helm), and of Namespaces,
+//!   ServiceAccounts and TokenRequests (kubectl's `create`);
+//! - `tokens`: the service-account tokens TokenRequest issues and TokenReview verifies.
 
 pub mod admission;
 pub mod api;
@@ -55,6 +60,7 @@ pub mod protobuf;
 pub mod select;
 pub mod store;
 pub mod table;
+pub mod tokens;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -135,6 +141,7 @@ pub async fn start(options: Options) -> anyhow::Result<Handle> {
     let server = Arc::new(Server {
         inner: tokio::sync::Mutex::new(Inner::new(store)),
         tokens: options.tokens,
+        signer: tokens::Signer::open(options.data_dir.as_deref())?,
         review_delay: options.review_delay,
     });
     let listen = options

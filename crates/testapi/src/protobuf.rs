@@ -1,6 +1,7 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the kinds
 //! clients send that way: helm's release storage writes Secrets (and ConfigMaps) as protobuf,
-//! and deletes with protobuf DeleteOptions (accepted and ignored: deletion is immediate).
+//! and deletes with protobuf DeleteOptions (accepted and ignored: deletion is immediate);
+//! kubectl's `create namespace`, `create serviceaccount` and `create token` send theirs so.
 //! The body is `k8s\0` followed by a `runtime.Unknown` wrapping the object; it is turned into
 //! the JSON the rest of the server handles. Other kinds are refused with a clear error.
 
@@ -109,6 +110,46 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
+/// The strings of a repeated string field `number`.
+fn strings(b: &[u8], number: u64) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (n, f) in fields(b)? {
+        if let (true, Field::Bytes(v)) = (n == number, f) {
+            out.push(text(v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// `TokenRequestSpec`: audiences 1, boundObjectRef 3 (kind 1, apiVersion 2, name 3, uid 4),
+/// expirationSeconds 4.
+fn token_request_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = json!({"audiences": strings(b, 1)?});
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (3, Field::Bytes(v)) => {
+                let mut bound = Map::new();
+                for (n, f) in fields(v)? {
+                    let key = match n {
+                        1 => "kind",
+                        2 => "apiVersion",
+                        3 => "name",
+                        4 => "uid",
+                        _ => continue,
+                    };
+                    if let Field::Bytes(v) = f {
+                        bound.insert(key.into(), json!(text(v)?));
+                    }
+                }
+                spec["boundObjectRef"] = Value::Object(bound);
+            }
+            (4, Field::Varint(v)) => spec["expirationSeconds"] = json!(v as i64),
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
 /// The JSON object a protobuf body carries.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let unknown = body
@@ -181,11 +222,76 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                 object["binaryData"] = Value::Object(binary);
             }
         }
+        // `kubectl create namespace`.
+        ("v1", "Namespace") => {
+            for (n, f) in fields(raw)? {
+                match (n, f) {
+                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
+                    (2, Field::Bytes(spec)) => {
+                        let finalizers = strings(spec, 1)?;
+                        if !finalizers.is_empty() {
+                            object["spec"] = json!({"finalizers": finalizers});
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // `kubectl create serviceaccount`.
+        ("v1", "ServiceAccount") => {
+            let (mut secrets, mut pull_secrets) = (Vec::new(), Vec::new());
+            for (n, f) in fields(raw)? {
+                match (n, f) {
+                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
+                    // ObjectReference: namespace 2, name 3.
+                    (2, Field::Bytes(v)) => {
+                        let mut reference = Map::new();
+                        for (n, f) in fields(v)? {
+                            match (n, f) {
+                                (2, Field::Bytes(ns)) => {
+                                    reference.insert("namespace".into(), json!(text(ns)?));
+                                }
+                                (3, Field::Bytes(name)) => {
+                                    reference.insert("name".into(), json!(text(name)?));
+                                }
+                                _ => {}
+                            }
+                        }
+                        secrets.push(Value::Object(reference));
+                    }
+                    // LocalObjectReference: name 1.
+                    (3, Field::Bytes(v)) => {
+                        let name = strings(v, 1)?.into_iter().next().unwrap_or_default();
+                        pull_secrets.push(json!({"name": name}));
+                    }
+                    (4, Field::Varint(v)) => {
+                        object["automountServiceAccountToken"] = json!(v != 0);
+                    }
+                    _ => {}
+                }
+            }
+            if !secrets.is_empty() {
+                object["secrets"] = Value::Array(secrets);
+            }
+            if !pull_secrets.is_empty() {
+                object["imagePullSecrets"] = Value::Array(pull_secrets);
+            }
+        }
+        // `kubectl create token`: the body of the ServiceAccount's `token` subresource.
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            for (n, f) in fields(raw)? {
+                match (n, f) {
+                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
+                    (2, Field::Bytes(v)) => object["spec"] = token_request_spec(v)?,
+                    _ => {}
+                }
+            }
+        }
         // The body of a DELETE: this server deletes at once, whatever the options.
         (_, "DeleteOptions") => {}
         _ => {
             return Err(format!(
-                "protobuf bodies are accepted for v1 Secret and ConfigMap only (got {api_version} {kind}); send JSON"
+                "protobuf bodies are accepted for v1 Secret, ConfigMap, Namespace and ServiceAccount, and authentication.k8s.io/v1 TokenRequest only (got {api_version} {kind}); send JSON"
             ));
         }
     }

@@ -1,5 +1,6 @@
 //! The API protocol over real HTTP: list and watch with resource versions, label selectors,
-//! bookmarks and `410 Gone`; the status subresource; JSON merge patch; TokenReview.
+//! bookmarks and `410 Gone`; the status subresource; JSON merge patch; TokenReview of
+//! configured tokens; Nodes; Secrets' `stringData`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,29 +9,9 @@ use serde_json::{Value, json};
 use sextant_testapi::{Options, start, store::LOG_LENGTH};
 use sextant_testing::http;
 
-/// One request through hyper's client: the status code and the body as JSON (`null` when
-/// it is not JSON).
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    ctype: &str,
-    body: &Value,
-) -> (u16, Value) {
-    let body = if body.is_null() {
-        Vec::new()
-    } else {
-        body.to_string().into_bytes()
-    };
-    let method = method.parse().expect("an HTTP method");
-    let (status, body) = http::send(addr, method, path, ctype, body)
-        .await
-        .expect("a response");
-    (
-        status.as_u16(),
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
-}
+#[path = "support/call.rs"]
+mod support;
+use support::call;
 
 /// A watch: the events it streams, read one JSON line at a time.
 struct Watch {
@@ -490,5 +471,67 @@ async fn field_validation_strict_refuses_unknown_fields_warn_and_ignore_drop_the
         );
         assert_eq!(body["data"]["k"], "v");
     }
+    api.stop();
+}
+
+#[tokio::test]
+async fn nodes_are_cluster_scoped_keep_their_status_on_create_and_are_watched() {
+    let api = start(Options::default()).await.expect("starts");
+    let mut watch = Watch::open(api.addr, "/api/v1/nodes?watch=true&resourceVersion=1").await;
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/region": "us-east1",
+                                                   "topology.kubernetes.io/zone": "us-east1-b"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+    let (code, created) = call(api.addr, "POST", "/api/v1/nodes", "application/json", &node).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["status"]["addresses"][0]["address"], "10.0.0.1");
+    let event = watch.next().await;
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["metadata"]["name"], "node-a");
+    let (code, list) = call(
+        api.addr,
+        "GET",
+        "/api/v1/nodes?labelSelector=topology.kubernetes.io%2Fzone%3Dus-east1-b",
+        "",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    let (code, _) = call(
+        api.addr,
+        "GET",
+        "/api/v1/namespaces/default/nodes/node-a",
+        "",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 404, "nodes are not namespaced");
+    api.stop();
+}
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    let api = start(Options::default()).await.expect("starts");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                        "data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "yes", "c": "z"}});
+    let path = "/api/v1/namespaces/default/secrets";
+    let (code, created) = call(api.addr, "POST", path, "application/json", &secret).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["data"],
+        json!({"a": "eA==", "b": "eWVz", "c": "eg=="})
+    );
+    assert!(created.get("stringData").is_none(), "{created}");
+    let (_, merged) = call(
+        api.addr,
+        "PATCH",
+        &format!("{path}/s"),
+        "application/merge-patch+json",
+        &json!({"stringData": {"a": "new"}}),
+    )
+    .await;
+    assert_eq!(merged["data"]["a"], "bmV3", "{merged}");
+    assert!(merged.get("stringData").is_none(), "{merged}");
     api.stop();
 }

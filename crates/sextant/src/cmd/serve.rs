@@ -7,7 +7,11 @@ use anyhow::Context;
 
 use sextant_ca::{Secrets, SystemClock};
 use sextant_index::{Changes, Index};
-use sextant_kube::leader;
+use sextant_kube::{
+    clusters::{Cluster, Clusters},
+    leader,
+    remote::{self, RemoteClusters},
+};
 use sextant_model::Snapshot;
 use sextant_source::{Debounce, DirSource, KubeSource, Source};
 use sextant_xds::{AdsServer, Connections, grpc::AdsService, protocol::Limits};
@@ -148,13 +152,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_file,
         workload_cert_ttl_seconds,
         max_workload_cert_ttl_seconds,
+        remote,
         heavy,
     } = args;
+    let crate::cli::RemoteClusterArgs {
+        remote_kubeconfig,
+        max_remote_clusters,
+        remote_grace_period_seconds,
+        remote_stale_endpoints,
+        cluster_network,
+    } = remote;
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
         token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, ?trust_domain, ?root_namespace, ?mesh_config, ?log_format, %log_level,
         "starting sextant"
+    );
+    tracing::info!(
+        remote_kubeconfig = ?remote_kubeconfig, max_remote_clusters, remote_grace_period_seconds,
+        remote_stale_endpoints = ?remote_stale_endpoints, cluster_network = ?cluster_network,
+        "remote clusters"
     );
     let input_limits = input.limits();
     // Files, admission reviews and watched objects all read within these.
@@ -191,7 +208,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(root_namespace) = &root_namespace {
         index = index.with_root_namespace(root_namespace);
     }
+    for (cluster, network) in &cluster_network {
+        index.set_network(cluster, network);
+    }
     tracing::info!(%trust_domain, root_namespace = %root_namespace.as_deref().unwrap_or(&mesh.root_namespace), outbound_traffic_policy = ?mesh.outbound_traffic_policy, "mesh settings at start");
+    // Shared by the config cluster's source and the remote clusters' watches.
+    let index = Arc::new(std::sync::Mutex::new(index));
+    let clusters = Clusters::default();
+    let remotes = RemoteClusters::new(
+        remote::Settings {
+            local: CLUSTER_ID.to_owned(),
+            max_clusters: max_remote_clusters,
+            grace: Duration::from_secs(remote_grace_period_seconds),
+            stale: match remote_stale_endpoints {
+                crate::cli::StaleEndpoints::Remove => remote::StaleEndpoints::Remove,
+                crate::cli::StaleEndpoints::Keep => remote::StaleEndpoints::Keep,
+            },
+        },
+        index.clone(),
+        events_tx.clone(),
+        metrics.kube.clone(),
+        clusters.clone(),
+    );
+    for (cluster, path) in &remote_kubeconfig {
+        remotes
+            .add_file(cluster, path)
+            .map_err(anyhow::Error::msg)?;
+    }
     let clock = Arc::new(SystemClock);
     let ca = match (&ca_dir, &client) {
         (Some(dir), _) => ca_store::read_dir(dir, clock)?,
@@ -263,10 +306,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             metrics.clone(),
         )
-        .with_token_file(token_file),
+        .with_token_file(token_file)
+        .with_clusters(CLUSTER_ID, clusters.clone()),
     );
     match (config_dir, client) {
         (Some(config_dir), _) => {
+            clusters.insert(Cluster::fixed(
+                CLUSTER_ID,
+                format!("directory {}", config_dir.display()),
+            ));
             let mut dir = DirSource::new(config_dir, namespace, index)
                 .max_file_bytes(input.max_input_bytes as u64)
                 .counters(metrics.dir.clone());
@@ -291,6 +339,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 events_tx,
                 metrics.kube.clone(),
             );
+            clusters.insert(cluster.cluster());
+            // Remote clusters are not waited for: one that never answers must not keep the
+            // control plane from serving.
+            remotes.watch_secrets(client.clone(), &lease_namespace);
             // Every replica serves; the Lease holder also writes status and the caBundle.
             let leader = leader::elect(client.clone(), &lease_namespace, lease_duration_seconds)
                 .await
@@ -381,6 +433,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin::router(
             generator.clone(),
             connections.clone(),
+            admin::ClusterList {
+                local: CLUSTER_ID.to_owned(),
+                clusters,
+            },
             admin::DebugBounds {
                 dumps: heavy.max_debug_dumps,
                 page_size: heavy.debug_page_size,
@@ -459,14 +515,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .authenticated(authenticator.clone()),
     )
     .add_service(
-        crate::certificates::Certificates::new(
-            ca.clone(),
-            authenticator,
-            ttls,
-            CLUSTER_ID,
-            metrics.clone(),
-        )
-        .into_service(),
+        crate::certificates::Certificates::new(ca.clone(), authenticator, ttls, metrics.clone())
+            .into_service(),
     )
     .serve_with_incoming_shutdown(secure_listener.into_incoming(), async move {
         let _ = secure_shutdown.wait_for(|s| *s).await;
@@ -489,6 +539,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = drain_started.wait_for(|s| *s).await;
         tokio::time::sleep(DRAIN_GRACE).await;
     };
+    // The remote clusters' watches run while the servers do.
+    let _remotes = remotes;
     tokio::select! {
         (admin_result, xds_result, secure_result, webhook_result) = servers => {
             admin_result?;

@@ -1,6 +1,7 @@
-//! TokenReview answers kept for a while, keyed by a SHA-256 of the token (the token itself is
-//! not kept): a proxy reconnecting is not reviewed again, and a token the API server refused
-//! is refused again at once for a short while.
+//! TokenReview answers kept for a while, keyed by a SHA-256 of the cluster id and the token
+//! (the token itself is not kept): a proxy reconnecting is not reviewed again, and a token
+//! the API server refused is refused again at once for a short while. The cluster is part of
+//! the key because each cluster's API server vouches only for its own tokens.
 
 use std::{
     collections::HashMap,
@@ -14,12 +15,17 @@ use base64::Engine;
 /// refused by a passing API server fault is accepted soon after.
 pub const REFUSAL_TTL: Duration = Duration::from_secs(10);
 
-/// A token's key: its SHA-256.
+/// A token's key: the SHA-256 of its cluster and itself.
 pub type Key = [u8; 32];
 
-/// The key of `token`.
-pub fn key(token: &str) -> Key {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+/// The key of `token` presented as one of cluster `cluster`'s.
+pub fn key(cluster: &str, token: &str) -> Key {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    // A cluster id is a Secret's data key: it holds no NUL, so the split is unambiguous.
+    context.update(cluster.as_bytes());
+    context.update(&[0]);
+    context.update(token.as_bytes());
+    let digest = context.finish();
     let mut key = [0; 32];
     key.copy_from_slice(digest.as_ref());
     key
@@ -72,8 +78,8 @@ impl ReviewCache {
         }
     }
 
-    /// Keeps an acceptance of `token` until `ttl` has passed or the token expires.
-    pub fn accept(&self, token: &str, who: (String, String), now: Instant) {
+    /// Keeps an acceptance of `token` (by `key`) until `ttl` has passed or the token expires.
+    pub fn accept(&self, key: Key, token: &str, who: (String, String), now: Instant) {
         let mut lifetime = self.ttl;
         if let Some(left) = expires_in(token, SystemTime::now()) {
             lifetime = lifetime.min(left);
@@ -82,7 +88,7 @@ impl ReviewCache {
             return;
         }
         let mut maps = self.maps();
-        maps.refused.remove(&key(token));
+        maps.refused.remove(&key);
         if maps.accepted.len() >= self.capacity {
             maps.accepted.retain(|_, (until, _)| *until > now);
         }
@@ -91,7 +97,7 @@ impl ReviewCache {
         {
             maps.accepted.remove(&any);
         }
-        maps.accepted.insert(key(token), (now + lifetime, who));
+        maps.accepted.insert(key, (now + lifetime, who));
     }
 
     /// Keeps a refusal of `key` for [`REFUSAL_TTL`].
@@ -133,6 +139,10 @@ mod tests {
         )
     }
 
+    fn local(token: &str) -> Key {
+        key("Kubernetes", token)
+    }
+
     fn who() -> (String, String) {
         ("default".into(), "productpage".into())
     }
@@ -141,10 +151,10 @@ mod tests {
     fn accepted_tokens_are_kept_until_the_ttl_or_their_expiry() {
         let cache = ReviewCache::new(10, Duration::from_secs(300));
         let now = Instant::now();
-        cache.accept("opaque", who(), now);
-        assert_eq!(cache.get(&key("opaque"), now), Some(Ok(who())));
+        cache.accept(local("opaque"), "opaque", who(), now);
+        assert_eq!(cache.get(&local("opaque"), now), Some(Ok(who())));
         assert_eq!(
-            cache.get(&key("opaque"), now + Duration::from_secs(301)),
+            cache.get(&local("opaque"), now + Duration::from_secs(301)),
             None
         );
         let unix = SystemTime::now()
@@ -152,34 +162,52 @@ mod tests {
             .expect("clock")
             .as_secs();
         let soon = jwt(unix + 60);
-        cache.accept(&soon, who(), now);
+        cache.accept(local(&soon), &soon, who(), now);
         assert!(
             cache
-                .get(&key(&soon), now + Duration::from_secs(30))
+                .get(&local(&soon), now + Duration::from_secs(30))
                 .is_some()
         );
-        assert_eq!(cache.get(&key(&soon), now + Duration::from_secs(61)), None);
+        assert_eq!(
+            cache.get(&local(&soon), now + Duration::from_secs(61)),
+            None
+        );
         let expired = jwt(unix - 1);
-        cache.accept(&expired, who(), now);
-        assert_eq!(cache.get(&key(&expired), now), None);
+        cache.accept(local(&expired), &expired, who(), now);
+        assert_eq!(cache.get(&local(&expired), now), None);
+    }
+
+    #[test]
+    fn the_same_token_of_two_clusters_has_two_keys() {
+        assert_ne!(key("Kubernetes", "t"), key("B", "t"));
+        assert_ne!(key("B", "at"), key("Ba", "t"));
+        let cache = ReviewCache::new(10, Duration::from_secs(300));
+        let now = Instant::now();
+        cache.accept(key("B", "t"), "t", who(), now);
+        assert_eq!(cache.get(&local("t"), now), None);
     }
 
     #[test]
     fn refusals_are_short_and_never_push_out_accepted_tokens() {
         let cache = ReviewCache::new(2, Duration::from_secs(300));
         let now = Instant::now();
-        cache.accept("good", who(), now);
+        cache.accept(local("good"), "good", who(), now);
         for i in 0..100 {
-            cache.refuse(key(&format!("bogus-{i}")), "invalid".into(), now);
+            cache.refuse(local(&format!("bogus-{i}")), "invalid".into(), now);
         }
-        assert_eq!(cache.get(&key("good"), now), Some(Ok(who())));
+        assert_eq!(cache.get(&local("good"), now), Some(Ok(who())));
         assert_eq!(
-            cache.get(&key("bogus-99"), now),
+            cache.get(&local("bogus-99"), now),
             Some(Err("invalid".into()))
         );
-        assert_eq!(cache.get(&key("bogus-99"), now + REFUSAL_TTL), None);
+        assert_eq!(cache.get(&local("bogus-99"), now + REFUSAL_TTL), None);
         for i in 0..5 {
-            cache.accept(&format!("good-{i}"), who(), now);
+            cache.accept(
+                local(&format!("good-{i}")),
+                &format!("good-{i}"),
+                who(),
+                now,
+            );
         }
         assert_eq!(cache.maps().accepted.len(), 2);
     }

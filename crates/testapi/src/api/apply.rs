@@ -8,7 +8,7 @@ use axum::{http::StatusCode, response::Response};
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, Inner, Server, Target, at_version,
+    ApiError, Inner, Server, Subresource, Target, at_version,
     crud::{create_locked, replace_locked},
     is_dry_run, is_true, key_of,
     review::{admit, unchanged_since},
@@ -32,7 +32,7 @@ pub(super) async fn patch_object(
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let builtin = target.t.custom.is_none();
     let Some(old) = old else {
-        if media == "application/apply-patch+yaml" && !target.status {
+        if media == "application/apply-patch+yaml" && target.subresource != Subresource::Status {
             let mut object = p.clone();
             object["metadata"]["name"] = json!(name);
             let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;

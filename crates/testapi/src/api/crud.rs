@@ -11,10 +11,10 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, Inner, Server, Stored, Target,
+    ApiError, Inner, Server, Stored, Subresource, Target,
     apply::record_update,
     at_version,
-    defaults::{default_service, establish},
+    defaults::{default_service, establish, merge_string_data},
     errors::qualified,
     is_dry_run, json_response, key_of,
     review::{admit, unchanged_since},
@@ -232,13 +232,19 @@ pub(super) fn create_locked(
             message,
         ));
     }
+    // Nodes may be created with their status (the kubelet registers itself that way).
+    let keeps_status = t.group.is_empty() && t.kind == "Node";
     if t.status
+        && !keeps_status
         && let Some(m) = object.as_object_mut()
     {
         m.remove("status");
     }
     if t.kind == "Service" && t.group.is_empty() {
         default_service(&inner.store, &mut object);
+    }
+    if t.kind == "Secret" && t.group.is_empty() {
+        merge_string_data(&mut object);
     }
     let uid = inner.store.uid();
     let meta = &mut object["metadata"];
@@ -289,7 +295,7 @@ pub(super) fn replace_locked(
     if !sent_rv.is_empty() && sent_rv != old_rv {
         return Err(ApiError::conflict(t, name));
     }
-    if target.status {
+    if target.subresource == Subresource::Status {
         // Only the status changes.
         let status = new.get("status").cloned();
         new = old.clone();
@@ -332,6 +338,9 @@ pub(super) fn replace_locked(
         }
         default_service(&inner.store, &mut new);
     }
+    if t.kind == "Secret" && t.group.is_empty() {
+        merge_string_data(&mut new);
+    }
     let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
     new["metadata"]["generation"] = json!(if spec_of(&new) != spec_of(old) {
         generation + 1
@@ -345,7 +354,7 @@ pub(super) fn replace_locked(
         new["kind"] = json!(t.kind);
     }
     let warnings = validate(t, &mut new, name, q)?;
-    if t.kind == "CustomResourceDefinition" && !target.status {
+    if t.kind == "CustomResourceDefinition" && target.subresource != Subresource::Status {
         establish(&mut new);
     }
     if is_dry_run(q) {

@@ -1,5 +1,6 @@
 //! What the server fills in on a write, as the API server's defaulting does: a Service's type,
-//! ports and cluster IP, and a new CRD's status (accepted and established).
+//! ports and cluster IP, a Secret's `stringData` moved into `data`, and a new CRD's status
+//! (accepted and established).
 
 use serde_json::{Value, json};
 
@@ -42,6 +43,25 @@ pub(super) fn default_service(store: &Store, object: &mut Value) {
     }
     if spec["clusterIPs"].is_null() && spec["clusterIP"].is_string() {
         spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
+    }
+}
+
+/// A Secret's `stringData` merged into `data` (base64, winning over a key of `data`) and
+/// dropped, as the API server stores Secrets: readers only ever see `data`.
+pub(super) fn merge_string_data(object: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    let Value::Object(string_data) = string_data else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in string_data {
+        let text = value.as_str().unwrap_or_default();
+        object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 

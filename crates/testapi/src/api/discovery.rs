@@ -79,6 +79,17 @@ fn resource_list(api_version: &str, types: &[&ResourceType]) -> Value {
             r["categories"] = json!(t.categories);
         }
         resources.push(r);
+        if t.issues_tokens() {
+            resources.push(json!({
+                "name": format!("{}/token", t.plural),
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
         if t.status {
             resources.push(json!({
                 "name": format!("{}/status", t.plural),

@@ -8,9 +8,14 @@ use serde_json::{Value, json};
 use tokio::sync::MutexGuard;
 
 use super::{
-    ApiError, Inner, Server, Target, json_response, routes::parse_body, validation::validate,
+    ApiError, Inner, Server, Subresource, Target, json_response, routes::parse_body,
+    validation::validate,
 };
-use crate::{kinds::ResourceType, store::Key};
+use crate::{
+    kinds::ResourceType,
+    store::Key,
+    tokens::{self, Claims},
+};
 
 /// Runs the validating webhooks that apply, before anything is stored. The server's lock is
 /// released while webhooks are called (one that hangs must not stop every other request) and
@@ -24,7 +29,7 @@ pub(super) async fn admit<'a>(
     object: &Value,
     old: Option<&Value>,
 ) -> Result<MutexGuard<'a, Inner>, ApiError> {
-    if target.status {
+    if target.subresource == Subresource::Status {
         return Ok(inner);
     }
     let configs: Vec<Value> = inner
@@ -83,8 +88,10 @@ pub(super) fn unchanged_since(
     Err(ApiError::conflict(t, &key.name))
 }
 
-/// TokenReview: tokens configured on the command line authenticate as their user.
-pub(super) fn token_review(
+/// TokenReview: tokens configured on the command line authenticate as their user, and tokens
+/// this server issued (TokenRequest) as their service account while it exists and the token
+/// has not expired.
+pub(super) async fn token_review(
     server: &Server,
     target: &Target,
     body: &[u8],
@@ -105,32 +112,101 @@ pub(super) fn token_review(
         })
         .unwrap_or_default();
     r["status"] = match server.tokens.get(token) {
-        Some(entry) => {
-            // `USER@AUD1,AUD2`: a token bound to those audiences; otherwise valid for any.
-            let (user, bound) = match entry.split_once('@') {
-                Some((u, a)) => (u, Some(a.split(',').map(str::to_owned).collect::<Vec<_>>())),
-                None => (entry.as_str(), None),
-            };
-            let granted: Vec<String> = match &bound {
-                Some(b) => asked.iter().filter(|a| b.contains(a)).cloned().collect(),
-                None => asked.clone(),
-            };
-            let groups = if user.starts_with("system:serviceaccount:") {
-                json!(["system:serviceaccounts", "system:authenticated"])
-            } else {
-                json!(["system:authenticated"])
-            };
-            if !asked.is_empty() && granted.is_empty() {
-                json!({"authenticated": false,
-                       "error": format!("token audiences {bound:?} are invalid for the target audiences {asked:?}")})
-            } else {
-                json!({"authenticated": true, "user": {"username": user, "groups": groups},
-                       "audiences": granted})
-            }
-        }
-        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        Some(entry) => configured(entry, &asked),
+        None => match server.signer.verify(token) {
+            Some(claims) => issued(server, &claims, asked).await,
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        },
     };
     r["apiVersion"] = json!(target.t.api_version());
     r["kind"] = json!("TokenReview");
     Ok(json_response(StatusCode::CREATED, r))
+}
+
+/// The review of a configured token, `USER` or `USER@AUD1,AUD2`.
+fn configured(entry: &str, asked: &[String]) -> Value {
+    // `USER@AUD1,AUD2`: a token bound to those audiences; otherwise valid for any.
+    let (user, bound) = match entry.split_once('@') {
+        Some((u, a)) => (u, Some(a.split(',').map(str::to_owned).collect::<Vec<_>>())),
+        None => (entry, None),
+    };
+    let granted: Vec<String> = match &bound {
+        Some(b) => asked.iter().filter(|a| b.contains(a)).cloned().collect(),
+        None => asked.to_vec(),
+    };
+    let groups = if user.starts_with("system:serviceaccount:") {
+        json!(["system:serviceaccounts", "system:authenticated"])
+    } else {
+        json!(["system:authenticated"])
+    };
+    if !asked.is_empty() && granted.is_empty() {
+        json!({"authenticated": false,
+               "error": format!("token audiences {bound:?} are invalid for the target audiences {asked:?}")})
+    } else {
+        json!({"authenticated": true, "user": {"username": user, "groups": groups},
+               "audiences": granted})
+    }
+}
+
+/// The review of a token this server issued. As the API server does, a review that names no
+/// audiences checks the server's own, and a token outlives neither its expiry nor its
+/// service account (one created again under the same name has another UID).
+async fn issued(server: &Server, claims: &Claims, mut asked: Vec<String>) -> Value {
+    let refused = |error: String| json!({"authenticated": false, "error": error});
+    if claims.expires <= tokens::now() {
+        return refused("service account token has expired".into());
+    }
+    let key = Key {
+        group: String::new(),
+        plural: "serviceaccounts".into(),
+        namespace: claims.namespace.clone(),
+        name: claims.service_account.clone(),
+    };
+    let current_uid = server
+        .inner
+        .lock()
+        .await
+        .store
+        .get(&key)
+        .map(|a| a["metadata"]["uid"].clone());
+    match current_uid {
+        Some(uid) if uid == claims.uid.as_str() => {}
+        Some(uid) => {
+            return refused(format!(
+                "service account UID ({}) does not match claim ({})",
+                uid.as_str().unwrap_or_default(),
+                claims.uid
+            ));
+        }
+        None => {
+            return refused(format!(
+                "service account {}/{} has been deleted",
+                claims.namespace, claims.service_account
+            ));
+        }
+    }
+    if asked.is_empty() {
+        asked = tokens::api_audiences();
+    }
+    let granted: Vec<&String> = asked
+        .iter()
+        .filter(|a| claims.audiences.contains(a))
+        .collect();
+    if granted.is_empty() {
+        return refused(format!(
+            "token audiences {:?} is invalid for the target audiences {asked:?}",
+            claims.audiences
+        ));
+    }
+    json!({
+        "authenticated": true,
+        "user": {
+            "username": claims.username(),
+            "uid": claims.uid,
+            "groups": ["system:serviceaccounts",
+                       format!("system:serviceaccounts:{}", claims.namespace),
+                       "system:authenticated"],
+        },
+        "audiences": granted,
+    })
 }

@@ -13,7 +13,8 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    ApiError, Inner, MAX_BODY, Server, Target, apply, crud, discovery, is_true, review, watch,
+    ApiError, Inner, MAX_BODY, Server, Subresource, Target, apply, crud, discovery, is_true,
+    review, token, watch,
 };
 
 /// The one handler: routes by path.
@@ -72,6 +73,14 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
     let method = parts.method.clone();
     let headers = parts.headers;
     match (method, &target.name) {
+        (Method::POST, Some(name)) if target.subresource == Subresource::Token => {
+            token::token_request(&server, &target, name, &body).await
+        }
+        (_, Some(_)) if target.subresource == Subresource::Token => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
         (Method::GET, None) if is_true(&query, "watch") => {
             watch::watch(&server, &target, &query).await
         }
@@ -79,7 +88,7 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
         (Method::GET, Some(name)) => crud::get(&server, &target, name, &headers).await,
         (Method::POST, None) if target.t.create_only => {
             tokio::time::sleep(server.review_delay).await;
-            review::token_review(&server, &target, &body)
+            review::token_review(&server, &target, &body).await
         }
         (Method::POST, None) => crud::create(&server, &target, &query, &body).await,
         (Method::PUT, Some(name)) => crud::update(&server, &target, name, &query, &body).await,
@@ -129,10 +138,11 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[&str]) -> Result<T
         .kinds
         .find(group, version, plural)
         .ok_or_else(not_found)?;
-    let (name, status) = match tail {
-        [] => (None, false),
-        [name] => (Some((*name).to_owned()), false),
-        [name, "status"] if t.status => (Some((*name).to_owned()), true),
+    let (name, subresource) = match tail {
+        [] => (None, Subresource::None),
+        [name] => (Some((*name).to_owned()), Subresource::None),
+        [name, "status"] if t.status => (Some((*name).to_owned()), Subresource::Status),
+        [name, "token"] if t.issues_tokens() => (Some((*name).to_owned()), Subresource::Token),
         _ => return Err(not_found()),
     };
     if t.namespaced && namespace.is_none() && name.is_some() {
@@ -142,7 +152,7 @@ fn resolve(inner: &Inner, group: &str, version: &str, rest: &[&str]) -> Result<T
         t,
         namespace,
         name,
-        status,
+        subresource,
     })
 }
 
