@@ -511,6 +511,7 @@ impl Index {
                 .collect(),
             endpoints: self.merged_endpoints(),
             workloads: self.merged_workloads(),
+            remote_workloads: self.remote_workloads(),
             virtual_services,
             destination_rules,
             peer_authentications,

@@ -360,3 +360,42 @@ fn cluster_local_hosts_follow_service_settings_and_istios_defaults() {
     assert!(mesh.is_cluster_local(HOST, "cluster.local"));
     assert!(!mesh.is_cluster_local("ratings.default.svc.cluster.local", "cluster.local"));
 }
+
+#[test]
+fn a_remote_proxys_workload_is_its_own_clusters_pod() {
+    let mut index = two_clusters();
+    // The same Pod name in both clusters (a StatefulSet in each), different accounts.
+    index.apply(pod(
+        "db-0",
+        "10.0.0.7",
+        "a1",
+        json!({"app": "db", "cluster": "a"}),
+    ));
+    index.apply_in(
+        "B",
+        pod(
+            "db-0",
+            "10.1.0.7",
+            "b1",
+            json!({"app": "db", "cluster": "b"}),
+        ),
+    );
+    let (snapshot, _) = index.publish();
+    let label = |w: Option<&std::sync::Arc<sextant_model::Workload>>| {
+        w.and_then(|w| w.labels.get("cluster").cloned())
+    };
+    assert_eq!(
+        label(snapshot.workload("default", "db-0")),
+        Some("a".into())
+    );
+    assert_eq!(
+        label(snapshot.workload_in("B", "default", "db-0")),
+        Some("b".into())
+    );
+    assert_eq!(
+        label(snapshot.workload_in("A", "default", "db-0")),
+        Some("a".into())
+    );
+    // A Pod only B has is found for any cluster's proxy.
+    assert!(snapshot.workload_in("A", "default", "reviews-b").is_some());
+}

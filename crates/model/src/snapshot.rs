@@ -28,8 +28,11 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Endpoints by service host name.
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
-    /// Workloads by `(namespace, name)`.
+    /// Workloads by `(namespace, name)`: every cluster's, the config cluster's first when two
+    /// clusters have a Pod of the same name.
     pub workloads: BTreeMap<(String, String), Arc<Workload>>,
+    /// Each remote cluster's own workloads, by cluster id, for its proxies.
+    pub remote_workloads: BTreeMap<String, BTreeMap<(String, String), Arc<Workload>>>,
     /// VirtualServices with delegates merged in, ordered by creation time, name, namespace.
     pub virtual_services: Vec<Arc<VirtualService>>,
     /// DestinationRules ordered by creation time, name, namespace.
@@ -109,6 +112,7 @@ impl Default for Snapshot {
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             workloads: BTreeMap::new(),
+            remote_workloads: BTreeMap::new(),
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             peer_authentications: Vec::new(),
@@ -420,6 +424,21 @@ impl Snapshot {
     /// The workload behind a proxy, by pod name and namespace.
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
         self.workloads.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// The workload behind a proxy of cluster `cluster`: that cluster's Pod when it is a
+    /// remote cluster that has one, else as [`Snapshot::workload`].
+    pub fn workload_in(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<Workload>> {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.remote_workloads
+            .get(cluster)
+            .and_then(|pods| pods.get(&key))
+            .or_else(|| self.workloads.get(&key))
     }
 
     /// Services whose selector picks a workload with these labels in this namespace.

@@ -507,7 +507,9 @@ impl Generator for XdsGenerator {
 
     fn complete(&self, mut proxy: Proxy) -> Proxy {
         let snapshot = self.snapshot();
-        if let Some(w) = snapshot.workload(&proxy.namespace, &proxy.workload_name) {
+        if let Some(w) =
+            snapshot.workload_in(&proxy.cluster_id, &proxy.namespace, &proxy.workload_name)
+        {
             proxy.complete_from(w);
         }
         proxy

@@ -348,6 +348,17 @@ impl Index {
         all
     }
 
+    /// Each remote cluster's Pods.
+    pub(super) fn remote_workloads(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Key, Arc<Workload>>> {
+        self.clusters
+            .iter()
+            .filter(|(id, _)| **id != self.cluster_id)
+            .map(|(id, r)| (id.clone(), r.pods.clone()))
+            .collect()
+    }
+
     /// Every cluster's east-west gateways, sorted.
     pub(super) fn network_gateways(&self) -> Vec<NetworkGateway> {
         let mut all: Vec<NetworkGateway> = self
