@@ -44,6 +44,8 @@ pub(crate) struct ClusterKey {
     /// Where the proxy is (cluster, network, locality), as far as its scope keeps it: load
     /// assignments depend on it.
     place: (String, String, sextant_model::Locality),
+    /// The proxy's values of the labels `failoverPriority` compares.
+    failover_labels: Vec<Option<String>>,
     /// Services by identity within the snapshot, with their rule.
     services: Vec<(usize, Option<DestinationRule>)>,
 }
@@ -70,6 +72,16 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
         h.update(part.as_bytes());
         h.update(&[0]);
     }
+    let failover_labels: Vec<Option<String>> = ctx
+        .snapshot
+        .failover_label_keys
+        .iter()
+        .map(|k| ctx.proxy.labels.get(k).cloned())
+        .collect();
+    for value in &failover_labels {
+        h.update(value.as_deref().unwrap_or("\u{0}").as_bytes());
+        h.update(&[0]);
+    }
     for (host, ports) in ctx.trimmed_ports() {
         h.update(host.as_bytes());
         for p in ports {
@@ -93,6 +105,7 @@ pub(crate) fn cluster_key(ctx: &Context<'_>) -> ClusterKey {
         flavor: ctx.proxy.flavor,
         holds_certificate: ctx.proxy.holds_certificate,
         place,
+        failover_labels,
         services,
     }
 }

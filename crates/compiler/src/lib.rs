@@ -262,6 +262,9 @@ pub fn scope(snapshot: &Snapshot, proxy: &Proxy) -> Proxy {
     if !snapshot.multi_network {
         p.network = String::new();
     }
+    if !snapshot.cluster_aware {
+        p.cluster_id = String::new();
+    }
     p.ips = vec![std::net::IpAddr::from([0, 0, 0, 0])];
     p.id = String::new();
     p.service_account = None;

@@ -128,6 +128,12 @@ fn a_service_spanning_clusters_has_both_clusters_endpoints() {
     );
     // No outlier detection: one priority.
     assert!(got.iter().all(|g| g.0 == 0), "{got:?}");
+    // Nothing depends on the proxy's cluster: proxies of both clusters share one scope.
+    assert!(!snapshot.cluster_aware);
+    assert_eq!(
+        sextant_compiler::scope(&snapshot, &proxy("A", "", "east/a/1", false)),
+        sextant_compiler::scope(&snapshot, &proxy("B", "", "east/a/1", false))
+    );
 }
 
 #[test]
@@ -140,6 +146,7 @@ fn cluster_local_hosts_keep_the_proxys_own_clusters_endpoints() {
     }];
     index.set_mesh_config(mesh);
     let (snapshot, _) = index.publish();
+    assert!(snapshot.cluster_aware);
     let from_b = groups(&snapshot, &proxy("B", "", "west/c/1", false));
     let addresses: Vec<&String> = from_b.iter().flat_map(|g| &g.3).collect();
     assert_eq!(addresses, ["10.1.0.1:9080/1"]);
@@ -234,4 +241,45 @@ fn failover_priority_labels_and_distribute_apply() {
     // east/b gets nothing, so it is not sent.
     assert_eq!(weights, [("east/a/1", 70), ("west/c/1", 30)]);
     assert!(got.iter().all(|g| g.0 == 0));
+}
+
+#[test]
+fn proxies_differing_in_a_failover_priority_label_share_no_load_assignment() {
+    let mut index = two_clusters();
+    index.apply_in(
+        "B",
+        object(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "r-b1", "namespace": "default",
+                         "labels": {"app": "reviews", "istio-locality": "west.c.1", "tier": "gold",
+                                    "security.istio.io/tlsMode": "istio"}},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"podIP": "10.1.0.1"}})),
+    );
+    index.apply(rule(
+        json!({"localityLbSetting": {"failoverPriority": ["tier"]}}),
+    ));
+    let (snapshot, _) = index.publish();
+    let cache = std::sync::Mutex::new(sextant_compiler::ScopeCache::default());
+    let west_priority = |tier: Option<&str>| {
+        let mut p = proxy("A", "", "east/a/1", false);
+        if let Some(t) = tier {
+            p.labels.insert("tier".into(), t.into());
+        }
+        let scope = sextant_compiler::scope(&snapshot, &p);
+        let out = sextant_compiler::compile_scope(&snapshot, &scope, None, &cache);
+        let cla: ClusterLoadAssignment = out
+            .endpoints
+            .iter()
+            .find(|e| e.name == CLUSTER)
+            .expect("reviews CLA")
+            .decode();
+        cla.endpoints
+            .iter()
+            .find(|g| g.locality.as_ref().is_some_and(|l| l.region == "west"))
+            .map(|g| g.priority)
+    };
+    // Compiled one after the other through one cache: each gets its own priorities.
+    assert_eq!(west_priority(None), Some(1));
+    assert_eq!(west_priority(Some("gold")), Some(0));
+    assert_eq!(west_priority(None), Some(1));
 }

@@ -102,6 +102,12 @@ impl Changes {
 
 type Key = (String, String);
 
+/// What `Snapshot::workloads` and `Snapshot::remote_workloads` hold.
+type Workloads = (
+    Arc<sextant_model::Workloads>,
+    Arc<BTreeMap<String, sextant_model::Workloads>>,
+);
+
 /// The mutable index behind the published snapshots.
 #[derive(Debug)]
 pub struct Index {
@@ -117,6 +123,9 @@ pub struct Index {
     services: BTreeMap<Key, Arc<sextant_model::Service>>,
     /// East-west gateways changed: every endpoint list may look different from other networks.
     gateways_changed: bool,
+    /// The published workload maps (every cluster's, merged; each remote cluster's), until
+    /// a Pod changes.
+    workloads: Option<Workloads>,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
     peer_authentications: BTreeMap<Key, Arc<PeerAuthentication>>,
@@ -158,6 +167,7 @@ impl Index {
             clusters: BTreeMap::from([(cluster_id.to_owned(), registry::Registry::default())]),
             services: BTreeMap::new(),
             gateways_changed: false,
+            workloads: None,
             virtual_services: BTreeMap::new(),
             destination_rules: BTreeMap::new(),
             peer_authentications: BTreeMap::new(),
@@ -471,6 +481,21 @@ impl Index {
             self.changes.services.extend(refreshed.services);
             self.changes.endpoints.extend(refreshed.endpoints);
         }
+        // Pods are many and change rarely: their maps are rebuilt only after a change.
+        if !self.changes.workloads.is_empty() {
+            self.workloads = None;
+        }
+        let (workloads, remote_workloads) = match &self.workloads {
+            Some(w) => w.clone(),
+            None => {
+                let w = (
+                    Arc::new(self.merged_workloads()),
+                    Arc::new(self.remote_workloads()),
+                );
+                self.workloads = Some(w.clone());
+                w
+            }
+        };
         let changes = std::mem::take(&mut self.changes);
         let status_changed = std::mem::take(&mut self.status_changed);
         if let Some(published) = &self.published
@@ -510,8 +535,8 @@ impl Index {
                 .chain(self.entries.services.clone())
                 .collect(),
             endpoints: self.merged_endpoints(),
-            workloads: self.merged_workloads(),
-            remote_workloads: self.remote_workloads(),
+            workloads,
+            remote_workloads,
             virtual_services,
             destination_rules,
             peer_authentications,

@@ -399,3 +399,37 @@ fn a_remote_proxys_workload_is_its_own_clusters_pod() {
     // A Pod only B has is found for any cluster's proxy.
     assert!(snapshot.workload_in("A", "default", "reviews-b").is_some());
 }
+
+#[test]
+fn locality_settings_are_applied_so_not_reported_unsupported_and_failover_wants_outlier_detection()
+{
+    let rule = |policy: Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"host": "reviews", "trafficPolicy": policy}})
+    };
+    let warnings = |policy: Value| -> Vec<String> {
+        let checked =
+            sextant_index::check::check_istio_object(Kind::DestinationRule, &rule(policy));
+        assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+        checked.warnings.iter().map(ToString::to_string).collect()
+    };
+    let outlier = json!({"consecutive5xxErrors": 1});
+    for lb in [
+        json!({"distribute": [{"from": "r/*", "to": {"r/*": 100}}]}),
+        json!({"failover": [{"from": "r", "to": "s"}]}),
+        json!({"failoverPriority": ["topology.istio.io/network"]}),
+    ] {
+        let with = warnings(json!({"outlierDetection": outlier,
+            "loadBalancer": {"localityLbSetting": lb}}));
+        assert!(with.is_empty(), "{lb}: {with:?}");
+    }
+    let without = warnings(json!({"loadBalancer": {"localityLbSetting":
+        {"failoverPriority": ["topology.istio.io/network"]}}}));
+    assert_eq!(without.len(), 1, "{without:?}");
+    assert!(
+        without[0].contains("spec.trafficPolicy.loadBalancer.localityLbSetting")
+            && without[0].contains("outlier detection policy must be provided for failover"),
+        "{without:?}"
+    );
+}

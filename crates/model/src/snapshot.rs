@@ -30,9 +30,9 @@ pub struct Snapshot {
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
     /// Workloads by `(namespace, name)`: every cluster's, the config cluster's first when two
     /// clusters have a Pod of the same name.
-    pub workloads: BTreeMap<(String, String), Arc<Workload>>,
+    pub workloads: Arc<Workloads>,
     /// Each remote cluster's own workloads, by cluster id, for its proxies.
-    pub remote_workloads: BTreeMap<String, BTreeMap<(String, String), Arc<Workload>>>,
+    pub remote_workloads: Arc<BTreeMap<String, Workloads>>,
     /// VirtualServices with delegates merged in, ordered by creation time, name, namespace.
     pub virtual_services: Vec<Arc<VirtualService>>,
     /// DestinationRules ordered by creation time, name, namespace.
@@ -86,12 +86,21 @@ pub struct Snapshot {
     pub network_gateways: Vec<crate::NetworkGateway>,
     /// More than one network has endpoints: proxies' networks matter.
     pub multi_network: bool,
-    /// Endpoints come from more than one cluster: proxies' clusters matter (`clusterLocal`).
+    /// Endpoints come from more than one cluster.
     pub multi_cluster: bool,
+    /// Proxies' load assignments depend on their cluster: there are several clusters, and a
+    /// `clusterLocal` host has endpoints (only its cluster's proxies see them), or a
+    /// `failoverPriority` reads `topology.istio.io/cluster`.
+    pub cluster_aware: bool,
     /// Some DestinationRule makes load assignments depend on the proxy's locality (outlier
     /// detection, which turns on locality failover, or a locality `distribute`).
     pub locality_aware: bool,
+    /// Proxy labels `failoverPriority` compares (load assignments depend on their values).
+    pub failover_label_keys: BTreeSet<String>,
 }
+
+/// Workloads (Pods) by `(namespace, name)`.
+pub type Workloads = BTreeMap<(String, String), Arc<Workload>>;
 
 /// Istio's `outboundTrafficPolicy.mode`: where sidecars send traffic for unknown hosts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -111,8 +120,8 @@ impl Default for Snapshot {
             trust_domain: String::new(),
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
-            workloads: BTreeMap::new(),
-            remote_workloads: BTreeMap::new(),
+            workloads: Arc::default(),
+            remote_workloads: Arc::default(),
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             peer_authentications: Vec::new(),
@@ -135,7 +144,9 @@ impl Default for Snapshot {
             network_gateways: Vec::new(),
             multi_network: false,
             multi_cluster: false,
+            cluster_aware: false,
             locality_aware: false,
+            failover_label_keys: BTreeSet::new(),
         }
     }
 }
@@ -215,16 +226,27 @@ impl Snapshot {
                     .filter_map(|s| s.selector.as_ref())
                     .flat_map(|s| s.keys().cloned()),
             )
-            // Failover priorities compare endpoint labels with the proxy's.
-            .chain(
-                self.destination_rules
-                    .iter()
-                    .flat_map(|d| d.policies())
-                    .filter_map(|p| p.load_balancer.as_ref()?.locality.as_ref())
-                    .flat_map(|l| l.failover_priority.iter())
-                    .map(|k| k.split_once('=').map_or(k.as_str(), |(k, _)| k).to_owned()),
-            )
             .collect();
+        // Failover priorities compare endpoint labels with the proxy's (a `KEY=VALUE` entry
+        // names its value: the proxy's label does not matter).
+        self.failover_label_keys = self
+            .destination_rules
+            .iter()
+            .flat_map(|d| d.policies())
+            .filter_map(|p| p.load_balancer.as_ref()?.locality.as_ref())
+            .flat_map(|l| l.failover_priority.iter())
+            .filter(|k| !k.contains('='))
+            .cloned()
+            .collect();
+        self.label_keys
+            .extend(self.failover_label_keys.iter().cloned());
+        self.cluster_aware = self.multi_cluster
+            && (self
+                .failover_label_keys
+                .contains("topology.istio.io/cluster")
+                || self.endpoints.iter().any(|(host, eps)| {
+                    !eps.is_empty() && self.mesh_config.is_cluster_local(host, &self.domain_suffix)
+                }));
         self.locality_aware = self.destination_rules.iter().any(|d| {
             d.policies().any(|p| {
                 p.outlier_detection.is_some()

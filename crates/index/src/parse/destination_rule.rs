@@ -196,6 +196,20 @@ fn components(
     path: &str,
     r: &mut Report,
 ) -> model::TrafficPolicy {
+    // Envoy never leaves priority 0 without outlier detection (Istio's
+    // `validateLocalityLbSetting` warns the same).
+    let failover = lb
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .is_some_and(|l| {
+            l.failover.as_ref().is_some_and(|f| !f.is_empty())
+                || l.failover_priority.as_ref().is_some_and(|f| !f.is_empty())
+        });
+    if failover && od.is_none() {
+        r.warn(
+            format!("{path}.loadBalancer.localityLbSetting"),
+            "outlier detection policy must be provided for failover",
+        );
+    }
     model::TrafficPolicy {
         load_balancer: lb.map(|lb| load_balancer(lb, &format!("{path}.loadBalancer"), r)),
         connection_pool: cp.map(|cp| connection_pool(cp, &format!("{path}.connectionPool"), r)),

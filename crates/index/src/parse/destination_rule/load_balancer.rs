@@ -268,24 +268,6 @@ fn locality(l: &api::LocalityLbSetting, path: &str, r: &mut Report) -> model::Lo
         }
         failover.push((from, to));
     }
-    if !distribute.is_empty() {
-        r.unsupported(
-            format!("{path}.distribute"),
-            "localityLbSetting.distribute (locality weights)",
-        );
-    }
-    if !failover.is_empty() {
-        r.unsupported(
-            format!("{path}.failover"),
-            "localityLbSetting.failover (locality priorities)",
-        );
-    }
-    if l.failover_priority.as_ref().is_some_and(|f| !f.is_empty()) {
-        r.unsupported(
-            format!("{path}.failoverPriority"),
-            "localityLbSetting.failoverPriority",
-        );
-    }
     model::LocalityLb {
         distribute,
         failover,
