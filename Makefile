@@ -90,6 +90,7 @@ bench:
 	$(CARGO) bench -p sextant --bench ads
 	SEXTANT_BENCH_SHAPE=W-M-S $(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
+	$(CARGO) bench -p sextant --bench multicluster
 	$(CARGO) bench -p sextant --bench csr
 
 # The fuzz targets (docs/FUZZING.md), long: each proptest target with FUZZ_CASES cases (the

@@ -3,11 +3,12 @@
 //! DestinationRules) and W-L (10,000 services), and W-M-S: W-M with a Sidecar per namespace that
 //! imports its own namespace, `istio-system` and the next two namespaces. Every service has an
 //! HTTP and a gRPC port; each endpoint is a Pod labelled with one of two versions, so subsets
-//! select real endpoints.
+//! select real endpoints. Several clusters of a mesh (issue 16) share its services: cluster `k`
+//! has the same Services with its own Pods and endpoint addresses ([`cluster_workloads`]).
 
 use serde_json::{Value, json};
 use sextant_index::{Index, Object};
-use sextant_model::Proxy;
+use sextant_model::{Kind, Proxy};
 
 /// The size of a generated mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,46 +66,7 @@ pub fn endpoint_ip(shape: &Shape, s: usize, e: usize) -> String {
 
 /// Every object of the mesh as JSON manifests.
 pub fn manifests(shape: &Shape) -> Vec<Value> {
-    let mut out = Vec::new();
-    for s in 0..shape.services {
-        let ns = namespace(shape, s);
-        let name = format!("svc-{s}");
-        out.push(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "clusterIP": format!("172.16.{}.{}", (s >> 8) & 0xff, s & 0xff),
-                "selector": {"app": name},
-                "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
-            },
-        }));
-        let mut endpoints = Vec::new();
-        for e in 0..shape.endpoints_per_service {
-            let pod = format!("{name}-{e}");
-            let ip = endpoint_ip(shape, s, e);
-            out.push(json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod, "namespace": ns,
-                             "labels": {"app": name, "version": if e % 2 == 0 { "v1" } else { "v2" }}},
-                "spec": {"serviceAccountName": name, "containers": [{"name": "app", "image": "app"}]},
-                "status": {"podIP": ip},
-            }));
-            endpoints.push(json!({
-                "addresses": [ip],
-                "conditions": {"ready": true},
-                "zone": format!("zone-{}", e % 3),
-                "targetRef": {"kind": "Pod", "name": pod, "namespace": ns},
-            }));
-        }
-        out.push(json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-slice"), "namespace": ns,
-                         "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
-            "endpoints": endpoints,
-        }));
-    }
+    let mut out = cluster_workloads(shape, 0);
     for s in 0..shape.destination_rules.min(shape.services) {
         out.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
@@ -205,4 +167,134 @@ pub fn sidecar(shape: &Shape, s: usize, e: usize) -> Proxy {
         endpoint_ip(shape, s, e)
     );
     Proxy::from_node_id(&id).expect("generated node ids are valid")
+}
+
+/// The id of cluster `k` of a multi-cluster mesh: cluster 0 is the config cluster
+/// (`Kubernetes`, the index's default), cluster `k > 0` is `cluster-k`.
+pub fn cluster_id(k: usize) -> String {
+    if k == 0 {
+        "Kubernetes".to_owned()
+    } else {
+        format!("cluster-{k}")
+    }
+}
+
+/// The address of endpoint `e` of service `s` in cluster `k`: cluster 0's is [`endpoint_ip`],
+/// cluster `k`'s is offset by `k << 20` (unique for up to 16 clusters of up to a million
+/// endpoints each).
+pub fn cluster_endpoint_ip(shape: &Shape, k: usize, s: usize, e: usize) -> String {
+    let n = s * shape.endpoints_per_service + e + 1 + (k << 20);
+    format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+}
+
+/// The name of the Pod behind endpoint `e` of service `s` in cluster `k`.
+fn pod_name(k: usize, s: usize, e: usize) -> String {
+    if k == 0 {
+        format!("svc-{s}-{e}")
+    } else {
+        format!("svc-{s}-{e}-c{k}")
+    }
+}
+
+/// Cluster `k`'s Services, Pods and EndpointSlices: every cluster has the same services (same
+/// names and namespaces, so each service spans every cluster), each with its own Pods and
+/// endpoint addresses. Cluster 0's are W-M's own.
+pub fn cluster_workloads(shape: &Shape, k: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in 0..shape.services {
+        let ns = namespace(shape, s);
+        let name = format!("svc-{s}");
+        out.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "clusterIP": format!("172.{}.{}.{}", 16 + k, (s >> 8) & 0xff, s & 0xff),
+                "selector": {"app": name},
+                "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
+            },
+        }));
+        for e in 0..shape.endpoints_per_service {
+            out.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod_name(k, s, e), "namespace": ns,
+                             "labels": {"app": name, "version": if e % 2 == 0 { "v1" } else { "v2" }}},
+                "spec": {"serviceAccountName": name, "containers": [{"name": "app", "image": "app"}]},
+                "status": {"podIP": cluster_endpoint_ip(shape, k, s, e)},
+            }));
+        }
+        out.push(endpoint_slice(shape, k, s, shape.endpoints_per_service));
+    }
+    out
+}
+
+/// The EndpointSlice of service `s` in cluster `k` with its first `endpoints` endpoints.
+pub fn endpoint_slice(shape: &Shape, k: usize, s: usize, endpoints: usize) -> Value {
+    let ns = namespace(shape, s);
+    let name = format!("svc-{s}");
+    let endpoints: Vec<Value> = (0..endpoints)
+        .map(|e| {
+            json!({
+                "addresses": [cluster_endpoint_ip(shape, k, s, e)],
+                "conditions": {"ready": true},
+                "zone": format!("zone-{}", e % 3),
+                "targetRef": {"kind": "Pod", "name": pod_name(k, s, e), "namespace": ns},
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-slice"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}],
+        "endpoints": endpoints,
+    })
+}
+
+/// Cluster `k`'s share of a multi-cluster mesh as index objects: all of the mesh for the config
+/// cluster (`k == 0`), [`cluster_workloads`] for the others.
+pub fn cluster_objects(shape: &Shape, k: usize) -> Vec<Object> {
+    let manifests = if k == 0 {
+        manifests(shape)
+    } else {
+        cluster_workloads(shape, k)
+    };
+    manifests
+        .into_iter()
+        .map(|v| Object::from_json(v, "default").expect("generated manifests are valid"))
+        .collect()
+}
+
+/// An index holding `clusters` clusters of the mesh: the config cluster's objects applied, each
+/// remote cluster's listed in (`reset_in` per kind, as its watches do).
+pub fn multicluster_index(shape: &Shape, clusters: usize) -> Index {
+    let mut index = index(shape);
+    for k in 1..clusters {
+        join(&mut index, shape, k);
+    }
+    index
+}
+
+/// Lists remote cluster `k`'s Services, Pods and EndpointSlices into `index`.
+pub fn join(index: &mut Index, shape: &Shape, k: usize) {
+    let id = cluster_id(k);
+    let mut objects = cluster_objects(shape, k);
+    for kind in [Kind::Service, Kind::Pod, Kind::EndpointSlice] {
+        let (these, rest) = objects.into_iter().partition(|o| o.kind() == kind);
+        objects = rest;
+        index.reset_in(&id, kind, these);
+    }
+}
+
+/// The sidecar of endpoint `e` of service `s` in cluster `k` (its node's `CLUSTER_ID`).
+pub fn sidecar_in(shape: &Shape, k: usize, s: usize, e: usize) -> Proxy {
+    let ns = namespace(shape, s);
+    let id = format!(
+        "sidecar~{}~{}.{ns}~{ns}.svc.cluster.local",
+        cluster_endpoint_ip(shape, k, s, e),
+        pod_name(k, s, e)
+    );
+    let mut proxy = Proxy::from_node_id(&id).expect("generated node ids are valid");
+    proxy.cluster_id = cluster_id(k);
+    proxy
 }
