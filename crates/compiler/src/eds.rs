@@ -32,7 +32,7 @@ enum Place<'s> {
     /// Sent as encoded at this range.
     Direct(usize, usize),
     /// Reached through these east-west gateways.
-    Gateway(Vec<&'s NetworkGateway>),
+    Gateway(&'s [&'s NetworkGateway]),
 }
 
 /// The load assignments of the EDS clusters named in `wanted`, sorted by name. Each endpoint is
@@ -41,6 +41,7 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
     let istio = ctx.proxy.flavor == ProxyFlavor::Istio;
     let mtls = ctx.proxy.holds_certificate;
     let snapshot = ctx.snapshot;
+    let gateways = locality::Gateways::of(snapshot);
     let mut out = Vec::new();
     for svc in ctx
         .services()
@@ -66,7 +67,7 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
                         return Place::Skip;
                     };
                     let tls = mtls && accepts_mtls(snapshot, ep, number);
-                    if let Some(gateways) = locality::gateways_for(snapshot, ctx.proxy, ep) {
+                    if let Some(gateways) = gateways.for_endpoint(ctx.proxy, ep) {
                         // The gateway routes by the SNI of the mutual TLS connection.
                         return if tls {
                             Place::Gateway(gateways)
@@ -155,7 +156,7 @@ impl Assembly<'_, '_> {
                 }
                 Place::Gateway(gateways) => {
                     let n = u32::try_from(gateways.len()).unwrap_or(u32::MAX);
-                    for gateway in gateways {
+                    for gateway in *gateways {
                         group.via(gateway, weight.div_ceil(n));
                     }
                 }

@@ -286,6 +286,10 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
     }
     out.push(virtual_outbound(ctx));
     let mut http_ports = BTreeSet::new();
+    // TCP listeners by VIP and port, with the service that claims each: services of several
+    // clusters (or ServiceEntries) can share a VIP, and the oldest service wins, as in
+    // istiod's listener conflict resolution.
+    let mut tcp: Vec<((Option<&str>, &str), Listener)> = Vec::new();
     for svc in ctx.services() {
         for port in ctx.ports_of(svc) {
             if port.protocol.is_http() {
@@ -333,29 +337,36 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
                         .as_ref()
                         .is_some_and(|m| !m.server_names.is_empty())
                 });
-                out.push(Listener {
-                    name: format!("{vip}_{}", port.port),
-                    address: Some(ip_socket(vip, u32::from(port.port))),
-                    bind_to_port: Some(boolv(false)),
-                    traffic_direction: TrafficDirection::Outbound as i32,
-                    listener_filters: if needs_sni {
-                        vec![listener_filter(
-                            "envoy.filters.listener.tls_inspector",
-                            &TlsInspector::default(),
-                        )]
-                    } else {
-                        Vec::new()
+                let claim = (svc.creation_timestamp.as_deref(), svc.hostname.as_str());
+                tcp.push((
+                    claim,
+                    Listener {
+                        name: format!("{vip}_{}", port.port),
+                        address: Some(ip_socket(vip, u32::from(port.port))),
+                        bind_to_port: Some(boolv(false)),
+                        traffic_direction: TrafficDirection::Outbound as i32,
+                        listener_filters: if needs_sni {
+                            vec![listener_filter(
+                                "envoy.filters.listener.tls_inspector",
+                                &TlsInspector::default(),
+                            )]
+                        } else {
+                            Vec::new()
+                        },
+                        filter_chains: chains,
+                        default_filter_chain: Some(passthrough_chain(
+                            "PassthroughFilterChain",
+                            egress::catch_all_cluster(ctx),
+                        )),
+                        ..Default::default()
                     },
-                    filter_chains: chains,
-                    default_filter_chain: Some(passthrough_chain(
-                        "PassthroughFilterChain",
-                        egress::catch_all_cluster(ctx),
-                    )),
-                    ..Default::default()
-                });
+                ));
             }
         }
     }
+    tcp.sort_by(|(a, la), (b, lb)| la.name.cmp(&lb.name).then_with(|| a.cmp(b)));
+    tcp.dedup_by(|(_, later), (_, first)| later.name == first.name);
+    out.extend(tcp.into_iter().map(|(_, l)| l));
     out.extend(egress::port_listeners(ctx, &http_ports));
     out
 }

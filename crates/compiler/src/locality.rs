@@ -13,6 +13,8 @@
 //!     another region, 4 for a region a `failover` rule from the proxy's region does not name.
 //!   - Priorities combine as `labels × 5 + locality` and are renumbered from 0 without gaps.
 
+use std::collections::HashMap;
+
 use sextant_model::{
     Endpoint, Locality, LocalityLb, NetworkGateway, Proxy, Snapshot, TrafficPolicy,
 };
@@ -222,37 +224,46 @@ fn endpoint_label(ep: &Endpoint, key: &str) -> Option<String> {
 /// Which endpoints a proxy reaches through an east-west gateway (Istio's
 /// `EndpointsByNetworkFilter`): those on another network that has gateways, preferring the
 /// gateways of the endpoint's own cluster. Either side without a network is on every network.
-pub(crate) fn gateways_for<'s>(
-    snapshot: &'s Snapshot,
-    proxy: &Proxy,
-    ep: &Endpoint,
-) -> Option<Vec<&'s NetworkGateway>> {
-    if snapshot.network_gateways.is_empty()
-        || ep.network.is_empty()
-        || proxy.network.is_empty()
-        || ep.network == proxy.network
-    {
-        return None;
+/// Built once per compilation: an endpoint's gateways are a lookup, not a scan.
+#[derive(Debug, Default)]
+pub(crate) struct Gateways<'s> {
+    /// Each network's gateways, and the same by the cluster that declares them.
+    by_network: HashMap<&'s str, Network<'s>>,
+}
+
+type Network<'s> = (
+    Vec<&'s NetworkGateway>,
+    HashMap<&'s str, Vec<&'s NetworkGateway>>,
+);
+
+impl<'s> Gateways<'s> {
+    pub(crate) fn of(snapshot: &'s Snapshot) -> Gateways<'s> {
+        let mut by_network: HashMap<&'s str, Network<'s>> = HashMap::new();
+        for g in &snapshot.network_gateways {
+            let (all, by_cluster) = by_network.entry(&g.network).or_default();
+            all.push(g);
+            by_cluster.entry(&g.cluster_id).or_default().push(g);
+        }
+        Gateways { by_network }
     }
-    let of_network: Vec<&NetworkGateway> = snapshot
-        .network_gateways
-        .iter()
-        .filter(|g| g.network == ep.network)
-        .collect();
-    if of_network.is_empty() {
-        // Not reachable through a gateway: assumed reachable directly.
-        return None;
+
+    /// The gateways `proxy` reaches `ep` through, if any.
+    pub(crate) fn for_endpoint(
+        &self,
+        proxy: &Proxy,
+        ep: &Endpoint,
+    ) -> Option<&[&'s NetworkGateway]> {
+        if self.by_network.is_empty()
+            || ep.network.is_empty()
+            || proxy.network.is_empty()
+            || ep.network == proxy.network
+        {
+            return None;
+        }
+        // A network without gateways is assumed reachable directly.
+        let (all, by_cluster) = self.by_network.get(ep.network.as_str())?;
+        Some(by_cluster.get(ep.cluster_id.as_str()).unwrap_or(all))
     }
-    let same_cluster: Vec<&NetworkGateway> = of_network
-        .iter()
-        .copied()
-        .filter(|g| g.cluster_id == ep.cluster_id)
-        .collect();
-    Some(if same_cluster.is_empty() {
-        of_network
-    } else {
-        same_cluster
-    })
 }
 
 #[cfg(test)]

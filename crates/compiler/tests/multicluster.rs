@@ -283,3 +283,49 @@ fn proxies_differing_in_a_failover_priority_label_share_no_load_assignment() {
     assert_eq!(west_priority(Some("gold")), Some(0));
     assert_eq!(west_priority(None), Some(1));
 }
+
+#[test]
+fn services_of_two_clusters_on_one_vip_get_one_listener_the_oldest_services() {
+    let mut index = two_clusters();
+    let tcp = |name: &str, created: &str| {
+        object(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "tcp", "port": 3306}]}}))
+    };
+    // Default Service ranges overlap: B's evil has the VIP of A's (older) mysql.
+    index.apply(tcp("mysql", "2020-01-01T00:00:00Z"));
+    index.apply_in("B", tcp("evil", "2024-01-01T00:00:00Z"));
+    let (snapshot, _) = index.publish();
+    let p = proxy("A", "", "", false);
+    let mut resources = compile(&snapshot, &sextant_compiler::scope(&snapshot, &p));
+    resources.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = resources
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names, unique, "listener names are unique");
+    let vip = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "10.96.0.20_3306")
+        .expect("the VIP's listener");
+    let configs: String = vip
+        .filter_chains
+        .iter()
+        .flat_map(|c| &c.filters)
+        .filter_map(|f| match &f.config_type {
+            Some(
+                envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any),
+            ) => Some(String::from_utf8_lossy(&any.value).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        configs.contains("outbound|3306||mysql.default.svc.cluster.local")
+            && !configs.contains("evil.default"),
+        "{configs}"
+    );
+}

@@ -26,7 +26,7 @@ mod object;
 mod registry;
 
 pub use object::{Object, ObjectError};
-pub use registry::NETWORK_LABEL;
+pub use registry::{MAX_GATEWAY_ADDRESSES, MAX_GATEWAYS_PER_NETWORK, NETWORK_LABEL};
 
 /// The kinds a remote cluster contributes; its other objects are ignored (configuration comes
 /// from the config cluster).

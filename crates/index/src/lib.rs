@@ -10,4 +10,7 @@ mod index;
 pub mod manifest;
 pub mod parse;
 
-pub use index::{Changes, Index, NETWORK_LABEL, Object, ObjectError, REMOTE_KINDS};
+pub use index::{
+    Changes, Index, MAX_GATEWAY_ADDRESSES, MAX_GATEWAYS_PER_NETWORK, NETWORK_LABEL, Object,
+    ObjectError, REMOTE_KINDS,
+};

@@ -433,3 +433,38 @@ fn locality_settings_are_applied_so_not_reported_unsupported_and_failover_wants_
         "{without:?}"
     );
 }
+
+#[test]
+fn east_west_gateways_are_bounded_per_service_and_per_network() {
+    let mut index = two_clusters();
+    let gateway = |name: &str, ips: Vec<String>| {
+        object(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "istio-system",
+                         "labels": {"topology.istio.io/network": "net-b"}},
+            "spec": {"type": "LoadBalancer", "externalIPs": ips,
+                     "ports": [{"name": "tls", "port": 15443}]}}))
+    };
+    // One Service with 100 addresses keeps 8; ten such Services keep 32 for the network.
+    for s in 0..10 {
+        let ips = (0..100).map(|i| format!("10.{s}.0.{i}")).collect();
+        index.apply_in("B", gateway(&format!("eastwest-{s}"), ips));
+    }
+    let (snapshot, _) = index.publish();
+    assert_eq!(
+        snapshot.network_gateways.len(),
+        sextant_index::MAX_GATEWAYS_PER_NETWORK
+    );
+    index.reset_in("B", Kind::Service, Vec::new());
+    index.apply_in(
+        "B",
+        gateway(
+            "eastwest-0",
+            (0..100).map(|i| format!("10.0.0.{i}")).collect(),
+        ),
+    );
+    let (snapshot, _) = index.publish();
+    assert_eq!(
+        snapshot.network_gateways.len(),
+        sextant_index::MAX_GATEWAY_ADDRESSES
+    );
+}

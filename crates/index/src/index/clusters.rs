@@ -368,6 +368,17 @@ impl Index {
             .collect();
         all.sort();
         all.dedup();
+        // At most so many per network (sorted by network first).
+        let mut kept = 0;
+        let mut network = String::new();
+        all.retain(|g| {
+            if g.network != network {
+                network.clone_from(&g.network);
+                kept = 0;
+            }
+            kept += 1;
+            kept <= registry::MAX_GATEWAYS_PER_NETWORK
+        });
         all
     }
 

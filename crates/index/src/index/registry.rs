@@ -24,6 +24,14 @@ use crate::parse::kube::Slice;
 /// The label naming a network, on a Pod, a namespace or an east-west gateway's Service.
 pub const NETWORK_LABEL: &str = "topology.istio.io/network";
 
+/// Addresses taken from one gateway Service (its load balancer ingress IPs and external IPs,
+/// sorted); the rest are ignored.
+pub const MAX_GATEWAY_ADDRESSES: usize = 8;
+
+/// Gateways kept per network, of every cluster together (sorted by cluster, address, port):
+/// each endpoint of the network becomes one load-balancing entry per gateway.
+pub const MAX_GATEWAYS_PER_NETWORK: usize = 32;
+
 /// What one cluster holds.
 #[derive(Debug, Default)]
 pub(super) struct Registry {
@@ -206,5 +214,6 @@ pub(super) fn network_gateways(svc: &KubeService, cluster_id: &str) -> Vec<Netwo
         .collect();
     out.sort();
     out.dedup();
+    out.truncate(MAX_GATEWAY_ADDRESSES);
     out
 }
