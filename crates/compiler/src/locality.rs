@@ -190,35 +190,33 @@ fn distribute(proxy: &Locality, groups: &mut [Group<'_>], rules: &Distribute) {
 
 /// A label of the proxy for `failoverPriority`: the topology keys from where it is.
 fn proxy_label(proxy: &Proxy, key: &str) -> Option<String> {
-    let topology = match key {
-        "topology.istio.io/cluster" => Some(&proxy.cluster_id),
-        "topology.istio.io/network" => Some(&proxy.network),
-        "topology.kubernetes.io/region" => Some(&proxy.locality.region),
-        "topology.kubernetes.io/zone" => Some(&proxy.locality.zone),
-        "topology.istio.io/subzone" => Some(&proxy.locality.subzone),
-        _ => None,
-    };
-    topology
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .or_else(|| proxy.labels.get(key).cloned())
+    let place = (&proxy.cluster_id, &proxy.network, &proxy.locality);
+    augmented_label(place, &proxy.labels, key)
 }
 
-/// A label of an endpoint for `failoverPriority`, topology keys included (Istio's
-/// `AugmentLabels`).
+/// A label of an endpoint for `failoverPriority`.
 fn endpoint_label(ep: &Endpoint, key: &str) -> Option<String> {
+    augmented_label((&ep.cluster_id, &ep.network, &ep.locality), &ep.labels, key)
+}
+
+/// A label with the topology keys taken from where its owner is (Istio's `AugmentLabels`).
+fn augmented_label(
+    (cluster, network, locality): (&String, &String, &Locality),
+    labels: &std::collections::BTreeMap<String, String>,
+    key: &str,
+) -> Option<String> {
     let topology = match key {
-        "topology.istio.io/cluster" => Some(&ep.cluster_id),
-        "topology.istio.io/network" => Some(&ep.network),
-        "topology.kubernetes.io/region" => Some(&ep.locality.region),
-        "topology.kubernetes.io/zone" => Some(&ep.locality.zone),
-        "topology.istio.io/subzone" => Some(&ep.locality.subzone),
+        "topology.istio.io/cluster" => Some(cluster),
+        "topology.istio.io/network" => Some(network),
+        "topology.kubernetes.io/region" => Some(&locality.region),
+        "topology.kubernetes.io/zone" => Some(&locality.zone),
+        "topology.istio.io/subzone" => Some(&locality.subzone),
         _ => None,
     };
     topology
         .filter(|v| !v.is_empty())
         .cloned()
-        .or_else(|| ep.labels.get(key).cloned())
+        .or_else(|| labels.get(key).cloned())
 }
 
 /// Which endpoints a proxy reaches through an east-west gateway (Istio's
