@@ -215,8 +215,12 @@ fn an_unreachable_remote_cluster_is_failing_and_keeps_its_objects_through_the_gr
         mesh.cluster("B").filter(|c| c["state"] == "failing")
     });
     let since = Instant::now();
+    // Naming B's API server, and that it could not be reached.
+    let server = format!("API server http://127.0.0.1:{} unreachable: ", mesh.b_port);
     assert!(
-        failing["error"].as_str().is_some_and(|e| !e.is_empty()),
+        failing["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&server) && !e.contains("initial")),
         "{failing}"
     );
     assert!(failing["failing_since"].is_number(), "{failing}");
@@ -245,6 +249,7 @@ fn an_unreachable_remote_cluster_is_failing_and_keeps_its_objects_through_the_gr
     );
     let b = mesh.cluster("B").expect("B is still registered");
     assert_eq!(b["stale_objects"], "removed after the grace period", "{b}");
+    assert_eq!(b["objects"], 0, "{b}");
     // B answers again: its relist brings its objects back.
     mesh.b = Cluster::start(&mesh.dir.join("b"), mesh.b_port);
     mesh.wait_for("B's ratings back", Duration::from_secs(60), || {
@@ -436,4 +441,173 @@ fn a_remote_clusters_token_naming_its_cluster_gets_a_certificate_and_configurati
             .expect_err("the config cluster does not know B's token");
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     });
+}
+
+/// An API server under an attacker's control: the Service list is one Service whose
+/// annotation streams up to `HOSTILE_BYTES`, every other list is empty and every watch is
+/// silent. Returns its address and the bytes of the annotation it managed to send.
+fn hostile_api_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::{
+        io::{Read, Write},
+        sync::{Arc, atomic::AtomicU64, atomic::Ordering},
+    };
+    const HOSTILE_BYTES: u64 = 3000 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let sent = counted.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    // One request head (these requests have no body).
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    if path.contains("watch=true") {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                        // Silent until the client hangs up.
+                        while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                        return;
+                    }
+                    if path.starts_with("/api/v1/services") {
+                        let start = r#"{"apiVersion":"v1","kind":"ServiceList","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"big","namespace":"default","annotations":{"a":""#;
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                        let _ = write!(conn, "{:x}\r\n{start}\r\n", start.len());
+                        let chunk = vec![b'x'; 1 << 20];
+                        while sent.load(Ordering::Relaxed) < HOSTILE_BYTES {
+                            let framed =
+                                [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"]
+                                    .concat();
+                            if conn.write_all(&framed).is_err() {
+                                return;
+                            }
+                            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                    let body = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn a_remote_api_server_streaming_an_endless_list_is_cut_while_proxies_are_served() {
+    use std::sync::atomic::Ordering;
+    if !Path::new("/proc/self/status").exists() {
+        return;
+    }
+    let dir = scratch("hostile");
+    let (addr, sent) = hostile_api_server();
+    let kubeconfig = dir.join("b.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {{server: 'http://{addr}'}}\ncontexts:\n- name: b\n  context: {{cluster: b, user: b}}\ncurrent-context: b\nusers:\n- name: b\n  user: {{token: abc}}\n"),
+    )
+    .expect("kubeconfig");
+    std::fs::create_dir_all(dir.join("config")).expect("config dir");
+    let serve = Serve::new();
+    let remote = format!("B={}", kubeconfig.display());
+    let log = dir.join("sextant.log");
+    let sextant = serve.start_dir(&dir.join("config"), &log, &["--remote-kubeconfig", &remote]);
+    let pid = sextant.0.id();
+    let mut peak = 0;
+    let cluster_b = || {
+        let body = http_get(serve.admin_addr(), "/debug/clusterz")?;
+        let clusters: Value = serde_json::from_str(&body).ok()?;
+        clusters
+            .as_array()?
+            .iter()
+            .find(|c| c["cluster"] == "B")
+            .cloned()
+    };
+    // Two cuts at least: the watch retried after its backoff and was cut again.
+    let b = try_wait_for(
+        "B's Service list cut twice",
+        Duration::from_secs(60),
+        || {
+            peak = peak.max(rss(pid));
+            cluster_b().filter(|b| b["errors"].as_u64().unwrap_or(0) >= 2)
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nsextant's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let error = b["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("API server http://{addr}: listing services: "))
+            && error.contains("--max-list-bytes"),
+        "{b}"
+    );
+    assert_eq!(b["state"], "failing", "{b}");
+    // The default bound (128 MiB per response) and what reading it costs, well short of the
+    // 3000 MiB the server would send.
+    assert!(
+        peak < 700 << 20,
+        "resident memory reached {} MiB",
+        peak >> 20
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) < 1500 << 20,
+        "the server sent {} MiB",
+        sent.load(Ordering::Relaxed) >> 20
+    );
+    // Proxies are served meanwhile.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let channel =
+            sextant_testing::ads_client::envoy_endpoint(format!("http://127.0.0.1:{}", serve.xds))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("xDS connects");
+        sextant_testing::first_clusters(
+            channel,
+            "sidecar~10.0.0.1~a.default~default.svc.cluster.local",
+            None,
+        )
+        .await
+        .expect("a proxy gets its clusters");
+    });
+    let objects = cluster_b().map(|b| b["objects"].clone());
+    assert_eq!(objects, Some(json!(0)));
+    let _ = std::fs::remove_dir_all(&dir);
 }

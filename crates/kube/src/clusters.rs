@@ -58,6 +58,8 @@ pub struct ClusterStatus {
     pub cluster: String,
     /// Where it comes from: the config cluster, a file or a Secret and key.
     pub origin: String,
+    /// Its API server's URL, once known.
+    pub server: Option<String>,
     /// How its watches are doing.
     pub state: State,
     /// The last error (a watch's, or why the kubeconfig cannot be used), while failing.
@@ -99,6 +101,7 @@ struct Inner {
     errors: u64,
     stale: Option<Stale>,
     client: Option<kube::Client>,
+    server: Option<String>,
 }
 
 impl Cluster {
@@ -189,9 +192,29 @@ impl Cluster {
         });
     }
 
-    /// What became of its objects after the grace period.
+    /// What became of its objects after the grace period: once removed it holds none (its
+    /// watches count again from their next list).
     pub fn set_stale(&self, stale: Stale) {
-        self.inner().stale = Some(stale);
+        let mut inner = self.inner();
+        inner.stale = Some(stale);
+        if stale == Stale::Removed {
+            inner.objects.clear();
+        }
+    }
+
+    /// What became of its objects after the grace period, while it stays unreachable.
+    pub fn stale(&self) -> Option<Stale> {
+        self.inner().stale
+    }
+
+    /// Its API server is `url` (for errors and `/debug/clusterz`).
+    pub fn set_server(&self, url: impl Into<String>) {
+        self.inner().server = Some(url.into());
+    }
+
+    /// Its API server's URL, once known.
+    pub fn server(&self) -> Option<String> {
+        self.inner().server.clone()
     }
 
     /// Since when every watch has been failing (or the cluster refused), if so now.
@@ -231,6 +254,7 @@ impl Cluster {
         ClusterStatus {
             cluster: self.id.clone(),
             origin: self.origin.clone(),
+            server: inner.server.clone(),
             state,
             error,
             failing_since: inner.failing_since,
@@ -242,13 +266,64 @@ impl Cluster {
     }
 }
 
-/// Every cluster known now, by id (clones share them).
+/// Examples of refused registrations kept, whatever their number.
+pub const REFUSED_EXAMPLES: usize = 8;
+
+/// Remote cluster registrations not watched: past `--max-remote-clusters`, with a kubeconfig
+/// that cannot be read, or naming an id registered already. Only their number and the first
+/// [`REFUSED_EXAMPLES`] are kept: a Secret with thousands of keys costs no more than one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Registrations refused now.
+    pub count: usize,
+    /// The first few of them.
+    pub examples: Vec<Refusal>,
+}
+
+/// One refused registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The cluster id it names.
+    pub cluster: String,
+    /// Where it comes from (a file, or a Secret and key).
+    pub origin: String,
+    /// Why it is not watched.
+    pub reason: String,
+}
+
+impl Refused {
+    /// Counts `refusal`, keeping it if there are few yet.
+    pub fn add(&mut self, refusal: Refusal) {
+        self.count += 1;
+        if self.examples.len() < REFUSED_EXAMPLES {
+            self.examples.push(refusal);
+        }
+    }
+}
+
+/// Every cluster known now, by id, and the registrations refused (clones share them).
 #[derive(Clone, Default)]
-pub struct Clusters(Arc<Mutex<BTreeMap<String, Arc<Cluster>>>>);
+pub struct Clusters {
+    map: Arc<Mutex<BTreeMap<String, Arc<Cluster>>>>,
+    refused: Arc<Mutex<Refused>>,
+}
 
 impl Clusters {
     fn map(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Cluster>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registrations refused now are `refused`.
+    pub fn set_refused(&self, refused: Refused) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+
+    /// The registrations refused now.
+    pub fn refused(&self) -> Refused {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adds `cluster`, replacing one of the same id.

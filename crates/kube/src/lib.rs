@@ -35,13 +35,14 @@ use kube::{
 };
 use tracing::Instrument;
 
-use crate::clusters::Cluster;
+use crate::clusters::{Cluster, Stale};
 use sextant_index::{
     Index, Object,
     manifest::{Limits, check_value},
 };
 use sextant_model::{Kind, ObjectRef};
 
+pub mod client;
 pub mod clusters;
 pub mod leader;
 pub mod mesh_config;
@@ -115,9 +116,10 @@ pub const WATCHED: [(Kind, &str, &str, &str); 13] = [
 const SECRET_FIELD_SELECTOR: &str =
     "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
 
-/// How `kind` is watched.
+/// How `kind` is watched: listed in pages, so that each response is bounded
+/// ([`client`]).
 fn watch_config(kind: Kind) -> watcher::Config {
-    let config = watcher::Config::default();
+    let config = watcher::Config::default().page_size(client::PAGE_SIZE);
     if kind == Kind::Secret {
         config.fields(SECRET_FIELD_SELECTOR)
     } else {
@@ -198,16 +200,17 @@ pub fn spawn(
 }
 
 /// Starts the watches of remote cluster `cluster`: the kinds a remote cluster contributes
-/// ([`sextant_index::REMOTE_KINDS`]), into the index under its id.
+/// ([`sextant_index::REMOTE_KINDS`]), into the index under its id while `registered` holds.
 fn spawn_remote(
     client: Client,
     index: Arc<Mutex<Index>>,
     changed: mpsc::UnboundedSender<()>,
     counters: Counters,
     cluster: Arc<Cluster>,
+    registered: Registered,
 ) -> Watches {
     start(
-        Target::Remote(cluster.id().into()),
+        Target::Remote(cluster.id().into(), registered),
         &sextant_index::REMOTE_KINDS,
         client,
         Feed {
@@ -258,32 +261,58 @@ fn start(target: Target, kinds: &[Kind], client: Client, feed: Feed) -> Watches 
     }
 }
 
-/// Whose objects a watch feeds: the config cluster's, or a remote cluster's (by id).
+/// Whether a remote cluster's registration still holds. Cleared under the index's lock just
+/// before its objects are removed, and read under that lock before each change: a watch task
+/// still running when the cluster is stopped (aborting a task does not interrupt a poll
+/// under way) cannot bring the cluster back into the index afterwards.
+#[derive(Clone, Debug)]
+pub(crate) struct Registered(Arc<std::sync::atomic::AtomicBool>);
+
+impl Registered {
+    pub(crate) fn new() -> Registered {
+        Registered(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+
+    /// Ends the registration; `index` is the index's guard, so no change is under way.
+    pub(crate) fn end(&self, _index: &mut Index) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    fn holds(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Whose objects a watch feeds: the config cluster's, or a remote cluster's (by id) while it
+/// is registered.
 #[derive(Clone)]
 enum Target {
     Local,
-    Remote(Arc<str>),
+    Remote(Arc<str>, Registered),
 }
 
 impl Target {
     fn reset(&self, index: &mut Index, kind: Kind, objects: Vec<Object>) {
         match self {
             Target::Local => index.reset(kind, objects),
-            Target::Remote(id) => index.reset_in(id, kind, objects),
+            Target::Remote(id, r) if r.holds() => index.reset_in(id, kind, objects),
+            Target::Remote(..) => {}
         }
     }
 
     fn apply(&self, index: &mut Index, object: Object) {
         match self {
             Target::Local => index.apply(object),
-            Target::Remote(id) => index.apply_in(id, object),
+            Target::Remote(id, r) if r.holds() => index.apply_in(id, object),
+            Target::Remote(..) => {}
         }
     }
 
     fn delete(&self, index: &mut Index, kind: Kind, namespace: &str, name: &str) {
         match self {
             Target::Local => index.delete(kind, namespace, name),
-            Target::Remote(id) => index.delete_in(id, kind, namespace, name),
+            Target::Remote(id, r) if r.holds() => index.delete_in(id, kind, namespace, name),
+            Target::Remote(..) => {}
         }
     }
 }
@@ -405,6 +434,47 @@ fn trim_secret(secret: &serde_json::Value) -> serde_json::Value {
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// A watch error as `/debug/clusterz` shows it: which API server, what was being done, and
+/// whether the server could not be reached at all.
+fn describe(error: &watcher::Error, kind: Kind, server: Option<&str>) -> String {
+    let server = server.map_or_else(
+        || "the API server".to_owned(),
+        |s| format!("API server {s}"),
+    );
+    let plural = api_resource(kind).plural;
+    let (action, inner) = match error {
+        watcher::Error::InitialListFailed(e) => ("listing", e),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watching", e),
+        other => return format!("{server}: watching {plural}: {other}"),
+    };
+    if let Some(cut) = client::too_large(inner) {
+        return format!("{server}: {action} {plural}: {cut}");
+    }
+    // The messages down the chain, without repeats ("client error (Connect): tcp connect
+    // error: Connection refused").
+    let mut messages: Vec<String> = Vec::new();
+    let mut unreachable = false;
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(inner);
+    while let Some(current) = e {
+        unreachable |= current.is::<std::io::Error>();
+        let text = current.to_string();
+        let text = text
+            .strip_prefix("ServiceError: ")
+            .unwrap_or(&text)
+            .to_owned();
+        if !messages.last().is_some_and(|m| m.contains(&text)) {
+            messages.push(text);
+        }
+        e = current.source();
+    }
+    let cause = messages.join(": ");
+    if unreachable {
+        format!("{server} unreachable: {action} {plural} failed: {cause}")
+    } else {
+        format!("{server}: {action} {plural} failed: {cause}")
+    }
+}
+
 /// Whether the watch failed only because its resource version is too old (410 Gone): a
 /// relist, not a failure of the cluster.
 fn gone(error: &watcher::Error) -> bool {
@@ -471,8 +541,13 @@ async fn run(
                 }
                 Err(e) => {
                     counters.watch_errors.inc();
-                    cluster.failed(kind, e.to_string());
-                    tracing::warn!(error = %e, retry_in = ?backoff, "watch failed; retrying with backoff, serving the last snapshot");
+                    let error = describe(&e, kind, cluster.server().as_deref());
+                    cluster.failed(kind, error.clone());
+                    if cluster.stale() == Some(Stale::Removed) {
+                        tracing::warn!(%error, retry_in = ?backoff, "watch failed; retrying with backoff (the cluster's objects were removed after the grace period)");
+                    } else {
+                        tracing::warn!(%error, retry_in = ?backoff, "watch failed; retrying with backoff, serving the last snapshot");
+                    }
                     break;
                 }
             };
@@ -569,79 +644,4 @@ pub fn heavy<T>(f: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{Value, json};
-
-    fn service(spec: Value) -> DynamicObject {
-        let resource = api_resource(Kind::Service);
-        let mut o = DynamicObject::new("reviews", &resource).within("default");
-        o.data = json!({ "spec": spec });
-        o
-    }
-
-    #[test]
-    fn watched_objects_past_the_input_bounds_are_refused_naming_the_bound() {
-        let key = "k".repeat(3000);
-        let mut spec = json!({"a": 1});
-        for _ in 0..100 {
-            let mut level: serde_json::Map<String, Value> =
-                (0..100).map(|i| (format!("s{i}"), json!(i))).collect();
-            level.insert(key.clone(), spec);
-            spec = Value::Object(level);
-        }
-        let resource = api_resource(Kind::Service);
-        let err = to_object(&resource, service(spec)).expect_err("refused");
-        assert!(err.contains("Service default/reviews"), "{err}");
-        assert!(err.contains("--max-input-expanded-bytes"), "{err}");
-    }
-
-    #[test]
-    fn watched_secrets_keep_only_what_a_credential_is_read_from() {
-        let resource = api_resource(Kind::Secret);
-        let mut o = DynamicObject::new("cert", &resource).within("edge");
-        o.data = json!({"type": "kubernetes.io/tls",
-            "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ", "unrelated": "x".repeat(100_000)}});
-        let Ok(Object::Secret(secret)) = to_object(&resource, o) else {
-            panic!("a Secret");
-        };
-        let shown = format!("{secret:?}");
-        assert!(
-            shown.contains("tls.crt") && !shown.contains("unrelated"),
-            "{shown}"
-        );
-        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
-        assert_eq!(
-            watch_config(Kind::Secret).field_selector.as_deref(),
-            Some(SECRET_FIELD_SELECTOR)
-        );
-    }
-
-    #[test]
-    fn watched_nodes_keep_only_their_name_and_labels() {
-        let resource = api_resource(Kind::Node);
-        let mut o = DynamicObject::new("node-a", &resource);
-        o.metadata.labels = Some(
-            [(
-                "topology.kubernetes.io/zone".to_owned(),
-                "us-east-1a".to_owned(),
-            )]
-            .into(),
-        );
-        o.metadata.annotations = Some([("big".to_owned(), "x".repeat(10_000))].into());
-        o.data = json!({"status": {"images": [{"names": ["a"], "sizeBytes": 1}]}});
-        let Ok(Object::Node(node)) = to_object(&resource, o) else {
-            panic!("a Node");
-        };
-        assert_eq!(node.metadata.name.as_deref(), Some("node-a"));
-        assert!(node.metadata.labels.is_some_and(|l| l.len() == 1));
-        assert!(node.metadata.annotations.is_none() && node.status.is_none());
-    }
-
-    #[test]
-    fn ordinary_watched_objects_are_read() {
-        let resource = api_resource(Kind::Service);
-        let spec = json!({"ports": [{"port": 9080, "name": "http"}]});
-        assert!(to_object(&resource, service(spec)).is_ok());
-    }
-}
+mod tests;

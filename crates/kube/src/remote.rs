@@ -7,8 +7,12 @@
 //! - A Secret added, changed (other kubeconfig bytes) or deleted starts, restarts or stops its
 //!   clusters' watches at runtime. Deleting forgets the cluster's objects at once; a restart
 //!   keeps them until the new watches list.
-//! - At most `max_clusters` remote clusters are watched: those running keep their place, and
-//!   one more is shown failing with the bound named. The first registration of an id wins.
+//! - At most `max_clusters` remote clusters are watched: those running keep their place.
+//!   A running cluster keeps its id against later registrations of it. Refused registrations
+//!   (past the bound, unreadable, an id taken) are counted and a few shown, nothing more.
+//! - A bad edit of a working registration (an unreadable kubeconfig) is refused and the
+//!   cluster goes on running with the kubeconfig it had.
+//! - Every response of a remote API server is bounded ([`crate::client`]).
 //! - A cluster whose watches all fail (its API server unreachable) keeps its objects; after
 //!   the grace period of continuous failure they are removed or kept ([`StaleEndpoints`]).
 //!   When it answers again its relist replaces them.
@@ -16,7 +20,7 @@
 //!   control plane serves the rest.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::Duration,
@@ -34,8 +38,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
 
 use crate::{
-    Counters,
-    clusters::{Cluster, Clusters, Stale},
+    Counters, Registered,
+    client::ResponseBounds,
+    clusters::{Cluster, Clusters, Refusal, Refused, Stale},
 };
 
 pub mod secret;
@@ -68,6 +73,8 @@ pub struct Settings {
     pub grace: Duration,
     /// What then becomes of the cluster's objects.
     pub stale: StaleEndpoints,
+    /// How much one response of a remote API server may make Sextant hold.
+    pub bounds: ResponseBounds,
 }
 
 /// Where remote clusters' watches deliver.
@@ -91,7 +98,9 @@ struct Manager {
     /// `--remote-kubeconfig`, in the order given.
     files: Vec<Registration>,
     /// What each Secret registers, by the label it was found with and its name.
-    secrets: BTreeMap<(usize, String), Vec<Registration>>,
+    secrets: BTreeMap<(usize, String), Found>,
+    /// Secrets seen so far: the order of arrival of the next.
+    arrivals: u64,
     running: BTreeMap<String, Running>,
     secret_watches: Vec<JoinHandle<()>>,
 }
@@ -104,12 +113,19 @@ impl Drop for Manager {
     }
 }
 
+/// What one Secret registers, and when it was first seen.
+struct Found {
+    arrival: u64,
+    registrations: Vec<Registration>,
+}
+
 /// A registered remote cluster: what it was started from, and its tasks (its watches and
 /// the grace period's supervisor), stopped when dropped.
 struct Running {
     origin: Origin,
     kubeconfig: Vec<u8>,
-    over_bound: bool,
+    server: Option<String>,
+    registered: Registered,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -142,6 +158,7 @@ impl RemoteClusters {
                 clusters,
                 files: Vec::new(),
                 secrets: BTreeMap::new(),
+                arrivals: 0,
                 running: BTreeMap::new(),
                 secret_watches: Vec::new(),
             })),
@@ -153,13 +170,14 @@ impl RemoteClusters {
     }
 
     /// Watches cluster `cluster` through the kubeconfig file `path` (`--remote-kubeconfig`),
-    /// within a tokio runtime. Refused with a reason when the id is empty, the local
-    /// cluster's or given twice, or the file cannot be read as a kubeconfig.
+    /// within a tokio runtime. Refused with a reason when the id is not one a Secret data key
+    /// could be, is the local cluster's or given twice, or the file cannot be read as a
+    /// kubeconfig. Two ids naming the same API server are warned of.
     pub fn add_file(&self, cluster: &str, path: &Path) -> Result<(), String> {
         let mut m = self.manager();
-        if cluster.is_empty() {
+        if let Err(e) = secret::check_cluster_id(cluster) {
             return Err(format!(
-                "--remote-kubeconfig ={}: the cluster id is empty",
+                "--remote-kubeconfig {cluster}={}: {e}",
                 path.display()
             ));
         }
@@ -184,6 +202,13 @@ impl RemoteClusters {
         if let Err(e) = &registration.read {
             return Err(format!("--remote-kubeconfig {cluster}: {e}"));
         }
+        if let Some(other) = m
+            .files
+            .iter()
+            .find(|f| f.server.is_some() && f.server == registration.server)
+        {
+            tracing::warn!(cluster, other = %other.cluster, server = ?registration.server, "two --remote-kubeconfig ids name the same API server: its objects are read twice, once under each id");
+        }
         m.files.push(registration);
         m.reconcile();
         Ok(())
@@ -193,6 +218,7 @@ impl RemoteClusters {
     /// [`LABELS`]), within a tokio runtime. While a watch fails, the clusters it registered
     /// keep running.
     pub fn watch_secrets(&self, client: Client, namespace: &str) {
+        tracing::info!(%namespace, labels = ?LABELS, "watching this namespace's Secrets for remote clusters (set by POD_NAMESPACE or --lease-namespace)");
         let weak = Arc::downgrade(&self.inner);
         let local = self.manager().settings.local.clone();
         let handles: Vec<JoinHandle<()>> = LABELS
@@ -200,7 +226,9 @@ impl RemoteClusters {
             .enumerate()
             .map(|(label, key)| {
                 let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-                let config = watcher::Config::default().labels(&format!("{key}=true"));
+                let config = watcher::Config::default()
+                    .labels(&format!("{key}=true"))
+                    .page_size(crate::client::PAGE_SIZE);
                 let span = tracing::info_span!("remote_secrets", label = %key, %namespace);
                 tokio::spawn(
                     watch_secrets(api, config, label, local.clone(), weak.clone()).instrument(span),
@@ -254,14 +282,15 @@ async fn watch_secrets(
                 listed.insert(name(&s), read(&s));
             }
             Ok(watcher::Event::InitDone) => {
-                m.secrets.retain(|(l, _), _| *l != label);
+                m.secrets
+                    .retain(|(l, name), _| *l != label || listed.contains_key(name));
                 for (name, found) in std::mem::take(&mut listed) {
-                    m.secrets.insert((label, name), found);
+                    m.set_secret(label, name, found);
                 }
                 m.reconcile();
             }
             Ok(watcher::Event::Apply(s)) => {
-                m.secrets.insert((label, name(&s)), read(&s));
+                m.set_secret(label, name(&s), read(&s));
                 m.reconcile();
             }
             Ok(watcher::Event::Delete(s)) => {
@@ -273,128 +302,217 @@ async fn watch_secrets(
 }
 
 impl Manager {
+    /// Records what Secret `name` (found with label `label`) registers. A Secret keeps the
+    /// place in the order of arrival it had when first seen.
+    fn set_secret(&mut self, label: usize, name: String, registrations: Vec<Registration>) {
+        let arrival = match self.secrets.get(&(label, name.clone())) {
+            Some(found) => found.arrival,
+            None => {
+                self.arrivals += 1;
+                self.arrivals
+            }
+        };
+        self.secrets.insert(
+            (label, name),
+            Found {
+                arrival,
+                registrations,
+            },
+        );
+    }
+
     /// Brings the running clusters in line with the registrations: stops those no longer
     /// registered, starts new ones and restarts those whose kubeconfig changed.
+    ///
+    /// - A running cluster keeps its id while its registration is there; another registration
+    ///   of the id is refused, naming the one in use. Among new registrations the first to
+    ///   arrive wins: files in the order given, then Secrets in the order they were first
+    ///   seen (those of one list by name).
+    /// - Those running keep their place within `--max-remote-clusters`; new ones fill what
+    ///   is left; the rest are refused.
+    /// - A registration whose kubeconfig cannot be read is refused; if its cluster runs
+    ///   (a bad edit of a working Secret), it goes on running with the kubeconfig it has.
+    /// - Of the refused only their number and a few examples are kept ([`Refused`]): no
+    ///   task, entry or metric series each.
     fn reconcile(&mut self) {
-        let mut wanted: BTreeMap<String, Registration> = BTreeMap::new();
-        for r in self.files.iter().chain(self.secrets.values().flatten()) {
-            match wanted.get(&r.cluster) {
-                None => {
-                    wanted.insert(r.cluster.clone(), r.clone());
-                }
-                Some(first) if first.origin.secret() != r.origin.secret() => {
-                    tracing::warn!(cluster = %r.cluster, used = %first.origin, ignored = %r.origin, "remote cluster registered twice; the first registration is used");
-                }
-                Some(_) => {}
-            }
-        }
-        // Clusters running keep their place within the bound; new ones fill what is left.
         let max = self.settings.max_clusters;
-        let mut admitted: BTreeSet<&str> = wanted
-            .keys()
-            .filter(|id| self.running.get(*id).is_some_and(|r| !r.over_bound))
-            .take(max)
-            .map(String::as_str)
-            .collect();
-        for id in wanted.keys() {
-            if admitted.len() >= max {
-                break;
+        let mut refused = Refused::default();
+        let mut chosen: BTreeMap<String, Registration> = BTreeMap::new();
+        {
+            let mut secrets: Vec<&Found> = self.secrets.values().collect();
+            secrets.sort_by_key(|f| f.arrival);
+            let all: Vec<&Registration> = self
+                .files
+                .iter()
+                .chain(secrets.into_iter().flat_map(|f| &f.registrations))
+                .collect();
+            for r in &all {
+                if self
+                    .running
+                    .get(&r.cluster)
+                    .is_some_and(|run| run.origin == r.origin)
+                {
+                    chosen.insert(r.cluster.clone(), (*r).clone());
+                }
             }
-            admitted.insert(id);
+            let mut admitted = chosen.len();
+            for r in all {
+                let refuse = |reason: String| Refusal {
+                    cluster: r.cluster.clone(),
+                    origin: r.origin.to_string(),
+                    reason,
+                };
+                if let Some(first) = chosen.get(&r.cluster) {
+                    if first.origin != r.origin {
+                        refused.add(refuse(format!(
+                            "{}: cluster {} is already registered by {}; this registration is not used",
+                            r.origin, r.cluster, first.origin
+                        )));
+                    }
+                    continue;
+                }
+                if let Err(e) = &r.read {
+                    refused.add(refuse(e.clone()));
+                    continue;
+                }
+                if admitted >= max {
+                    refused.add(refuse(format!(
+                        "{}: more than --max-remote-clusters ({max}) remote clusters are registered; this one is not watched",
+                        r.origin
+                    )));
+                    continue;
+                }
+                admitted += 1;
+                chosen.insert(r.cluster.clone(), r.clone());
+            }
         }
-        let admitted: BTreeSet<String> = admitted.into_iter().map(str::to_owned).collect();
         let gone: Vec<String> = self
             .running
             .keys()
-            .filter(|id| !wanted.contains_key(*id))
+            .filter(|id| !chosen.contains_key(*id))
             .cloned()
             .collect();
         for id in gone {
             self.stop(&id);
         }
-        for (id, registration) in wanted {
-            let over_bound = !admitted.contains(&id);
-            if self.running.get(&id).is_some_and(|r| {
-                r.origin == registration.origin
-                    && r.kubeconfig == registration.kubeconfig
-                    && r.over_bound == over_bound
-            }) {
-                continue;
+        for (id, registration) in chosen {
+            match (&registration.read, self.running.get(&id)) {
+                (_, Some(run))
+                    if run.origin == registration.origin
+                        && run.kubeconfig == registration.kubeconfig => {}
+                (Err(e), Some(_)) => refused.add(Refusal {
+                    cluster: id,
+                    origin: registration.origin.to_string(),
+                    reason: format!(
+                        "{e}; the cluster goes on running with its previous kubeconfig"
+                    ),
+                }),
+                _ => self.start(registration),
             }
-            self.start(registration, over_bound);
+        }
+        if refused != self.clusters.refused() {
+            if refused.count > 0 {
+                let examples: Vec<&str> =
+                    refused.examples.iter().map(|r| r.reason.as_str()).collect();
+                tracing::error!(
+                    refused = refused.count,
+                    ?examples,
+                    "remote cluster registrations not watched (see /debug/clusterz)"
+                );
+            }
+            self.clusters.set_refused(refused);
         }
     }
 
     /// Stops cluster `id`'s watches and forgets its objects.
     fn stop(&mut self, id: &str) {
-        self.running.remove(id);
+        if let Some(running) = self.running.remove(id) {
+            // Ended under the index's lock, then the objects removed: a watch task still
+            // finishing a change cannot bring them back. Dropping `running` aborts its tasks.
+            let mut index = self.feed.index.lock().unwrap_or_else(|p| p.into_inner());
+            running.registered.end(&mut index);
+            index.remove_cluster(id);
+        }
         self.clusters.remove(id);
-        self.feed
-            .index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_cluster(id);
         let _ = self.feed.changed.send(());
         tracing::info!(cluster = %id, "remote cluster unregistered; its objects are removed");
     }
 
-    /// Starts (or restarts) the watches of `registration`, or shows why it is not watched.
-    fn start(&mut self, registration: Registration, over_bound: bool) {
+    /// Starts (or restarts) the watches of `registration`, whose kubeconfig reads.
+    fn start(&mut self, registration: Registration) {
         let Registration {
             cluster: id,
             origin,
             kubeconfig,
             read,
+            server,
         } = registration;
+        let Ok(config) = read else {
+            return;
+        };
         // A restart: the old watches stop here, their objects stay until the new ones list.
-        self.running.remove(&id);
+        if let Some(old) = self.running.remove(&id) {
+            old.registered
+                .end(&mut self.feed.index.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        if let Some(server) = &server
+            && let Some((other, _)) = self
+                .running
+                .iter()
+                .find(|(_, r)| r.server.as_ref() == Some(server))
+        {
+            tracing::warn!(cluster = %id, %other, %server, "two remote cluster ids name the same API server: its objects are read twice, once under each id");
+        }
         let cluster = Cluster::new(&id, origin.to_string(), sextant_index::REMOTE_KINDS.len());
+        if let Some(server) = &server {
+            cluster.set_server(server.clone());
+        }
         self.clusters.insert(cluster.clone());
         let span = tracing::info_span!("remote_cluster", cluster = %id);
-        let mut tasks = Vec::new();
-        let refusal = if over_bound {
-            Some(format!(
-                "{origin}: more than --max-remote-clusters ({}) remote clusters are registered; this one is not watched",
-                self.settings.max_clusters
-            ))
-        } else {
-            read.as_ref().err().cloned()
-        };
-        match (refusal, read) {
-            (Some(error), _) => {
-                tracing::error!(cluster = %id, %error, "remote cluster not watched");
-                cluster.refuse(error);
-            }
-            (None, Ok(config)) => {
-                tracing::info!(cluster = %id, %origin, "watching remote cluster");
-                tasks.push(tokio::spawn(
-                    connect(config, cluster.clone(), self.feed.clone()).instrument(span.clone()),
-                ));
-            }
-            (None, Err(_)) => unreachable!("an unreadable kubeconfig is a refusal"),
-        }
-        tasks.push(tokio::spawn(
-            supervise(cluster, self.settings.clone(), self.feed.clone()).instrument(span),
-        ));
+        let registered = Registered::new();
+        tracing::info!(cluster = %id, %origin, server = ?server, "watching remote cluster");
+        let tasks = vec![
+            tokio::spawn(
+                connect(
+                    config,
+                    cluster.clone(),
+                    self.feed.clone(),
+                    self.settings.bounds,
+                    registered.clone(),
+                )
+                .instrument(span.clone()),
+            ),
+            tokio::spawn(
+                supervise(cluster, self.settings.clone(), self.feed.clone()).instrument(span),
+            ),
+        ];
         self.running.insert(
             id,
             Running {
                 origin,
                 kubeconfig,
-                over_bound,
+                server,
+                registered,
                 tasks,
             },
         );
     }
 }
 
-/// Makes a client from `config` and runs the cluster's watches until aborted.
-async fn connect(config: Kubeconfig, cluster: Arc<Cluster>, feed: Feed) {
+/// Makes a client from `config`, its responses bounded by `bounds`, and runs the cluster's
+/// watches until aborted.
+async fn connect(
+    config: Kubeconfig,
+    cluster: Arc<Cluster>,
+    feed: Feed,
+    bounds: ResponseBounds,
+    registered: Registered,
+) {
     let origin = cluster.status().origin;
     let client = match kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
         .await
         .map_err(|e| e.to_string())
-        .and_then(|c| Client::try_from(c).map_err(|e| e.to_string()))
+        .and_then(|c| crate::client::bounded(c, bounds).map_err(|e| e.to_string()))
     {
         Ok(client) => client,
         Err(e) => {
@@ -405,7 +523,14 @@ async fn connect(config: Kubeconfig, cluster: Arc<Cluster>, feed: Feed) {
         }
     };
     cluster.set_client(client.clone());
-    let _watches = crate::spawn_remote(client, feed.index, feed.changed, feed.counters, cluster);
+    let _watches = crate::spawn_remote(
+        client,
+        feed.index,
+        feed.changed,
+        feed.counters,
+        cluster,
+        registered,
+    );
     // The watches stop when this task is aborted (dropping them).
     std::future::pending::<()>().await;
 }

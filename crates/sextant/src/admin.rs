@@ -107,6 +107,10 @@ async fn metrics(State(a): State<Admin>) -> Response {
     a.generator
         .metrics
         .set_clusters(&a.clusters.clusters.list(), &a.clusters.local);
+    a.generator
+        .metrics
+        .remote_registrations_refused
+        .set(i64::try_from(a.clusters.clusters.refused().count).unwrap_or(i64::MAX));
     (
         [(
             "content-type",
@@ -336,21 +340,41 @@ async fn registryz(State(a): State<Admin>, Query(q): Query<HashMap<String, Strin
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     let (services, next) = paged(s.services.values(), range);
-    json_page(json!(services.into_iter().map(|svc| json!({
-        "hostname": svc.hostname,
-        "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),
-        "endpoints": s.endpoints(&svc.hostname).iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-    })).collect::<Vec<_>>()), next)
+    let mut list: Vec<Value> = services.into_iter().map(|svc| {
+        let endpoints = s.endpoints(&svc.hostname);
+        json!({
+            "hostname": svc.hostname,
+            "ports": svc.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)})).collect::<Vec<_>>(),
+            "endpoints": endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+            "endpoint_details": endpoints.iter().map(|e| json!({
+                "address": e.address.to_string(), "cluster": e.cluster_id, "network": e.network,
+                "locality": e.locality.label(),
+            })).collect::<Vec<_>>(),
+        })
+    }).collect();
+    // The east-west gateways once, after the first page's services: an entry without a
+    // hostname, so that readers looking services up by hostname are not disturbed.
+    if range.0 == 0 {
+        list.push(
+            json!({"network_gateways": s.network_gateways.iter().map(|g| json!({
+            "network": g.network, "cluster": g.cluster_id, "address": g.address.to_string(),
+            "port": g.port,
+        })).collect::<Vec<_>>()}),
+        );
+    }
+    json_page(Value::Array(list), next)
 }
 
 /// Every cluster read (the config cluster and each remote one) with how its watches are
-/// doing; bounded by `--max-remote-clusters`, so not paged.
+/// doing, then the registrations refused (`state: refused`, a few examples, each with the
+/// number refused in all); bounded by `--max-remote-clusters` and
+/// [`sextant_kube::clusters::REFUSED_EXAMPLES`], so not paged.
 async fn clusterz(State(a): State<Admin>) -> Response {
     let local = &a.clusters.local;
     let mut clusters = a.clusters.clusters.list();
     // The config cluster first, then the remote ones by id.
     clusters.sort_by_key(|c| &c.cluster != local);
-    let list: Vec<Value> = clusters
+    let mut list: Vec<Value> = clusters
         .iter()
         .map(|c| {
             let mut entry = cluster_json(c);
@@ -358,12 +382,17 @@ async fn clusterz(State(a): State<Admin>) -> Response {
             entry
         })
         .collect();
+    let refused = a.clusters.clusters.refused();
+    list.extend(refused.examples.iter().map(|r| {
+        json!({"cluster": r.cluster, "origin": r.origin, "state": "refused", "error": r.reason,
+               "config_cluster": false, "refused_registrations": refused.count})
+    }));
     axum::Json(Value::Array(list)).into_response()
 }
 
 fn cluster_json(c: &ClusterStatus) -> Value {
     json!({
-        "cluster": c.cluster, "origin": c.origin, "state": c.state.as_str(),
+        "cluster": c.cluster, "origin": c.origin, "server": c.server, "state": c.state.as_str(),
         "error": c.error, "failing_since": secs(c.failing_since), "objects": c.objects,
         "relists": c.relists, "errors": c.errors,
         "stale_objects": c.stale.map(|s| match s {

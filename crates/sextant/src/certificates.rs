@@ -38,6 +38,9 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Longest a call may take, reading its request included (a token review takes at most 5 s).
 const CALL_DEADLINE: Duration = Duration::from_secs(15);
 
+/// Longest identity echoed back in a refusal (a SPIFFE id is well under this).
+const MAX_SHOWN_IDENTITY_CHARS: usize = 256;
+
 /// Istio's TTLs for workload certificates.
 #[derive(Clone, Copy, Debug)]
 pub struct Ttls {
@@ -100,9 +103,14 @@ impl Certificates {
                 _ => None,
             })
         {
+            // Echoed cut: the request may be 64 KiB.
+            let shown: String = impersonated
+                .chars()
+                .take(MAX_SHOWN_IDENTITY_CHARS)
+                .collect();
             return Err(Status::unauthenticated(format!(
                 "request impersonation authentication failure: Sextant trusts no node agent to \
-                 ask for another identity ({impersonated})"
+                 ask for another identity ({shown:?})"
             )));
         }
         let ttl = match u64::try_from(body.validity_duration) {

@@ -38,9 +38,10 @@ enum Command {
     /// Print the CustomResourceDefinitions Sextant serves (generated from its API types).
     Crds(CrdsArgs),
     /// Register a remote cluster, as `istioctl create-remote-secret`: in the cluster of
-    /// `--kubeconfig`, make sure of a ServiceAccount with read access to services, endpoints
-    /// and nodes, and print a Secret holding a kubeconfig with its token, to apply in the
-    /// control plane's namespace.
+    /// `--kubeconfig`, make sure of a ServiceAccount that may read (get, list, watch)
+    /// Services, Endpoints, EndpointSlices, Pods, Namespaces and Nodes and create
+    /// TokenReviews (to review its workloads' tokens), and print a Secret holding a
+    /// kubeconfig with its token, to apply in the control plane's namespace.
     CreateRemoteSecret(CreateRemoteSecretArgs),
     /// Print the version.
     Version,
@@ -163,9 +164,10 @@ pub struct ServeArgs {
         default_value_t = 300
     )]
     pub token_review_cache_seconds: u64,
-    /// Callers of the secure xDS port waiting for a TokenReview (16 run at once); one more is
-    /// refused at once with UNAVAILABLE, counted in
-    /// `sextant_xds_bounded_total{bound="token_reviews"}`.
+    /// Callers of the secure xDS port waiting for a TokenReview, shared fairly among the
+    /// clusters whose API servers review them (16 reviews run at once per cluster; all
+    /// clusters together never hold more than twice this); one more is refused at once with
+    /// UNAVAILABLE, counted in `sextant_xds_bounded_total{bound="token_reviews"}`.
     #[arg(
         long,
         env = "SEXTANT_MAX_TOKEN_REVIEWS_WAITING",
@@ -275,6 +277,12 @@ pub struct ServeArgs {
     /// How long a Lease holder stays leader without renewing (Kubernetes only).
     #[arg(long, env = "SEXTANT_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Bytes of one API server response other than a watch event: a list page (of at most
+    /// 500 objects) or a get, from the config cluster or a remote cluster. A larger response
+    /// is cut: that watch fails naming this flag, is retried with backoff and keeps what it
+    /// held. Each watch event is bounded by `--max-input-bytes`.
+    #[arg(long, env = "SEXTANT_MAX_LIST_BYTES", default_value_t = sextant_kube::client::DEFAULT_MAX_LIST_BYTES)]
+    pub max_list_bytes: usize,
     /// HTTPS port of the validating admission webhook (`/validate`).
     #[arg(long, env = "SEXTANT_WEBHOOK_PORT", default_value_t = 15017)]
     pub webhook_port: u16,
@@ -358,8 +366,8 @@ pub struct RemoteClusterArgs {
     /// with metadata `clusterid: CLUSTER_ID` are reviewed by its API server.
     #[arg(long, env = "SEXTANT_REMOTE_KUBECONFIG", value_delimiter = ',', value_parser = cluster_pair::<PathBuf>)]
     pub remote_kubeconfig: Vec<(String, PathBuf)>,
-    /// Remote clusters watched at most; a further one is shown failing in `/debug/clusterz`
-    /// with this bound named.
+    /// Remote clusters watched at most; further registrations are not watched, only counted
+    /// (a few shown in `/debug/clusterz` with this bound named).
     #[arg(long, env = "SEXTANT_MAX_REMOTE_CLUSTERS", default_value_t = sextant_kube::remote::DEFAULT_MAX_CLUSTERS)]
     pub max_remote_clusters: usize,
     /// Seconds every watch of a remote cluster may fail without a break (its API server
@@ -605,11 +613,13 @@ pub enum ProxyConfigOutput {
 #[derive(Debug, clap::Args)]
 pub struct CreateRemoteSecretArgs {
     /// The remote cluster's id: the Secret's data key, its `networking.istio.io/cluster`
-    /// annotation and its name (`istio-remote-secret-NAME`).
+    /// annotation and its name (`istio-remote-secret-NAME`). `Kubernetes` is the config
+    /// cluster's id and cannot be used.
     #[arg(long)]
     pub name: String,
-    /// Kubeconfig of the remote cluster, with rights to create ServiceAccounts, ClusterRoles,
-    /// ClusterRoleBindings and tokens (default: `KUBECONFIG`, else `~/.kube/config`).
+    /// Kubeconfig of the remote cluster, with rights to create Namespaces, ServiceAccounts,
+    /// ClusterRoles, ClusterRoleBindings and tokens, and to hold every right the ClusterRole
+    /// grants (cluster-admin has them) (default: `KUBECONFIG`, else `~/.kube/config`).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Context of the kubeconfig (default: its current context).

@@ -114,6 +114,9 @@ pub struct Metrics {
     pub remote_cluster_state: Family<ClusterStateLabels, Gauge>,
     /// Objects each remote cluster's watches hold.
     pub remote_cluster_objects: Family<ClusterLabels, Gauge>,
+    /// Remote cluster registrations not watched now (past `--max-remote-clusters`, an
+    /// unreadable kubeconfig, an id registered already): one series, whatever their number.
+    pub remote_registrations_refused: Gauge,
     /// The remote clusters last exported, so that those gone are dropped.
     remote_clusters: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -156,6 +159,7 @@ impl Metrics {
             workload_certificates: Gauge::default(),
             remote_cluster_state: Family::default(),
             remote_cluster_objects: Family::default(),
+            remote_registrations_refused: Gauge::default(),
             remote_clusters: std::sync::Mutex::default(),
             registry: Registry::default(),
         };
@@ -212,6 +216,11 @@ impl Metrics {
             "remote_cluster_objects",
             "Objects (Services, EndpointSlices, Pods, Namespaces, Nodes) each remote cluster's watches hold",
             m.remote_cluster_objects.clone(),
+        );
+        registry.register(
+            "remote_registrations_refused",
+            "Remote cluster registrations not watched (past --max-remote-clusters, unreadable, or an id registered already); examples at /debug/clusterz",
+            m.remote_registrations_refused.clone(),
         );
         registry.register(
             "status_writes",

@@ -58,6 +58,8 @@ pub struct DirSource {
     last_good: HashMap<PathBuf, Vec<Object>>,
     /// The mesh config file, when there is one.
     mesh_config: Option<PathBuf>,
+    /// The config cluster as `/debug/clusterz` shows it: the objects the directory holds.
+    cluster: Option<Arc<sextant_kube::clusters::Cluster>>,
     /// Kept while the source lives: dropping it stops the change signals.
     watch: Option<DirWatch>,
 }
@@ -90,6 +92,7 @@ impl DirSource {
             counters: DirCounters::default(),
             last_good: HashMap::new(),
             mesh_config: None,
+            cluster: None,
             watch: None,
         }
     }
@@ -110,6 +113,13 @@ impl DirSource {
     /// Counts bad files and refusals into `counters`.
     pub fn counters(mut self, counters: DirCounters) -> Self {
         self.counters = counters;
+        self
+    }
+
+    /// Shows the objects each reload reads as `cluster`'s (the config cluster's in
+    /// `/debug/clusterz`).
+    pub fn cluster(mut self, cluster: Arc<sextant_kube::clusters::Cluster>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -236,6 +246,16 @@ impl DirSource {
             by_kind.entry(o.kind()).or_default().push(o);
         }
         let mut index = self.lock();
+        if let Some(cluster) = &self.cluster {
+            for (kind, objects) in &by_kind {
+                cluster.holds(*kind, objects.len());
+            }
+            for kind in sextant_kube::WATCHED.map(|w| w.0) {
+                if !by_kind.contains_key(&kind) {
+                    cluster.holds(kind, 0);
+                }
+            }
+        }
         for kind in [
             Kind::Namespace,
             Kind::Node,

@@ -70,6 +70,8 @@ pub struct Registration {
     pub kubeconfig: Vec<u8>,
     /// The kubeconfig read, or why it cannot be used (naming the origin).
     pub read: Result<Kubeconfig, String>,
+    /// The API server its current context names, when it reads.
+    pub server: Option<String>,
 }
 
 impl Registration {
@@ -77,11 +79,13 @@ impl Registration {
     pub fn new(cluster: &str, origin: Origin, kubeconfig: Vec<u8>) -> Registration {
         let trusted = matches!(origin, Origin::File(_));
         let read = read_kubeconfig(&kubeconfig, trusted).map_err(|e| format!("{origin}: {e}"));
+        let server = read.as_ref().ok().and_then(server_of);
         Registration {
             cluster: cluster.to_owned(),
             origin,
             kubeconfig,
             read,
+            server,
         }
     }
 }
@@ -96,6 +100,51 @@ impl fmt::Debug for Registration {
             .field("read", &self.read.as_ref().map(|_| "ok"))
             .finish()
     }
+}
+
+/// Longest cluster id: a Secret data key's limit.
+pub const MAX_CLUSTER_ID: usize = 253;
+
+/// Checks `id` as the API server checks a Secret data key (which is what a cluster id is):
+/// letters, digits, `-`, `_` and `.`, at most [`MAX_CLUSTER_ID`] of them.
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the cluster id is empty".to_owned());
+    }
+    if id.len() > MAX_CLUSTER_ID {
+        return Err(format!(
+            "the cluster id is {} characters, more than {MAX_CLUSTER_ID}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "the cluster id {id:?} has {c:?}: only letters, digits, '-', '_' and '.' may be used (as in a Secret data key)"
+        ));
+    }
+    Ok(())
+}
+
+/// The API server `config`'s current context names.
+fn server_of(config: &Kubeconfig) -> Option<String> {
+    let context = config.current_context.as_deref()?;
+    let named = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?;
+    config
+        .clusters
+        .iter()
+        .find(|c| c.name == named.cluster)?
+        .cluster
+        .as_ref()?
+        .server
+        .clone()
 }
 
 /// Whether `secret` carries one of the [`LABELS`] with value `"true"`.
@@ -208,13 +257,7 @@ pub fn read_kubeconfig(bytes: &[u8], trusted: bool) -> Result<Kubeconfig, String
         .find(|c| c.name == context)
         .and_then(|c| c.context.as_ref())
         .ok_or_else(|| format!("the kubeconfig has no context {context:?}"))?;
-    let server = config
-        .clusters
-        .iter()
-        .find(|c| c.name == named.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.server.as_deref());
-    if server.is_none() {
+    if server_of(&config).is_none() {
         return Err(format!(
             "the kubeconfig's cluster {:?} has no server",
             named.cluster
@@ -318,6 +361,31 @@ mod tests {
         let error =
             read_kubeconfig(b"apiVersion: v1\nkind: Config\n", false).expect_err("no context");
         assert!(error.contains("no current-context"), "{error}");
+    }
+
+    #[test]
+    fn cluster_ids_are_checked_as_secret_data_keys() {
+        for good in ["B", "cluster-b", "us_east.1"] {
+            assert_eq!(check_cluster_id(good), Ok(()), "{good}");
+        }
+        let error = check_cluster_id("b/c").expect_err("a slash");
+        assert!(
+            error.contains("'/'") && error.contains("Secret data key"),
+            "{error}"
+        );
+        assert!(check_cluster_id("").is_err());
+        let long = "b".repeat(MAX_CLUSTER_ID + 1);
+        assert!(
+            check_cluster_id(&long)
+                .expect_err("too long")
+                .contains("253")
+        );
+        let read = Registration::new(
+            "B",
+            Origin::File("b".into()),
+            kubeconfig("{token: a}").into(),
+        );
+        assert_eq!(read.server.as_deref(), Some("https://10.0.0.1:6443"));
     }
 
     #[test]

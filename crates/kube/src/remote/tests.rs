@@ -41,6 +41,7 @@ fn remotes(
         max_clusters,
         grace,
         stale,
+        bounds: crate::client::ResponseBounds::default(),
     };
     (
         RemoteClusters::new(
@@ -60,7 +61,7 @@ impl RemoteClusters {
         let mut m = self.manager();
         let found = secret::registrations(secret, &m.settings.local);
         let name = secret.metadata.name.clone().unwrap_or_default();
-        m.secrets.insert((0, name), found);
+        m.set_secret(0, name, found);
         m.reconcile();
     }
 
@@ -75,13 +76,20 @@ fn state_of(clusters: &Clusters, id: &str) -> Option<crate::clusters::ClusterSta
     clusters.list().into_iter().find(|c| c.cluster == id)
 }
 
+impl RemoteClusters {
+    fn tasks(&self) -> usize {
+        self.manager().running.values().map(|r| r.tasks.len()).sum()
+    }
+}
+
 #[tokio::test]
-async fn clusters_past_the_bound_are_shown_failing_and_take_a_freed_place() {
+async fn clusters_past_the_bound_are_refused_and_take_a_freed_place() {
     let (remotes, clusters) = remotes(1, DEFAULT_GRACE, StaleEndpoints::Remove);
     remotes.set_secret(&secret("remote", &["B", "C"]));
-    let c = state_of(&clusters, "C").expect("C is listed");
-    assert_eq!(c.state, State::Failing);
-    let error = c.error.expect("why");
+    assert!(state_of(&clusters, "C").is_none(), "C is not watched");
+    let refused = clusters.refused();
+    assert_eq!(refused.count, 1);
+    let error = &refused.examples[0].reason;
     assert!(error.contains("--max-remote-clusters (1)"), "{error}");
     assert!(
         error.starts_with("Secret istio-system/remote key C"),
@@ -97,28 +105,48 @@ async fn clusters_past_the_bound_are_shown_failing_and_take_a_freed_place() {
     // B goes: C takes its place.
     remotes.set_secret(&secret("remote", &["C"]));
     assert!(state_of(&clusters, "B").is_none());
-    let c = state_of(&clusters, "C").expect("C is listed");
-    assert!(
-        !c.error
-            .unwrap_or_default()
-            .contains("--max-remote-clusters")
-    );
+    assert!(state_of(&clusters, "C").is_some());
+    assert_eq!(clusters.refused().count, 0);
     remotes.delete_secret("remote");
     assert!(clusters.list().is_empty());
 }
 
 #[tokio::test]
-async fn a_second_registration_of_an_id_and_the_local_id_are_ignored() {
+async fn a_secret_with_thousands_of_keys_holds_no_more_than_the_bound() {
+    let (remotes, clusters) = remotes(2, DEFAULT_GRACE, StaleEndpoints::Remove);
+    let keys: Vec<String> = (0..5000).map(|i| format!("c{i:04}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    remotes.set_secret(&secret("many", &keys));
+    assert_eq!(clusters.list().len(), 2);
+    // Each running cluster: its connection and the grace period's supervisor.
+    assert_eq!(remotes.tasks(), 4);
+    let refused = clusters.refused();
+    assert_eq!(refused.count, 4998);
+    assert_eq!(refused.examples.len(), crate::clusters::REFUSED_EXAMPLES);
+}
+
+#[tokio::test]
+async fn a_running_registration_keeps_its_id_against_a_later_secret_sorting_first() {
     let (remotes, clusters) = remotes(8, DEFAULT_GRACE, StaleEndpoints::Remove);
     remotes.set_secret(&secret("first", &["B", "Kubernetes"]));
     remotes.set_secret(&secret("second", &["B"]));
+    // Sorts before "first", arrives after it.
+    remotes.set_secret(&secret("a-later", &["B"]));
     let ids: Vec<String> = clusters.list().into_iter().map(|c| c.cluster).collect();
     assert_eq!(ids, ["B"]);
     assert_eq!(
         state_of(&clusters, "B").expect("B").origin,
         "Secret istio-system/first key B"
     );
-    // The first goes: the second registration is used.
+    let refused = clusters.refused();
+    assert_eq!(refused.count, 2);
+    assert!(
+        refused.examples.iter().any(|r| r.reason
+            == "Secret istio-system/a-later key B: cluster B is already registered by Secret istio-system/first key B; this registration is not used"),
+        "{refused:?}"
+    );
+    remotes.delete_secret("a-later");
+    // The first goes: the next to have arrived is used.
     remotes.delete_secret("first");
     assert_eq!(
         state_of(&clusters, "B").expect("B").origin,
@@ -192,4 +220,35 @@ async fn with_keep_an_unreachable_clusters_objects_stay_after_the_grace_period()
     remotes.set_secret(&secret("remote", &["B"]));
     let status = wait_for_stale(&clusters, "B").await;
     assert_eq!(status.stale, Some(Stale::Kept));
+}
+
+#[tokio::test]
+async fn a_bad_edit_of_a_working_secret_keeps_the_cluster_running() {
+    let (remotes, clusters) = remotes(8, DEFAULT_GRACE, StaleEndpoints::Remove);
+    remotes.set_secret(&secret("remote", &["B"]));
+    let before = remotes.manager().running["B"].tasks[0].id();
+    let mut bad = secret("remote", &["B"]);
+    bad.data = Some([("B".to_owned(), ByteString(b"clusters: [".to_vec()))].into());
+    remotes.set_secret(&bad);
+    assert_eq!(
+        remotes.manager().running["B"].tasks[0].id(),
+        before,
+        "not restarted"
+    );
+    assert_eq!(
+        state_of(&clusters, "B").expect("B still runs").origin,
+        "Secret istio-system/remote key B"
+    );
+    let refused = clusters.refused();
+    assert_eq!(refused.count, 1, "{refused:?}");
+    let reason = &refused.examples[0].reason;
+    assert!(
+        reason.starts_with("Secret istio-system/remote key B: ")
+            && reason.ends_with("goes on running with its previous kubeconfig"),
+        "{reason}"
+    );
+    // Mended: nothing refused, and the same kubeconfig does not restart it.
+    remotes.set_secret(&secret("remote", &["B"]));
+    assert_eq!(clusters.refused().count, 0);
+    assert_eq!(remotes.manager().running["B"].tasks[0].id(), before);
 }

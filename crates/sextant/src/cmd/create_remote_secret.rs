@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    config::{KubeConfigOptions, Kubeconfig, KubeconfigError},
 };
 use serde_json::{Value, json};
 
@@ -35,6 +35,9 @@ pub const SECRET_PREFIX: &str = "istio-remote-secret-";
 /// What the ClusterRole and its binding are named, followed by the namespace: two control
 /// planes in different namespaces of one remote cluster do not share them.
 const READER_PREFIX: &str = "sextant-reader-";
+/// The config cluster's id (Istio's default `CLUSTER_ID`, which `sextant serve` uses): the
+/// control plane refuses a remote cluster registered under it.
+const CONFIG_CLUSTER_ID: &str = "Kubernetes";
 /// How long to wait for the remote API server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for one answer of the remote API server.
@@ -57,10 +60,27 @@ pub fn run(args: CreateRemoteSecretArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// `error` and its causes, each said once: many errors (kube's, io's) print their cause in
+/// their own text and name it as their source too, and `{:#}` would print it twice.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Prepares the remote cluster and returns the Secret, as YAML.
@@ -119,12 +139,25 @@ pub struct ClusterAccess {
 
 /// The kubeconfig at `path`, or as kubectl finds one (`KUBECONFIG`, else `~/.kube/config`).
 fn load_kubeconfig(path: Option<&Path>) -> anyhow::Result<Kubeconfig> {
-    match path {
-        Some(path) => Kubeconfig::read_from(path)
-            .with_context(|| format!("reading the kubeconfig {}", path.display())),
-        None => Kubeconfig::read()
-            .context("reading the kubeconfig (KUBECONFIG, else ~/.kube/config; or --kubeconfig)"),
-    }
+    let (read, whence) = match path {
+        Some(path) => (Kubeconfig::read_from(path), ""),
+        None => (
+            Kubeconfig::read(),
+            " (from KUBECONFIG, else ~/.kube/config; or give --kubeconfig)",
+        ),
+    };
+    read.map_err(|e| match e {
+        // Its text names the path (Debug-quoted) and the cause, and its source is the cause.
+        KubeconfigError::ReadConfig(cause, path) => {
+            anyhow::anyhow!("reading the kubeconfig {}{whence}: {cause}", path.display())
+        }
+        e => {
+            let which = path
+                .map(|p| format!(" {}", p.display()))
+                .unwrap_or_default();
+            anyhow::Error::new(e).context(format!("reading the kubeconfig{which}{whence}"))
+        }
+    })
 }
 
 /// The cluster of `context` (or of the current context), with its CA read in.
@@ -474,6 +507,13 @@ pub fn render_secret(name: &str, namespace: &str, kubeconfig: &Value) -> String 
 /// A cluster's name becomes a Secret's data key, an annotation and part of the Secret's name:
 /// lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit.
 fn check_cluster_name(name: &str) -> anyhow::Result<()> {
+    if name == CONFIG_CLUSTER_ID {
+        anyhow::bail!(
+            "--name {name}: this id is reserved for the control plane's own (config) cluster, \
+             which a remote cluster cannot be registered as; name the remote cluster by an id of \
+             its own (lowercase, e.g. --name west)"
+        );
+    }
     let max = 253 - SECRET_PREFIX.len();
     let valid = !name.is_empty()
         && name.len() <= max

@@ -145,6 +145,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_level,
         lease_namespace,
         lease_duration_seconds,
+        max_list_bytes,
         webhook_port,
         webhook_config,
         service_name,
@@ -187,11 +188,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(debounce_max_ms),
     );
     let (updates_tx, updates_rx) = watch::channel(0);
-    let client = match config_dir {
-        Some(_) => None,
-        None => Some(kube::Client::try_default().await.context(
-            "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
-        )?),
+    // Every API server response is bounded (after `configure`: watch events by the input
+    // bound).
+    let bounds = sextant_kube::client::ResponseBounds::new(max_list_bytes);
+    tracing::info!(
+        ?bounds,
+        page_size = sextant_kube::client::PAGE_SIZE,
+        "API server response bounds"
+    );
+    let (client, server) = match config_dir {
+        Some(_) => (None, None),
+        None => {
+            let (client, server) = sextant_kube::client::infer(bounds).await.context(
+                "no --config-dir, and no Kubernetes configuration (in-cluster or KUBECONFIG)",
+            )?;
+            (Some(client), Some(server))
+        }
     };
     // Flag > mesh config > default, for the trust domain read once here and the root
     // namespace the index re-decides at every publish.
@@ -224,6 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 crate::cli::StaleEndpoints::Remove => remote::StaleEndpoints::Remove,
                 crate::cli::StaleEndpoints::Keep => remote::StaleEndpoints::Keep,
             },
+            bounds,
         },
         index.clone(),
         events_tx.clone(),
@@ -311,13 +324,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     match (config_dir, client) {
         (Some(config_dir), _) => {
-            clusters.insert(Cluster::fixed(
-                CLUSTER_ID,
-                format!("directory {}", config_dir.display()),
-            ));
+            let local = Cluster::fixed(CLUSTER_ID, format!("directory {}", config_dir.display()));
+            clusters.insert(local.clone());
             let mut dir = DirSource::new(config_dir, namespace, index)
                 .max_file_bytes(input.max_input_bytes as u64)
-                .counters(metrics.dir.clone());
+                .counters(metrics.dir.clone())
+                .cluster(local);
             if let Some(file) = mesh_config {
                 dir = dir.mesh_config_file(file);
             }
@@ -339,6 +351,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 events_tx,
                 metrics.kube.clone(),
             );
+            if let Some(server) = server {
+                cluster.cluster().set_server(server);
+            }
             clusters.insert(cluster.cluster());
             // Remote clusters are not waited for: one that never answers must not keep the
             // control plane from serving.

@@ -1,7 +1,9 @@
-//! TokenReview answers kept for a while, keyed by a SHA-256 of the cluster id and the token
-//! (the token itself is not kept): a proxy reconnecting is not reviewed again, and a token
-//! the API server refused is refused again at once for a short while. The cluster is part of
-//! the key because each cluster's API server vouches only for its own tokens.
+//! TokenReview answers kept for a while, keyed by a SHA-256 of the cluster id, its
+//! registration and the token (the token itself is not kept): a proxy reconnecting is not
+//! reviewed again, and a token the API server refused is refused again at once for a short
+//! while. The cluster is part of the key because each cluster's API server vouches only for
+//! its own tokens, and its registration because a cluster registered again may name another
+//! API server, which has vouched for nothing yet.
 
 use std::{
     collections::HashMap,
@@ -15,15 +17,17 @@ use base64::Engine;
 /// refused by a passing API server fault is accepted soon after.
 pub const REFUSAL_TTL: Duration = Duration::from_secs(10);
 
-/// A token's key: the SHA-256 of its cluster and itself.
+/// A token's key: the SHA-256 of its cluster, the cluster's registration and itself.
 pub type Key = [u8; 32];
 
-/// The key of `token` presented as one of cluster `cluster`'s.
-pub fn key(cluster: &str, token: &str) -> Key {
+/// The key of `token` presented as one of cluster `cluster`'s, registration `registration`
+/// of it (see `queues::Queue::registration`).
+pub fn key(cluster: &str, registration: u64, token: &str) -> Key {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     // A cluster id is a Secret's data key: it holds no NUL, so the split is unambiguous.
     context.update(cluster.as_bytes());
     context.update(&[0]);
+    context.update(&registration.to_be_bytes());
     context.update(token.as_bytes());
     let digest = context.finish();
     let mut key = [0; 32];
@@ -140,7 +144,7 @@ mod tests {
     }
 
     fn local(token: &str) -> Key {
-        key("Kubernetes", token)
+        key("Kubernetes", 0, token)
     }
 
     fn who() -> (String, String) {
@@ -178,13 +182,15 @@ mod tests {
     }
 
     #[test]
-    fn the_same_token_of_two_clusters_has_two_keys() {
-        assert_ne!(key("Kubernetes", "t"), key("B", "t"));
-        assert_ne!(key("B", "at"), key("Ba", "t"));
+    fn the_same_token_of_two_clusters_or_registrations_has_two_keys() {
+        assert_ne!(key("Kubernetes", 0, "t"), key("B", 0, "t"));
+        assert_ne!(key("B", 0, "at"), key("Ba", 0, "t"));
         let cache = ReviewCache::new(10, Duration::from_secs(300));
         let now = Instant::now();
-        cache.accept(key("B", "t"), "t", who(), now);
+        cache.accept(key("B", 1, "t"), "t", who(), now);
         assert_eq!(cache.get(&local("t"), now), None);
+        // Registered again (perhaps with another API server): reviewed again.
+        assert_eq!(cache.get(&key("B", 2, "t"), now), None);
     }
 
     #[test]

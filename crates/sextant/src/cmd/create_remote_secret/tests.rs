@@ -189,3 +189,53 @@ fn the_cluster_role_reads_what_the_control_plane_watches() {
     assert!(grants("authentication.k8s.io", "tokenreviews", "create"));
     assert!(!grants("", "secrets", "get"));
 }
+
+#[test]
+fn the_help_names_every_resource_the_cluster_role_grants() {
+    use clap::CommandFactory;
+    let mut cli = crate::cli::Cli::command();
+    let command = cli
+        .find_subcommand_mut("create-remote-secret")
+        .expect("the subcommand");
+    let help = command.render_long_help().to_string().to_lowercase();
+    for rule in reader_rules() {
+        for resource in rule.resources.unwrap_or_default() {
+            assert!(
+                help.contains(&resource),
+                "the help does not name {resource}: {help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_config_clusters_id_is_refused_as_a_remote_clusters_name() {
+    let e = check_cluster_name("Kubernetes").expect_err("reserved");
+    assert!(
+        e.to_string()
+            .contains("reserved for the control plane's own (config) cluster"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_is_named_once_with_its_cause_once() {
+    let e = load_kubeconfig(Some(Path::new("/nonexistent"))).expect_err("no such file");
+    let text = message(&e);
+    assert_eq!(
+        text,
+        "reading the kubeconfig /nonexistent: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn an_error_whose_text_holds_its_cause_says_the_cause_once() {
+    let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+    let e = anyhow::Error::new(KubeconfigError::ReadConfig(io, "/x".into())).context("loading");
+    let text = message(&e);
+    assert_eq!(text.matches("gone").count(), 1, "{text}");
+    assert!(
+        text.starts_with("loading: failed to read kubeconfig"),
+        "{text}"
+    );
+}
