@@ -631,6 +631,21 @@ fn another_networks_endpoints_are_reached_through_its_east_west_gateway() {
         BTreeSet::from([format!("{gateway_ip}:15443").as_str()]),
         "{clusters}"
     );
+    // Sextant's own view of the connected client says the same.
+    let node = format!(
+        "sidecar~{}~client-0.default~default.svc.cluster.local",
+        ip(net, 10)
+    );
+    let dump = http_get(
+        mesh.serve.admin_addr(),
+        &format!("/debug/config_dump?proxy={node}"),
+    )
+    .unwrap_or_default();
+    assert!(
+        dump.contains(&format!("\"{gateway_ip}\""))
+            && !dump.contains(&format!("\"{}\"", ip(net, 20))),
+        "config_dump of the connected client shows the gateway, not B's endpoint"
+    );
     let stats =
         http_get(gateway.admin, "/stats?filter=outbound_.9080_._.server").unwrap_or_default();
     assert!(

@@ -238,9 +238,22 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         id: id.clone(),
         ..Default::default()
     };
-    let proxy = match proxy_from_node(&node) {
-        Ok(p) => a.generator.complete(p),
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    // A connected proxy's configuration depends on what its stream said (metadata, locality,
+    // network, cluster): dump it for that proxy. Any other id is compiled from the id alone,
+    // and the response says so.
+    let connected = a.connections.list().iter().any(|c| c.proxy == *id);
+    let known = connected.then(|| a.generator.compiled_proxy(id)).flatten();
+    let compiled_for = if known.is_some() {
+        "connected proxy"
+    } else {
+        "node id only (not connected)"
+    };
+    let proxy = match known {
+        Some(p) => p,
+        None => match proxy_from_node(&node) {
+            Ok(p) => a.generator.complete(p),
+            Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        },
     };
     let Ok(turn) = a.dumps.clone().try_acquire_owned() else {
         a.generator.metrics.bounded("debug_dumps");
@@ -282,7 +295,10 @@ async fn config_dump(State(a): State<Admin>, Query(q): Query<HashMap<String, Str
         let _ = dump(&lists, |chunk| tx.blocking_send(Ok(chunk)).ok());
     });
     (
-        [("content-type", "application/json")],
+        [
+            ("content-type", "application/json"),
+            ("x-sextant-compiled-for", compiled_for),
+        ],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response()

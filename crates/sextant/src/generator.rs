@@ -294,6 +294,13 @@ impl XdsGenerator {
     /// The proxy's own part for `snapshot`: the one compiled for an earlier snapshot when
     /// nothing since could change it (a VirtualService or endpoint change wakes every stream,
     /// and each would otherwise compile its inbound part again), else compiled now.
+    /// The proxy as last compiled for node `id` (what its stream told: metadata, locality,
+    /// network, cluster), while its own part is kept.
+    pub fn compiled_proxy(&self, id: &str) -> Option<Proxy> {
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.get(id).map(|part| part.proxy.clone())
+    }
+
     fn own_part(&self, snapshot: &Snapshot, proxy: &Proxy) -> Arc<EncodedResources> {
         let kept = {
             let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
