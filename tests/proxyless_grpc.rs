@@ -116,7 +116,14 @@ impl Fixture {
             "sidecar~127.0.87.10~client-0.default~default.svc.cluster.local",
             "--xds-address",
             &format!("127.0.0.1:{}", serve.xds),
+            "--locality",
+            "region-a/zone-a/",
         ]));
+        let node: serde_json::Value = serde_json::from_str(&json).expect("JSON bootstrap");
+        assert_eq!(
+            node["node"]["locality"],
+            serde_json::json!({"region": "region-a", "zone": "zone-a", "sub_zone": ""})
+        );
         std::fs::write(&bootstrap, json).expect("bootstrap");
         Fixture {
             dir,

@@ -63,6 +63,7 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
             &xds_address,
             &labels,
             &meta,
+            locality.as_deref(),
             xds_root_cert.as_deref(),
             xds_cert.as_deref().zip(xds_key.as_deref()),
         );
@@ -123,6 +124,7 @@ fn grpc_bootstrap(
     xds_address: &str,
     labels: &[String],
     meta: &[String],
+    locality: Option<&str>,
     root_cert: Option<&str>,
     client: Option<(&str, &str)>,
 ) -> ExitCode {
@@ -171,7 +173,10 @@ fn grpc_bootstrap(
         }],
         "node": {
             "id": node_id,
-            "locality": {},
+            "locality": locality.map_or(json!({}), |text| {
+                let l = sextant_model::Locality::parse(text);
+                json!({"region": l.region, "zone": l.zone, "sub_zone": l.subzone})
+            }),
             "metadata": metadata,
         },
         "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
