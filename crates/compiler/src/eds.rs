@@ -91,17 +91,24 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
                 places: &places,
                 bytes: &all,
             };
+            // The effective policy is only needed when it can spread a load assignment.
+            let policy = |subset: Option<&str>| {
+                (snapshot.locality_aware && rule.is_some())
+                    .then(|| policy::effective(rule, subset, port.port))
+            };
             if wanted.contains(&name) {
-                let policy = policy::effective(rule, None, port.port);
-                out.push(assembly.assemble(name, None, &Spread::of(&policy)));
+                out.push(assembly.assemble(name, None, &Spread::of(policy(None).as_ref())));
             }
             if let Some(dr) = rule {
                 for subset in &dr.subsets {
                     let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
                     if wanted.contains(&name) {
-                        let policy = policy::effective(rule, Some(&subset.name), port.port);
-                        let spread = Spread::of(&policy);
-                        out.push(assembly.assemble(name, Some(&subset.labels), &spread));
+                        let policy = policy(Some(&subset.name));
+                        out.push(assembly.assemble(
+                            name,
+                            Some(&subset.labels),
+                            &Spread::of(policy.as_ref()),
+                        ));
                     }
                 }
             }

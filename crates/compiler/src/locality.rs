@@ -36,8 +36,11 @@ pub(crate) struct Spread<'a> {
 }
 
 impl<'a> Spread<'a> {
-    /// What the effective traffic policy of a cluster asks for.
-    pub(crate) fn of(policy: &'a TrafficPolicy) -> Spread<'a> {
+    /// What the effective traffic policy of a cluster asks for (nothing without one).
+    pub(crate) fn of(policy: Option<&'a TrafficPolicy>) -> Spread<'a> {
+        let Some(policy) = policy else {
+            return Spread::default();
+        };
         let lb: Option<&LocalityLb> = policy
             .load_balancer
             .as_ref()
