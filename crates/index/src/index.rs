@@ -123,8 +123,8 @@ pub struct Index {
     services: BTreeMap<Key, Arc<sextant_model::Service>>,
     /// East-west gateways changed: every endpoint list may look different from other networks.
     gateways_changed: bool,
-    /// The published workload maps (every cluster's, merged; each remote cluster's), until
-    /// a Pod changes.
+    /// The published workload maps (the config cluster's; each remote cluster's), until a Pod
+    /// changes.
     workloads: Option<Workloads>,
     virtual_services: BTreeMap<Key, Arc<VirtualService>>,
     destination_rules: BTreeMap<Key, Arc<DestinationRule>>,
@@ -489,7 +489,7 @@ impl Index {
             Some(w) => w.clone(),
             None => {
                 let w = (
-                    Arc::new(self.merged_workloads()),
+                    Arc::new(self.clusters[&self.cluster_id].pods.clone()),
                     Arc::new(self.remote_workloads()),
                 );
                 self.workloads = Some(w.clone());

@@ -28,10 +28,9 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Endpoints by service host name.
     pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
-    /// Workloads by `(namespace, name)`: every cluster's, the config cluster's first when two
-    /// clusters have a Pod of the same name.
+    /// The config cluster's workloads by `(namespace, name)`.
     pub workloads: Arc<Workloads>,
-    /// Each remote cluster's own workloads, by cluster id, for its proxies.
+    /// Each remote cluster's workloads, by cluster id.
     pub remote_workloads: Arc<BTreeMap<String, Workloads>>,
     /// VirtualServices with delegates merged in, ordered by creation time, name, namespace.
     pub virtual_services: Vec<Arc<VirtualService>>,
@@ -443,24 +442,30 @@ impl Snapshot {
         None
     }
 
-    /// The workload behind a proxy, by pod name and namespace.
+    /// The workload behind a proxy, by pod name and namespace: the config cluster's Pod, else
+    /// the first remote cluster's (by id) of that name.
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
-        self.workloads.get(&(namespace.to_owned(), name.to_owned()))
+        let key = (namespace.to_owned(), name.to_owned());
+        self.workloads.get(&key).or_else(|| {
+            self.remote_workloads
+                .values()
+                .find_map(|pods| pods.get(&key))
+        })
     }
 
     /// The workload behind a proxy of cluster `cluster`: that cluster's Pod when it is a
-    /// remote cluster that has one, else as [`Snapshot::workload`].
+    /// remote cluster that has one (Pod names repeat across clusters), else as
+    /// [`Snapshot::workload`].
     pub fn workload_in(
         &self,
         cluster: &str,
         namespace: &str,
         name: &str,
     ) -> Option<&Arc<Workload>> {
-        let key = (namespace.to_owned(), name.to_owned());
         self.remote_workloads
             .get(cluster)
-            .and_then(|pods| pods.get(&key))
-            .or_else(|| self.workloads.get(&key))
+            .and_then(|pods| pods.get(&(namespace.to_owned(), name.to_owned())))
+            .or_else(|| self.workload(namespace, name))
     }
 
     /// Services whose selector picks a workload with these labels in this namespace.

@@ -184,6 +184,11 @@ fn memory_child(clusters: usize) {
         "memory {before} {rss_index} {rss_snapshot} {built} {published} {} {endpoints} {}",
         snapshot.services.len(),
         snapshot.workloads.len()
+            + snapshot
+                .remote_workloads
+                .values()
+                .map(|pods| pods.len())
+                .sum::<usize>()
     );
 }
 

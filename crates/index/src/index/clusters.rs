@@ -234,28 +234,20 @@ impl Index {
             Kind::Node => r.nodes.keys().map(|n| key("", n)).collect(),
             _ => Vec::new(),
         };
+        // Namespaces and Nodes are keyed by name alone.
+        let key_of = |id: &ObjectRef| {
+            let scoped = !matches!(kind, Kind::Namespace | Kind::Node);
+            key(if scoped { &id.namespace } else { "" }, &id.name)
+        };
         let mut keep = BTreeSet::new();
         for object in objects.into_iter().filter(|o| o.kind() == kind) {
-            let id = parse::object_ref(kind, object.metadata());
-            let ns = if matches!(kind, Kind::Namespace | Kind::Node) {
-                String::new()
-            } else {
-                id.namespace
-            };
-            keep.insert((ns, id.name));
+            keep.insert(key_of(&parse::object_ref(kind, object.metadata())));
             self.apply_in(cluster, object);
         }
         for (ns, name) in existing.into_iter().filter(|k| !keep.contains(k)) {
             self.delete_in(cluster, kind, &ns, &name);
         }
-        let keeps = |id: &ObjectRef| {
-            let ns = if matches!(kind, Kind::Namespace | Kind::Node) {
-                ""
-            } else {
-                &id.namespace
-            };
-            id.kind != kind || keep.contains(&key(ns, &id.name))
-        };
+        let keeps = |id: &ObjectRef| id.kind != kind || keep.contains(&key_of(id));
         if cluster == self.cluster_id {
             self.invalid.retain(|id, _| keeps(id));
         } else if let Some(r) = self.clusters.get_mut(cluster) {
@@ -333,19 +325,6 @@ impl Index {
             a.address == b.address && a.ports == b.ports && a.cluster_id == b.cluster_id
         });
         out
-    }
-
-    /// Pods of every cluster by namespace and name, the config cluster's winning.
-    pub(super) fn merged_workloads(&self) -> std::collections::BTreeMap<Key, Arc<Workload>> {
-        let mut all = self.clusters[&self.cluster_id].pods.clone();
-        for (id, r) in &self.clusters {
-            if *id != self.cluster_id {
-                for (k, w) in &r.pods {
-                    all.entry(k.clone()).or_insert_with(|| w.clone());
-                }
-            }
-        }
-        all
     }
 
     /// Each remote cluster's Pods.
