@@ -75,6 +75,34 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// `sextant serve` watching this cluster through its kubeconfig, with `extra` flags and
+    /// its log in `log`, once ready (else the test fails, showing the log).
+    pub fn serve(
+        &self,
+        serve: &sextant_testing::Serve,
+        log: &Path,
+        extra: &[&str],
+    ) -> sextant_testing::Process {
+        let process = sextant_testing::Process(
+            serve
+                .command(&sextant_testing::sextant_bin())
+                .env("KUBECONFIG", self.kubeconfig())
+                .args(["--debounce-after-ms", "50"])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).expect("log file"))
+                .spawn()
+                .expect("sextant serve starts"),
+        );
+        if let Err(e) = serve.wait_ready(Duration::from_secs(30)) {
+            panic!(
+                "{e}\nsextant's log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        process
+    }
+
     pub fn kubectl_command(&self, kubectl: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(kubectl);
         c.env("KUBECONFIG", self.kubeconfig())

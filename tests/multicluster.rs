@@ -20,7 +20,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::Ordering,
     time::Duration,
 };
@@ -159,19 +159,10 @@ impl Clusters {
             ca.to_str().expect("utf-8"),
         ]));
         let serve = Serve::new();
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .env("KUBECONFIG", config.kubeconfig())
-                .args(["--lease-namespace", SYSTEM])
-                .args(["--ca-dir", ca.to_str().expect("utf-8")])
-                .args(["--debounce-after-ms", "50"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("sextant.log")).expect("log"))
-                .spawn()
-                .expect("sextant serve starts"),
-        );
+        let ca = ca.to_str().expect("utf-8").to_owned();
+        let mut args = vec!["--lease-namespace", SYSTEM, "--ca-dir", &ca];
+        args.extend_from_slice(extra);
+        let sextant = config.serve(&serve, &dir.join("sextant.log"), &args);
         let clusters = Clusters {
             dir,
             kubectl: k,
@@ -180,9 +171,6 @@ impl Clusters {
             serve,
             _sextant: sextant,
         };
-        if let Err(e) = clusters.serve.wait_ready(Duration::from_secs(30)) {
-            panic!("{e}\nsextant's log:\n{}", clusters.log());
-        }
         Some(clusters)
     }
 

@@ -9,7 +9,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -60,17 +60,7 @@ impl Mesh {
         std::fs::write(&manifest, REMOTE_MESH).expect("manifest");
         b.kubectl(&k, &["apply", "-f", manifest.to_str().expect("utf-8")]);
         let serve = Serve::new();
-        let sextant = Process(
-            serve
-                .command(&sextant_testing::sextant_bin())
-                .env("KUBECONFIG", a.kubeconfig())
-                .args(["--debounce-after-ms", "50"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("sextant.log")).expect("log"))
-                .spawn()
-                .expect("sextant serve starts"),
-        );
+        let sextant = a.serve(&serve, &dir.join("sextant.log"), extra);
         let mesh = Mesh {
             dir,
             kubectl: k,
@@ -80,9 +70,6 @@ impl Mesh {
             serve,
             _sextant: sextant,
         };
-        if let Err(e) = mesh.serve.wait_ready(Duration::from_secs(30)) {
-            panic!("{e}\nsextant's log:\n{}", mesh.log());
-        }
         Some(mesh)
     }
 
