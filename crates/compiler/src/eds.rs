@@ -91,24 +91,25 @@ pub fn load_assignments(ctx: &Context<'_>, wanted: &HashSet<String>) -> Vec<Enco
                 places: &places,
                 bytes: &all,
             };
-            // The effective policy is only needed when it can spread a load assignment.
-            let policy = |subset: Option<&str>| {
-                (snapshot.locality_aware && rule.is_some())
-                    .then(|| policy::effective(rule, subset, port.port))
+            // Read in place, and only when some rule can spread a load assignment.
+            let spread = |subset: Option<&str>| {
+                if !snapshot.locality_aware {
+                    return Spread::default();
+                }
+                let lb = policy::component(rule, subset, port.port, |p| p.load_balancer.as_ref());
+                let outlier =
+                    policy::component(rule, subset, port.port, |p| p.outlier_detection.as_ref());
+                Spread::new(lb.and_then(|lb| lb.locality.as_ref()), outlier.is_some())
             };
             if wanted.contains(&name) {
-                out.push(assembly.assemble(name, None, &Spread::of(policy(None).as_ref())));
+                out.push(assembly.assemble(name, None, &spread(None)));
             }
             if let Some(dr) = rule {
                 for subset in &dr.subsets {
                     let name = outbound_cluster(port.port, &subset.name, &svc.hostname);
                     if wanted.contains(&name) {
-                        let policy = policy(Some(&subset.name));
-                        out.push(assembly.assemble(
-                            name,
-                            Some(&subset.labels),
-                            &Spread::of(policy.as_ref()),
-                        ));
+                        let spread = spread(Some(&subset.name));
+                        out.push(assembly.assemble(name, Some(&subset.labels), &spread));
                     }
                 }
             }

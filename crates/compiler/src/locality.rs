@@ -15,9 +15,7 @@
 
 use std::collections::HashMap;
 
-use sextant_model::{
-    Endpoint, Locality, LocalityLb, NetworkGateway, Proxy, Snapshot, TrafficPolicy,
-};
+use sextant_model::{Endpoint, Locality, LocalityLb, NetworkGateway, Proxy, Snapshot};
 
 /// `distribute` rules: `(from, [(to, weight)])`.
 type Distribute = [(String, Vec<(String, u32)>)];
@@ -36,15 +34,8 @@ pub(crate) struct Spread<'a> {
 }
 
 impl<'a> Spread<'a> {
-    /// What the effective traffic policy of a cluster asks for (nothing without one).
-    pub(crate) fn of(policy: Option<&'a TrafficPolicy>) -> Spread<'a> {
-        let Some(policy) = policy else {
-            return Spread::default();
-        };
-        let lb: Option<&LocalityLb> = policy
-            .load_balancer
-            .as_ref()
-            .and_then(|l| l.locality.as_ref());
+    /// What a cluster's effective locality settings and outlier detection ask for.
+    pub(crate) fn new(lb: Option<&'a LocalityLb>, outlier: bool) -> Spread<'a> {
         // The mesh's default `localityLbSetting` is enabled with no rules.
         if lb.is_some_and(|l| l.enabled == Some(false)) {
             return Spread::default();
@@ -54,7 +45,7 @@ impl<'a> Spread<'a> {
                 distribute: Some(&l.distribute),
                 ..Spread::default()
             },
-            _ if policy.outlier_detection.is_some() => Spread {
+            _ if outlier => Spread {
                 distribute: None,
                 failover: true,
                 failover_regions: lb.map_or(&[][..], |l| &l.failover),
@@ -301,6 +292,39 @@ mod tests {
         distribute(&l("r/a/x"), &mut groups, &rules);
         let weights: Vec<u32> = groups.iter().map(|g| g.weight).collect();
         assert_eq!(weights, [80, 20, 0]);
+    }
+
+    #[test]
+    fn components_read_in_place_are_the_effective_policys() {
+        let rule = serde_json::json!({"apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule", "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"host": "reviews", "trafficPolicy": {
+                "outlierDetection": {"consecutive5xxErrors": 1},
+                "loadBalancer": {"localityLbSetting": {"failover": [{"from": "a", "to": "b"}]}},
+                "portLevelSettings": [{"port": {"number": 9090},
+                    "loadBalancer": {"simple": "RANDOM"}}]},
+              "subsets": [
+                {"name": "plain", "labels": {"v": "1"},
+                 "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}},
+                {"name": "bare", "labels": {"v": "2"}}]}});
+        let mut index = sextant_index::Index::default();
+        index.apply(sextant_index::Object::from_json(rule, "default").expect("object"));
+        let (snapshot, _) = index.publish();
+        let dr = snapshot.destination_rules.first().map(|d| &**d);
+        for subset in [None, Some("plain"), Some("bare"), Some("none")] {
+            for port in [9080, 9090] {
+                let effective = crate::policy::effective(dr, subset, port);
+                let lb = crate::policy::component(dr, subset, port, |p| p.load_balancer.as_ref());
+                let od =
+                    crate::policy::component(dr, subset, port, |p| p.outlier_detection.as_ref());
+                assert_eq!(lb, effective.load_balancer.as_ref(), "{subset:?} {port}");
+                assert_eq!(
+                    od,
+                    effective.outlier_detection.as_ref(),
+                    "{subset:?} {port}"
+                );
+            }
+        }
     }
 
     #[test]

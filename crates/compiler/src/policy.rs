@@ -72,6 +72,27 @@ pub fn effective(dr: Option<&DestinationRule>, subset: Option<&str>, port: u16) 
     policy
 }
 
+/// One of the port-level components (load balancer, connection pool, outlier detection,
+/// TLS) of the policy [`effective`] resolves, read in place: the subset's (its port-level
+/// settings replacing it for `port`) when it has one, else the rule's.
+pub fn component<'a, T>(
+    dr: Option<&'a DestinationRule>,
+    subset: Option<&str>,
+    port: u16,
+    get: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let dr = dr?;
+    let at_port = |tp: &'a TrafficPolicy| match tp.port_level.iter().find(|(p, _)| *p == port) {
+        Some((_, pl)) => get(pl),
+        None => get(tp),
+    };
+    subset
+        .and_then(|name| dr.subsets.iter().find(|s| s.name == name))
+        .and_then(|s| s.traffic_policy.as_ref())
+        .and_then(at_port)
+        .or_else(|| dr.traffic_policy.as_ref().and_then(at_port))
+}
+
 /// The consistent hash an HTTP route to this destination hashes by, as Istio's
 /// `HashForHTTPDestination` picks it: the subset's port-level settings, the subset's, the
 /// rule's port-level settings, then the rule's; the first that asks for consistent hashing
