@@ -174,7 +174,7 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
         let (gateway, server) = slot.servers[0];
         if server.protocol.is_http() {
             chains.push(FilterChain {
-                filters: vec![lds::gateway_hcm(
+                filters: vec![crate::hcm::gateway_hcm(
                     format!("outbound_{name}"),
                     http_route_name(slot),
                 )],
@@ -195,7 +195,7 @@ fn listener(ctx: &Context<'_>, slot: &Slot<'_>) -> Option<Listener> {
                 chains.push(FilterChain {
                     filter_chain_match: Some(sni_match(server)),
                     transport_socket: Some(downstream_tls(&tls, true)),
-                    filters: vec![lds::gateway_hcm(
+                    filters: vec![crate::hcm::gateway_hcm(
                         stat,
                         https_route_name(gateway, server, slot.bind),
                     )],

@@ -7,39 +7,35 @@ use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::{
     config::{
-        core::v3::{CidrRange, TrafficDirection},
+        core::v3::TrafficDirection,
         listener::v3::{
             Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
             listener_filter,
         },
-        route::v3::{
-            RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
-            route_action, route_match,
-        },
     },
     extensions::filters::{
-        http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router},
         listener::{
             http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
             tls_inspector::v3::TlsInspector,
         },
         network::{
-            http_connection_manager::v3::{
-                HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
-            },
+            http_connection_manager::v3::{HttpFilter, http_filter},
             tcp_proxy::v3::{TcpProxy, tcp_proxy},
         },
     },
     r#type::v3::{HashPolicy, hash_policy},
 };
-use sextant_model::{L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedDestination};
+use sextant_model::{
+    Interception, L4Match, Protocol, Service, ServicePort, TcpRoute, WeightedDestination,
+};
 
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
     egress,
+    hcm::{inbound_hcm, outbound_hcm},
     inbound::{self, Accept},
     policy,
-    proto::{ads, any, boolv, ip_socket, seconds, socket, u32v},
+    proto::{any, boolv, ip_socket, socket, u32v},
 };
 
 /// Istio's outbound capture port.
@@ -65,7 +61,7 @@ pub fn listeners(ctx: &Context<'_>) -> Vec<Listener> {
     out
 }
 
-fn network_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> Filter {
+pub(crate) fn network_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> Filter {
     Filter {
         name: name.to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(any(config))),
@@ -89,141 +85,6 @@ pub(crate) fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &
         config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
         ..Default::default()
     }
-}
-
-/// An HTTP connection manager with Istio's settings and the fault, CORS and router filters.
-fn hcm(
-    stat_prefix: String,
-    routes: http_connection_manager::RouteSpecifier,
-    outbound: bool,
-) -> Filter {
-    network_filter(
-        "envoy.filters.network.http_connection_manager",
-        &hcm_config(stat_prefix, routes, outbound),
-    )
-}
-
-/// A gateway's HTTP connection manager with routes from RDS `route_name`: the client's
-/// address is the connection's, and the client certificate's details replace whatever
-/// `x-forwarded-client-cert` the client sent (Istio's gateway defaults).
-pub(crate) fn gateway_hcm(stat_prefix: String, route_name: String) -> Filter {
-    let mut hcm = hcm_config(
-        stat_prefix,
-        http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: route_name,
-        }),
-        true,
-    );
-    hcm.use_remote_address = Some(boolv(true));
-    hcm.forward_client_cert_details =
-        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
-    hcm.set_current_client_cert_details =
-        Some(http_connection_manager::SetCurrentClientCertDetails {
-            subject: Some(boolv(true)),
-            cert: true,
-            dns: true,
-            uri: true,
-            ..Default::default()
-        });
-    network_filter("envoy.filters.network.http_connection_manager", &hcm)
-}
-
-fn hcm_config(
-    stat_prefix: String,
-    routes: http_connection_manager::RouteSpecifier,
-    outbound: bool,
-) -> HttpConnectionManager {
-    let mut hcm = HttpConnectionManager {
-        codec_type: http_connection_manager::CodecType::Auto as i32,
-        stat_prefix,
-        route_specifier: Some(routes),
-        http_filters: vec![
-            http_filter("envoy.filters.http.fault", &HttpFault::default()),
-            http_filter("envoy.filters.http.cors", &Cors {}),
-            http_filter("envoy.filters.http.router", &Router::default()),
-        ],
-        use_remote_address: Some(boolv(false)),
-        normalize_path: Some(boolv(true)),
-        path_with_escaped_slashes_action: if outbound {
-            http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32
-        } else {
-            0
-        },
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".to_owned(),
-            ..Default::default()
-        }],
-        stream_idle_timeout: Some(seconds(0)),
-        server_name: "istio-envoy".to_owned(),
-        ..Default::default()
-    };
-    // Inbound, the peer's identity reaches the application (Istio's sidecar defaults); Envoy
-    // drops the header from plaintext connections.
-    if !outbound {
-        hcm.forward_client_cert_details =
-            http_connection_manager::ForwardClientCertDetails::AppendForward as i32;
-        hcm.set_current_client_cert_details =
-            Some(http_connection_manager::SetCurrentClientCertDetails {
-                subject: Some(boolv(true)),
-                uri: true,
-                dns: true,
-                ..Default::default()
-            });
-    }
-    hcm
-}
-
-/// Outbound HTTP connection manager with routes from RDS `port`.
-fn outbound_hcm(port: u16) -> Filter {
-    hcm(
-        format!("outbound_0.0.0.0_{port}"),
-        http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: port.to_string(),
-        }),
-        true,
-    )
-}
-
-/// Inbound HTTP connection manager with an inline route to `inbound|PORT||`.
-fn inbound_hcm(target: u16) -> Filter {
-    let cluster = inbound_cluster(target);
-    let routes = RouteConfiguration {
-        name: cluster.clone(),
-        virtual_hosts: vec![VirtualHost {
-            name: format!("inbound|http|{target}"),
-            domains: vec!["*".to_owned()],
-            routes: vec![Route {
-                name: "default".to_owned(),
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        cluster.clone(),
-                    )),
-                    timeout: Some(seconds(0)),
-                    retry_policy: Some(RetryPolicy {
-                        retry_on: "reset-before-request".to_owned(),
-                        num_retries: Some(u32v(2)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        validate_clusters: Some(boolv(false)),
-        ..Default::default()
-    };
-    hcm(
-        format!("inbound_0.0.0.0_{target}"),
-        http_connection_manager::RouteSpecifier::RouteConfig(routes),
-        false,
-    )
 }
 
 /// A TCP proxy to one cluster or several weighted ones; with `source_ip`, connections are
@@ -285,6 +146,13 @@ fn intercepted(ctx: &Context<'_>) -> Vec<Listener> {
         return out;
     }
     out.push(virtual_outbound(ctx));
+    if ctx.proxy.interception == Interception::Tproxy {
+        // TPROXY keeps the original addresses on the socket: the capture listeners must be
+        // transparent (Istio's `buildVirtualOutboundListener`, `buildVirtualInboundListener`).
+        for l in &mut out {
+            l.transparent = Some(boolv(true));
+        }
+    }
     let mut http_ports = BTreeSet::new();
     // TCP listeners by VIP and port, with the service that claims each: services of several
     // clusters (or ServiceEntries) can share a VIP, and the oldest service wins, as in
@@ -418,7 +286,7 @@ fn tcp_chains(ctx: &Context<'_>, svc: &Service, port: &ServicePort) -> Vec<Filte
                         name: format!("tls-{i}"),
                         filter_chain_match: Some(FilterChainMatch {
                             server_names: m.sni_hosts.clone(),
-                            prefix_ranges: cidrs(&m.destination_subnets),
+                            prefix_ranges: crate::proto::cidrs(&m.destination_subnets),
                             ..Default::default()
                         }),
                         filters: vec![proxy(&rule.route)],
@@ -466,21 +334,6 @@ pub(crate) fn l4_applies(ctx: &Context<'_>, m: &L4Match, port: u16) -> bool {
         &m.gateways,
         port,
     )
-}
-
-fn cidrs(subnets: &[String]) -> Vec<CidrRange> {
-    subnets
-        .iter()
-        .filter_map(|s| {
-            let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-            let ip: std::net::IpAddr = ip.parse().ok()?;
-            let len = len.parse().unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
-            Some(CidrRange {
-                address_prefix: ip.to_string(),
-                prefix_len: Some(u32v(len)),
-            })
-        })
-        .collect()
 }
 
 /// Istio's capture listener: connections to itself go to the black hole, the rest to the
@@ -584,6 +437,19 @@ fn virtual_inbound(ctx: &Context<'_>) -> Listener {
         "envoy.filters.listener.original_dst",
         &OriginalDst {},
     )];
+    if ctx.proxy.interception == Interception::Tproxy {
+        // The application sees the caller's address; packets marked 1337 route back through
+        // the capture rules' policy routing (Istio's `original_src` with mark 1337).
+        use envoy_types::pb::envoy::extensions::filters::listener::original_src::v3::OriginalSrc;
+        let mark = OriginalSrc {
+            mark: 1337,
+            ..Default::default()
+        };
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.original_src",
+            &mark,
+        ));
+    }
     listener_filters.extend(inbound::tls_inspector(
         &tls_ports,
         &plain_ports,

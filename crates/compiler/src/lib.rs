@@ -21,6 +21,7 @@ mod egress;
 mod gateway;
 mod gateway_routes;
 mod grpc;
+mod hcm;
 mod inbound;
 pub mod json;
 mod lds;

@@ -185,3 +185,20 @@ pub fn ip_text(ip: std::net::IpAddr, out: &mut String) {
         }
     }
 }
+
+/// Envoy CIDR ranges of `ADDRESS[/LEN]` texts; a text that is not one is left out (the
+/// validator has reported it).
+pub fn cidrs(subnets: &[String]) -> Vec<envoy_types::pb::envoy::config::core::v3::CidrRange> {
+    subnets
+        .iter()
+        .filter_map(|s| {
+            let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+            let ip: std::net::IpAddr = ip.parse().ok()?;
+            let len = len.parse().unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
+            Some(envoy_types::pb::envoy::config::core::v3::CidrRange {
+                address_prefix: ip.to_string(),
+                prefix_len: Some(u32v(len)),
+            })
+        })
+        .collect()
+}
