@@ -1,10 +1,24 @@
-//! Calls to registered validating admission webhooks before an object is stored, as the API
-//! server makes them: every ValidatingWebhookConfiguration whose rules match the operation,
-//! group, version and resource is sent an `AdmissionReview` over HTTPS (trusting its
-//! `caBundle`); a denial fails the request with the webhook's message, and a webhook that
-//! cannot be reached fails it too unless its `failurePolicy` is `Ignore`. Only `clientConfig.url`
-//! is supported (a `service` reference has no cluster network to resolve here); selectors
-//! (`namespaceSelector`, `objectSelector`) and `matchConditions` are not evaluated.
+//! Calls to admission webhooks before an object is stored, as the API server makes them:
+//! first every MutatingWebhookConfiguration's webhooks (configurations in name order, webhooks
+//! in their order), each seeing the object as the previous ones patched it, then every
+//! ValidatingWebhookConfiguration's. A webhook is called when one of its `rules` matches the
+//! operation, group, version, resource and `scope`, its `namespaceSelector` matches the labels
+//! of the object's Namespace as stored (of the object itself for a Namespace; cluster-scoped
+//! objects always match) and its `objectSelector` the object's labels (or the old object's,
+//! on UPDATE). It is sent an `AdmissionReview` v1 over HTTPS (trusting its `caBundle`); a
+//! denial fails the request with the webhook's message, and a webhook that cannot be reached,
+//! times out (`timeoutSeconds`, 10 by default) or answers something other than a review of
+//! this request fails it too unless its `failurePolicy` is `Ignore`. A mutating webhook's
+//! `JSONPatch` is applied (`json_patch`); a patch that does not apply, or leaves an object
+//! that is not a valid one of its kind, fails the request whatever the failure policy, naming
+//! the webhook. Stricter than the API server, which drops them, an unknown field a patch adds
+//! is such a failure, so that a test of a webhook sees its mistakes. `warnings` reach the
+//! client as `Warning` headers.
+//!
+//! Not supported: `clientConfig.service` (there is no cluster network to resolve it), so
+//! `clientConfig.url` only; `matchConditions`; `reinvocationPolicy` (each mutating webhook is
+//! called once, as with `Never`, even when a later one changed the object); `matchPolicy`
+//! (rules match the version served, never an equivalent one).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use crate::kinds::ResourceType;
+use crate::{json_patch, kinds::ResourceType, select::Selector};
 
 /// Why a request was not admitted: HTTP status, reason and message for the client.
 pub struct Denied {
@@ -27,84 +41,247 @@ pub struct Denied {
     pub message: String,
 }
 
+impl Denied {
+    /// A failure of the API server about webhook `name` (`500 InternalError`).
+    fn internal(name: &str, error: impl std::fmt::Display) -> Denied {
+        Denied {
+            code: 500,
+            reason: "InternalError".into(),
+            message: format!("Internal error occurred: webhook \"{name}\": {error}"),
+        }
+    }
+}
+
+/// One write under review: what the webhooks are told, and what they have changed so far.
+pub struct Review<'a> {
+    /// The type written.
+    pub t: &'a ResourceType,
+    /// `CREATE` or `UPDATE`.
+    pub operation: &'a str,
+    /// The object, as the mutating webhooks called so far have left it.
+    pub object: Value,
+    /// The object as stored, on UPDATE.
+    pub old: Option<&'a Value>,
+    /// The request's namespace (empty for a cluster-scoped kind).
+    pub namespace: &'a str,
+    /// The labels of that Namespace as stored (`None`: there is no such Namespace).
+    pub namespace_labels: Option<Value>,
+    /// What the webhooks warned of, for the client.
+    pub warnings: Vec<String>,
+}
+
+impl Review<'_> {
+    /// Calls the mutating webhooks of `configs` (MutatingWebhookConfigurations) in order and
+    /// applies their patches; `check` decides whether a patched object is still a valid
+    /// object of its kind (the error says why not).
+    pub async fn mutate(
+        &mut self,
+        configs: &[Value],
+        check: impl Fn(&mut Value) -> Result<(), String>,
+    ) -> Result<(), Denied> {
+        for (name, hook) in webhooks(configs) {
+            let Some(response) = self.call(name, hook).await? else {
+                continue;
+            };
+            let Some(patch) = response.get("patch").filter(|p| !p.is_null()) else {
+                continue;
+            };
+            if response["patchType"] != "JSONPatch" {
+                return Err(Denied::internal(
+                    name,
+                    format!(
+                        "the response has a patch of patchType {}: only \"JSONPatch\" is supported",
+                        response["patchType"]
+                    ),
+                ));
+            }
+            let patch: Value = patch
+                .as_str()
+                .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+                .and_then(|p| serde_json::from_slice(&p).ok())
+                .ok_or_else(|| Denied::internal(name, "the patch is not base64-encoded JSON"))?;
+            let mut object = self.object.clone();
+            json_patch::apply(&mut object, &patch)
+                .map_err(|e| Denied::internal(name, format!("JSON Patch: {e}")))?;
+            check(&mut object).map_err(|e| {
+                Denied::internal(name, format!("the patched object is not valid: {e}"))
+            })?;
+            self.object = object;
+        }
+        Ok(())
+    }
+
+    /// Calls the validating webhooks of `configs` (ValidatingWebhookConfigurations).
+    pub async fn validate(&mut self, configs: &[Value]) -> Result<(), Denied> {
+        for (name, hook) in webhooks(configs) {
+            self.call(name, hook).await?;
+        }
+        Ok(())
+    }
+
+    /// Calls `hook` when it applies: its response when it allowed the request, `None` when it
+    /// does not apply or failed and its failure policy ignores that.
+    async fn call(&mut self, name: &str, hook: &Value) -> Result<Option<Value>, Denied> {
+        if !self.applies(name, hook)? {
+            return Ok(None);
+        }
+        let t = self.t;
+        let uid = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": t.group, "version": t.version, "kind": t.kind},
+                "resource": {"group": t.group, "version": t.version, "resource": t.plural},
+                "requestKind": {"group": t.group, "version": t.version, "kind": t.kind},
+                "requestResource": {"group": t.group, "version": t.version, "resource": t.plural},
+                "name": self.object["metadata"]["name"], "namespace": self.namespace,
+                "operation": self.operation, "object": self.object,
+                "oldObject": self.old.cloned().unwrap_or(Value::Null),
+                "userInfo": {"username": "sextant-testapi"}, "dryRun": false,
+            },
+        });
+        let timeout = Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10));
+        let answered =
+            match tokio::time::timeout(timeout, call(&hook["clientConfig"], &review)).await {
+                Ok(answer) => answer.and_then(|a| response_to(a, &uid)),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
+            };
+        let response = match answered {
+            Ok(r) => r,
+            Err(error) if hook["failurePolicy"] == "Ignore" => {
+                tracing::warn!(webhook = name, %error, "webhook failed; ignored by its failurePolicy");
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(Denied {
+                    code: 500,
+                    reason: "InternalError".into(),
+                    message: format!(
+                        "Internal error occurred: failed calling webhook \"{name}\": {error}"
+                    ),
+                });
+            }
+        };
+        self.warnings.extend(
+            response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str().map(str::to_owned)),
+        );
+        if response["allowed"] != json!(true) {
+            let status = &response["status"];
+            let message = match status["message"].as_str().filter(|m| !m.is_empty()) {
+                Some(m) => format!("admission webhook \"{name}\" denied the request: {m}"),
+                None => {
+                    format!("admission webhook \"{name}\" denied the request without explanation")
+                }
+            };
+            return Err(Denied {
+                code: status["code"].as_u64().map_or(400, |c| c as u16),
+                reason: status["reason"].as_str().unwrap_or("BadRequest").to_owned(),
+                message,
+            });
+        }
+        Ok(Some(response))
+    }
+
+    /// Whether `hook` is to be called: a rule matches, then its selectors. A namespace
+    /// selector on an object whose Namespace does not exist is an error, unless the object
+    /// selector rules the hook out (the API server's order).
+    fn applies(&self, name: &str, hook: &Value) -> Result<bool, Denied> {
+        let t = self.t;
+        let ruled_in = hook["rules"].as_array().into_iter().flatten().any(|r| {
+            matches(&r["operations"], self.operation)
+                && matches(&r["apiGroups"], &t.group)
+                && matches(&r["apiVersions"], &t.version)
+                && r["resources"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|v| v == "*" || v == "*/*" || *v == t.plural))
+                && match r["scope"].as_str() {
+                    Some("Cluster") => !t.namespaced,
+                    Some("Namespaced") => t.namespaced,
+                    _ => true,
+                }
+        });
+        if !ruled_in {
+            return Ok(false);
+        }
+        let selector = |field: &str| {
+            Selector::from_object(&hook[field])
+                .map_err(|e| Denied::internal(name, format!("{field}.{e}")))
+        };
+        let namespaces = selector("namespaceSelector")?;
+        let in_namespace = if namespaces.is_empty() {
+            Ok(true)
+        } else if t.group.is_empty() && t.plural == "namespaces" {
+            Ok(namespaces.matches_labels(&self.object))
+        } else if !t.namespaced {
+            Ok(true)
+        } else {
+            match &self.namespace_labels {
+                Some(labels) => Ok(namespaces.matches(|k| labels.get(k).and_then(Value::as_str))),
+                None => Err(Denied {
+                    code: 404,
+                    reason: "NotFound".into(),
+                    message: format!("namespaces \"{}\" not found", self.namespace),
+                }),
+            }
+        };
+        if matches!(in_namespace, Ok(false)) {
+            return Ok(false);
+        }
+        let objects = selector("objectSelector")?;
+        let object_matches = objects.is_empty()
+            || [Some(&self.object), self.old]
+                .into_iter()
+                .flatten()
+                .any(|o| objects.matches_labels(o));
+        if !object_matches {
+            return Ok(false);
+        }
+        in_namespace
+    }
+}
+
+/// The webhooks of `configs`, each with its name, in the order they are called.
+fn webhooks(configs: &[Value]) -> impl Iterator<Item = (&str, &Value)> {
+    configs
+        .iter()
+        .flat_map(|c| c["webhooks"].as_array().into_iter().flatten())
+        .map(|h| (h["name"].as_str().unwrap_or_default(), h))
+}
+
 fn matches(list: &Value, value: &str) -> bool {
     list.as_array()
         .is_some_and(|l| l.iter().any(|v| v == "*" || v == value))
 }
 
-/// Runs the webhooks of `configs` (the stored ValidatingWebhookConfigurations) on `object`.
-pub async fn admit(
-    configs: &[Value],
-    t: &ResourceType,
-    operation: &str,
-    object: &Value,
-    old: Option<&Value>,
-    namespace: &str,
-) -> Result<(), Denied> {
-    for config in configs {
-        for hook in config["webhooks"].as_array().into_iter().flatten() {
-            let name = hook["name"].as_str().unwrap_or_default();
-            let applies = hook["rules"].as_array().into_iter().flatten().any(|r| {
-                matches(&r["operations"], operation)
-                    && matches(&r["apiGroups"], &t.group)
-                    && matches(&r["apiVersions"], &t.version)
-                    && matches(&r["resources"], &t.plural)
-            });
-            if !applies {
-                continue;
-            }
-            let review = json!({
-                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {
-                    "uid": format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())),
-                    "kind": {"group": t.group, "version": t.version, "kind": t.kind},
-                    "resource": {"group": t.group, "version": t.version, "resource": t.plural},
-                    "requestKind": {"group": t.group, "version": t.version, "kind": t.kind},
-                    "name": object["metadata"]["name"], "namespace": namespace,
-                    "operation": operation, "object": object,
-                    "oldObject": old.cloned().unwrap_or(Value::Null),
-                    "userInfo": {"username": "sextant-testapi"}, "dryRun": false,
-                },
-            });
-            let timeout = Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10));
-            let fail_open = hook["failurePolicy"] == "Ignore";
-            let answer = match tokio::time::timeout(timeout, call(&hook["clientConfig"], &review))
-                .await
-            {
-                Ok(Ok(a)) => a,
-                failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e,
-                        _ => format!("timed out after {timeout:?}"),
-                    };
-                    if fail_open {
-                        tracing::warn!(webhook = name, %error, "webhook failed; ignored by its failurePolicy");
-                        continue;
-                    }
-                    return Err(Denied {
-                        code: 500,
-                        reason: "InternalError".into(),
-                        message: format!(
-                            "Internal error occurred: failed calling webhook \"{name}\": {error}"
-                        ),
-                    });
-                }
-            };
-            let response = &answer["response"];
-            if response["allowed"] != json!(true) {
-                let status = &response["status"];
-                return Err(Denied {
-                    code: status["code"].as_u64().map_or(400, |c| c as u16),
-                    reason: status["reason"].as_str().unwrap_or("BadRequest").to_owned(),
-                    message: format!(
-                        "admission webhook \"{name}\" denied the request: {}",
-                        status["message"].as_str().unwrap_or("without explanation")
-                    ),
-                });
-            }
-        }
+/// The `response` of an answer, if the answer is an AdmissionReview v1 for request `uid`.
+fn response_to(mut answer: Value, uid: &str) -> Result<Value, String> {
+    if answer["apiVersion"] != "admission.k8s.io/v1" || answer["kind"] != "AdmissionReview" {
+        return Err(format!(
+            "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {}, Kind={}",
+            answer["apiVersion"], answer["kind"]
+        ));
     }
-    Ok(())
+    let response = answer["response"].take();
+    if !response.is_object() {
+        return Err("webhook response was absent".into());
+    }
+    if response["uid"] != uid {
+        return Err(format!(
+            "expected response.uid=\"{uid}\", got {}",
+            response["uid"]
+        ));
+    }
+    Ok(response)
 }
 
 /// POSTs the review to `clientConfig.url` over HTTPS (trusting `caBundle`) with hyper's
@@ -179,4 +356,177 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
         .map_err(|e| format!("reading the webhook's answer: {e}"))?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("the webhook's answer is not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::builtins;
+
+    fn kind(plural: &str) -> ResourceType {
+        builtins()
+            .into_iter()
+            .find(|t| t.plural == plural)
+            .expect("a built-in kind")
+    }
+
+    fn review<'a>(
+        t: &'a ResourceType,
+        object: Value,
+        namespace_labels: Option<Value>,
+    ) -> Review<'a> {
+        Review {
+            t,
+            operation: "CREATE",
+            object,
+            old: None,
+            namespace: if t.namespaced { "apps" } else { "" },
+            namespace_labels,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Istio's injector webhook for injection by namespace label.
+    fn injector(extra: Value) -> Value {
+        let mut hook = json!({"name": "namespace.sidecar-injector.istio.io",
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"]}],
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "istio-injection", "operator": "In", "values": ["enabled"]}]},
+            "objectSelector": {"matchExpressions": [
+                {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]}});
+        if let (Some(h), Some(e)) = (hook.as_object_mut(), extra.as_object()) {
+            h.extend(e.clone());
+        }
+        hook
+    }
+
+    fn pod(labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": labels}})
+    }
+
+    fn applies(r: &Review, hook: &Value) -> bool {
+        r.applies("hook", hook)
+            .unwrap_or_else(|d| panic!("{}", d.message))
+    }
+
+    #[test]
+    fn rules_match_operation_group_version_resource_and_scope() {
+        let pods = kind("pods");
+        let r = review(
+            &pods,
+            pod(json!({})),
+            Some(json!({"istio-injection": "enabled"})),
+        );
+        assert!(applies(&r, &injector(json!({}))));
+        let rule = |rule: Value| json!({"rules": [rule]});
+        let base = json!({"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                          "resources": ["pods"]});
+        let with = |k: &str, v: Value| {
+            let mut r = base.clone();
+            r[k] = v;
+            rule(r)
+        };
+        for (hook, expected) in [
+            (with("operations", json!(["UPDATE"])), false),
+            (with("operations", json!(["*"])), true),
+            (with("apiGroups", json!(["apps"])), false),
+            (with("apiVersions", json!(["v2"])), false),
+            (with("resources", json!(["services"])), false),
+            (with("resources", json!(["pods/status"])), false),
+            (with("resources", json!(["*/*"])), true),
+            (with("scope", json!("Cluster")), false),
+            (with("scope", json!("Namespaced")), true),
+            (with("scope", json!("*")), true),
+        ] {
+            assert_eq!(applies(&r, &injector(hook.clone())), expected, "{hook}");
+        }
+        let namespaces = kind("namespaces");
+        let ns = review(&namespaces, json!({"metadata": {"name": "apps"}}), None);
+        let cluster = json!({"rules": [{"operations": ["CREATE"], "apiGroups": ["*"],
+            "apiVersions": ["*"], "resources": ["*"], "scope": "Cluster"}]});
+        assert!(applies(&ns, &cluster));
+    }
+
+    #[test]
+    fn selectors_match_the_namespace_as_stored_and_the_object_or_its_old_self() {
+        let pods = kind("pods");
+        let enabled = Some(json!({"istio-injection": "enabled"}));
+        let hook = injector(json!({}));
+        assert!(!applies(
+            &review(&pods, pod(json!({})), Some(json!({}))),
+            &hook
+        ));
+        assert!(!applies(
+            &review(&pods, pod(json!({})), Some(Value::Null)),
+            &hook
+        ));
+        let opted_out = pod(json!({"sidecar.istio.io/inject": "false"}));
+        assert!(!applies(
+            &review(&pods, opted_out.clone(), enabled.clone()),
+            &hook
+        ));
+        // On UPDATE either object matching calls the hook.
+        let labelled = pod(json!({"sidecar.istio.io/inject": "true"}));
+        let mut update = review(&pods, opted_out, enabled.clone());
+        update.operation = "UPDATE";
+        let mut hook_on_update = hook.clone();
+        hook_on_update["rules"][0]["operations"] = json!(["UPDATE"]);
+        assert!(!applies(&update, &hook_on_update));
+        update.old = Some(&labelled);
+        assert!(applies(&update, &hook_on_update));
+        // A Namespace is judged by its own labels; other cluster-scoped kinds always match.
+        let any = json!({"rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"],
+            "resources": ["*"]}], "namespaceSelector": hook["namespaceSelector"].clone()});
+        let namespaces = kind("namespaces");
+        let ns = |labels: Value| {
+            review(
+                &namespaces,
+                json!({"metadata": {"name": "apps", "labels": labels}}),
+                None,
+            )
+        };
+        assert!(applies(&ns(json!({"istio-injection": "enabled"})), &any));
+        assert!(!applies(&ns(json!({})), &any));
+        let nodes = kind("nodes");
+        assert!(applies(
+            &review(&nodes, json!({"metadata": {"name": "n"}}), None),
+            &any
+        ));
+    }
+
+    #[test]
+    fn a_missing_namespace_or_a_bad_selector_fails_unless_the_object_selector_rules_out() {
+        let pods = kind("pods");
+        let hook = injector(json!({}));
+        let lost = review(&pods, pod(json!({})), None);
+        let denied = lost.applies("hook", &hook).expect_err("no namespace");
+        assert_eq!(
+            (denied.code, denied.message.as_str()),
+            (404, "namespaces \"apps\" not found")
+        );
+        let opted_out = review(
+            &pods,
+            pod(json!({"sidecar.istio.io/inject": "false"})),
+            None,
+        );
+        assert!(!applies(&opted_out, &hook));
+        let bad = injector(json!({"objectSelector": {"matchExpressions": [
+            {"key": "a", "operator": "Equal", "values": ["b"]}]}}));
+        let r = review(
+            &pods,
+            pod(json!({})),
+            Some(json!({"istio-injection": "enabled"})),
+        );
+        let denied = r
+            .applies("the-hook", &bad)
+            .expect_err("an invalid selector");
+        assert!(
+            denied
+                .message
+                .contains("webhook \"the-hook\": objectSelector.matchExpressions[0].operator"),
+            "{}",
+            denied.message
+        );
+    }
 }

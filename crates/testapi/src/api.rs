@@ -96,6 +96,13 @@ enum Subresource {
 struct Stored(Value, Vec<String>);
 
 impl Stored {
+    /// The same, with `earlier` warnings (admission's) before its own.
+    fn after(mut self, mut earlier: Vec<String>) -> Stored {
+        earlier.append(&mut self.1);
+        self.1 = earlier;
+        self
+    }
+
     /// The response, with a `Warning` header per warning (kubectl prints them).
     fn respond(self, code: StatusCode) -> Response {
         let mut r = json_response(code, self.0);

@@ -129,4 +129,30 @@ mod tests {
         assert!(check("Service", &fine).is_empty());
         assert!(check("Unknown", &fine).is_empty());
     }
+
+    #[test]
+    fn unknown_fields_of_a_pod_spec_and_its_containers_are_reported() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"bogus": 1, "containers": [{"name": "c", "image": "i", "portz": [1]}],
+                     "initContainers": [{"name": "i", "args": ["-p", "15001"], "restartPolicy": "Always",
+                                         "securityContext": {"runAsUser": 1337, "capabilitiez": {}}}],
+                     "volumes": [{"name": "v", "emptyDir": {"medium": "Memory"}}]}});
+        let fields: Vec<String> = check("Pod", &pod).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            ["spec.bogus", "spec.containers[0].portz"],
+            "an empty unknown object is not content"
+        );
+        let mut typo = pod.clone();
+        typo["spec"]["initContainers"][0]["securityContext"]["capabilitiez"] =
+            json!({"add": ["NET_ADMIN"]});
+        assert!(
+            check("Pod", &typo)
+                .iter()
+                .any(|(f, _)| f == "spec.initContainers[0].securityContext.capabilitiez")
+        );
+        let wrong = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "ports": [{"containerPort": "http"}]}]}});
+        assert!(check("Pod", &wrong)[0].1.contains("strict decoding error"));
+    }
 }

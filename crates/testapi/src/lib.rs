@@ -11,12 +11,13 @@
 //! `Ignore` drop them, `Warn` with a `Warning` header. Create, get, list (with `limit` and
 //! `continue`), update, delete, JSON merge patch, strategic merge patch for built-in kinds,
 //! server-side apply (field ownership and conflicts for leaf fields; lists are owned whole),
-//! the status subresource, watch, label selectors and `metadata.name`/`metadata.namespace`
-//! field selectors, `Table` printing, TokenRequest (`serviceaccounts/NAME/token`) issuing
-//! signed service-account tokens, TokenReview for those and for configured tokens, and calls to
-//! validating admission webhooks (`clientConfig.url`) before anything is stored (the server's
-//! lock is released while they run). Bodies are JSON (YAML for apply), or protobuf for the
-//! kinds helm and kubectl's `create` commands send that way (`protobuf`). With a data
+//! JSON patch, the status subresource, watch, label selectors and
+//! `metadata.name`/`metadata.namespace` field selectors, `Table` printing, TokenRequest
+//! (`serviceaccounts/NAME/token`) issuing signed service-account tokens, TokenReview for those
+//! and for configured tokens, and calls to mutating then validating admission webhooks
+//! (`clientConfig.url`, with their rules and selectors) before anything is stored (the
+//! server's lock is released while they run). Bodies are JSON (YAML for apply), or protobuf
+//! for the kinds helm and kubectl's `create` commands send that way (`protobuf`). With a data
 //! directory its objects, and the key its tokens are signed with, survive a restart.
 //!
 //! What it does not do: HTTPS, authentication and authorization (every request is allowed,
@@ -24,9 +25,9 @@
 //! OpenAPI schemas of built-in kinds (their paths declare `fieldValidation`, so kubectl
 //! validates on the server), validation of built-in values (name formats, ranges, cross-field
 //! rules), schema conversion between versions of a custom resource (they must share one
-//! schema, as Istio's do), mutating webhooks and webhook selectors (see `admission`),
-//! consistent pagination (pages are cut from the current state), and garbage collection by
-//! owner references.
+//! schema, as Istio's do), webhooks' `matchConditions` and `reinvocationPolicy` (see
+//! `admission`), consistent pagination (pages are cut from the current state), and garbage
+//! collection by owner references.
 //!
 //! Modules:
 //! - `api`: the HTTP API, the server's state and what its handlers share;
@@ -34,15 +35,17 @@
 //!   - `api::discovery`: `/version`, `/api`, `/apis` and OpenAPI v3 documents;
 //!   - `api::crud`: get, list, create, update, delete and delete collection;
 //!   - `api::defaults`: what a write fills in (a Service's cluster IP, a new CRD's status);
-//!   - `api::apply`: PATCH (merge, strategic merge, server-side apply) and field ownership;
+//!   - `api::apply`: PATCH (JSON patch, merge, strategic merge, server-side apply) and field
+//!     ownership;
 //!   - `api::validation`: an object checked against its type on write, `fieldValidation`;
 //!   - `api::watch`: watches from a resource version or the current objects, bookmarks, `410`;
-//!   - `api::review`: TokenReview, and validating admission webhooks before a write;
+//!   - `api::review`: TokenReview, and admission webhooks before a write;
 //!   - `api::token`: TokenRequest, the `token` subresource of ServiceAccounts;
 //!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
 //! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
 //! - `store`: objects, resource versions, the event log watches replay, the data directory;
-//! - `admission`: `AdmissionReview` calls to validating webhooks over HTTPS;
+//! - `admission`: `AdmissionReview` calls to mutating and validating webhooks over HTTPS;
+//! - `json_patch`: JSON Patch (RFC 6902), for mutating webhooks' answers and PATCH requests;
 //! - `builtin`: unknown-field and type checks of built-in kinds;
 //! - `patch`: JSON merge, strategic merge and apply patch algorithms;
 //! - `select`: label and field selectors;
@@ -54,6 +57,7 @@
 pub mod admission;
 pub mod api;
 pub mod builtin;
+pub mod json_patch;
 pub mod kinds;
 pub mod patch;
 pub mod protobuf;

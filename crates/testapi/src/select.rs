@@ -1,5 +1,6 @@
 //! Label selectors (`app=a,tier!=db,env in (x,y),!legacy,owner`) and the field selectors
-//! clients use (`metadata.name=`, `metadata.namespace=`).
+//! clients use (`metadata.name=`, `metadata.namespace=`), and label selectors written as
+//! objects (`matchLabels`, `matchExpressions`), as webhook configurations hold them.
 
 use serde_json::Value;
 
@@ -80,6 +81,81 @@ impl Selector {
         Ok(Selector(out))
     }
 
+    /// A `LabelSelector` object: `matchLabels` and `matchExpressions` (`In`, `NotIn`, `Exists`,
+    /// `DoesNotExist`), all of which must hold; absent or `{}` matches everything. The error
+    /// names the field, relative to the selector (`matchExpressions[0].operator`).
+    pub fn from_object(selector: &Value) -> Result<Selector, String> {
+        let mut out = Vec::new();
+        if selector.is_null() {
+            return Ok(Selector(out));
+        }
+        let labels = &selector["matchLabels"];
+        if !labels.is_null() {
+            let labels = labels
+                .as_object()
+                .ok_or("matchLabels: Invalid value: must be an object")?;
+            for (k, v) in labels {
+                let v = v.as_str().ok_or_else(|| {
+                    format!("matchLabels[{k}]: Invalid value: {v}: must be a string")
+                })?;
+                out.push(Requirement::Equals(k.clone(), v.to_owned()));
+            }
+        }
+        let expressions = &selector["matchExpressions"];
+        for (i, e) in expressions.as_array().into_iter().flatten().enumerate() {
+            let field = format!("matchExpressions[{i}]");
+            let key = e["key"]
+                .as_str()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| format!("{field}.key: Required value"))?
+                .to_owned();
+            let values: Vec<String> = match &e["values"] {
+                Value::Null => Vec::new(),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_owned).ok_or_else(|| {
+                            format!("{field}.values: Invalid value: {v}: must be a string")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => return Err(format!("{field}.values: Invalid value: {other}")),
+            };
+            let operator = e["operator"].as_str().unwrap_or_default();
+            let r = match operator {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(format!(
+                        "{field}.values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                    ));
+                }
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(format!(
+                        "{field}.values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    ));
+                }
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::NotExists(key),
+                other => {
+                    return Err(format!(
+                        "{field}.operator: Unsupported value: \"{other}\": supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""
+                    ));
+                }
+            };
+            out.push(r);
+        }
+        if !expressions.is_null() && !expressions.is_array() {
+            return Err("matchExpressions: Invalid value: must be a list".into());
+        }
+        Ok(Selector(out))
+    }
+
+    /// Whether the selector has no requirement (and so matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the labels (or fields) satisfy every requirement; `get` looks a key up.
     pub fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
@@ -152,6 +228,63 @@ mod tests {
             assert!(!Selector::parse(s).expect(s).matches_labels(&o), "{s}");
         }
         assert!(Selector::parse("app in x").is_err());
+    }
+
+    #[test]
+    fn selector_objects_match_labels_and_expressions() {
+        let o = json!({"metadata": {"labels": {"istio-injection": "enabled", "app": "a"}}});
+        let bare = json!({"metadata": {}});
+        let matching = |s: Value, o: &Value| {
+            Selector::from_object(&s)
+                .expect("a valid selector")
+                .matches_labels(o)
+        };
+        assert!(matching(Value::Null, &o));
+        assert!(matching(json!({}), &bare));
+        assert!(matching(json!({"matchLabels": {"app": "a"}}), &o));
+        assert!(!matching(json!({"matchLabels": {"app": "b"}}), &o));
+        let injection = |op: &str, values: Value| json!({"matchExpressions": [{"key": "istio-injection", "operator": op, "values": values}]});
+        assert!(matching(injection("In", json!(["enabled"])), &o));
+        assert!(!matching(injection("In", json!(["enabled"])), &bare));
+        assert!(!matching(injection("NotIn", json!(["enabled", "x"])), &o));
+        // NotIn holds where the label is absent, as Istio's `sidecar.istio.io/inject NotIn
+        // [false]` relies on.
+        assert!(matching(injection("NotIn", json!(["false"])), &bare));
+        assert!(matching(injection("Exists", Value::Null), &o));
+        assert!(!matching(injection("Exists", json!([])), &bare));
+        assert!(matching(injection("DoesNotExist", Value::Null), &bare));
+        assert!(!matching(injection("DoesNotExist", Value::Null), &o));
+        // Labels and expressions together: all must hold.
+        let both = json!({"matchLabels": {"app": "a"},
+            "matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"}]});
+        assert!(!matching(both, &o));
+        assert!(Selector::from_object(&json!({})).expect("valid").is_empty());
+    }
+
+    #[test]
+    fn invalid_selector_objects_name_the_field() {
+        let error = |s: Value| Selector::from_object(&s).expect_err("invalid");
+        assert!(
+            error(
+                json!({"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]})
+            )
+            .starts_with("matchExpressions[0].operator: Unsupported value: \"Equals\"")
+        );
+        assert!(
+            error(json!({"matchExpressions": [{"key": "a", "operator": "In"}]}))
+                .starts_with("matchExpressions[0].values: Required value")
+        );
+        assert!(
+            error(
+                json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]})
+            )
+            .starts_with("matchExpressions[0].values: Forbidden")
+        );
+        assert!(
+            error(json!({"matchExpressions": [{"operator": "Exists"}]}))
+                .starts_with("matchExpressions[0].key")
+        );
+        assert!(error(json!({"matchLabels": {"a": 1}})).starts_with("matchLabels[a]"));
     }
 
     #[test]

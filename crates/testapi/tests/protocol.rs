@@ -1,6 +1,6 @@
 //! The API protocol over real HTTP: list and watch with resource versions, label selectors,
-//! bookmarks and `410 Gone`; the status subresource; JSON merge patch; TokenReview of
-//! configured tokens; Nodes; Secrets' `stringData`.
+//! bookmarks and `410 Gone`; the status subresource; JSON merge patch and JSON patch;
+//! TokenReview of configured tokens; Nodes; Secrets' `stringData`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -533,5 +533,46 @@ async fn secret_string_data_is_stored_as_data() {
     .await;
     assert_eq!(merged["data"]["a"], "bmV3", "{merged}");
     assert!(merged.get("stringData").is_none(), "{merged}");
+    api.stop();
+}
+
+#[tokio::test]
+async fn json_patch_requests_apply_every_operation_or_none() {
+    let api = start(Options::default()).await.expect("starts");
+    let (code, _) = call(api.addr, "POST", CMS, "application/json", &cm("j", "a")).await;
+    assert_eq!(code, 201);
+    let path = format!("{CMS}/j");
+    let ops = json!([{"op": "test", "path": "/metadata/labels/app", "value": "a"},
+                     {"op": "add", "path": "/data/k~1two", "value": "2"},
+                     {"op": "move", "from": "/data/k", "path": "/data/one"}]);
+    let (code, patched) = call(
+        api.addr,
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        &ops,
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["data"], json!({"k/two": "2", "one": "v"}));
+    let failing = json!([{"op": "remove", "path": "/data/one"},
+                         {"op": "test", "path": "/metadata/labels/app", "value": "b"}]);
+    let (code, status) = call(
+        api.addr,
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        &failing,
+    )
+    .await;
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("operation 1 (test /metadata/labels/app): test failed")),
+        "{status}"
+    );
+    let (_, stored) = call(api.addr, "GET", &path, "", &Value::Null).await;
+    assert_eq!(stored["data"], patched["data"]);
     api.stop();
 }

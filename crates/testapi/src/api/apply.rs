@@ -1,6 +1,6 @@
-//! PATCH requests (JSON merge, strategic merge for built-in kinds, server-side apply) and the
-//! field ownership server-side apply keeps: which manager owns which leaf field, so that an
-//! apply changing another manager's field is refused unless forced.
+//! PATCH requests (JSON patch, JSON merge, strategic merge for built-in kinds, server-side
+//! apply) and the field ownership server-side apply keeps: which manager owns which leaf
+//! field, so that an apply changing another manager's field is refused unless forced.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use super::{
     review::{admit, unchanged_since},
     routes::parse_body,
 };
-use crate::{kinds::ResourceType, patch, store::Key};
+use crate::{json_patch, kinds::ResourceType, patch, store::Key};
 
 /// A PATCH of an object or its status. An apply to an object that does not exist creates it.
 pub(super) async fn patch_object(
@@ -35,11 +35,14 @@ pub(super) async fn patch_object(
         if media == "application/apply-patch+yaml" && target.subresource != Subresource::Status {
             let mut object = p.clone();
             object["metadata"]["name"] = json!(name);
-            let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;
-            let created = create_locked(&mut inner, target, q, object)?;
+            let admitted = admit(server, inner, target, q, "CREATE", object, None).await?;
+            let mut inner = admitted.inner;
+            let created = create_locked(&mut inner, target, q, admitted.object)?;
             let manager = q.get("fieldManager").cloned().unwrap_or_default();
             claim_applied(&mut inner, key, q, manager, &p);
-            return Ok(created.respond(StatusCode::CREATED));
+            return Ok(created
+                .after(admitted.warnings)
+                .respond(StatusCode::CREATED));
         }
         return Err(ApiError::not_found(&target.t, name));
     };
@@ -48,6 +51,8 @@ pub(super) async fn patch_object(
     let mut applier = None;
     match media {
         "application/merge-patch+json" => patch::merge(&mut new, &p),
+        "application/json-patch+json" => json_patch::apply(&mut new, &p)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e))?,
         "application/strategic-merge-patch+json" if builtin => {
             patch::strategic(&target.t.kind, &mut new, &p).map_err(ApiError::bad_request)?;
         }
@@ -67,7 +72,7 @@ pub(super) async fn patch_object(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
                     if builtin {
                         ", application/strategic-merge-patch+json"
                     } else {
@@ -81,13 +86,14 @@ pub(super) async fn patch_object(
     if p["metadata"]["resourceVersion"].is_null() {
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     }
-    let mut inner = admit(server, inner, target, q, "UPDATE", &new, Some(&old)).await?;
+    let admitted = admit(server, inner, target, q, "UPDATE", new, Some(&old)).await?;
+    let mut inner = admitted.inner;
     unchanged_since(&inner, &target.t, &key, &old)?;
-    let out = replace_locked(&mut inner, target, name, q, &old, new)?;
+    let out = replace_locked(&mut inner, target, name, q, &old, admitted.object)?;
     if let Some(manager) = applier {
         claim_applied(&mut inner, key, q, manager, &p);
     }
-    Ok(out.respond(StatusCode::OK))
+    Ok(out.after(admitted.warnings).respond(StatusCode::OK))
 }
 
 /// Server-side apply: `manager` owns the fields its patch `applied`, and no other manager

@@ -145,9 +145,12 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let object = parse_body(body)?;
     let inner = server.inner.lock().await;
-    let mut inner = admit(server, inner, target, q, "CREATE", &object, None).await?;
-    let created = create_locked(&mut inner, target, q, object)?;
-    Ok(created.respond(StatusCode::CREATED))
+    let admitted = admit(server, inner, target, q, "CREATE", object, None).await?;
+    let mut inner = admitted.inner;
+    let created = create_locked(&mut inner, target, q, admitted.object)?;
+    Ok(created
+        .after(admitted.warnings)
+        .respond(StatusCode::CREATED))
 }
 
 pub(super) fn create_locked(
@@ -382,10 +385,11 @@ pub(super) async fn update(
     let Some(old) = inner.store.get(&key).cloned() else {
         return Err(ApiError::not_found(&target.t, name));
     };
-    let mut inner = admit(server, inner, target, q, "UPDATE", &new, Some(&old)).await?;
+    let admitted = admit(server, inner, target, q, "UPDATE", new, Some(&old)).await?;
+    let mut inner = admitted.inner;
     unchanged_since(&inner, &target.t, &key, &old)?;
-    let out = replace_locked(&mut inner, target, name, q, &old, new)?;
-    Ok(out.respond(StatusCode::OK))
+    let out = replace_locked(&mut inner, target, name, q, &old, admitted.object)?;
+    Ok(out.after(admitted.warnings).respond(StatusCode::OK))
 }
 
 pub(super) async fn delete(

@@ -68,6 +68,11 @@ impl ApiError {
         ApiError::about(t, name, StatusCode::CONFLICT, "Conflict", message)
     }
 
+    /// The message kubectl prints.
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
@@ -111,6 +116,7 @@ impl From<Denied> for ApiError {
             match d.reason.as_str() {
                 "Invalid" => "Invalid",
                 "Forbidden" => "Forbidden",
+                "NotFound" => "NotFound",
                 "InternalError" => "InternalError",
                 _ => "BadRequest",
             },

@@ -1,5 +1,6 @@
 //! The reviews this server takes part in: TokenReview, answered from the tokens it was given,
-//! and AdmissionReview, sent to the validating webhooks that apply before a write is stored.
+//! and AdmissionReview, sent to the mutating and validating webhooks that apply before a
+//! write is stored.
 
 use std::collections::BTreeMap;
 
@@ -17,58 +18,101 @@ use crate::{
     tokens::{self, Claims},
 };
 
-/// Runs the validating webhooks that apply, before anything is stored. The server's lock is
-/// released while webhooks are called (one that hangs must not stop every other request) and
-/// taken again; callers check that what they read before is still current.
+/// What admission leaves of a write: the server's lock, taken again; the object as the
+/// mutating webhooks changed it; the warnings for the client.
+pub(super) struct Admitted<'a> {
+    pub(super) inner: MutexGuard<'a, Inner>,
+    pub(super) object: Value,
+    pub(super) warnings: Vec<String>,
+}
+
+/// Runs the mutating, then the validating webhooks that apply, before anything is stored
+/// (`crate::admission`). The server's lock is released while webhooks are called (one that
+/// hangs must not stop every other request) and taken again; callers check that what they
+/// read before is still current.
 pub(super) async fn admit<'a>(
     server: &'a Server,
     inner: MutexGuard<'a, Inner>,
     target: &Target,
     q: &BTreeMap<String, String>,
     operation: &str,
-    object: &Value,
+    object: Value,
     old: Option<&Value>,
-) -> Result<MutexGuard<'a, Inner>, ApiError> {
-    if target.subresource == Subresource::Status {
-        return Ok(inner);
-    }
-    let configs: Vec<Value> = inner
-        .store
-        .list(
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-            None,
-        )
-        .map(|(_, v)| v.clone())
-        .collect();
+) -> Result<Admitted<'a>, ApiError> {
+    let configs = |plural: &str| -> Vec<Value> {
+        inner
+            .store
+            .list("admissionregistration.k8s.io", plural, None)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mutating = configs("mutatingwebhookconfigurations");
+    let validating = configs("validatingwebhookconfigurations");
     // Without webhooks the write validates the object; with them, as in the API server, the
     // schema comes first and the webhooks see the object as it would be stored.
-    if configs.is_empty() {
-        return Ok(inner);
+    if target.subresource == Subresource::Status || (mutating.is_empty() && validating.is_empty()) {
+        return Ok(Admitted {
+            inner,
+            object,
+            warnings: Vec::new(),
+        });
     }
-    let mut object = object.clone();
+    let mut object = object;
     let name = object["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    validate(&target.t, &mut object, &name, q)?;
-    let object = &object;
+    let mut warnings = validate(&target.t, &mut object, &name, q)?;
+    let namespace = if target.t.namespaced {
+        let namespace = target
+            .namespace
+            .clone()
+            .or_else(|| object["metadata"]["namespace"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "default".into());
+        // The API server fills the request's namespace in before admission.
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.insert("namespace".into(), json!(namespace));
+        }
+        namespace
+    } else {
+        String::new()
+    };
+    let namespace_key = Key {
+        group: String::new(),
+        plural: "namespaces".into(),
+        namespace: String::new(),
+        name: namespace.clone(),
+    };
+    let namespace_labels = inner
+        .store
+        .get(&namespace_key)
+        .map(|ns| ns["metadata"]["labels"].clone());
     drop(inner);
-    let namespace = target
-        .namespace
-        .clone()
-        .or_else(|| object["metadata"]["namespace"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| {
-            if target.t.namespaced {
-                "default".into()
-            } else {
-                String::new()
-            }
-        });
-    crate::admission::admit(&configs, &target.t, operation, object, old, &namespace)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(server.inner.lock().await)
+    let mut review = crate::admission::Review {
+        t: &target.t,
+        operation,
+        object,
+        old,
+        namespace: &namespace,
+        namespace_labels,
+        warnings: Vec::new(),
+    };
+    // What a webhook's patch leaves must be an object of the kind, unknown fields included.
+    let strict = BTreeMap::from([("fieldValidation".to_owned(), "Strict".to_owned())]);
+    review
+        .mutate(&mutating, |patched| {
+            validate(&target.t, patched, &name, &strict)
+                .map(drop)
+                .map_err(|e| e.message().to_owned())
+        })
+        .await?;
+    review.validate(&validating).await?;
+    warnings.append(&mut review.warnings);
+    Ok(Admitted {
+        inner: server.inner.lock().await,
+        object: review.object,
+        warnings,
+    })
 }
 
 /// Fails with a conflict when the object changed while the lock was released for webhooks.
