@@ -109,6 +109,14 @@ pub struct XdsTls {
     pub root_cert: String,
     /// The proxy's certificate chain and key, when it authenticates with a certificate.
     pub client: Option<(String, String)>,
+    /// A service-account token file sent as `authorization: Bearer TOKEN` on every stream.
+    /// Envoy's own gRPC client cannot send a file's content as metadata, so the ADS stream
+    /// then goes through its Google gRPC client, which re-reads the file for each new stream
+    /// (a projected token is rotated in place).
+    pub token: Option<String>,
+    /// The name the control plane's certificate must carry when it is not the host dialled
+    /// (an IP address).
+    pub server_name: Option<String>,
 }
 
 /// The bootstrap of a proxy that gets everything over ADS from `xds_host:xds_port`, over TLS
@@ -127,15 +135,24 @@ pub fn dynamic_bootstrap(
     if delta {
         ads.api_type = api_config_source::ApiType::DeltaGrpc as i32;
     }
-    let mut xds = xds_cluster(xds_host, xds_port);
-    let is_ip = xds_host.parse::<std::net::IpAddr>().is_ok();
-    if is_ip {
-        xds.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        ));
-    }
-    if let Some(tls) = tls {
-        xds.transport_socket = Some(xds_tls_socket(xds_host, is_ip, tls));
+    let mut static_clusters = Vec::new();
+    match tls {
+        Some(tls) if tls.token.is_some() => {
+            ads.grpc_services = vec![google_grpc(xds_host, xds_port, tls)];
+        }
+        _ => {
+            let mut xds = xds_cluster(xds_host, xds_port);
+            let is_ip = xds_host.parse::<std::net::IpAddr>().is_ok();
+            if is_ip {
+                xds.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Static as i32,
+                ));
+            }
+            if let Some(tls) = tls {
+                xds.transport_socket = Some(xds_tls_socket(xds_host, is_ip, tls));
+            }
+            static_clusters.push(xds);
+        }
     }
     let ads_source = || ConfigSource {
         config_source_specifier: Some(
@@ -162,7 +179,7 @@ pub fn dynamic_bootstrap(
             ..Default::default()
         }),
         static_resources: Some(bootstrap::StaticResources {
-            clusters: vec![xds],
+            clusters: static_clusters,
             ..Default::default()
         }),
         dynamic_resources: Some(bootstrap::DynamicResources {
@@ -190,6 +207,11 @@ fn xds_tls_socket(host: &str, is_ip: bool, tls: &XdsTls) -> TransportSocket {
     let file = |path: &str| DataSource {
         specifier: Some(data_source::Specifier::Filename(path.to_owned())),
         ..Default::default()
+    };
+    // A server name given stands for the host in both the SNI and the name checked.
+    let (host, is_ip) = match &tls.server_name {
+        Some(name) => (name.as_str(), false),
+        None => (host, is_ip),
     };
     let san = SubjectAltNameMatcher {
         san_type: if is_ip {
@@ -234,6 +256,87 @@ fn xds_tls_socket(host: &str, is_ip: bool, tls: &XdsTls) -> TransportSocket {
         ..Default::default()
     };
     crate::proto::transport_socket("envoy.transport_sockets.tls", &context)
+}
+
+/// The name of Envoy's credentials plugin that sends a file's content as gRPC metadata.
+const FILE_BASED_METADATA: &str = "envoy.grpc_credentials.file_based_metadata";
+
+/// The control plane through Envoy's Google gRPC client: TLS trusting `tls.root_cert`, the
+/// token file's content as `authorization: Bearer` on every stream (read anew for each), and,
+/// when the host is not the name the certificate carries, gRPC's target name override.
+fn google_grpc(host: &str, port: u32, tls: &XdsTls) -> GrpcService {
+    use envoy_types::pb::envoy::config::{
+        core::v3::{
+            DataSource, data_source,
+            grpc_service::google_grpc::{
+                CallCredentials, ChannelArgs, ChannelCredentials, SslCredentials,
+                call_credentials::{self, MetadataCredentialsFromPlugin},
+                channel_args, channel_credentials,
+            },
+        },
+        grpc_credential::v3::FileBasedMetadataConfig,
+    };
+    let file = |path: &str| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_owned())),
+        ..Default::default()
+    };
+    let target_uri = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let call_credentials = tls
+        .token
+        .iter()
+        .map(|token| CallCredentials {
+            credential_specifier: Some(call_credentials::CredentialSpecifier::FromPlugin(
+                MetadataCredentialsFromPlugin {
+                    name: FILE_BASED_METADATA.to_owned(),
+                    config_type: Some(
+                        call_credentials::metadata_credentials_from_plugin::ConfigType::TypedConfig(
+                            any(&FileBasedMetadataConfig {
+                                secret_data: Some(file(token)),
+                                header_key: "authorization".to_owned(),
+                                header_prefix: "Bearer ".to_owned(),
+                            }),
+                        ),
+                    ),
+                },
+            )),
+        })
+        .collect();
+    let channel_args = tls.server_name.as_ref().map(|name| ChannelArgs {
+        args: map_of([(
+            "grpc.ssl_target_name_override".to_owned(),
+            channel_args::Value {
+                value_specifier: Some(channel_args::value::ValueSpecifier::StringValue(
+                    name.clone(),
+                )),
+            },
+        )]),
+    });
+    GrpcService {
+        target_specifier: Some(grpc_service::TargetSpecifier::GoogleGrpc(
+            grpc_service::GoogleGrpc {
+                target_uri,
+                stat_prefix: "xds".to_owned(),
+                channel_credentials: Some(ChannelCredentials {
+                    credential_specifier: Some(
+                        channel_credentials::CredentialSpecifier::SslCredentials(SslCredentials {
+                            root_certs: Some(file(&tls.root_cert)),
+                            cert_chain: tls.client.as_ref().map(|(chain, _)| file(chain)),
+                            private_key: tls.client.as_ref().map(|(_, key)| file(key)),
+                        }),
+                    ),
+                }),
+                call_credentials,
+                credentials_factory_name: FILE_BASED_METADATA.to_owned(),
+                channel_args,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
 }
 
 /// ADS over gRPC to [`XDS_CLUSTER`].
@@ -390,5 +493,136 @@ fn inline_hcm_routes(f: &mut Filter, routes: &[RouteConfiguration]) {
             .unwrap_or_else(|| crate::rds::empty(&rds.route_config_name));
         hcm.route_specifier = Some(http_connection_manager::RouteSpecifier::RouteConfig(route));
         *config = any(&hcm);
+    }
+}
+
+/// Envoy's Prometheus port on a sidecar, as Istio's (`http-envoy-prom`).
+pub const PROMETHEUS_PORT: u32 = 15090;
+/// The port kubelet probes a sidecar's readiness on, as Istio's (`/healthz/ready`).
+pub const READINESS_PORT: u32 = 15021;
+
+/// Adds a sidecar's two static listeners, as Istio's bootstrap has them: `0.0.0.0:15090`
+/// serving `/stats/prometheus` and `0.0.0.0:15021` answering `/healthz/ready` with Envoy's
+/// own readiness (the admin interface's `/ready`: 200 once the first configuration is in).
+/// The admin interface itself stays on `127.0.0.1:admin_port`; only these two paths reach it.
+pub fn add_sidecar_listeners(b: &mut Bootstrap, admin_port: u32) {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let statics = b.static_resources.get_or_insert_with(Default::default);
+    statics
+        .clusters
+        .push(admin_cluster("prometheus_stats", admin_port));
+    statics
+        .clusters
+        .push(admin_cluster("readiness", admin_port));
+    statics.listeners.push(admin_listener(
+        PROMETHEUS_PORT,
+        "stats",
+        PathSpecifier::Prefix("/stats/prometheus".to_owned()),
+        "prometheus_stats",
+        "",
+    ));
+    statics.listeners.push(admin_listener(
+        READINESS_PORT,
+        "readiness",
+        PathSpecifier::Path("/healthz/ready".to_owned()),
+        "readiness",
+        "/ready",
+    ));
+}
+
+/// A static cluster reaching Envoy's admin interface.
+fn admin_cluster(name: &str, admin_port: u32) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(crate::proto::duration(std::time::Duration::from_millis(
+            250,
+        ))),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_owned(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                            address: Some(socket("127.0.0.1", admin_port)),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A listener on `0.0.0.0:port` forwarding requests whose path matches `path` to `cluster`
+/// (the path replaced by `rewrite` when not empty), and nothing else.
+fn admin_listener(
+    port: u32,
+    stat_prefix: &str,
+    path: envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier,
+    cluster: &str,
+    rewrite: &str,
+) -> Listener {
+    use envoy_types::pb::envoy::{
+        config::{
+            listener::v3::FilterChain,
+            route::v3::{Route, RouteAction, RouteMatch, VirtualHost, route, route_action},
+        },
+        extensions::filters::{
+            http::router::v3::Router,
+            network::http_connection_manager::v3::{HttpFilter, http_filter},
+        },
+    };
+    let route = Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(path),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
+            prefix_rewrite: rewrite.to_owned(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            RouteConfiguration {
+                virtual_hosts: vec![VirtualHost {
+                    name: "backend".to_owned(),
+                    domains: vec!["*".to_owned()],
+                    routes: vec![route],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                any(&Router::default()),
+            )),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name: format!("0.0.0.0_{port}"),
+        address: Some(socket("0.0.0.0", port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
     }
 }

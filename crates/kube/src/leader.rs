@@ -1,9 +1,9 @@
 //! What only the Lease holder does. Every replica serves xDS; the one holding the Lease
 //! `sextant` also writes to the cluster: the status of VirtualServices, DestinationRules,
-//! Gateways and Sidecars ([`status`]), the `caBundle` of the validating webhook ([`ca_bundle`]) and the
-//! mesh's trust bundle in every namespace ([`root_configmaps`]). Each task runs on every
-//! replica and writes only while its `leader` receiver says true, so a new holder
-//! takes over without restarting anything.
+//! Gateways and Sidecars ([`status`]), the `caBundle` of the validating and injecting webhooks
+//! ([`ca_bundle`]) and the mesh's trust bundle in every namespace ([`root_configmaps`]). Each
+//! task runs on every replica and writes only while its `leader` receiver says true, so a new
+//! holder takes over without restarting anything.
 
 use std::sync::Arc;
 
@@ -53,6 +53,8 @@ pub struct Duties {
     pub status_writes: Counter,
     /// The ValidatingWebhookConfiguration whose `caBundle` is kept.
     pub webhook_config: String,
+    /// The MutatingWebhookConfiguration (sidecar injection) whose `caBundle` is kept.
+    pub injector_webhook_config: String,
     /// The CA certificate the API server should trust, as `caBundle` holds it (base64 PEM).
     pub ca_bundle: String,
     /// The mesh's trust bundle (PEM), for `istio-ca-root-cert` in every namespace.
@@ -69,6 +71,7 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
         held,
         status_writes,
         webhook_config,
+        injector_webhook_config,
         ca_bundle,
         roots,
         leading,
@@ -77,6 +80,12 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
     tokio::spawn(ca_bundle::keep(
         client.clone(),
         webhook_config,
+        ca_bundle.clone(),
+        leader.clone(),
+    ));
+    tokio::spawn(ca_bundle::keep_mutating(
+        client.clone(),
+        injector_webhook_config,
         ca_bundle,
         leader.clone(),
     ));

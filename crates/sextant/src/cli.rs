@@ -43,6 +43,9 @@ enum Command {
     /// TokenReviews (to review its workloads' tokens), and print a Secret holding a
     /// kubeconfig with its token, to apply in the control plane's namespace.
     CreateRemoteSecret(CreateRemoteSecretArgs),
+    /// Set up a Pod's traffic capture in the current network namespace, as Istio's
+    /// `istio-iptables` init step (same flags), or print it with --dry-run.
+    Iptables(cmd::iptables::IptablesArgs),
     /// Print the version.
     Version,
 }
@@ -322,6 +325,9 @@ pub struct ServeArgs {
     /// Bounds on CPU-heavy work (webhook, debug views, scope cache).
     #[command(flatten)]
     pub heavy: HeavyWorkArgs,
+    /// Sidecar injection: what each injected Pod gets.
+    #[command(flatten)]
+    pub inject: crate::inject::InjectArgs,
 }
 
 /// Bounds on work that costs CPU or memory in proportion to its input: the webhook's budget,
@@ -490,6 +496,21 @@ pub struct BootstrapArgs {
     /// The proxy's private key (`key.pem`).
     #[arg(long, requires = "xds_cert")]
     pub xds_key: Option<String>,
+    /// Authenticate with the service-account token in this file (a projected token with
+    /// audience `istio-ca`, such as `/var/run/secrets/tokens/istio-token`), sent as
+    /// `authorization: Bearer` and read anew for every stream; needs `--xds-root-cert`. The
+    /// ADS stream then uses Envoy's Google gRPC client.
+    #[arg(long, requires = "xds_root_cert", conflicts_with = "grpc")]
+    pub xds_token: Option<String>,
+    /// The name Sextant's certificate must carry when the host of `--xds-address` is not it
+    /// (an IP address): `sextant.NAMESPACE.svc`.
+    #[arg(long, requires = "xds_root_cert", conflicts_with = "grpc")]
+    pub xds_server_name: Option<String>,
+    /// Add a sidecar's static listeners, as Istio's: `0.0.0.0:15090` serving
+    /// `/stats/prometheus` and `0.0.0.0:15021` answering `/healthz/ready` from Envoy's own
+    /// readiness (what the injected sidecar has).
+    #[arg(long, conflicts_with = "grpc")]
+    pub sidecar_listeners: bool,
 }
 
 /// `sextant ca ...`.
@@ -663,6 +684,7 @@ impl Cli {
             #[cfg(feature = "demo")]
             Command::Demo(args) => crate::demo::run(args),
             Command::Ca(command) => cmd::ca::run(command),
+            Command::Iptables(args) => cmd::iptables::run(args),
             Command::Version => {
                 println!("sextant {}", env!("CARGO_PKG_VERSION"));
                 ExitCode::SUCCESS

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod crds;
 pub mod create_remote_secret;
+pub mod iptables;
 pub mod proxy_config;
 pub mod serve;
 pub mod validate;

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod demo;
 pub mod expiry;
 pub mod generator;
+pub mod inject;
 pub mod listen;
 pub mod metrics;
 pub mod quarantine;

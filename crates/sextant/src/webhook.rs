@@ -1,8 +1,8 @@
 //! The validating admission webhook (HTTPS on `--webhook-port`, 15017): VirtualServices and
 //! DestinationRules are judged by the same checks as every other path (`index::check`: the CRD
-//! schema, then Istio's rules), and a denial lists every error with its field path. The Lease
-//! holder keeps the `caBundle` of the ValidatingWebhookConfiguration current
-//! (`sextant_kube::leader::ca_bundle`).
+//! schema, then Istio's rules), and a denial lists every error with its field path. `/inject`
+//! answers Pod creations with the sidecar (`crate::inject`). The Lease holder keeps the
+//! `caBundle` of both webhook configurations current (`sextant_kube::leader::ca_bundle`).
 
 use std::{
     sync::Arc,
@@ -24,7 +24,7 @@ use sextant_index::{
 };
 use tokio::sync::Semaphore;
 
-use crate::metrics::Metrics;
+use crate::{inject::InjectConfig, metrics::Metrics};
 
 /// Default largest AdmissionReview accepted (`--webhook-max-bytes`).
 pub const DEFAULT_MAX_BYTES: usize = 3 << 20;
@@ -60,23 +60,43 @@ struct Webhook {
     budget: Budget,
     turns: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    inject: Arc<InjectConfig>,
 }
 
-/// The webhook's routes: `POST /validate`, within `budget`; refusals are counted in
-/// `metrics` (`sextant_xds_bounded_total{bound="webhook_bytes"|"webhook_time"|"webhook_concurrency"}`).
-pub fn router(budget: Budget, metrics: Arc<Metrics>) -> Router {
+/// The webhook's routes: `POST /validate`, and `POST /inject` (sidecar injection with
+/// `inject`), both within `budget` (shared: one concurrency bound for both); refusals are
+/// counted in `metrics`
+/// (`sextant_xds_bounded_total{bound="webhook_bytes"|"webhook_time"|"webhook_concurrency"}`).
+pub fn router(budget: Budget, metrics: Arc<Metrics>, inject: Arc<InjectConfig>) -> Router {
     Router::new()
         .route("/validate", post(validate))
-        // The body is read (and bounded) by `validate`, which says what was exceeded.
+        .route("/inject", post(inject_sidecar))
+        // The body is read (and bounded) by `review`, which says what was exceeded.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(Webhook {
             budget,
             turns: Arc::new(Semaphore::new(budget.concurrency.max(1))),
             metrics,
+            inject,
         })
 }
 
 async fn validate(State(w): State<Webhook>, body: Body) -> Response {
+    review(w, body, answer).await
+}
+
+async fn inject_sidecar(State(w): State<Webhook>, body: Body) -> Response {
+    let config = w.inject.clone();
+    review(w, body, move |body| inject_answer(body, &config)).await
+}
+
+/// Reads an AdmissionReview within the budget and answers it with `answer` on a blocking
+/// thread, within the time budget.
+async fn review(
+    w: Webhook,
+    body: Body,
+    answer: impl FnOnce(&[u8]) -> Result<Value, String> + Send + 'static,
+) -> Response {
     let started = Instant::now();
     let Ok(body) = axum::body::to_bytes(body, w.budget.max_bytes).await else {
         w.metrics.bounded("webhook_bytes");
@@ -104,7 +124,7 @@ async fn validate(State(w): State<Webhook>, body: Body) -> Response {
     let deadline = started + w.budget.time;
     let judged = tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        sextant_index::parse::with_deadline(deadline, || answer(&body))
+        sextant_index::parse::with_deadline(deadline, move || answer(&body))
     })
     .await;
     match judged {
@@ -141,6 +161,21 @@ pub fn answer(body: &[u8]) -> Result<Value, String> {
         ));
     }
     Ok(review_response(&review))
+}
+
+/// The answer to a `/inject` request body: the AdmissionReview response (a JSON Patch adding
+/// the sidecar, or none), or why the body is not an AdmissionReview. The input [`Limits`]
+/// apply as to `/validate`.
+pub fn inject_answer(body: &[u8], config: &InjectConfig) -> Result<Value, String> {
+    let review = parse_review(body)?;
+    if let Err(exceeded) = check_value(&review, &Limits::current()) {
+        tracing::warn!(uid = %review["request"]["uid"], error = %exceeded, "refusing an admission review");
+        return Ok(denied(
+            &review,
+            &format!("the object is refused: {exceeded}"),
+        ));
+    }
+    Ok(crate::inject::review_response(&review, config))
 }
 
 /// Denies `review` (an answer) because validation ran past the `budget`.

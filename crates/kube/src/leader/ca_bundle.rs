@@ -1,10 +1,16 @@
-//! The validating webhook's `caBundle`: the API server calls the webhook over TLS with
-//! Sextant's CA, so the ValidatingWebhookConfiguration must name that CA.
+//! The admission webhooks' `caBundle`: the API server calls the webhooks over TLS with
+//! Sextant's CA, so the ValidatingWebhookConfiguration (`/validate`) and the
+//! MutatingWebhookConfiguration (`/inject`) must name that CA.
 
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::{
+    Resource,
+    api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
+};
 use serde_json::json;
 
 /// Keeps every webhook of the ValidatingWebhookConfiguration `name` pointing at `bundle`,
@@ -13,16 +19,38 @@ pub async fn keep(
     client: kube::Client,
     name: String,
     bundle: String,
-    mut leader: tokio::sync::watch::Receiver<bool>,
+    leader: tokio::sync::watch::Receiver<bool>,
 ) {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    keep_kind::<ValidatingWebhookConfiguration>(client, name, bundle, leader).await;
+}
+
+/// Keeps every webhook of the MutatingWebhookConfiguration `name` (sidecar injection)
+/// pointing at `bundle`, as [`keep`] does for the validating one.
+pub async fn keep_mutating(
+    client: kube::Client,
+    name: String,
+    bundle: String,
+    leader: tokio::sync::watch::Receiver<bool>,
+) {
+    keep_kind::<MutatingWebhookConfiguration>(client, name, bundle, leader).await;
+}
+
+async fn keep_kind<K>(
+    client: kube::Client,
+    name: String,
+    bundle: String,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    // Both kinds hold `webhooks[].clientConfig.caBundle`; read them as JSON alike.
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<K>(&()));
+    let kind = K::kind(&());
     loop {
         if *leader.borrow_and_update() {
             match api.get_opt(&name).await {
                 Ok(Some(config)) => {
-                    let mut webhooks =
-                        serde_json::to_value(config.webhooks.clone().unwrap_or_default())
-                            .unwrap_or_else(|_| json!([]));
+                    let mut webhooks = config.data["webhooks"].clone();
                     let mut stale = false;
                     for w in webhooks.as_array_mut().into_iter().flatten() {
                         if w["clientConfig"]["caBundle"] != json!(bundle) {
@@ -38,16 +66,16 @@ pub async fn keep(
                             "webhooks": webhooks,
                         }));
                         match api.patch(&name, &PatchParams::default(), &patch).await {
-                            Ok(_) => tracing::info!(%name, "webhook caBundle updated"),
+                            Ok(_) => tracing::info!(%kind, %name, "webhook caBundle updated"),
                             Err(e) => {
-                                tracing::warn!(%name, error = %e, "could not update the webhook caBundle")
+                                tracing::warn!(%kind, %name, error = %e, "could not update the webhook caBundle")
                             }
                         }
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(%name, error = %e, "could not read the webhook configuration")
+                    tracing::warn!(%kind, %name, error = %e, "could not read the webhook configuration")
                 }
             }
         }

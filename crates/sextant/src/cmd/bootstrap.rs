@@ -25,6 +25,9 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         xds_root_cert,
         xds_cert,
         xds_key,
+        xds_token,
+        xds_server_name,
+        sidecar_listeners,
     } = args;
     let mut meta = meta;
     meta.extend(cluster_id.map(|c| format!("CLUSTER_ID={c}")));
@@ -37,10 +40,11 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
                 .unwrap_or(p)
         })
     };
-    let (xds_root_cert, xds_cert, xds_key) = (
+    let (xds_root_cert, xds_cert, xds_key, xds_token) = (
         absolute(xds_root_cert),
         absolute(xds_cert),
         absolute(xds_key),
+        absolute(xds_token),
     );
     let node_id = match (gateway, node_id.split_once('~')) {
         (true, Some(("sidecar" | "router", rest))) => format!("router~{rest}"),
@@ -99,9 +103,14 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
             .map(|root_cert| bootstrap::XdsTls {
                 root_cert,
                 client: xds_cert.zip(xds_key),
+                token: xds_token,
+                server_name: xds_server_name,
             })
             .as_ref(),
     );
+    if sidecar_listeners {
+        bootstrap::add_sidecar_listeners(&mut b, admin_port);
+    }
     if let (Some(node), Some(text)) = (b.node.as_mut(), locality.as_deref()) {
         let l = sextant_model::Locality::parse(text);
         node.locality = Some(envoy_types::pb::envoy::config::core::v3::Locality {

@@ -155,6 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_workload_cert_ttl_seconds,
         remote,
         heavy,
+        inject,
     } = args;
     let crate::cli::RemoteClusterArgs {
         remote_kubeconfig,
@@ -174,6 +175,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         remote_stale_endpoints = ?remote_stale_endpoints, cluster_network = ?cluster_network,
         "remote clusters"
     );
+    let injector = inject
+        .config(crate::inject::Defaults {
+            xds_address: format!("{service_name}.{lease_namespace}.svc:{secure_xds_port}"),
+            server_name: format!("{service_name}.{lease_namespace}.svc"),
+            cluster_id: CLUSTER_ID,
+            network: cluster_network
+                .iter()
+                .find(|(cluster, _)| cluster == CLUSTER_ID)
+                .map(|(_, network)| network.as_str()),
+            domain_suffix: &domain_suffix,
+        })
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(?injector, webhook_config = %inject.injector_webhook_config, "sidecar injection");
     let input_limits = input.limits();
     // Files, admission reviews and watched objects all read within these.
     input_limits.configure();
@@ -371,6 +385,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     held: generator.held_updates(),
                     status_writes: metrics.status_writes.clone(),
                     webhook_config,
+                    injector_webhook_config: inject.injector_webhook_config.clone(),
                     ca_bundle: ca.bundle(),
                     roots: roots.clone(),
                     leading: metrics.leader.clone(),
@@ -496,6 +511,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 concurrency: heavy.webhook_concurrency,
             },
             metrics.clone(),
+            Arc::new(injector),
         ),
     )
     .with_graceful_shutdown(async move {

@@ -1,0 +1,145 @@
+//! The sidecar's command line: Envoy alone, its bootstrap inline (`--config-yaml`), built by
+//! the same library function as `sextant bootstrap --xds-token ... --sidecar-listeners`, so
+//! the two cannot drift. What only the running Pod knows (its IP, name, namespace and service
+//! account) reaches the bootstrap through Kubernetes' `$(VAR)` expansion of container
+//! arguments, from environment variables the downward API sets.
+
+use sextant_compiler::{bootstrap, json};
+
+use super::{InjectConfig, annotations::Settings, values::Address};
+
+/// The Pod's IP (`status.podIP`).
+pub const INSTANCE_IP: &str = "INSTANCE_IP";
+/// The Pod's name (`metadata.name`).
+pub const POD_NAME: &str = "POD_NAME";
+/// The Pod's namespace (`metadata.namespace`).
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// The Pod's service account (`spec.serviceAccountName`).
+pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+
+/// Where the projected service-account token is mounted.
+pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// Where `istio-ca-root-cert` is mounted.
+pub const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
+
+/// Envoy's admin port (on 127.0.0.1 only).
+const ADMIN_PORT: u32 = 15000;
+
+/// What the bootstrap of one Pod's sidecar depends on beyond the settings.
+pub struct Node<'a> {
+    /// The network the Pod is on, if any.
+    pub network: Option<&'a str>,
+    /// The workload's name (node metadata `WORKLOAD_NAME`).
+    pub workload: &'a str,
+}
+
+/// `$(NAME)`: a reference Kubernetes expands in container arguments.
+fn var(name: &str) -> String {
+    format!("$({name})")
+}
+
+/// Text Kubernetes leaves as it is: `$$` expands to `$`, so every `$` is doubled and no
+/// `$(...)` in a user's value becomes a reference.
+fn literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// The arguments of the `istio-proxy` container's `envoy`.
+pub fn args(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -> Vec<String> {
+    let proxy = &settings.proxy_config;
+    let mut args = vec![
+        "--config-yaml".to_owned(),
+        bootstrap_yaml(config, settings, node),
+        "--disable-hot-restart".to_owned(),
+        "--drain-time-s".to_owned(),
+        proxy
+            .termination_drain_seconds
+            .unwrap_or(config.drain_seconds)
+            .to_string(),
+        "--drain-strategy".to_owned(),
+        "immediate".to_owned(),
+    ];
+    // 0 is every core: Envoy's own default.
+    let concurrency = proxy.concurrency.unwrap_or(config.concurrency);
+    if concurrency > 0 {
+        args.extend(["--concurrency".to_owned(), concurrency.to_string()]);
+    }
+    args.extend(["-l".to_owned(), settings.log_level.clone()]);
+    if !settings.component_log_level.is_empty() {
+        args.extend([
+            "--component-log-level".to_owned(),
+            settings.component_log_level.clone(),
+        ]);
+    }
+    args
+}
+
+/// The bootstrap as YAML: ADS over TLS to the control plane, authenticated by the Pod's
+/// projected token; node id and metadata as Istio's injector and agent set them; the
+/// Prometheus and readiness listeners.
+fn bootstrap_yaml(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -> String {
+    let node_id = format!(
+        "sidecar~{}~{}.{}~{}.svc.{}",
+        var(INSTANCE_IP),
+        var(POD_NAME),
+        var(POD_NAMESPACE),
+        var(POD_NAMESPACE),
+        literal(&config.domain_suffix),
+    );
+    let mut metadata = vec![
+        ("NAMESPACE".to_owned(), var(POD_NAMESPACE)),
+        ("SERVICE_ACCOUNT".to_owned(), var(SERVICE_ACCOUNT)),
+        ("INSTANCE_IPS".to_owned(), var(INSTANCE_IP)),
+        (
+            "INTERCEPTION_MODE".to_owned(),
+            settings.interception.clone(),
+        ),
+        ("CLUSTER_ID".to_owned(), literal(&config.cluster_id)),
+    ];
+    if let Some(network) = node.network {
+        metadata.push(("NETWORK".to_owned(), literal(network)));
+    }
+    if !node.workload.is_empty() {
+        metadata.push(("WORKLOAD_NAME".to_owned(), literal(node.workload)));
+    }
+    // As istio-agent does: ISTIO_META_X in the sidecar's environment is node metadata X.
+    for (name, value) in &settings.proxy_config.proxy_metadata {
+        if let Some(key) = name.strip_prefix("ISTIO_META_").filter(|k| !k.is_empty()) {
+            metadata.retain(|(k, _)| k != key);
+            metadata.push((key.to_owned(), literal(value)));
+        }
+    }
+    let Address { host, port } = settings
+        .proxy_config
+        .discovery_address
+        .as_ref()
+        .unwrap_or(&config.xds_address);
+    let mut b = bootstrap::dynamic_bootstrap(
+        &node_id,
+        &metadata,
+        &literal(host),
+        *port,
+        false,
+        ADMIN_PORT,
+        Some(&bootstrap::XdsTls {
+            root_cert: format!("{ROOT_CERT_DIR}/root-cert.pem"),
+            client: None,
+            token: Some(format!("{TOKEN_DIR}/istio-token")),
+            server_name: config.xds_server_name.as_deref().map(literal),
+        }),
+    );
+    bootstrap::add_sidecar_listeners(&mut b, ADMIN_PORT);
+    let yaml = sextant_index::manifest::to_yaml(&[json::to_json(&b)]);
+    yaml.strip_prefix("---\n").unwrap_or(&yaml).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_in_values_stay_literal() {
+        assert_eq!(literal("a$(B)c$$"), "a$$(B)c$$$$");
+        assert_eq!(var(POD_NAME), "$(POD_NAME)");
+    }
+}
