@@ -145,3 +145,25 @@ impl Drop for Cluster {
         self.stop();
     }
 }
+
+/// The chart's MutatingWebhookConfiguration for sidecar injection, as `helm template` renders
+/// it with the defaults, each webhook pointed at `url` instead of the chart's Service (the
+/// test API server has no cluster network to reach a Service through), as JSON.
+pub fn chart_injector_config(helm: &Path, url: &str) -> String {
+    let rendered = sextant_testing::run(
+        Command::new(helm)
+            .args(["template", "sextant"])
+            .arg(sextant_testing::repo("charts/sextant"))
+            .args(["--show-only", "templates/injector.yaml"]),
+    );
+    let docs = sextant_index::manifest::parse_documents(&rendered).expect("the chart's YAML");
+    let mut config = docs
+        .into_iter()
+        .map(|d| d.value)
+        .find(|v| v["kind"] == "MutatingWebhookConfiguration")
+        .expect("the chart renders the injector's configuration");
+    for hook in config["webhooks"].as_array_mut().into_iter().flatten() {
+        hook["clientConfig"] = serde_json::json!({ "url": url });
+    }
+    config.to_string()
+}

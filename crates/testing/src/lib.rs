@@ -10,6 +10,9 @@
 //! - `traffic`: traffic splits, metrics and `/debug/syncz` entries;
 //! - `ads_client`: a fake Envoy's ADS client (state of the world or delta) that subscribes and
 //!   ACKs like Envoy, for the ADS benchmark and tests;
+//! - `kubelet`: a node shim that runs the API server's Pods in those namespaces;
+//! - `netns`: network namespaces joined by a bridge, standing for Pods on one node, for the
+//!   sidecar-capture tests;
 //! - `xds`: a first-response probe of the ADS port, plaintext or TLS, with a client
 //!   certificate or a bearer token.
 //!
@@ -19,6 +22,8 @@ pub mod ads_client;
 pub mod backend;
 pub mod envoy;
 pub mod http;
+pub mod kubelet;
+pub mod netns;
 pub mod process;
 pub mod serve;
 pub mod tools;

@@ -87,13 +87,16 @@ pub fn helm() -> Option<PathBuf> {
 /// it is found beside the running executable (`target/<profile>/deps/..`), where building the
 /// workspace's tests or benchmarks puts it (`crates/sextant` has tests of its own, which build
 /// it). A binary older than a source file of the workspace's crates is refused: building one
-/// package's tests does not rebuild it.
+/// package's tests does not rebuild it. `$SEXTANT_BIN`, when set, is used unchecked.
 pub fn sextant_bin() -> PathBuf {
     static CHECKED: OnceLock<PathBuf> = OnceLock::new();
     CHECKED.get_or_init(find_sextant_bin).clone()
 }
 
 fn find_sextant_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SEXTANT_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("the running executable's path");
     let dir = exe
         .parent()
