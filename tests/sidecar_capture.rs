@@ -134,11 +134,12 @@ fn nat_counters(pod: &Netns) -> String {
 
 #[test]
 fn a_captured_bookinfo_mesh_routes_secures_and_bypasses_as_istio_does() {
-    let Some(envoy_bin) = envoy() else { return };
+    let Some(envoy) = envoy() else { return };
     let Some(mut lan) = Lan::new("capture") else {
         return;
     };
     let dir = temp_dir("capture");
+    let envoy_bin = sextant_testing::netns::proxy_envoy(&envoy, &dir);
     let config = dir.join("config");
     std::fs::create_dir_all(&config).expect("config dir");
     let ca = dir.join("ca");

