@@ -452,7 +452,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let counting = metrics.clone();
     let on_bound: sextant_xds::grpc::OnBound = Arc::new(move |bound| counting.bounded(bound));
     let admin_listener = crate::listen::Gate::new(
-        tokio::net::TcpListener::bind(admin_addr).await?,
+        tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("listening on {admin_addr}"))?,
         max_admin_connections,
         None,
         metrics.clone(),
@@ -519,7 +521,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let mut xds_shutdown = shutdown_rx.clone();
     let streams = crate::streams::StreamCap::new(max_streams_per_connection, metrics.clone());
-    let xds_incoming = gate(crate::tls::listen(xds_addr)?, max_connections).into_incoming();
+    let xds_tcp =
+        crate::tls::listen(xds_addr).with_context(|| format!("listening on {xds_addr}"))?;
+    let xds_incoming = gate(xds_tcp, max_connections).into_incoming();
     let xds_server = crate::bounded_xds_server(streams.clone())
         .add_service(AdsService::new(ads.clone()).bounded(progress, on_bound.clone()))
         .add_service(sextant_xds::csds::Csds::new(connections.clone()).into_service())
