@@ -1,14 +1,17 @@
-//! The only IO of the crate: finding the tools, reading whether the namespace has IPv6, and
-//! running a [`Plan`] in the current network namespace.
+//! The only IO of the crate: finding the tools, reading whether the namespace has IPv6 and
+//! what earlier runs left there, and running a [`Plan`] in the current network namespace.
 
 use std::{
     ffi::OsStr,
-    io::Write,
+    io::{ErrorKind, Write},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
 };
 
-use crate::plan::{Backend, Plan, Repeat, Step, Tool};
+use crate::{
+    Ipv6Interface, iptables,
+    plan::{Backend, Cleanup, Plan, Repeat, Step, Tool},
+};
 
 /// A deletion that keeps succeeding this often is not deleting what it should.
 const MAX_REPEATS: usize = 100;
@@ -59,49 +62,117 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The backend: `wanted`, or with `None` `iptables-restore` if `path` has it, else `nft`.
-pub fn choose_backend(wanted: Option<Backend>, path: &OsStr) -> Result<Backend, ApplyError> {
-    if let Some(backend) = wanted {
-        return Ok(backend);
-    }
-    if find_program(Tool::IptablesRestore.program(), path).is_some() {
-        Ok(Backend::Iptables)
-    } else if find_program(Tool::Nft.program(), path).is_some() {
-        Ok(Backend::Nft)
-    } else {
-        Err(ApplyError::NoBackend)
-    }
+/// The backend automatic choice made, and the program that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectedBackend {
+    /// The backend.
+    pub backend: Backend,
+    /// Where its program is.
+    pub program: PathBuf,
 }
 
-/// Whether this process's network namespace has IPv6 (see [`crate::has_ipv6`]); without
-/// `/proc/net/if_inet6` the kernel has no IPv6 at all.
-pub fn namespace_has_ipv6() -> bool {
-    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|text| crate::has_ipv6(&text))
+/// The automatic choice of backend: `iptables-restore` if `path` (a `PATH` value) has it,
+/// else `nft`.
+pub fn detect_backend(path: &OsStr) -> Result<DetectedBackend, ApplyError> {
+    [
+        (Backend::Iptables, Tool::IptablesRestore),
+        (Backend::Nft, Tool::Nft),
+    ]
+    .into_iter()
+    .find_map(|(backend, tool)| {
+        let program = find_program(tool.program(), path)?;
+        Some(DetectedBackend { backend, program })
+    })
+    .ok_or(ApplyError::NoBackend)
 }
 
-/// Runs every step of `plan` in order, stopping at the first failure.
-pub fn run(plan: &Plan) -> Result<(), ApplyError> {
-    for step in &plan.steps {
-        match step.repeat {
-            Repeat::Once => run_step(step)??,
-            Repeat::WhileSucceeds => {
-                let mut runs = 0;
-                while run_step(step)?.is_ok() {
-                    runs += 1;
-                    if runs == MAX_REPEATS {
-                        return Err(ApplyError::Endless {
-                            command: step.command(),
-                        });
-                    }
-                }
-            }
+/// What this process's network namespace has of IPv6.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceIpv6 {
+    /// An address a Pod is reached at (see [`crate::ipv6_address`]).
+    Address(Ipv6Interface),
+    /// Loopback and link-local addresses only.
+    LocalOnly,
+    /// No `/proc/net/if_inet6`: the kernel has no IPv6.
+    Unsupported,
+}
+
+/// Reads `/proc/net/if_inet6`.
+pub fn namespace_ipv6() -> NamespaceIpv6 {
+    match std::fs::read_to_string("/proc/net/if_inet6") {
+        Err(_) => NamespaceIpv6::Unsupported,
+        Ok(text) => {
+            crate::ipv6_address(&text).map_or(NamespaceIpv6::LocalOnly, NamespaceIpv6::Address)
         }
+    }
+}
+
+/// Runs `plan`: its cleanup, then every step in order, stopping at the first failure.
+pub fn run(plan: &Plan) -> Result<(), ApplyError> {
+    for cleanup in &plan.cleanup {
+        match cleanup {
+            Cleanup::Iptables(family) => remove_iptables_leftovers(*family)?,
+            Cleanup::Delete { step, repeat } => delete(step, *repeat)?,
+        }
+    }
+    for step in &plan.steps {
+        run_step(step)??;
     }
     Ok(())
 }
 
-/// Runs one step once: `Err` when it could not start, `Ok(Err)` when it failed.
-fn run_step(step: &Step) -> Result<Result<(), ApplyError>, ApplyError> {
+/// Reads the family's tables with `iptables-save` and deletes what an earlier run left.
+/// When `iptables-save` is missing or fails (a kernel without IPv6), nothing is read: then
+/// no rules can have been added with `iptables-restore` either.
+fn remove_iptables_leftovers(family: crate::Family) -> Result<(), ApplyError> {
+    let save = Step {
+        tool: Tool::save(family),
+        args: Vec::new(),
+        stdin: None,
+    };
+    let saved = match run_step(&save) {
+        Err(ApplyError::Spawn { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+        Ok(Err(_)) => return Ok(()),
+        Ok(Ok(saved)) => saved,
+    };
+    let Some(input) = iptables::leftovers(&saved) else {
+        return Ok(());
+    };
+    let args = vec!["--noflush".to_string()];
+    let tool = Tool::restore(family);
+    let stdin = Some(input);
+    run_step(&Step { tool, args, stdin })??;
+    Ok(())
+}
+
+/// Runs a deletion: once, or while it succeeds. Its failure, or a missing program, means
+/// there is nothing (more) to delete.
+fn delete(step: &Step, repeat: Repeat) -> Result<(), ApplyError> {
+    let mut runs = 0;
+    loop {
+        match run_step(step) {
+            Err(ApplyError::Spawn { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+            Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) if repeat == Repeat::Once => return Ok(()),
+            Ok(Ok(_)) => {}
+        }
+        runs += 1;
+        if runs == MAX_REPEATS {
+            let command = step.command();
+            return Err(ApplyError::Endless { command });
+        }
+    }
+}
+
+/// Runs one step once: `Err` when it could not start, `Ok(Err)` when it failed, else its
+/// standard output.
+fn run_step(step: &Step) -> Result<Result<String, ApplyError>, ApplyError> {
     let command = step.command();
     let spawn_error = |source| ApplyError::Spawn {
         command: command.clone(),
@@ -114,7 +185,7 @@ fn run_step(step: &Step) -> Result<Result<(), ApplyError>, ApplyError> {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn_error)?;
@@ -129,7 +200,7 @@ fn run_step(step: &Step) -> Result<Result<(), ApplyError>, ApplyError> {
     }
     let output = child.wait_with_output().map_err(spawn_error)?;
     if output.status.success() {
-        return Ok(Ok(()));
+        return Ok(Ok(String::from_utf8_lossy(&output.stdout).into_owned()));
     }
     Ok(Err(ApplyError::Failed {
         command,
@@ -165,20 +236,19 @@ mod tests {
     #[test]
     fn automatic_choice_prefers_iptables_then_nft_and_names_both_when_neither_is_there() {
         let (both, path) = path_with(&["iptables-restore", "nft"]);
-        assert_eq!(
-            choose_backend(None, &path).expect("found"),
-            Backend::Iptables
-        );
+        let found = detect_backend(&path).expect("found");
+        assert_eq!(found.backend, Backend::Iptables);
+        assert_eq!(found.program, both.join("iptables-restore"));
         let (nft, path) = path_with(&["nft"]);
-        assert_eq!(choose_backend(None, &path).expect("found"), Backend::Nft);
+        let found = detect_backend(&path).expect("found");
+        assert_eq!(found.backend, Backend::Nft);
+        assert_eq!(found.program, nft.join("nft"));
         let (none, path) = path_with(&[]);
-        let err = choose_backend(None, &path).expect_err("neither");
+        let err = detect_backend(&path).expect_err("neither");
         assert_eq!(
             err.to_string(),
             "neither iptables-restore nor nft was found on PATH"
         );
-        let wanted = choose_backend(Some(Backend::Nft), &path).expect("as asked");
-        assert_eq!(wanted, Backend::Nft);
         for dir in [both, nft, none] {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -191,7 +261,6 @@ mod tests {
             tool: Tool::Ip,
             args: vec!["no-such-object".into()],
             stdin: None,
-            repeat: Repeat::Once,
         });
         let _ = std::fs::remove_dir_all(dir);
         match err {
@@ -202,7 +271,7 @@ mod tests {
                 assert!(text.starts_with("ip no-such-object failed"), "{text}");
                 assert!(text.contains("no-such-object"), "{text}");
             }
-            Ok(Ok(())) => panic!("`ip no-such-object` succeeded"),
+            Ok(Ok(_)) => panic!("`ip no-such-object` succeeded"),
         }
     }
 }

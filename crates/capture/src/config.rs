@@ -65,6 +65,9 @@ pub struct Flags {
     pub exclude_interfaces: String,
     /// `-k/--kube-virt-interfaces`: interfaces whose inbound traffic is treated as outbound.
     pub kube_virt_interfaces: String,
+    /// `--drop-invalid`: drop packets conntrack finds invalid instead of letting the kernel
+    /// answer them with a reset.
+    pub drop_invalid: bool,
 }
 
 impl Default for Flags {
@@ -86,6 +89,7 @@ impl Default for Flags {
             local_outbound_ports_exclude: String::new(),
             exclude_interfaces: String::new(),
             kube_virt_interfaces: String::new(),
+            drop_invalid: false,
         }
     }
 }
@@ -160,6 +164,9 @@ pub struct CaptureConfig {
     pub exclude_interfaces: Vec<String>,
     /// Interfaces whose inbound traffic is captured as outbound (`-k`, for VMs on the Pod).
     pub reroute_interfaces: Vec<String>,
+    /// Whether packets conntrack finds invalid (out of the TCP window) are dropped, so that
+    /// they do not reset the connection.
+    pub drop_invalid: bool,
 }
 
 impl Default for CaptureConfig {
@@ -253,6 +260,7 @@ impl CaptureConfig {
             local_outbound_ports_exclude,
             exclude_interfaces,
             kube_virt_interfaces,
+            drop_invalid,
         } = flags;
         let proxy_uids = match ids(PROXY_UID, proxy_uid, "a user id")? {
             uids if uids.is_empty() => vec![1337],
@@ -303,6 +311,7 @@ impl CaptureConfig {
             )?,
             exclude_interfaces: interfaces(EXCLUDE_INTERFACES, exclude_interfaces)?,
             reroute_interfaces: interfaces(KUBE_VIRT_INTERFACES, kube_virt_interfaces)?,
+            drop_invalid: *drop_invalid,
         })
     }
 

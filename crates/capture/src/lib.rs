@@ -5,8 +5,9 @@
 //! [`Flags`] holds `istio-iptables`' flags as given; [`CaptureConfig::parse`] checks them.
 //! [`rules::ruleset`] lists the rules for one address family in Istio's order, and
 //! [`Plan`] renders them for a backend (`iptables-restore` input or an `nft -f` script) with
-//! the `ip` commands TPROXY needs. Everything here is pure but [`apply`], which finds the
-//! tools and runs a plan.
+//! the `ip` commands TPROXY needs, after a [`Cleanup`] of whatever earlier runs left in any
+//! mode, backend or family. Everything here is pure but [`apply`], which finds the tools,
+//! reads what the namespace holds and runs a plan.
 
 pub mod apply;
 mod cidr;
@@ -21,6 +22,6 @@ pub use cidr::Cidr;
 pub use config::{
     CaptureConfig, FlagError, Flags, InterceptionMode, PortList, Problem, Ranges, defaults,
 };
-pub use inet6::has_ipv6;
-pub use plan::{Backend, Plan, Repeat, Step, Tool};
+pub use inet6::{Ipv6Interface, ipv6_address};
+pub use plan::{Backend, Cleanup, Plan, ROUTE_PROTOCOL, Repeat, Step, Tool};
 pub use rules::Family;

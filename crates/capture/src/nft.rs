@@ -113,6 +113,7 @@ fn statement(family: Family, rule: &Rule) -> String {
             Match::NotMark(mark) => format!("meta mark != {mark}"),
             Match::ConnMark(mark) => format!("ct mark {mark}"),
             Match::Established => "ct state related,established".into(),
+            Match::Invalid => "ct state invalid".into(),
         });
     }
     words.push(match rule.target {
@@ -124,6 +125,7 @@ fn statement(family: Family, rule: &Rule) -> String {
         Target::SetMark(mark) => format!("meta mark set {mark}"),
         Target::SaveMark => "ct mark set meta mark".into(),
         Target::RestoreMark => "meta mark set ct mark".into(),
+        Target::Drop => "drop".into(),
     });
     words.join(" ")
 }

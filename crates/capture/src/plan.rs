@@ -1,5 +1,6 @@
-//! What applying a capture runs, step by step, for a backend: the rules as the backend's
-//! input, and the `ip` commands Istio runs beside them.
+//! What applying a capture runs, step by step, for a backend: first the removal of whatever
+//! earlier runs left (in any mode, backend or family), then the rules as the backend's input
+//! and the `ip` commands Istio runs beside them.
 
 use std::fmt;
 
@@ -18,6 +19,16 @@ pub enum Backend {
     Nft,
 }
 
+impl Backend {
+    /// Its name as `--backend` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables",
+            Backend::Nft => "nft",
+        }
+    }
+}
+
 /// A program a step runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
@@ -29,6 +40,10 @@ pub enum Tool {
     Nft,
     /// `ip` (iproute2).
     Ip,
+    /// `iptables-save`.
+    IptablesSave,
+    /// `ip6tables-save`.
+    Ip6tablesSave,
 }
 
 impl Tool {
@@ -39,26 +54,32 @@ impl Tool {
             Tool::Ip6tablesRestore => "ip6tables-restore",
             Tool::Nft => "nft",
             Tool::Ip => "ip",
+            Tool::IptablesSave => "iptables-save",
+            Tool::Ip6tablesSave => "ip6tables-save",
         }
     }
 
-    fn restore(family: Family) -> Tool {
+    /// The family's `iptables-restore`.
+    pub fn restore(family: Family) -> Tool {
         match family {
             Family::V4 => Tool::IptablesRestore,
             Family::V6 => Tool::Ip6tablesRestore,
         }
     }
+
+    /// The family's `iptables-save`.
+    pub fn save(family: Family) -> Tool {
+        match family {
+            Family::V4 => Tool::IptablesSave,
+            Family::V6 => Tool::Ip6tablesSave,
+        }
+    }
 }
 
-/// How often a step runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Repeat {
-    /// Once; its failure is the plan's.
-    Once,
-    /// Again while it succeeds: a deletion of whatever copies an earlier run left. Its
-    /// failure means there is nothing (more) to delete.
-    WhileSucceeds,
-}
+/// The routing protocol number (`proto 83`, unassigned in iproute2's `rt_protos`) on the `ip
+/// rule` and `ip route` entries Sextant adds, so that a later run finds them whatever mark and
+/// table they were made with.
+pub const ROUTE_PROTOCOL: u8 = 83;
 
 /// One command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,19 +90,12 @@ pub struct Step {
     pub args: Vec<String>,
     /// What it reads on standard input.
     pub stdin: Option<String>,
-    /// How often it runs.
-    pub repeat: Repeat,
 }
 
 impl Step {
-    fn new(tool: Tool, args: &[&str], stdin: Option<String>, repeat: Repeat) -> Step {
+    fn new(tool: Tool, args: &[&str], stdin: Option<String>) -> Step {
         let args = args.iter().map(|a| a.to_string()).collect();
-        Step {
-            tool,
-            args,
-            stdin,
-            repeat,
-        }
+        Step { tool, args, stdin }
     }
 
     /// The command line, for messages.
@@ -93,10 +107,40 @@ impl Step {
     }
 }
 
-/// The steps that apply a capture, in order.
+/// How often a deletion runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// Once (a flush).
+    Once,
+    /// Again while it succeeds: it deletes one copy at a time.
+    WhileSucceeds,
+}
+
+/// Part of removing what earlier runs of `sextant iptables` (or Istio's `istio-iptables`) left
+/// in the namespace, in either mode, backend and family, before a run applies its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Istio's chains in the nat and mangle tables of the family, and the rules elsewhere
+    /// that jump to them or carry Sextant's comment, as the family's `iptables-save` shows
+    /// them, deleted with one `iptables-restore --noflush`. Skipped when `iptables-save` is
+    /// missing or fails.
+    Iptables(Family),
+    /// A deletion. Its failure means there was nothing to delete, and without its program
+    /// nothing can have been added.
+    Delete {
+        /// The command.
+        step: Step,
+        /// How often it runs.
+        repeat: Repeat,
+    },
+}
+
+/// What applying a capture runs, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// The steps.
+    /// The removal of what earlier runs left, first.
+    pub cleanup: Vec<Cleanup>,
+    /// The steps that apply the capture; the first failure ends the run.
     pub steps: Vec<Step>,
 }
 
@@ -111,72 +155,87 @@ impl Plan {
         match backend {
             Backend::Iptables => {
                 for (family, rules) in &rulesets {
-                    let tool = Tool::restore(*family);
-                    steps.extend(builtin_deletions(tool, rules));
                     let input = Some(iptables::restore(rules));
-                    steps.push(Step::new(tool, &["--noflush"], input, Repeat::Once));
+                    steps.push(Step::new(Tool::restore(*family), &["--noflush"], input));
                 }
             }
             Backend::Nft => {
                 let script = Some(nft::script(&rulesets));
-                steps.push(Step::new(Tool::Nft, &["-f", "-"], script, Repeat::Once));
+                steps.push(Step::new(Tool::Nft, &["-f", "-"], script));
             }
         }
         steps.extend(routing(config, families));
-        Plan { steps }
+        Plan {
+            cleanup: cleanup(),
+            steps,
+        }
+    }
+
+    /// Only the removal of what earlier runs left (`--cleanup-only`).
+    pub fn cleanup_only() -> Plan {
+        Plan {
+            cleanup: cleanup(),
+            steps: Vec::new(),
+        }
     }
 }
 
-/// Declaring Istio's chains empties them, but the rules in built-in chains stay: each is
-/// deleted while a copy is there.
-fn builtin_deletions(tool: Tool, rules: &[Rule]) -> Vec<Step> {
-    let mut inputs: Vec<String> = Vec::new();
-    for rule in rules.iter().filter(|r| r.chain.is_builtin()) {
-        let input = iptables::deletion(rule);
-        if !inputs.contains(&input) {
-            inputs.push(input);
-        }
+/// Everything any run may have added, whatever its flags: both families' chains, both nft
+/// tables, the policy routing and the `::6` address.
+fn cleanup() -> Vec<Cleanup> {
+    let delete = |tool, args: &[&str], repeat| Cleanup::Delete {
+        step: Step::new(tool, args, None),
+        repeat,
+    };
+    let proto = ROUTE_PROTOCOL.to_string();
+    let mut cleanup = vec![Cleanup::Iptables(Family::V4), Cleanup::Iptables(Family::V6)];
+    for family in ["ip", "ip6"] {
+        let args = ["delete", "table", family, nft::TABLE];
+        cleanup.push(delete(Tool::Nft, &args, Repeat::WhileSucceeds));
     }
-    let step = |input| Step::new(tool, &["--noflush"], Some(input), Repeat::WhileSucceeds);
-    inputs.into_iter().map(step).collect()
+    for family in ["-4", "-6"] {
+        let rule = [family, "rule", "del", "protocol", &proto];
+        cleanup.push(delete(Tool::Ip, &rule, Repeat::WhileSucceeds));
+        let route = [family, "route", "flush", "table", "all", "proto", &proto];
+        cleanup.push(delete(Tool::Ip, &route, Repeat::Once));
+    }
+    let address = ["-6", "addr", "del", PASSTHROUGH_V6, "dev", "lo"];
+    cleanup.push(delete(Tool::Ip, &address, Repeat::WhileSucceeds));
+    cleanup
 }
+
+/// The address Envoy's inbound passthrough binds to on IPv6.
+const PASSTHROUGH_V6: &str = "::6/128";
 
 /// Istio's `ip` commands: the `::6` address Envoy's inbound passthrough binds to on IPv6,
 /// and under TPROXY the policy routing that delivers marked packets to the loopback
-/// interface (`ip rule add` adds a duplicate each time, so earlier copies go first).
+/// interface, each entry marked [`ROUTE_PROTOCOL`].
 fn routing(config: &CaptureConfig, families: &[Family]) -> Vec<Step> {
     let mut steps = Vec::new();
     if families.contains(&Family::V6) {
-        let args = ["-6", "addr", "replace", "::6/128", "dev", "lo"];
-        steps.push(Step::new(Tool::Ip, &args, None, Repeat::Once));
+        let args = ["-6", "addr", "replace", PASSTHROUGH_V6, "dev", "lo"];
+        steps.push(Step::new(Tool::Ip, &args, None));
     }
     if config.inbound_mode != InterceptionMode::Tproxy || config.inbound_include.is_empty() {
         return steps;
     }
     let mark = config.tproxy_mark.to_string();
     let table = config.tproxy_route_table.to_string();
+    let proto = ROUTE_PROTOCOL.to_string();
     for family in families {
         let (fam, default) = match family {
             Family::V4 => ("-4", "0.0.0.0/0"),
             Family::V6 => ("-6", "::/0"),
         };
-        let rule = |verb| [fam, "rule", verb, "fwmark", &mark, "lookup", &table].map(String::from);
-        steps.push(Step {
-            tool: Tool::Ip,
-            args: rule("del").into(),
-            stdin: None,
-            repeat: Repeat::WhileSucceeds,
-        });
-        steps.push(Step {
-            tool: Tool::Ip,
-            args: rule("add").into(),
-            stdin: None,
-            repeat: Repeat::Once,
-        });
-        let route = [
-            fam, "route", "replace", "local", default, "dev", "lo", "table", &table,
+        let rule = [
+            fam, "rule", "add", "fwmark", &mark, "lookup", &table, "protocol", &proto,
         ];
-        steps.push(Step::new(Tool::Ip, &route, None, Repeat::Once));
+        steps.push(Step::new(Tool::Ip, &rule, None));
+        let route = [
+            fam, "route", "replace", "local", default, "dev", "lo", "table", &table, "proto",
+            &proto,
+        ];
+        steps.push(Step::new(Tool::Ip, &route, None));
     }
     steps
 }
@@ -185,12 +244,36 @@ fn routing(config: &CaptureConfig, families: &[Family]) -> Vec<Step> {
 /// `iptables-restore` and `nft`), followed by what it reads.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.cleanup.is_empty() {
+            writeln!(
+                f,
+                "## remove what earlier runs left (a failed deletion: nothing to delete)"
+            )?;
+        }
+        for cleanup in &self.cleanup {
+            match cleanup {
+                Cleanup::Iptables(family) => writeln!(
+                    f,
+                    "# {} --noflush   (deleting the ISTIO_* chains of nat and mangle in `{}` \
+                     and the rules that jump to them or carry `-m comment --comment {}`)",
+                    Tool::restore(*family).program(),
+                    Tool::save(*family).program(),
+                    iptables::COMMENT,
+                )?,
+                Cleanup::Delete { step, repeat } => {
+                    let repeat = match repeat {
+                        Repeat::Once => "",
+                        Repeat::WhileSucceeds => "   (repeated while it succeeds)",
+                    };
+                    writeln!(f, "# {}{repeat}", step.command())?;
+                }
+            }
+        }
+        if !self.steps.is_empty() {
+            writeln!(f, "## apply")?;
+        }
         for step in &self.steps {
-            let repeat = match step.repeat {
-                Repeat::Once => "",
-                Repeat::WhileSucceeds => "   (repeated while it succeeds)",
-            };
-            writeln!(f, "# {}{repeat}", step.command())?;
+            writeln!(f, "# {}", step.command())?;
             if let Some(stdin) = &step.stdin {
                 f.write_str(stdin)?;
             }

@@ -70,6 +70,8 @@ pub enum Chain {
     Divert,
     /// `ISTIO_TPROXY`: hands new inbound connections to Envoy by TPROXY.
     Tproxy,
+    /// `ISTIO_DROP`: drops what it is given (`--drop-invalid`).
+    Drop,
 }
 
 impl Chain {
@@ -84,6 +86,7 @@ impl Chain {
             Chain::IstioOutput => "ISTIO_OUTPUT",
             Chain::Divert => "ISTIO_DIVERT",
             Chain::Tproxy => "ISTIO_TPROXY",
+            Chain::Drop => "ISTIO_DROP",
         }
     }
 
@@ -147,6 +150,8 @@ pub enum Match {
     ConnMark(u32),
     /// `-m conntrack --ctstate RELATED,ESTABLISHED`.
     Established,
+    /// `-m conntrack --ctstate INVALID`.
+    Invalid,
 }
 
 /// What a rule does with the packets it matches.
@@ -173,6 +178,8 @@ pub enum Target {
     SaveMark,
     /// Copy the connection mark to the packet.
     RestoreMark,
+    /// Drop.
+    Drop,
 }
 
 /// Where a rule goes in its chain.
@@ -224,6 +231,18 @@ pub fn ruleset(config: &CaptureConfig, family: Family) -> Vec<Rule> {
         );
     }
     use Match::*;
+    if config.drop_invalid {
+        // A packet outside the TCP window would be answered with a reset that ends the
+        // connection; dropped, it is retransmitted (Istio's `--drop-invalid`).
+        let invalid = vec![Invalid];
+        rules.append(
+            Table::Mangle,
+            Chain::Prerouting,
+            invalid,
+            Target::Jump(Chain::Drop),
+        );
+        rules.append(Table::Mangle, Chain::Drop, vec![], Target::Drop);
+    }
     let tcp = || Protocol(self::Protocol::Tcp);
     rules.append(
         Table::Nat,

@@ -3,8 +3,9 @@
 //! reviewed like code.
 //!
 //! A case file has one `LONG-FLAG=VALUE` line per flag that differs from the defaults
-//! (`istio-inbound-ports=9080,8080`; an empty value is empty, as in Istio's init arguments),
-//! `# ` lines describing it, and optionally `ipv6=on` for rules of both families.
+//! (`istio-inbound-ports=9080,8080`; an empty value is empty, as in Istio's init arguments;
+//! `drop-invalid=true`), `# ` lines describing it, and optionally `ipv6=on` for rules of both
+//! families.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,12 @@ fn read_case(path: &Path) -> Case {
             "ipv6" => {
                 assert_eq!(value, "on", "{}: ipv6 is `on` or absent", path.display());
                 families.push(Family::V6);
+                continue;
+            }
+            "drop-invalid" => {
+                flags.drop_invalid = value.parse().unwrap_or_else(|_| {
+                    panic!("{}: drop-invalid is true or false", path.display())
+                });
                 continue;
             }
             "envoy-port" => &mut flags.envoy_port,

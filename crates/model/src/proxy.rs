@@ -11,7 +11,8 @@ pub struct Proxy {
     pub kind: ProxyKind,
     /// Workload IPs (the first is the primary).
     pub ips: Vec<IpAddr>,
-    /// Pod (or workload) name.
+    /// The Pod's name, from the node id: the Pod the proxy's labels, identity and inbound
+    /// listeners come from.
     pub workload_name: String,
     /// Config namespace.
     pub namespace: String,
@@ -166,7 +167,8 @@ impl Proxy {
             "SERVICE_ACCOUNT" if !value.is_empty() => self.service_account = Some(value.to_owned()),
             "CLUSTER_ID" if !value.is_empty() => self.cluster_id = value.to_owned(),
             "NETWORK" => self.network = value.to_owned(),
-            "WORKLOAD_NAME" if !value.is_empty() => self.workload_name = value.to_owned(),
+            // `WORKLOAD_NAME` is the workload's (Deployment's) name, for telemetry: the Pod is
+            // the one the node id names, and a node cannot make Sextant look up another.
             "INSTANCE_IPS" => {
                 let ips: Vec<IpAddr> = value
                     .split(',')
@@ -190,11 +192,12 @@ impl Proxy {
         }
     }
 
-    /// Fills what the node did not say from its workload (Pod): labels, identity, IPs.
+    /// Fills in what the node's workload (Pod) says: its labels replace the node's `LABELS`
+    /// (istiod's `SetWorkloadLabels`: metadata labels only stand in for an unknown Pod, so a
+    /// proxy cannot claim labels its Pod does not carry), and its identity and locality fill
+    /// what the node did not say.
     pub fn complete_from(&mut self, workload: &crate::Workload) {
-        if self.labels.is_empty() {
-            self.labels = (*workload.labels).clone();
-        }
+        self.labels = (*workload.labels).clone();
         if self.service_account.is_none() {
             self.service_account = workload.service_account.clone();
         }
@@ -229,5 +232,36 @@ mod tests {
         assert!(Proxy::from_node_id("sidecar~10.1.2.3~x").is_err());
         assert!(Proxy::from_node_id("waiter~10.1.2.3~a.b~b.svc.cluster.local").is_err());
         assert!(Proxy::from_node_id("sidecar~nope~a.b~b.svc.cluster.local").is_err());
+    }
+
+    #[test]
+    fn the_pod_comes_from_the_node_id_and_its_labels_win() {
+        let mut p = Proxy::from_node_id(
+            "sidecar~10.1.2.3~reviews-v1-abc.default~default.svc.cluster.local",
+        )
+        .expect("valid");
+        // A Deployment's Pod says its workload's name; the Pod is still the node id's.
+        p.apply_metadata("WORKLOAD_NAME", "reviews-v1");
+        p.apply_metadata("LABELS", "app=payments,extra=1");
+        assert_eq!(p.workload_name, "reviews-v1-abc");
+        let pod = crate::Workload {
+            name: "reviews-v1-abc".into(),
+            namespace: "default".into(),
+            labels: std::sync::Arc::new(BTreeMap::from([("app".into(), "reviews".into())])),
+            ips: vec![p.ip()],
+            service_account: Some("bookinfo-reviews".into()),
+            node: None,
+            locality: None,
+            ports: Vec::new(),
+        };
+        p.complete_from(&pod);
+        assert_eq!(
+            p.labels, *pod.labels,
+            "the Pod's labels, not the node's claim"
+        );
+        assert_eq!(
+            p.workload_service_account.as_deref(),
+            Some("bookinfo-reviews")
+        );
     }
 }

@@ -3,6 +3,10 @@
 //! and reads back what the kernel holds (`iptables-save`, `nft list ruleset`, `ip rule`).
 //! Without the right to make a namespace, or without a tool, a test fails under `CI=true`
 //! and is skipped elsewhere with a note. The `--dry-run` tests need neither.
+//!
+//! A run first removes what earlier runs left: the switching tests run one configuration
+//! after another in a namespace and compare what it holds with a fresh namespace given only
+//! the second.
 
 use std::{
     process::{Command, Output},
@@ -11,6 +15,9 @@ use std::{
 
 use sextant_capture::apply::find_program;
 use sextant_testing::tools::sextant_bin;
+
+#[path = "iptables_netns/switching.rs"]
+mod switching;
 
 /// Istio's injected init-container arguments for a Pod without annotations.
 const INJECTED: &[&str] = &[
@@ -90,8 +97,8 @@ impl Netns {
         self.read("ip", &["link", "set", "lo", "up"]);
     }
 
-    /// `sextant iptables ARGS` inside the namespace, which must succeed.
-    fn capture(&self, args: &[&str]) {
+    /// `sextant iptables ARGS` inside the namespace, which must succeed; its standard output.
+    fn capture(&self, args: &[&str]) -> String {
         let bin = sextant_bin();
         let bin = bin.to_str().expect("a UTF-8 path");
         let out = self.exec(bin, &[&["iptables"], args].concat());
@@ -100,6 +107,7 @@ impl Netns {
             "sextant iptables {args:?} failed:\n{}",
             text(&out.stderr)
         );
+        text(&out.stdout)
     }
 }
 
@@ -155,7 +163,7 @@ fn dry_run_prints_istio_rules_for_the_injected_arguments() {
     for line in [
         "# iptables-restore --noflush",
         ":ISTIO_OUTPUT - [0:0]",
-        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+        "-A PREROUTING -p tcp -m comment --comment sextant -j ISTIO_INBOUND",
         "-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN",
         "-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN",
         "-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN",
@@ -173,7 +181,8 @@ fn dry_run_prints_istio_rules_for_the_injected_arguments() {
             "no {line:?} in:\n{stdout}"
         );
     }
-    assert!(!stdout.contains("ip6tables"), "IPv6 is off:\n{stdout}");
+    let ip6 = stdout.lines().any(|l| l == "# ip6tables-restore --noflush");
+    assert!(!ip6, "IPv6 is off:\n{stdout}");
 
     let args = [INJECTED, &["--dry-run", "--backend", "nft", "--ipv6", "on"]].concat();
     let out = dry_run(&args);
@@ -203,21 +212,167 @@ fn a_bad_flag_value_is_refused_naming_the_flag() {
         stderr.contains("-d/--istio-local-exclude-ports: \"99999\" is not a port"),
         "{stderr}"
     );
-    let out = dry_run(&["--dry-run", "-i", "10.0.0.0/40"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("-i/--istio-service-cidr"),
-        "{}",
-        text(&out.stderr)
+    for (args, named) in [
+        (&["-i", "10.0.0.0/40"][..], "-i/--istio-service-cidr"),
+        (
+            &["--native-nftables", "--backend", "iptables"],
+            "--native-nftables",
+        ),
+        (
+            &["--network-namespace", "/proc/1/ns/net"],
+            "--network-namespace",
+        ),
+        (
+            &["--force-iptables-binary", "iptables-legacy"],
+            "--force-iptables-binary",
+        ),
+    ] {
+        let out = dry_run(&[&["--dry-run"], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("error: {named}")), "{stderr}");
+    }
+}
+
+/// Istio's flags Sextant accepts without doing what they ask.
+const UNIMPLEMENTED: [&str; 7] = [
+    "--redirect-dns",
+    "--capture-all-dns",
+    "--run-validation",
+    "--iptables-probe-port",
+    "--probe-timeout",
+    "--cni-mode",
+    "--force-iptables-binary",
+];
+
+#[test]
+fn every_istio_iptables_flag_is_accepted_and_the_unimplemented_ones_are_named() {
+    let istio = [
+        "--native-nftables",
+        "--force-apply",
+        "--dual-stack",
+        "--redirect-dns",
+        "--capture-all-dns",
+        "--drop-invalid",
+        "--run-validation",
+        "--skip-rule-apply",
+        "--probe-timeout=5s",
+        "--iptables-probe-port=15002",
+        "--reconcile",
+        "--cni-mode=true",
+        "--force-iptables-binary=nft",
+        "--log_as_json",
+        "--log_target=stdout",
+        "--log_caller=default",
+        "--log_stacktrace_level=default:none",
+    ];
+    let out = dry_run(&[INJECTED, &istio, &["--dry-run"]].concat());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "# backend nft (--native-nftables), IPv6 on (--dual-stack)"
     );
+    assert!(stdout.contains("table ip6 sextant {\n"), "{stdout}");
+    assert!(
+        stdout.contains("\t\tct state invalid jump mangle-istio-drop\n"),
+        "{stdout}"
+    );
+    for flag in UNIMPLEMENTED {
+        let warning = format!("warning: {flag} is not implemented: ");
+        assert!(stderr.contains(&warning), "no {warning:?} in:\n{stderr}");
+    }
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .count();
+    assert_eq!(warnings, UNIMPLEMENTED.len(), "{stderr}");
+
+    // Istio's variables (a Pod's ProxyMetadata reaches istio-init as its environment).
+    let out = Command::new(sextant_bin())
+        .args(
+            [
+                &["iptables"],
+                INJECTED,
+                &["--dry-run", "--backend", "iptables"],
+            ]
+            .concat(),
+        )
+        .envs([("ISTIO_META_DNS_CAPTURE", "true"), ("INVALID_DROP", "true")])
+        .envs([
+            ("ISTIO_DUAL_STACK", "true"),
+            ("ISTIO_OUTBOUND_OWNER_GROUPS", "1000"),
+        ])
+        .output()
+        .expect("run sextant");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("# backend iptables (--backend iptables), IPv6 on (--dual-stack)\n")
+    );
+    assert!(stdout.contains(
+        "-A PREROUTING -m conntrack --ctstate INVALID -m comment --comment sextant -j ISTIO_DROP\n"
+    ));
+    for warning in [
+        "--redirect-dns is not",
+        "$ISTIO_OUTBOUND_OWNER_GROUPS (\"1000\") is not",
+    ] {
+        assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
+    }
+}
+
+#[test]
+fn dry_run_first_line_says_which_backend_and_ipv6_were_chosen_and_why() {
+    let out = dry_run(&["--dry-run", "--backend", "iptables", "--ipv6", "on"]);
+    let first = text(&out.stdout).lines().next().map(String::from);
+    let expected = "# backend iptables (--backend iptables), IPv6 on (--ipv6 on)";
+    assert_eq!(first.as_deref(), Some(expected), "{}", text(&out.stderr));
+
+    let dir = fake_tools("auto", &[("nft", "exit 0")]);
+    let out = Command::new(sextant_bin())
+        .args(["iptables", "--dry-run", "--ipv6", "off", "--dual-stack"])
+        .env("PATH", &dir)
+        .output()
+        .expect("run sextant");
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = text(&out.stdout).lines().next().map(String::from);
+    let expected = format!(
+        "# backend nft (--backend auto: no iptables-restore on PATH, {}/nft is), \
+         IPv6 off (--ipv6 off, over --dual-stack)",
+        dir.display()
+    );
+    assert_eq!(first, Some(expected), "{}", text(&out.stderr));
+}
+
+#[test]
+fn automatic_ipv6_names_the_address_it_found_or_says_there_is_none() {
+    let Some(ns) = Netns::create(&[]) else {
+        return;
+    };
+    let first_line = |ns: &Netns| {
+        let stdout = ns.capture(&["--dry-run", "--backend", "nft"]);
+        stdout.lines().next().unwrap_or_default().to_string()
+    };
+    let none = "# backend nft (--backend nft), \
+                IPv6 off (--ipv6 auto: no IPv6 address here but loopback and link-local)";
+    assert_eq!(first_line(&ns), none);
+    ns.read(
+        "ip",
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+    );
+    ns.read(
+        "ip",
+        &["-6", "addr", "add", "fd00::10/64", "dev", "v0", "nodad"],
+    );
+    let found = "# backend nft (--backend nft), IPv6 on (--ipv6 auto: fd00::10 on v0)";
+    assert_eq!(first_line(&ns), found);
 }
 
 #[test]
 fn automatic_backend_without_either_tool_names_both() {
-    let bin = sextant_bin();
-    let empty = std::env::temp_dir().join(format!("sxt-ipt-empty-path-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).expect("a directory");
-    let out = Command::new(bin)
+    let empty = fake_tools("empty-path", &[]);
+    let out = Command::new(sextant_bin())
         .args(["iptables", "--dry-run"])
         .env("PATH", &empty)
         .output()
@@ -231,17 +386,51 @@ fn automatic_backend_without_either_tool_names_both() {
     );
 }
 
+/// A directory of shell scripts (name, body), for `PATH`.
+fn fake_tools(name: &str, tools: &[(&str, &str)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("sxt-ipt-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    for (tool, body) in tools {
+        let fake = dir.join(tool);
+        std::fs::write(&fake, format!("#!/bin/sh\n{body}\n")).expect("write the fake tool");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// An `iptables-restore` that exits without reading its input, as a tool that fails early
+/// may.
+const FAILING_RESTORE: (&str, &str) = (
+    "iptables-restore",
+    "echo 'iptables-restore: line 7 failed' >&2\nexit 1",
+);
+
+#[test]
+fn skipping_rule_apply_checks_the_flags_and_runs_no_tool() {
+    let dir = fake_tools("skip", &[FAILING_RESTORE]);
+    let run = |extra: &[&str]| {
+        Command::new(sextant_bin())
+            .args([&["iptables", "--backend", "iptables"], extra].concat())
+            .env("PATH", &dir)
+            .output()
+            .expect("run sextant")
+    };
+    // As Istio's injection writes them when istio-cni sets the rules.
+    let out = run(&["--run-validation", "--skip-rule-apply"]);
+    let bad = run(&["--skip-rule-apply", "-p", "0"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("--skip-rule-apply: the rules are computed, none applied"));
+    assert!(stderr.contains("warning: --run-validation is not implemented"));
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
+
 #[test]
 fn a_failing_tool_stops_the_run_with_its_error_and_input() {
-    use std::os::unix::fs::PermissionsExt;
     let bin = sextant_bin();
-    let dir = std::env::temp_dir().join(format!("sxt-ipt-failing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory");
-    let fake = dir.join("iptables-restore");
-    // It exits without reading its input, as a tool that fails early may.
-    let script = "#!/bin/sh\necho 'iptables-restore: line 7 failed' >&2\nexit 1\n";
-    std::fs::write(&fake, script).expect("write the fake tool");
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = fake_tools("failing", &[FAILING_RESTORE]);
     let out = Command::new(bin)
         .args(["iptables", "--backend", "iptables", "--ipv6", "off"])
         .env("PATH", &dir)
@@ -269,8 +458,8 @@ fn iptables_backend_puts_istio_rules_in_the_namespace_once() {
     let nat = saved_rules(&ns, "iptables-save", "nat");
     // As iptables-save prints Istio's rules: conditions in its own order, `-m tcp` added.
     let expected = [
-        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
-        "-A OUTPUT -j ISTIO_OUTPUT",
+        "-A PREROUTING -p tcp -m comment --comment sextant -j ISTIO_INBOUND",
+        "-A OUTPUT -m comment --comment sextant -j ISTIO_OUTPUT",
         "-A ISTIO_INBOUND -p tcp -m tcp --dport 15008 -j RETURN",
         "-A ISTIO_INBOUND -p tcp -m tcp --dport 15090 -j RETURN",
         "-A ISTIO_INBOUND -p tcp -m tcp --dport 15021 -j RETURN",
@@ -323,14 +512,12 @@ fn iptables_backend_with_ipv6_uses_v6_loopback_and_adds_the_passthrough_address(
     ] {
         assert!(nat6.iter().any(|r| r == rule), "no {rule:?} in {nat6:#?}");
     }
-    let jumps = nat6
-        .iter()
-        .filter(|r| *r == "-A OUTPUT -j ISTIO_OUTPUT")
-        .count();
+    let jump = "-A OUTPUT -m comment --comment sextant -j ISTIO_OUTPUT";
+    let jumps = nat6.iter().filter(|r| *r == jump).count();
     assert_eq!(jumps, 1, "one jump after two runs: {nat6:#?}");
     let lo = ns.read("ip", &["-6", "addr", "show", "dev", "lo"]);
     assert!(lo.contains("inet6 ::6/128"), "no ::6 on lo:\n{lo}");
-    assert!(saved_rules(&ns, "iptables-save", "nat").contains(&"-A OUTPUT -j ISTIO_OUTPUT".into()));
+    assert!(saved_rules(&ns, "iptables-save", "nat").contains(&jump.into()));
 }
 
 #[test]
@@ -356,7 +543,7 @@ fn tproxy_marks_inbound_and_routes_it_to_loopback_once() {
     let mangle = saved_rules(&ns, "iptables-save", "mangle");
     assert_eq!(mangle, first, "the mangle table after a second run");
     for rule in [
-        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
+        "-A PREROUTING -p tcp -m comment --comment sextant -j ISTIO_INBOUND",
         "-A ISTIO_INBOUND -p tcp -m mark --mark 0x539 -j RETURN",
         "-A ISTIO_INBOUND -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT",
         "-A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY",
@@ -369,10 +556,10 @@ fn tproxy_marks_inbound_and_routes_it_to_loopback_once() {
         );
     }
     let marks = [
-        "-A PREROUTING -p tcp -m mark --mark 0x539 -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff",
-        "-A OUTPUT -o lo -p tcp -m mark --mark 0x539 -j RETURN",
-        "-A OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff",
-        "-A OUTPUT -p tcp -m connmark --mark 0x539 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+        "-A PREROUTING -p tcp -m mark --mark 0x539 -m comment --comment sextant -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+        "-A OUTPUT -o lo -p tcp -m mark --mark 0x539 -m comment --comment sextant -j RETURN",
+        "-A OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -m comment --comment sextant -j MARK --set-xmark 0x53a/0xffffffff",
+        "-A OUTPUT -p tcp -m connmark --mark 0x539 -m comment --comment sextant -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
     ];
     for rule in marks {
         let copies = mangle.iter().filter(|r| *r == rule).count();
