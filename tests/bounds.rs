@@ -18,6 +18,8 @@ use sextant_testing::{Process, Serve, first_clusters, http_get, metric, syncz, w
 
 #[path = "bounds/connections.rs"]
 mod connections;
+#[path = "bounds/webhook.rs"]
+mod webhook;
 
 /// NACK text a hostile peer sends: 8 MiB, three times.
 const NACK_BYTES: usize = 8 << 20;

@@ -73,6 +73,7 @@ fn the_chart_installs_upgrades_and_uninstalls() {
     for flag in [
         "serve",
         "--webhook-config=sextant-validator",
+        "--injector-webhook-config=sextant-sidecar-injector",
         "--service-name=sextant",
         "--remote-stale-endpoints=remove",
     ] {
@@ -94,6 +95,7 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "sidecars/status",
         "endpointslices",
         "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
         "nodes",
     ] {
         assert!(rules.contains(needed), "{needed} in {rules}");
@@ -106,6 +108,15 @@ fn the_chart_installs_upgrades_and_uninstalls() {
         "jsonpath={.webhooks[0].clientConfig.service.name}",
     ]);
     assert_eq!(webhook, "sextant");
+    // Sidecar injection is registered by default: Istio's four selectors, all on /inject.
+    let injector = kubectl_(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "sextant-sidecar-injector",
+        "-o",
+        "jsonpath={range .webhooks[*]}{.clientConfig.service.path}{\" \"}{end}",
+    ]);
+    assert_eq!(injector.trim(), "/inject /inject /inject /inject");
     kubectl_(&["get", "crd", "virtualservices.networking.istio.io"]);
     kubectl_(&["get", "crd", "sidecars.networking.istio.io"]);
     // The mesh config, with Istio's defaults, where Sextant watches for it.
@@ -171,5 +182,96 @@ fn the_chart_installs_upgrades_and_uninstalls() {
     let left = kubectl_(&["get", "deploy,svc,sa", "-n", "istio-system", "-o", "name"]);
     assert_eq!(left.trim(), "", "uninstall removes what the chart made");
     api.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `helm template` with `--set` values: the Deployment's flags and what RBAC grants.
+fn rendered(helm: &Path, dir: &Path, sets: &[&str]) -> (Vec<String>, String) {
+    let chart = repo("charts/sextant");
+    let mut args = vec!["template", "sextant", chart.to_str().expect("utf-8")];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let text = run(helm, &dir.join("kubeconfig"), dir, &args);
+    let docs = sextant_index::manifest::parse_documents(&text).expect("the chart's YAML");
+    let deployment = docs
+        .iter()
+        .find(|d| d.value["kind"] == "Deployment")
+        .expect("a Deployment");
+    let flags = deployment.value["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("text").to_owned())
+        .collect();
+    let kinds = docs
+        .iter()
+        .map(|d| d.value["kind"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(",");
+    let rules = docs
+        .iter()
+        .find(|d| d.value["kind"] == "ClusterRole")
+        .expect("a ClusterRole")
+        .value["rules"]
+        .to_string();
+    (flags, format!("{kinds}\n{rules}"))
+}
+
+#[test]
+fn the_chart_renders_without_sidecar_resources_or_without_the_injector() {
+    let Some(helm) = sextant_testing::helm() else {
+        return;
+    };
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("sextant-helm-values-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // No resources for the sidecar: each flag is empty, which sets none.
+    let (flags, _) = rendered(&helm, &dir, &["sidecar.resources=null"]);
+    for flag in [
+        "--sidecar-cpu-request=",
+        "--sidecar-memory-request=",
+        "--sidecar-cpu-limit=",
+        "--sidecar-memory-limit=",
+    ] {
+        assert!(flags.iter().any(|f| f == flag), "{flag} in {flags:?}");
+    }
+    let (flags, _) = rendered(&helm, &dir, &["sidecar.resources.limits=null"]);
+    assert!(
+        flags.iter().any(|f| f == "--sidecar-cpu-request=100m"),
+        "{flags:?}"
+    );
+    assert!(
+        flags.iter().any(|f| f == "--sidecar-cpu-limit="),
+        "{flags:?}"
+    );
+    // Without the injector: no configuration, no caBundle to keep and no right to it.
+    let (flags, objects) = rendered(
+        &helm,
+        &dir,
+        &["sidecarInjector.enabled=false", "sidecar.native=true"],
+    );
+    assert!(
+        flags.iter().any(|f| f == "--injector-webhook-config="),
+        "{flags:?}"
+    );
+    assert!(flags.iter().any(|f| f == "--sidecar-native"), "{flags:?}");
+    assert!(
+        !objects.contains("MutatingWebhookConfiguration"),
+        "{objects}"
+    );
+    assert!(
+        !objects.contains("mutatingwebhookconfigurations"),
+        "{objects}"
+    );
+    let (defaults, objects) = rendered(&helm, &dir, &[]);
+    assert!(
+        objects.contains("MutatingWebhookConfiguration"),
+        "{objects}"
+    );
+    assert!(
+        !defaults.iter().any(|f| f == "--sidecar-native"),
+        "{defaults:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

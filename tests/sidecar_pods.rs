@@ -40,7 +40,8 @@ fn apply(node: &Netns, kubectl: &Path, dir: &Path, name: &str, yaml: &str) {
     );
 }
 
-/// A bookinfo Pod whose application is `mesh-app` (the shim runs commands, not images).
+/// A bookinfo Pod whose application is `mesh-app` (the shim runs commands, not images);
+/// ratings asks for a native sidecar.
 fn bookinfo_pod(app: &str, version: &str) -> String {
     let mut args = format!("[serve, --name, {app}-{version}, --listen, \"0.0.0.0:9080\"");
     if app == "productpage" {
@@ -52,22 +53,44 @@ fn bookinfo_pod(app: &str, version: &str) -> String {
         }
     }
     args.push(']');
+    let annotations = if app == "ratings" {
+        ", annotations: {sidecar.istio.io/nativeSidecar: \"true\"}"
+    } else {
+        ""
+    };
+    // reviews is created as its Deployment's ReplicaSet creates it: the name is generated
+    // after admission, so the injector sees only the workload (WORKLOAD_NAME), while the
+    // sidecar's node id carries the Pod's own name.
+    let name = if app == "reviews" {
+        format!(
+            "generateName: {app}-{version}-7f9c8d-, ownerReferences: [{{apiVersion: apps/v1, \
+             kind: ReplicaSet, name: {app}-{version}-7f9c8d, uid: 5f0b8a9e-0000-4000-8000-000000000001, \
+             controller: true}}]"
+        )
+    } else {
+        format!("name: {app}-{version}")
+    };
     format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: bookinfo-{app}, namespace: default}}\n---\n\
-         apiVersion: v1\nkind: Pod\nmetadata: {{name: {app}-{version}, namespace: default, \
-         labels: {{app: {app}, version: {version}}}}}\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{{name}, namespace: default, \
+         labels: {{app: {app}, version: {version}}}{annotations}}}\n\
          spec:\n  serviceAccountName: bookinfo-{app}\n  containers:\n  - name: {app}\n    image: mesh-app\n\
          \x20   command: [{MESH_APP}]\n    args: {args}\n    ports: [{{containerPort: 9080}}]\n"
     )
 }
 
-fn services(pods: &[(&str, &Netns)]) -> String {
+fn services(pods: &[(&str, &str, &Netns)]) -> String {
     let mut out = String::new();
     for app in ["productpage", "reviews", "ratings"] {
         let addresses: Vec<String> = pods
             .iter()
-            .filter(|(a, _)| *a == app)
-            .map(|(_, ns)| format!("{{addresses: [{}], targetRef: {{kind: Pod, name: {app}-v1, namespace: default}}}}", ns.ip))
+            .filter(|(a, _, _)| *a == app)
+            .map(|(_, name, ns)| {
+                format!(
+                    "{{addresses: [{}], targetRef: {{kind: Pod, name: {name}, namespace: default}}}}",
+                    ns.ip
+                )
+            })
             .collect();
         out.push_str(&format!(
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: default}}\n\
@@ -171,29 +194,73 @@ fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
     });
 
     for (app, version) in [("productpage", "v1"), ("reviews", "v1"), ("ratings", "v1")] {
-        apply(&node, &kubectl, &dir, app, &bookinfo_pod(app, version));
+        let file = dir.join(format!("{app}.yaml"));
+        write(&file, &bookinfo_pod(app, version));
+        sextant_testing::run(
+            kubectl_in(&node, &kubectl, &dir)
+                .args(["create", "-f"])
+                .arg(&file),
+        );
     }
-    // The stored Pods carry the sidecar the webhook added.
-    let stored: Value = serde_json::from_str(&sextant_testing::run(
-        kubectl_in(&node, &kubectl, &dir).args(["get", "pod", "productpage-v1", "-o", "json"]),
-    ))
-    .expect("JSON");
-    let names = |key: &str| -> Vec<String> {
-        stored["spec"][key]
+    let reviews_name = sextant_testing::run(kubectl_in(&node, &kubectl, &dir).args([
+        "get",
+        "pods",
+        "-l",
+        "app=reviews",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]));
+    assert!(
+        reviews_name.starts_with("reviews-v1-7f9c8d-"),
+        "{reviews_name}"
+    );
+    // The stored Pods carry the sidecar the webhook added: ratings' a native sidecar, in
+    // its init containers after istio-init and running for the Pod's life.
+    let stored = |name: &str| -> Value {
+        serde_json::from_str(&sextant_testing::run(
+            kubectl_in(&node, &kubectl, &dir).args(["get", "pod", name, "-o", "json"]),
+        ))
+        .expect("JSON")
+    };
+    let names = |pod: &Value, key: &str| -> Vec<String> {
+        pod["spec"][key]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|c| c["name"].as_str().map(str::to_owned))
             .collect()
     };
-    assert_eq!(names("initContainers"), ["istio-init"], "{stored}");
+    let front = stored("productpage-v1");
+    assert_eq!(names(&front, "initContainers"), ["istio-init"], "{front}");
     assert!(
-        names("containers").contains(&"istio-proxy".to_owned()),
-        "{stored}"
+        names(&front, "containers").contains(&"istio-proxy".to_owned()),
+        "{front}"
     );
     assert_eq!(
-        stored["metadata"]["labels"]["security.istio.io/tlsMode"],
+        front["metadata"]["labels"]["security.istio.io/tlsMode"],
         "istio"
+    );
+    // A regular sidecar outlives the application by Istio's terminationDrainDuration.
+    let proxy = front["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "istio-proxy")
+        .expect("istio-proxy");
+    assert_eq!(
+        proxy["lifecycle"]["preStop"]["sleep"]["seconds"], 5,
+        "{proxy}"
+    );
+    let native = stored("ratings-v1");
+    assert_eq!(
+        names(&native, "initContainers"),
+        ["istio-init", "istio-proxy"],
+        "{native}"
+    );
+    assert_eq!(names(&native, "containers"), ["ratings"], "{native}");
+    assert_eq!(
+        native["spec"]["initContainers"][1]["restartPolicy"], "Always",
+        "{native}"
     );
 
     // The shim runs them.
@@ -217,23 +284,17 @@ fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
     kubelet
         .sync(&mut lan)
         .unwrap_or_else(|e| panic!("the shim: {e}"));
-    let pod = |app: &str| {
-        kubelet
-            .pod("default", &format!("{app}-v1"))
-            .expect("running")
-            .netns
-            .clone()
-    };
-    let (pp, reviews, ratings) = (pod("productpage"), pod("reviews"), pod("ratings"));
+    let pod = |name: &str| kubelet.pod("default", name).expect("running").netns.clone();
+    let (pp, reviews, ratings) = (pod("productpage-v1"), pod(&reviews_name), pod("ratings-v1"));
     apply(
         &node,
         &kubectl,
         &dir,
         "services",
         &services(&[
-            ("productpage", &pp),
-            ("reviews", &reviews),
-            ("ratings", &ratings),
+            ("productpage", "productpage-v1", &pp),
+            ("reviews", &reviews_name, &reviews),
+            ("ratings", "ratings-v1", &ratings),
         ]),
     );
 
@@ -249,12 +310,12 @@ fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
         },
     );
     let page = page.unwrap_or_else(|e| {
-        let logs: String = ["productpage", "reviews"]
+        let logs: String = ["productpage-v1", reviews_name.as_str(), "ratings-v1"]
             .iter()
-            .map(|app| {
+            .map(|name| {
                 std::fs::read_to_string(
                     dir.join("pods")
-                        .join(format!("default-{app}-v1"))
+                        .join(format!("default-{name}"))
                         .join("istio-proxy.log"),
                 )
                 .unwrap_or_default()
@@ -272,6 +333,33 @@ fn pods_created_through_the_api_server_are_injected_run_and_meshed() {
             "{app} saw {xfcc:?}"
         );
     }
+    // STRICT for the reviews workload alone, by its labels: the generated Pod's sidecar knows
+    // its Pod (from the name in its node id), so it takes the policy and refuses a caller
+    // without a sidecar, while productpage, meshed, still gets through.
+    let direct = format!("http://{}:9080/", reviews.ip);
+    assert_eq!(
+        get(&node, &direct).map(|(s, _)| s),
+        Ok(200),
+        "PERMISSIVE by default"
+    );
+    apply(
+        &node,
+        &kubectl,
+        &dir,
+        "reviews-strict",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: reviews-strict, namespace: default}\n\
+         spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}}\n",
+    );
+    wait_for(
+        "STRICT on the reviews workload to refuse plaintext",
+        WAIT,
+        || get(&node, &direct).err(),
+    );
+    assert!(
+        productpage(&pp).is_some_and(|p| call(&p, "reviews")["status"] == 200),
+        "meshed callers still reach reviews"
+    );
     drop(kubelet);
     drop(processes);
     drop(lan);

@@ -53,7 +53,8 @@ pub struct Duties {
     pub status_writes: Counter,
     /// The ValidatingWebhookConfiguration whose `caBundle` is kept.
     pub webhook_config: String,
-    /// The MutatingWebhookConfiguration (sidecar injection) whose `caBundle` is kept.
+    /// The MutatingWebhookConfiguration (sidecar injection) whose `caBundle` is kept; empty
+    /// for none.
     pub injector_webhook_config: String,
     /// The CA certificate the API server should trust, as `caBundle` holds it (base64 PEM).
     pub ca_bundle: String,
@@ -83,12 +84,15 @@ pub fn spawn(client: Client, leader: watch::Receiver<bool>, duties: Duties) {
         ca_bundle.clone(),
         leader.clone(),
     ));
-    tokio::spawn(ca_bundle::keep_mutating(
-        client.clone(),
-        injector_webhook_config,
-        ca_bundle,
-        leader.clone(),
-    ));
+    // Empty: sidecar injection is not registered, so there is nothing to look for.
+    if !injector_webhook_config.is_empty() {
+        tokio::spawn(ca_bundle::keep_mutating(
+            client.clone(),
+            injector_webhook_config,
+            ca_bundle,
+            leader.clone(),
+        ));
+    }
     tokio::spawn(root_configmaps::keep(client.clone(), roots, leader.clone()));
     tokio::spawn(status::run(
         client,

@@ -54,6 +54,10 @@ pub struct ProxyDefaults {
     /// `proxyMetadata`: environment the proxies' agents run with (`ISTIO_META_DNS_CAPTURE`,
     /// ...).
     pub proxy_metadata: BTreeMap<String, String>,
+    /// Every `defaultConfig` field as given, as the text of a JSON object (empty when there is
+    /// no `defaultConfig`): the sidecar injector reads the fields it honours from it, with
+    /// the parser of the `proxy.istio.io/config` annotation it lies under.
+    pub json: String,
 }
 
 /// One `serviceSettings[]` entry.

@@ -40,8 +40,9 @@ enum Command {
     /// Register a remote cluster, as `istioctl create-remote-secret`: in the cluster of
     /// `--kubeconfig`, make sure of a ServiceAccount that may read (get, list, watch)
     /// Services, Endpoints, EndpointSlices, Pods, Namespaces and Nodes and create
-    /// TokenReviews (to review its workloads' tokens), and print a Secret holding a
-    /// kubeconfig with its token, to apply in the control plane's namespace.
+    /// TokenReviews and SubjectAccessReviews (to review its workloads' tokens and its
+    /// gateways' access to Secrets), and print a Secret holding a kubeconfig with its token,
+    /// to apply in the control plane's namespace.
     CreateRemoteSecret(CreateRemoteSecretArgs),
     /// Set up a Pod's traffic capture in the current network namespace, as Istio's
     /// `istio-iptables` init step (same flags), or print it with --dry-run.
@@ -325,6 +326,9 @@ pub struct ServeArgs {
     /// Bounds on CPU-heavy work (webhook, debug views, scope cache).
     #[command(flatten)]
     pub heavy: HeavyWorkArgs,
+    /// The webhook port's bounds on time and bytes per connection and in total.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
     /// Sidecar injection: what each injected Pod gets.
     #[command(flatten)]
     pub inject: crate::inject::InjectArgs,
@@ -339,8 +343,8 @@ pub struct HeavyWorkArgs {
     /// `bound="webhook_bytes"`.
     #[arg(long, env = "SEXTANT_WEBHOOK_MAX_BYTES", default_value_t = crate::webhook::DEFAULT_MAX_BYTES)]
     pub webhook_max_bytes: usize,
-    /// Time one AdmissionReview may take to validate; past it the review is denied, naming
-    /// this budget, counted as `bound="webhook_time"`.
+    /// Time one AdmissionReview may take to answer once it has arrived (`/validate` or
+    /// `/inject`); past it it is denied, naming this budget, counted as `bound="webhook_time"`.
     #[arg(long, env = "SEXTANT_WEBHOOK_TIMEOUT_MS", default_value_t = crate::webhook::DEFAULT_TIMEOUT_MS)]
     pub webhook_timeout_ms: u64,
     /// AdmissionReviews validated at once; others wait up to the time budget, then get 429,

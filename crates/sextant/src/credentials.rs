@@ -5,11 +5,16 @@
 //!
 //! Only a node that says it is a gateway (`router~`) and proved an identity on the secure
 //! port gets them, and only those of that identity's namespace: a Secret never leaves its
-//! namespace. The node type is the peer's word, so any identity of a namespace can read its
-//! TLS Secrets (docs/SECURITY.md); istiod narrows this with a SubjectAccessReview. Each
-//! namespace's secrets are encoded once per snapshot.
+//! namespace. The node type is the peer's word, so that is not enough: as istiod does, the
+//! identity must also be allowed to read the namespace's Secrets ([`Authorize`]: in a
+//! cluster, a SubjectAccessReview, see `secure::SecretAccess`). Until it is known to be, the
+//! gateway gets only the public `NAME-cacert` bundles. Each namespace's secrets are encoded
+//! once per snapshot.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use envoy_types::pb::envoy::{
     config::core::v3::{DataSource, data_source},
@@ -17,50 +22,120 @@ use envoy_types::pb::envoy::{
         CertificateValidationContext, Secret, TlsCertificate, secret,
     },
 };
-use sextant_model::{CA_CREDENTIAL_SUFFIX, CREDENTIAL_PREFIX, Proxy, ProxyKind, Snapshot};
+use sextant_model::{
+    CA_CREDENTIAL_SUFFIX, CREDENTIAL_PREFIX, Identity, Proxy, ProxyKind, Snapshot,
+};
 use sextant_resources::{Encoded, List};
+
+/// Whether a gateway's identity may read the Secrets of its namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// It may: it gets every credential of its namespace.
+    Allowed,
+    /// It may not, and why: it gets only the public `NAME-cacert` bundles.
+    Denied(String),
+    /// Not known yet (being asked, or cannot be asked now): only the public bundles until the
+    /// answer comes, and the proxy's stream is woken then.
+    Pending,
+}
+
+/// Decides whether a gateway's proven identity may read its namespace's Secrets. Called for
+/// every update of a gateway's resources: it must answer at once, from what it knows.
+pub trait Authorize: Send + Sync {
+    /// What `proxy`, proving `identity` (of the proxy's namespace), may read.
+    fn access(&self, proxy: &Proxy, identity: &Identity) -> Access;
+}
 
 /// Encoded credentials by namespace, for one snapshot version.
 #[derive(Default)]
 pub struct Credentials {
-    cache: Mutex<(u64, HashMap<String, List>)>,
+    cache: Mutex<(u64, HashMap<String, Namespace>)>,
+    /// Who may read Secrets; `None`: every identity of the namespace (directory mode, where
+    /// the operator issues every certificate and token).
+    access: Option<Arc<dyn Authorize>>,
     /// Gateways told why they get no credentials (once each, at most [`WARNED`]).
-    warned: Mutex<std::collections::HashSet<String>>,
+    warned: Mutex<HashSet<String>>,
+}
+
+/// One namespace's credentials: all of them, and the public CA bundles alone.
+#[derive(Clone)]
+struct Namespace {
+    all: List,
+    /// The `NAME-cacert` validation contexts, which istiod also serves without asking.
+    public: List,
 }
 
 /// How many gateways' refusals are remembered so as to be logged once.
 const WARNED: usize = 1024;
 
+/// Why a gateway gets no private credentials.
+enum Refusal<'a> {
+    Unauthenticated,
+    OtherNamespace(&'a Identity),
+    Denied(&'a Identity, &'a str),
+}
+
 impl Credentials {
+    /// Credentials served only to identities `access` allows.
+    pub fn new(access: Arc<dyn Authorize>) -> Self {
+        Credentials {
+            access: Some(access),
+            ..Default::default()
+        }
+    }
+
     /// The credentials `proxy` may get from `snapshot`, sorted by name (empty for anyone but
-    /// an authenticated gateway in the Secrets' namespace).
+    /// an authenticated gateway in the Secrets' namespace; the public CA bundles alone for one
+    /// not, or not yet, allowed to read them).
     pub fn for_proxy(&self, snapshot: &Snapshot, proxy: &Proxy) -> List {
-        let allowed = proxy.kind == ProxyKind::Router
-            && proxy
-                .identity
-                .as_ref()
-                .is_some_and(|id| id.namespace == proxy.namespace);
-        if !allowed {
-            if proxy.kind == ProxyKind::Router {
-                self.explain(snapshot, proxy);
-            }
+        if proxy.kind != ProxyKind::Router {
             return List::from([]);
         }
+        let identity = match &proxy.identity {
+            Some(id) if id.namespace == proxy.namespace => id,
+            Some(id) => {
+                self.explain(snapshot, proxy, Refusal::OtherNamespace(id));
+                return List::from([]);
+            }
+            None => {
+                self.explain(snapshot, proxy, Refusal::Unauthenticated);
+                return List::from([]);
+            }
+        };
+        let namespace = self.namespace(snapshot, &proxy.namespace);
+        // Nothing private to hand over: nobody need be asked.
+        if namespace.all.len() == namespace.public.len() {
+            return namespace.all;
+        }
+        let access = self
+            .access
+            .as_ref()
+            .map_or(Access::Allowed, |a| a.access(proxy, identity));
+        match access {
+            Access::Allowed => namespace.all,
+            Access::Denied(why) => {
+                self.explain(snapshot, proxy, Refusal::Denied(identity, &why));
+                namespace.public
+            }
+            Access::Pending => namespace.public,
+        }
+    }
+
+    /// The encoded credentials of `namespace` in `snapshot`.
+    fn namespace(&self, snapshot: &Snapshot, namespace: &str) -> Namespace {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != snapshot.version {
             *cache = (snapshot.version, HashMap::new());
         }
         cache
             .1
-            .entry(proxy.namespace.clone())
-            .or_insert_with(|| encode_namespace(snapshot, &proxy.namespace))
+            .entry(namespace.to_owned())
+            .or_insert_with(|| encode_namespace(snapshot, namespace))
             .clone()
     }
-}
 
-impl Credentials {
     /// Logs, once per gateway, that its Gateways name Secrets it cannot get.
-    fn explain(&self, snapshot: &Snapshot, proxy: &Proxy) {
+    fn explain(&self, snapshot: &Snapshot, proxy: &Proxy, refusal: Refusal<'_>) {
         let names_secrets = snapshot.gateways_for(&proxy.labels).iter().any(|g| {
             g.servers.iter().any(|s| {
                 s.tls
@@ -75,28 +150,36 @@ impl Credentials {
         if warned.len() >= WARNED || !warned.insert(proxy.id.clone()) {
             return;
         }
-        match &proxy.identity {
-            None => tracing::warn!(
+        match refusal {
+            Refusal::Unauthenticated => tracing::warn!(
                 proxy = %proxy.id,
                 "gateway gets no credentialName Secrets: it proved no identity; connect it to the \
                  secure xDS port with a certificate or token of its namespace (README: Gateways)"
             ),
-            Some(identity) => tracing::warn!(
+            Refusal::OtherNamespace(identity) => tracing::warn!(
                 proxy = %proxy.id, %identity,
                 "gateway gets no credentialName Secrets: its identity is not of its namespace"
+            ),
+            Refusal::Denied(identity, why) => tracing::warn!(
+                proxy = %proxy.id, %identity, namespace = %proxy.namespace, %why,
+                "gateway gets no credentialName Secrets (only their -cacert CA bundles): its \
+                 service account may not list Secrets in its namespace; bind it to a Role with \
+                 get, watch and list on secrets there, as Istio's gateway chart does"
             ),
         }
     }
 }
 
-/// Every SDS resource the credentials of `namespace` make, sorted by name.
-fn encode_namespace(snapshot: &Snapshot, namespace: &str) -> List {
+/// Every SDS resource the credentials of `namespace` make, sorted by name, and the public
+/// ones among them.
+fn encode_namespace(snapshot: &Snapshot, namespace: &str) -> Namespace {
     let mut out: Vec<Encoded> = Vec::new();
     let names = snapshot
         .credentials
         .range((namespace.to_owned(), String::new())..)
         .take_while(|((ns, _), _)| ns == namespace)
         .map(|((_, name), _)| name.clone());
+    let mut public: Vec<Encoded> = Vec::new();
     for name in names {
         let Some(c) = snapshot.credential(namespace, &name) else {
             continue;
@@ -114,11 +197,11 @@ fn encode_namespace(snapshot: &Snapshot, namespace: &str) -> List {
             ));
         } else if let Some(ca) = &c.ca_certificate {
             // A Secret with only a CA bundle is served under its own name.
-            out.push(validation(
-                format!("{CREDENTIAL_PREFIX}{name}"),
-                ca,
-                c.crl.as_deref(),
-            ));
+            let bundle = validation(format!("{CREDENTIAL_PREFIX}{name}"), ca, c.crl.as_deref());
+            if name.ends_with(CA_CREDENTIAL_SUFFIX) {
+                public.push(bundle.clone());
+            }
+            out.push(bundle);
         }
         // `NAME-cacert` from Secret NAME's bundle, unless a Secret of that name exists.
         let cacert = format!("{name}{CA_CREDENTIAL_SUFFIX}");
@@ -128,16 +211,20 @@ fn encode_namespace(snapshot: &Snapshot, namespace: &str) -> List {
                 .contains_key(&(namespace.to_owned(), cacert.clone()))
             && let Some(ca) = &c.ca_certificate
         {
-            out.push(validation(
-                format!("{CREDENTIAL_PREFIX}{cacert}"),
-                ca,
-                c.crl.as_deref(),
-            ));
+            let bundle = validation(format!("{CREDENTIAL_PREFIX}{cacert}"), ca, c.crl.as_deref());
+            public.push(bundle.clone());
+            out.push(bundle);
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    out.into()
+    let sorted = |mut list: Vec<Encoded>| -> List {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list.dedup_by(|a, b| a.name == b.name);
+        list.into()
+    };
+    Namespace {
+        all: sorted(out),
+        public: sorted(public),
+    }
 }
 
 fn validation(name: String, ca: &[u8], crl: Option<&[u8]>) -> Encoded {
@@ -180,9 +267,9 @@ pub fn merged(a: &List, b: &List) -> List {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, sync::Arc};
+    use std::collections::BTreeMap;
 
-    use sextant_model::{Credential, Identity, Kind, ObjectRef};
+    use sextant_model::{Credential, Kind, ObjectRef};
 
     use super::*;
 
@@ -266,5 +353,87 @@ mod tests {
                 .for_proxy(&snapshot, &router("other", Some("other")))
                 .is_empty()
         );
+    }
+
+    /// Answers every question with `access`, counting the questions.
+    struct Fixed {
+        access: Access,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Authorize for Fixed {
+        fn access(&self, proxy: &Proxy, identity: &Identity) -> Access {
+            assert_eq!(identity.namespace, proxy.namespace);
+            self.asked.lock().expect("lock").push(identity.to_string());
+            self.access.clone()
+        }
+    }
+
+    fn fixed(access: Access) -> Arc<Fixed> {
+        Arc::new(Fixed {
+            access,
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn a_gateway_not_allowed_to_read_secrets_gets_only_the_public_ca_bundles() {
+        let snapshot = Snapshot {
+            version: 1,
+            credentials: BTreeMap::from([
+                credential("both", true, true),
+                credential("cert", true, false),
+                credential("cert-cacert", false, true),
+                credential("only-ca", false, true),
+                // A certificate and key under a `-cacert` name stay private.
+                credential("key-cacert", true, false),
+            ]),
+            ..Default::default()
+        };
+        for access in [Access::Denied("no RBAC rule".into()), Access::Pending] {
+            let authorize = fixed(access.clone());
+            let credentials = Credentials::new(authorize.clone());
+            let list = credentials.for_proxy(&snapshot, &router("gw", Some("gw")));
+            assert_eq!(
+                names(&list),
+                ["kubernetes://both-cacert", "kubernetes://cert-cacert"],
+                "{access:?}"
+            );
+            assert_eq!(
+                *authorize.asked.lock().expect("lock"),
+                ["spiffe://cluster.local/ns/gw/sa/gw"]
+            );
+        }
+        let allowed = Credentials::new(fixed(Access::Allowed));
+        assert_eq!(
+            allowed
+                .for_proxy(&snapshot, &router("gw", Some("gw")))
+                .len(),
+            6
+        );
+    }
+
+    #[test]
+    fn nobody_is_asked_when_there_is_nothing_private_or_no_proven_identity() {
+        let snapshot = Snapshot {
+            version: 1,
+            credentials: BTreeMap::from([credential("trust-cacert", false, true)]),
+            ..Default::default()
+        };
+        let authorize = fixed(Access::Denied("never asked".into()));
+        let credentials = Credentials::new(authorize.clone());
+        assert_eq!(
+            names(&credentials.for_proxy(&snapshot, &router("gw", Some("gw")))),
+            ["kubernetes://trust-cacert"]
+        );
+        assert!(
+            credentials
+                .for_proxy(&snapshot, &router("gw", None))
+                .is_empty()
+        );
+        let mut sidecar = router("gw", Some("gw"));
+        sidecar.kind = ProxyKind::Sidecar;
+        assert!(credentials.for_proxy(&snapshot, &sidecar).is_empty());
+        assert!(authorize.asked.lock().expect("lock").is_empty());
     }
 }

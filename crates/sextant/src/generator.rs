@@ -152,6 +152,12 @@ impl XdsGenerator {
         self
     }
 
+    /// Serves gateway credentials only to identities `access` allows to read them.
+    pub fn with_secret_access(mut self, access: Arc<dyn crate::credentials::Authorize>) -> Self {
+        self.credentials = crate::credentials::Credentials::new(access);
+        self
+    }
+
     /// Caches at most `max` scopes (at least one).
     pub fn with_max_scopes(self, max: usize) -> Self {
         self.scopes.lock().unwrap_or_else(|p| p.into_inner()).max = max.max(1);

@@ -3,26 +3,40 @@
 //! it istio-proxy and istio-init. The sidecar is Envoy alone, with no agent: its bootstrap
 //! is written here and passed inline, it authenticates to the secure xDS port with the Pod's
 //! projected service-account token (Envoy's Google gRPC client re-reads it for every
-//! stream), and Istio's annotations shape it as they shape Istio's (`annotations`).
+//! stream), and Istio's annotations shape it as they shape Istio's (`annotations`), over the
+//! mesh config's `defaultConfig`. It is a regular container that outlives the application by
+//! a `preStop` sleep (`drain`), or a Kubernetes native sidecar, an init container that keeps
+//! running and holds the application until Envoy is configured.
 //!
 //! [`inject`] is a pure function of the Pod, its namespace and the [`InjectConfig`]: JSON
 //! Patch operations and warnings, a reason for leaving the Pod as it is, or the malformed
-//! annotations that make injection fail (as in Istio, the Pod is then refused).
+//! annotations that make injection fail (as in Istio, the Pod is then refused), and the
+//! values the Pod could not start with: what `istio-init` would refuse (`capture`), an
+//! argument longer than Linux takes. An [`Injector`] gives it the mesh config in force when
+//! each Pod is created. What a Pod may make it read and answer is bounded (`proxyMetadata`,
+//! the annotations' size, [`MAX_PATCH_BYTES`]), and building is linear in what it reads.
+
+use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{Value, json};
 
 pub mod annotations;
 mod args;
+pub mod capture;
 mod containers;
+mod drain;
 mod envoy;
 mod patch;
 pub mod proxy_config;
 pub mod values;
+mod warnings;
 mod workload;
+mod yaml;
 
 pub use annotations::Problem;
 pub use args::{Defaults, InjectArgs};
+pub use proxy_config::ProxyConfig;
 pub use values::Address;
 
 /// Default Envoy image of the sidecar (`--sidecar-image`).
@@ -35,6 +49,9 @@ pub const DEFAULT_INIT_IMAGE: &str =
 const INJECT: &str = "sidecar.istio.io/inject";
 /// What injection added, as JSON; its presence marks a Pod injected.
 const STATUS: &str = "sidecar.istio.io/status";
+/// Bytes the JSON Patch of one Pod may have; the largest a Pod within the API server's
+/// limits gets is far smaller (docs/SECURITY.md).
+pub const MAX_PATCH_BYTES: usize = 2 << 20;
 /// Namespaces never injected, as Istio's `IgnoredNamespaces`.
 const IGNORED_NAMESPACES: &[&str] = &[
     "kube-system",
@@ -75,8 +92,16 @@ pub struct InjectConfig {
     pub component_log_level: String,
     /// Envoy's worker threads; 0 for one per core.
     pub concurrency: u32,
-    /// Envoy's `--drain-time-s` when `terminationDrainDuration` does not set it.
+    /// Envoy's `--drain-time-s` when `drainDuration` does not set it.
     pub drain_seconds: u64,
+    /// How long a regular sidecar keeps serving once its Pod is deleted when
+    /// `terminationDrainDuration` does not say.
+    pub termination_drain_seconds: u64,
+    /// Whether sidecars are native sidecars when `sidecar.istio.io/nativeSidecar` does not
+    /// say.
+    pub native_sidecar: bool,
+    /// The mesh config's `defaultConfig`, under each Pod's `proxy.istio.io/config`.
+    pub mesh_defaults: ProxyConfig,
     /// The proxy's user and group id, whose traffic iptables lets out uncaptured.
     pub uid: u32,
     /// This cluster's id (node metadata `CLUSTER_ID`).
@@ -107,7 +132,10 @@ impl Default for InjectConfig {
             log_level: "warning".to_owned(),
             component_log_level: "misc:error".to_owned(),
             concurrency: 2,
-            drain_seconds: 5,
+            drain_seconds: 45,
+            termination_drain_seconds: 5,
+            native_sidecar: false,
+            mesh_defaults: ProxyConfig::default(),
             uid: 1337,
             cluster_id: "Kubernetes".to_owned(),
             network: None,
@@ -165,6 +193,50 @@ impl InjectConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The mesh config in force, as a source of it.
+pub type MeshConfigSource = Arc<dyn Fn() -> Arc<sextant_model::MeshConfig> + Send + Sync>;
+
+/// Sidecar injection as `/inject` serves it: the flags' configuration, and the mesh config's
+/// `defaultConfig` as it is when each Pod is created (an edit applies to Pods created after
+/// it).
+#[derive(Clone)]
+pub struct Injector {
+    config: Arc<InjectConfig>,
+    mesh: MeshConfigSource,
+}
+
+impl Injector {
+    /// Injects with `config` and the mesh config `mesh` returns at each injection.
+    pub fn new(config: InjectConfig, mesh: MeshConfigSource) -> Injector {
+        Injector {
+            config: Arc::new(config),
+            mesh,
+        }
+    }
+
+    /// The configuration for a Pod created now. `defaultConfig` fields that cannot be used
+    /// are left out and logged (the mesh config's reader does not check them).
+    pub fn current(&self) -> InjectConfig {
+        let mesh = (self.mesh)();
+        let (mesh_defaults, skipped) = proxy_config::mesh_defaults(&mesh.default_config);
+        for reason in skipped {
+            tracing::warn!(%reason, "meshConfig.defaultConfig: a field is not applied to injected sidecars");
+        }
+        InjectConfig {
+            mesh_defaults,
+            ..(*self.config).clone()
+        }
+    }
+}
+
+impl std::fmt::Debug for Injector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,10 +298,19 @@ impl std::fmt::Display for InjectError {
             if i > 0 {
                 f.write_str("; ")?;
             }
+            // Annotations are named `prefix/name`; anything else is a field of the Pod or the
+            // mesh config.
+            let what = if p.annotation.contains('/') {
+                "annotation "
+            } else {
+                ""
+            };
             write!(
                 f,
-                "invalid value {:?} for annotation {}: {}",
-                p.value, p.annotation, p.reason
+                "invalid value {:?} for {what}{}: {}",
+                values::shown(&p.value),
+                p.annotation,
+                p.reason
             )?;
         }
         Ok(())
@@ -284,14 +365,37 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
         network,
         workload: workload_name,
     };
-    let proxy = containers::proxy_container(config, &settings, &node);
+    // A native sidecar outlives the application without a sleep: Kubernetes stops it last.
+    let shutdown = (!settings.native).then(|| {
+        let drain = settings.proxy_config.termination_drain_seconds;
+        let grace = spec.get("terminationGracePeriodSeconds");
+        drain::shutdown(drain, config.termination_drain_seconds, grace)
+    });
+    let sleep = shutdown.as_ref().and_then(|s| s.sleep_seconds);
+    let proxy = containers::proxy_container(config, &settings, &node, sleep);
     let init =
         (settings.interception != "NONE").then(|| containers::init_container(config, &settings));
+    // What would leave the Pod unable to start refuses it now, naming the cause.
+    let annotation_map = annotations.as_object().unwrap_or(&empty);
+    let mut problems = if init.is_some() {
+        capture::check(config, &settings, annotation_map)
+    } else {
+        Vec::new()
+    };
+    problems.extend(envoy::check_args(&proxy, annotation_map));
+    if !problems.is_empty() {
+        return Err(InjectError {
+            pod: workload::display_name(pod, namespace),
+            problems,
+        });
+    }
     let volumes = containers::volumes();
     let hold = settings
         .proxy_config
         .hold_application_until_proxy_starts
         .unwrap_or(false);
+    let mut warnings = settings.warnings.clone();
+    warnings.extend(shutdown.as_ref().and_then(|s| s.warning.clone()));
 
     let mut new_labels = Vec::new();
     let mut label = |key: &str, value: String| {
@@ -320,9 +424,13 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
             new_annotations.push((key.to_owned(), value.to_owned()));
         }
     };
+    let mut init_names: Vec<&str> = init.iter().map(|_| containers::INIT).collect();
+    if settings.native {
+        init_names.push(containers::PROXY);
+    }
     let status = json!({
-        "initContainers": init.as_ref().map(|_| [containers::INIT]),
-        "containers": [containers::PROXY],
+        "initContainers": Some(init_names).filter(|n| !n.is_empty()),
+        "containers": (!settings.native).then_some([containers::PROXY]),
         "volumes": [containers::TOKEN_VOLUME, containers::ROOT_CERT_VOLUME],
         "imagePullSecrets": null,
         "revision": "default",
@@ -356,37 +464,29 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
 
     let mut patch = patch::Patch::new(pod);
     patch.set_metadata(new_labels, new_annotations);
-    if let Some(init) = init {
-        // Last, as Istio's: init containers before it run before traffic is captured.
-        patch.append("initContainers", vec![init]);
-    }
-    if hold {
-        patch.prepend("containers", proxy);
+    if settings.native {
+        // First, as Istio's: capture, then Envoy, then the Pod's own init containers, which
+        // are then in the mesh.
+        patch.prepend("initContainers", init.into_iter().chain([proxy]).collect());
     } else {
-        patch.append("containers", vec![proxy]);
+        if let Some(init) = init {
+            // Last, as Istio's: init containers before it run before traffic is captured.
+            patch.append("initContainers", vec![init]);
+        }
+        if hold {
+            patch.prepend("containers", vec![proxy]);
+        } else {
+            patch.append("containers", vec![proxy]);
+        }
+    }
+    if let Some(grace) = shutdown.and_then(|s| s.grace_seconds) {
+        patch.set_spec("terminationGracePeriodSeconds", json!(grace));
     }
     patch.append("volumes", volumes);
     Ok(Outcome::Injected(Injection {
         patch: patch.into_ops(),
-        warnings: warnings(&settings),
+        warnings,
     }))
-}
-
-/// What the user is told about settings a plain Envoy sidecar cannot honour.
-fn warnings(settings: &annotations::Settings) -> Vec<String> {
-    let mut out = settings.warnings.clone();
-    let proxy = &settings.proxy_config;
-    for (name, _) in &proxy.proxy_metadata {
-        if !name.starts_with("ISTIO_META_") {
-            out.push(format!(
-                "proxy.istio.io/config: proxyMetadata {name} is set in the sidecar's environment only; a plain Envoy sidecar has no istio-agent to read it"
-            ));
-        }
-    }
-    if proxy.hold_application_until_proxy_starts == Some(true) {
-        out.push("proxy.istio.io/config: holdApplicationUntilProxyStarts puts the sidecar first; without istio-agent nothing holds the application until Envoy is ready".to_owned());
-    }
-    out
 }
 
 /// The AdmissionReview answering `review` (a Pod's creation): allowed with a JSON Patch
@@ -408,6 +508,20 @@ pub fn review_response(review: &Value, config: &InjectConfig) -> Value {
             Ok(Outcome::Injected(injection)) => {
                 let patch =
                     serde_json::to_vec(&injection.patch).expect("JSON values always serialize");
+                if patch.len() > MAX_PATCH_BYTES {
+                    // Only a Pod the API server would refuse (labels or names far past its
+                    // limits) gets here: what annotations add is bounded well below.
+                    let message = format!(
+                        "sidecar injection failed for Pod {}: the patch would be {} bytes, more than the injector's bound of {MAX_PATCH_BYTES}; the Pod's labels, names or annotations are too large",
+                        workload::display_name(pod, namespace),
+                        patch.len()
+                    );
+                    tracing::warn!(%message, "sidecar injection refused");
+                    response["allowed"] = json!(false);
+                    response["status"] =
+                        json!({"code": 400, "reason": "Invalid", "message": message});
+                    return admission_review(response);
+                }
                 response["patchType"] = json!("JSONPatch");
                 response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
                 if !injection.warnings.is_empty() {
@@ -427,6 +541,10 @@ pub fn review_response(review: &Value, config: &InjectConfig) -> Value {
             }
         }
     }
+    admission_review(response)
+}
+
+fn admission_review(response: Value) -> Value {
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 }
 

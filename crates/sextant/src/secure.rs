@@ -14,6 +14,9 @@
 //! unreachable or has not listed yet is refused at once, and so is one whose API server just
 //! failed to answer, for [`REVIEW_TIMEOUT`]. Nothing an answer holds is kept unchecked
 //! (`review`).
+//!
+//! A gateway's identity must also be allowed to read its namespace's Secrets before it gets
+//! their private keys (`secret_access`, a SubjectAccessReview as istiod asks it).
 
 use std::{
     sync::Arc,
@@ -34,8 +37,10 @@ const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
 mod cache;
 mod queues;
 mod review;
+mod secret_access;
 mod token_file;
 
+pub use secret_access::{ALLOWED_TTL, DENIED_TTL, SecretAccess};
 pub use token_file::TokenFile;
 
 use queues::MAX_REVIEWS;

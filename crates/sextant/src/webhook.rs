@@ -3,6 +3,11 @@
 //! schema, then Istio's rules), and a denial lists every error with its field path. `/inject`
 //! answers Pod creations with the sidecar (`crate::inject`). The Lease holder keeps the
 //! `caBundle` of both webhook configurations current (`sextant_kube::leader::ca_bundle`).
+//!
+//! Anyone who can reach the port can send a review, so everything one costs is bounded
+//! (`Budget`): the time its head and body take to arrive and its answer to be read
+//! (`serve`), its size and the bytes all reviews hold at once (`body`), and the time and
+//! concurrency of answering it, on blocking threads.
 
 use std::{
     sync::Arc,
@@ -11,8 +16,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    body::Body,
-    extract::State,
+    extract::{Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::post,
@@ -24,25 +28,54 @@ use sextant_index::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{inject::InjectConfig, metrics::Metrics};
+use crate::{
+    inject::{InjectConfig, Injector},
+    metrics::Metrics,
+};
+
+mod args;
+mod body;
+mod serve;
+
+pub use args::WebhookArgs;
+pub use serve::serve;
 
 /// Default largest AdmissionReview accepted (`--webhook-max-bytes`).
 pub const DEFAULT_MAX_BYTES: usize = 3 << 20;
-/// Default time one review may take to validate (`--webhook-timeout-ms`).
+/// Default time one review may take to answer (`--webhook-timeout-ms`).
 pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
-/// Default reviews validated at once (`--webhook-concurrency`).
+/// Default reviews answered at once (`--webhook-concurrency`).
 pub const DEFAULT_CONCURRENCY: usize = 2;
+/// Default time a request's head may take to arrive (`--webhook-header-timeout-ms`).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
+/// Default time a body may take beyond its size at the slowest pace
+/// (`--webhook-body-grace-ms`).
+pub const DEFAULT_BODY_GRACE_MS: u64 = 5_000;
+/// Default slowest pace of a body (`--webhook-min-body-bytes-per-second`): the API server
+/// sends a review at once; 3 MiB at this pace takes 6 s, within its 10 s call timeout.
+pub const DEFAULT_MIN_BODY_BYTES_PER_SECOND: u64 = 512 << 10;
 
-/// What one review may cost: its size, its validation time, and how many validate at once
-/// (validation runs on blocking threads, never on the runtime's workers).
+/// What one review may cost: the time to arrive, its size, the bytes all reviews hold at
+/// once, its answering time, and how many are answered at once (on blocking threads, never
+/// on the runtime's workers).
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     /// Largest body, in bytes.
     pub max_bytes: usize,
-    /// Validation time; past it the review is denied, naming the budget.
+    /// Answering time, from when the body has arrived (the wait for a turn included); past it
+    /// the review is denied, naming the budget.
     pub time: Duration,
-    /// Reviews validated at once; more wait up to `time` for a turn, then are refused.
+    /// Reviews answered at once; more wait up to `time` for a turn, then are refused.
     pub concurrency: usize,
+    /// Bytes of reviews held at once, arriving or waiting for their answer.
+    pub max_bytes_in_flight: usize,
+    /// Time a request's head may take to arrive, a connection may sit idle, and an answer
+    /// may wait for the peer to read it.
+    pub header_timeout: Duration,
+    /// Time a body may take to arrive beyond its size at `min_body_bytes_per_second`.
+    pub body_grace: Duration,
+    /// Slowest pace of a body.
+    pub min_body_bytes_per_second: u64,
 }
 
 impl Default for Budget {
@@ -51,6 +84,10 @@ impl Default for Budget {
             max_bytes: DEFAULT_MAX_BYTES,
             time: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             concurrency: DEFAULT_CONCURRENCY,
+            max_bytes_in_flight: 4 * DEFAULT_MAX_BYTES,
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            body_grace: Duration::from_millis(DEFAULT_BODY_GRACE_MS),
+            min_body_bytes_per_second: DEFAULT_MIN_BODY_BYTES_PER_SECOND,
         }
     }
 }
@@ -59,15 +96,17 @@ impl Default for Budget {
 struct Webhook {
     budget: Budget,
     turns: Arc<Semaphore>,
+    in_flight: Arc<body::InFlight>,
     metrics: Arc<Metrics>,
-    inject: Arc<InjectConfig>,
+    inject: Injector,
 }
 
-/// The webhook's routes: `POST /validate`, and `POST /inject` (sidecar injection with
-/// `inject`), both within `budget` (shared: one concurrency bound for both); refusals are
-/// counted in `metrics`
-/// (`sextant_xds_bounded_total{bound="webhook_bytes"|"webhook_time"|"webhook_concurrency"}`).
-pub fn router(budget: Budget, metrics: Arc<Metrics>, inject: Arc<InjectConfig>) -> Router {
+/// The webhook's routes: `POST /validate`, and `POST /inject` (sidecar injection by
+/// `inject`), both within `budget` (shared: one concurrency bound and one budget of bytes
+/// in flight for both); refusals are counted in `metrics`
+/// (`sextant_xds_bounded_total{bound="webhook_bytes"|"webhook_time"|"webhook_concurrency"|
+/// "webhook_body_deadline"|"webhook_bytes_in_flight"}`). [`serve`] bounds the connections.
+pub fn router(budget: Budget, metrics: Arc<Metrics>, inject: Injector) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/inject", post(inject_sidecar))
@@ -76,46 +115,51 @@ pub fn router(budget: Budget, metrics: Arc<Metrics>, inject: Arc<InjectConfig>) 
         .with_state(Webhook {
             budget,
             turns: Arc::new(Semaphore::new(budget.concurrency.max(1))),
+            in_flight: body::InFlight::new(budget.max_bytes_in_flight.max(budget.max_bytes)),
             metrics,
             inject,
         })
 }
 
-async fn validate(State(w): State<Webhook>, body: Body) -> Response {
-    review(w, body, answer).await
+/// What is answered, for the words of a denial past the time budget.
+#[derive(Clone, Copy)]
+enum Route {
+    Validate,
+    Inject,
 }
 
-async fn inject_sidecar(State(w): State<Webhook>, body: Body) -> Response {
-    let config = w.inject.clone();
-    review(w, body, move |body| inject_answer(body, &config)).await
+async fn validate(State(w): State<Webhook>, request: Request) -> Response {
+    review(w, request, Route::Validate, answer).await
+}
+
+async fn inject_sidecar(State(w): State<Webhook>, request: Request) -> Response {
+    let injector = w.inject.clone();
+    review(w, request, Route::Inject, move |body| {
+        inject_answer(body, &injector.current())
+    })
+    .await
 }
 
 /// Reads an AdmissionReview within the budget and answers it with `answer` on a blocking
-/// thread, within the time budget.
+/// thread, within the time budget: an answer that comes later is a denial naming it.
 async fn review(
     w: Webhook,
-    body: Body,
+    request: Request,
+    route: Route,
     answer: impl FnOnce(&[u8]) -> Result<Value, String> + Send + 'static,
 ) -> Response {
-    let started = Instant::now();
-    let Ok(body) = axum::body::to_bytes(body, w.budget.max_bytes).await else {
-        w.metrics.bounded("webhook_bytes");
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the AdmissionReview is larger than the webhook's budget of {} bytes (--webhook-max-bytes)",
-                w.budget.max_bytes
-            ),
-        )
-            .into_response();
+    let arrived = match body::read(request.into_body(), &w.budget, &w.in_flight, &w.metrics).await {
+        Ok(arrived) => arrived,
+        Err(refused) => return refused,
     };
+    let started = Instant::now();
     let turn = tokio::time::timeout(w.budget.time, w.turns.clone().acquire_owned()).await;
     let Ok(Ok(turn)) = turn else {
         w.metrics.bounded("webhook_concurrency");
         return (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "the webhook is busy: {} reviews are validating (--webhook-concurrency) and none finished within {:?}",
+                "the webhook is busy: {} reviews are being answered (--webhook-concurrency) and none finished within {:?}",
                 w.budget.concurrency, w.budget.time
             ),
         )
@@ -123,15 +167,19 @@ async fn review(
     };
     let deadline = started + w.budget.time;
     let judged = tokio::task::spawn_blocking(move || {
+        // The bytes stay held until the answer is made.
         let _turn = turn;
-        sextant_index::parse::with_deadline(deadline, move || answer(&body))
+        let body::Arrived { bytes, held: _held } = arrived;
+        let (answered, passed) =
+            sextant_index::parse::with_deadline(deadline, move || answer(&bytes));
+        (answered, passed || Instant::now() > deadline)
     })
     .await;
     match judged {
         Ok((Ok(mut review), passed)) => {
             if passed {
                 w.metrics.bounded("webhook_time");
-                deny_for_time(&mut review, w.budget.time);
+                deny_for_time(&mut review, route, w.budget.time);
             }
             Json(review).into_response()
         }
@@ -178,16 +226,24 @@ pub fn inject_answer(body: &[u8], config: &InjectConfig) -> Result<Value, String
     Ok(crate::inject::review_response(&review, config))
 }
 
-/// Denies `review` (an answer) because validation ran past the `budget`.
-fn deny_for_time(review: &mut Value, budget: Duration) {
+/// Denies `review` (an answer) because answering it ran past the `budget`.
+fn deny_for_time(review: &mut Value, route: Route, budget: Duration) {
     let response = &mut review["response"];
     response["allowed"] = json!(false);
-    response["status"] = json!({
-        "code": 400, "reason": "Invalid",
-        "message": format!(
+    // The patch of an injection too slow to make is not applied.
+    if let Some(response) = response.as_object_mut() {
+        response.remove("patch");
+        response.remove("patchType");
+    }
+    let message = match route {
+        Route::Validate => format!(
             "validation ran past the webhook's time budget of {budget:?} (--webhook-timeout-ms); the object was not fully checked, split it or simplify its regexes"
         ),
-    });
+        Route::Inject => format!(
+            "sidecar injection ran past the webhook's time budget of {budget:?} (--webhook-timeout-ms); the Pod is refused, retry it"
+        ),
+    };
+    response["status"] = json!({"code": 400, "reason": "Invalid", "message": message});
 }
 
 /// Errors listed in a denial; the rest are counted.
@@ -279,6 +335,50 @@ pub fn review_response(review: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_injection_answered_past_the_time_budget_is_a_denial_naming_it() {
+        let metrics = Arc::new(Metrics::new());
+        let budget = Budget {
+            time: Duration::from_millis(50),
+            ..Budget::default()
+        };
+        let mesh = Arc::new(sextant_model::MeshConfig::default());
+        let w = Webhook {
+            budget,
+            turns: Arc::new(Semaphore::new(1)),
+            in_flight: body::InFlight::new(budget.max_bytes_in_flight),
+            metrics: metrics.clone(),
+            inject: Injector::new(InjectConfig::default(), Arc::new(move || mesh.clone())),
+        };
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "app"}]}});
+        let body = serde_json::to_vec(&review(pod)).expect("JSON");
+        let slow = |body: &[u8]| {
+            std::thread::sleep(Duration::from_millis(100));
+            inject_answer(body, &InjectConfig::default())
+        };
+        let request = Request::new(axum::body::Body::from(body));
+        let answer = super::review(w, request, Route::Inject, slow).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let answer = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .expect("the answer");
+        let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], false, "{answer}");
+        assert!(response.get("patch").is_none(), "{answer}");
+        let message = response["status"]["message"].as_str().expect("message");
+        assert!(message.contains("--webhook-timeout-ms"), "{message}");
+        let counted = metrics
+            .bounded
+            .get_or_create(&crate::metrics::BoundLabels {
+                bound: "webhook_time".to_owned(),
+            })
+            .get();
+        assert_eq!(counted, 1);
+    }
 
     #[test]
     fn a_denial_lists_at_most_a_hundred_errors() {

@@ -12,13 +12,23 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sextant::inject::{InjectConfig, Outcome, Skip, inject};
 
+#[path = "inject/hostile.rs"]
+mod hostile;
 #[path = "inject/kubelet.rs"]
 mod kubelet;
+#[path = "inject/lifecycle.rs"]
+mod lifecycle;
+#[path = "inject/mesh_defaults.rs"]
+mod mesh_defaults;
 #[path = "inject/pods.rs"]
 mod pods;
+#[path = "inject/round_trip.rs"]
+mod round_trip;
 
 use kubelet::envoy_args;
-use pods::{Injected, apply, bootstrap_of, container, injected, productpage, sample_pods};
+use pods::{
+    Injected, apply, bootstrap_of, container, injected, productpage, proxy_of, sample_pods,
+};
 
 #[test]
 fn istio_sample_pods_are_injected() {
@@ -122,12 +132,13 @@ fn pods_that_opt_out_or_cannot_be_meshed_are_left_alone() {
 }
 
 /// What an annotation case changes, in a form to review: the init container's arguments,
-/// the containers' order, the sidecar's image, resources and security context, Envoy's flags
-/// (the bootstrap shown by its node metadata and xDS target), what metadata injection adds,
-/// and the warnings. Each case but the defaults shows only what differs from them.
+/// the order of the init containers and containers, the sidecar's image, resources, security
+/// context and lifecycle, Envoy's flags (the bootstrap shown by its node metadata and xDS
+/// target), the Pod's grace period, what metadata injection adds, and the warnings. Each case
+/// but the defaults shows only what differs from them.
 fn digest(out: &Injected) -> Value {
     let pod = &out.pod;
-    let proxy = container(pod, "containers", "istio-proxy");
+    let proxy = proxy_of(pod);
     let args: Vec<&str> = proxy["args"]
         .as_array()
         .expect("args")
@@ -151,10 +162,17 @@ fn digest(out: &Injected) -> Value {
                 .is_some_and(|p| p.starts_with("/metadata"))
         })
         .collect();
+    let names = |field: &str| -> Vec<Value> {
+        let list = pod["spec"][field].as_array().into_iter().flatten();
+        list.map(|c| c["name"].clone()).collect()
+    };
     json!({
         "init": init,
-        "containers": pod["spec"]["containers"].as_array().expect("containers")
-            .iter().map(|c| c["name"].clone()).collect::<Vec<_>>(),
+        "init_containers": names("initContainers"),
+        "containers": names("containers"),
+        "restart_policy": proxy["restartPolicy"],
+        "lifecycle": proxy["lifecycle"],
+        "grace_period": pod["spec"]["terminationGracePeriodSeconds"],
         "image": proxy["image"],
         "env": proxy["env"].as_array().expect("env").iter()
             .filter(|e| e["value"].is_string()).cloned().collect::<Vec<_>>(),
@@ -204,6 +222,43 @@ fn each_honoured_annotation_shapes_the_sidecar() {
         (
             "exclude-interfaces",
             &[("traffic.sidecar.istio.io/excludeInterfaces", "eth1,net2")],
+        ),
+        (
+            "kubevirt-interfaces",
+            &[("traffic.sidecar.istio.io/kubevirtInterfaces", "net1")],
+        ),
+        (
+            // The newer name wins, as in Istio.
+            "reroute-virtual-interfaces",
+            &[
+                ("istio.io/reroute-virtual-interfaces", "docker0,net1"),
+                ("traffic.sidecar.istio.io/kubevirtInterfaces", "net9"),
+            ],
+        ),
+        (
+            "native-sidecar",
+            &[("sidecar.istio.io/nativeSidecar", "true")],
+        ),
+        (
+            "drain",
+            &[(
+                "proxy.istio.io/config",
+                "drainDuration: 10s\nterminationDrainDuration: 40s",
+            )],
+        ),
+        (
+            "istio-annotations-not-honoured",
+            &[
+                ("status.sidecar.istio.io/port", "0"),
+                ("readiness.status.sidecar.istio.io/periodSeconds", "5"),
+                ("sidecar.istio.io/userVolume", "{}"),
+                ("sidecar.istio.io/userVolumeMount", "{}"),
+                ("sidecar.istio.io/bootstrapOverride", "my-bootstrap"),
+                ("sidecar.istio.io/rewriteAppHTTPProbers", "true"),
+                ("sidecar.istio.io/agentLogLevel", "debug"),
+                ("proxy.istio.io/overrides", "{}"),
+                ("inject.istio.io/templates", "sidecar,custom"),
+            ],
         ),
         (
             "interception-tproxy",
@@ -320,6 +375,11 @@ fn malformed_annotations_refuse_the_pod_naming_each() {
         ("traffic.sidecar.istio.io/excludeInboundPorts", "80,x"),
         ("traffic.sidecar.istio.io/includeOutboundPorts", "99999"),
         ("traffic.sidecar.istio.io/excludeOutboundPorts", "-1"),
+        // `sextant iptables` takes ports from 1.
+        ("traffic.sidecar.istio.io/includeInboundPorts", "0"),
+        ("traffic.sidecar.istio.io/excludeInboundPorts", "15020,0"),
+        ("traffic.sidecar.istio.io/includeOutboundPorts", "0"),
+        ("traffic.sidecar.istio.io/excludeOutboundPorts", "0,443"),
         (
             "traffic.sidecar.istio.io/includeOutboundIPRanges",
             "10.0.0.1",
@@ -329,6 +389,10 @@ fn malformed_annotations_refuse_the_pod_naming_each() {
             "10.0.0.0/40",
         ),
         ("traffic.sidecar.istio.io/excludeInterfaces", "eth0,"),
+        ("istio.io/reroute-virtual-interfaces", "net1,1net"),
+        ("traffic.sidecar.istio.io/kubevirtInterfaces", "a b"),
+        ("sidecar.istio.io/nativeSidecar", "yes"),
+        ("proxy.istio.io/config", "drainDuration: 1m"),
         ("proxy.istio.io/config", "concurrency: lots"),
         ("proxy.istio.io/config", "noSuchField: 1"),
         ("sidecar.istio.io/proxyCPU", "fast"),
@@ -577,6 +641,9 @@ const READ: &[&str] = &[
     "sidecar.istio.io/logLevel",
     "sidecar.istio.io/componentLogLevel",
     "sidecar.istio.io/inject",
+    "sidecar.istio.io/nativeSidecar",
+    "istio.io/reroute-virtual-interfaces",
+    "traffic.sidecar.istio.io/kubevirtInterfaces",
 ];
 
 proptest::proptest! {
@@ -588,7 +655,7 @@ proptest::proptest! {
     fn any_annotations_inject_once_or_are_refused_by_name(
         annotations in proptest::collection::btree_map(
             proptest::sample::select(READ),
-            "[ -~]{0,24}|\\*|[0-9,]{1,12}|REDIRECT|TPROXY|NONE|100m|concurrency: [0-9]",
+            "[ -~]{0,24}|\\*|[0-9,]{1,12}|REDIRECT|TPROXY|NONE|100m|concurrency: [0-9]|true|false|eth[0-9]",
             0..5,
         )
     ) {

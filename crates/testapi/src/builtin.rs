@@ -10,8 +10,8 @@ use serde_json::Value;
 pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
     use k8s_openapi::api::{
         admissionregistration::v1 as admission, apps::v1 as apps, authentication::v1 as authn,
-        coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-        policy::v1 as policy, rbac::v1 as rbac,
+        authorization::v1 as authz, coordination::v1 as coordination, core::v1 as core,
+        discovery::v1 as discovery, policy::v1 as policy, rbac::v1 as rbac,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
@@ -46,6 +46,7 @@ pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
         "CustomResourceDefinition" => round_trip::<apiextensions::CustomResourceDefinition>(object),
         "PodDisruptionBudget" => round_trip::<policy::PodDisruptionBudget>(object),
         "TokenReview" => round_trip::<authn::TokenReview>(object),
+        "SubjectAccessReview" => round_trip::<authz::SubjectAccessReview>(object),
         _ => return Vec::new(),
     };
     match decoded {

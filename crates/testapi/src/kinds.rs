@@ -26,7 +26,7 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Has a `status` subresource.
     pub status: bool,
-    /// Only `create` (TokenReview).
+    /// Only `create` (TokenReview, SubjectAccessReview).
     pub create_only: bool,
     /// What a CustomResourceDefinition adds.
     pub custom: Option<Custom>,
@@ -298,6 +298,17 @@ pub fn builtins() -> Vec<ResourceType> {
     );
     review.create_only = true;
     out.push(review);
+    let mut access = builtin(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        false,
+        &[],
+        false,
+    );
+    access.create_only = true;
+    out.push(access);
     out
 }
 

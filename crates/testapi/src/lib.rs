@@ -14,20 +14,21 @@
 //! JSON patch, the status subresource, watch, label selectors and
 //! `metadata.name`/`metadata.namespace` field selectors, `Table` printing, TokenRequest
 //! (`serviceaccounts/NAME/token`) issuing signed service-account tokens, TokenReview for those
-//! and for configured tokens, and calls to mutating then validating admission webhooks
+//! and for configured tokens, SubjectAccessReview answered by the stored Roles, ClusterRoles
+//! and their bindings (`rbac`), and calls to mutating then validating admission webhooks
 //! (`clientConfig.url`, with their rules and selectors) before anything is stored (the
 //! server's lock is released while they run). Bodies are JSON (YAML for apply), or protobuf
 //! for the kinds helm and kubectl's `create` commands send that way (`protobuf`). With a data
 //! directory its objects, and the key its tokens are signed with, survive a restart.
 //!
-//! What it does not do: HTTPS, authentication and authorization (every request is allowed,
-//! whatever its bearer token), binding tokens to the objects a TokenRequest names,
-//! OpenAPI schemas of built-in kinds (their paths declare `fieldValidation`, so kubectl
-//! validates on the server), validation of built-in values (name formats, ranges, cross-field
-//! rules), schema conversion between versions of a custom resource (they must share one
-//! schema, as Istio's do), webhooks' `matchConditions` and `reinvocationPolicy` (see
-//! `admission`), consistent pagination (pages are cut from the current state), and garbage
-//! collection by owner references.
+//! What it does not do: HTTPS, authentication and authorization of its own requests (every
+//! request is allowed, whatever its bearer token; RBAC only answers SubjectAccessReviews),
+//! binding tokens to the objects a TokenRequest names, OpenAPI schemas of built-in kinds
+//! (their paths declare `fieldValidation`, so kubectl validates on the server), validation
+//! of built-in values (name formats, ranges, cross-field rules), schema conversion between
+//! versions of a custom resource (they must share one schema, as Istio's do), webhooks'
+//! `matchConditions` and `reinvocationPolicy` (see `admission`), consistent pagination (pages
+//! are cut from the current state), and garbage collection by owner references.
 //!
 //! Modules:
 //! - `api`: the HTTP API, the server's state and what its handlers share;
@@ -39,7 +40,7 @@
 //!     ownership;
 //!   - `api::validation`: an object checked against its type on write, `fieldValidation`;
 //!   - `api::watch`: watches from a resource version or the current objects, bookmarks, `410`;
-//!   - `api::review`: TokenReview, and admission webhooks before a write;
+//!   - `api::review`: TokenReview, SubjectAccessReview, and admission webhooks before a write;
 //!   - `api::token`: TokenRequest, the `token` subresource of ServiceAccounts;
 //!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
 //! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
@@ -52,7 +53,8 @@
 //! - `table`: server-side printing (`Table`) and ages as kubectl prints them;
 //! - `protobuf`: protobuf bodies of Secrets and ConfigMaps (helm), and of Namespaces,
 //!   ServiceAccounts and TokenRequests (kubectl's `create`);
-//! - `tokens`: the service-account tokens TokenRequest issues and TokenReview verifies.
+//! - `tokens`: the service-account tokens TokenRequest issues and TokenReview verifies;
+//! - `rbac`: Roles, ClusterRoles and bindings evaluated for SubjectAccessReview.
 
 pub mod admission;
 pub mod api;
@@ -61,6 +63,7 @@ pub mod json_patch;
 pub mod kinds;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod select;
 pub mod store;
 pub mod table;

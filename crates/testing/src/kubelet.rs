@@ -2,12 +2,16 @@
 //! holds becomes a network namespace on a [`Lan`], with its address written to the Pod's
 //! status, its volumes made real (emptyDir, ConfigMap, Secret, projected service-account
 //! tokens from the TokenRequest API), its init containers run to completion in order, and
-//! then its containers started. A container's `command` and `args` run as the process of the
-//! same name found on the shim's `PATH` (images are not pulled), with the container's
-//! environment (values and the downward API), Kubernetes' `$(VAR)` expansion, its volume
-//! mounts bind-mounted in a mount namespace of its own, and its `runAsUser`.
+//! then its containers started. An init container with `restartPolicy: Always` (a native
+//! sidecar) is started in the background like a container, and the next one follows at once.
+//! A container's `command` and `args` run as the process of the same name found on the shim's
+//! `PATH` (images are not pulled), with the container's environment (values and the downward
+//! API), Kubernetes' `$(VAR)` expansion, its volume mounts bind-mounted in a mount namespace
+//! of its own, and its `runAsUser`.
 //!
-//! It is a test harness, not a kubelet: no probes, restarts, resources or image handling.
+//! It is a test harness, not a kubelet: no probes (so a native sidecar's `startupProbe` does
+//! not hold the containers after it), lifecycle hooks, restarts, resources or image
+//! handling.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -131,6 +135,12 @@ impl Kubelet {
         };
         let spec = &pod["spec"];
         for c in spec["initContainers"].as_array().into_iter().flatten() {
+            if c["restartPolicy"] == "Always" {
+                running
+                    .processes
+                    .push(self.spawn(&running.netns, pod, c, &volumes, &dir)?);
+                continue;
+            }
             let mut cmd = self.container(&running.netns, pod, c, &volumes)?;
             let out = cmd.output().map_err(|e| format!("init container: {e}"))?;
             if !out.status.success() {
@@ -143,19 +153,33 @@ impl Kubelet {
             }
         }
         for c in spec["containers"].as_array().into_iter().flatten() {
-            let log = std::fs::File::create(
-                dir.join(format!("{}.log", c["name"].as_str().unwrap_or("container"))),
-            )
-            .map_err(|e| e.to_string())?;
-            let child = self
-                .container(&running.netns, pod, c, &volumes)?
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("container {}: {e}", c["name"]))?;
-            running.processes.push(Process(child));
+            running
+                .processes
+                .push(self.spawn(&running.netns, pod, c, &volumes, &dir)?);
         }
         Ok(running)
+    }
+
+    /// Starts container `c` in the background, its stderr in `dir/NAME.log`.
+    fn spawn(
+        &self,
+        netns: &Netns,
+        pod: &Value,
+        c: &Value,
+        volumes: &BTreeMap<String, PathBuf>,
+        dir: &Path,
+    ) -> Result<Process, String> {
+        let log = std::fs::File::create(
+            dir.join(format!("{}.log", c["name"].as_str().unwrap_or("container"))),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = self
+            .container(netns, pod, c, volumes)?
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("container {}: {e}", c["name"]))?;
+        Ok(Process(child))
     }
 
     /// Makes the Pod's volumes real under `dir/volumes`: their host paths by name.

@@ -281,7 +281,10 @@ impl Reader {
         let Some(map) = self.object("defaultConfig", value) else {
             return;
         };
-        let mut defaults = ProxyDefaults::default();
+        let mut defaults = ProxyDefaults {
+            json: Value::Object(map.clone()).to_string(),
+            ..ProxyDefaults::default()
+        };
         for (key, value) in map {
             let at = format!("defaultConfig.{key}");
             match key.as_str() {

@@ -451,6 +451,14 @@ pub fn reader_rules() -> Vec<PolicyRule> {
             verbs: vec!["create".to_owned()],
             ..PolicyRule::default()
         },
+        // Whether a gateway of that cluster may read its namespace's Secrets (istiod's
+        // SubjectAccessReview before it hands out gateway credentials).
+        PolicyRule {
+            api_groups: Some(vec!["authorization.k8s.io".to_owned()]),
+            resources: Some(vec!["subjectaccessreviews".to_owned()]),
+            verbs: vec!["create".to_owned()],
+            ..PolicyRule::default()
+        },
     ]
 }
 

@@ -155,6 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_workload_cert_ttl_seconds,
         remote,
         heavy,
+        webhook,
         inject,
     } = args;
     let crate::cli::RemoteClusterArgs {
@@ -293,8 +294,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, _) => None,
     };
+    let review_limits = crate::secure::ReviewLimits {
+        cache_size: token_review_cache_size,
+        cache_ttl: Duration::from_secs(token_review_cache_seconds),
+        max_waiting: max_token_reviews_waiting,
+    };
+    // Gateways get their namespace's private keys only when their identity may read its
+    // Secrets; a verdict that changes what one gets wakes the streams.
+    let woken = updates_tx.clone();
+    let secret_access = crate::secure::SecretAccess::new(
+        client.clone(),
+        review_limits,
+        metrics.clone(),
+        move || woken.send_modify(|_| {}),
+    )
+    .with_clusters(CLUSTER_ID, clusters.clone());
     let generator = Arc::new(
         XdsGenerator::new(metrics.clone())
+            .with_secret_access(Arc::new(secret_access))
             .with_max_scopes(heavy.max_scopes)
             .with_secrets(Secrets::new(ca.clone(), ttls.default))
             .with_max_held_objects(max_held_objects)
@@ -326,11 +343,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &trust_domain,
             client.clone(),
             token_audiences,
-            crate::secure::ReviewLimits {
-                cache_size: token_review_cache_size,
-                cache_ttl: Duration::from_secs(token_review_cache_seconds),
-                max_waiting: max_token_reviews_waiting,
-            },
+            review_limits,
             metrics.clone(),
         )
         .with_token_file(token_file)
@@ -504,21 +517,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     )?;
     let mut webhook_shutdown = shutdown_rx.clone();
-    let webhook_server = axum::serve(
+    let webhook_budget = webhook.budget(
+        heavy.webhook_max_bytes,
+        heavy.webhook_timeout_ms,
+        heavy.webhook_concurrency,
+    );
+    tracing::info!(?webhook_budget, "webhook bounds");
+    let webhook_server = crate::webhook::serve(
         webhook_listener,
         crate::webhook::router(
-            crate::webhook::Budget {
-                max_bytes: heavy.webhook_max_bytes,
-                time: Duration::from_millis(heavy.webhook_timeout_ms),
-                concurrency: heavy.webhook_concurrency,
-            },
+            webhook_budget,
             metrics.clone(),
-            Arc::new(injector),
+            // The mesh config of the snapshot in force: an edit applies to Pods created after
+            // it is published.
+            crate::inject::Injector::new(injector, {
+                let generator = generator.clone();
+                Arc::new(move || generator.snapshot().mesh_config.clone())
+            }),
         ),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = webhook_shutdown.wait_for(|s| *s).await;
-    });
+        webhook_budget,
+        metrics.clone(),
+        async move {
+            let _ = webhook_shutdown.wait_for(|s| *s).await;
+        },
+    );
     let mut xds_shutdown = shutdown_rx.clone();
     let streams = crate::streams::StreamCap::new(max_streams_per_connection, metrics.clone());
     let xds_tcp =

@@ -1,12 +1,14 @@
 //! The Pod annotations that shape its sidecar, read and checked at once: every malformed one
 //! is reported (Istio fails injection on the first pass over all of them, naming each).
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use super::{
     InjectConfig, Resources,
     proxy_config::{self, ProxyConfig},
-    values,
+    values, warnings,
 };
 
 /// `sidecar.istio.io/interceptionMode`.
@@ -25,6 +27,14 @@ pub const INCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeOutbou
 pub const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
 /// `traffic.sidecar.istio.io/excludeInterfaces`.
 pub const EXCLUDE_INTERFACES: &str = "traffic.sidecar.istio.io/excludeInterfaces";
+/// `istio.io/reroute-virtual-interfaces`: interfaces whose inbound traffic is treated as
+/// outbound (virtual machines in the Pod).
+pub const REROUTE_VIRTUAL_INTERFACES: &str = "istio.io/reroute-virtual-interfaces";
+/// `traffic.sidecar.istio.io/kubevirtInterfaces`: the older name of
+/// [`REROUTE_VIRTUAL_INTERFACES`], which wins over it as in Istio.
+pub const KUBEVIRT_INTERFACES: &str = "traffic.sidecar.istio.io/kubevirtInterfaces";
+/// `sidecar.istio.io/nativeSidecar`: `"true"` makes the sidecar a Kubernetes native sidecar.
+pub const NATIVE_SIDECAR: &str = "sidecar.istio.io/nativeSidecar";
 /// `proxy.istio.io/config`.
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
 /// `sidecar.istio.io/proxyCPU`.
@@ -45,6 +55,11 @@ pub const COMPONENT_LOG_LEVEL: &str = "sidecar.istio.io/componentLogLevel";
 /// Istio's status port: not served by a plain Envoy, but excluded from inbound capture as
 /// Istio's template does, so the two are interchangeable on a node.
 const STATUS_PORT: &str = "15020";
+
+/// Bytes a Pod's annotations may hold, keys and values together: the API server's own limit
+/// (`TotalAnnotationSizeLimitB`), applied before any annotation is read, so that what a
+/// review sent straight to the webhook port costs to read is no more than a real Pod's.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 << 10;
 
 /// One malformed annotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +92,10 @@ pub struct Settings {
     pub exclude_outbound_ports: Option<String>,
     /// `-c`: interfaces whose traffic is not captured, when annotated.
     pub exclude_interfaces: Option<String>,
+    /// `-k`: interfaces whose inbound traffic is treated as outbound, when annotated.
+    pub reroute_interfaces: Option<String>,
+    /// Whether the sidecar is a native sidecar (an init container that keeps running).
+    pub native: bool,
     /// The sidecar's (and init container's) resources.
     pub resources: Resources,
     /// The Envoy image.
@@ -85,8 +104,11 @@ pub struct Settings {
     pub log_level: String,
     /// Envoy's `--component-log-level`.
     pub component_log_level: String,
-    /// What `proxy.istio.io/config` says.
+    /// What `proxy.istio.io/config` says, laid over the mesh config's `defaultConfig`.
     pub proxy_config: ProxyConfig,
+    /// The `proxyMetadata` names `proxy.istio.io/config` sets (the others are the mesh
+    /// config's).
+    pub pod_metadata: HashSet<String>,
     /// Annotations accepted but not (wholly) honoured.
     pub warnings: Vec<String>,
 }
@@ -130,6 +152,25 @@ pub fn read(
     annotations: &Map<String, Value>,
     config: &InjectConfig,
 ) -> Result<Settings, Vec<Problem>> {
+    let total: usize = annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len))
+        .sum();
+    if total > MAX_ANNOTATIONS_BYTES {
+        let (name, value) = annotations
+            .iter()
+            .max_by_key(|(_, v)| v.as_str().map_or(0, str::len))
+            .expect("annotations past the bound are not empty");
+        return Err(vec![Problem {
+            annotation: name.clone(),
+            value: value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned),
+            reason: format!(
+                "the Pod's annotations hold {total} bytes, more than the {MAX_ANNOTATIONS_BYTES} the API server allows; this is the largest"
+            ),
+        }]);
+    }
     let mut r = Reader {
         annotations,
         problems: Vec::new(),
@@ -142,6 +183,9 @@ pub fn read(
     let include_outbound_ports = r.get(INCLUDE_OUTBOUND_PORTS, values::port_list);
     let exclude_outbound_ports = r.get(EXCLUDE_OUTBOUND_PORTS, values::port_list);
     let exclude_interfaces = r.get(EXCLUDE_INTERFACES, values::interface_list);
+    let reroute_interfaces = r.get(REROUTE_VIRTUAL_INTERFACES, values::interface_list);
+    let kubevirt_interfaces = r.get(KUBEVIRT_INTERFACES, values::interface_list);
+    let native = r.parse(NATIVE_SIDECAR, values::true_or_false);
     let cpu = r.get(PROXY_CPU, values::quantity);
     let memory = r.get(PROXY_MEMORY, values::quantity);
     let cpu_limit = r.get(PROXY_CPU_LIMIT, values::quantity);
@@ -168,11 +212,24 @@ pub fn read(
     } else {
         config.resources.clone()
     };
-    let interception = interception
-        .or_else(|| read.config.interception_mode.clone())
-        .unwrap_or_else(|| "REDIRECT".to_owned());
+    let native = native.unwrap_or(config.native_sidecar);
+    let proxy_config = read.config.clone().over(&config.mesh_defaults);
+    let mut warnings = warnings::annotations(annotations);
+    warnings.extend(read.warnings);
+    warnings.extend(warnings::proxy_config(&read.config, &proxy_config, native));
+    let interception = match (interception, &read.config.interception_mode) {
+        (Some(mode), _) => (mode, INTERCEPTION_MODE),
+        (None, Some(mode)) => (mode.clone(), "proxy.istio.io/config interceptionMode"),
+        (None, None) => match &proxy_config.interception_mode {
+            Some(mode) => (mode.clone(), "meshConfig.defaultConfig interceptionMode"),
+            None => ("REDIRECT".to_owned(), ""),
+        },
+    };
+    if interception.0 == "NONE" {
+        warnings.push(warnings::no_interception(interception.1));
+    }
     Ok(Settings {
-        interception,
+        interception: interception.0,
         include_outbound_ip_ranges: include_outbound_ip_ranges.unwrap_or_else(|| "*".to_owned()),
         exclude_outbound_ip_ranges: exclude_outbound_ip_ranges.unwrap_or_default(),
         include_inbound_ports: include_inbound_ports.unwrap_or_else(|| "*".to_owned()),
@@ -180,13 +237,21 @@ pub fn read(
         include_outbound_ports,
         exclude_outbound_ports,
         exclude_interfaces,
+        reroute_interfaces: reroute_interfaces.or(kubevirt_interfaces),
+        native,
         resources,
         proxy_image: proxy_image.unwrap_or_else(|| config.proxy_image.clone()),
         log_level: log_level.unwrap_or_else(|| config.log_level.clone()),
         component_log_level: component_log_level
             .unwrap_or_else(|| config.component_log_level.clone()),
-        proxy_config: read.config,
-        warnings: read.warnings,
+        pod_metadata: read
+            .config
+            .proxy_metadata
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+        proxy_config,
+        warnings,
     })
 }
 

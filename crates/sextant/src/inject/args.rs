@@ -52,7 +52,13 @@ pub struct InjectArgs {
     /// uncaptured.
     #[arg(long, env = "SEXTANT_SIDECAR_UID", default_value_t = 1337)]
     pub sidecar_uid: u32,
-    /// The MutatingWebhookConfiguration whose `caBundle` the Lease holder keeps current.
+    /// Make sidecars Kubernetes native sidecars (Kubernetes 1.29 or later): init containers
+    /// with `restartPolicy: Always`, which start before the application, hold it until Envoy
+    /// is configured, and stop after it (`sidecar.istio.io/nativeSidecar` decides per Pod).
+    #[arg(long, env = "SEXTANT_SIDECAR_NATIVE")]
+    pub sidecar_native: bool,
+    /// The MutatingWebhookConfiguration whose `caBundle` the Lease holder keeps current;
+    /// empty when there is none (sidecar injection not registered).
     #[arg(
         long,
         env = "SEXTANT_INJECTOR_WEBHOOK_CONFIG",
@@ -110,6 +116,7 @@ impl InjectArgs {
             component_log_level: self.sidecar_component_log_level.clone(),
             concurrency: self.sidecar_concurrency,
             uid: self.sidecar_uid,
+            native_sidecar: self.sidecar_native,
             cluster_id: defaults.cluster_id.to_owned(),
             network: defaults.network.map(str::to_owned),
             domain_suffix: defaults.domain_suffix.to_owned(),
@@ -152,6 +159,8 @@ mod tests {
         assert_eq!(c.network.as_deref(), Some("net-a"));
         assert_eq!(c.resources.memory_limit.as_deref(), Some("1024Mi"));
         assert_eq!(c.init_image, DEFAULT_INIT_IMAGE);
+        assert!(!c.native_sidecar);
+        assert!(config(&["--sidecar-native"]).expect("valid").native_sidecar);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use sextant_compiler::bootstrap::{PROMETHEUS_PORT, READINESS_PORT};
 
 use super::{
     InjectConfig, Resources,
-    annotations::Settings,
+    annotations::{self, Settings},
     envoy::{
         self, INSTANCE_IP, POD_NAME, POD_NAMESPACE, ROOT_CERT_DIR, SERVICE_ACCOUNT, TOKEN_DIR,
     },
@@ -27,44 +27,94 @@ const TOKEN_AUDIENCE: &str = "istio-ca";
 /// The token's lifetime, as Istio's template asks for it (the kubelet renews it at 80%).
 const TOKEN_SECONDS: u64 = 43_200;
 
-/// `istio-init`: `sextant iptables` with Istio's istio-iptables flags, as root with
-/// `NET_ADMIN` and `NET_RAW` and nothing else.
-pub fn init_container(config: &InjectConfig, settings: &Settings) -> Value {
+/// One flag `istio-init` gives `sextant iptables`, and the annotation its value comes from.
+pub struct InitFlag {
+    /// The short flag (`-b`).
+    pub flag: &'static str,
+    /// Its value.
+    pub value: String,
+    /// The annotation that set it, if one did.
+    pub annotation: Option<&'static str>,
+}
+
+/// The flags of `istio-init`'s `sextant iptables`, in Istio's order.
+pub fn init_flags(config: &InjectConfig, settings: &Settings) -> Vec<InitFlag> {
     let uid = if settings.interception == "TPROXY" {
         // Istio's template: TPROXY's sidecar runs as root; its traffic is still marked 1337.
         "1337".to_owned()
     } else {
         config.uid.to_string()
     };
-    let mut args: Vec<String> = [
-        "iptables",
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        &uid,
-        "-m",
-        &settings.interception,
-        "-i",
-        &settings.include_outbound_ip_ranges,
-        "-x",
-        &settings.exclude_outbound_ip_ranges,
-        "-b",
-        &settings.include_inbound_ports,
-        "-d",
-        &settings.exclude_inbound_ports,
-    ]
-    .map(str::to_owned)
-    .into();
-    for (flag, value) in [
-        ("-q", &settings.include_outbound_ports),
-        ("-o", &settings.exclude_outbound_ports),
-        ("-c", &settings.exclude_interfaces),
+    let flag = |flag, value: &str, annotation| InitFlag {
+        flag,
+        value: value.to_owned(),
+        annotation,
+    };
+    let mut flags = vec![
+        flag("-p", "15001", None),
+        flag("-z", "15006", None),
+        flag("-u", &uid, None),
+        flag(
+            "-m",
+            &settings.interception,
+            Some(annotations::INTERCEPTION_MODE),
+        ),
+        flag(
+            "-i",
+            &settings.include_outbound_ip_ranges,
+            Some(annotations::INCLUDE_OUTBOUND_IP_RANGES),
+        ),
+        flag(
+            "-x",
+            &settings.exclude_outbound_ip_ranges,
+            Some(annotations::EXCLUDE_OUTBOUND_IP_RANGES),
+        ),
+        flag(
+            "-b",
+            &settings.include_inbound_ports,
+            Some(annotations::INCLUDE_INBOUND_PORTS),
+        ),
+        flag(
+            "-d",
+            &settings.exclude_inbound_ports,
+            Some(annotations::EXCLUDE_INBOUND_PORTS),
+        ),
+    ];
+    for (short, value, annotation) in [
+        (
+            "-q",
+            &settings.include_outbound_ports,
+            annotations::INCLUDE_OUTBOUND_PORTS,
+        ),
+        (
+            "-o",
+            &settings.exclude_outbound_ports,
+            annotations::EXCLUDE_OUTBOUND_PORTS,
+        ),
+        (
+            "-c",
+            &settings.exclude_interfaces,
+            annotations::EXCLUDE_INTERFACES,
+        ),
+        (
+            "-k",
+            &settings.reroute_interfaces,
+            annotations::REROUTE_VIRTUAL_INTERFACES,
+        ),
     ] {
         if let Some(value) = value {
-            args.extend([flag.to_owned(), value.clone()]);
+            flags.push(flag(short, value, Some(annotation)));
         }
+    }
+    flags
+}
+
+/// `istio-init`: `sextant iptables` with Istio's istio-iptables flags, as root with
+/// `NET_ADMIN` and `NET_RAW` and nothing else.
+pub fn init_container(config: &InjectConfig, settings: &Settings) -> Value {
+    let mut args = vec!["iptables".to_owned()];
+    for InitFlag { flag, value, .. } in init_flags(config, settings) {
+        args.extend([flag.to_owned(), value]);
     }
     let mut container = json!({
         "name": INIT,
@@ -90,11 +140,15 @@ pub fn init_container(config: &InjectConfig, settings: &Settings) -> Value {
 }
 
 /// `istio-proxy`: Envoy with its bootstrap inline, as the unprivileged proxy user (root with
-/// `NET_ADMIN` under TPROXY, as Istio's), ready when Envoy has its first configuration.
+/// `NET_ADMIN` under TPROXY, as Istio's), started when Envoy has its first configuration. A
+/// native sidecar (`restartPolicy: Always`, among the init containers) holds the containers
+/// after it until then; a regular one sleeps `sleep_seconds` before it is stopped, so that
+/// it outlives the application (`drain`).
 pub fn proxy_container(
     config: &InjectConfig,
     settings: &Settings,
     node: &envoy::Node<'_>,
+    sleep_seconds: Option<u64>,
 ) -> Value {
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
     let mut env = vec![
@@ -126,7 +180,7 @@ pub fn proxy_container(
             "runAsUser": config.uid,
         })
     };
-    json!({
+    let mut container = json!({
         "name": PROXY,
         "image": settings.proxy_image,
         "command": ["envoy"],
@@ -147,7 +201,14 @@ pub fn proxy_container(
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR},
             {"name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_DIR},
         ],
-    })
+    });
+    if settings.native {
+        container["restartPolicy"] = json!("Always");
+    }
+    if let Some(seconds) = sleep_seconds {
+        container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": seconds}}});
+    }
+    container
 }
 
 /// The token (audience `istio-ca`, 12 hours) and the mesh's root certificate.

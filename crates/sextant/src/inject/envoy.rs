@@ -4,9 +4,16 @@
 //! account) reaches the bootstrap through Kubernetes' `$(VAR)` expansion of container
 //! arguments, from environment variables the downward API sets.
 
+use std::collections::HashMap;
+
 use sextant_compiler::{bootstrap, json};
 
-use super::{InjectConfig, annotations::Settings, values::Address};
+use super::{
+    InjectConfig, Problem,
+    annotations::{PROXY_CONFIG, Settings},
+    capture::MAX_ARG_STRLEN,
+    values::Address,
+};
 
 /// The Pod's IP (`status.podIP`).
 pub const INSTANCE_IP: &str = "INSTANCE_IP";
@@ -16,6 +23,13 @@ pub const POD_NAME: &str = "POD_NAME";
 pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
 /// The Pod's service account (`spec.serviceAccountName`).
 pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
+/// The variables the injector sets on `istio-proxy` from the downward API, which its
+/// bootstrap references. A later entry of the same name in `env` would win, and Kubernetes
+/// would paste its value into the bootstrap: `proxyMetadata` may not name them.
+pub const DOWNWARD_API: [&str; 4] = [INSTANCE_IP, POD_NAME, POD_NAMESPACE, SERVICE_ACCOUNT];
+/// The longest value a downward-API variable expands to (a DNS subdomain: the Pod's or its
+/// service account's name).
+pub const DOWNWARD_API_MAX_LEN: usize = 253;
 
 /// Where the projected service-account token is mounted.
 pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
@@ -53,7 +67,7 @@ pub fn args(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -> Vec<
         "--disable-hot-restart".to_owned(),
         "--drain-time-s".to_owned(),
         proxy
-            .termination_drain_seconds
+            .drain_seconds
             .unwrap_or(config.drain_seconds)
             .to_string(),
         "--drain-strategy".to_owned(),
@@ -102,11 +116,23 @@ fn bootstrap_yaml(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -
     if !node.workload.is_empty() {
         metadata.push(("WORKLOAD_NAME".to_owned(), literal(node.workload)));
     }
-    // As istio-agent does: ISTIO_META_X in the sidecar's environment is node metadata X.
+    // As istio-agent does: ISTIO_META_X in the sidecar's environment is node metadata X,
+    // over what the injector sets. One pass, each key found by its index: linear in the
+    // entries however many there are.
+    let mut index: HashMap<String, usize> = metadata
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
     for (name, value) in &settings.proxy_config.proxy_metadata {
         if let Some(key) = name.strip_prefix("ISTIO_META_").filter(|k| !k.is_empty()) {
-            metadata.retain(|(k, _)| k != key);
-            metadata.push((key.to_owned(), literal(value)));
+            match index.get(key) {
+                Some(&i) => metadata[i].1 = literal(value),
+                None => {
+                    index.insert(key.to_owned(), metadata.len());
+                    metadata.push((key.to_owned(), literal(value)));
+                }
+            }
         }
     }
     let Address { host, port } = settings
@@ -129,8 +155,51 @@ fn bootstrap_yaml(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -
         }),
     );
     bootstrap::add_sidecar_listeners(&mut b, ADMIN_PORT);
-    let yaml = sextant_index::manifest::to_yaml(&[json::to_json(&b)]);
-    yaml.strip_prefix("---\n").unwrap_or(&yaml).to_owned()
+    // Every string double-quoted and escaped: no value can leave its scalar, even once
+    // Kubernetes has pasted the downward API's values into it.
+    super::yaml::to_yaml(&json::to_json(&b))
+}
+
+/// The length `arg` can have once Kubernetes has expanded it: each `$(VAR)` a downward-API
+/// value of at most [`DOWNWARD_API_MAX_LEN`] bytes (`$$` shrinks, so this is an upper bound).
+fn expanded_len(arg: &str) -> usize {
+    arg.len() + arg.matches("$(").count() * DOWNWARD_API_MAX_LEN
+}
+
+/// Why the `istio-proxy` container `proxy` could not be started: an argument of `envoy`
+/// (the inline bootstrap, in practice) longer than Linux takes. Its `ISTIO_META_` values are
+/// most of the bootstrap, so the problem names `proxy.istio.io/config` when the Pod has it.
+pub fn check_args(
+    proxy: &serde_json::Value,
+    annotations: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<Problem> {
+    let longest = proxy["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .map(expanded_len)
+        .max()
+        .unwrap_or(0);
+    if longest < MAX_ARG_STRLEN {
+        return Vec::new();
+    }
+    let reason = format!(
+        "the sidecar's bootstrap, envoy's --config-yaml argument, would be up to {longest} bytes once Kubernetes fills in the Pod's name, namespace, IP and service account, more than Linux takes in one argument ({MAX_ARG_STRLEN} with its end, MAX_ARG_STRLEN): the sidecar could not start; its ISTIO_META_ proxyMetadata values are most of it"
+    );
+    let config = annotations
+        .get(PROXY_CONFIG)
+        .and_then(serde_json::Value::as_str);
+    vec![Problem {
+        annotation: if config.is_some() {
+            PROXY_CONFIG
+        } else {
+            "metadata.labels"
+        }
+        .to_owned(),
+        value: config.unwrap_or_default().to_owned(),
+        reason,
+    }]
 }
 
 #[cfg(test)]

@@ -86,13 +86,20 @@ impl<'a> Patch<'a> {
         }
     }
 
-    /// Puts `item` first in the array at `/spec/field`, adding it when absent.
-    pub fn prepend(&mut self, field: &str, item: Value) {
+    /// Puts `items` first, in order, in the array at `/spec/field`, adding it when absent.
+    pub fn prepend(&mut self, field: &str, items: Vec<Value>) {
         if self.pod["spec"][field].is_array() {
-            self.add(format!("/spec/{field}/0"), item);
-        } else {
-            self.add(format!("/spec/{field}"), json!([item]));
+            for (i, item) in items.into_iter().enumerate() {
+                self.add(format!("/spec/{field}/{i}"), item);
+            }
+        } else if !items.is_empty() {
+            self.add(format!("/spec/{field}"), Value::Array(items));
         }
+    }
+
+    /// Sets `/spec/field`, which the Pod does not have, to `value`.
+    pub fn set_spec(&mut self, field: &str, value: Value) {
+        self.add(format!("/spec/{field}"), value);
     }
 }
 
@@ -116,7 +123,7 @@ mod tests {
         patch.set_metadata(vec![("a/b".into(), "c".into())], vec![]);
         patch.append("volumes", vec![json!({"name": "v"})]);
         patch.append("containers", vec![json!({"name": "c"})]);
-        patch.prepend("initContainers", json!({"name": "i"}));
+        patch.prepend("initContainers", vec![json!({"name": "i"})]);
         assert_eq!(
             patch.into_ops(),
             vec![
@@ -124,6 +131,23 @@ mod tests {
                 json!({"op": "add", "path": "/spec/volumes", "value": [{"name": "v"}]}),
                 json!({"op": "add", "path": "/spec/containers/-", "value": {"name": "c"}}),
                 json!({"op": "add", "path": "/spec/initContainers", "value": [{"name": "i"}]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn prepended_items_keep_their_order() {
+        let pod = json!({"spec": {"initContainers": [{"name": "mine"}]}});
+        let mut patch = Patch::new(&pod);
+        patch.prepend(
+            "initContainers",
+            vec![json!({"name": "a"}), json!({"name": "b"})],
+        );
+        assert_eq!(
+            patch.into_ops(),
+            vec![
+                json!({"op": "add", "path": "/spec/initContainers/0", "value": {"name": "a"}}),
+                json!({"op": "add", "path": "/spec/initContainers/1", "value": {"name": "b"}}),
             ]
         );
     }

@@ -15,16 +15,30 @@ pub fn interception_mode(mode: &str) -> Result<(), String> {
     }
 }
 
-/// A comma-separated list of ports (each 0-65535); empty is an empty list.
+/// `true` or `false`, as Kubernetes annotations spell them.
+pub fn true_or_false(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected \"true\" or \"false\"".to_owned()),
+    }
+}
+
+/// A comma-separated list of ports (each 1-65535, as `sextant iptables` takes them); empty is
+/// an empty list.
 pub fn port_list(ports: &str) -> Result<(), String> {
     let ports = ports.trim();
     if ports.is_empty() {
         return Ok(());
     }
     for port in ports.split(',') {
-        port.trim()
+        let number = port
+            .trim()
             .parse::<u16>()
             .map_err(|_| format!("failed parsing port {port:?}"))?;
+        if number == 0 {
+            return Err(format!("port {port:?} is not a port from 1 to 65535"));
+        }
     }
     Ok(())
 }
@@ -91,12 +105,16 @@ pub fn interface_list(interfaces: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A Kubernetes resource quantity (`100m`, `128Mi`, `1.5`, `2e3`).
+/// A Kubernetes resource quantity (`100m`, `128Mi`, `1.5`, `2e3`), not negative: the API
+/// server refuses a container whose resources are.
 pub fn quantity(value: &str) -> Result<(), String> {
     let invalid = || {
         Err("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'".to_owned())
     };
-    let unsigned = value.strip_prefix(['+', '-']).unwrap_or(value);
+    if value.starts_with('-') {
+        return Err("a resource quantity cannot be negative".to_owned());
+    }
+    let unsigned = value.strip_prefix('+').unwrap_or(value);
     let digits_end = unsigned
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(unsigned.len());
@@ -126,22 +144,111 @@ pub fn log_level(level: &str) -> Result<(), String> {
     }
 }
 
-/// Envoy's `--component-log-level`: `COMPONENT:LEVEL` pairs separated by commas.
+/// Envoy's log components (`ALL_LOGGER_IDS` in `source/common/common/logger.h`, as Envoy
+/// 1.40's `/logging` lists them): Envoy refuses to start when `--component-log-level` names
+/// another.
+pub const ENVOY_LOG_COMPONENTS: &[&str] = &[
+    "a2a",
+    "admin",
+    "ai_protocol_manager",
+    "alternate_protocols_cache",
+    "aws",
+    "assert",
+    "backtrace",
+    "basic_auth",
+    "cache_filter",
+    "client",
+    "config",
+    "connection",
+    "conn_handler",
+    "compression",
+    "credential_injector",
+    "decompression",
+    "dns",
+    "dubbo",
+    "envoy_bug",
+    "ext_authz",
+    "ext_proc",
+    "rocketmq",
+    "file",
+    "filter",
+    "forward_proxy",
+    "geolocation",
+    "grpc",
+    "happy_eyeballs",
+    "hc",
+    "health_checker",
+    "http",
+    "http2",
+    "hystrix",
+    "init",
+    "io",
+    "jwt",
+    "json_rpc",
+    "kafka",
+    "key_value_store",
+    "lua",
+    "local_rate_limit",
+    "main",
+    "matcher",
+    "mcp",
+    "misc",
+    "mongo",
+    "multi_connection",
+    "notification",
+    "oauth2",
+    "quic",
+    "quic_stream",
+    "pool",
+    "rate_limit_quota",
+    "rbac",
+    "rds",
+    "redis",
+    "router",
+    "runtime",
+    "stats",
+    "secret",
+    "sse",
+    "tap",
+    "testing",
+    "thrift",
+    "tracing",
+    "upstream",
+    "udp",
+    "wasm",
+    "websocket",
+    "golang",
+    "stats_sinks",
+    "dynamic_modules",
+    "ip_tagging",
+];
+
+/// Envoy's `--component-log-level`: `COMPONENT:LEVEL` pairs separated by commas, each
+/// component one of [`ENVOY_LOG_COMPONENTS`].
 pub fn component_log_level(levels: &str) -> Result<(), String> {
     for pair in levels.split(',') {
         let Some((component, level)) = pair.split_once(':') else {
-            return Err(format!("{pair:?} is not COMPONENT:LEVEL"));
+            return Err(format!("{:?} is not COMPONENT:LEVEL", shown(pair)));
         };
-        let component_ok = !component.is_empty()
-            && component
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !component_ok {
-            return Err(format!("{component:?} is not an Envoy log component"));
+        if !ENVOY_LOG_COMPONENTS.contains(&component) {
+            return Err(format!(
+                "{:?} is not one of Envoy's log components (admin, config, connection, http, misc, router, upstream, ...: the admin port's /logging lists them)",
+                shown(component)
+            ));
         }
         log_level(level)?;
     }
     Ok(())
+}
+
+/// A value as messages quote it: cut to its first 100 characters when longer, so that a
+/// denial does not repeat megabytes of a hostile value.
+pub fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 100;
+    match value.char_indices().nth(SHOWN) {
+        None => value.into(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &value[..cut], value.len()).into(),
+    }
 }
 
 /// A container image reference: no whitespace, quotes or `$`, not empty.
@@ -237,7 +344,9 @@ mod tests {
         ] {
             assert!(quantity(good).is_ok(), "{good}");
         }
-        for bad in ["", "m", "1.2.3", "10mb", "1Gib", "abc", "1 Gi", "1e"] {
+        for bad in [
+            "", "m", "1.2.3", "10mb", "1Gib", "abc", "1 Gi", "1e", "-1", "-0.5Gi", "+-1",
+        ] {
             assert!(quantity(bad).is_err(), "{bad}");
         }
     }
@@ -248,6 +357,7 @@ mod tests {
         assert!(port_list("").is_ok());
         assert!(port_list("80,http").is_err());
         assert!(port_list("70000").is_err());
+        assert!(port_list("80,0").is_err());
         assert!(port_list_or_all("*").is_ok());
         assert!(cidr_list("10.0.0.0/8,fd00::/8").is_ok());
         assert!(cidr_list("10.0.0.1").is_err());
@@ -279,5 +389,9 @@ mod tests {
         assert!(component_log_level("misc:error,upstream:debug").is_ok());
         assert!(component_log_level("misc").is_err());
         assert!(component_log_level("misc:loud").is_err());
+        let unknown =
+            component_log_level("misc:error,nosuch:debug").expect_err("no such component");
+        assert!(unknown.contains("\"nosuch\""), "{unknown}");
+        assert!(component_log_level("dynamic_modules:trace,a2a:off").is_ok());
     }
 }

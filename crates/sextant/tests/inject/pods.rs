@@ -116,6 +116,16 @@ pub fn container<'a>(pod: &'a Value, field: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {field} {name}"))
 }
 
+/// The injected `istio-proxy` container: a container, or a native sidecar among the init
+/// containers.
+pub fn proxy_of(pod: &Value) -> &Value {
+    ["containers", "initContainers"]
+        .iter()
+        .flat_map(|field| pod["spec"][*field].as_array().into_iter().flatten())
+        .find(|c| c["name"] == "istio-proxy")
+        .unwrap_or_else(|| panic!("no istio-proxy in {pod}"))
+}
+
 /// The bootstrap of an injected `istio-proxy` container, read back from its arguments.
 pub fn bootstrap_of(proxy: &Value) -> Value {
     let args = proxy["args"].as_array().expect("args");

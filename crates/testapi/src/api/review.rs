@@ -1,6 +1,6 @@
-//! The reviews this server takes part in: TokenReview, answered from the tokens it was given,
-//! and AdmissionReview, sent to the mutating and validating webhooks that apply before a
-//! write is stored.
+//! The reviews this server takes part in: TokenReview, answered from the tokens it was given;
+//! SubjectAccessReview, answered by the RBAC objects it stores; and AdmissionReview, sent to
+//! the mutating and validating webhooks that apply before a write is stored.
 
 use std::collections::BTreeMap;
 
@@ -164,6 +164,57 @@ pub(super) async fn token_review(
     };
     r["apiVersion"] = json!(target.t.api_version());
     r["kind"] = json!("TokenReview");
+    Ok(json_response(StatusCode::CREATED, r))
+}
+
+/// SubjectAccessReview: whether the user and groups of `spec` may do what its
+/// `resourceAttributes` say, by the RBAC objects stored here (`crate::rbac`). Non-resource
+/// requests are never allowed.
+pub(super) async fn subject_access_review(
+    server: &Server,
+    target: &Target,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut r = parse_body(body)?;
+    let spec = &r["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let attributes = &spec["resourceAttributes"];
+    if !attributes.is_object() && !spec["nonResourceAttributes"].is_object() {
+        return Err(ApiError::bad_request(
+            "spec: Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    if text(&spec["user"]).is_empty() && spec["groups"].as_array().is_none_or(Vec::is_empty) {
+        return Err(ApiError::bad_request(
+            "spec.user: Invalid value: at least one of user or group must be specified",
+        ));
+    }
+    let request = crate::rbac::Request {
+        user: text(&spec["user"]),
+        groups: spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect(),
+        verb: text(&attributes["verb"]),
+        group: text(&attributes["group"]),
+        resource: text(&attributes["resource"]),
+        subresource: text(&attributes["subresource"]),
+        name: text(&attributes["name"]),
+        namespace: text(&attributes["namespace"]),
+    };
+    let allowed_by = if attributes.is_object() {
+        crate::rbac::authorize(&server.inner.lock().await.store, &request)
+    } else {
+        None
+    };
+    r["status"] = match allowed_by {
+        Some(reason) => json!({"allowed": true, "reason": reason}),
+        None => json!({"allowed": false}),
+    };
+    r["apiVersion"] = json!(target.t.api_version());
+    r["kind"] = json!("SubjectAccessReview");
     Ok(json_response(StatusCode::CREATED, r))
 }
 

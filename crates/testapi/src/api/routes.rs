@@ -86,6 +86,9 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
         }
         (Method::GET, None) => crud::list(&server, &target, &query, &headers).await,
         (Method::GET, Some(name)) => crud::get(&server, &target, name, &headers).await,
+        (Method::POST, None) if target.t.kind == "SubjectAccessReview" => {
+            review::subject_access_review(&server, &target, &body).await
+        }
         (Method::POST, None) if target.t.create_only => {
             tokio::time::sleep(server.review_delay).await;
             review::token_review(&server, &target, &body).await

@@ -187,6 +187,11 @@ fn the_cluster_role_reads_what_the_control_plane_watches() {
     }
     assert!(grants("discovery.k8s.io", "endpointslices", "watch"));
     assert!(grants("authentication.k8s.io", "tokenreviews", "create"));
+    assert!(grants(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "create"
+    ));
     assert!(!grants("", "secrets", "get"));
 }
 
