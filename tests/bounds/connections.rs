@@ -5,7 +5,6 @@ use std::{
     path::Path,
     pin::Pin,
     process::Stdio,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -167,27 +166,8 @@ fn certificates(dir: &Path) -> (String, String, String) {
 /// POSTs an AdmissionReview to the webhook over TLS (trusting `root_pem`) and returns the
 /// response.
 async fn admission_review(port: u16, root_pem: &str) -> String {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(root_pem.as_bytes()).expect("root PEM"))
-        .expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connects");
-    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
+    let mut tls = super::webhook::connect(port, root_pem).await;
     let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"review-1","operation":"CREATE","object":{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"r","namespace":"default"},"spec":{"host":"r"}}}}"#;
     let request = format!(
         "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{review}",

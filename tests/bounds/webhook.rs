@@ -90,7 +90,8 @@ impl Drop for Webhook {
     }
 }
 
-async fn connect(port: u16, root_pem: &str) -> TlsStream<TcpStream> {
+/// A TLS connection to the webhook on `port`, trusting `root_pem`.
+pub(super) async fn connect(port: u16, root_pem: &str) -> TlsStream<TcpStream> {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     roots

@@ -198,51 +198,15 @@ impl Kubelet {
             let path = dir.join("volumes").join(&name);
             std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
             if v.get("emptyDir").is_some() {
-            } else if let Some(cm) = v.get("configMap") {
-                self.object_files(
-                    "configmap",
-                    cm["name"].as_str().unwrap_or_default(),
-                    namespace,
-                    &path,
-                    false,
-                )?;
-            } else if let Some(secret) = v.get("secret") {
-                self.object_files(
-                    "secret",
-                    secret["secretName"].as_str().unwrap_or_default(),
-                    namespace,
-                    &path,
-                    true,
-                )?;
             } else if let Some(projected) = v.get("projected") {
                 for source in projected["sources"].as_array().into_iter().flatten() {
-                    if let Some(token) = source.get("serviceAccountToken") {
-                        let mut args = vec!["create", "token", account, "-n", namespace];
-                        let duration = token["expirationSeconds"].as_u64().map(|s| format!("{s}s"));
-                        if let Some(aud) = token["audience"].as_str() {
-                            args.extend(["--audience", aud]);
-                        }
-                        if let Some(d) = duration.as_deref() {
-                            args.extend(["--duration", d]);
-                        }
-                        let jwt = self.kubectl(&args)?;
-                        let file = token["path"].as_str().unwrap_or("token");
-                        std::fs::write(path.join(file), jwt.trim()).map_err(|e| e.to_string())?;
-                    } else if let Some(cm) = source.get("configMap") {
-                        self.object_files(
-                            "configmap",
-                            cm["name"].as_str().unwrap_or_default(),
-                            namespace,
-                            &path,
-                            false,
-                        )?;
-                    } else {
+                    if !self.source_files(source, account, namespace, &path)? {
                         return Err(format!(
                             "volume {name}: projected source {source} is not supported"
                         ));
                     }
                 }
-            } else {
+            } else if !self.source_files(v, account, namespace, &path)? {
                 return Err(format!(
                     "volume {name}: only emptyDir, configMap, secret and projected"
                 ));
@@ -251,6 +215,40 @@ impl Kubelet {
         }
         crate::run(Command::new("chmod").args(["-R", "a+rX"]).arg(dir));
         Ok(out)
+    }
+
+    /// Writes into `dir` what a volume (or projected) source holds: a ConfigMap's or
+    /// Secret's keys, or a service-account token from the TokenRequest API. `false` for a
+    /// source of another kind.
+    fn source_files(
+        &self,
+        source: &Value,
+        account: &str,
+        namespace: &str,
+        dir: &Path,
+    ) -> Result<bool, String> {
+        if let Some(cm) = source.get("configMap") {
+            let name = cm["name"].as_str().unwrap_or_default();
+            self.object_files("configmap", name, namespace, dir, false)?;
+        } else if let Some(secret) = source.get("secret") {
+            let name = secret["secretName"].as_str().unwrap_or_default();
+            self.object_files("secret", name, namespace, dir, true)?;
+        } else if let Some(token) = source.get("serviceAccountToken") {
+            let mut args = vec!["create", "token", account, "-n", namespace];
+            let duration = token["expirationSeconds"].as_u64().map(|s| format!("{s}s"));
+            if let Some(aud) = token["audience"].as_str() {
+                args.extend(["--audience", aud]);
+            }
+            if let Some(d) = duration.as_deref() {
+                args.extend(["--duration", d]);
+            }
+            let jwt = self.kubectl(&args)?;
+            let file = token["path"].as_str().unwrap_or("token");
+            std::fs::write(dir.join(file), jwt.trim()).map_err(|e| e.to_string())?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Writes each key of a ConfigMap or Secret as a file, waiting for it to exist.
