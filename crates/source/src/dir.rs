@@ -1,5 +1,13 @@
-//! The directory source: every manifest under a directory, re-read when notify reports a
-//! change.
+//! The directory source: every manifest under a directory, read once, then only what
+//! notify reports changed.
+//!
+//! A change costs in proportion to what changed: the files notify names are read again (a
+//! directory created or renamed in is listed), and only the objects those files held or hold
+//! now are applied to or deleted from the index, as the Kubernetes watches do
+//! (`dir/held.rs`). The whole directory is read again only when notify cannot say what
+//! changed (an event without paths, lost events, the directory itself replaced, more than
+//! [`pending::MAX_PENDING_PATHS`] paths between two reads). A file written in several steps
+//! is read once the debounce has seen the writes settle.
 //!
 //! Each file stands alone: one that cannot be read or parsed is reported (log and
 //! [`DirCounters`]) and keeps contributing the objects it held when it was last good, while
@@ -12,7 +20,6 @@
 //! mesh config.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -23,11 +30,17 @@ use std::{
 
 use notify::Watcher;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use sextant_index::{Changes, Index, Object};
-use sextant_model::{Kind, Snapshot};
+use sextant_index::{Changes, Index};
+use sextant_model::Snapshot;
 use tokio::sync::mpsc;
 
 use crate::scan;
+
+mod held;
+pub mod pending;
+
+use held::Held;
+use pending::{Pending, Plan};
 
 /// How often the directory's identity is checked besides notify's events: a fallback for
 /// when the parent's watch is lost too (one `stat` each time).
@@ -40,6 +53,14 @@ pub struct DirCounters {
     pub bad_files: Gauge,
     /// Reads refused because a file was over the size limit.
     pub too_large: Counter,
+    /// Files read (each read and parsed once per change notify reports, or per full read).
+    pub files_read: Counter,
+    /// Objects parsed from the files read.
+    pub objects_parsed: Counter,
+    /// Objects applied to or deleted from the index.
+    pub objects_applied: Counter,
+    /// Reads of the whole directory (the first, and those notify could not narrow down).
+    pub full_reads: Counter,
 }
 
 /// A directory of manifests. A file that cannot be read or parsed keeps contributing its
@@ -50,12 +71,15 @@ pub struct DirSource {
     /// Shared with remote clusters' watches (`serve --remote-kubeconfig`), which change only
     /// their own clusters' objects.
     index: Arc<Mutex<Index>>,
-    /// Set by every change notify reports: a publish re-reads the files only then, not for a
+    /// Set by every change notify reports: a publish reads files only then, not for a
     /// remote cluster's change.
     dirty: Arc<AtomicBool>,
+    /// The paths notify reported since the last read.
+    pending: Arc<Mutex<Pending>>,
     max_file_bytes: u64,
     counters: DirCounters,
-    last_good: HashMap<PathBuf, Vec<Object>>,
+    /// What each file contributes.
+    held: Held,
     /// The mesh config file, when there is one.
     mesh_config: Option<PathBuf>,
     /// The config cluster as `/debug/clusterz` shows it: the objects the directory holds.
@@ -88,9 +112,10 @@ impl DirSource {
             namespace,
             index,
             dirty: Arc::new(AtomicBool::new(true)),
+            pending: Arc::default(),
             max_file_bytes: sextant_index::manifest::MAX_INPUT_BYTES as u64,
             counters: DirCounters::default(),
-            last_good: HashMap::new(),
+            held: Held::default(),
             mesh_config: None,
             cluster: None,
             watch: None,
@@ -138,6 +163,7 @@ impl DirSource {
         let followed = self.mesh_config.clone();
         let signal = changed.clone();
         let dirty = self.dirty.clone();
+        let pending = self.pending.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // Reading the files ourselves raises access events; only changes matter, and
@@ -156,6 +182,13 @@ impl DirSource {
                                 })
                         }))
                 {
+                    let mut noted = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    if e.need_rescan() {
+                        noted.everything();
+                    } else {
+                        noted.note(&e.paths);
+                    }
+                    drop(noted);
                     dirty.store(true, Ordering::SeqCst);
                     let _ = signal.send(());
                 }
@@ -176,7 +209,12 @@ impl DirSource {
             watcher,
             watched: dir_id(&self.dir),
         });
-        tokio::spawn(recheck(self.dir.clone(), self.dirty.clone(), changed));
+        tokio::spawn(recheck(
+            self.dir.clone(),
+            self.dirty.clone(),
+            self.pending.clone(),
+            changed,
+        ));
         Ok(())
     }
 
@@ -208,11 +246,15 @@ impl DirSource {
         }
     }
 
-    /// A snapshot after a burst of changes: the directory is read again if it changed (or was
-    /// never read), else the index, changed by remote clusters, is only published.
+    /// A snapshot after a burst of changes: what notify reported changed is read again (the
+    /// whole directory the first time), else the index, changed by remote clusters, is only
+    /// published.
     pub fn publish(&mut self) -> (Arc<Snapshot>, Changes) {
-        if self.dirty.load(Ordering::SeqCst) {
-            return self.reload();
+        if self.dirty.swap(false, Ordering::SeqCst) {
+            // Changes notify reports from here on are read by the next publish.
+            let pending = self.lock_pending().take();
+            let plan = pending.plan(&self.dir, self.mesh_config.as_deref());
+            return self.read(plan);
         }
         let (snapshot, changes) = self.lock().publish();
         crate::log_published(&snapshot, &changes);
@@ -223,60 +265,136 @@ impl DirSource {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the directory again and replaces every kind in the index with what it holds.
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the whole directory again (and the mesh config) and publishes.
     pub fn reload(&mut self) -> (Arc<Snapshot>, Changes) {
-        // Changes notify reports from here on are read by the next reload.
         self.dirty.store(false, Ordering::SeqCst);
-        self.rewatch();
-        self.read_mesh_config();
-        let current = match scan::list(&self.dir) {
-            Ok(mut listing) => {
-                listing
-                    .files
-                    .retain(|f| Some(f) != self.mesh_config.as_ref());
-                self.read_files(listing)
-            }
-            Err(error) => {
-                tracing::warn!(%error, dir = %self.dir.display(), "cannot read the config directory; keeping the last configuration");
-                self.last_good.clone()
-            }
-        };
-        let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
-        for o in current.into_values().flatten() {
-            by_kind.entry(o.kind()).or_default().push(o);
+        self.lock_pending().take();
+        self.read(Plan {
+            everything: true,
+            mesh_config: true,
+            ..Plan::default()
+        })
+    }
+
+    /// Reads what `plan` names, applies what changed to the index and publishes.
+    fn read(&mut self, plan: Plan) -> (Arc<Snapshot>, Changes) {
+        if plan.everything {
+            self.counters.full_reads.inc();
+            self.rewatch();
         }
-        let mut index = self.lock();
-        if let Some(cluster) = &self.cluster {
-            for (kind, objects) in &by_kind {
-                cluster.holds(*kind, objects.len());
+        if plan.mesh_config {
+            self.read_mesh_config();
+        }
+        if plan.everything {
+            self.read_subtree(&self.dir.clone());
+        } else {
+            for gone in &plan.gone {
+                self.held.forget_under(gone, |_| false);
             }
-            for kind in sextant_kube::WATCHED.map(|w| w.0) {
-                if !by_kind.contains_key(&kind) {
-                    cluster.holds(kind, 0);
+            for subtree in &plan.subtrees {
+                self.read_subtree(subtree);
+            }
+            for file in &plan.files {
+                if !plan.subtrees.iter().any(|s| file.starts_with(s)) {
+                    self.read_file(file);
                 }
             }
         }
-        for kind in [
-            Kind::Namespace,
-            Kind::Node,
-            Kind::Pod,
-            Kind::Service,
-            Kind::EndpointSlice,
-            Kind::DestinationRule,
-            Kind::VirtualService,
-            Kind::PeerAuthentication,
-            Kind::Gateway,
-            Kind::Secret,
-            Kind::Sidecar,
-            Kind::ServiceEntry,
-            Kind::WorkloadEntry,
-        ] {
-            index.reset(kind, by_kind.remove(&kind).unwrap_or_default());
+        self.counters.bad_files.set(self.held.bad_files() as i64);
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.held.apply(&mut index);
+        self.counters.objects_applied.inc_by(applied as u64);
+        if let Some(cluster) = &self.cluster {
+            for kind in sextant_kube::WATCHED.map(|w| w.0) {
+                cluster.holds(kind, self.held.count(kind));
+            }
         }
         let (snapshot, changes) = index.publish();
         drop(index);
         crate::log_published(&snapshot, &changes);
         (snapshot, changes)
+    }
+
+    /// Lists `dir` (the config directory or one under it) and reads every manifest in it;
+    /// files held from under it that are no longer listed are gone. What cannot be listed is
+    /// unknown, not gone: its files keep their objects.
+    fn read_subtree(&mut self, dir: &Path) {
+        let listing = match scan::list(dir) {
+            Ok(listing) => listing,
+            Err(error) if dir == self.dir => {
+                tracing::warn!(%error, dir = %dir.display(), "cannot read the config directory; keeping the last configuration");
+                return;
+            }
+            Err(error) => {
+                if std::fs::symlink_metadata(dir).is_err() {
+                    self.held.forget_under(dir, |_| false);
+                } else {
+                    tracing::warn!(%error, dir = %dir.display(), "cannot list a config subdirectory; its files keep their last good objects");
+                    self.mark_bad_under(dir);
+                }
+                return;
+            }
+        };
+        let listed: std::collections::HashSet<&Path> =
+            listing.files.iter().map(PathBuf::as_path).collect();
+        let unlisted: Vec<&PathBuf> = listing.unlisted.iter().map(|(d, _)| d).collect();
+        self.held.forget_under(dir, |f| {
+            listed.contains(f) || unlisted.iter().any(|d| f.starts_with(d))
+        });
+        for (subdir, error) in &listing.unlisted {
+            tracing::warn!(%error, dir = %subdir.display(), "cannot list a config subdirectory; its files keep their last good objects");
+            self.mark_bad_under(subdir);
+        }
+        for file in &listing.files {
+            if Some(file) != self.mesh_config.as_ref() {
+                self.read_file(file);
+            }
+        }
+    }
+
+    fn mark_bad_under(&mut self, dir: &Path) {
+        let under: Vec<PathBuf> = self
+            .held
+            .files()
+            .filter(|f| f.starts_with(dir))
+            .cloned()
+            .collect();
+        for file in under {
+            self.held.mark_bad(&file);
+        }
+    }
+
+    /// Reads one file: what it contributes now, its last good objects kept when it has
+    /// problems; a file that is gone is forgotten.
+    fn read_file(&mut self, file: &Path) {
+        if std::fs::symlink_metadata(file).is_err() {
+            self.held.forget(file);
+            return;
+        }
+        let read = scan::read_objects(file, self.max_file_bytes, &self.namespace);
+        self.counters.files_read.inc();
+        self.counters
+            .objects_parsed
+            .inc_by(read.objects.len() as u64);
+        if read.too_large {
+            self.counters.too_large.inc();
+        }
+        if read.problems.is_empty() {
+            self.held.set(file.to_path_buf(), read.objects, true);
+            return;
+        }
+        let objects = scan::keep_last_good(read.objects, self.held.last_good(file));
+        tracing::warn!(
+            file = %file.display(),
+            problems = %read.problems.join("; "),
+            objects = objects.len(),
+            "bad config file; it keeps the objects it held when last good"
+        );
+        self.held.set(file.to_path_buf(), objects, false);
     }
 
     /// Reads the mesh config file into the index; one that cannot be read keeps the last.
@@ -294,56 +412,25 @@ impl DirSource {
             }
         }
     }
-
-    /// What every listed file contributes now; updates the last good objects of the good
-    /// files and forgets files that are gone.
-    fn read_files(&mut self, listing: scan::Listing) -> HashMap<PathBuf, Vec<Object>> {
-        let mut current = HashMap::new();
-        let mut bad = 0;
-        for file in listing.files {
-            let read = scan::read_objects(&file, self.max_file_bytes, &self.namespace);
-            if read.too_large {
-                self.counters.too_large.inc();
-            }
-            if read.problems.is_empty() {
-                self.last_good.insert(file.clone(), read.objects.clone());
-                current.insert(file, read.objects);
-                continue;
-            }
-            bad += 1;
-            let objects = scan::keep_last_good(read.objects, self.last_good.get(&file));
-            tracing::warn!(
-                file = %file.display(),
-                problems = %read.problems.join("; "),
-                objects = objects.len(),
-                "bad config file; it keeps the objects it held when last good"
-            );
-            current.insert(file, objects);
-        }
-        // What could not be listed is unknown, not gone.
-        for (subdir, error) in &listing.unlisted {
-            tracing::warn!(%error, dir = %subdir.display(), "cannot list a config subdirectory; its files keep their last good objects");
-            for (file, objects) in &self.last_good {
-                if file.starts_with(subdir) && !current.contains_key(file) {
-                    bad += 1;
-                    current.insert(file.clone(), objects.clone());
-                }
-            }
-        }
-        self.last_good.retain(|file, _| current.contains_key(file));
-        self.counters.bad_files.set(bad);
-        current
-    }
 }
 
 /// Signals `changed` whenever the directory's identity changes, until nobody listens.
-async fn recheck(dir: PathBuf, dirty: Arc<AtomicBool>, changed: mpsc::UnboundedSender<()>) {
+async fn recheck(
+    dir: PathBuf,
+    dirty: Arc<AtomicBool>,
+    pending: Arc<Mutex<Pending>>,
+    changed: mpsc::UnboundedSender<()>,
+) {
     let mut seen = dir_id(&dir);
     loop {
         tokio::time::sleep(RECHECK).await;
         let now = dir_id(&dir);
         if now != seen {
             seen = now;
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .everything();
             dirty.store(true, Ordering::SeqCst);
             if changed.send(()).is_err() {
                 return;

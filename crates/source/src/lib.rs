@@ -47,18 +47,47 @@ impl Source {
     }
 
     /// Publishes after each burst of changes `debounce` settles, handing `publish` the
-    /// snapshot, its changes and when the burst's first change came; returns when the
-    /// changes end.
+    /// snapshot, its changes and when each stage of it ended; returns when the changes end.
     pub async fn run(
         mut self,
         mut debounce: Debounce,
-        mut publish: impl FnMut(Arc<Snapshot>, Changes, Instant),
+        mut publish: impl FnMut(Arc<Snapshot>, Changes, Timing),
     ) {
-        while let Some(first) = debounce.settled().await {
+        while let Some(first_change) = debounce.settled().await {
+            let settled = Instant::now();
             // Reading and indexing a large directory takes seconds: not on a runtime worker.
             let (snapshot, changes) = sextant_kube::heavy(|| self.publish());
-            publish(snapshot, changes, first);
+            let timing = Timing {
+                first_change,
+                settled,
+                snapshot: Instant::now(),
+            };
+            publish(snapshot, changes, timing);
         }
+    }
+}
+
+/// When each stage of one publish ended: the first clock of a user's change on its way to
+/// the proxies (the xDS server's sends and ACKs are the rest).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// The burst's first change (a notify event, a watch event).
+    pub first_change: Instant,
+    /// The debounce let the burst through.
+    pub settled: Instant,
+    /// The snapshot was published by the index (a directory's changed files read first).
+    pub snapshot: Instant,
+}
+
+impl Timing {
+    /// The debounce's wait: first change to settled.
+    pub fn debounce(&self) -> std::time::Duration {
+        self.settled - self.first_change
+    }
+
+    /// Reading what changed and indexing it: settled to snapshot.
+    pub fn read(&self) -> std::time::Duration {
+        self.snapshot - self.settled
     }
 }
 

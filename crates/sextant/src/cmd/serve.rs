@@ -652,12 +652,12 @@ async fn run_source(
     updates: watch::Sender<u64>,
 ) {
     source
-        .run(debounce, |snapshot, changes, first| {
+        .run(debounce, |snapshot, changes, timing| {
             publish((snapshot, changes), &generator, &updates);
             generator
                 .metrics
                 .debounce_seconds
-                .observe(first.elapsed().as_secs_f64());
+                .observe(timing.first_change.elapsed().as_secs_f64());
         })
         .await;
 }
