@@ -87,11 +87,39 @@ demo: $(ENVOY)
 # Benchmarks (release builds); figures go in docs/BENCHMARKS.md.
 bench:
 	$(CARGO) bench -p sextant-compiler --bench compile
+	$(CARGO) bench -p sextant-source --bench dir_change
 	$(CARGO) bench -p sextant --bench ads
 	SEXTANT_BENCH_SHAPE=W-M-S $(CARGO) bench -p sextant --bench ads
 	$(CARGO) bench -p sextant --bench kube_index
 	$(CARGO) bench -p sextant --bench multicluster
 	$(CARGO) bench -p sextant --bench csr
+
+# Real Envoy 1.40 sidecars of W-M and W-M-S against a release `sextant serve`, through the
+# directory and through kubectl against the test API server (issue 18; docs/BENCHMARKS.md).
+# SEXTANT_BENCH_SHAPE, _ENVOYS, _CHANGES and _PATH choose the runs (see benches/envoy.rs). The
+# binary cargo has just built is named, since cargo, not its files' dates, says it is current.
+.PHONY: bench-envoy
+bench-envoy: $(ENVOY) $(KUBECTL)
+	$(CARGO) build --profile bench -p sextant-testapi --bin sextant-testapi
+	SEXTANT_BIN=$(TARGET_DIR)/release/sextant $(CARGO) bench -p sextant --bench envoy
+
+# W-L (10,000 services, 100,000 endpoints): the compile slope from W-M, the index through the
+# watch path, and the ADS benchmark with 5,000 proxies of W-L-S (W-L with a Sidecar per
+# namespace) and 200 full-mesh W-L proxies (5,000 of those would be sent 138 GB). The proxies
+# run in two unpinned processes (`SEXTANT_BENCH_CLIENT_PROCS=2`) so the storm is not one core's.
+.PHONY: bench-wl
+bench-wl:
+	SEXTANT_BENCH_SHAPE=W-L $(CARGO) bench -p sextant-compiler --bench compile
+	SEXTANT_BENCH_SHAPE=W-L $(CARGO) bench -p sextant --bench kube_index
+	SEXTANT_BENCH_SHAPE=W-L-S SEXTANT_BENCH_CLIENT_PROCS=2 $(CARGO) bench -p sextant --bench ads
+	SEXTANT_BENCH_SHAPE=W-L SEXTANT_BENCH_PROXIES=200 $(CARGO) bench -p sextant --bench ads
+
+# On-demand virtual hosts against full mesh with real Envoys at W-M (issue 18;
+# docs/BENCHMARKS.md): crates/sextant/benches/vhds/run.py, one JSON line per mode.
+.PHONY: bench-vhds
+bench-vhds: $(ENVOY)
+	$(CARGO) build --release -p sextant --bin sextant
+	SEXTANT_BIN=$(TARGET_DIR)/release/sextant python3 crates/sextant/benches/vhds/run.py full vhds
 
 # The fuzz targets (docs/FUZZING.md), long: each proptest target with FUZZ_CASES cases (the
 # same targets run a few hundred cases each in `make test`).

@@ -1,6 +1,8 @@
 //! Compile-and-encode time for one sidecar at DESIGN.md's W-M workload, nothing cached, and
 //! the time to rebuild its shared part after one VirtualService change (what a push costs per
 //! scope). Run with `make bench` (release build). Prints min/median/max over repeated runs.
+//! `SEXTANT_BENCH_SHAPE=W-L` compiles a sidecar of W-L (10,000 services) and of W-L-S instead
+//! (`make bench-wl`), for the slope from W-M.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use sextant_synthetic::{W_M, W_M_S, index, sidecar, virtual_service};
+use sextant_synthetic::{Shape, W_L, W_L_S, W_M, W_M_S, index, sidecar, virtual_service};
 
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
@@ -21,12 +23,16 @@ fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let shape = W_M;
+    let (name, shape, scoped) = match std::env::var("SEXTANT_BENCH_SHAPE").as_deref() {
+        Ok("W-L") => ("W-L", W_L, W_L_S),
+        Ok("W-M") | Err(_) => ("W-M", W_M, W_M_S),
+        Ok(other) => panic!("SEXTANT_BENCH_SHAPE={other}: expected W-M or W-L"),
+    };
     let started = Instant::now();
     let mut index = index(&shape);
     let (snapshot, _) = index.publish();
     println!(
-        "W-M: {} services, {} endpoints, {} VirtualServices, {} DestinationRules; index built in {:.0} ms",
+        "{name}: {} services, {} endpoints, {} VirtualServices, {} DestinationRules; index built in {:.0} ms",
         snapshot.services.len(),
         snapshot.endpoints.values().map(|e| e.len()).sum::<usize>(),
         snapshot.virtual_services.len(),
@@ -133,14 +139,15 @@ fn main() {
         }
         slice
     });
-    with_sidecars(runs);
+    with_sidecars(&format!("{name}-S"), &scoped, runs);
 }
 
-/// The same sidecar at W-M-S: its namespace's Sidecar imports 4 of the 101 namespaces.
-fn with_sidecars(runs: usize) {
-    let mut index = index(&W_M_S);
+/// The same sidecar with a Sidecar per namespace (W-M-S, W-L-S): its namespace's Sidecar
+/// imports 4 of the 101 namespaces.
+fn with_sidecars(name: &str, shape: &Shape, runs: usize) {
+    let mut index = index(shape);
     let (snapshot, _) = index.publish();
-    let mut proxy = sidecar(&W_M_S, 7, 0);
+    let mut proxy = sidecar(shape, 7, 0);
     if let Some(w) = snapshot.workload(&proxy.namespace, &proxy.workload_name) {
         proxy.complete_from(w);
     }
@@ -153,7 +160,7 @@ fn with_sidecars(runs: usize) {
     }
     let (min, med, max) = stats(times);
     println!(
-        "W-M-S: {} clusters, {} load assignments, {} listeners, {} route configurations, {:.3} MB encoded per proxy",
+        "{name}: {} clusters, {} load assignments, {} listeners, {} route configurations, {:.3} MB encoded per proxy",
         encoded.clusters.len(),
         encoded.endpoints.len(),
         encoded.listeners.len(),
@@ -161,6 +168,6 @@ fn with_sidecars(runs: usize) {
         encoded.size() as f64 / 1e6
     );
     println!(
-        "W-M-S compile + encode, nothing cached ({runs} runs): min {min:.2} ms  median {med:.2} ms  max {max:.2} ms"
+        "{name} compile + encode, nothing cached ({runs} runs): min {min:.2} ms  median {med:.2} ms  max {max:.2} ms"
     );
 }

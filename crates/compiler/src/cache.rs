@@ -134,15 +134,24 @@ impl ScopeCache {
     }
 
     /// Replaces each list of `resources`, and each resource's buffers, with the shared copy of
-    /// the same content.
-    pub(crate) fn intern(&mut self, resources: &mut EncodedResources) {
-        for list in [
-            &mut resources.clusters,
-            &mut resources.endpoints,
-            &mut resources.listeners,
-            &mut resources.routes,
+    /// the same content. Lists that are `previous`'s own (rebuilt from it, unchanged) went
+    /// through here with it: they are skipped, since hashing a list costs a pass over its
+    /// names (W-L: 24,000 clusters and as many load assignments per scope).
+    pub(crate) fn intern(
+        &mut self,
+        resources: &mut EncodedResources,
+        previous: Option<&EncodedResources>,
+    ) {
+        let kept = |list: &List, old: Option<&List>| old.is_some_and(|o| Arc::ptr_eq(o, list));
+        for (list, old) in [
+            (&mut resources.clusters, previous.map(|p| &p.clusters)),
+            (&mut resources.endpoints, previous.map(|p| &p.endpoints)),
+            (&mut resources.listeners, previous.map(|p| &p.listeners)),
+            (&mut resources.routes, previous.map(|p| &p.routes)),
         ] {
-            self.intern_list(list);
+            if !kept(list, old) {
+                self.intern_list(list);
+            }
         }
         // Entries only the cache still holds belong to replaced resources. Each map is pruned
         // by its own growth: a VirtualService change replaces few buffers but a route list in
@@ -252,7 +261,7 @@ mod tests {
                 routes: [Encoded::from_bytes("80", change.to_le_bytes().to_vec())].into(),
                 ..Default::default()
             };
-            cache.intern(&mut resources);
+            cache.intern(&mut resources, None);
             kept = vec![resources];
         }
         assert_eq!(kept.len(), 1);

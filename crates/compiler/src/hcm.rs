@@ -4,19 +4,21 @@
 
 use envoy_types::pb::envoy::{
     config::{
-        listener::v3::Filter,
+        listener::v3::{Filter, Listener, filter},
         route::v3::{
             RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
             route_action, route_match,
         },
     },
     extensions::filters::{
-        http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router},
+        http::{cors::v3::Cors, fault::v3::HttpFault, on_demand::v3::OnDemand, router::v3::Router},
         network::http_connection_manager::v3::{
             HttpConnectionManager, Rds, http_connection_manager,
         },
     },
 };
+
+use prost::Message;
 
 use crate::{
     context::inbound_cluster,
@@ -106,6 +108,46 @@ fn hcm_config(
     }
     hcm
 }
+
+/// Adds Envoy's `on_demand` filter, first, to each HTTP connection manager of `listener`
+/// whose routes come from RDS, so that a request whose Host matches no virtual host asks for
+/// it over VHDS before it is routed; whether any changed. First, so that the filters before
+/// the router see the route when the request starts again with it.
+pub(crate) fn ask_on_demand(listener: &mut Listener) -> bool {
+    let chains = listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut());
+    let mut changed = false;
+    for filter in chains.flat_map(|c| c.filters.iter_mut()) {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+            continue;
+        };
+        if any.type_url != HCM_TYPE_URL {
+            continue;
+        }
+        let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+            continue;
+        };
+        let from_rds = matches!(
+            hcm.route_specifier,
+            Some(http_connection_manager::RouteSpecifier::Rds(_))
+        );
+        if !from_rds || hcm.http_filters.iter().any(|f| f.name == ON_DEMAND) {
+            continue;
+        }
+        hcm.http_filters
+            .insert(0, http_filter(ON_DEMAND, &OnDemand::default()));
+        any.value = hcm.encode_to_vec();
+        changed = true;
+    }
+    changed
+}
+
+/// Envoy's filter that fetches a missing virtual host (VHDS) before routing.
+const ON_DEMAND: &str = "envoy.filters.http.on_demand";
+
+const HCM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// Outbound HTTP connection manager with routes from RDS `port`.
 pub(crate) fn outbound_hcm(port: u16) -> Filter {

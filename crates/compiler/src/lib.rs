@@ -30,6 +30,7 @@ mod policy;
 mod proto;
 mod rds;
 mod routes;
+pub mod vhds;
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
@@ -108,7 +109,7 @@ pub fn compile_scope(
     cache: &std::sync::Mutex<ScopeCache>,
 ) -> EncodedResources {
     let mut out = build(snapshot, scope, Part::Outbound, previous, Some(cache));
-    lock(cache).intern(&mut out);
+    lock(cache).intern(&mut out, previous.map(|(p, _)| p));
     out
 }
 
@@ -124,17 +125,19 @@ fn build(
     previous: Option<(&EncodedResources, &Rebuild)>,
     cache: Option<&std::sync::Mutex<ScopeCache>>,
 ) -> EncodedResources {
+    // Only VirtualServices changed, none of which the proxy's Sidecar imports: nothing it
+    // gets can differ. Decided before the proxy's view is built, which costs a pass over
+    // every service (W-L: 10,000 per scope, for each of 100 scopes, on every change).
+    if let Some((previous, rebuild)) = previous
+        && rebuild.endpoints.is_empty()
+        && !proxy.proxyless
+        && context::ignores_virtual_service_hosts(snapshot, proxy, &rebuild.virtual_service_hosts)
+    {
+        return previous.clone();
+    }
     let ctx = Context::new(snapshot, proxy, part);
     if proxy.proxyless {
         return grpc::part(&ctx);
-    }
-    // Only VirtualServices changed, none of which the proxy's Sidecar imports: nothing it
-    // gets can differ.
-    if let Some((previous, rebuild)) = previous
-        && rebuild.endpoints.is_empty()
-        && ctx.ignores_virtual_service_hosts(&rebuild.virtual_service_hosts)
-    {
-        return previous.clone();
     }
     let clusters = || match previous {
         // Services and rules are as before: only the clusters of changed endpoints change.
@@ -156,12 +159,17 @@ fn build(
             (clusters.into(), endpoints.into())
         }
     };
-    let (clusters, endpoints) = match cache {
-        Some(cache) => {
+    let (clusters, endpoints) = match (cache, previous) {
+        // Only VirtualServices changed: the previous lists stay as they are, shared already.
+        // Looking them up would build and compare a key over every visible service.
+        (_, Some((previous, rebuild))) if rebuild.endpoints.is_empty() => {
+            (previous.clusters.clone(), previous.endpoints.clone())
+        }
+        (Some(cache), _) => {
             let key = cache::cluster_key(&ctx);
             lock(cache).clusters(snapshot.version, key, clusters)
         }
-        None => clusters(),
+        (None, _) => clusters(),
     };
     if ctx.is_router() {
         return gateway_part(&ctx, clusters, endpoints);

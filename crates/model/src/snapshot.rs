@@ -324,6 +324,10 @@ impl Snapshot {
         {
             return Some(vs);
         }
+        // Most meshes have no wildcard host: no scan of every host for each service.
+        if !self.wildcard_hosts.1 {
+            return None;
+        }
         self.routes_by_host
             .iter()
             .filter(|(pattern, _)| pattern.starts_with('*') && host_matches(pattern, hostname))
@@ -382,10 +386,13 @@ impl Snapshot {
                 .rules_by_host
                 .get(&service.hostname)
                 .map(|l| (usize::MAX, l));
+            // Scanned only when some host is a wildcard: quadratic in DestinationRules else.
             let wildcards = self
-                .rules_by_host
-                .iter()
-                .filter(|_| self.wildcard_hosts.0)
+                .wildcard_hosts
+                .0
+                .then(|| self.rules_by_host.iter())
+                .into_iter()
+                .flatten()
                 .filter(|(h, _)| h.starts_with('*') && host_matches(h, &service.hostname))
                 .map(|(h, l)| (h.len(), l));
             for (rank, list) in exact.into_iter().chain(wildcards) {

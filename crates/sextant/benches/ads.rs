@@ -5,14 +5,18 @@
 //!
 //! The server and the emulated proxies run in two processes, each pinned to its own core when
 //! `taskset` is available (DESIGN.md section 5), so the server's memory and time are its own.
+//! `SEXTANT_BENCH_CLIENT_PROCS=2` spreads the proxies over two processes instead and pins
+//! nothing (`SEXTANT_BENCH_PIN=0` unpins one process): the proxies then get whatever CPU the
+//! server leaves, so a storm is not measured only by what one proxies' core can take.
 //! The proxies speak the protocol like Envoy (subscriptions, EDS after CDS, RDS after LDS, an
 //! ACK for every response) but read only the fields they need from each resource. The driver's
 //! side of the two processes is in `ads/clients.rs`, the proxies' process in `ads/proxies.rs`.
-//! Run with `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000),
-//! `SEXTANT_BENCH_SHAPE=W-M-S` runs W-M with a Sidecar per namespace (W-M by default). Under
-//! W-M-S a VirtualService change reaches only the proxies whose Sidecar imports its namespace:
-//! the figure is the time until all of those ACK, and the benchmark checks no other proxy got
-//! a route update.
+//! Run with `make bench`; `SEXTANT_BENCH_PROXIES` sets the number of proxies (default 1000,
+//! 5000 for W-L shapes), `SEXTANT_BENCH_SHAPE` the mesh: `W-M` (the default), `W-M-S` (W-M with
+//! a Sidecar per namespace), `W-L` or `W-L-S` (`make bench-wl`); `SEXTANT_BENCH_CHANGES` the
+//! number of VirtualService changes (default 5). Under a Sidecar shape a VirtualService change
+//! reaches only the proxies whose Sidecar imports its namespace: the figure is the time until
+//! all of those ACK, and the benchmark checks no other proxy got a route update.
 
 use std::{
     sync::Arc,
@@ -22,7 +26,7 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::Node;
 use sextant::{generator::XdsGenerator, metrics::Metrics};
 use sextant_index::Object;
-use sextant_synthetic::{Shape, W_M, W_M_S, endpoint_ip, virtual_service};
+use sextant_synthetic::{Shape, W_L, W_L_S, W_M, W_M_S, endpoint_ip, virtual_service};
 use sextant_xds::{AdsServer, Connections, Generator};
 use tokio::sync::watch;
 
@@ -30,7 +34,7 @@ mod support;
 use support::rss_kib;
 #[path = "ads/clients.rs"]
 mod clients;
-use clients::{Clients, client_cpu, num, transport_floor};
+use clients::{CLIENT_INDEX_ENV, Clients, client_cpu, client_procs, max, sum, transport_floor};
 #[path = "ads/proxies.rs"]
 mod proxies;
 
@@ -45,16 +49,27 @@ fn main() {
     let proxies: usize = std::env::var("SEXTANT_BENCH_PROXIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(if shape().services >= 10_000 {
+            5000
+        } else {
+            1000
+        });
     let client_role = std::env::var(CLIENTS_ENV).ok();
-    let pinned = pin(if client_role.is_some() { 1 } else { 0 });
+    let pinning = client_procs() == 1 && std::env::var("SEXTANT_BENCH_PIN").as_deref() != Ok("0");
+    let pinned = pinning && pin(if client_role.is_some() { 1 } else { 0 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if pinned { 1 } else { 2 })
         .enable_all()
         .build()
         .expect("runtime");
     match client_role {
-        Some(addr) => runtime.block_on(proxies::run(addr, proxies)),
+        Some(addr) => {
+            let k = std::env::var(CLIENT_INDEX_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            runtime.block_on(proxies::run(addr, proxies, k, client_procs()))
+        }
         None => runtime.block_on(server(proxies, pinned)),
     }
 }
@@ -79,20 +94,24 @@ fn micros(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The mesh: `SEXTANT_BENCH_SHAPE` (`W-M`, the default, or `W-M-S`), in both processes.
+/// The mesh: `SEXTANT_BENCH_SHAPE` (`W-M`, the default, `W-M-S`, `W-L` or `W-L-S`), in every
+/// process.
 fn shape() -> Shape {
-    match std::env::var("SEXTANT_BENCH_SHAPE").as_deref() {
-        Ok("W-M-S") => W_M_S,
-        Ok("W-M") | Err(_) => W_M,
-        Ok(other) => panic!("SEXTANT_BENCH_SHAPE={other}: expected W-M or W-M-S"),
+    match shape_name() {
+        "W-M-S" => W_M_S,
+        "W-L" => W_L,
+        "W-L-S" => W_L_S,
+        _ => W_M,
     }
 }
 
 fn shape_name() -> &'static str {
-    if shape().sidecar_imports.is_some() {
-        "W-M-S"
-    } else {
-        "W-M"
+    match std::env::var("SEXTANT_BENCH_SHAPE").as_deref() {
+        Ok("W-M") | Err(_) => "W-M",
+        Ok("W-M-S") => "W-M-S",
+        Ok("W-L") => "W-L",
+        Ok("W-L-S") => "W-L-S",
+        Ok(other) => panic!("SEXTANT_BENCH_SHAPE={other}: expected W-M, W-M-S, W-L or W-L-S"),
     }
 }
 
@@ -116,9 +135,15 @@ fn nth_node(i: usize) -> Node {
 
 /// How many of the first `proxies` proxies import what the namespace of service `s` defines.
 fn importing(proxies: usize, s: usize) -> usize {
+    importing_in(proxies, s, 0, 1)
+}
+
+/// The same among the proxies process `k` of `procs` runs (`clients::share`).
+fn importing_in(proxies: usize, s: usize, k: usize, procs: usize) -> usize {
     let shape = shape();
     let target = sextant_synthetic::namespace_of(&shape, s);
     (0..proxies)
+        .filter(|i| i % procs == k)
         .filter(|i| {
             let own = sextant_synthetic::namespace_of(&shape, i % shape.services);
             sextant_synthetic::imports(&shape, own, target)
@@ -187,9 +212,10 @@ async fn server(proxies: usize, pinned: bool) {
     );
     let rss_state = rss_kib();
     println!(
-        "{} state loaded: {} MiB resident (before any proxy); server and proxies {}",
+        "{} state loaded: {} MiB resident (before any proxy); server and {} proxies' process(es) {}",
         shape_name(),
         (rss_state - rss0.min(rss_state)) / 1024,
+        client_procs(),
         if pinned {
             "pinned to one core each"
         } else {
@@ -197,16 +223,16 @@ async fn server(proxies: usize, pinned: bool) {
         }
     );
 
-    let mut clients = Clients::spawn(&addr, proxies);
+    let mut clients = Clients::spawn(&addr, proxies, client_procs());
     clients.ask("hello").await;
     let started = now_us();
     let (cpu0, client_cpu0) = (cpu_seconds(), client_cpu(&mut clients).await);
     let reply = clients.ask("connect").await;
-    let storm = (num(&reply, 1) - started) as f64 / 1e6;
+    let storm = (max(&reply, 1) - started) as f64 / 1e6;
     println!(
         "connect storm: {proxies} proxies fully configured (CDS, EDS, LDS, RDS) in {storm:.2} s; {:.2} GB sent; {} reconnects; CPU: server {:.2} s, proxies {:.2} s",
-        num(&reply, 2) as f64 / 1e9,
-        num(&reply, 3),
+        sum(&reply, 2) as f64 / 1e9,
+        sum(&reply, 3),
         cpu_seconds() - cpu0,
         client_cpu(&mut clients).await - client_cpu0,
     );
@@ -218,7 +244,7 @@ async fn server(proxies: usize, pinned: bool) {
     // Idle: every response sent and ACKed, buffers returned.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_connected = rss_kib();
-    let client_rss = num(&clients.ask("rss").await, 1);
+    let client_rss = sum(&clients.ask("rss").await, 1);
     println!(
         "server resident memory with {proxies} proxies: {} MiB, {} KiB per proxy beyond the loaded state (the proxies' process: {} MiB)",
         rss_connected / 1024,
@@ -230,7 +256,12 @@ async fn server(proxies: usize, pinned: bool) {
     let mut samples = Vec::new();
     let (cpu0, client_cpu0) = (cpu_seconds(), client_cpu(&mut clients).await);
     let mut reached = 0;
-    for round in 0..5 {
+    let changes: usize = std::env::var("SEXTANT_BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let procs = clients.len();
+    for round in 0..changes {
         clients.ask("arm").await;
         let s = round % 7;
         let expected = importing(proxies, s);
@@ -242,33 +273,36 @@ async fn server(proxies: usize, pinned: bool) {
         let version = snapshot.version;
         mesh.publish(snapshot, changes);
         updates_tx.send(version).expect("send");
-        let reply = clients.ask(&format!("wait {expected}")).await;
+        let replies = clients
+            .ask_each(|k| Some(format!("wait {}", importing_in(proxies, s, k, procs))))
+            .await;
         samples.extend(
-            reply[1..]
+            replies
                 .iter()
+                .flat_map(|r| &r[1..])
                 .map(|t| (t.parse::<u64>().expect("time") as f64 - t0 as f64) / 1e3),
         );
         // Nobody else gets a route update for it, however long one waits.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let updated = num(&clients.ask("updated").await, 1);
+        let updated = sum(&clients.ask("updated").await, 1);
         assert_eq!(
             updated, expected as u64,
             "proxies that got a route update for a change outside their Sidecar's imports"
         );
     }
     println!(
-        "  route updates: {reached} over 5 changes ({:.0} proxies per change of {proxies}); none to proxies that do not import the changed namespace",
-        reached as f64 / 5.0
+        "  route updates: {reached} over {changes} changes ({:.0} proxies per change of {proxies}); none to proxies that do not import the changed namespace",
+        reached as f64 / changes as f64
     );
     println!(
         "  compile time so far: {}; CPU per change: server {:.2} s, proxies {:.2} s",
         compile_time(&mesh),
-        (cpu_seconds() - cpu0) / 5.0,
-        (client_cpu(&mut clients).await - client_cpu0) / 5.0
+        (cpu_seconds() - cpu0) / changes as f64,
+        (client_cpu(&mut clients).await - client_cpu0) / changes as f64
     );
     samples.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "VirtualService change until ACKed by every proxy that imports it (5 changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "VirtualService change until ACKed by every proxy that imports it ({changes} changes, no debounce): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
         samples[samples.len() - 1]
@@ -290,7 +324,10 @@ async fn server(proxies: usize, pinned: bool) {
     );
 
     // One endpoint change: bytes each state-of-the-world proxy and one delta proxy receive.
-    let delta_initial = num(&clients.ask("delta").await, 1);
+    let delta_initial = sum(
+        &clients.ask_each(|k| (k == 0).then(|| "delta".into())).await,
+        1,
+    );
     clients.ask("arm").await;
     let slice = serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -309,9 +346,14 @@ async fn server(proxies: usize, pinned: bool) {
     mesh.publish(snapshot, changes);
     updates_tx.send(version).expect("send");
     let reply = clients
-        .ask(&format!("wait-endpoints {}", importing(proxies, 5)))
+        .ask_each(|k| {
+            Some(format!(
+                "wait-endpoints {}",
+                importing_in(proxies, 5, k, procs)
+            ))
+        })
         .await;
-    let (sotw_bytes, delta_after, last) = (num(&reply, 1), num(&reply, 2), num(&reply, 3));
+    let (sotw_bytes, delta_after, last) = (sum(&reply, 1), sum(&reply, 2), max(&reply, 3));
     println!(
         "  compile time so far: {}; server CPU for the endpoint change: {:.2} s",
         compile_time(&mesh),
@@ -326,7 +368,7 @@ async fn server(proxies: usize, pinned: bool) {
 
     // Memory per additional idle proxy beyond shared state: every scope is compiled and the
     // allocator has seen a storm already; more proxies of other pods connect and go idle.
-    let more = proxies / 4;
+    let more = (proxies / 4).min(250);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rss_kib();
     clients.ask(&format!("more {more}")).await;
@@ -339,6 +381,5 @@ async fn server(proxies: usize, pinned: bool) {
         before / 1024,
         after / 1024
     );
-    clients.ask("quit").await;
-    let _ = clients.child.wait();
+    clients.quit().await;
 }

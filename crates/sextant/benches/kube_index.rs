@@ -3,7 +3,9 @@
 //! DestinationRules) stored in the test API server, then listed and watched by Sextant's
 //! watchers into a fresh index, which publishes a snapshot. The API server runs in a second
 //! process, so the figure is Sextant's alone: resident memory after the snapshot minus before
-//! the watches started. Run with `make bench`.
+//! the watches started. Run with `make bench`; `SEXTANT_BENCH_SHAPE=W-L` measures W-L instead
+//! (10,000 Services, 100,000 endpoints and Pods, 1,000 VirtualServices and DestinationRules;
+//! `make bench-wl`).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -15,13 +17,22 @@ use std::{
 use futures_util::{StreamExt, stream};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use sextant_index::Index;
-use sextant_synthetic::W_M;
+use sextant_synthetic::{Shape, W_L, W_M};
 
 mod support;
 use support::rss_kib;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The mesh: `SEXTANT_BENCH_SHAPE` (`W-M`, the default, or `W-L`), in both processes.
+fn shape() -> Shape {
+    match std::env::var("SEXTANT_BENCH_SHAPE").as_deref() {
+        Ok("W-L") => W_L,
+        Ok("W-M") | Err(_) => W_M,
+        Ok(other) => panic!("SEXTANT_BENCH_SHAPE={other}: expected W-M or W-L"),
+    }
+}
 
 /// Set in the child: the directory to write the kubeconfig in.
 const SERVER_ENV: &str = "SEXTANT_BENCH_APISERVER";
@@ -57,7 +68,7 @@ async fn server(dir: String) {
         }
     }
     create(&client, objects).await;
-    let rest = sextant_synthetic::manifests(&W_M);
+    let rest = sextant_synthetic::manifests(&shape());
     let namespaces: std::collections::BTreeSet<String> = rest
         .iter()
         .filter_map(|o| o["metadata"]["namespace"].as_str().map(str::to_owned))

@@ -310,7 +310,7 @@ impl Bench {
             .clients
             .ask(&format!("settle {} {quiet_ms}", self.proxies))
             .await;
-        Settled::parse(&reply, t0)
+        Settled::parse(&reply[0], t0)
     }
 }
 
@@ -363,11 +363,11 @@ async fn server(proxies: usize, pinned: bool) {
         }
     );
 
-    let mut clients = Clients::spawn(&addr, proxies);
+    let mut clients = Clients::spawn(&addr, proxies, 1);
     clients.ask("hello").await;
     let t0 = now_us();
     let (cpu0, client_cpu0) = (cpu_seconds(), client_cpu(&mut clients).await);
-    let reply = clients.ask("connect").await;
+    let reply = clients.ask("connect").await.remove(0);
     let (count, sum) = compiles(&mesh);
     println!(
         "connect storm: {proxies} proxies configured in {:.2} s; {:.2} GB sent; {} reconnects; CPU: server {:.2} s, proxies {:.2} s; {count} scope builds, {sum:.2} s",
@@ -397,8 +397,7 @@ async fn server(proxies: usize, pinned: bool) {
         leave(&mut bench).await;
         join_again(&mut bench).await;
     }
-    bench.clients.ask("quit").await;
-    let _ = bench.clients.child.wait();
+    bench.clients.quit().await;
 }
 
 /// The load assignments a proxy (of the config cluster) receives, by name, with their hashes.

@@ -78,6 +78,7 @@ pub fn router(
         .route("/debug/configz", get(configz))
         .route("/debug/registryz", get(registryz))
         .route("/debug/clusterz", get(clusterz))
+        .route("/debug/push_status", get(push_status))
         .with_state(Admin {
             generator,
             connections,
@@ -379,6 +380,13 @@ async fn registryz(State(a): State<Admin>, Query(q): Query<HashMap<String, Strin
         );
     }
     json_page(Value::Array(list), next)
+}
+
+/// What became of the last versions published, stage by stage from the user's change to each
+/// proxy's ACK, with the slowest, pending and NACKing proxies named; bounded whatever the
+/// number of proxies (see [`crate::push_status`]), so not paged.
+async fn push_status(State(a): State<Admin>) -> Response {
+    axum::Json(a.generator.metrics.push_status.view()).into_response()
 }
 
 /// Every cluster read (the config cluster and each remote one) with how its watches are

@@ -332,6 +332,8 @@ pub struct ServeArgs {
     /// Sidecar injection: what each injected Pod gets.
     #[command(flatten)]
     pub inject: crate::inject::InjectArgs,
+    #[command(flatten)]
+    pub vhds: crate::generator::vhds::VhdsArgs,
 }
 
 /// Bounds on work that costs CPU or memory in proportion to its input: the webhook's budget,
@@ -448,9 +450,8 @@ pub struct BootstrapArgs {
     /// Sextant's xDS address, `HOST:PORT`.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_address: String,
-    /// Use incremental (delta) ADS.
-    #[arg(long)]
-    pub delta: bool,
+    #[command(flatten)]
+    pub ads: crate::cmd::bootstrap::AdsArgs,
     /// Envoy's admin port (on 127.0.0.1).
     #[arg(long, default_value_t = 15000)]
     pub admin_port: u32,

@@ -3,15 +3,18 @@
 //! snapshot rebuilds only what its changes touch, see [`sextant_compiler::recompile_part`]),
 //! and the SDS secrets of `sextant-ca`.
 
+mod scopes;
 mod turns;
+pub mod vhds;
 
+use scopes::Scopes;
 use turns::Turns;
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -20,7 +23,7 @@ use sextant_compiler::Part;
 use sextant_index::Changes;
 use sextant_model::{Kind, Proxy, Snapshot};
 use sextant_resources::EncodedResources;
-use sextant_xds::{Generator, ProxyResources, protocol::Event};
+use sextant_xds::{Generator, ProxyResources, View, protocol::Event};
 
 use crate::{metrics::Metrics, quarantine::Quarantine};
 
@@ -29,12 +32,6 @@ const CHANGE_LOG: usize = 64;
 
 /// Default cap on cached scopes (`--max-scopes`): W-L's 5,000 proxies fit even one scope each.
 pub const DEFAULT_MAX_SCOPES: usize = 10_000;
-
-/// A cached scope and when it was last asked for.
-struct Slot {
-    entry: Arc<Mutex<ScopeEntry>>,
-    used: u64,
-}
 
 /// A scope's shared (outbound) resources and the snapshot they were built from.
 #[derive(Default)]
@@ -49,6 +46,9 @@ struct ScopeEntry {
 pub struct XdsGenerator {
     snapshot: RwLock<Arc<Snapshot>>,
     ready: AtomicBool,
+    /// The version of the source's last snapshot: the same snapshot again (a re-read that
+    /// found nothing new) is no new version for the streams or the push status.
+    source_version: AtomicU64,
     /// Changes that produced each published version (oldest first).
     log: Mutex<VecDeque<(u64, Changes)>>,
     /// By scope key; one lock per scope, so one proxy of a scope compiles it and the others
@@ -73,6 +73,8 @@ pub struct XdsGenerator {
     /// Scopes compiled at once (one per core): each stream compiling waits its turn on a
     /// blocking thread, never on a runtime worker.
     compiling: Turns,
+    /// Each scope's part as proxies served virtual hosts on demand see it.
+    views: vhds::Views,
     /// Whether NACKs from unauthenticated streams (the plaintext port) may hold objects back.
     plaintext_nacks: bool,
     /// Tells the streams a version was published (set by `with_updates`).
@@ -89,6 +91,7 @@ impl XdsGenerator {
         XdsGenerator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             ready: AtomicBool::new(false),
+            source_version: AtomicU64::new(0),
             log: Mutex::new(VecDeque::new()),
             scopes: Mutex::new(Scopes {
                 slots: HashMap::new(),
@@ -102,6 +105,7 @@ impl XdsGenerator {
             own: Mutex::new(HashMap::new()),
             quarantine: Mutex::new(Quarantine::new(crate::quarantine::DEFAULT_MAX_HELD_OBJECTS)),
             compiling: Turns::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            views: Default::default(),
             plaintext_nacks: false,
             updates: None,
             held: tokio::sync::watch::Sender::new(Default::default()),
@@ -172,9 +176,27 @@ impl XdsGenerator {
     /// Publishes a new snapshot and the changes since the previous one, with held objects laid
     /// over it; after the first, the generator is ready. Returns the version published.
     pub fn publish(&self, snapshot: Arc<Snapshot>, changes: Changes) -> u64 {
+        self.publish_timed(snapshot, changes, None)
+    }
+
+    /// [`XdsGenerator::publish`], with when the source's stages of this snapshot ended (a
+    /// source change made it), for the push status.
+    pub fn publish_timed(
+        &self,
+        snapshot: Arc<Snapshot>,
+        changes: Changes,
+        source: Option<crate::push_status::SourceTiming>,
+    ) -> u64 {
+        let again =
+            self.source_version.swap(snapshot.version, Ordering::SeqCst) == snapshot.version;
+        if again && changes.is_empty() && !changes.mesh_config {
+            return self.snapshot().version;
+        }
         let mut quarantine = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         let (snapshot, changes) = quarantine.publish(snapshot, changes);
         self.report_held(&quarantine);
+        // Before the streams hear of it, so that each of their sends finds its version.
+        self.metrics.push_status.published(snapshot.version, source);
         self.install(snapshot, changes)
     }
 
@@ -294,6 +316,7 @@ impl XdsGenerator {
             shared,
             own,
             secrets,
+            virtual_hosts: None,
         })
     }
 
@@ -384,61 +407,6 @@ impl XdsGenerator {
             resources: Arc::new(resources),
         };
         entry.resources.clone()
-    }
-}
-
-/// The scope cache: entries by scope key, at most `max`, least recently used evicted first.
-struct Scopes {
-    slots: HashMap<String, Slot>,
-    clock: u64,
-    max: usize,
-}
-
-impl Scopes {
-    /// The entry of `key` if there is one (counted as a use).
-    fn cached(&mut self, key: &str) -> Option<Arc<Mutex<ScopeEntry>>> {
-        self.clock += 1;
-        let slot = self.slots.get_mut(key)?;
-        slot.used = self.clock;
-        Some(slot.entry.clone())
-    }
-
-    /// The entry of `key`, made if missing, and whether another was evicted to make room.
-    fn get(&mut self, key: String) -> (Arc<Mutex<ScopeEntry>>, bool) {
-        if let Some(entry) = self.cached(&key) {
-            return (entry, false);
-        }
-        let clock = self.clock;
-        let evicted = self.slots.len() >= self.max && self.evict();
-        let entry = Arc::new(Mutex::new(ScopeEntry::default()));
-        self.slots.insert(
-            key,
-            Slot {
-                entry: entry.clone(),
-                used: clock,
-            },
-        );
-        (entry, evicted)
-    }
-
-    /// Evicts the least recently used scope, preferring one whose resources no stream holds
-    /// (no connected proxy uses it); proxies of an evicted scope still hold their resources
-    /// and get the scope compiled again at their next update.
-    fn evict(&mut self) -> bool {
-        let unheld = |s: &Slot| {
-            Arc::strong_count(&s.entry) == 1
-                && s.entry
-                    .try_lock()
-                    .is_ok_and(|e| Arc::strong_count(&e.resources) == 1)
-        };
-        let victim = self
-            .slots
-            .iter()
-            .filter(|(_, s)| unheld(s))
-            .min_by_key(|(_, s)| s.used)
-            .or_else(|| self.slots.iter().min_by_key(|(_, s)| s.used))
-            .map(|(k, _)| k.clone());
-        victim.is_some_and(|k| self.slots.remove(&k).is_some())
     }
 }
 
@@ -563,6 +531,22 @@ impl Generator for XdsGenerator {
         Some(self.assemble(&snapshot, proxy, shared, secrets))
     }
 
+    fn resources_in(&self, proxy: &Proxy, view: View) -> Arc<ProxyResources> {
+        let full = self.resources(proxy);
+        match view {
+            View::Full => full,
+            View::OnDemand => self.on_demand(proxy, full),
+        }
+    }
+
+    fn cached_in(&self, proxy: &Proxy, view: View) -> Option<Arc<ProxyResources>> {
+        let full = self.cached(proxy)?;
+        match view {
+            View::Full => Some(full),
+            View::OnDemand => self.cached_on_demand(proxy, full),
+        }
+    }
+
     fn observe(&self, proxy: &Proxy, event: &Event) {
         self.isolate(proxy, event);
         match event {
@@ -572,12 +556,16 @@ impl Generator for XdsGenerator {
                 ..
             } => {
                 self.metrics.nack(type_url);
+                self.metrics.push_status.nacked(&proxy.id, type_url);
                 if *truncated {
                     self.metrics.bounded("nack_message");
                 }
             }
             Event::Refused { bound } => self.metrics.bounded(bound),
-            Event::Ack { type_url } => self.metrics.ack(type_url),
+            Event::Ack { type_url } => {
+                self.metrics.ack(type_url);
+                self.metrics.push_status.acked(&proxy.id, type_url);
+            }
             Event::Sent { type_url, .. } => {
                 self.metrics
                     .pushes
@@ -590,7 +578,14 @@ impl Generator for XdsGenerator {
         }
     }
 
-    fn pushed(&self, _proxy: &Proxy, type_url: &str, elapsed: std::time::Duration) {
+    fn pushed(&self, proxy: &Proxy, type_url: &str, elapsed: std::time::Duration) {
+        // The version published now: a stream sends the newest it has been told of.
+        let version = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version;
+        self.metrics.push_status.sent(&proxy.id, type_url, version);
         self.metrics
             .push_seconds
             .get_or_create(&crate::metrics::TypeLabels {
@@ -606,6 +601,7 @@ impl Generator for XdsGenerator {
     }
 
     fn disconnected(&self, proxy: &Proxy) {
+        self.metrics.push_status.disconnected(&proxy.id);
         self.own
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -648,6 +644,22 @@ mod tests {
     }
 
     #[test]
+    fn the_same_source_snapshot_again_is_no_new_version() {
+        let generator = XdsGenerator::new(Arc::new(Metrics::new()));
+        let snapshot = Arc::new(Snapshot {
+            version: 7,
+            ..Snapshot::default()
+        });
+        let first = generator.publish(snapshot.clone(), Changes::default());
+        assert_eq!(generator.publish(snapshot, Changes::default()), first);
+        let newer = Arc::new(Snapshot {
+            version: 8,
+            ..Snapshot::default()
+        });
+        assert!(generator.publish(newer, Changes::default()) > first);
+    }
+
+    #[test]
     fn the_change_log_must_reach_back_to_the_entry() {
         let generator = XdsGenerator::new(Arc::new(Metrics::new()));
         for version in 1..=(CHANGE_LOG as u64 + 3) {
@@ -661,21 +673,5 @@ mod tests {
         assert!(generator.rebuild(newest - 5, newest).is_some());
         // Versions that fell out of the log are rebuilt whole.
         assert!(generator.rebuild(1, newest).is_none());
-    }
-
-    #[test]
-    fn the_scope_cache_keeps_at_most_its_cap_least_recently_used_first() {
-        let mut scopes = Scopes {
-            slots: HashMap::new(),
-            clock: 0,
-            max: 2,
-        };
-        assert!(!scopes.get("a".into()).1);
-        let (_held, _) = scopes.get("b".into());
-        assert!(!scopes.get("a".into()).1);
-        // "b" is older but held by someone; "a" goes first.
-        assert!(scopes.get("c".into()).1);
-        assert_eq!(scopes.slots.len(), 2);
-        assert!(scopes.slots.contains_key("b") && scopes.slots.contains_key("c"));
     }
 }

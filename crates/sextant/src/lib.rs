@@ -13,6 +13,7 @@ pub mod generator;
 pub mod inject;
 pub mod listen;
 pub mod metrics;
+pub mod push_status;
 pub mod quarantine;
 pub mod secure;
 pub mod streams;

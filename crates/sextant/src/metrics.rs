@@ -1,5 +1,6 @@
 //! Prometheus metrics, one registry with the `sextant` prefix.
 
+use crate::push_status::{PushStatus, StageLabels};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -119,6 +120,12 @@ pub struct Metrics {
     pub remote_registrations_refused: Gauge,
     /// The remote clusters last exported, so that those gone are dropped.
     remote_clusters: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Each stage from a change to the proxies' ACKs, by stage and type (see
+    /// [`crate::push_status`]).
+    pub push_stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
+    /// What became of the last versions published (`/debug/push_status`); it feeds
+    /// `push_stage_seconds`.
+    pub push_status: PushStatus,
 }
 
 fn push_buckets() -> Histogram {
@@ -133,7 +140,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sextant");
         let buckets =
             || Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        let push_stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(crate::push_status::stage_buckets);
         let m = Metrics {
+            push_status: PushStatus::new(&push_stage_seconds),
+            push_stage_seconds,
             connected_proxies: Gauge::default(),
             nacks: Family::default(),
             acks: Family::default(),
@@ -181,6 +192,26 @@ impl Metrics {
             "config_dir_bad_files",
             "Files of --config-dir that could not be read or parsed at the last reload (each keeps its last good objects)",
             m.dir.bad_files.clone(),
+        );
+        registry.register(
+            "config_dir_file_reads",
+            "Files of --config-dir read and parsed (only those notify reports changed, after the first read)",
+            m.dir.files_read.clone(),
+        );
+        registry.register(
+            "config_dir_objects_parsed",
+            "Objects parsed from the files of --config-dir read",
+            m.dir.objects_parsed.clone(),
+        );
+        registry.register(
+            "config_dir_objects_applied",
+            "Objects of --config-dir applied to or deleted from the index (those the read files held or hold)",
+            m.dir.objects_applied.clone(),
+        );
+        registry.register(
+            "config_dir_full_reads",
+            "Reads of the whole of --config-dir: the first, and those notify could not narrow down to paths",
+            m.dir.full_reads.clone(),
         );
         registry.register(
             "xds_token_reviews",
@@ -293,6 +324,11 @@ impl Metrics {
             "xds_convergence_seconds",
             "Change reaching a stream until the proxy ACKed all of it",
             m.convergence_seconds.clone(),
+        );
+        registry.register(
+            "push_stage_seconds",
+            "Each stage of a change on its way to the proxies, by stage (debounce: first change to settled; read: settled to snapshot; publish: snapshot to published; send: published to the response queued; ack: that response to its ACK; total: first change to the ACK) and type; connections are not counted",
+            m.push_stage_seconds.clone(),
         );
         registry.register(
             "debounce_seconds",

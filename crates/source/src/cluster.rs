@@ -14,6 +14,7 @@ pub struct KubeSource {
     mesh_config: MeshConfigWatch,
     /// Published snapshots, for the status writer.
     published: watch::Sender<Option<Arc<Snapshot>>>,
+    reported: crate::Reported,
 }
 
 impl KubeSource {
@@ -40,6 +41,7 @@ impl KubeSource {
             watches,
             mesh_config,
             published,
+            reported: crate::Reported::default(),
         }
     }
 
@@ -74,7 +76,7 @@ impl KubeSource {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .publish();
-        crate::log_published(&snapshot, &changes);
+        crate::log_published(&snapshot, &changes, &mut self.reported);
         self.published.send_replace(Some(snapshot.clone()));
         (snapshot, changes)
     }

@@ -80,6 +80,11 @@ pub struct DirSource {
     counters: DirCounters,
     /// What each file contributes.
     held: Held,
+    /// A symbolic link was followed at the last reads (a file may be reached by two paths,
+    /// or live outside the watched directory): every change reads the whole directory, as
+    /// notify's paths cannot say which files changed.
+    links: bool,
+    reported: crate::Reported,
     /// The mesh config file, when there is one.
     mesh_config: Option<PathBuf>,
     /// The config cluster as `/debug/clusterz` shows it: the objects the directory holds.
@@ -97,6 +102,22 @@ struct DirWatch {
 /// A directory's device and inode: a directory created again at the same path is another.
 type DirId = (u64, u64);
 
+/// `path` made absolute, with `.` and `..` resolved by name (not through links).
+fn normal(path: PathBuf) -> PathBuf {
+    let absolute = std::path::absolute(&path).unwrap_or(path);
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn dir_id(dir: &Path) -> Option<DirId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
@@ -106,7 +127,7 @@ impl DirSource {
     /// The manifests under `dir`, objects without a namespace placed in `namespace`. Nothing
     /// is read until [`DirSource::reload`].
     pub fn new(dir: PathBuf, namespace: String, index: Arc<Mutex<Index>>) -> Self {
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let dir = normal(dir);
         DirSource {
             dir,
             namespace,
@@ -116,6 +137,8 @@ impl DirSource {
             max_file_bytes: sextant_index::manifest::MAX_INPUT_BYTES as u64,
             counters: DirCounters::default(),
             held: Held::default(),
+            links: false,
+            reported: crate::Reported::default(),
             mesh_config: None,
             cluster: None,
             watch: None,
@@ -125,7 +148,17 @@ impl DirSource {
     /// Reads the mesh config from `file` at every reload (and watches it with the directory).
     /// A file inside the directory is not read as a manifest.
     pub fn mesh_config_file(mut self, file: PathBuf) -> Self {
-        self.mesh_config = Some(std::path::absolute(&file).unwrap_or(file));
+        let mut file = normal(file);
+        // The config directory under another spelling (a link to it, `../dir`): named as the
+        // directory's own, so that notify's paths (one spelling per inode) match it.
+        if let (Some(parent), Some(name)) = (file.parent(), file.file_name())
+            && parent != self.dir
+            && dir_id(parent).is_some()
+            && dir_id(parent) == dir_id(&self.dir)
+        {
+            file = self.dir.join(name);
+        }
+        self.mesh_config = Some(file);
         self
     }
 
@@ -253,11 +286,15 @@ impl DirSource {
         if self.dirty.swap(false, Ordering::SeqCst) {
             // Changes notify reports from here on are read by the next publish.
             let pending = self.lock_pending().take();
-            let plan = pending.plan(&self.dir, self.mesh_config.as_deref());
+            let mut plan = pending.plan(&self.dir, self.mesh_config.as_deref());
+            if self.links {
+                plan.everything = true;
+                plan.mesh_config = true;
+            }
             return self.read(plan);
         }
         let (snapshot, changes) = self.lock().publish();
-        crate::log_published(&snapshot, &changes);
+        crate::log_published(&snapshot, &changes, &mut self.reported);
         (snapshot, changes)
     }
 
@@ -290,6 +327,7 @@ impl DirSource {
             self.read_mesh_config();
         }
         if plan.everything {
+            self.links = false;
             self.read_subtree(&self.dir.clone());
         } else {
             for gone in &plan.gone {
@@ -315,7 +353,7 @@ impl DirSource {
         }
         let (snapshot, changes) = index.publish();
         drop(index);
-        crate::log_published(&snapshot, &changes);
+        crate::log_published(&snapshot, &changes, &mut self.reported);
         (snapshot, changes)
     }
 
@@ -323,6 +361,9 @@ impl DirSource {
     /// files held from under it that are no longer listed are gone. What cannot be listed is
     /// unknown, not gone: its files keep their objects.
     fn read_subtree(&mut self, dir: &Path) {
+        if dir != self.dir && scan::followed_link(dir) {
+            self.links = true;
+        }
         let listing = match scan::list(dir) {
             Ok(listing) => listing,
             Err(error) if dir == self.dir => {
@@ -330,7 +371,7 @@ impl DirSource {
                 return;
             }
             Err(error) => {
-                if std::fs::symlink_metadata(dir).is_err() {
+                if gone(dir) {
                     self.held.forget_under(dir, |_| false);
                 } else {
                     tracing::warn!(%error, dir = %dir.display(), "cannot list a config subdirectory; its files keep their last good objects");
@@ -339,6 +380,7 @@ impl DirSource {
                 return;
             }
         };
+        self.links |= listing.links;
         let listed: std::collections::HashSet<&Path> =
             listing.files.iter().map(PathBuf::as_path).collect();
         let unlisted: Vec<&PathBuf> = listing.unlisted.iter().map(|(d, _)| d).collect();
@@ -371,9 +413,12 @@ impl DirSource {
     /// Reads one file: what it contributes now, its last good objects kept when it has
     /// problems; a file that is gone is forgotten.
     fn read_file(&mut self, file: &Path) {
-        if std::fs::symlink_metadata(file).is_err() {
+        if gone(file) {
             self.held.forget(file);
             return;
+        }
+        if scan::followed_link(file) {
+            self.links = true;
         }
         let read = scan::read_objects(file, self.max_file_bytes, &self.namespace);
         self.counters.files_read.inc();
@@ -412,6 +457,15 @@ impl DirSource {
             }
         }
     }
+}
+
+/// Whether nothing is at `path`, or only a link to nothing (a path that cannot be checked,
+/// say for permissions, is not gone: its files keep their objects).
+fn gone(path: &Path) -> bool {
+    matches!(
+        std::fs::metadata(path),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+    )
 }
 
 /// Signals `changed` whenever the directory's identity changes, until nobody listens.

@@ -91,14 +91,30 @@ impl Timing {
     }
 }
 
-fn log_published(snapshot: &Snapshot, changes: &Changes) {
+/// The invalid objects last reported, so that each is logged when it becomes invalid (or its
+/// errors change) and when it is fixed, not at every publish, and even when the publish
+/// changes no configuration (an invalid edit keeps the last good version).
+#[derive(Debug, Default)]
+pub(crate) struct Reported(std::collections::BTreeMap<sextant_model::ObjectRef, Vec<String>>);
+
+fn log_published(snapshot: &Snapshot, changes: &Changes, reported: &mut Reported) {
+    if reported.0 != snapshot.invalid {
+        for (object, errors) in &snapshot.invalid {
+            if reported.0.get(object) != Some(errors) {
+                tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object (its last good version, if any, stays in use)");
+            }
+        }
+        for object in reported.0.keys() {
+            if !snapshot.invalid.contains_key(object) {
+                tracing::info!(%object, "no longer invalid (fixed or removed)");
+            }
+        }
+        reported.0 = snapshot.invalid.clone();
+    }
     // Nothing new (a re-read that found what was there): nothing to say, and no log line
     // that, written beside a watched file, would wake the watch again.
     if changes.is_empty() && !changes.mesh_config {
         return;
-    }
-    for (object, errors) in &snapshot.invalid {
-        tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object");
     }
     tracing::info!(
         version = snapshot.version,

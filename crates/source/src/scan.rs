@@ -19,29 +19,68 @@ pub struct Listing {
     pub files: Vec<PathBuf>,
     /// Subdirectories that could not be listed, with why; what they held is unknown.
     pub unlisted: Vec<(PathBuf, String)>,
+    /// Whether a symbolic link was followed (outside the `..`-named entries a Kubernetes
+    /// volume keeps): a file may then be reached by two paths, or live outside the watched
+    /// directory, so a change cannot be narrowed down to the paths notify names.
+    pub links: bool,
 }
 
 /// Lists the manifests under `dir`, recursively. Entries whose names start with `.` are
 /// skipped: Kubernetes keeps a ConfigMap's real files in `..data/` and `..TIMESTAMP/` and
-/// links each `NAME.yaml` to them, so the links alone name every file once. Errors only when
-/// `dir` itself cannot be listed.
+/// links each `NAME.yaml` to them, so the links alone name every file once. A directory
+/// reached again (a link loop, or two links to one directory) is listed once. Errors only
+/// when `dir` itself cannot be listed.
 pub fn list(dir: &Path) -> std::io::Result<Listing> {
     let mut listing = Listing::default();
     let entries = std::fs::read_dir(dir)?;
-    collect(entries, &mut listing);
+    let mut seen = std::collections::HashSet::new();
+    if let Some(id) = dir_id(dir) {
+        seen.insert(id);
+    }
+    collect(entries, &mut listing, &mut seen);
     listing.files.sort();
     Ok(listing)
 }
 
-fn collect(entries: std::fs::ReadDir, listing: &mut Listing) {
+/// Whether `path` is a symbolic link other than a Kubernetes volume's `NAME.yaml` into its
+/// own `..data/` (which names its file once).
+pub fn followed_link(path: &Path) -> bool {
+    let Ok(target) = std::fs::read_link(path) else {
+        return false;
+    };
+    let into_volume = target.is_relative()
+        && target.components().count() == 2
+        && target
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with(".."));
+    !into_volume
+}
+
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn collect(
+    entries: std::fs::ReadDir,
+    listing: &mut Listing,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) {
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) && followed_link(&path) {
+            listing.links = true;
+        }
         if path.is_dir() {
+            if dir_id(&path).is_some_and(|id| !seen.insert(id)) {
+                continue;
+            }
             match std::fs::read_dir(&path) {
-                Ok(inner) => collect(inner, listing),
+                Ok(inner) => collect(inner, listing, seen),
                 Err(e) => listing.unlisted.push((path, e.to_string())),
             }
         } else if matches!(
@@ -225,6 +264,20 @@ mod tests {
     }
 
     #[test]
+    fn a_link_loop_is_listed_once_and_links_are_reported() {
+        let d = dir("loop");
+        std::fs::create_dir_all(d.join("sub")).expect("dir");
+        std::fs::write(d.join("sub/a.yaml"), "").expect("write");
+        std::os::unix::fs::symlink(".", d.join("l1")).expect("link");
+        std::os::unix::fs::symlink(".", d.join("l2")).expect("link");
+        std::os::unix::fs::symlink("sub", d.join("zlink")).expect("link");
+        let listing = list(&d).expect("listed");
+        assert_eq!(listing.files.len(), 1, "{:?}", listing.files);
+        assert!(listing.links);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn listing_skips_kubernetes_hidden_copies() {
         let d = dir("hidden");
         std::fs::create_dir_all(d.join("..2026_01_01/sub")).expect("dir");
@@ -234,6 +287,10 @@ mod tests {
         std::fs::write(d.join("notes.txt"), "").expect("write");
         let listing = list(&d).expect("listed");
         assert_eq!(listing.files, vec![d.join("a.yaml")]);
+        assert!(
+            !listing.links,
+            "a ConfigMap volume's links name each file once"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

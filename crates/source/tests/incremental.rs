@@ -198,3 +198,104 @@ async fn a_configmap_volume_swap_reads_its_directory_again() {
     assert!(weight_of(&snapshot, "r").expect("r").contains("30"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_file_reached_through_a_link_is_read_again_by_every_path() {
+    // `b.yaml` links to `a.yaml`: notify names one path for an edit; both must follow.
+    let dir = std::env::temp_dir().join(format!("sextant-incremental-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).expect("dir");
+    std::fs::write(dir.join("a.yaml"), virtual_service("r", 10)).expect("write");
+    std::os::unix::fs::symlink("a.yaml", dir.join("b.yaml")).expect("link");
+    std::fs::write(dir.join("sub/s.yaml"), virtual_service("s", 10)).expect("write");
+    std::os::unix::fs::symlink("sub", dir.join("zlink")).expect("link");
+    let mut w = watched(&dir);
+    let (snapshot, _) = w.source.reload();
+    assert!(weight_of(&snapshot, "r").expect("r").contains("10"));
+
+    std::fs::write(dir.join("a.yaml"), virtual_service("r", 20)).expect("write");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "r").expect("r").contains("20"));
+    std::fs::write(dir.join("sub/s.yaml"), virtual_service("s", 30)).expect("write");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "s").expect("s").contains("30"));
+
+    // The file gone, the link dangles: nothing is served from either path.
+    std::fs::remove_file(dir.join("a.yaml")).expect("remove");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "r").is_none());
+    std::fs::remove_file(dir.join("sub/s.yaml")).expect("remove");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "s").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_mesh_config_named_through_another_spelling_of_the_directory_is_followed() {
+    let base =
+        std::env::temp_dir().join(format!("sextant-incremental-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("config");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::os::unix::fs::symlink("config", base.join("link")).expect("link");
+    std::fs::write(dir.join("r.yaml"), virtual_service("r", 10)).expect("write");
+    let mesh = |policy: &str| format!("outboundTrafficPolicy:\n  mode: {policy}\n");
+    std::fs::write(dir.join("mesh.yaml"), mesh("ALLOW_ANY")).expect("write");
+    for spelling in [
+        base.join("link/mesh.yaml"),
+        base.join("other/../config/mesh.yaml"),
+    ] {
+        let counters = DirCounters::default();
+        let mut source = DirSource::new(
+            dir.clone(),
+            "default".into(),
+            Arc::new(Mutex::new(Index::new("cluster.local", "Kubernetes"))),
+        )
+        .mesh_config_file(spelling.clone())
+        .counters(counters.clone());
+        let (tx, changed) = mpsc::unbounded_channel();
+        source.watch(tx).expect("watch");
+        let mut w = Watched {
+            source,
+            counters,
+            changed,
+        };
+        let (first, _) = w.source.reload();
+        let policy = format!("{:?}", first.outbound_traffic_policy);
+
+        std::fs::write(dir.join("r.yaml"), virtual_service("r", 40)).expect("write");
+        let snapshot = w.publish_after_change().await;
+        assert!(
+            weight_of(&snapshot, "r").expect("r").contains("40"),
+            "{spelling:?}: the directory is still followed"
+        );
+        std::fs::write(dir.join("mesh.yaml"), mesh("REGISTRY_ONLY")).expect("write");
+        let snapshot = w.publish_after_change().await;
+        assert_ne!(
+            format!("{:?}", snapshot.outbound_traffic_policy),
+            policy,
+            "{spelling:?}: the mesh config is followed"
+        );
+        std::fs::write(dir.join("mesh.yaml"), mesh("ALLOW_ANY")).expect("write");
+        w.publish_after_change().await;
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_manifest_publishes_nothing_new() {
+    let dir =
+        std::env::temp_dir().join(format!("sextant-incremental-notes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("r.yaml"), virtual_service("r", 10)).expect("write");
+    let mut w = watched(&dir);
+    let (first, _) = w.source.reload();
+    for name in ["notes.txt", ".r.yaml.swp", "r.yaml~"] {
+        std::fs::write(dir.join(name), "x").expect("write");
+        let snapshot = w.publish_after_change().await;
+        assert_eq!(snapshot.version, first.version, "{name}");
+    }
+    assert_eq!(w.reads().0, 1, "nothing read again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

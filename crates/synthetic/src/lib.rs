@@ -1,10 +1,11 @@
 //! Synthetic meshes shaped like Istio's load tests, scaled as DESIGN.md's reference workloads:
 //! W-M (1,000 services in 100 namespaces, 10 endpoints each, 100 VirtualServices, 100
-//! DestinationRules) and W-L (10,000 services), and W-M-S: W-M with a Sidecar per namespace that
-//! imports its own namespace, `istio-system` and the next two namespaces. Every service has an
-//! HTTP and a gRPC port; each endpoint is a Pod labelled with one of two versions, so subsets
-//! select real endpoints. Several clusters of a mesh (issue 16) share its services: cluster `k`
-//! has the same Services with its own Pods and endpoint addresses ([`cluster_workloads`]).
+//! DestinationRules) and W-L (10,000 services), and W-M-S and W-L-S: W-M and W-L with a Sidecar
+//! per namespace that imports its own namespace, `istio-system` and the next two namespaces.
+//! Every service has an HTTP and a gRPC port; each endpoint is a Pod labelled with one of two
+//! versions, so subsets select real endpoints. Several clusters of a mesh (issue 16) share its
+//! services: cluster `k` has the same Services with its own Pods and endpoint addresses
+//! ([`cluster_workloads`]).
 
 use serde_json::{Value, json};
 use sextant_index::{Index, Object};
@@ -52,6 +53,13 @@ pub const W_L: Shape = Shape {
     virtual_services: 1_000,
     destination_rules: 1_000,
     sidecar_imports: None,
+};
+
+/// W-L with a Sidecar per namespace, as W-M-S is W-M with one: a proxy sees 400 of the 10,000
+/// services, so 5,000 proxies can connect on one machine (full-mesh W-L sends each about 29 MB).
+pub const W_L_S: Shape = Shape {
+    sidecar_imports: Some(2),
+    ..W_L
 };
 
 fn namespace(shape: &Shape, i: usize) -> String {

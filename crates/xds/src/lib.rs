@@ -20,4 +20,4 @@ pub mod server;
 
 pub use grpc::{Authenticate, Caller};
 pub use protocol::ProxyResources;
-pub use server::{AdsServer, Connection, Connections, Generator, proxy_from_node};
+pub use server::{AdsServer, Connection, Connections, Generator, View, proxy_from_node};

@@ -17,6 +17,11 @@
 //!   change is one assignment, not all of them); an explicit request gets the whole set. CDS
 //!   and LDS responses always carry everything.
 //!
+//! - On-demand virtual hosts (VHDS, `vhds`) are delta only: a name asked for is answered in
+//!   the next response, by the virtual host that serves it (again, even if the proxy holds it)
+//!   or by a resource without a body; later updates carry the virtual hosts that answer the
+//!   names the stream asked for, and only when they change.
+//!
 //! `resources` is what a stream serves from (a proxy's shared and own parts, by type), `sotw`
 //! and `delta` the two state machines. What streams share is given to each machine: the
 //! [`Interner`] of subscribed names (one per server) and the [`Clock`] statuses are stamped
@@ -25,6 +30,7 @@
 mod delta;
 mod resources;
 mod sotw;
+pub mod vhds;
 
 use std::time::SystemTime;
 

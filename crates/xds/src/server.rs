@@ -41,6 +41,14 @@ pub trait Generator: Send + Sync + 'static {
     fn cached(&self, _proxy: &Proxy) -> Option<Arc<ProxyResources>> {
         None
     }
+    /// [`Generator::resources`] as `view` shows them.
+    fn resources_in(&self, proxy: &Proxy, _view: View) -> Arc<ProxyResources> {
+        self.resources(proxy)
+    }
+    /// [`Generator::cached`] as `view` shows them.
+    fn cached_in(&self, proxy: &Proxy, _view: View) -> Option<Arc<ProxyResources>> {
+        self.cached(proxy)
+    }
     /// Called for ACKs, NACKs and pushes, for metrics.
     fn observe(&self, _proxy: &Proxy, _event: &Event) {}
     /// Called when a proxy has ACKed everything sent for a configuration change, with the time
@@ -51,6 +59,16 @@ pub trait Generator: Send + Sync + 'static {
     fn pushed(&self, _proxy: &Proxy, _type_url: &str, _elapsed: std::time::Duration) {}
     /// Called when a proxy's stream has ended.
     fn disconnected(&self, _proxy: &Proxy) {}
+}
+
+/// How a stream is shown its proxy's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// Every virtual host inside its route configuration.
+    Full,
+    /// Route configurations without virtual hosts, which the proxy asks for on demand (VHDS,
+    /// see [`crate::protocol::vhds`]), and HTTP connection managers that ask.
+    OnDemand,
 }
 
 /// A proxy from its node: Istio's node id and the metadata keys istiod reads.
@@ -132,7 +150,7 @@ trait Machine: Send + 'static {
     fn new(names: &Interner, clock: &Arc<dyn Clock>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn admit(&self, req: &Self::Req) -> Result<(), Refused>;
-    fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Option<Outgoing>;
+    fn request(&mut self, req: Self::Req, all: &ProxyResources) -> Vec<Outgoing>;
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing>;
     fn status(&self) -> BTreeMap<String, TypeStatus>;
     fn drain(&mut self) -> Vec<Event>;
@@ -150,8 +168,11 @@ impl Machine for Sotw {
     fn admit(&self, req: &SotwRequest) -> Result<(), Refused> {
         Sotw::admit(self, req)
     }
-    fn request(&mut self, req: SotwRequest, all: &ProxyResources) -> Option<Outgoing> {
-        self.on_request(req, all).map(Outgoing::Sotw)
+    fn request(&mut self, req: SotwRequest, all: &ProxyResources) -> Vec<Outgoing> {
+        self.on_request(req, all)
+            .map(Outgoing::Sotw)
+            .into_iter()
+            .collect()
     }
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing> {
         self.on_update(all)
@@ -179,8 +200,14 @@ impl Machine for Delta {
     fn admit(&self, req: &DeltaDiscoveryRequest) -> Result<(), Refused> {
         Delta::admit(self, req)
     }
-    fn request(&mut self, req: DeltaDiscoveryRequest, all: &ProxyResources) -> Option<Outgoing> {
-        self.on_request(req, all).map(Outgoing::Delta)
+    fn request(&mut self, req: DeltaDiscoveryRequest, all: &ProxyResources) -> Vec<Outgoing> {
+        let answer = self.on_request(req, all);
+        let owed = answer.as_ref().and_then(|_| self.owed(all));
+        answer
+            .into_iter()
+            .chain(owed)
+            .map(Outgoing::Delta)
+            .collect()
     }
     fn update(&mut self, all: &ProxyResources) -> Vec<Outgoing> {
         self.on_update(all)
@@ -210,6 +237,8 @@ pub struct AdsServer<G> {
     /// Streams compiling at once (one per core): the others wait here, as tasks, for their
     /// turn, and then usually find their scope compiled by the stream before them.
     compiling: Arc<tokio::sync::Semaphore>,
+    /// Whether delta streams whose node asks for it get virtual hosts on demand.
+    vhds: bool,
 }
 
 /// Largest request accepted by default (Envoy's requests are small; this bounds hostile ones).
@@ -236,7 +265,15 @@ impl<G: Generator> AdsServer<G> {
             compiling: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
+            vhds: false,
         }
+    }
+
+    /// Serves virtual hosts on demand (VHDS) to the delta streams whose node sets
+    /// [`crate::protocol::vhds::VHDS_METADATA_KEY`].
+    pub fn vhds(mut self, enabled: bool) -> Self {
+        self.vhds = enabled;
+        self
     }
 
     /// Sets what each stream keeps of what its peer sends.
@@ -284,6 +321,7 @@ impl<G: Generator> AdsServer<G> {
         let clock = self.clock.clone();
         let limits = self.limits;
         let compiling = self.compiling.clone();
+        let vhds = self.vhds && M::NAME == "delta";
         tokio::spawn(async move {
             let first = match inbound.next().await {
                 Some(Ok(r)) => r,
@@ -293,6 +331,10 @@ impl<G: Generator> AdsServer<G> {
                     return;
                 }
                 None => return,
+            };
+            let view = match M::node(&first) {
+                Some(node) if vhds && crate::protocol::vhds::asks_for_vhds(node) => View::OnDemand,
+                _ => View::Full,
             };
             let proxy = match M::node(&first).map(proxy_from_node) {
                 Some(Ok(p)) => generator.complete(p),
@@ -348,7 +390,9 @@ impl<G: Generator> AdsServer<G> {
             });
             let mut machine = M::new(&names, &clock, limits);
             updates.borrow_and_update();
-            let mut resources = current(&generator, &compiling, &proxy).await;
+            // gRPC clients know nothing of VHDS.
+            let view = if proxy.proxyless { View::Full } else { view };
+            let mut resources = current(&generator, &compiling, &proxy, view).await;
             let mut pending = Some(first);
             // Convergence: types sent since the last update that the proxy has not ACKed yet.
             let mut update_at: Option<std::time::Instant> = None;
@@ -388,7 +432,7 @@ impl<G: Generator> AdsServer<G> {
                                 break 'stream;
                             }
                             triggered = std::time::Instant::now();
-                            resources = keep_unchanged_own(&resources, current(&generator, &compiling, &proxy).await);
+                            resources = keep_unchanged_own(&resources, current(&generator, &compiling, &proxy, view).await);
                             update_at = Some(std::time::Instant::now());
                             unacked.clear();
                             out.extend(machine.update(&resources));
@@ -448,22 +492,23 @@ async fn current<G: Generator>(
     generator: &Arc<G>,
     compiling: &Arc<tokio::sync::Semaphore>,
     proxy: &Proxy,
+    view: View,
 ) -> Arc<ProxyResources> {
-    if let Some(resources) = generator.cached(proxy) {
+    if let Some(resources) = generator.cached_in(proxy, view) {
         return resources;
     }
     let Ok(permit) = compiling.clone().acquire_owned().await else {
-        return generator.resources(proxy);
+        return generator.resources_in(proxy, view);
     };
     // Another stream of the same scope may have compiled it meanwhile.
-    if let Some(resources) = generator.cached(proxy) {
+    if let Some(resources) = generator.cached_in(proxy, view) {
         return resources;
     }
     let (g, p) = (generator.clone(), proxy.clone());
     // The permit goes with the compile: a stream that ends meanwhile (its peer gone) does
     // not free it while the compile still runs.
     let compile = move || {
-        let resources = g.resources(&p);
+        let resources = g.resources_in(&p, view);
         drop(permit);
         resources
     };
@@ -471,7 +516,7 @@ async fn current<G: Generator>(
         Ok(resources) => resources,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // The runtime is shutting down: compile here.
-        Err(_) => generator.resources(proxy),
+        Err(_) => generator.resources_in(proxy, view),
     }
 }
 
@@ -502,6 +547,7 @@ fn keep_unchanged_own(
         shared: fresh.shared.clone(),
         own: previous.own.clone(),
         secrets: fresh.secrets.clone(),
+        virtual_hosts: fresh.virtual_hosts.clone(),
     })
 }
 

@@ -18,6 +18,9 @@ use sextant_xds::protocol::{Delta, Event, Interner, Sotw, SystemClock};
 /// What the state machines are given rather than reading themselves: limits and a clock.
 #[path = "protocol/given.rs"]
 mod given;
+/// On-demand virtual hosts (VHDS).
+#[path = "protocol/vhds.rs"]
+mod vhds;
 
 fn sotw() -> Sotw {
     Sotw::new(Interner::default(), Arc::new(SystemClock))

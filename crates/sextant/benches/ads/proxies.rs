@@ -1,5 +1,6 @@
-//! The emulated proxies' process: Sextant's fake ADS clients, driven by line commands on
-//! stdin (see `clients.rs` for the other side), each reply one line on stdout.
+//! An emulated proxies' process: Sextant's fake ADS clients, driven by line commands on stdin
+//! (see `clients.rs` for the other side), each reply one line on stdout. Process `k` of
+//! `procs` runs the proxies `i` with `i % procs == k`.
 
 use std::{
     io::{BufRead, Write},
@@ -33,7 +34,10 @@ struct Progress {
     delta_updated: AtomicU64,
 }
 
-pub async fn run(addr: String, proxies: usize) {
+pub async fn run(addr: String, proxies: usize, k: usize, procs: usize) {
+    let mine = move |range: std::ops::Range<usize>| range.filter(move |i| i % procs == k);
+    // The proxies of this process configured so far, all of them counted.
+    let mut running = 0;
     let progress = Arc::new(Progress::default());
     let (tx, mut commands) = mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -50,18 +54,19 @@ pub async fn run(addr: String, proxies: usize) {
     };
     let mut delta_initial = None;
     while let Some(line) = commands.recv().await {
-        // `wait N` and `wait-endpoints N`: N proxies (all of them when not given).
+        // `wait N` and `wait-endpoints N`: N of this process's proxies.
         let (command, count) = match line.split_once(' ') {
             Some((c, n)) if c.starts_with("wait") => (c.to_owned(), n.parse().expect("count")),
-            _ => (line.clone(), proxies),
+            _ => (line.clone(), 0),
         };
         match command.as_str() {
             "hello" => reply("hello".into()),
             "connect" => {
-                for i in 0..proxies {
+                for i in mine(0..proxies) {
+                    running += 1;
                     tokio::spawn(proxy(addr.clone(), nth_node(i), progress.clone()));
                 }
-                while progress.configured.load(Ordering::Relaxed) < proxies {
+                while progress.configured.load(Ordering::Relaxed) < running {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 let done = now_us();
@@ -74,10 +79,11 @@ pub async fn run(addr: String, proxies: usize) {
             more if more.starts_with("more ") => {
                 // Further proxies (other pods, same scopes), for memory per proxy.
                 let n: usize = more[5..].parse().expect("count");
-                for i in proxies..proxies + n {
+                for i in mine(proxies..proxies + n) {
+                    running += 1;
                     tokio::spawn(proxy(addr.clone(), nth_node(i), progress.clone()));
                 }
-                while progress.configured.load(Ordering::Relaxed) < proxies + n {
+                while progress.configured.load(Ordering::Relaxed) < running {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 reply("configured".into());
@@ -160,10 +166,11 @@ pub async fn run(addr: String, proxies: usize) {
                 reply(format!("delta {last}"));
             }
             "wait-endpoints" => {
-                assert!(delta_initial.is_some(), "delta client not started");
+                // Only the process that started the delta proxy waits for it too.
+                let delta = delta_initial.is_some();
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while (progress.eds_times.lock().expect("lock").len() < count
-                    || progress.delta_updated.load(Ordering::Relaxed) == 0)
+                    || (delta && progress.delta_updated.load(Ordering::Relaxed) == 0))
                     && Instant::now() < deadline
                 {
                     tokio::time::sleep(Duration::from_millis(1)).await;

@@ -4,14 +4,28 @@ use std::process::ExitCode;
 
 use sextant_compiler::{bootstrap, json};
 use sextant_model::BIND_ADDRESS_KEY;
+use sextant_xds::protocol::vhds::VHDS_METADATA_KEY;
 
 use crate::cli::BootstrapArgs;
+
+/// How the bootstrap's ADS stream asks: `sextant bootstrap`'s protocol flags.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct AdsArgs {
+    /// Use incremental (delta) ADS.
+    #[arg(long)]
+    pub delta: bool,
+    /// Ask for virtual hosts on demand (VHDS; implies --delta): node metadata
+    /// `SEXTANT_VHDS: "true"`, which `sextant serve --vhds` answers with route configurations
+    /// that Envoy fills by Host as requests arrive.
+    #[arg(long)]
+    pub vhds: bool,
+}
 
 pub fn run(args: BootstrapArgs) -> ExitCode {
     let BootstrapArgs {
         node_id,
         xds_address,
-        delta,
+        ads: AdsArgs { delta, vhds },
         admin_port,
         bind_address,
         interception,
@@ -73,6 +87,9 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         );
     }
     let mut metadata = vec![("INTERCEPTION_MODE".to_owned(), interception.clone())];
+    if vhds {
+        metadata.push((VHDS_METADATA_KEY.to_owned(), "true".to_owned()));
+    }
     if interception == "NONE" {
         metadata.push((BIND_ADDRESS_KEY.to_owned(), bind_address));
     }
@@ -97,7 +114,7 @@ pub fn run(args: BootstrapArgs) -> ExitCode {
         &metadata,
         host.trim_matches(['[', ']']),
         port,
-        delta,
+        delta || vhds,
         admin_port,
         xds_root_cert
             .map(|root_cert| bootstrap::XdsTls {

@@ -157,6 +157,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         heavy,
         webhook,
         inject,
+        vhds: crate::generator::vhds::VhdsArgs { vhds },
     } = args;
     let crate::cli::RemoteClusterArgs {
         remote_kubeconfig,
@@ -168,7 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         config_dir = ?config_dir, %namespace, xds_port, secure_xds_port, admin_port, %listen_address,
         debounce_after_ms, debounce_max_ms, max_nack_message_bytes, max_subscription_names,
-        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, ?trust_domain, ?root_namespace, ?mesh_config, ?log_format, %log_level,
+        token_review_cache_size, token_review_cache_seconds, max_token_reviews_waiting, max_held_objects, hold_on_plaintext_nacks, max_regex_program_size, %domain_suffix, ?trust_domain, ?root_namespace, ?mesh_config, ?log_format, %log_level, vhds,
         "starting sextant"
     );
     tracing::info!(
@@ -429,6 +430,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         )
         .max_request_bytes(max_request_bytes)
+        .vhds(vhds)
         .limits(Limits {
             nack_message_bytes: max_nack_message_bytes,
             subscription_names: max_subscription_names,
@@ -631,7 +633,18 @@ async fn shutdown_signal() {
 
 /// Publishes a snapshot to the xDS generator and tells the streams.
 fn publish(
+    published: (Arc<Snapshot>, Changes),
+    generator: &XdsGenerator,
+    updates: &watch::Sender<u64>,
+) {
+    publish_timed(published, None, generator, updates);
+}
+
+/// [`publish`], with when the source's stages ended when a source change made the snapshot
+/// (the push status's first clock).
+fn publish_timed(
     (snapshot, changes): (Arc<Snapshot>, Changes),
+    source: Option<sextant_source::Timing>,
     generator: &XdsGenerator,
     updates: &watch::Sender<u64>,
 ) {
@@ -640,11 +653,12 @@ fn publish(
         .invalid_objects
         .set(snapshot.invalid.len() as i64);
     generator.metrics.snapshots.inc();
-    let version = generator.publish(snapshot, changes);
+    let version = generator.publish_timed(snapshot, changes, source.map(Into::into));
     updates.send_if_modified(|v| std::mem::replace(v, version) != version);
 }
 
-/// Publishes after each burst of changes the debounce lets through, until the source stops.
+/// Publishes after each burst of changes the debounce lets through, until the source stops;
+/// each with its source stages (directory and cluster alike).
 async fn run_source(
     source: Source,
     debounce: Debounce,
@@ -653,7 +667,7 @@ async fn run_source(
 ) {
     source
         .run(debounce, |snapshot, changes, timing| {
-            publish((snapshot, changes), &generator, &updates);
+            publish_timed((snapshot, changes), Some(timing), &generator, &updates);
             generator
                 .metrics
                 .debounce_seconds

@@ -18,11 +18,13 @@ pub(super) type Key = (Kind, String, String);
 
 fn key_of(object: &Object) -> Key {
     let meta = object.metadata();
-    (
-        object.kind(),
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+    let kind = object.kind();
+    // The index knows cluster-scoped kinds by name alone, whatever `metadata.namespace` says.
+    let namespace = match kind {
+        Kind::Namespace | Kind::Node => String::new(),
+        _ => meta.namespace.clone().unwrap_or_default(),
+    };
+    (kind, namespace, meta.name.clone().unwrap_or_default())
 }
 
 /// One file's part.
@@ -175,5 +177,30 @@ impl Held {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_scoped_objects_are_known_by_name_as_the_index_knows_them() {
+        let namespace = |extra: &str| {
+            let json: serde_json::Value = serde_json::from_str(&format!(
+                r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "istio-system"{extra}}}}}"#
+            ))
+            .expect("json");
+            Object::from_json(json, "default").expect("a Namespace")
+        };
+        let plain = namespace("");
+        let with_namespace = namespace(r#", "namespace": "istio-system""#);
+        assert_eq!(key_of(&plain), key_of(&with_namespace));
+        // Two files holding it: removing one keeps it.
+        let mut held = Held::default();
+        held.set("/d/a.yaml".into(), vec![plain], true);
+        held.set("/d/b.yaml".into(), vec![with_namespace], true);
+        held.forget(Path::new("/d/b.yaml"));
+        assert_eq!(held.count(Kind::Namespace), 1);
     }
 }

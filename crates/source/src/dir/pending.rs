@@ -109,8 +109,22 @@ impl Pending {
                     plan.files.insert(p.clone());
                 }
                 Ok(_) => {}
-                Err(_) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
                     plan.gone.insert(p.clone());
+                }
+                // Cannot be checked (permissions): read, and kept as a bad file if it
+                // cannot be read.
+                Err(_) if is_manifest(p) => {
+                    plan.files.insert(p.clone());
+                }
+                // A directory that cannot be checked, or a dangling link.
+                Err(_) => {
+                    plan.subtrees.insert(p.clone());
                 }
             }
         }

@@ -320,6 +320,8 @@ mod tests {
             nonce: "n2".into(),
             resources: many.clone(),
             removed_resources: vec!["gone".into(), "also-gone".into()],
+            aliases: Vec::new(),
+            unresolved: Vec::new(),
         };
         let (data, trailers) = drain(body(vec![
             Ok(Outgoing::Sotw(sotw)),

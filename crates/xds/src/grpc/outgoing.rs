@@ -20,14 +20,16 @@ impl Outgoing {
     pub(super) fn count(&self) -> usize {
         match self {
             Outgoing::Sotw(r) => r.resources.len(),
-            Outgoing::Delta(r) => r.resources.len(),
+            Outgoing::Delta(r) => r.resources.len() + r.unresolved.len(),
         }
     }
 
+    /// The i-th resource's bytes (none for an unresolved name).
     pub(super) fn value(&self, i: usize) -> &Body {
+        static NONE: Body = Body::One(bytes::Bytes::new());
         match self {
             Outgoing::Sotw(r) => &r.resources[i],
-            Outgoing::Delta(r) => &r.resources[i].body,
+            Outgoing::Delta(r) => r.resources.get(i).map_or(&NONE, |e| &e.body),
         }
     }
 
@@ -48,13 +50,17 @@ impl Outgoing {
     fn entry_len(&self, i: usize) -> usize {
         match self {
             Outgoing::Sotw(_) => self.any_len(i),
-            Outgoing::Delta(r) => {
-                let e = &r.resources[i];
-                // Resource { version = 1, resource = 2, name = 3 }
-                wire::field_len(16)
-                    + wire::field_len(self.any_len(i))
-                    + wire::string_field_len(&e.name)
-            }
+            Outgoing::Delta(r) => match r.resources.get(i) {
+                // Resource { version = 1, resource = 2, name = 3, aliases = 4 }
+                Some(e) => {
+                    wire::field_len(16)
+                        + wire::field_len(self.any_len(i))
+                        + wire::string_field_len(&e.name)
+                        + aliases_len(r.aliases.get(i))
+                }
+                // An unresolved name: its name and alias, no body.
+                None => 2 * wire::string_field_len(&r.unresolved[i - r.resources.len()]),
+            },
         }
     }
 
@@ -92,12 +98,29 @@ impl Outgoing {
         let value = self.value(i).len();
         wire::open_field(buf, 2, self.entry_len(i));
         if let Outgoing::Delta(r) = self {
-            let e = &r.resources[i];
+            let Some(e) = r.resources.get(i) else {
+                let name = &r.unresolved[i - r.resources.len()];
+                wire::string_field(buf, 3, name);
+                wire::string_field(buf, 4, name);
+                return;
+            };
             wire::string_field(buf, 3, &e.name);
+            for alias in r.aliases.get(i).into_iter().flatten() {
+                wire::string_field(buf, 4, alias);
+            }
             wire::bytes_field(buf, 1, e.version().as_bytes());
             wire::open_field(buf, 2, self.any_len(i));
         }
         wire::string_field(buf, 1, url);
         wire::open_field(buf, 2, value);
     }
+}
+
+/// The size of a resource's `aliases` fields.
+fn aliases_len(aliases: Option<&Vec<String>>) -> usize {
+    aliases
+        .into_iter()
+        .flatten()
+        .map(|a| wire::string_field_len(a))
+        .sum()
 }

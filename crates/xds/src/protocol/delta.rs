@@ -12,7 +12,72 @@ use sextant_resources::{Encoded, type_url};
 use super::{
     Clock, Event, Limits, Refused, TypeStatus, kept_message,
     resources::{PUSH_ORDER, ResourceSet, all_of, is_wildcard_type, known_type, select},
+    vhds::VIRTUAL_HOST,
 };
+
+/// The on-demand type, which only delta streams serve.
+fn on_demand_type(url: &str) -> Option<&'static str> {
+    (url == VIRTUAL_HOST).then_some(VIRTUAL_HOST)
+}
+
+/// What answers the names asked for on demand.
+#[derive(Default)]
+struct Answers {
+    /// Resource name → the names just asked for that it answers.
+    aliases: HashMap<String, Vec<String>>,
+    /// Names just asked for that nothing answers.
+    unresolved: Vec<String>,
+}
+
+/// The virtual hosts that answer the names a stream asked for, each once, in name order;
+/// the names just asked for are noted in `answers`.
+///
+/// Envoy subscribes each route configuration's VHDS by namespace, without naming it to the
+/// server (a first request names nothing), and holds that route configuration's updates and
+/// listener back until an answer in the namespace comes: each route configuration of the set
+/// not yet `announced` gets one without a body, `CONFIG/` (Envoy 1.40 matched no answer named
+/// `CONFIG` alone), never every virtual host of the namespace.
+fn answer<'a, R: ResourceSet + ?Sized>(
+    all: &'a R,
+    state: &mut DeltaType,
+    answers: &mut Answers,
+) -> Vec<&'a Encoded> {
+    let Some(hosts) = all.virtual_hosts() else {
+        answers.unresolved.extend(state.asked.iter().cloned());
+        return Vec::new();
+    };
+    let configs: BTreeSet<&str> = all
+        .lists(type_url::ROUTE)
+        .into_iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    state.announced.retain(|c| configs.contains(c.as_str()));
+    for config in configs {
+        if state.announced.insert(config.to_owned()) && !state.asked.contains(config) {
+            answers.unresolved.push(format!("{config}/"));
+        }
+    }
+    let mut wanted: BTreeMap<&str, &Encoded> = BTreeMap::new();
+    for name in &state.names {
+        // A name without `CONFIG/` (a namespace) resolves to nothing.
+        match hosts.resolve(name) {
+            Some(e) => {
+                wanted.insert(&e.name, e);
+                if state.asked.contains(name) {
+                    answers
+                        .aliases
+                        .entry(e.name.clone())
+                        .or_default()
+                        .push(name.clone());
+                }
+            }
+            None if state.asked.contains(name) => answers.unresolved.push(name.clone()),
+            None => {}
+        }
+    }
+    wanted.into_values().collect()
+}
 
 /// An incremental response: changed resources and removed names.
 #[derive(Clone, Debug)]
@@ -27,6 +92,12 @@ pub struct DeltaResponse {
     pub resources: Vec<Encoded>,
     /// Names the proxy must drop.
     pub removed_resources: Vec<String>,
+    /// On-demand virtual hosts: the names each of `resources` answers (by index; missing or
+    /// empty for the rest), which Envoy reads as the resource's `aliases`.
+    pub aliases: Vec<Vec<String>>,
+    /// On-demand virtual hosts: names asked for that nothing answers, sent as resources of
+    /// that name and alias without a body.
+    pub unresolved: Vec<String>,
 }
 
 #[derive(Default)]
@@ -40,6 +111,11 @@ struct DeltaType {
     rejected: HashMap<String, u64>,
     /// Resources in the last response, to attribute a NACK.
     last: Vec<(String, u64)>,
+    /// On-demand virtual hosts: names asked for since the last response, each to be answered
+    /// (Envoy holds the request that asked until then).
+    asked: BTreeSet<String>,
+    /// On-demand virtual hosts: the route configurations whose namespace has been answered.
+    announced: BTreeSet<String>,
     nonce: Option<String>,
     started: bool,
     status: TypeStatus,
@@ -99,16 +175,19 @@ impl Delta {
         req: DeltaDiscoveryRequest,
         all: &R,
     ) -> Option<DeltaResponse> {
-        let url = known_type(&req.type_url)?;
+        let url = known_type(&req.type_url).or_else(|| on_demand_type(&req.type_url))?;
         let state = self.types.entry(url.to_owned()).or_default();
         let first = !state.started;
         if first {
             state.started = true;
-            // Reconnect: the proxy already holds these.
+            // Reconnect: the proxy already holds these (for virtual hosts, the names it asked
+            // for, not those of what answered them: it is sent what answers them again).
             for (name, version) in &req.initial_resource_versions {
-                state
-                    .sent
-                    .insert(name.clone(), u64::from_str_radix(version, 16).ok());
+                if url != VIRTUAL_HOST {
+                    state
+                        .sent
+                        .insert(name.clone(), u64::from_str_radix(version, 16).ok());
+                }
                 if !is_wildcard_type(url) {
                     state.names.insert(name.clone());
                 }
@@ -128,6 +207,9 @@ impl Delta {
                     state.sent.remove(name);
                 }
                 state.rejected.remove(name);
+                if url == VIRTUAL_HOST {
+                    state.asked.insert(name.clone());
+                }
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -136,6 +218,7 @@ impl Delta {
             } else {
                 state.names.remove(name);
                 state.sent.remove(name);
+                state.asked.remove(name);
             }
         }
         let explicit = first || !req.resource_names_subscribe.is_empty();
@@ -180,7 +263,7 @@ impl Delta {
     /// Handles new resources: the responses to send, in push order.
     pub fn on_update<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
-        for url in PUSH_ORDER {
+        for url in PUSH_ORDER.into_iter().chain([VIRTUAL_HOST]) {
             if self.types.contains_key(url)
                 && let Some(r) = self.respond(url, all, false)
             {
@@ -198,17 +281,23 @@ impl Delta {
     ) -> Option<DeltaResponse> {
         let state = self.types.get_mut(url)?;
         let mut placeholders = Vec::new();
-        let wanted: Vec<&Encoded> = if state.wildcard {
+        let mut answers = Answers::default();
+        let wanted: Vec<&Encoded> = if url == VIRTUAL_HOST {
+            answer(all, state, &mut answers)
+        } else if state.wildcard {
             all_of(all, url)
         } else {
             select(all, url, &state.names, &mut placeholders)
         };
+        // A virtual host that answers a name just asked for is sent again even if unchanged:
+        // Envoy resumes the requests waiting on that name only when an answer names it.
         let changed: Vec<&Encoded> = wanted
             .iter()
             .copied()
             .filter(|e| {
-                state.sent.get(&e.name) != Some(&Some(e.hash))
-                    && state.rejected.get(&e.name) != Some(&e.hash)
+                answers.aliases.contains_key(e.name.as_str())
+                    || (state.sent.get(&e.name) != Some(&Some(e.hash))
+                        && state.rejected.get(&e.name) != Some(&e.hash))
             })
             .collect();
         let wanted_names: BTreeSet<&str> = wanted.iter().map(|e| e.name.as_str()).collect();
@@ -218,9 +307,10 @@ impl Delta {
             .filter(|n| !wanted_names.contains(n.as_str()))
             .cloned()
             .collect();
-        if changed.is_empty() && removed.is_empty() && !always {
+        if changed.is_empty() && removed.is_empty() && answers.unresolved.is_empty() && !always {
             return None;
         }
+        state.asked.clear();
         for n in &removed {
             state.sent.remove(n);
         }
@@ -247,16 +337,28 @@ impl Delta {
         } else {
             Vec::new()
         };
+        let aliases = if answers.aliases.is_empty() {
+            Vec::new()
+        } else {
+            changed
+                .iter()
+                .map(|e| answers.aliases.remove(e.name.as_str()).unwrap_or_default())
+                .collect()
+        };
         let response = DeltaResponse {
             system_version_info: version,
             resources: changed.iter().map(|e| (*e).clone()).collect(),
             type_url: url,
             removed_resources: removed,
             nonce,
+            aliases,
+            unresolved: answers.unresolved,
         };
         self.events.push(Event::Sent {
             type_url: url.to_owned(),
-            resources: response.resources.len() + response.removed_resources.len(),
+            resources: response.resources.len()
+                + response.removed_resources.len()
+                + response.unresolved.len(),
         });
         // Updated clusters must get their assignments again to finish warming.
         if let Some(eds) = self.types.get_mut(type_url::ENDPOINT) {
@@ -266,6 +368,12 @@ impl Delta {
             }
         }
         Some(response)
+    }
+
+    /// What is owed after a response to a request: once a route configuration was sent, the
+    /// answer in its VHDS namespace that Envoy waits for (it asks for nothing by name).
+    pub fn owed<R: ResourceSet + ?Sized>(&mut self, all: &R) -> Option<DeltaResponse> {
+        self.respond(VIRTUAL_HOST, all, false)
     }
 
     /// Per-type status for `/debug/syncz`.

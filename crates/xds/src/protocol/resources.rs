@@ -4,6 +4,8 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use sextant_resources::{Encoded, EncodedResources, List, type_url};
 
+use super::vhds::{VIRTUAL_HOST, VirtualHosts};
+
 /// The xDS types Sextant serves, in push order (make before break: secrets before the
 /// clusters and listeners whose TLS contexts name them).
 pub const PUSH_ORDER: [&str; 5] = [
@@ -42,6 +44,10 @@ pub trait ResourceSet {
     fn lists(&self, url: &str) -> [&[Encoded]; 2];
     /// This set, kept to compare the next one with (its lists are shared, not copied).
     fn keep(&self) -> Arc<dyn ResourceSet + Send + Sync>;
+    /// The virtual hosts served on demand (VHDS), when the set is served so.
+    fn virtual_hosts(&self) -> Option<&VirtualHosts> {
+        None
+    }
 }
 
 impl ResourceSet for EncodedResources {
@@ -103,6 +109,9 @@ pub struct ProxyResources {
     /// SDS secrets (`ROOTCA`, and `default` for a proxy that proved its identity), sorted by
     /// name.
     pub secrets: List,
+    /// With on-demand virtual hosts (VHDS): the scope's virtual hosts, which `shared`'s route
+    /// configurations leave out.
+    pub virtual_hosts: Option<Arc<VirtualHosts>>,
 }
 
 impl ProxyResources {
@@ -117,6 +126,9 @@ impl ResourceSet for ProxyResources {
         if url == type_url::SECRET {
             return [&self.secrets, &[]];
         }
+        if url == VIRTUAL_HOST {
+            return [self.virtual_hosts.as_ref().map_or(&[], |v| &v.hosts), &[]];
+        }
         [
             resources_of(&self.shared, url),
             resources_of(&self.own, url),
@@ -124,6 +136,9 @@ impl ResourceSet for ProxyResources {
     }
     fn keep(&self) -> Arc<dyn ResourceSet + Send + Sync> {
         Arc::new(self.clone())
+    }
+    fn virtual_hosts(&self) -> Option<&VirtualHosts> {
+        self.virtual_hosts.as_deref()
     }
 }
 
