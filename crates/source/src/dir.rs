@@ -253,14 +253,18 @@ impl DirSource {
 
     /// Watches the directory again when it is not the one watched (removed and created
     /// again, or renamed over).
-    fn rewatch(&mut self) {
+    /// With `force`, watches it again anyway: inotify knows a directory reached by two paths
+    /// (a link to it) by one watch, which removing the link takes away from the other path
+    /// too, so a directory holding links is watched again at each full read.
+    fn rewatch(&mut self, force: bool) {
         let Some(watch) = &mut self.watch else {
             return;
         };
         let now = dir_id(&self.dir);
-        if now == watch.watched {
+        if now == watch.watched && !force {
             return;
         }
+        let replaced = now != watch.watched;
         let _ = watch.watcher.unwatch(&self.dir);
         watch.watched = None;
         if now.is_some() {
@@ -269,7 +273,9 @@ impl DirSource {
                 .watch(&self.dir, notify::RecursiveMode::Recursive)
             {
                 Ok(()) => {
-                    tracing::info!(dir = %self.dir.display(), "the config directory was replaced; watching the new one");
+                    if replaced {
+                        tracing::info!(dir = %self.dir.display(), "the config directory was replaced; watching the new one");
+                    }
                     watch.watched = now;
                 }
                 Err(error) => {
@@ -321,7 +327,7 @@ impl DirSource {
     fn read(&mut self, plan: Plan) -> (Arc<Snapshot>, Changes) {
         if plan.everything {
             self.counters.full_reads.inc();
-            self.rewatch();
+            self.rewatch(self.links);
         }
         if plan.mesh_config {
             self.read_mesh_config();

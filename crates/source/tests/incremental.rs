@@ -299,3 +299,26 @@ async fn a_file_that_is_not_a_manifest_publishes_nothing_new() {
     assert_eq!(w.reads().0, 1, "nothing read again");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn removing_a_link_to_a_subdirectory_keeps_the_subdirectory_followed() {
+    // inotify watches `sub` once for both paths; removing `zlink` must not end it.
+    let dir =
+        std::env::temp_dir().join(format!("sextant-incremental-unlink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).expect("dir");
+    std::fs::write(dir.join("sub/z.yaml"), virtual_service("z", 10)).expect("write");
+    std::os::unix::fs::symlink("sub", dir.join("zlink")).expect("link");
+    let mut w = watched(&dir);
+    w.source.reload();
+    std::fs::remove_file(dir.join("zlink")).expect("unlink");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "z").expect("z").contains("10"));
+    std::fs::write(dir.join("sub/z.yaml"), virtual_service("z", 20)).expect("write");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "z").expect("z").contains("20"));
+    std::fs::write(dir.join("sub/w.yaml"), virtual_service("w", 30)).expect("write");
+    let snapshot = w.publish_after_change().await;
+    assert!(weight_of(&snapshot, "w").is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,7 @@ use sextant_model::Proxy;
 use sextant_resources::EncodedResources;
 use sextant_xds::{ProxyResources, protocol::vhds::VirtualHosts};
 
-use super::{DEFAULT_MAX_SCOPES, XdsGenerator, scope_key};
+use super::{XdsGenerator, scope_key};
 
 /// `sextant serve`'s on-demand virtual hosts.
 #[derive(Clone, Copy, Debug, clap::Args)]
@@ -37,8 +37,9 @@ pub(super) struct Views {
 /// A scope's on-demand view.
 #[derive(Default)]
 struct View {
-    /// The compiled part it was derived from; weak, so that it never keeps a part alive
-    /// (an evicted scope's, or an old version's).
+    /// The compiled part it was derived from, to tell whether the view is current (weak: the
+    /// view shares some of that part's resources, and is dropped with the next view made
+    /// once the part is gone).
     source: Weak<EncodedResources>,
     derived: OnDemand,
     shared: Arc<EncodedResources>,
@@ -83,11 +84,14 @@ impl XdsGenerator {
 
     fn view_slot(&self, proxy: &Proxy) -> Arc<Mutex<View>> {
         let key = scope_key(&sextant_compiler::scope(&self.snapshot(), proxy));
+        // As many views as compiled scopes (`--max-scopes`): a view holds parts of its
+        // scope's compiled part, so it is bounded as that is.
+        let max = self.scopes.lock().unwrap_or_else(|p| p.into_inner()).max;
         let mut slots = self.views.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.len() >= DEFAULT_MAX_SCOPES && !slots.contains_key(&key) {
+        if slots.len() >= max && !slots.contains_key(&key) {
             // Views of parts no scope holds any more go first.
             slots.retain(|_, v| v.try_lock().is_ok_and(|v| v.source.strong_count() > 0));
-            if slots.len() >= DEFAULT_MAX_SCOPES {
+            if slots.len() >= max {
                 slots.clear();
             }
         }

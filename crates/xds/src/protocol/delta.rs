@@ -64,6 +64,10 @@ fn answer<'a, R: ResourceSet + ?Sized>(
         match hosts.resolve(name) {
             Some(e) => {
                 wanted.insert(&e.name, e);
+                // Hosts under a wildcard the proxy holds would be matched by the wildcard.
+                for covered in hosts.covered(&e.name) {
+                    wanted.entry(&covered.name).or_insert(covered);
+                }
                 if state.asked.contains(name) {
                     answers
                         .aliases

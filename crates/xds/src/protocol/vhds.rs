@@ -28,6 +28,11 @@ pub struct VirtualHosts {
     pub hosts: List,
     /// By route configuration name.
     tables: HashMap<String, Domains>,
+    /// By the name of a virtual host with wildcard domains: the other virtual hosts of its
+    /// route configuration whose domains those wildcards cover. Envoy matches a Host under a
+    /// wildcard it holds locally and never asks for the more specific virtual host, so these
+    /// go with the wildcard's.
+    covers: HashMap<String, Vec<usize>>,
 }
 
 /// A route configuration's domains, as Envoy looks a Host up: exact names first, then
@@ -66,6 +71,52 @@ impl VirtualHosts {
                 }
             });
         }
+        let mut covers: HashMap<String, Vec<usize>> = HashMap::new();
+        for table in tables.values() {
+            let mut covered = |wildcard: usize, other: usize| {
+                if wildcard != other {
+                    let list = covers
+                        .entry(
+                            hosts
+                                .get(wildcard)
+                                .map_or_else(String::new, |h| h.name.clone()),
+                        )
+                        .or_default();
+                    if !list.contains(&other) {
+                        list.push(other);
+                    }
+                }
+            };
+            for (suffix, w) in &table.suffixes {
+                let under = |d: &str| d.len() > suffix.len() && d.ends_with(suffix.as_str());
+                table
+                    .exact
+                    .iter()
+                    .filter(|(d, _)| under(d))
+                    .for_each(|(_, &o)| covered(*w, o));
+                table
+                    .suffixes
+                    .iter()
+                    .filter(|(d, _)| under(d))
+                    .for_each(|(_, o)| covered(*w, *o));
+            }
+            for (prefix, w) in &table.prefixes {
+                let under = |d: &str| d.len() > prefix.len() && d.starts_with(prefix.as_str());
+                table
+                    .exact
+                    .iter()
+                    .filter(|(d, _)| under(d))
+                    .for_each(|(_, &o)| covered(*w, o));
+                table
+                    .prefixes
+                    .iter()
+                    .filter(|(d, _)| under(d))
+                    .for_each(|(_, o)| covered(*w, *o));
+            }
+        }
+        for list in covers.values_mut() {
+            list.sort_unstable();
+        }
         for table in tables.values_mut() {
             // Stable: among equal lengths the first listed wins.
             table
@@ -75,7 +126,21 @@ impl VirtualHosts {
                 .prefixes
                 .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         }
-        VirtualHosts { hosts, tables }
+        VirtualHosts {
+            hosts,
+            tables,
+            covers,
+        }
+    }
+
+    /// The virtual hosts a proxy holding `host` must hold too: those its wildcard domains
+    /// cover (none for a virtual host without wildcards).
+    pub fn covered<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Encoded> + 'a {
+        self.covers
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.hosts.get(i))
     }
 
     /// The virtual host that answers `asked` (`ROUTE_CONFIG/HOST`), if any.

@@ -210,3 +210,50 @@ fn each_route_configuration_gets_one_answer_in_its_namespace() {
     let owed = d.owed(&all).expect("the new route configuration's answer");
     assert_eq!(owed.unresolved, ["80/"]);
 }
+
+#[test]
+fn a_wildcard_virtual_host_brings_the_more_specific_hosts_it_covers() {
+    // Envoy matches `api.wild.example` against a held `*.wild.example` and never asks for
+    // it: a stream holding the wildcard must hold the exact virtual host too, from the
+    // moment it appears.
+    let wild = |with_api: bool| {
+        let mut hosts = vec![host("9080/*.wild.example:9080", &["*.wild.example"], 1)];
+        if with_api {
+            hosts.push(host("9080/api.wild.example:9080", &["api.wild.example"], 1));
+        }
+        hosts.push(host("9080/other:9080", &["other"], 1));
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        ProxyResources {
+            virtual_hosts: Some(Arc::new(VirtualHosts::new(hosts.into()))),
+            ..Default::default()
+        }
+    };
+    let before = wild(false);
+    let mut d = delta();
+    let r = d
+        .on_request(dreq(VIRTUAL_HOST, &["9080"], &[], ""), &before)
+        .expect("first");
+    ack(&mut d, &r.nonce, &before);
+    let r = d
+        .on_request(
+            dreq(VIRTUAL_HOST, &["9080/x.wild.example:9080"], &[], &r.nonce),
+            &before,
+        )
+        .expect("answered");
+    let names: Vec<&str> = r.resources.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["9080/*.wild.example:9080"]);
+    ack(&mut d, &r.nonce, &before);
+
+    let pushed = d.on_update(&wild(true));
+    assert_eq!(pushed.len(), 1);
+    let names: Vec<&str> = pushed[0]
+        .resources
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["9080/api.wild.example:9080"],
+        "the covered host, not `other`"
+    );
+}
