@@ -87,31 +87,20 @@ impl VirtualHosts {
                     }
                 }
             };
-            for (suffix, w) in &table.suffixes {
-                let under = |d: &str| d.len() > suffix.len() && d.ends_with(suffix.as_str());
-                table
-                    .exact
-                    .iter()
-                    .filter(|(d, _)| under(d))
-                    .for_each(|(_, &o)| covered(*w, o));
-                table
-                    .suffixes
-                    .iter()
-                    .filter(|(d, _)| under(d))
-                    .for_each(|(_, o)| covered(*w, *o));
-            }
-            for (prefix, w) in &table.prefixes {
-                let under = |d: &str| d.len() > prefix.len() && d.starts_with(prefix.as_str());
-                table
-                    .exact
-                    .iter()
-                    .filter(|(d, _)| under(d))
-                    .for_each(|(_, &o)| covered(*w, o));
-                table
-                    .prefixes
-                    .iter()
-                    .filter(|(d, _)| under(d))
-                    .for_each(|(_, o)| covered(*w, *o));
+            // `*.suffix` covers names ending in the suffix; `prefix.*` names starting with it.
+            let kinds: [(&Vec<(String, usize)>, fn(&str, &str) -> bool); 2] = [
+                (&table.suffixes, |d, affix| d.ends_with(affix)),
+                (&table.prefixes, |d, affix| d.starts_with(affix)),
+            ];
+            for (wildcards, matches) in kinds {
+                for (affix, w) in wildcards {
+                    let under = |d: &str| d.len() > affix.len() && matches(d, affix);
+                    let exact = table.exact.iter().map(|(d, &i)| (d.as_str(), i));
+                    let narrower = wildcards.iter().map(|(d, i)| (d.as_str(), *i));
+                    for (_, o) in exact.chain(narrower).filter(|(d, _)| under(d)) {
+                        covered(*w, o);
+                    }
+                }
             }
         }
         for list in covers.values_mut() {
