@@ -35,6 +35,12 @@ pub struct VirtualHosts {
     covers: HashMap<String, Vec<usize>>,
 }
 
+/// Wildcard domains without their `*` (`.example.com`, `api.`), each with its virtual host.
+type Wildcards = Vec<(String, usize)>;
+
+/// Whether a domain falls under a wildcard's affix (`.example.com` ends it, `api.` starts it).
+type Under = fn(&str, &str) -> bool;
+
 /// A route configuration's domains, as Envoy looks a Host up: exact names first, then
 /// `*.suffix` wildcards, longest first, then `prefix.*` wildcards, longest first. Each names its
 /// virtual host by index into [`VirtualHosts::hosts`].
@@ -42,9 +48,9 @@ pub struct VirtualHosts {
 struct Domains {
     exact: HashMap<String, usize>,
     /// `(suffix, host)`, the longest suffix first; the suffix keeps its dot (`.example.com`).
-    suffixes: Vec<(String, usize)>,
+    suffixes: Wildcards,
     /// `(prefix, host)`, the longest prefix first.
-    prefixes: Vec<(String, usize)>,
+    prefixes: Wildcards,
 }
 
 impl VirtualHosts {
@@ -88,7 +94,7 @@ impl VirtualHosts {
                 }
             };
             // `*.suffix` covers names ending in the suffix; `prefix.*` names starting with it.
-            let kinds: [(&Vec<(String, usize)>, fn(&str, &str) -> bool); 2] = [
+            let kinds: [(&Wildcards, Under); 2] = [
                 (&table.suffixes, |d, affix| d.ends_with(affix)),
                 (&table.prefixes, |d, affix| d.starts_with(affix)),
             ];
