@@ -40,6 +40,8 @@ use std::{
 use sextant_synthetic::{Shape, W_M, W_M_S};
 use sextant_testing::{Serve, sextant_bin};
 
+#[path = "support/create.rs"]
+mod create;
 #[path = "envoy/proxies.rs"]
 mod proxies;
 #[path = "envoy/report.rs"]
