@@ -195,7 +195,7 @@ pub fn check_istio_object(kind: Kind, object: &Value) -> Checked {
             // A CEL rule that could not even be evaluated (`int()` of a key that is no
             // number) says nothing the semantic check does not say better about the field.
             errors.retain(|s| {
-                !(s.message.contains("rule evaluation error")
+                !(sextant_schema::is_evaluation_error(&s.message)
                     && invalid.errors.iter().any(|e| e.path.starts_with(&s.path)))
             });
             for e in invalid.errors {

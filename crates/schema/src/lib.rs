@@ -8,6 +8,8 @@
 //! (the API server leaves that to the consumer), and string formats other than `byte` and
 //! `date-time` are not checked.
 
+mod cel;
+
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -15,6 +17,12 @@ use serde_json::{Map, Value};
 /// The message of a field the schema does not declare (callers sort such errors from the
 /// others, as the API server does for `fieldValidation`).
 pub const UNKNOWN_FIELD: &str = "field not declared in schema";
+
+/// Whether an error's message is that of a CEL rule that could not be evaluated (`... evaluating
+/// rule: MESSAGE`, the API server's words), rather than one that evaluated to false.
+pub fn is_evaluation_error(message: &str) -> bool {
+    message.contains(cel::EVALUATING_RULE)
+}
 
 /// One way in which an object does not satisfy a schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,9 +103,16 @@ impl Schema {
                 kube_cel::Validator::new().validate_compiled(&self.cel, &pruned, None)
             {
                 for failure in failures.iter() {
+                    let message = match failure.kind {
+                        kube_cel::ErrorKind::EvaluationError
+                        | kube_cel::ErrorKind::UnsupportedReference => {
+                            cel::evaluation_error(&self.root, object, failure)
+                        }
+                        _ => format!("Invalid value: {}", failure.message),
+                    };
                     errors.push(SchemaError {
                         path: map_keys_in_brackets(&self.root, &failure.field_path),
-                        message: format!("Invalid value: {}", failure.message),
+                        message,
                     });
                 }
             }
@@ -616,6 +631,31 @@ mod tests {
         assert!(
             errs[0].contains("must be a valid duration greater than 1ms"),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_that_fails_to_evaluate_reports_its_message_as_the_api_server_does() {
+        let obj = json!({"spec": {"host": "h", "timeout": "x"}});
+        let errs = paths(schema().validate(&obj));
+        assert_eq!(
+            errs,
+            [
+                "spec.timeout: Invalid value: \"string\": time: invalid duration \"x\" evaluating rule: must be a valid duration greater than 1ms"
+            ]
+        );
+        // Without a message, the rule's text stands for it.
+        let bare = Schema::new(json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "x-kubernetes-validations": [{"rule": "duration(self.d) > duration('0s')"}],
+            "properties": {"d": {"type": "string"}}}}}))
+        .expect("valid schema");
+        let errs = paths(bare.validate(&json!({"spec": {"d": "soon"}})));
+        assert_eq!(
+            errs,
+            [
+                "spec: Invalid value: \"object\": time: invalid duration evaluating rule: duration(self.d) > duration('0s')"
+            ]
         );
     }
 

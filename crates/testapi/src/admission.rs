@@ -15,8 +15,11 @@
 //! is such a failure, so that a test of a webhook sees its mistakes. `warnings` reach the
 //! client as `Warning` headers.
 //!
-//! Not supported: `clientConfig.service` (there is no cluster network to resolve it), so
-//! `clientConfig.url` only; `matchConditions`; `reinvocationPolicy` (each mutating webhook is
+//! A webhook is reached by `clientConfig.url`, or by `clientConfig.service` resolved through
+//! the Service's EndpointSlices (`service`); a Service with no ready endpoint is a failure of
+//! the call, to which the failure policy applies.
+//!
+//! Not supported: `matchConditions`; `reinvocationPolicy` (each mutating webhook is
 //! called once, as with `Never`, even when a later one changed the object); `matchPolicy`
 //! (rules match the version served, never an equivalent one).
 
@@ -29,7 +32,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
+pub use self::service::{ServiceRef, Services};
 use crate::{json_patch, kinds::ResourceType, select::Selector};
+
+mod service;
 
 /// Why a request was not admitted: HTTP status, reason and message for the client.
 pub struct Denied {
@@ -68,6 +74,8 @@ pub struct Review<'a> {
     pub namespace_labels: Option<Value>,
     /// What the webhooks warned of, for the client.
     pub warnings: Vec<String>,
+    /// The addresses of the services webhooks are configured by.
+    pub services: Services,
 }
 
 impl Review<'_> {
@@ -147,11 +155,15 @@ impl Review<'_> {
             },
         });
         let timeout = Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10));
-        let answered =
-            match tokio::time::timeout(timeout, call(&hook["clientConfig"], &review)).await {
-                Ok(answer) => answer.and_then(|a| response_to(a, &uid)),
-                Err(_) => Err(format!("timed out after {timeout:?}")),
-            };
+        let answered = match tokio::time::timeout(
+            timeout,
+            call(&hook["clientConfig"], &self.services, &review),
+        )
+        .await
+        {
+            Ok(answer) => answer.and_then(|a| response_to(a, &uid)),
+            Err(_) => Err(format!("timed out after {timeout:?}")),
+        };
         let response = match answered {
             Ok(r) => r,
             Err(error) if hook["failurePolicy"] == "Ignore" => {
@@ -284,12 +296,31 @@ fn response_to(mut answer: Value, uid: &str) -> Result<Value, String> {
     Ok(response)
 }
 
-/// POSTs the review to `clientConfig.url` over HTTPS (trusting `caBundle`) with hyper's
-/// HTTP/1.1 client, and returns the answer.
-async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
+/// Where a webhook is called: the address to dial, the name its certificate must hold, the
+/// `Host` header and the path.
+struct Endpoint {
+    dial: (String, u16),
+    server_name: String,
+    authority: String,
+    path: String,
+}
+
+/// The endpoint of `clientConfig`: its `url`, or its `service` as `services` resolved it.
+fn endpoint(client_config: &Value, services: &Services) -> Result<Endpoint, String> {
+    if let Some(service) = ServiceRef::of(client_config) {
+        let service = service?;
+        let address = services.address(&service)?;
+        let host = service.host();
+        return Ok(Endpoint {
+            dial: (address.ip().to_string(), address.port()),
+            authority: format!("{host}:{}", service.port),
+            server_name: host,
+            path: service.path,
+        });
+    }
     let url = client_config["url"]
         .as_str()
-        .ok_or("only clientConfig.url is supported by sextant-testapi")?;
+        .ok_or("clientConfig: exactly one of url or service is required")?;
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("the webhook URL {url}: {e}"))?;
@@ -298,7 +329,23 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
     }
     let host = uri.host().ok_or("the webhook URL has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(443);
+    Ok(Endpoint {
+        dial: (host.to_owned(), uri.port_u16().unwrap_or(443)),
+        server_name: host.to_owned(),
+        authority: uri.authority().map_or(host, |a| a.as_str()).to_owned(),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+    })
+}
+
+/// POSTs the review to the webhook over HTTPS (trusting `caBundle`) with hyper's HTTP/1.1
+/// client, and returns the answer.
+async fn call(client_config: &Value, services: &Services, review: &Value) -> Result<Value, String> {
+    let Endpoint {
+        dial: (host, port),
+        server_name,
+        authority,
+        path,
+    } = endpoint(client_config, services)?;
     let mut roots = rustls::RootCertStore::empty();
     let bundle = client_config["caBundle"].as_str().unwrap_or_default();
     let pem = base64::engine::general_purpose::STANDARD
@@ -318,9 +365,9 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("host {host}: {e}"))?;
-    let tcp = TcpStream::connect((host, port))
+    let server_name = rustls::pki_types::ServerName::try_from(server_name.clone())
+        .map_err(|e| format!("host {server_name}: {e}"))?;
+    let tcp = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -331,8 +378,6 @@ async fn call(client_config: &Value, review: &Value) -> Result<Value, String> {
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     tokio::spawn(connection);
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = uri.authority().map_or(host, |a| a.as_str());
     let request = http::Request::post(path)
         .header(http::header::HOST, authority)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -383,6 +428,7 @@ mod tests {
             namespace: if t.namespaced { "apps" } else { "" },
             namespace_labels,
             warnings: Vec::new(),
+            services: Services::default(),
         }
     }
 

@@ -10,8 +10,9 @@ use serde_json::Value;
 pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
     use k8s_openapi::api::{
         admissionregistration::v1 as admission, apps::v1 as apps, authentication::v1 as authn,
-        authorization::v1 as authz, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery, policy::v1 as policy, rbac::v1 as rbac,
+        authorization::v1 as authz, autoscaling::v2 as autoscaling,
+        coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+        networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
@@ -45,6 +46,8 @@ pub fn check(kind: &str, object: &Value) -> Vec<(String, String)> {
         }
         "CustomResourceDefinition" => round_trip::<apiextensions::CustomResourceDefinition>(object),
         "PodDisruptionBudget" => round_trip::<policy::PodDisruptionBudget>(object),
+        "HorizontalPodAutoscaler" => round_trip::<autoscaling::HorizontalPodAutoscaler>(object),
+        "NetworkPolicy" => round_trip::<networking::NetworkPolicy>(object),
         "TokenReview" => round_trip::<authn::TokenReview>(object),
         "SubjectAccessReview" => round_trip::<authz::SubjectAccessReview>(object),
         _ => return Vec::new(),
@@ -129,6 +132,47 @@ mod tests {
             "spec": {"ports": [{"port": 80, "targetPort": "http"}], "type": "ClusterIP"}});
         assert!(check("Service", &fine).is_empty());
         assert!(check("Unknown", &fine).is_empty());
+    }
+
+    #[test]
+    fn autoscalers_and_network_policies_are_checked_strictly() {
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "s"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "s"},
+                     "minReplicas": 3, "maxReplicas": 6, "targetCPU": 80}});
+        assert_eq!(
+            check("HorizontalPodAutoscaler", &hpa),
+            [(
+                "spec.targetCPU".to_owned(),
+                sextant_schema::UNKNOWN_FIELD.to_owned()
+            )]
+        );
+        let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "s"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                     "ingress": [{"ports": [{"protocol": "TCP", "port": 15010}],
+                                  "form": [{"podSelector": {}}]}]}});
+        assert_eq!(
+            check("NetworkPolicy", &policy),
+            [(
+                "spec.ingress[0].form".to_owned(),
+                sextant_schema::UNKNOWN_FIELD.to_owned()
+            )]
+        );
+        let mut fine = policy.clone();
+        fine["spec"]["ingress"][0]["from"] = fine["spec"]["ingress"][0]["form"].take();
+        fine["spec"]["ingress"][0]
+            .as_object_mut()
+            .expect("a rule")
+            .remove("form");
+        assert!(check("NetworkPolicy", &fine).is_empty());
+        let wrong = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "s"}, "spec": {"podSelector": {}, "ingress": "all"}});
+        assert!(
+            check("NetworkPolicy", &wrong)[0]
+                .1
+                .contains("strict decoding error")
+        );
     }
 
     #[test]

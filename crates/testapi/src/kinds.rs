@@ -286,6 +286,24 @@ pub fn builtins() -> Vec<ResourceType> {
             &["pdb"],
             true,
         ),
+        builtin(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+            &["hpa"],
+            true,
+        ),
+        builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            &["netpol"],
+            false,
+        ),
     ];
     let mut review = builtin(
         "authentication.k8s.io",

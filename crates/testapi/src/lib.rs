@@ -16,10 +16,12 @@
 //! (`serviceaccounts/NAME/token`) issuing signed service-account tokens, TokenReview for those
 //! and for configured tokens, SubjectAccessReview answered by the stored Roles, ClusterRoles
 //! and their bindings (`rbac`), and calls to mutating then validating admission webhooks
-//! (`clientConfig.url`, with their rules and selectors) before anything is stored (the
-//! server's lock is released while they run). Bodies are JSON (YAML for apply), or protobuf
-//! for the kinds helm and kubectl's `create` commands send that way (`protobuf`). With a data
-//! directory its objects, and the key its tokens are signed with, survive a restart.
+//! (`clientConfig.url`, or `clientConfig.service` resolved through the Service's
+//! EndpointSlices, with their rules and selectors) before anything is stored (the server's
+//! lock is released while they run). Bodies are JSON (YAML for apply), or protobuf for every
+//! built-in kind (helm's release Secrets, kubectl's `create` commands), decoded with the
+//! Kubernetes API's own protos (`protobuf`). With a data directory its objects, and the key
+//! its tokens are signed with, survive a restart.
 //!
 //! What it does not do: HTTPS, authentication and authorization of its own requests (every
 //! request is allowed, whatever its bearer token; RBAC only answers SubjectAccessReviews),
@@ -45,14 +47,15 @@
 //!   - `api::errors`: `Status` bodies, the one place failures become HTTP responses;
 //! - `kinds`: the served kinds (`ServedKinds`), built-in and from CRDs;
 //! - `store`: objects, resource versions, the event log watches replay, the data directory;
-//! - `admission`: `AdmissionReview` calls to mutating and validating webhooks over HTTPS;
+//! - `admission`: `AdmissionReview` calls to mutating and validating webhooks over HTTPS, by
+//!   URL or by Service (`admission::service`);
 //! - `json_patch`: JSON Patch (RFC 6902), for mutating webhooks' answers and PATCH requests;
 //! - `builtin`: unknown-field and type checks of built-in kinds;
 //! - `patch`: JSON merge, strategic merge and apply patch algorithms;
 //! - `select`: label and field selectors;
 //! - `table`: server-side printing (`Table`) and ages as kubectl prints them;
-//! - `protobuf`: protobuf bodies of Secrets and ConfigMaps (helm), and of Namespaces,
-//!   ServiceAccounts and TokenRequests (kubectl's `create`);
+//! - `protobuf`: protobuf bodies of built-in kinds, decoded generically from the vendored
+//!   `proto/k8s` descriptors into the kinds' JSON;
 //! - `tokens`: the service-account tokens TokenRequest issues and TokenReview verifies;
 //! - `rbac`: Roles, ClusterRoles and bindings evaluated for SubjectAccessReview.
 

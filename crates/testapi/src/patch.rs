@@ -46,6 +46,7 @@ fn merge_key(kind: &str, path: &[String]) -> Option<&'static str> {
         "ownerReferences" => Some("uid"),
         "ports" if in_container => Some("containerPort"),
         "ports" if kind == "Service" && path.len() == 2 => Some("port"),
+        "webhooks" if kind.ends_with("WebhookConfiguration") && path.len() == 1 => Some("name"),
         "conditions" if path.first().is_some_and(|p| p == "status") => Some("type"),
         _ => None,
     }

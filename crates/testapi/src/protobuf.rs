@@ -1,335 +1,426 @@
-//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the kinds
-//! clients send that way: helm's release storage writes Secrets (and ConfigMaps) as protobuf,
-//! and deletes with protobuf DeleteOptions (accepted and ignored: deletion is immediate);
-//! kubectl's `create namespace`, `create serviceaccount` and `create token` send theirs so.
-//! The body is `k8s\0` followed by a `runtime.Unknown` wrapping the object; it is turned into
-//! the JSON the rest of the server handles. Other kinds are refused with a clear error.
+//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), turned into the
+//! JSON the rest of the server handles. Clients send built-in kinds this way: helm's release
+//! storage (Secrets, ConfigMaps, and DeleteOptions on delete), and kubectl's typed commands
+//! (`create namespace`, `create deployment`, `create role`, `create token`, ...).
+//!
+//! The body is `k8s\0` followed by a `runtime.Unknown` whose `typeMeta` names the kind and
+//! whose `raw` is the object's message. The messages come from the Kubernetes API's own
+//! `generated.proto` files (k8s.io/api, apimachinery and apiextensions-apiserver v0.35,
+//! vendored under `proto/k8s` and compiled at build time into a descriptor pool), so every
+//! built-in kind decodes the same way, generically. The conversion to JSON follows the types'
+//! JSON forms: field names are the JSON names (go-to-protobuf names fields so), `Time` and
+//! `MicroTime` are RFC 3339 strings (a zero time is `null`, as Go writes it), `Duration` is
+//! Go's duration string, `IntOrString` an integer or a string, `Quantity` a string,
+//! `RawExtension`, `FieldsV1` and apiextensions' `JSON` the JSON they carry, byte fields base64,
+//! maps objects, and the `JSONSchemaProps` family its own JSON names and unions.
+//!
+//! A Go struct's non-pointer fields are always encoded, zero or not, where its JSON leaves
+//! them out (`omitempty`): so an empty string, a zero number and `false` are left out of the
+//! JSON (for a non-pointer field, Go's zero value is the same as absent), except for the
+//! fields in `KEEPS_ZERO`, pointers whose zero is an explicit value (`replicas: 0`,
+//! `runAsUser: 0`, `ready: false`), and every number of a `JSONSchemaProps` (all pointers).
+//!
+//! Bounds: the body is at most `api::MAX_BODY`; messages nest at most 100 deep (prost's
+//! recursion limit) and the JSON made of them at most `MAX_DEPTH`. A body that does not decode
+//! is `Malformed` (400), naming the problem; a kind without a message here is `Unsupported`.
+
+use std::sync::LazyLock;
 
 use base64::Engine;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value as Proto,
+};
 use serde_json::{Map, Value, json};
 
-/// One field of a protobuf message: its number and payload.
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
+/// The descriptors of the vendored Kubernetes protos (see `build.rs`).
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    DescriptorPool::decode(
+        include_bytes!(concat!(env!("OUT_DIR"), "/k8s_descriptors.bin")).as_slice(),
+    )
+    .expect("build.rs encodes a valid descriptor set")
+});
+
+/// How deep the JSON of one body may nest.
+pub const MAX_DEPTH: usize = 100;
+
+/// Fields whose zero or `false` is kept: pointers in the Go types of the served kinds, where
+/// zero means something else than absent, and a few non-`omitempty` ones.
+const KEEPS_ZERO: &[&str] = &[
+    "activeDeadlineSeconds",
+    "allocateLoadBalancerNodePorts",
+    "allowPrivilegeEscalation",
+    "automountServiceAccountToken",
+    "defaultMode",
+    "enableServiceLinks",
+    "expirationSeconds",
+    "fsGroup",
+    "gracePeriodSeconds",
+    "hostUsers",
+    "immutable",
+    "leaseDurationSeconds",
+    "leaseTransitions",
+    "minReplicas",
+    "mode",
+    "optional",
+    "orphanDependents",
+    "privileged",
+    "progressDeadlineSeconds",
+    "readOnlyRootFilesystem",
+    "ready",
+    "replicas",
+    "revisionHistoryLimit",
+    "runAsGroup",
+    "runAsNonRoot",
+    "runAsUser",
+    "served",
+    "serving",
+    "setHostnameAsFQDN",
+    "shareProcessNamespace",
+    "storage",
+    "terminating",
+    "terminationGracePeriodSeconds",
+    "timeoutSeconds",
+    "xKubernetesPreserveUnknownFields",
+];
+
+const META: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
+const EXTENSIONS: &str = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1";
+
+/// Why a protobuf body was not turned into JSON.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The body is not a valid encoding of what it claims to be.
+    Malformed(String),
+    /// Valid, but of a kind or encoding this server has no message for.
+    Unsupported(String),
 }
 
-fn fields(mut data: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
-    let varint = |d: &mut &[u8]| -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = d.split_first().ok_or("truncated varint")?;
-            *d = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Malformed(m) | Error::Unsupported(m) => f.write_str(m),
         }
-        Err("varint too long".into())
+    }
+}
+
+/// The JSON object a protobuf body carries, with its `apiVersion` and `kind`.
+pub fn decode(body: &[u8]) -> Result<Value, Error> {
+    let unknown = body.strip_prefix(b"k8s\0").ok_or_else(|| {
+        Error::Malformed("a protobuf body must start with the k8s envelope (\"k8s\\x00\")".into())
+    })?;
+    let envelope = message_named("k8s.io.apimachinery.pkg.runtime.Unknown");
+    let envelope = DynamicMessage::decode(envelope, unknown)
+        .map_err(|e| Error::Malformed(format!("the runtime.Unknown envelope: {e}")))?;
+    let field = |name: &str| envelope.get_field_by_name(name).map(|v| v.into_owned());
+    let type_meta = match field("typeMeta") {
+        Some(Proto::Message(m)) => m,
+        _ => return Err(Error::Malformed("the envelope has no typeMeta".into())),
     };
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let key = varint(&mut data)?;
-        let field = match key & 7 {
-            0 => Field::Varint(varint(&mut data)?),
-            2 => {
-                let len = usize::try_from(varint(&mut data)?).map_err(|e| e.to_string())?;
-                let (payload, rest) = data.split_at_checked(len).ok_or("truncated field")?;
-                data = rest;
-                Field::Bytes(payload)
-            }
-            1 => {
-                data = data.get(8..).ok_or("truncated field")?;
-                continue;
-            }
-            5 => {
-                data = data.get(4..).ok_or("truncated field")?;
-                continue;
-            }
-            w => return Err(format!("unsupported wire type {w}")),
-        };
-        out.push((key >> 3, field));
+    let text = |m: &DynamicMessage, name: &str| match m.get_field_by_name(name).as_deref() {
+        Some(Proto::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let (api_version, kind) = (text(&type_meta, "apiVersion"), text(&type_meta, "kind"));
+    let encoding = text(&envelope, "contentEncoding");
+    if !encoding.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "content encoding {encoding:?} is not supported"
+        )));
     }
-    Ok(out)
-}
-
-fn text(b: &[u8]) -> Result<String, String> {
-    String::from_utf8(b.to_vec()).map_err(|_| "a string field is not UTF-8".to_owned())
-}
-
-/// A `map<string, T>` entry: key and raw value.
-fn entry(b: &[u8]) -> Result<(String, &[u8]), String> {
-    let (mut key, mut value) = (String::new(), &[][..]);
-    for (n, f) in fields(b)? {
-        match (n, f) {
-            (1, Field::Bytes(k)) => key = text(k)?,
-            (2, Field::Bytes(v)) => value = v,
-            _ => {}
-        }
+    let raw = match field("raw") {
+        Some(Proto::Bytes(b)) => b,
+        _ => Default::default(),
+    };
+    let desc = descriptor(&api_version, &kind).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "no protobuf message is known for apiVersion {api_version:?}, kind {kind:?}; send JSON"
+        ))
+    })?;
+    let decoded = DynamicMessage::decode(desc, raw)
+        .map_err(|e| Error::Malformed(format!("{api_version} {kind}: {e}")))?;
+    let mut object = match to_json(&decoded)? {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    // A Go object always encodes its status struct; an empty one says nothing (and a
+    // TokenRequest's would lack the fields a status must have).
+    if object.get("status").is_some_and(|s| s == &json!({})) {
+        object.remove("status");
     }
-    Ok((key, value))
-}
-
-fn object_meta(b: &[u8]) -> Result<Value, String> {
-    let mut m = Map::new();
-    let (mut labels, mut annotations, mut finalizers) = (Map::new(), Map::new(), Vec::new());
-    for (n, f) in fields(b)? {
-        match (n, f) {
-            (1, Field::Bytes(v)) => {
-                m.insert("name".into(), json!(text(v)?));
-            }
-            (2, Field::Bytes(v)) => {
-                m.insert("generateName".into(), json!(text(v)?));
-            }
-            (3, Field::Bytes(v)) => {
-                m.insert("namespace".into(), json!(text(v)?));
-            }
-            (6, Field::Bytes(v)) => {
-                m.insert("resourceVersion".into(), json!(text(v)?));
-            }
-            (11, Field::Bytes(v)) => {
-                let (k, v) = entry(v)?;
-                labels.insert(k, json!(text(v)?));
-            }
-            (12, Field::Bytes(v)) => {
-                let (k, v) = entry(v)?;
-                annotations.insert(k, json!(text(v)?));
-            }
-            (14, Field::Bytes(v)) => finalizers.push(json!(text(v)?)),
-            _ => {}
-        }
-    }
-    for (k, v) in [("labels", labels), ("annotations", annotations)] {
-        if !v.is_empty() {
-            m.insert(k.into(), Value::Object(v));
-        }
-    }
-    if !finalizers.is_empty() {
-        m.insert("finalizers".into(), Value::Array(finalizers));
-    }
-    Ok(Value::Object(m))
-}
-
-/// The strings of a repeated string field `number`.
-fn strings(b: &[u8], number: u64) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for (n, f) in fields(b)? {
-        if let (true, Field::Bytes(v)) = (n == number, f) {
-            out.push(text(v)?);
-        }
-    }
-    Ok(out)
-}
-
-/// `TokenRequestSpec`: audiences 1, boundObjectRef 3 (kind 1, apiVersion 2, name 3, uid 4),
-/// expirationSeconds 4.
-fn token_request_spec(b: &[u8]) -> Result<Value, String> {
-    let mut spec = json!({"audiences": strings(b, 1)?});
-    for (n, f) in fields(b)? {
-        match (n, f) {
-            (3, Field::Bytes(v)) => {
-                let mut bound = Map::new();
-                for (n, f) in fields(v)? {
-                    let key = match n {
-                        1 => "kind",
-                        2 => "apiVersion",
-                        3 => "name",
-                        4 => "uid",
-                        _ => continue,
-                    };
-                    if let Field::Bytes(v) = f {
-                        bound.insert(key.into(), json!(text(v)?));
-                    }
-                }
-                spec["boundObjectRef"] = Value::Object(bound);
-            }
-            (4, Field::Varint(v)) => spec["expirationSeconds"] = json!(v as i64),
-            _ => {}
-        }
-    }
-    Ok(spec)
-}
-
-/// The JSON object a protobuf body carries.
-pub fn decode(body: &[u8]) -> Result<Value, String> {
-    let unknown = body
-        .strip_prefix(b"k8s\0")
-        .ok_or("a protobuf body must start with the k8s envelope")?;
-    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
-    for (n, f) in fields(unknown)? {
-        match (n, f) {
-            (1, Field::Bytes(type_meta)) => {
-                for (n, f) in fields(type_meta)? {
-                    match (n, f) {
-                        (1, Field::Bytes(v)) => api_version = text(v)?,
-                        (2, Field::Bytes(v)) => kind = text(v)?,
-                        _ => {}
-                    }
-                }
-            }
-            (2, Field::Bytes(v)) => raw = v,
-            (3, Field::Bytes(v)) if !v.is_empty() => {
-                return Err(format!("content encoding {:?} is not supported", text(v)?));
-            }
-            _ => {}
-        }
-    }
-    let b64 = |v: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(v));
-    let mut object = json!({"apiVersion": api_version, "kind": kind});
-    match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Secret") => {
-            let (mut data, mut string_data) = (Map::new(), Map::new());
-            for (n, f) in fields(raw)? {
-                match (n, f) {
-                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
-                    (2, Field::Bytes(v)) => {
-                        let (k, v) = entry(v)?;
-                        data.insert(k, b64(v));
-                    }
-                    (3, Field::Bytes(v)) => object["type"] = json!(text(v)?),
-                    (4, Field::Bytes(v)) => {
-                        let (k, v) = entry(v)?;
-                        string_data.insert(k, json!(text(v)?));
-                    }
-                    (5, Field::Varint(v)) => object["immutable"] = json!(v != 0),
-                    _ => {}
-                }
-            }
-            object["data"] = Value::Object(data);
-            if !string_data.is_empty() {
-                object["stringData"] = Value::Object(string_data);
-            }
-        }
-        ("v1", "ConfigMap") => {
-            let (mut data, mut binary) = (Map::new(), Map::new());
-            for (n, f) in fields(raw)? {
-                match (n, f) {
-                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
-                    (2, Field::Bytes(v)) => {
-                        let (k, v) = entry(v)?;
-                        data.insert(k, json!(text(v)?));
-                    }
-                    (3, Field::Bytes(v)) => {
-                        let (k, v) = entry(v)?;
-                        binary.insert(k, b64(v));
-                    }
-                    (4, Field::Varint(v)) => object["immutable"] = json!(v != 0),
-                    _ => {}
-                }
-            }
-            object["data"] = Value::Object(data);
-            if !binary.is_empty() {
-                object["binaryData"] = Value::Object(binary);
-            }
-        }
-        // `kubectl create namespace`.
-        ("v1", "Namespace") => {
-            for (n, f) in fields(raw)? {
-                match (n, f) {
-                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
-                    (2, Field::Bytes(spec)) => {
-                        let finalizers = strings(spec, 1)?;
-                        if !finalizers.is_empty() {
-                            object["spec"] = json!({"finalizers": finalizers});
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // `kubectl create serviceaccount`.
-        ("v1", "ServiceAccount") => {
-            let (mut secrets, mut pull_secrets) = (Vec::new(), Vec::new());
-            for (n, f) in fields(raw)? {
-                match (n, f) {
-                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
-                    // ObjectReference: namespace 2, name 3.
-                    (2, Field::Bytes(v)) => {
-                        let mut reference = Map::new();
-                        for (n, f) in fields(v)? {
-                            match (n, f) {
-                                (2, Field::Bytes(ns)) => {
-                                    reference.insert("namespace".into(), json!(text(ns)?));
-                                }
-                                (3, Field::Bytes(name)) => {
-                                    reference.insert("name".into(), json!(text(name)?));
-                                }
-                                _ => {}
-                            }
-                        }
-                        secrets.push(Value::Object(reference));
-                    }
-                    // LocalObjectReference: name 1.
-                    (3, Field::Bytes(v)) => {
-                        let name = strings(v, 1)?.into_iter().next().unwrap_or_default();
-                        pull_secrets.push(json!({"name": name}));
-                    }
-                    (4, Field::Varint(v)) => {
-                        object["automountServiceAccountToken"] = json!(v != 0);
-                    }
-                    _ => {}
-                }
-            }
-            if !secrets.is_empty() {
-                object["secrets"] = Value::Array(secrets);
-            }
-            if !pull_secrets.is_empty() {
-                object["imagePullSecrets"] = Value::Array(pull_secrets);
-            }
-        }
-        // `kubectl create token`: the body of the ServiceAccount's `token` subresource.
-        ("authentication.k8s.io/v1", "TokenRequest") => {
-            for (n, f) in fields(raw)? {
-                match (n, f) {
-                    (1, Field::Bytes(v)) => object["metadata"] = object_meta(v)?,
-                    (2, Field::Bytes(v)) => object["spec"] = token_request_spec(v)?,
-                    _ => {}
-                }
-            }
-        }
-        // The body of a DELETE: this server deletes at once, whatever the options.
-        (_, "DeleteOptions") => {}
-        _ => {
-            return Err(format!(
-                "protobuf bodies are accepted for v1 Secret, ConfigMap, Namespace and ServiceAccount, and authentication.k8s.io/v1 TokenRequest only (got {api_version} {kind}); send JSON"
-            ));
-        }
+    object.insert("apiVersion".into(), json!(api_version));
+    object.insert("kind".into(), json!(kind));
+    let object = Value::Object(object);
+    if depth(&object) > MAX_DEPTH {
+        return Err(Error::Malformed(format!(
+            "{api_version} {kind}: nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     Ok(object)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn message_named(name: &str) -> MessageDescriptor {
+    POOL.get_message_by_name(name)
+        .expect("the vendored protos define it")
+}
 
-    fn field(n: u64, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![((n << 3) | 2) as u8, payload.len() as u8];
-        out.extend_from_slice(payload);
-        out
+/// The message of `kind` at `api_version`: the core group is `k8s.io.api.core`, other groups
+/// are named by their first label (`rbac.authorization.k8s.io` is `k8s.io.api.rbac`), CRDs are
+/// apiextensions-apiserver's, and options (`DeleteOptions`) are meta's whatever the group.
+fn descriptor(api_version: &str, kind: &str) -> Option<MessageDescriptor> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    if kind.is_empty() || version.is_empty() || !is_identifier(kind) || !is_identifier(version) {
+        return None;
     }
+    let package = match group {
+        "" => format!("k8s.io.api.core.{version}"),
+        "apiextensions.k8s.io" => EXTENSIONS.replace(".v1", &format!(".{version}")),
+        "meta.k8s.io" => META.replace(".v1", &format!(".{version}")),
+        g => format!("k8s.io.api.{}.{version}", g.split('.').next()?),
+    };
+    POOL.get_message_by_name(&format!("{package}.{kind}"))
+        .or_else(|| POOL.get_message_by_name(&format!("{META}.{kind}")))
+}
 
-    #[test]
-    fn a_secret_decodes_to_its_json() {
-        let meta = [
-            field(1, b"sh.helm.release.v1.r.v1"),
-            field(3, b"istio-system"),
-            field(11, &[field(1, b"owner"), field(2, b"helm")].concat()),
-        ]
-        .concat();
-        let secret = [
-            field(1, &meta),
-            field(2, &[field(1, b"release"), field(2, b"\x00\x01")].concat()),
-            field(3, b"helm.sh/release.v1"),
-        ]
-        .concat();
-        let type_meta = [field(1, b"v1"), field(2, b"Secret")].concat();
-        let body = [b"k8s\0".to_vec(), field(1, &type_meta), field(2, &secret)].concat();
-        let v = decode(&body).expect("decodes");
-        assert_eq!(v["kind"], "Secret");
-        assert_eq!(v["metadata"]["name"], "sh.helm.release.v1.r.v1");
-        assert_eq!(v["metadata"]["labels"]["owner"], "helm");
-        assert_eq!(v["data"]["release"], "AAE=");
-        assert_eq!(v["type"], "helm.sh/release.v1");
-        assert!(decode(b"not protobuf").is_err());
+fn is_identifier(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// A message as its JSON; `Null` for what Go writes as `null` (a zero `Time`).
+fn to_json(m: &DynamicMessage) -> Result<Value, Error> {
+    let name = m.descriptor().full_name().to_owned();
+    let get = |field: &str| m.get_field_by_name(field).map(|v| v.into_owned());
+    let int = |field: &str| match get(field) {
+        Some(Proto::I64(v)) => v,
+        Some(Proto::I32(v)) => i64::from(v),
+        _ => 0,
+    };
+    let string = |field: &str| match get(field) {
+        Some(Proto::String(s)) => s,
+        _ => String::new(),
+    };
+    let present = |field: &str| m.has_field_by_name(field);
+    let short = name.rsplit('.').next().unwrap_or_default();
+    match name.as_str() {
+        n if n == format!("{META}.Time") || n == format!("{META}.MicroTime") => {
+            let (seconds, nanos) = (int("seconds"), int("nanos"));
+            if seconds == 0 && nanos == 0 {
+                return Ok(Value::Null);
+            }
+            return time(seconds, nanos, short == "MicroTime").map(Value::String);
+        }
+        n if n == format!("{META}.Duration") => return Ok(json!(go_duration(int("duration")))),
+        "k8s.io.apimachinery.pkg.util.intstr.IntOrString" => {
+            return Ok(if int("type") == 1 {
+                json!(string("strVal"))
+            } else {
+                json!(int("intVal"))
+            });
+        }
+        "k8s.io.apimachinery.pkg.api.resource.Quantity"
+        | "k8s.io.apimachinery.pkg.api.resource.QuantityValue" => {
+            return Ok(json!(string("string")));
+        }
+        n if n == format!("{META}.FieldsV1")
+            || n == "k8s.io.apimachinery.pkg.runtime.RawExtension"
+            || n == format!("{EXTENSIONS}.JSON") =>
+        {
+            let raw = match get(if short == "FieldsV1" { "Raw" } else { "raw" }) {
+                Some(Proto::Bytes(b)) => b,
+                _ => Default::default(),
+            };
+            if raw.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&raw).map_err(|e| {
+                Error::Malformed(format!("{short}: its raw bytes are not JSON: {e}"))
+            });
+        }
+        n if n == format!("{META}.Verbs") || short == "ExtraValue" => {
+            return field(m, "items").map(|v| v.unwrap_or_else(|| json!([])));
+        }
+        n if n == format!("{EXTENSIONS}.JSONSchemaPropsOrArray") => {
+            return if present("schema") {
+                field(m, "schema").map(Option::unwrap_or_default)
+            } else {
+                field(m, "jSONSchemas").map(|v| v.unwrap_or_else(|| json!([])))
+            };
+        }
+        n if n == format!("{EXTENSIONS}.JSONSchemaPropsOrBool") => {
+            return if present("schema") {
+                field(m, "schema").map(Option::unwrap_or_default)
+            } else {
+                Ok(json!(matches!(get("allows"), Some(Proto::Bool(true)))))
+            };
+        }
+        n if n == format!("{EXTENSIONS}.JSONSchemaPropsOrStringArray") => {
+            return if present("schema") {
+                field(m, "schema").map(Option::unwrap_or_default)
+            } else {
+                field(m, "property").map(|v| v.unwrap_or_else(|| json!([])))
+            };
+        }
+        _ => {}
+    }
+    let schema_props = name == format!("{EXTENSIONS}.JSONSchemaProps");
+    let mut out = Map::new();
+    for (f, v) in m.fields() {
+        let Some(value) = value(v)? else { continue };
+        let zero = match &value {
+            Value::Bool(b) => !b,
+            Value::Number(n) => !schema_props && n.as_f64() == Some(0.0),
+            _ => false,
+        };
+        if zero && !KEEPS_ZERO.contains(&f.name()) {
+            continue;
+        }
+        let key = if schema_props {
+            schema_key(f.name())
+        } else {
+            f.name().to_owned()
+        };
+        out.insert(key, value);
+    }
+    Ok(Value::Object(out))
+}
+
+/// The JSON of field `name` of `m`, if it has one.
+fn field(m: &DynamicMessage, name: &str) -> Result<Option<Value>, Error> {
+    match m.get_field_by_name(name) {
+        Some(v) if m.has_field_by_name(name) => value(&v),
+        _ => Ok(None),
     }
 }
+
+/// A field's value as JSON; `None` when it is left out (an empty string, a `null`).
+fn value(v: &Proto) -> Result<Option<Value>, Error> {
+    let out = match v {
+        Proto::Bool(b) => json!(b),
+        Proto::I32(n) => json!(n),
+        Proto::I64(n) => json!(n),
+        Proto::U32(n) => json!(n),
+        Proto::U64(n) => json!(n),
+        Proto::F32(n) => number(f64::from(*n))?,
+        Proto::F64(n) => number(*n)?,
+        Proto::String(s) if s.is_empty() => return Ok(None),
+        Proto::String(s) => json!(s),
+        Proto::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        Proto::EnumNumber(n) => json!(n),
+        Proto::Message(m) => match to_json(m)? {
+            Value::Null => return Ok(None),
+            v => v,
+        },
+        Proto::List(items) => Value::Array(items.iter().map(element).collect::<Result<_, _>>()?),
+        Proto::Map(entries) => {
+            let mut out = Map::new();
+            for (k, v) in entries {
+                let key = match k {
+                    MapKey::String(s) => s.clone(),
+                    MapKey::Bool(b) => b.to_string(),
+                    MapKey::I32(n) => n.to_string(),
+                    MapKey::I64(n) => n.to_string(),
+                    MapKey::U32(n) => n.to_string(),
+                    MapKey::U64(n) => n.to_string(),
+                };
+                out.insert(key, element(v)?);
+            }
+            Value::Object(out)
+        }
+    };
+    Ok(Some(out))
+}
+
+/// An element of a list or a map: an empty string stays (`apiGroups: [""]`, `data: {k: ""}`).
+fn element(v: &Proto) -> Result<Value, Error> {
+    match v {
+        Proto::String(s) => Ok(json!(s)),
+        v => Ok(value(v)?.unwrap_or(Value::Null)),
+    }
+}
+
+fn number(n: f64) -> Result<Value, Error> {
+    serde_json::Number::from_f64(n)
+        .map(Value::Number)
+        .ok_or_else(|| Error::Malformed(format!("{n} is not a JSON number")))
+}
+
+/// `JSONSchemaProps`' JSON names: `$schema`, `$ref`, `x-kubernetes-...`.
+fn schema_key(name: &str) -> String {
+    match name {
+        "schema" => "$schema".into(),
+        "ref" => "$ref".into(),
+        n => match n.strip_prefix("xKubernetes") {
+            Some(rest) => {
+                let mut out = String::from("x-kubernetes");
+                for c in rest.chars() {
+                    if c.is_ascii_uppercase() {
+                        out.push('-');
+                    }
+                    out.push(c.to_ascii_lowercase());
+                }
+                out
+            }
+            None => n.to_owned(),
+        },
+    }
+}
+
+/// `Time` (whole seconds) or `MicroTime` (microseconds) in RFC 3339, UTC.
+fn time(seconds: i64, nanos: i64, micro: bool) -> Result<String, Error> {
+    let nanos = i32::try_from(nanos).unwrap_or(-1);
+    let t = k8s_openapi::jiff::Timestamp::new(seconds, if micro { nanos } else { 0 })
+        .map_err(|e| Error::Malformed(format!("a time of {seconds}s {nanos}ns: {e}")))?;
+    Ok(if micro {
+        t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    } else {
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    })
+}
+
+/// Nanoseconds as Go's `time.Duration.String` writes them: `1h2m3.5s`, `1.5ms`, `0s`.
+pub fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    // Digits after the point, trailing zeros dropped.
+    let fraction = |value: u64, digits: u32| -> String {
+        let scale = 10u64.pow(digits);
+        let (whole, frac) = (value / scale, value % scale);
+        if frac == 0 {
+            return whole.to_string();
+        }
+        let frac = format!("{frac:0width$}", width = digits as usize);
+        format!("{whole}.{}", frac.trim_end_matches('0'))
+    };
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{sign}{}µs", fraction(n, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{sign}{}ms", fraction(n, 6));
+    }
+    let (hours, rest) = (n / 3_600_000_000_000, n % 3_600_000_000_000);
+    let (minutes, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let seconds = format!("{}s", fraction(rest, 9));
+    match (hours, minutes) {
+        (0, 0) => format!("{sign}{seconds}"),
+        (0, m) => format!("{sign}{m}m{seconds}"),
+        (h, m) => format!("{sign}{h}h{m}m{seconds}"),
+    }
+}
+
+/// How deep a JSON value nests (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "protobuf/tests.rs"]
+mod tests;

@@ -2,10 +2,7 @@
 //! strict validation without `--validate=false`, printer columns, patches, and objects that
 //! survive a restart of the server with a data directory.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-};
+use std::path::PathBuf;
 
 use sextant_testing::{kubectl, repo};
 
@@ -13,72 +10,9 @@ fn samples(path: &str) -> PathBuf {
     repo("tests/fixtures/istio/samples/bookinfo").join(path)
 }
 
-/// The server binary with a data directory, and the kubeconfig it wrote.
-struct Api {
-    child: std::process::Child,
-    kubeconfig: PathBuf,
-}
-
-impl Api {
-    fn start(dir: &Path) -> Api {
-        let kubeconfig = dir.join("kubeconfig");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant-testapi"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start sextant-testapi");
-        // It prints its URL once the kubeconfig is written.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("read the server's first line");
-        assert!(
-            line.starts_with("http://"),
-            "unexpected first line {line:?}"
-        );
-        Api { child, kubeconfig }
-    }
-
-    fn kubectl(&self, kubectl: &Path, args: &[&str]) -> Output {
-        Command::new(kubectl)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.kubeconfig.parent().expect("dir"))
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    /// Runs kubectl and returns stdout; fails the test with stderr when kubectl fails.
-    fn ok(&self, kubectl: &Path, args: &[&str]) -> String {
-        let out = self.kubectl(kubectl, args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+#[path = "support/api.rs"]
+mod api;
+use api::{Api, temp_dir};
 
 #[test]
 fn kubectl_applies_istio_manifests_unchanged_and_objects_survive_a_restart() {

@@ -14,7 +14,7 @@ use super::{
     ApiError, Inner, Server, Stored, Subresource, Target,
     apply::record_update,
     at_version,
-    defaults::{default_service, establish, merge_string_data},
+    defaults::{default_namespace, default_service, establish, merge_string_data},
     errors::qualified,
     is_dry_run, json_response, key_of,
     review::{admit, unchanged_since},
@@ -245,6 +245,9 @@ pub(super) fn create_locked(
     }
     if t.kind == "Service" && t.group.is_empty() {
         default_service(&inner.store, &mut object);
+    }
+    if t.kind == "Namespace" && t.group.is_empty() {
+        default_namespace(&mut object);
     }
     if t.kind == "Secret" && t.group.is_empty() {
         merge_string_data(&mut object);

@@ -1,5 +1,5 @@
-//! What the server fills in on a write, as the API server's defaulting does: a Service's type,
-//! ports and cluster IP, a Secret's `stringData` moved into `data`, and a new CRD's status
+//! What the server fills in on a write, as the API server's defaulting does: a new Namespace's
+//! finalizer and phase, a Service's type, ports and cluster IP, a Secret's `stringData` moved into `data`, and a new CRD's status
 //! (accepted and established).
 
 use serde_json::{Value, json};
@@ -8,6 +8,15 @@ use crate::{
     kinds,
     store::{Store, now_rfc3339},
 };
+
+/// A new Namespace: the `kubernetes` finalizer and phase `Active`, as the API server and its
+/// namespace controller leave it.
+pub(super) fn default_namespace(object: &mut Value) {
+    if object["spec"]["finalizers"].is_null() {
+        object["spec"]["finalizers"] = json!(["kubernetes"]);
+    }
+    object["status"] = json!({"phase": "Active"});
+}
 
 /// The defaults the API server gives a Service: type ClusterIP, an allocated cluster IP from
 /// 10.96.0.0/16, TCP ports whose target port is the port.
@@ -47,9 +56,13 @@ pub(super) fn default_service(store: &Store, object: &mut Value) {
 }
 
 /// A Secret's `stringData` merged into `data` (base64, winning over a key of `data`) and
-/// dropped, as the API server stores Secrets: readers only ever see `data`.
+/// dropped, as the API server stores Secrets: readers only ever see `data`. A Secret without a
+/// type is `Opaque`.
 pub(super) fn merge_string_data(object: &mut Value) {
     use base64::Engine;
+    if object["type"].is_null() {
+        object["type"] = json!("Opaque");
+    }
     let Some(string_data) = object.as_object_mut().and_then(|o| o.remove("stringData")) else {
         return;
     };

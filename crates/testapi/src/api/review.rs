@@ -87,6 +87,8 @@ pub(super) async fn admit<'a>(
         .store
         .get(&namespace_key)
         .map(|ns| ns["metadata"]["labels"].clone());
+    let services =
+        crate::admission::Services::resolve(mutating.iter().chain(&validating), &inner.store);
     drop(inner);
     let mut review = crate::admission::Review {
         t: &target.t,
@@ -96,6 +98,7 @@ pub(super) async fn admit<'a>(
         namespace: &namespace,
         namespace_labels,
         warnings: Vec::new(),
+        services,
     };
     // What a webhook's patch leaves must be an object of the kind, unknown fields included.
     let strict = BTreeMap::from([("fieldValidation".to_owned(), "Strict".to_owned())]);

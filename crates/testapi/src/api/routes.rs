@@ -42,14 +42,18 @@ async fn route(server: Arc<Server>, req: Request) -> Result<Response, ApiError> 
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+        .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"))
+        && !body.is_empty();
     let body = if protobuf {
-        let object = crate::protobuf::decode(&body).map_err(|e| {
-            ApiError::new(
+        let object = crate::protobuf::decode(&body).map_err(|e| match e {
+            crate::protobuf::Error::Malformed(e) => {
+                ApiError::bad_request(format!("the protobuf body does not decode: {e}"))
+            }
+            crate::protobuf::Error::Unsupported(e) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 format!("protobuf body: {e}"),
-            )
+            ),
         })?;
         Bytes::from(object.to_string())
     } else {
