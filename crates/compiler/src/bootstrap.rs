@@ -31,6 +31,9 @@ use crate::{
     proto::{any, map_of, seconds, socket},
 };
 
+mod stats;
+pub use stats::{StatsIdentity, add_stats_config, stats_config};
+
 /// The name of the static cluster that points at the control plane.
 pub const XDS_CLUSTER: &str = "xds-grpc";
 
@@ -505,8 +508,14 @@ pub const READINESS_PORT: u32 = 15021;
 /// serving `/stats/prometheus` and `0.0.0.0:15021` answering `/healthz/ready` with Envoy's
 /// own readiness (the admin interface's `/ready`: 200 once the first configuration is in).
 /// The admin interface itself stays on `127.0.0.1:admin_port`; only these two paths reach it.
+/// The stats get Istio's labels from the node's identity ([`add_stats_config`]), so call this
+/// once the node is set. A proxy without interception whose node names its bind address
+/// (`SEXTANT_BIND_ADDRESS`) binds both there rather than on `0.0.0.0`, as its other listeners:
+/// several such proxies then share one machine.
 pub fn add_sidecar_listeners(b: &mut Bootstrap, admin_port: u32) {
     use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    add_stats_config(b);
+    let address = node_bind_address(b).unwrap_or_else(|| "0.0.0.0".to_owned());
     let statics = b.static_resources.get_or_insert_with(Default::default);
     statics
         .clusters
@@ -515,6 +524,7 @@ pub fn add_sidecar_listeners(b: &mut Bootstrap, admin_port: u32) {
         .clusters
         .push(admin_cluster("readiness", admin_port));
     statics.listeners.push(admin_listener(
+        &address,
         PROMETHEUS_PORT,
         "stats",
         PathSpecifier::Prefix("/stats/prometheus".to_owned()),
@@ -522,12 +532,23 @@ pub fn add_sidecar_listeners(b: &mut Bootstrap, admin_port: u32) {
         "",
     ));
     statics.listeners.push(admin_listener(
+        &address,
         READINESS_PORT,
         "readiness",
         PathSpecifier::Path("/healthz/ready".to_owned()),
         "readiness",
         "/ready",
     ));
+}
+
+/// The node metadata `SEXTANT_BIND_ADDRESS`, when it is an IP address.
+fn node_bind_address(b: &Bootstrap) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let fields = &b.node.as_ref()?.metadata.as_ref()?.fields;
+    match fields.get(sextant_model::BIND_ADDRESS_KEY)?.kind.as_ref()? {
+        Kind::StringValue(s) => s.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string()),
+        _ => None,
+    }
 }
 
 /// A static cluster reaching Envoy's admin interface.
@@ -560,9 +581,10 @@ fn admin_cluster(name: &str, admin_port: u32) -> Cluster {
     }
 }
 
-/// A listener on `0.0.0.0:port` forwarding requests whose path matches `path` to `cluster`
+/// A listener on `address:port` forwarding requests whose path matches `path` to `cluster`
 /// (the path replaced by `rewrite` when not empty), and nothing else.
 fn admin_listener(
+    address: &str,
     port: u32,
     stat_prefix: &str,
     path: envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier,
@@ -614,8 +636,8 @@ fn admin_listener(
         ..Default::default()
     };
     Listener {
-        name: format!("0.0.0.0_{port}"),
-        address: Some(socket("0.0.0.0", port)),
+        name: format!("{address}_{port}"),
+        address: Some(socket(address, port)),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".to_owned(),

@@ -164,6 +164,9 @@ pub(crate) fn listeners(ctx: &Context<'_>, slots: &[Slot<'_>]) -> Vec<Listener> 
         .filter_map(|slot| listener(ctx, slot))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(logs) = crate::hcm::access_log::AccessLogs::of(&ctx.snapshot.mesh_config) {
+        logs.add_to(&mut out);
+    }
     out
 }
 

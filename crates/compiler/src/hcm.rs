@@ -20,6 +20,8 @@ use envoy_types::pb::envoy::{
 
 use prost::Message;
 
+pub(crate) mod access_log;
+
 use crate::{
     context::inbound_cluster,
     lds::{http_filter, network_filter},

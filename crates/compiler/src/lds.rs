@@ -32,7 +32,7 @@ use sextant_model::{
 use crate::{
     context::{Context, inbound_cluster, outbound_cluster},
     egress,
-    hcm::{inbound_hcm, outbound_hcm},
+    hcm::{access_log::AccessLogs, inbound_hcm, outbound_hcm},
     inbound::{self, Accept},
     policy,
     proto::{any, boolv, ip_socket, socket, u32v},
@@ -58,6 +58,9 @@ pub fn listeners(ctx: &Context<'_>) -> Vec<Listener> {
         intercepted(ctx)
     };
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(logs) = AccessLogs::of(&ctx.snapshot.mesh_config) {
+        logs.add_to(&mut out);
+    }
     out
 }
 

@@ -475,7 +475,8 @@ fn the_mesh_config_is_read_with_istios_defaults() {
     assert_eq!(c.default_service_export_to, ["."]);
     let warnings: Vec<String> = read.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(warnings, ["bogusField: unknown field, ignored"]);
-    assert!(read.ignored.contains(&"accessLogFile".to_owned()));
+    assert_eq!(c.access_log.file, "/dev/stdout", "accessLogFile is read");
+    assert!(!read.ignored.contains(&"accessLogFile".to_owned()));
     assert!(
         read.ignored
             .contains(&"defaultConfig.holdApplicationUntilProxyStarts".to_owned())

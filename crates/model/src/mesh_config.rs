@@ -29,6 +29,34 @@ pub struct MeshConfig {
     pub default_virtual_service_export_to: Vec<String>,
     /// `defaultDestinationRuleExportTo` (`*` or `.`; empty: `*`). Modelled only.
     pub default_destination_rule_export_to: Vec<String>,
+    /// `accessLogFile`, `accessLogEncoding`, `accessLogFormat` and `disableEnvoyListenerLog`:
+    /// the access log every sidecar and gateway writes.
+    pub access_log: AccessLog,
+}
+
+/// The mesh config's access log: written by every HTTP connection manager and TCP proxy of
+/// sidecars and gateways, as Istio's mesh-config access log (no Telemetry API).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `accessLogFile`: where Envoy writes it (`/dev/stdout`, a path); empty: no access log.
+    pub file: String,
+    /// `accessLogEncoding`.
+    pub encoding: AccessLogEncoding,
+    /// `accessLogFormat`: Envoy's format string (TEXT) or a JSON object of keys to format
+    /// strings (JSON); empty: Istio's default of the encoding.
+    pub format: String,
+    /// `disableEnvoyListenerLog`: no listener-level log of connections no filter chain takes.
+    pub disable_listener_log: bool,
+}
+
+/// `accessLogEncoding`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogEncoding {
+    /// One line of text per request or connection (Istio's default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for MeshConfig {
@@ -42,6 +70,7 @@ impl Default for MeshConfig {
             default_service_export_to: Vec::new(),
             default_virtual_service_export_to: Vec::new(),
             default_destination_rule_export_to: Vec::new(),
+            access_log: AccessLog::default(),
         }
     }
 }

@@ -41,9 +41,9 @@ pub use values::Address;
 
 /// Default Envoy image of the sidecar (`--sidecar-image`).
 pub const DEFAULT_PROXY_IMAGE: &str = "docker.io/envoyproxy/envoy:v1.40.0";
-/// Default image of the init container (`--sidecar-init-image`): Sextant's, this version.
-pub const DEFAULT_INIT_IMAGE: &str =
-    concat!("ghcr.io/sextant-mesh/sextant:", env!("CARGO_PKG_VERSION"));
+/// Default image of the init container (`--sidecar-init-image`): what `make image` tags as
+/// Sextant's init image (sextant with iptables, nft and ip), this version.
+pub const DEFAULT_INIT_IMAGE: &str = concat!("localhost/sextant-init:", env!("CARGO_PKG_VERSION"));
 
 /// The label or annotation that opts a Pod in or out (`"false"` opts out).
 const INJECT: &str = "sidecar.istio.io/inject";

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sextant_model::{MeshConfig, OutboundTrafficPolicy, ProxyDefaults, ServiceSettings};
+use sextant_model::{
+    AccessLogEncoding, MeshConfig, OutboundTrafficPolicy, ProxyDefaults, ServiceSettings,
+};
 
 use super::{FieldError, fields};
 use crate::manifest;
@@ -24,11 +26,7 @@ const ISTIO_FIELDS: &[&str] = &[
     "ingressControllerMode",
     "ingressSelector",
     "enableTracing",
-    "accessLogFile",
-    "accessLogFormat",
-    "accessLogEncoding",
     "enableEnvoyAccessLogService",
-    "disableEnvoyListenerLog",
     "inboundTrafficPolicy",
     "configSources",
     "enableAutoMtls",
@@ -112,7 +110,10 @@ pub fn mesh_config(text: &str) -> Result<MeshConfigRead, InvalidMeshConfig> {
     };
     match &value {
         Value::Null => {}
-        Value::Object(map) => read.top(map),
+        Value::Object(map) => {
+            read.top(map);
+            read.check_json_format();
+        }
         _ => read.error("", "must be a map of MeshConfig fields"),
     }
     if read.errors.is_empty() {
@@ -231,6 +232,18 @@ impl Reader {
                     self.config.default_destination_rule_export_to =
                         self.export_to(key, value, false);
                 }
+                "accessLogFile" => {
+                    self.config.access_log.file = self.string(key, value).unwrap_or_default();
+                }
+                "accessLogFormat" => {
+                    self.config.access_log.format = self.string(key, value).unwrap_or_default();
+                }
+                "accessLogEncoding" => self.access_log_encoding(value),
+                "disableEnvoyListenerLog" => match value {
+                    Value::Bool(b) => self.config.access_log.disable_listener_log = *b,
+                    Value::Null => {}
+                    _ => self.error(key, "must be a boolean"),
+                },
                 k if ISTIO_FIELDS.contains(&k) => self.ignored.push(k.to_owned()),
                 k => self.warn(k, "unknown field, ignored"),
             }
@@ -274,6 +287,45 @@ impl Reader {
                 "egressProxy" => self.ignored.push(at),
                 _ => self.warn(&at, "unknown field, ignored"),
             }
+        }
+    }
+
+    /// `accessLogEncoding`: TEXT or JSON, by name or number as protobuf JSON takes an enum.
+    fn access_log_encoding(&mut self, value: &Value) {
+        let encoding = match value {
+            Value::String(e) if e == "TEXT" => AccessLogEncoding::Text,
+            Value::String(e) if e == "JSON" => AccessLogEncoding::Json,
+            Value::Number(n) if n.as_u64() == Some(0) => AccessLogEncoding::Text,
+            Value::Number(n) if n.as_u64() == Some(1) => AccessLogEncoding::Json,
+            Value::Null => return,
+            other => {
+                return self.error(
+                    "accessLogEncoding",
+                    format!("unknown encoding {other}: TEXT or JSON"),
+                );
+            }
+        };
+        self.config.access_log.encoding = encoding;
+    }
+
+    /// A JSON `accessLogFormat` must be a JSON object of string values (Envoy's `json_format`).
+    /// Istio logs a bad one and writes its default keys instead; here it is a warning, with the
+    /// same outcome.
+    fn check_json_format(&mut self) {
+        let log = &self.config.access_log;
+        if log.encoding != AccessLogEncoding::Json || log.format.is_empty() {
+            return;
+        }
+        let fits = match serde_json::from_str::<Value>(&log.format) {
+            Ok(Value::Object(map)) => map.values().all(|v| v.is_string()),
+            _ => false,
+        };
+        if !fits {
+            self.warn(
+                "accessLogFormat",
+                "with accessLogEncoding JSON, must be a JSON object of strings; Istio's default keys apply",
+            );
+            self.config.access_log.format.clear();
         }
     }
 
@@ -367,5 +419,67 @@ impl Reader {
             }
         }
         values
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_settings_are_read() {
+        let read = mesh_config(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n\
+             accessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\ndisableEnvoyListenerLog: true\n",
+        )
+        .expect("valid");
+        let log = &read.config.access_log;
+        assert_eq!(log.file, "/dev/stdout");
+        assert_eq!(log.encoding, AccessLogEncoding::Json);
+        assert_eq!(log.format, r#"{"code": "%RESPONSE_CODE%"}"#);
+        assert!(log.disable_listener_log);
+        assert!(read.warnings.is_empty(), "{:?}", read.warnings);
+        assert_eq!(
+            mesh_config("accessLogEncoding: 1")
+                .expect("valid")
+                .config
+                .access_log
+                .encoding,
+            AccessLogEncoding::Json,
+            "protobuf JSON takes an enum by number"
+        );
+        let default = mesh_config("").expect("valid").config.access_log;
+        assert!(default.file.is_empty(), "no access log by default");
+        assert_eq!(default.encoding, AccessLogEncoding::Text);
+    }
+
+    #[test]
+    fn a_bad_access_log_setting_names_its_field() {
+        for (text, field) in [
+            ("accessLogEncoding: XML", "accessLogEncoding"),
+            ("accessLogFile: [a]", "accessLogFile"),
+            (
+                "disableEnvoyListenerLog: yes-please",
+                "disableEnvoyListenerLog",
+            ),
+        ] {
+            let error = mesh_config(text).expect_err(text);
+            assert_eq!(error.errors[0].path, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_json_format_that_is_no_object_of_strings_falls_back_to_istios_keys() {
+        let read = mesh_config(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\naccessLogFormat: '%START_TIME%'",
+        )
+        .expect("Istio accepts it and logs");
+        assert!(read.config.access_log.format.is_empty());
+        assert_eq!(read.warnings[0].path, "accessLogFormat");
+        let text = mesh_config("accessLogFormat: '%START_TIME% %PROTOCOL%'").expect("valid");
+        assert_eq!(
+            text.config.access_log.format, "%START_TIME% %PROTOCOL%",
+            "a TEXT format is any string"
+        );
     }
 }

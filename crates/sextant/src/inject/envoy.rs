@@ -72,6 +72,10 @@ pub fn args(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -> Vec<
             .to_string(),
         "--drain-strategy".to_owned(),
         "immediate".to_owned(),
+        // Access logs reach the file (or `kubectl logs`) within a second, as under Istio's
+        // agent; Envoy's own default holds them up to 10 s.
+        "--file-flush-interval-msec".to_owned(),
+        "1000".to_owned(),
     ];
     // 0 is every core: Envoy's own default.
     let concurrency = proxy.concurrency.unwrap_or(config.concurrency);

@@ -404,7 +404,7 @@ fn the_largest_answer_stays_within_its_bound() {
     // What makes the answer largest per byte of annotation: quotes (escaped in the JSON of
     // both containers' environment) and, within the bootstrap's argument, node metadata
     // (escaped again in its YAML). Single-quoted YAML takes them one byte each.
-    let quotes = "\"".repeat(15 << 10);
+    let quotes = "\"".repeat(14 << 10);
     let mut text = String::new();
     for i in 0..4 {
         text.push_str(&format!("  ISTIO_META_Q{i}: '{quotes}'\n"));
