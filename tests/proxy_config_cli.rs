@@ -94,3 +94,14 @@ fn envoy_static_output_is_accepted_by_envoy() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn yaml_carries_what_json_does() {
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["clusters", "-o", "json"]).stdout).expect("JSON");
+    let out = run(&["clusters", "-o", "yaml"]);
+    assert!(out.status.success());
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    let docs = sextant_index::manifest::parse_documents(&yaml).expect("YAML");
+    assert_eq!(docs[0].value, json);
+}

@@ -58,6 +58,8 @@ pub struct AnalysisMessage {
     /// The message type.
     #[serde(rename = "type")]
     pub type_: Option<AnalysisMessageType>,
+    /// What was found, for people (Sextant's; Istio's status carries only the type).
+    pub description: Option<String>,
 }
 
 /// Severity of an [`AnalysisMessage`].

@@ -31,7 +31,7 @@ use envoy_types::pb::envoy::{
         v3::{FractionalPercent, fractional_percent::DenominatorType},
     },
 };
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, Value as ProtoValue, value::Kind as ProtoKind};
 use sextant_model::{
     self as model, AbortError, HashKey, HeaderMatch, HttpAction, HttpMatch, HttpRoute, Percentage,
     RedirectPort, StringMatch, VirtualService,
@@ -51,15 +51,18 @@ const DEFAULT_RETRY_ON: &str =
 /// Routes of a VirtualService for one listener port, in order, stopping after a catch-all.
 pub fn virtual_service_routes(ctx: &Context<'_>, vs: &VirtualService, port: u16) -> Vec<Route> {
     let mut out = Vec::new();
-    for http in &vs.http {
+    for (rule, http) in vs.http.iter().enumerate() {
         if http.matches.is_empty() {
-            if let Some(r) = translate(ctx, vs, http, None, port) {
+            if let Some(r) = translate(ctx, vs, http, (rule, None), port) {
                 out.push(r);
             }
             return out;
         }
-        for m in http.matches.iter().filter(|m| applies(ctx, m, port)) {
-            if let Some(r) = translate(ctx, vs, http, Some(m), port) {
+        for (i, m) in http.matches.iter().enumerate() {
+            if !applies(ctx, m, port) {
+                continue;
+            }
+            if let Some(r) = translate(ctx, vs, http, (rule, Some((i, m))), port) {
                 out.push(r);
             }
             if is_catch_all(m) {
@@ -416,9 +419,10 @@ fn translate(
     ctx: &Context<'_>,
     vs: &VirtualService,
     http: &HttpRoute,
-    m: Option<&HttpMatch>,
+    (rule, matched): (usize, Option<(usize, &HttpMatch)>),
     port: u16,
 ) -> Option<Route> {
+    let m = matched.map(|(_, m)| m);
     let name = match (&http.name, m.and_then(|m| m.name.as_ref())) {
         (Some(r), Some(mn)) => format!("{r}.{mn}"),
         (Some(r), None) => r.clone(),
@@ -557,16 +561,20 @@ fn translate(
         name,
         r#match: Some(route_match(m)),
         action: Some(action),
-        metadata: Some(metadata(vec![(
-            "istio",
-            vec![(
-                "config",
-                string_value(&format!(
-                    "/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}",
-                    vs.id.namespace, vs.id.name
-                )),
-            )],
-        )])),
+        // `sextant`: which http rule and match produced the route (`sextant explain`).
+        metadata: Some(metadata(vec![
+            (
+                "istio",
+                vec![(
+                    "config",
+                    string_value(&format!(
+                        "/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}",
+                        vs.id.namespace, vs.id.name
+                    )),
+                )],
+            ),
+            ("sextant", origin(rule, matched.map(|(i, _)| i))),
+        ])),
         decorator: (!operation.is_empty()).then(|| Decorator {
             operation,
             ..Default::default()
@@ -579,6 +587,16 @@ fn translate(
         stat_prefix: m.and_then(|m| m.stat_prefix.clone()).unwrap_or_default(),
         ..Default::default()
     })
+}
+
+/// A route's `sextant` metadata: the index of its http rule and of the match in that rule.
+fn origin(rule: usize, matched: Option<usize>) -> Vec<(&'static str, ProtoValue)> {
+    let number = |n: usize| ProtoValue {
+        kind: Some(ProtoKind::NumberValue(n as f64)),
+    };
+    let mut fields = vec![("http_rule", number(rule))];
+    fields.extend(matched.map(|i| ("match", number(i))));
+    fields
 }
 
 /// `:authority` or `host` set through request headers becomes a host rewrite.

@@ -4,6 +4,7 @@
 //! that the admission webhook, `sextant validate` and the index all share, so an object is
 //! accepted or rejected the same way everywhere.
 
+pub mod analysis;
 pub mod check;
 mod delegate;
 mod index;

@@ -19,6 +19,8 @@ use sextant_kube::clusters::{ClusterStatus, Clusters, Stale};
 
 use crate::generator::XdsGenerator;
 
+mod explain;
+
 /// Default `/debug/config_dump` responses built at once (`--max-debug-dumps`).
 pub const DEFAULT_DEBUG_DUMPS: usize = 2;
 /// Default entries per page of the list views (`--debug-page-size`).
@@ -33,6 +35,20 @@ struct Admin {
     clusters: ClusterList,
     dumps: Arc<Semaphore>,
     page_size: usize,
+    /// This control plane's name in `/debug/syncz` (see [`instance_name`]).
+    instance: Arc<str>,
+}
+
+/// The name `sextant proxy-status` shows for this control plane: the Pod's name (`POD_NAME`,
+/// as the chart sets it, else `HOSTNAME`, which a Pod's containers get), else the host's.
+pub fn instance_name() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .chain(std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "sextant".to_owned())
 }
 
 /// How much the debug views may render at once.
@@ -79,12 +95,14 @@ pub fn router(
         .route("/debug/registryz", get(registryz))
         .route("/debug/clusterz", get(clusterz))
         .route("/debug/push_status", get(push_status))
+        .route("/debug/explain", get(explain::explain))
         .with_state(Admin {
             generator,
             connections,
             clusters,
             dumps: Arc::new(Semaphore::new(bounds.dumps)),
             page_size: bounds.page_size.max(1),
+            instance: instance_name().into(),
         })
 }
 
@@ -197,35 +215,46 @@ fn json_page(body: Value, next: Option<usize>) -> Response {
     response
 }
 
+/// Every stream, per type what was sent and ACKed (versions, and the snapshot versions they
+/// came from), its last NACK, and the objects it rejected that are held; paged.
 async fn syncz(State(a): State<Admin>, Query(q): Query<HashMap<String, String>>) -> Response {
     let held = held(&a);
     let range = match page(&a, &q) {
         Ok(range) => range,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
+    let latest = a.generator.snapshot().version;
+    let push = &a.generator.metrics.push_status;
     let (connections, next) = paged(a.connections.list().into_iter(), range);
     let list: Vec<Value> = connections
         .into_iter()
         .map(|c| {
+            let snapshots = push.snapshot_versions(&c.proxy);
             let types: serde_json::Map<String, Value> = c
                 .types
                 .into_iter()
                 .map(|(url, s)| {
-                    (
-                        url,
-                        json!({
-                            "sent_version": s.sent_version, "sent_nonce": s.sent_nonce,
-                            "sent_at": secs(s.sent_at), "acked_version": s.acked_version,
-                            "acked_at": secs(s.acked_at), "responses": s.responses,
-                            "resources": s.resources,
-                            "last_nack": s.nack.map(|(v, e)| json!({"version": v, "error": e})),
-                        }),
-                    )
+                    let snapshot = snapshots
+                        .iter()
+                        .find(|(t, _)| *t == url)
+                        .map(|(_, v)| *v)
+                        .unwrap_or_default();
+                    let status = json!({
+                        "sent_version": s.sent_version, "sent_nonce": s.sent_nonce,
+                        "sent_at": secs(s.sent_at), "acked_version": s.acked_version,
+                        "acked_at": secs(s.acked_at), "responses": s.responses,
+                        "resources": s.resources,
+                        "last_nack": s.nack.map(|(v, e)| json!({"version": v, "error": e})),
+                        "sent_snapshot": snapshot.sent, "acked_snapshot": snapshot.acked,
+                    });
+                    (url, status)
                 })
                 .collect();
+            let cluster = a.generator.compiled_proxy(&c.proxy).map(|p| p.cluster_id);
             json!({"proxy": c.proxy, "protocol": c.protocol, "identity": c.identity,
                    "connected_since": secs(Some(c.connected_at)), "types": types,
-                   "held": held_by(&held, &c.proxy)})
+                   "held": held_by(&held, &c.proxy), "cluster": cluster,
+                   "control_plane": &*a.instance, "latest_snapshot": latest})
         })
         .collect();
     json_page(Value::Array(list), next)
@@ -439,6 +468,7 @@ mod tests {
             clusters: ClusterList::default(),
             dumps: Arc::new(Semaphore::new(1)),
             page_size,
+            instance: "sextant-0".into(),
         }
     }
 

@@ -30,7 +30,15 @@ enum Command {
     /// or with --gateway a gateway), or with --grpc a gRPC xDS bootstrap.
     Bootstrap(BootstrapArgs),
     /// Show the Envoy configuration a proxy gets from a directory of manifests.
-    ProxyConfig(ProxyConfigArgs),
+    ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
+    /// Every proxy connected to a running Sextant, and per type whether it holds the latest
+    /// configuration (SYNCED), an older one (STALE) or nothing yet (NOT SENT).
+    ProxyStatus(cmd::proxy_status::ProxyStatusArgs),
+    /// Check the Istio objects of a live cluster, as `validate` checks files.
+    Analyze(cmd::analyze::AnalyzeArgs),
+    /// Follow one request through a proxy's compiled configuration: listener, filter chain,
+    /// virtual host, route, cluster and endpoints, and the objects that produced each.
+    Explain(cmd::explain::ExplainArgs),
     /// Create a CA directory, or issue a workload certificate from one (for proxies that
     /// connect to the secure xDS port with a client certificate).
     #[command(subcommand)]
@@ -577,64 +585,6 @@ pub struct IssueArgs {
     pub out_dir: PathBuf,
 }
 
-/// Arguments of `sextant proxy-config`.
-#[derive(Debug, clap::Args)]
-pub struct ProxyConfigArgs {
-    /// Which resources to show.
-    #[arg(value_enum)]
-    pub resource: ResourceKind,
-    /// Directory of YAML manifests (what `serve --config-dir` reads).
-    #[arg(long)]
-    pub config_dir: PathBuf,
-    /// Istio's mesh config (as `serve --mesh-config`).
-    #[arg(long)]
-    pub mesh_config: Option<PathBuf>,
-    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`
-    /// (`router~...` for a gateway).
-    #[arg(long)]
-    pub proxy: String,
-    /// A workload label, `KEY=VALUE` (as `bootstrap --label`): what Gateway and Sidecar
-    /// selectors match when the directory has no Pod for the proxy.
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Node metadata, `KEY=VALUE` (e.g. `INTERCEPTION_MODE=NONE`, `ISTIO_VERSION=1.28`,
-    /// `SEXTANT_BIND_ADDRESS=127.0.0.2`, `LABELS=app=a,version=v1`).
-    #[arg(long = "meta")]
-    pub meta: Vec<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = ProxyConfigOutput::Table)]
-    pub output: ProxyConfigOutput,
-    /// Namespace for objects that name none.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
-}
-
-/// Resource types of `proxy-config`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ResourceKind {
-    /// CDS.
-    Clusters,
-    /// LDS.
-    Listeners,
-    /// RDS.
-    Routes,
-    /// EDS.
-    Endpoints,
-    /// Everything.
-    All,
-}
-
-/// Output formats of `proxy-config`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProxyConfigOutput {
-    /// Columns, like `istioctl proxy-config`.
-    Table,
-    /// Envoy's JSON field names.
-    Json,
-    /// A complete Envoy bootstrap with the resources as static_resources.
-    EnvoyStatic,
-}
-
 /// Arguments of `sextant create-remote-secret`.
 #[derive(Debug, clap::Args)]
 pub struct CreateRemoteSecretArgs {
@@ -684,6 +634,9 @@ impl Cli {
             Command::Crds(args) => cmd::crds::run(args),
             Command::CreateRemoteSecret(args) => cmd::create_remote_secret::run(args),
             Command::ProxyConfig(args) => cmd::proxy_config::run(args),
+            Command::ProxyStatus(args) => cmd::proxy_status::run(args),
+            Command::Analyze(args) => cmd::analyze::run(args),
+            Command::Explain(args) => cmd::explain::run(args),
             Command::Serve(args) => cmd::serve::run(args),
             Command::Bootstrap(args) => cmd::bootstrap::run(args),
             #[cfg(feature = "demo")]

@@ -1,11 +1,15 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod bootstrap;
 pub mod ca;
 pub mod crds;
 pub mod create_remote_secret;
+pub mod explain;
 pub mod iptables;
+pub mod output;
 pub mod proxy_config;
+pub mod proxy_status;
 pub mod serve;
 pub mod validate;
 

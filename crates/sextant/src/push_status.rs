@@ -266,6 +266,19 @@ struct ProxyPush {
     nacked: bool,
     /// Every type sent was ACKed (and counted so).
     complete: bool,
+    /// Per type, the snapshot versions of its last response and of the last one ACKed; kept
+    /// across versions (a type unchanged by a version is not sent again).
+    snapshots: [SnapshotVersions; TYPES.len()],
+}
+
+/// The snapshot versions of what a proxy was last sent of a type and last ACKed of it, for
+/// `sextant proxy-status`: the version a proxy holds, where the type's own version is a hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotVersions {
+    /// The version published when its last response of the type was queued.
+    pub sent: Option<u64>,
+    /// The version of the last response it ACKed.
+    pub acked: Option<u64>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -288,6 +301,7 @@ impl ProxyPush {
             counted: 0,
             nacked: false,
             complete: false,
+            snapshots: Default::default(),
         }
     }
 
@@ -373,13 +387,15 @@ impl PushStatus {
             if shard.len() >= MAX_PROXIES / SHARDS {
                 self.prune(&mut shard);
             }
-            let entry = ProxyPush::new(proxy, version, now);
+            let mut entry = ProxyPush::new(proxy, version, now);
+            entry.snapshots[i].sent = Some(version);
             shard.insert(entry.id.clone(), entry);
             // Its connection: counted, not timed.
             self.record(version, |v| v.connected += 1);
             return;
         }
         let p = shard.get_mut(proxy).expect("present: checked above");
+        p.snapshots[i].sent = Some(version);
         if p.version != version {
             self.move_on(p, version, now);
         }
@@ -462,6 +478,8 @@ impl PushStatus {
         let Some(p) = shard.get_mut(proxy) else {
             return;
         };
+        // Before the checks below: a connection's first responses are ACKed untimed.
+        p.snapshots[i].acked = p.snapshots[i].sent;
         if p.outstanding & (1 << i) == 0 {
             return;
         }
@@ -525,6 +543,21 @@ impl PushStatus {
                 }
             }
         });
+    }
+
+    /// Per type URL (of the types followed, those sent at least once), the snapshot versions
+    /// `proxy` was last sent and last ACKed; empty for a proxy not followed.
+    pub fn snapshot_versions(&self, proxy: &str) -> Vec<(&'static str, SnapshotVersions)> {
+        let shard = self.shard(proxy);
+        let Some(p) = shard.get(proxy) else {
+            return Vec::new();
+        };
+        TYPES
+            .iter()
+            .zip(p.snapshots)
+            .filter(|(_, v)| v.sent.is_some())
+            .map(|(t, v)| (*t, v))
+            .collect()
     }
 
     /// Forgets `proxy`, whose stream ended; what it still owed its version is counted

@@ -1,11 +1,13 @@
 //! Status of VirtualServices, DestinationRules, Gateways and Sidecars: a `Reconciled`
 //! condition (accepted, with any unsupported fields named; invalid, with every error and its
-//! field path; or rejected by a proxy, with Envoy's error, while Sextant holds the object back) and
-//! `observedGeneration`, written with server-side apply under field manager `sextant`, only
-//! while this replica holds the Lease, and only when it changes.
+//! field path; or rejected by a proxy, with Envoy's error, while Sextant holds the object back),
+//! Istio's `validationMessages` (the analysis `sextant validate` and `sextant analyze` give,
+//! `sextant_index::analysis`, run once per published snapshot) and `observedGeneration`,
+//! written with server-side apply under field manager `sextant`, only while this replica holds
+//! the Lease, and only when it changes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -16,6 +18,7 @@ use kube::{
 };
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Value, json};
+use sextant_index::analysis;
 use sextant_model::{Kind, ObjectRef, Snapshot};
 use tokio::sync::watch;
 
@@ -37,14 +40,58 @@ pub struct Verdict {
     pub message: String,
     /// A ServiceEntry's allocated addresses (`status.addresses`), by host.
     pub addresses: BTreeMap<String, String>,
+    /// What the analysis found (`status.validationMessages`), in its order.
+    pub messages: Vec<Finding>,
+}
+
+/// One analysis message as the status carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Istio's message type.
+    pub code: analysis::Code,
+    /// For people.
+    pub description: String,
+}
+
+/// What the status writer reads of one snapshot, computed once per snapshot in O(objects):
+/// the analysis by object, and which objects the snapshot holds (each verdict looks one up).
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// `sextant_index::analysis` of the snapshot, by object.
+    pub messages: HashMap<ObjectRef, Vec<analysis::Message>>,
+    /// The configuration objects the snapshot holds (WorkloadEntries apart: they are keyed).
+    pub known: HashSet<ObjectRef>,
+}
+
+impl Analysis {
+    /// Of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Analysis {
+        let known = (snapshot.virtual_services.iter().map(|v| &v.id))
+            .chain(snapshot.destination_rules.iter().map(|d| &d.id))
+            .chain(snapshot.gateways.iter().map(|g| &g.id))
+            .chain(snapshot.sidecars.iter().map(|s| &s.id))
+            .chain(snapshot.service_entries.iter().map(|s| &s.id))
+            .cloned()
+            .collect();
+        Analysis {
+            messages: analysis::by_object(snapshot),
+            known,
+        }
+    }
 }
 
 /// Objects held back after proxies rejected them, with what to say about each.
 pub type Held = Arc<BTreeMap<ObjectRef, String>>;
 
-/// The verdict on `id` as last `seen`, in `snapshot` and among the `held` objects, if the
-/// snapshot knows the object.
-pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) -> Option<Verdict> {
+/// The verdict on `id` as last `seen`, in `snapshot` (whose `analysis` it carries) and among
+/// the `held` objects, if the snapshot knows the object.
+pub fn verdict(
+    snapshot: &Snapshot,
+    analysis: &Analysis,
+    id: &ObjectRef,
+    seen: &Seen,
+    held: &Held,
+) -> Option<Verdict> {
     let generation = seen.generation;
     let refused = |reason, message| {
         Some(Verdict {
@@ -53,6 +100,7 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
             reason,
             message,
             addresses: BTreeMap::new(),
+            messages: Vec::new(),
         })
     };
     if let Some(e) = &seen.unreadable {
@@ -65,11 +113,11 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
         return refused("Rejected", message.clone());
     }
     let known = match id.kind {
-        Kind::VirtualService => snapshot.virtual_services.iter().any(|v| v.id == *id),
-        Kind::DestinationRule => snapshot.destination_rules.iter().any(|d| d.id == *id),
-        Kind::Gateway => snapshot.gateways.iter().any(|g| g.id == *id),
-        Kind::Sidecar => snapshot.sidecars.iter().any(|s| s.id == *id),
-        Kind::ServiceEntry => snapshot.service_entries.iter().any(|s| s.id == *id),
+        Kind::VirtualService
+        | Kind::DestinationRule
+        | Kind::Gateway
+        | Kind::Sidecar
+        | Kind::ServiceEntry => analysis.known.contains(id),
         Kind::WorkloadEntry => snapshot
             .workload_entries
             .contains_key(&(id.namespace.clone(), id.name.clone())),
@@ -84,6 +132,16 @@ pub fn verdict(snapshot: &Snapshot, id: &ObjectRef, seen: &Seen, held: &Held) ->
             None => "accepted".to_owned(),
         },
         addresses: allocated(snapshot, id),
+        messages: analysis
+            .messages
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|m| Finding {
+                code: m.code,
+                description: m.description.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -120,6 +178,20 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
             }],
         },
     });
+    // Written even when empty: an apply that leaves a field out does not remove it everywhere
+    // (the test API server keeps it), and an empty list says the analysis found nothing.
+    patch["status"]["validationMessages"] = v
+        .messages
+        .iter()
+        .map(|m| {
+            json!({
+                "type": {"code": m.code.code, "name": m.code.name},
+                "level": m.code.level.as_upper(),
+                "documentationUrl": m.code.documentation_url(),
+                "description": m.description,
+            })
+        })
+        .collect();
     if !v.addresses.is_empty() {
         patch["status"]["addresses"] = v
             .addresses
@@ -141,6 +213,8 @@ pub async fn run(
     writes: Counter,
 ) {
     let mut written: HashMap<ObjectRef, Verdict> = HashMap::new();
+    // The analysis of the last snapshot: once per published snapshot, not per wake-up.
+    let mut analyzed: Option<(Arc<Snapshot>, Analysis)> = None;
     loop {
         let leading = *leader.borrow_and_update();
         let snapshot = snapshots.borrow_and_update().clone();
@@ -149,6 +223,13 @@ pub async fn run(
             // A new term re-asserts everything.
             written.clear();
         } else if let Some(snapshot) = snapshot {
+            if analyzed
+                .as_ref()
+                .is_none_or(|(s, _)| !Arc::ptr_eq(s, &snapshot))
+            {
+                analyzed = Some((snapshot.clone(), Analysis::of(&snapshot)));
+            }
+            let found = analyzed.as_ref().map(|(_, a)| a).expect("analyzed above");
             let pending: Vec<(ObjectRef, Verdict)> = {
                 let generations = generations.lock().unwrap_or_else(|p| p.into_inner());
                 // Objects gone since: a recreated one is reported again.
@@ -156,7 +237,8 @@ pub async fn run(
                 generations
                     .iter()
                     .filter_map(|(id, seen)| {
-                        Some((id.clone(), verdict(&snapshot, id, seen, &holding)?))
+                        let v = verdict(&snapshot, found, id, seen, &holding)?;
+                        Some((id.clone(), v))
                     })
                     .filter(|(id, v)| written.get(id) != Some(v))
                     .collect()
@@ -234,17 +316,31 @@ mod tests {
             unreadable: unreadable.map(str::to_owned),
         };
         let none = Held::default();
-        let bad = verdict(&snapshot, &vs("bad"), &seen(3, None), &none).expect("known");
+        let bad = verdict(
+            &snapshot,
+            &Analysis::default(),
+            &vs("bad"),
+            &seen(3, None),
+            &none,
+        )
+        .expect("known");
         assert_eq!((bad.accepted, bad.generation), (false, 3));
         assert!(bad.message.contains("spec.http[0].route"));
         // Not in the snapshot at all: nothing to say yet.
         assert_eq!(
-            verdict(&snapshot, &vs("other"), &seen(1, None), &none),
+            verdict(
+                &snapshot,
+                &Analysis::default(),
+                &vs("other"),
+                &seen(1, None),
+                &none
+            ),
             None
         );
         // Could not be read: reported as such, at the generation seen.
         let unreadable = verdict(
             &snapshot,
+            &Analysis::default(),
             &vs("other"),
             &seen(2, Some("spec: invalid type")),
             &none,
@@ -265,14 +361,66 @@ mod tests {
             unreadable: None,
         };
         let held: Held = Arc::new(BTreeMap::from([(vs("held"), "regex too big".to_owned())]));
-        let v = verdict(&snapshot, &vs("held"), &seen, &held).expect("known");
+        let v = verdict(&snapshot, &Analysis::default(), &vs("held"), &seen, &held).expect("known");
         assert_eq!((v.accepted, v.reason, v.generation), (false, "Rejected", 4));
         assert_eq!(
-            verdict(&snapshot, &vs("held"), &seen, &Held::default()),
+            verdict(
+                &snapshot,
+                &Analysis::default(),
+                &vs("held"),
+                &seen,
+                &Held::default()
+            ),
             None
         );
         let patch = status_patch(&vs("held"), &v, "2026-01-01T00:00:00Z");
         assert_eq!(patch["status"]["conditions"][0]["reason"], "Rejected");
         assert_eq!(patch["status"]["conditions"][0]["message"], "regex too big");
+    }
+
+    #[test]
+    fn the_analysis_of_the_snapshot_is_in_the_status_and_follows_it() {
+        let mut index = sextant_index::Index::default();
+        let mut apply = |value: Value| {
+            index.apply(sextant_index::Object::from_json(value, "default").expect("object"));
+            index.publish().0
+        };
+        let seen = Seen {
+            generation: 1,
+            unreadable: None,
+        };
+        let none = Held::default();
+        apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"ports": [{"port": 9080, "name": "http"}]}}));
+        let snapshot = apply(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [{"route": [
+                {"destination": {"host": "reviews", "subset": "v9"}}]}]}}));
+        let found = Analysis::of(&snapshot);
+        let missing = verdict(&snapshot, &found, &vs("reviews"), &seen, &none).expect("known");
+        assert!(missing.accepted);
+        let patch = status_patch(&vs("reviews"), &missing, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            patch["status"]["validationMessages"],
+            json!([{
+                "type": {"code": "IST0101", "name": "ReferencedResourceNotFound"},
+                "level": "ERROR",
+                "documentationUrl": "https://istio.io/latest/docs/reference/config/analysis/ist0101/",
+                "description": "Referenced host+subset in destinationrule not found: \"reviews+v9\"",
+            }])
+        );
+        let snapshot = apply(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v9", "labels": {"version": "v9"}}]}}));
+        let found = Analysis::of(&snapshot);
+        let defined = verdict(&snapshot, &found, &vs("reviews"), &seen, &none).expect("known");
+        // A different verdict, so it is written; the messages are emptied, not left behind.
+        assert_ne!(defined, missing);
+        let patch = status_patch(&vs("reviews"), &defined, "2026-01-01T00:00:00Z");
+        assert_eq!(patch["status"]["validationMessages"], json!([]));
     }
 }

@@ -1,18 +1,18 @@
-//! `sextant proxy-config`: the exact Envoy configuration a proxy gets, from a config directory,
-//! as a table (like `istioctl proxy-config`), JSON, or a static bootstrap Envoy can validate.
+//! `sextant proxy-config`: the exact Envoy configuration a proxy gets, from a config directory
+//! (`--config-dir`) or, for a proxy connected to a running Sextant, from its admin port
+//! (`--server`, `/debug/config_dump`), as a table (like `istioctl proxy-config`), JSON, YAML,
+//! or (offline) a static bootstrap Envoy can validate.
 
-use std::{collections::BTreeMap, process::ExitCode};
+mod table;
 
-use envoy_types::pb::envoy::config::{
-    cluster::v3::{Cluster, cluster::ClusterDiscoveryType, cluster::DiscoveryType},
-    core::v3::{address, socket_address},
-    endpoint::v3::lb_endpoint,
-};
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::ValueEnum;
 use serde_json::Value;
-use sextant_compiler::{Resources, bootstrap, json};
+use sextant_compiler::{bootstrap, json};
 use sextant_model::{Proxy, Snapshot};
 
-use crate::cli::{ProxyConfigArgs, ProxyConfigOutput, ResourceKind};
+use super::proxy_status::client::{self, AdminClient};
 
 /// Builds the proxy a node id and `KEY=VALUE` metadata describe, completed from its Pod.
 pub fn proxy_for(snapshot: &Snapshot, node_id: &str, meta: &[String]) -> Result<Proxy, String> {
@@ -33,6 +33,7 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
     let ProxyConfigArgs {
         resource,
         config_dir,
+        server,
         proxy,
         mut meta,
         output,
@@ -43,63 +44,133 @@ pub fn run(args: ProxyConfigArgs) -> ExitCode {
     if !labels.is_empty() {
         meta.push(format!("LABELS={}", labels.join(",")));
     }
-    let (mut index, skipped) = match sextant_source::files::load_index(&config_dir, &namespace) {
-        Ok(x) => x,
+    let shown = match (config_dir, server) {
+        (Some(dir), _) => offline(
+            resource,
+            &dir,
+            mesh_config,
+            &proxy,
+            &meta,
+            output,
+            &namespace,
+        ),
+        (None, Some(server)) => connected(resource, &server, &proxy, output),
+        (None, None) => Err("one of --config-dir or --server is needed".to_owned()),
+    };
+    match shown {
+        Ok(text) => {
+            crate::cmd::out(format_args!("{}\n", text.trim_end()));
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
+    }
+}
+
+/// What a proxy gets from the manifests in `config_dir`.
+fn offline(
+    resource: ResourceKind,
+    config_dir: &std::path::Path,
+    mesh_config: Option<PathBuf>,
+    proxy: &str,
+    meta: &[String],
+    output: ProxyConfigOutput,
+    namespace: &str,
+) -> Result<String, String> {
+    let (mut index, skipped) =
+        sextant_source::files::load_index(config_dir, namespace).map_err(|e| e.to_string())?;
     for s in skipped {
         eprintln!("warning: {}: skipped: {}", s.location, s.reason);
     }
     if let Some(file) = mesh_config {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                if !sextant_kube::mesh_config::apply(&mut index, &text, &file.display().to_string())
-                {
-                    eprintln!(
-                        "error: --mesh-config {}: not a valid mesh config",
-                        file.display()
-                    );
-                    return ExitCode::from(2);
-                }
-            }
-            Err(e) => {
-                eprintln!("error: --mesh-config {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("--mesh-config {}: {e}", file.display()))?;
+        if !sextant_kube::mesh_config::apply(&mut index, &text, &file.display().to_string()) {
+            return Err(format!(
+                "--mesh-config {}: not a valid mesh config",
+                file.display()
+            ));
         }
     }
     let (snapshot, _) = index.publish();
     for (object, errors) in &snapshot.invalid {
         eprintln!("warning: {object} skipped: {}", errors.join("; "));
     }
-    let proxy = match proxy_for(&snapshot, &proxy, &meta) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let proxy = proxy_for(&snapshot, proxy, meta)?;
     let resources = sextant_compiler::compile(&snapshot, &proxy);
-    let text = match output {
-        ProxyConfigOutput::Json => {
-            let all = json::resources(&resources);
-            let v = match resource {
-                ResourceKind::All => all,
-                other => all[key(other)].clone(),
-            };
-            serde_json::to_string_pretty(&v).unwrap_or_default()
+    if output == ProxyConfigOutput::EnvoyStatic {
+        let b = bootstrap::static_bootstrap(&proxy.id, &resources, 15000);
+        return Ok(sextant_index::manifest::to_yaml(&[json::to_json(&b)]));
+    }
+    Ok(show(resource, &json::resources(&resources), output))
+}
+
+/// What a proxy connected to the Sextant whose admin port is `server` was sent: the proxy
+/// named by node id or `POD.NAMESPACE` among `/debug/syncz`'s streams, its configuration from
+/// `/debug/config_dump`.
+fn connected(
+    resource: ResourceKind,
+    server: &str,
+    proxy: &str,
+    output: ProxyConfigOutput,
+) -> Result<String, String> {
+    if output == ProxyConfigOutput::EnvoyStatic {
+        return Err("-o envoy-static is for --config-dir; a connected proxy's own Envoy serves its configuration".into());
+    }
+    let all = client::runtime()?.block_on(async {
+        let admin = AdminClient::new(server)?;
+        let streams = admin.syncz().await?;
+        let node_id = match client::find(&streams, proxy).first() {
+            Some(stream) => stream["proxy"].as_str().unwrap_or_default().to_owned(),
+            None => return Err(format!("no proxy {proxy} is connected to {server}")),
+        };
+        let answer = admin
+            .get(&format!(
+                "/debug/config_dump?proxy={}",
+                query_escape(&node_id)
+            ))
+            .await?;
+        // Compiled for the stream's own node (metadata, locality): unless it went away
+        // meanwhile, and was compiled from its id alone.
+        let compiled_for = answer
+            .headers
+            .get("x-sextant-compiled-for")
+            .and_then(|v| v.to_str().ok());
+        if compiled_for != Some("connected proxy") {
+            return Err(format!("{node_id} is no longer connected to {server}"));
         }
-        ProxyConfigOutput::EnvoyStatic => {
-            let b = bootstrap::static_bootstrap(&proxy.id, &resources, 15000);
-            sextant_index::manifest::to_yaml(&[json::to_json(&b)])
-        }
-        ProxyConfigOutput::Table => table(resource, &resources),
+        serde_json::from_slice::<Value>(&answer.body)
+            .map_err(|e| format!("/debug/config_dump: not JSON: {e}"))
+    })?;
+    Ok(show(resource, &all, output))
+}
+
+/// `resource` of `all` (keyed `clusters`, `endpoints`, `listeners`, `routes`) as `output`.
+fn show(resource: ResourceKind, all: &Value, output: ProxyConfigOutput) -> String {
+    let chosen = || match resource {
+        ResourceKind::All => all.clone(),
+        other => all[key(other)].clone(),
     };
-    crate::cmd::out(format_args!("{}\n", text.trim_end()));
-    ExitCode::SUCCESS
+    match output {
+        ProxyConfigOutput::Json => serde_json::to_string_pretty(&chosen()).unwrap_or_default(),
+        ProxyConfigOutput::Yaml => sextant_index::manifest::to_yaml(&[chosen()]),
+        ProxyConfigOutput::Table | ProxyConfigOutput::EnvoyStatic => table::table(resource, all),
+    }
+}
+
+/// `value` for a URL's query: everything but RFC 3986's unreserved characters escaped.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn key(r: ResourceKind) -> &'static str {
@@ -112,183 +183,66 @@ fn key(r: ResourceKind) -> &'static str {
     }
 }
 
-fn columns(rows: Vec<Vec<String>>) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("   ")
-                .trim_end()
-                .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Arguments of `sextant proxy-config`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyConfigArgs {
+    /// Which resources to show.
+    #[arg(value_enum)]
+    pub resource: ResourceKind,
+    /// Directory of YAML manifests (what `serve --config-dir` reads).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub config_dir: Option<PathBuf>,
+    /// The admin address (`HOST:PORT`) of a running Sextant: show what it sent the connected
+    /// proxy `--proxy`.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Istio's mesh config (as `serve --mesh-config`).
+    #[arg(long, conflicts_with = "server")]
+    pub mesh_config: Option<PathBuf>,
+    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`
+    /// (`router~...` for a gateway); with `--server`, also `POD.NAMESPACE`.
+    #[arg(long)]
+    pub proxy: String,
+    /// A workload label, `KEY=VALUE` (as `bootstrap --label`): what Gateway and Sidecar
+    /// selectors match when the directory has no Pod for the proxy.
+    #[arg(long = "label", conflicts_with = "server")]
+    pub labels: Vec<String>,
+    /// Node metadata, `KEY=VALUE` (e.g. `INTERCEPTION_MODE=NONE`, `ISTIO_VERSION=1.28`,
+    /// `SEXTANT_BIND_ADDRESS=127.0.0.2`, `LABELS=app=a,version=v1`).
+    #[arg(long = "meta", conflicts_with = "server")]
+    pub meta: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ProxyConfigOutput::Table)]
+    pub output: ProxyConfigOutput,
+    /// Namespace for objects that name none.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
 }
 
-fn cluster_type(c: &Cluster) -> &'static str {
-    match c.cluster_discovery_type {
-        Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(t) {
-            Ok(DiscoveryType::Eds) => "EDS",
-            Ok(DiscoveryType::Static) => "STATIC",
-            Ok(DiscoveryType::StrictDns) => "STRICT_DNS",
-            Ok(DiscoveryType::LogicalDns) => "LOGICAL_DNS",
-            Ok(DiscoveryType::OriginalDst) => "ORIGINAL_DST",
-            Err(_) => "-",
-        },
-        _ => "-",
-    }
+/// Resource types of `proxy-config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResourceKind {
+    /// CDS.
+    Clusters,
+    /// LDS.
+    Listeners,
+    /// RDS.
+    Routes,
+    /// EDS.
+    Endpoints,
+    /// Everything.
+    All,
 }
 
-fn table(resource: ResourceKind, r: &Resources) -> String {
-    let mut sections = Vec::new();
-    if matches!(resource, ResourceKind::Clusters | ResourceKind::All) {
-        let mut rows = vec![
-            vec![
-                "SERVICE FQDN",
-                "PORT",
-                "SUBSET",
-                "DIRECTION",
-                "TYPE",
-                "DESTINATION RULE",
-            ]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>(),
-        ];
-        for c in &r.clusters {
-            let parts: Vec<&str> = c.name.split('|').collect();
-            let dr = json::to_json(c)
-                .pointer("/metadata/filter_metadata/istio/config")
-                .and_then(Value::as_str)
-                .and_then(|p| {
-                    p.rsplit_once("/destination-rule/")
-                        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
-                })
-                .map(|(ns, n)| format!("{n}.{}", ns.rsplit('/').next().unwrap_or_default()))
-                .unwrap_or_else(|| "-".to_owned());
-            let row = if let [dir, port, subset, host] = parts.as_slice() {
-                vec![
-                    if host.is_empty() { "-" } else { host }.to_owned(),
-                    port.to_string(),
-                    if subset.is_empty() { "-" } else { subset }.to_owned(),
-                    dir.to_string(),
-                    cluster_type(c).to_owned(),
-                    dr,
-                ]
-            } else {
-                vec![
-                    c.name.clone(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    cluster_type(c).to_owned(),
-                    "-".into(),
-                ]
-            };
-            rows.push(row);
-        }
-        sections.push(columns(rows));
-    }
-    if matches!(resource, ResourceKind::Listeners | ResourceKind::All) {
-        let mut rows = vec![vec![
-            "NAME".to_owned(),
-            "ADDRESS".into(),
-            "PORT".into(),
-            "CHAINS".into(),
-        ]];
-        for l in &r.listeners {
-            let (addr, port) = match l.address.as_ref().and_then(|a| a.address.as_ref()) {
-                Some(address::Address::SocketAddress(s)) => (
-                    s.address.clone(),
-                    match s.port_specifier {
-                        Some(socket_address::PortSpecifier::PortValue(p)) => p.to_string(),
-                        _ => "-".into(),
-                    },
-                ),
-                _ => ("-".into(), "-".into()),
-            };
-            let chains = l.filter_chains.len() + usize::from(l.default_filter_chain.is_some());
-            rows.push(vec![l.name.clone(), addr, port, chains.to_string()]);
-        }
-        sections.push(columns(rows));
-    }
-    if matches!(resource, ResourceKind::Routes | ResourceKind::All) {
-        let mut rows = vec![vec![
-            "NAME".to_owned(),
-            "VHOST NAME".into(),
-            "DOMAINS".into(),
-            "ROUTES".into(),
-        ]];
-        for rc in &r.routes {
-            for vh in &rc.virtual_hosts {
-                let domains = match vh.domains.as_slice() {
-                    [] => "-".to_owned(),
-                    [one] => one.clone(),
-                    [first, rest @ ..] => format!("{first} + {} more", rest.len()),
-                };
-                rows.push(vec![
-                    rc.name.clone(),
-                    vh.name.clone(),
-                    domains,
-                    vh.routes.len().to_string(),
-                ]);
-            }
-        }
-        sections.push(columns(rows));
-    }
-    if matches!(resource, ResourceKind::Endpoints | ResourceKind::All) {
-        let mut rows = vec![vec![
-            "ENDPOINT".to_owned(),
-            "STATUS".into(),
-            "LOCALITY".into(),
-            "CLUSTER".into(),
-        ]];
-        let mut by_cluster: BTreeMap<&str, Vec<Vec<String>>> = BTreeMap::new();
-        for cla in &r.endpoints {
-            for group in &cla.endpoints {
-                let locality = group
-                    .locality
-                    .as_ref()
-                    .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
-                    .unwrap_or_default();
-                for e in &group.lb_endpoints {
-                    let addr = match &e.host_identifier {
-                        Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
-                            match ep.address.as_ref().and_then(|a| a.address.as_ref()) {
-                                Some(address::Address::SocketAddress(s)) => {
-                                    match s.port_specifier {
-                                        Some(socket_address::PortSpecifier::PortValue(p)) => {
-                                            format!("{}:{p}", s.address)
-                                        }
-                                        _ => s.address.clone(),
-                                    }
-                                }
-                                _ => "-".into(),
-                            }
-                        }
-                        _ => "-".into(),
-                    };
-                    let status = envoy_types::pb::envoy::config::core::v3::HealthStatus::try_from(
-                        e.health_status,
-                    )
-                    .map(|h| h.as_str_name().to_owned())
-                    .unwrap_or_default();
-                    by_cluster.entry(&cla.cluster_name).or_default().push(vec![
-                        addr,
-                        status,
-                        locality.clone(),
-                        cla.cluster_name.clone(),
-                    ]);
-                }
-            }
-        }
-        rows.extend(by_cluster.into_values().flatten());
-        sections.push(columns(rows));
-    }
-    sections.join("\n\n")
+/// Output formats of `proxy-config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProxyConfigOutput {
+    /// Columns, like `istioctl proxy-config`.
+    Table,
+    /// Envoy's JSON field names.
+    Json,
+    /// The same as YAML.
+    Yaml,
+    /// A complete Envoy bootstrap with the resources as static_resources (`--config-dir`).
+    EnvoyStatic,
 }

@@ -5,8 +5,10 @@
 //! Sextant's CRD schema and Istio's semantic rules, and each Secret that holds a credential is
 //! read as the index would. When the input also holds the objects a configuration refers to
 //! (Services, DestinationRules, Pods), dangling references are reported as warnings with Istio's
-//! analysis codes; Gateways named by VirtualServices are always looked for (`gateways`), and
-//! Sidecars are checked against each other and the Pods they select (`sidecars`).
+//! analysis codes; Gateways named by VirtualServices are always looked for, and Sidecars are
+//! checked against each other and the Pods they select. Those cross-object checks are
+//! `sextant_index::analysis`, which `sextant analyze` and the status writer run too;
+//! ServiceEntries' (IST0134, IST0177) read the manifest itself (`service_entries`).
 //! Kinds Sextant does not validate are skipped with a note.
 
 use std::{
@@ -17,17 +19,17 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 use sextant_index::{
+    analysis,
     check::{self, Checked, Config, ObjectKind},
     manifest::{self, Document},
 };
-use sextant_model::{HttpAction, Kind, ObjectRef};
+use sextant_model::{Kind, ObjectRef};
 use sextant_source::files::read_inputs;
 
 use crate::cli::{Output, ValidateArgs};
 
 mod gateways;
 mod service_entries;
-mod sidecars;
 
 /// An analysis warning (`code`) about `id` at `field` of the document `located` holds.
 fn warning(
@@ -174,10 +176,18 @@ pub fn run(args: ValidateArgs) -> ExitCode {
 struct Referents {
     /// Service host names.
     services: BTreeSet<String>,
-    /// The labels of every Pod.
-    pods: Vec<BTreeMap<String, String>>,
     /// Every Pod, with its namespace and name.
-    pod_refs: Vec<sidecars::PodRef>,
+    pods: Vec<PodRef>,
+}
+
+/// A Pod of the input.
+struct PodRef {
+    /// `metadata.namespace` (`default` when none).
+    namespace: String,
+    /// `metadata.name`.
+    name: String,
+    /// `metadata.labels`.
+    labels: BTreeMap<String, String>,
 }
 
 /// Where a checked object came from.
@@ -229,9 +239,7 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
     if !services.is_empty() {
         services.extend(service_entries::hosts(&configs));
     }
-    cross_references(&configs, &services, &mut report);
-    gateways::references(&configs, &referents.pods, &mut report);
-    sidecars::references(&configs, &referents.pod_refs, &mut report);
+    shared_analysis(&configs, &services, &referents.pods, &mut report);
     service_entries::analyze(&configs, &mut report);
     let order: BTreeMap<&str, usize> = inputs
         .iter()
@@ -347,12 +355,11 @@ fn handle_object(
             let namespace = Some(meta("namespace"))
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "default".to_owned());
-            referents.pod_refs.push(sidecars::PodRef {
+            referents.pods.push(PodRef {
                 namespace,
                 name: meta("name"),
-                labels: BTreeMap::clone(&labels),
+                labels,
             });
-            referents.pods.push(labels);
         }
         ObjectKind::Kubernetes(Kind::Secret) => {
             gateways::check_secret(file, doc, item, &value, line, report);
@@ -421,109 +428,73 @@ fn diag(
     }
 }
 
-/// Istio's short-name resolution: a host without dots is a Service in the config's namespace.
-fn resolve(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') {
-        host.to_owned()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
-}
-
-fn is_cluster_local(host: &str) -> bool {
-    host.ends_with(".svc.cluster.local") && !host.contains('*')
-}
-
-/// IST0101 ReferencedResourceNotFound checks, for the kinds the input holds.
-fn cross_references(configs: &[Located], services: &BTreeSet<String>, report: &mut Report) {
-    let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut have_rules = false;
-    for located in configs {
-        if let Some(Config::DestinationRule(dr)) = &located.checked.config {
-            have_rules = true;
-            let host = resolve(&dr.host, &dr.id.namespace);
-            let names = subsets.entry(host).or_default();
-            names.extend(dr.subsets.iter().map(|s| s.name.clone()));
-        }
-    }
-    let have_services = !services.is_empty();
-    let mut warn = |located: &Located, id: &ObjectRef, field: String, message: String| {
-        report.diagnostics.push(Diagnostic {
-            file: located.file.clone(),
-            line: located.doc.line_of(&field),
-            severity: Severity::Warning,
-            object: Some(id.to_string()),
-            field,
-            code: Some("IST0101"),
-            message,
-        });
+/// The analysis `sextant analyze` and the status writer share (`sextant_index::analysis`),
+/// over the valid objects of the input; each finding is a warning at its field's line.
+fn shared_analysis(
+    configs: &[Located],
+    services: &BTreeSet<String>,
+    pods: &[PodRef],
+    report: &mut Report,
+) {
+    let mut input = analysis::Input {
+        domain_suffix: "cluster.local",
+        ..analysis::Input::default()
     };
+    // Where each object of the input's lists came from, list by list.
+    let (mut vs_at, mut dr_at, mut gw_at, mut sc_at) = (vec![], vec![], vec![], vec![]);
     for located in configs {
+        let id = &located.checked.object;
+        if id.kind == Kind::Gateway {
+            // Present, valid or not: an invalid one is reported for its own errors.
+            input
+                .gateway_names
+                .insert(format!("{}/{}", id.namespace, id.name));
+        }
         match &located.checked.config {
             Some(Config::VirtualService(vs)) => {
-                let ns = &vs.id.namespace;
-                if have_services {
-                    for (i, host) in vs.hosts.iter().enumerate() {
-                        let fqdn = resolve(host, ns);
-                        if is_cluster_local(&fqdn) && !services.contains(&fqdn) {
-                            warn(
-                                located,
-                                &vs.id,
-                                format!("spec.hosts[{i}]"),
-                                format!(
-                                    "Referenced host not found: {host:?} ({fqdn} matches no Service)"
-                                ),
-                            );
-                        }
-                    }
-                }
-                for (i, route) in vs.http.iter().enumerate() {
-                    let HttpAction::Route(dests) = &route.action else {
-                        continue;
-                    };
-                    for (j, d) in dests.iter().enumerate() {
-                        let field = format!("spec.http[{i}].route[{j}].destination");
-                        let fqdn = resolve(&d.destination.host, ns);
-                        if have_services && is_cluster_local(&fqdn) && !services.contains(&fqdn) {
-                            warn(
-                                located,
-                                &vs.id,
-                                format!("{field}.host"),
-                                format!("Referenced host not found: {:?}", d.destination.host),
-                            );
-                        }
-                        if let Some(subset) = &d.destination.subset
-                            && have_rules
-                            && !subsets.get(&fqdn).is_some_and(|s| s.contains(subset))
-                        {
-                            warn(
-                                located,
-                                &vs.id,
-                                format!("{field}.subset"),
-                                format!(
-                                    "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
-                                    d.destination.host
-                                ),
-                            );
-                        }
-                    }
-                }
+                input.virtual_services.push(vs);
+                vs_at.push(located);
             }
-            Some(Config::DestinationRule(dr)) if have_services => {
-                let fqdn = resolve(&dr.host, &dr.id.namespace);
-                if is_cluster_local(&fqdn) && !services.contains(&fqdn) {
-                    warn(
-                        located,
-                        &dr.id,
-                        "spec.host".into(),
-                        format!(
-                            "Referenced host not found: {:?} ({fqdn} matches no Service)",
-                            dr.host
-                        ),
-                    );
-                }
+            Some(Config::DestinationRule(dr)) => {
+                input.judge_subsets = true;
+                input.destination_rules.push(dr);
+                dr_at.push(located);
+            }
+            Some(Config::Gateway(gw)) => {
+                input.gateways.push(gw);
+                gw_at.push(located);
+            }
+            Some(Config::Sidecar(sc)) => {
+                input.sidecars.push(sc);
+                sc_at.push(located);
             }
             _ => {}
         }
+    }
+    input.services = (!services.is_empty())
+        .then(|| analysis::Hosts::Set(services.iter().map(String::as_str).collect()));
+    input.pods = Some(
+        pods.iter()
+            .map(|p| analysis::Pod {
+                namespace: &p.namespace,
+                name: &p.name,
+                labels: &p.labels,
+            })
+            .collect(),
+    );
+    for m in analysis::analyze(&input) {
+        let located = match m.object.kind {
+            Kind::VirtualService => vs_at[m.at],
+            Kind::DestinationRule => dr_at[m.at],
+            Kind::Gateway => gw_at[m.at],
+            _ => sc_at[m.at],
+        };
+        report.diagnostics.push(warning(
+            located,
+            &m.object,
+            m.field,
+            m.code.code,
+            m.description,
+        ));
     }
 }

@@ -259,3 +259,38 @@ fn a_type_sent_twice_in_one_version_is_counted_once_per_proxy() {
     assert_eq!(t["sent"], 1, "{t}");
     assert_eq!(t["acked"], 1, "{t}");
 }
+
+#[test]
+fn snapshot_versions_follow_each_types_last_send_and_ack() {
+    let (s, _registry) = connected(&["a"]);
+    assert_eq!(
+        s.snapshot_versions("a"),
+        vec![(
+            CLUSTER,
+            SnapshotVersions {
+                sent: Some(1),
+                acked: Some(1)
+            }
+        )],
+        "the connection's responses count, though they are not timed"
+    );
+    s.sent("a", ROUTE, 2);
+    s.nacked("a", ROUTE);
+    let versions: std::collections::BTreeMap<_, _> = s.snapshot_versions("a").into_iter().collect();
+    assert_eq!(
+        versions[ROUTE],
+        SnapshotVersions {
+            sent: Some(2),
+            acked: None
+        },
+        "a NACK is not an ACK"
+    );
+    assert_eq!(versions[CLUSTER].acked, Some(1), "clusters untouched by 2");
+    s.published(3, None);
+    s.sent("a", ROUTE, 3);
+    s.acked("a", ROUTE);
+    let versions: std::collections::BTreeMap<_, _> = s.snapshot_versions("a").into_iter().collect();
+    assert_eq!(versions[ROUTE].acked, Some(3));
+    s.disconnected("a");
+    assert!(s.snapshot_versions("a").is_empty());
+}

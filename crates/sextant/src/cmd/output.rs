@@ -1,0 +1,100 @@
+//! The output formats istioctl's everyday commands share: a table for people, `-o json` and
+//! `-o yaml` for tools. Each command builds one JSON value and a table from it, so the three
+//! formats cannot disagree.
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+/// `-o` of `proxy-status`, `proxy-config --server`, `analyze` and `explain`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Columns, like istioctl.
+    #[default]
+    Table,
+    /// One JSON document.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
+
+/// Prints `value` as `format` asks; `table` renders it for people.
+pub fn print(format: Format, value: &Value, table: impl FnOnce(&Value) -> String) {
+    let text = render(format, value, table);
+    super::out(format_args!("{text}"));
+}
+
+/// What `print` writes.
+pub fn render(format: Format, value: &Value, table: impl FnOnce(&Value) -> String) -> String {
+    match format {
+        Format::Table => table(value),
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+        Format::Yaml => sextant_index::manifest::to_yaml(std::slice::from_ref(value)),
+    }
+}
+
+/// Rows as aligned columns under `headers`, two spaces apart, as istioctl prints them.
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(cell);
+            let pad = widths.get(i).copied().unwrap_or(0) - cell.chars().count();
+            text.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_under_their_headers() {
+        let text = columns(
+            &["NAME", "CDS"],
+            &[
+                vec!["a-long-name".into(), "SYNCED".into()],
+                vec!["b".into(), "STALE".into()],
+            ],
+        );
+        assert_eq!(
+            text,
+            "NAME         CDS\na-long-name  SYNCED\nb            STALE\n"
+        );
+    }
+
+    #[test]
+    fn json_and_yaml_carry_the_same_value() {
+        let value = serde_json::json!({"proxies": [{"name": "a", "cds": "SYNCED"}]});
+        let json = render(Format::Json, &value, |_| String::new());
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).ok(),
+            Some(value.clone())
+        );
+        let yaml = render(Format::Yaml, &value, |_| String::new());
+        assert!(yaml.contains("cds: SYNCED"), "{yaml}");
+    }
+}
