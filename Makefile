@@ -1,5 +1,5 @@
-# The targets CI runs are exactly these: .ci/run calls `make tools envoy`, `make ci` and
-# `make demo` in a plain clone of the commit.
+# The targets CI runs are exactly these: .ci/run calls `make tools envoy`, `make ci`,
+# `make demo` and `make image image-check` in a plain clone of the commit.
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 ifeq ($(NEXTEST),yes)
@@ -137,3 +137,49 @@ bench-heap:
 	heaptrack -o $(TARGET_DIR)/ads-heap $$(ls -t $(TARGET_DIR)/release/deps/ads-* | grep -v '\.d$$' | head -1) --bench
 	heaptrack_print -f $(TARGET_DIR)/ads-heap.zst -M $(TARGET_DIR)/ads-heap.massif > /dev/null
 	python3 crates/sextant/benches/heap_plateaus.py $(TARGET_DIR)/ads-heap.massif
+
+# The release binary, reproducible: the same commit gives the same bytes wherever it is checked
+# out and built (`make release-check` builds it twice and compares). Paths are remapped (the
+# checkout, Cargo's home, the target directory), SOURCE_DATE_EPOCH is the commit's time, and the
+# `demo` feature (test backends) is left out. Its own target directory: cargo fingerprints
+# RUSTFLAGS, so sharing target/release with `--release` builds would rebuild both in turn.
+.PHONY: release release-check image image-check
+RELEASE_DIR ?= $(TARGET_DIR)/dist
+RELEASE_BIN := $(RELEASE_DIR)/release/sextant
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+RELEASE_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/sextant \
+  --remap-path-prefix=$(or $(CARGO_HOME),$(HOME)/.cargo)=/cargo \
+  --remap-path-prefix=$(RELEASE_DIR)=/target
+release:
+	env -u CARGO_ENCODED_RUSTFLAGS SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	  CARGO_TARGET_DIR=$(RELEASE_DIR) RUSTFLAGS="$(RELEASE_RUSTFLAGS)" \
+	  $(CARGO) build --release --locked --no-default-features -p sextant --bin sextant
+	sha256sum $(RELEASE_BIN)
+
+# Builds the committed HEAD twice, in two clones at different paths with their own target
+# directories, and fails unless both binaries are the same bytes.
+release-check:
+	scripts/release-check.sh
+
+# The container images without a container daemon (umoci, Debian package `umoci`), each an OCI
+# layout under target/image and the same as an oci-archive (for `kind load image-archive` or
+# `skopeo copy`); VERSION is what the binary says, the crate's version and the chart's
+# appVersion. One layer each, made from this machine's files (no base image is pulled):
+# - target/image/sextant{,.tar}, `localhost/sextant:VERSION`: the release binary, the shared
+#   libraries it links, /etc/passwd and /etc/group (uid 65532), /tmp; no shell.
+# - target/image/sextant-init{,.tar}, `localhost/sextant-init:VERSION`: the same and the
+#   tools `sextant iptables` runs in the injected init container (Debian's iptables,
+#   nftables and iproute2, as .ci/run installs them).
+IMAGE_DIR ?= $(TARGET_DIR)/image
+INIT_PROGRAMS := iptables-restore ip6tables-restore iptables-save ip6tables-save nft ip
+image: release
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) scripts/image.sh $(RELEASE_BIN) $(IMAGE_DIR)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) scripts/image.sh $(RELEASE_BIN) $(IMAGE_DIR) \
+	  sextant-init $(INIT_PROGRAMS)
+
+# Unpacks the images and runs them from their unpacked root filesystems (chroot; needs root):
+# as uid 65532, `sextant version`, then `sextant serve` on a directory until /ready answers and
+# the debug views show its registry, then SIGTERM; the init image's `sextant iptables` in a new
+# network namespace with each backend.
+image-check:
+	scripts/image-check.sh $(IMAGE_DIR)
