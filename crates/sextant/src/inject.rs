@@ -364,6 +364,7 @@ pub fn inject(pod: &Value, namespace: &str, config: &InjectConfig) -> Result<Out
     let node = envoy::Node {
         network,
         workload: workload_name,
+        labels: envoy::stats_labels(labels),
     };
     // A native sidecar outlives the application without a sleep: Kubernetes stops it last.
     let shutdown = (!settings.native).then(|| {

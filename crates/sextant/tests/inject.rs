@@ -611,6 +611,8 @@ fn sextant_bootstrap_writes_the_injected_bootstrap() {
             "INSTANCE_IPS=10.1.2.3",
             "--meta",
             "WORKLOAD_NAME=productpage-v1",
+            "--meta",
+            "LABELS=app=productpage,version=v1",
         ])
         .output()
         .expect("sextant bootstrap runs");

@@ -45,6 +45,31 @@ pub struct Node<'a> {
     pub network: Option<&'a str>,
     /// The workload's name (node metadata `WORKLOAD_NAME`).
     pub workload: &'a str,
+    /// The Pod's app and version labels as node metadata `LABELS` (`app=A,version=V`), which
+    /// the sidecar's stats tags read (`source_app`, `source_version`); empty for none.
+    pub labels: String,
+}
+
+/// Node metadata `LABELS` for the stats tags: the Pod's `app.kubernetes.io/name` (else
+/// `app`) and `app.kubernetes.io/version` (else `version`), as Istio's canonical labels take
+/// them. Only values a Kubernetes label may hold are kept (the API server validates labels
+/// after mutating webhooks run, so a review may carry anything).
+pub fn stats_labels(labels: &serde_json::Value) -> String {
+    let valid = |v: &&str| {
+        !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let pick = |keys: [&str; 2]| keys.iter().find_map(|k| labels[*k].as_str().filter(valid));
+    [
+        ("app", pick(["app.kubernetes.io/name", "app"])),
+        ("version", pick(["app.kubernetes.io/version", "version"])),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect::<Vec<_>>()
+    .join(",")
 }
 
 /// `$(NAME)`: a reference Kubernetes expands in container arguments.
@@ -119,6 +144,9 @@ fn bootstrap_yaml(config: &InjectConfig, settings: &Settings, node: &Node<'_>) -
     }
     if !node.workload.is_empty() {
         metadata.push(("WORKLOAD_NAME".to_owned(), literal(node.workload)));
+    }
+    if !node.labels.is_empty() {
+        metadata.push(("LABELS".to_owned(), literal(&node.labels)));
     }
     // As istio-agent does: ISTIO_META_X in the sidecar's environment is node metadata X,
     // over what the injector sets. One pass, each key found by its index: linear in the
@@ -214,5 +242,17 @@ mod tests {
     fn dollars_in_values_stay_literal() {
         assert_eq!(literal("a$(B)c$$"), "a$$(B)c$$$$");
         assert_eq!(var(POD_NAME), "$(POD_NAME)");
+    }
+
+    #[test]
+    fn stats_labels_take_the_canonical_labels_first_and_only_valid_values() {
+        let labels = serde_json::json!({
+            "app": "reviews", "app.kubernetes.io/name": "reviews-api",
+            "version": "v2", "other": "x",
+        });
+        assert_eq!(stats_labels(&labels), "app=reviews-api,version=v2");
+        let hostile = serde_json::json!({"app": "a,b=c", "version": "v1\nx"});
+        assert_eq!(stats_labels(&hostile), "");
+        assert_eq!(stats_labels(&serde_json::json!({})), "");
     }
 }
