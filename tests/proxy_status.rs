@@ -281,6 +281,37 @@ fn the_envoy_that_nacked_is_stale_until_a_fix_syncs_it(delta: bool, net: u8) {
         "{detail}"
     );
     assert!(detail.contains("RDS NACKed version"), "{detail}");
+
+    // explain follows what a proxy is sent, so for the strict Envoy it says that Envoy still
+    // runs the routes it accepted before; the proxy named as proxy-status names it.
+    let explain = |name: &str, n: u8| -> Value {
+        let address = format!("127.0.{net}.{}", 100 + n);
+        let text = sextant(&[
+            "explain",
+            "--server",
+            &server,
+            "--proxy",
+            name,
+            "--host",
+            "ratings",
+            "--port",
+            "9080",
+            "--address",
+            &address,
+            "-o",
+            "json",
+        ]);
+        serde_json::from_str(&text).expect("JSON")
+    };
+    let strict_view = explain(bad, 1);
+    assert_eq!(strict_view["proxy"], mesh.node(1), "{strict_view}");
+    let warnings = strict_view["warnings"].to_string();
+    assert!(
+        warnings.contains("rejected RDS") && warnings.contains("program size"),
+        "{strict_view}"
+    );
+    let good_view = explain(good, 0);
+    assert!(good_view.get("warnings").is_none(), "{good_view}");
     let one = status_json(admin, &[&mesh.node(1)]);
     assert_eq!(one["proxies"].as_array().map(Vec::len), Some(1), "{one}");
 
@@ -454,4 +485,39 @@ fn proxy_config_refuses_a_directory_and_a_server_together() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn an_endless_answer_is_cut_at_the_clients_bound() {
+    // A hostile admin port: a 200 whose chunked body never ends. proxy-status reads at most
+    // its bound and fails saying so, rather than growing until it is killed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            );
+            let chunk = [b' '; 1 << 20];
+            loop {
+                let sent = conn
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .and_then(|()| conn.write_all(&chunk))
+                    .and_then(|()| conn.write_all(b"\r\n"));
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let out = Command::new(sextant_testing::sextant_bin())
+        .args(["proxy-status", "--server", &addr.to_string()])
+        .output()
+        .expect("sextant runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("at most 268435456 bytes"), "{stderr}");
 }

@@ -500,3 +500,40 @@ fn at_descriptor_limit(pid: u32) -> Option<()> {
         .ok()?;
     (open_files(pid) >= soft).then_some(())
 }
+
+#[test]
+fn silent_connections_cannot_hold_the_admin_port_from_the_probes() {
+    // Every place of the admin port taken by connections that never send a request: each is
+    // closed at the header timeout, so /ready answers again and xDS is served throughout.
+    let server = Attacked::start(
+        &[
+            "--max-admin-connections",
+            "8",
+            "--webhook-header-timeout-ms",
+            "500",
+        ],
+        Stdio::null(),
+    );
+    let admin = server.serve.admin_addr();
+    let silent: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect"))
+        .collect();
+    server.still_serves("sidecar~127.0.3.20~productpage-admin.default~default.svc.cluster.local");
+    wait_for("/ready answers", Duration::from_secs(10), || {
+        http_get(admin, "/ready")
+    });
+    for mut s in silent {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        let read = s.read(&mut buf);
+        assert!(
+            matches!(&read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "a silent connection is closed by the server: {read:?}"
+        );
+    }
+}

@@ -38,7 +38,7 @@ mod body;
 mod serve;
 
 pub use args::WebhookArgs;
-pub use serve::serve;
+pub use serve::{Deadlines, serve};
 
 /// Default largest AdmissionReview accepted (`--webhook-max-bytes`).
 pub const DEFAULT_MAX_BYTES: usize = 3 << 20;

@@ -36,8 +36,9 @@ pub(super) async fn explain(
         Ok(x) => x,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let connected = a.connections.list().iter().any(|c| c.proxy == id);
-    let known = connected.then(|| a.generator.compiled_proxy(&id)).flatten();
+    let connection = a.connections.list().into_iter().find(|c| c.proxy == id);
+    let warnings = connection.as_ref().map(not_running).unwrap_or_default();
+    let known = connection.and_then(|_| a.generator.compiled_proxy(&id));
     let configuration = if known.is_some() {
         "what the connected proxy is sent"
     } else {
@@ -80,6 +81,7 @@ pub(super) async fn explain(
         }
         let mut e = explain::explain(&resources, &proxy.id, &request);
         e.configuration = configuration.to_owned();
+        e.warnings = warnings;
         e
     })
     .await;
@@ -87,4 +89,27 @@ pub(super) async fn explain(
         Ok(e) => axum::Json(e).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The types whose latest configuration a connected proxy does not run: the explanation
+/// follows what it is sent, and Envoy keeps the last version it accepted.
+fn not_running(c: &sextant_xds::Connection) -> Vec<String> {
+    c.types
+        .iter()
+        .filter_map(|(url, s)| {
+            let kind = crate::cmd::proxy_status::short_type(url);
+            let sent = s.sent_version.as_deref()?;
+            match &s.nack {
+                Some((version, error)) if version == sent => Some(format!(
+                    "the proxy rejected {kind} version {version} ({error}): Envoy still runs the \
+                     last {kind} it accepted, which this explanation does not follow"
+                )),
+                _ if s.acked_version.as_deref() != Some(sent) => Some(format!(
+                    "the proxy has not yet acknowledged {kind} version {sent}: Envoy may still \
+                     run an older one"
+                )),
+                _ => None,
+            }
+        })
+        .collect()
 }

@@ -31,7 +31,8 @@ pub struct ExplainArgs {
     /// sent.
     #[arg(long)]
     pub server: Option<String>,
-    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    /// The proxy's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local` (with
+    /// `--server`, a connected proxy's `POD.NAMESPACE` too, as `proxy-status` names it).
     #[arg(long)]
     pub proxy: String,
     /// Istio's mesh config (as `serve --mesh-config`; offline only).
@@ -157,7 +158,9 @@ pub fn run(args: ExplainArgs) -> ExitCode {
                 request,
             )
         }
-        (None, Some(server)) => live::fetch(&server, &proxy, &request),
+        (None, Some(server)) => {
+            live::resolve(&server, &proxy).and_then(|id| live::fetch(&server, &id, &request))
+        }
         (None, None) => Err("give --config-dir DIR or --server HOST:PORT".to_owned()),
     };
     match explained {
@@ -282,5 +285,8 @@ pub fn table(e: &Explanation) -> String {
     }
     text.push_str(&output::columns(&["STEP", "NAME", "WHY / WHAT"], &rows));
     text.push_str(&format!("OUTCOME: {}\n", e.outcome));
+    for warning in &e.warnings {
+        text.push_str(&format!("WARNING: {warning}\n"));
+    }
     text
 }

@@ -36,8 +36,33 @@ pub fn render(format: Format, value: &Value, table: impl FnOnce(&Value) -> Strin
     }
 }
 
-/// Rows as aligned columns under `headers`, two spaces apart, as istioctl prints them.
+/// `text` safe for a terminal: control characters (escape sequences, line breaks a peer put
+/// in a node id or a NACK) are shown escaped, as Rust writes them (`\u{1b}`, `\n`).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Rows as aligned columns under `headers`, two spaces apart, as istioctl prints them; cells
+/// are made `printable`.
 pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -84,6 +109,13 @@ mod tests {
             text,
             "NAME         CDS\na-long-name  SYNCED\nb            STALE\n"
         );
+    }
+
+    #[test]
+    fn control_characters_a_peer_sent_are_shown_escaped() {
+        let text = columns(&["NAME"], &[vec!["evil\u{1b}[2J\nfake-0.default".into()]]);
+        assert_eq!(text, "NAME\nevil\\u{1b}[2J\\nfake-0.default\n");
+        assert_eq!(printable("plain"), "plain");
     }
 
     #[test]

@@ -53,6 +53,14 @@ const TYPES: [(&str, &str); 7] = [
 ];
 const ALWAYS_SHOWN: usize = 5;
 
+/// A type URL's short name (`RDS`), or the URL itself for a type not listed.
+pub fn short_type(url: &str) -> &str {
+    TYPES
+        .iter()
+        .find(|(_, u)| *u == url)
+        .map_or(url, |(name, _)| name)
+}
+
 /// A type's short name (`CDS`), or the message name of a type not in [`TYPES`].
 fn type_name(url: &str) -> &str {
     TYPES
@@ -293,8 +301,13 @@ fn detail(view: &Value) -> String {
             s.push_str(&format!(
                 "\n{} NACKed version {}:\n{}\n",
                 text(&n["type"]),
-                text(&n["version"]),
+                output::printable(&text(&n["version"])),
+                // Envoy's errors span lines; anything else a peer put there is escaped.
                 text(&n["error"])
+                    .split('\n')
+                    .map(output::printable)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ));
         }
         sections.push(s);

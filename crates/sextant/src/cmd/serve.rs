@@ -474,8 +474,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None,
         metrics.clone(),
     );
+    let webhook_budget = webhook.budget(
+        heavy.webhook_max_bytes,
+        heavy.webhook_timeout_ms,
+        heavy.webhook_concurrency,
+    );
+    tracing::info!(?webhook_budget, "webhook bounds");
     let mut admin_shutdown = shutdown_rx.clone();
-    let admin_server = axum::serve(
+    // The admin port is served as the webhook's: a head must arrive, and an answer be read,
+    // within the webhook's header timeout, so that silent connections cannot hold every
+    // place under --max-admin-connections and starve the probes for long.
+    let admin_server = crate::webhook::serve(
         admin_listener,
         admin::router(
             generator.clone(),
@@ -489,10 +498,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 page_size: heavy.debug_page_size,
             },
         ),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = admin_shutdown.wait_for(|s| *s).await;
-    });
+        crate::webhook::Budget {
+            header_timeout: webhook_budget.header_timeout,
+            ..crate::webhook::Budget::default()
+        },
+        metrics.clone(),
+        crate::webhook::Deadlines::ADMIN,
+        async move {
+            let _ = admin_shutdown.wait_for(|s| *s).await;
+        },
+    );
     let webhook_addr = SocketAddr::new(listen_address, webhook_port);
     // Istio's proxies check for istiod's name; Sextant's own Service name is there too.
     let names: Vec<String> = [service_name.as_str(), "istiod"]
@@ -519,12 +534,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     )?;
     let mut webhook_shutdown = shutdown_rx.clone();
-    let webhook_budget = webhook.budget(
-        heavy.webhook_max_bytes,
-        heavy.webhook_timeout_ms,
-        heavy.webhook_concurrency,
-    );
-    tracing::info!(?webhook_budget, "webhook bounds");
     let webhook_server = crate::webhook::serve(
         webhook_listener,
         crate::webhook::router(
@@ -539,6 +548,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         webhook_budget,
         metrics.clone(),
+        crate::webhook::Deadlines::WEBHOOK,
         async move {
             let _ = webhook_shutdown.wait_for(|s| *s).await;
         },

@@ -40,13 +40,15 @@ const LINGER_BYTES: usize = 16 << 20;
 
 /// Serves `router` on the connections `listener` accepts, each bounded by `budget`, until
 /// `shutdown` completes; then waits for the open connections to finish what they are
-/// answering. Connections cut at a deadline are counted in `metrics`
-/// (`webhook_header_deadline`, `webhook_write_deadline`).
+/// answering. Connections cut at a deadline are counted in `metrics` under `deadlines`
+/// (the webhook's `webhook_header_deadline`, `webhook_write_deadline`; the admin port's
+/// `admin_header_deadline`, `admin_write_deadline`).
 pub async fn serve<L>(
     mut listener: L,
     router: Router,
     budget: Budget,
     metrics: Arc<Metrics>,
+    deadlines: Deadlines,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -72,20 +74,42 @@ where
         tokio::spawn(async move {
             let outcome = connection.await;
             if activity.write_stalled.load(Ordering::Relaxed) {
-                metrics.bounded("webhook_write_deadline");
+                metrics.bounded(deadlines.write);
             } else if let Err(e) = outcome
                 && e.is_timeout()
                 && activity.mid_request.load(Ordering::Relaxed)
             {
                 // A kept-alive connection with nothing more to say is closed too; only a
                 // head that stopped arriving is a refusal.
-                metrics.bounded("webhook_header_deadline");
+                metrics.bounded(deadlines.header);
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The bound names a port's cut connections are counted under.
+#[derive(Clone, Copy)]
+pub struct Deadlines {
+    /// A request's head stopped arriving.
+    pub header: &'static str,
+    /// An answer the peer stopped reading.
+    pub write: &'static str,
+}
+
+impl Deadlines {
+    /// The webhook port's.
+    pub const WEBHOOK: Deadlines = Deadlines {
+        header: "webhook_header_deadline",
+        write: "webhook_write_deadline",
+    };
+    /// The admin port's.
+    pub const ADMIN: Deadlines = Deadlines {
+        header: "admin_header_deadline",
+        write: "admin_write_deadline",
+    };
 }
 
 /// What a connection's peer has been doing.
@@ -131,9 +155,7 @@ impl<T> Watched<T> {
         self.activity.write_stalled.store(true, Ordering::Relaxed);
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!(
-                "the peer read nothing of the answer for {stall:?} (--webhook-header-timeout-ms)"
-            ),
+            format!("the peer read nothing of the answer for {stall:?}"),
         ))
     }
 

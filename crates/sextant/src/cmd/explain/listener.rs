@@ -124,6 +124,21 @@ pub fn listener<'a>(listeners: &'a [Listener], request: &Request) -> Result<Chos
         }),
         None => {
             let ports: Vec<String> = bound.iter().map(|l| address_text(l)).collect();
+            let on_port: Vec<&String> = ports
+                .iter()
+                .filter(|p| p.ends_with(&format!(":{}", request.port)))
+                .collect();
+            if request.address.is_none() && on_port.len() > 1 {
+                return Err(format!(
+                    "several listeners on port {}: give --address, one of {}",
+                    request.port,
+                    on_port
+                        .iter()
+                        .map(|p| p.rsplit_once(':').map_or(p.as_str(), |(a, _)| a))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             Err(format!(
                 "no listener for {to}: the proxy listens on {}",
                 if ports.is_empty() {

@@ -107,6 +107,25 @@ pub fn fetch(server: &str, proxy: &str, request: &Request) -> Result<Explanation
     serde_json::from_slice(&answer).map_err(|e| format!("{server}: not an explanation: {e}"))
 }
 
+/// The node id of `proxy` as `proxy-status` names it: a node id is itself; `POD.NAMESPACE` is
+/// looked up among the server's connected streams (`/debug/syncz`).
+pub fn resolve(server: &str, proxy: &str) -> Result<String, String> {
+    if proxy.contains('~') {
+        return Ok(proxy.to_owned());
+    }
+    use crate::cmd::proxy_status::client::{self, AdminClient};
+    client::runtime()?.block_on(async {
+        let streams = AdminClient::new(server)?.syncz().await?;
+        match client::find(&streams, proxy).first() {
+            Some(stream) => Ok(stream["proxy"].as_str().unwrap_or_default().to_owned()),
+            None => Err(format!(
+                "no proxy {proxy} is connected to {server} (give its node id to explain an \
+                 unconnected one)"
+            )),
+        }
+    })
+}
+
 async fn get(server: &str, path: &str) -> Result<Vec<u8>, String> {
     let stream = tokio::net::TcpStream::connect(server)
         .await

@@ -131,4 +131,8 @@ pub struct Explanation {
     pub clusters: Vec<ClusterStep>,
     /// One sentence: what happens to the request, and why when nothing matched.
     pub outcome: String,
+    /// Why Envoy may not be doing what this says: a connected proxy that rejected (NACKed)
+    /// or has not yet acknowledged the latest configuration still runs an older one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

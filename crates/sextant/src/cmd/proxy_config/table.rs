@@ -10,13 +10,26 @@ use super::ResourceKind;
 
 fn columns(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| {
+                    r.get(i)
+                        .map_or(0, |c| crate::cmd::output::printable(c).len())
+                })
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     rows.iter()
         .map(|r| {
             r.iter()
                 .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
+                .map(|(c, w)| {
+                    // By hand: `format!`'s width panics past 65,535.
+                    let c = crate::cmd::output::printable(c);
+                    let pad = w.saturating_sub(c.len());
+                    format!("{c}{}", " ".repeat(pad))
+                })
                 .collect::<Vec<_>>()
                 .join("   ")
                 .trim_end()

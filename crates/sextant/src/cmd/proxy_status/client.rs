@@ -10,6 +10,12 @@ use crate::admin::NEXT_START;
 /// Pages of `/debug/syncz` read at most: a million streams at the default page size. A server
 /// whose next page never ends is cut off there rather than read forever.
 const MAX_PAGES: usize = 1_000;
+/// Bytes of one answer read at most: a W-L proxy's whole configuration dump fits many times.
+pub const MAX_ANSWER_BYTES: usize = 256 << 20;
+/// Bytes of all `/debug/syncz` pages read at most.
+const MAX_SYNCZ_BYTES: usize = 256 << 20;
+/// Time one request may take, its answer's body included.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A running Sextant's admin port.
 pub struct AdminClient {
@@ -42,10 +48,17 @@ impl AdminClient {
         Ok(AdminClient { client, base })
     }
 
-    /// `GET path` (with its query); an answer other than 200 is an error with its text.
+    /// `GET path` (with its query), bounded in time and size; an answer other than 200 is an
+    /// error with its text.
     pub async fn get(&self, path: &str) -> Result<Answer, String> {
         let url = format!("{}{path}", self.base);
-        let request = Request::get(&url)
+        tokio::time::timeout(REQUEST_TIMEOUT, self.get_unbounded_in_time(&url))
+            .await
+            .map_err(|_| format!("{url}: no whole answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn get_unbounded_in_time(&self, url: &str) -> Result<Answer, String> {
+        let request = Request::get(url)
             .body(kube::client::Body::empty())
             .map_err(|e| format!("{url}: {e}"))?;
         let response = self
@@ -54,10 +67,11 @@ impl AdminClient {
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let (parts, body) = response.into_parts();
-        let body = body
-            .collect_bytes()
+        let body = axum::body::to_bytes(axum::body::Body::new(body), MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+            .map_err(|e| {
+                format!("{url}: reading the answer (at most {MAX_ANSWER_BYTES} bytes): {e}")
+            })?;
         if parts.status != StatusCode::OK {
             return Err(format!(
                 "{url}: {}: {}",
@@ -75,8 +89,13 @@ impl AdminClient {
     pub async fn syncz(&self) -> Result<Vec<Value>, String> {
         let mut all = Vec::new();
         let mut start = 0usize;
+        let mut read = 0usize;
         for _ in 0..MAX_PAGES {
             let answer = self.get(&format!("/debug/syncz?start={start}")).await?;
+            read += answer.body.len();
+            if read > MAX_SYNCZ_BYTES {
+                return Err(format!("/debug/syncz: more than {MAX_SYNCZ_BYTES} bytes"));
+            }
             let page: Vec<Value> = serde_json::from_slice(&answer.body)
                 .map_err(|e| format!("/debug/syncz: not a list of streams: {e}"))?;
             all.extend(page);
