@@ -33,6 +33,8 @@ const WORKLOAD: &str = "productpage-v1";
 struct Mesh {
     dir: PathBuf,
     net: u8,
+    admin: SocketAddr,
+    node: String,
     _proxy: Process,
     _sextant: Process,
     _backends: Vec<Backend>,
@@ -144,6 +146,8 @@ impl Mesh {
         Some(Mesh {
             dir,
             net,
+            admin,
+            node,
             _proxy: proxy,
             _sextant: sextant,
             _backends: backends,
@@ -452,6 +456,41 @@ fn access_log_turns_json_when_the_mesh_config_changes() {
         "{:?}",
         std::fs::read_to_string(&text)
     );
+
+    // A format Envoy refuses (`%FOO%`) is refused with the mesh config, which stays as it
+    // was: no listener push Envoy would NACK, and JSON lines go on. A directory change after
+    // it, once it routes, shows the bad mesh config was read before it.
+    let bad = format!(
+        "accessLogFile: {}\naccessLogEncoding: JSON\naccessLogFormat: '{{\"x\": \"%FOO%\"}}'\n",
+        json.display()
+    );
+    std::fs::write(mesh.path("mesh-config.yaml.tmp"), bad).expect("write");
+    std::fs::rename(
+        mesh.path("mesh-config.yaml.tmp"),
+        mesh.path("mesh-config.yaml"),
+    )
+    .expect("rename");
+    std::fs::write(
+        mesh.path("config/teapot.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings, namespace: default}\nspec:\n  hosts: [ratings]\n  http:\n  - match: [{uri: {prefix: /teapot}}]\n    directResponse: {status: 418}\n  - route: [{destination: {host: ratings}}]\n",
+    )
+    .expect("write");
+    mesh.get("ratings", "/teapot", &[], 418);
+    let stream = syncz(mesh.admin, &mesh.node).expect("connected");
+    let nacks: Vec<&serde_json::Value> = stream["types"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, t)| &t["last_nack"])
+        .filter(|n| !n.is_null())
+        .collect();
+    assert!(nacks.is_empty(), "Envoy NACKed: {stream}");
+    let line = try_wait_for("JSON lines go on", Duration::from_secs(20), || {
+        mesh.get("reviews", "/after-bad", &[], 200);
+        lines_with(&json, "/after-bad").pop()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.starts_with('{'), "{line}");
     let _ = std::fs::remove_file(&text);
     let _ = std::fs::remove_file(&json);
 }

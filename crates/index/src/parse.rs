@@ -4,6 +4,7 @@
 //! type into the validated model type. Every error names the field path and says what is wrong;
 //! all errors of an object are collected, not just the first.
 
+mod access_log;
 mod destination_rule;
 mod fields;
 mod gateway;

@@ -113,6 +113,7 @@ pub fn mesh_config(text: &str) -> Result<MeshConfigRead, InvalidMeshConfig> {
         Value::Object(map) => {
             read.top(map);
             read.check_json_format();
+            read.check_access_log();
         }
         _ => read.error("", "must be a map of MeshConfig fields"),
     }
@@ -326,6 +327,37 @@ impl Reader {
                 "with accessLogEncoding JSON, must be a JSON object of strings; Istio's default keys apply",
             );
             self.config.access_log.format.clear();
+        }
+    }
+
+    /// What Envoy would refuse in the access log's file or format, as errors naming the
+    /// field (see `access_log`), so that the last good mesh config stays in force.
+    fn check_access_log(&mut self) {
+        use super::access_log::{check_file, check_format};
+        let log = &self.config.access_log;
+        let file = (!log.file.is_empty())
+            .then(|| check_file(&log.file))
+            .and_then(Result::err);
+        let format = if log.encoding == AccessLogEncoding::Json {
+            // A JSON format that is not an object of strings was already replaced by Istio's
+            // keys (a warning); each value of one that is, is a format of its own.
+            serde_json::from_str::<serde_json::Map<String, Value>>(&log.format)
+                .ok()
+                .and_then(|map| {
+                    map.iter().find_map(|(key, v)| {
+                        check_format(v.as_str().unwrap_or_default())
+                            .err()
+                            .map(|e| format!("key {key:?}: {e}"))
+                    })
+                })
+        } else {
+            check_format(&log.format).err()
+        };
+        if let Some(e) = file {
+            self.error("accessLogFile", e);
+        }
+        if let Some(e) = format {
+            self.error("accessLogFormat", e);
         }
     }
 
