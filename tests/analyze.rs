@@ -201,3 +201,20 @@ fn a_local_file_defining_the_subset_replaces_the_clusters_rule() {
         )
     );
 }
+
+#[test]
+fn a_subset_is_judged_without_any_destination_rule_as_the_status_judges_it() {
+    // The cluster's lists are complete: with no DestinationRule at all, a routed subset is
+    // defined nowhere (the issue's own example, which the status reports too).
+    let Some(f) = Fixture::start("no-rule") else {
+        return;
+    };
+    let k = kubectl().expect("kubectl");
+    f.cluster.kubectl(
+        &k,
+        &["delete", "destinationrule", "reviews", "-n", "default"],
+    );
+    let (code, out) = f.analyze(&[]);
+    assert_eq!(out, format!("{MISSING_SUBSET}\n"));
+    assert_eq!(code, 79);
+}

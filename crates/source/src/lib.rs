@@ -101,7 +101,18 @@ fn log_published(snapshot: &Snapshot, changes: &Changes, reported: &mut Reported
     if reported.0 != snapshot.invalid {
         for (object, errors) in &snapshot.invalid {
             if reported.0.get(object) != Some(errors) {
-                tracing::warn!(%object, errors = %errors.join("; "), "skipping invalid object (its last good version, if any, stays in use)");
+                // The first errors only: an object of 12,000 bad fields made a 1.5 MB line.
+                const SHOWN: usize = 20;
+                let mut text = errors
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if errors.len() > SHOWN {
+                    text.push_str(&format!("; and {} more", errors.len() - SHOWN));
+                }
+                tracing::warn!(%object, errors = %text, "skipping invalid object (its last good version, if any, stays in use)");
             }
         }
         for object in reported.0.keys() {

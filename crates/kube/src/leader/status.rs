@@ -160,7 +160,26 @@ fn allocated(snapshot: &Snapshot, id: &ObjectRef) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The status body of an object, as applied.
+/// `validationMessages` written at most per object; the last says how many more there are.
+pub const MAX_MESSAGES: usize = 100;
+/// Bytes of the condition's message and of one message's description, at most: an object's
+/// status must stay far under the API server's 1.5 MiB object and 3 MiB request limits.
+pub const MAX_MESSAGE_BYTES: usize = 32 << 10;
+
+/// `text` cut to `max` bytes on a character boundary, saying so.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut at {max} bytes)", &text[..end])
+}
+
+/// The status body of an object, as applied: at most [`MAX_MESSAGES`] messages, texts cut at
+/// [`MAX_MESSAGE_BYTES`].
 pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
     let mut patch = json!({
         "apiVersion": crate::api_resource(id.kind).api_version,
@@ -172,7 +191,7 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
                 "type": "Reconciled",
                 "status": if v.accepted { "True" } else { "False" },
                 "reason": v.reason,
-                "message": v.message,
+                "message": cut(&v.message, MAX_MESSAGE_BYTES),
                 "observedGeneration": v.generation,
                 "lastTransitionTime": now,
             }],
@@ -180,15 +199,24 @@ pub fn status_patch(id: &ObjectRef, v: &Verdict, now: &str) -> Value {
     });
     // Written even when empty: an apply that leaves a field out does not remove it everywhere
     // (the test API server keeps it), and an empty list says the analysis found nothing.
+    let more = v.messages.len().saturating_sub(MAX_MESSAGES);
     patch["status"]["validationMessages"] = v
         .messages
         .iter()
-        .map(|m| {
+        .take(MAX_MESSAGES)
+        .enumerate()
+        .map(|(i, m)| {
+            let mut description = cut(&m.description, MAX_MESSAGE_BYTES);
+            if more > 0 && i + 1 == MAX_MESSAGES {
+                description.push_str(&format!(
+                    " (and {more} more messages: `sextant analyze` lists them all)"
+                ));
+            }
             json!({
                 "type": {"code": m.code.code, "name": m.code.name},
                 "level": m.code.level.as_upper(),
                 "documentationUrl": m.code.documentation_url(),
-                "description": m.description,
+                "description": description,
             })
         })
         .collect();
@@ -269,6 +297,12 @@ pub async fn run(
                     }
                     // Deleted meanwhile: nothing to report.
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    // Refused as too large or invalid: the same write would be refused again,
+                    // so it waits for the verdict to change rather than retrying forever.
+                    Err(kube::Error::Api(e)) if matches!(e.code, 413 | 422) => {
+                        tracing::warn!(object = %id, error = %e, "status refused by the API server; not retried until it changes");
+                        written.insert(id, v);
+                    }
                     Err(e) => {
                         tracing::warn!(object = %id, error = %e, "could not write status; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -422,5 +456,38 @@ mod tests {
         assert_ne!(defined, missing);
         let patch = status_patch(&vs("reviews"), &defined, "2026-01-01T00:00:00Z");
         assert_eq!(patch["status"]["validationMessages"], json!([]));
+    }
+
+    #[test]
+    fn a_status_stays_bounded_however_many_findings() {
+        let id = vs("big");
+        let finding = |i: usize| Finding {
+            code: analysis::REFERENCED_RESOURCE_NOT_FOUND,
+            description: format!("Referenced host not found: \"h{i}\""),
+        };
+        let v = Verdict {
+            generation: 1,
+            accepted: false,
+            reason: "Invalid",
+            message: "x".repeat(2 << 20),
+            addresses: BTreeMap::new(),
+            messages: (0..5_000).map(finding).collect(),
+        };
+        let patch = status_patch(&id, &v, "now");
+        let messages = patch["status"]["validationMessages"]
+            .as_array()
+            .expect("list");
+        assert_eq!(messages.len(), MAX_MESSAGES);
+        assert!(
+            messages[MAX_MESSAGES - 1]["description"]
+                .as_str()
+                .is_some_and(
+                    |d| d.ends_with("(and 4900 more messages: `sextant analyze` lists them all)")
+                ),
+            "{}",
+            messages[MAX_MESSAGES - 1]
+        );
+        let text = patch.to_string();
+        assert!(text.len() < 100 << 10, "{} bytes", text.len());
     }
 }

@@ -155,7 +155,7 @@ pub fn analyze(
         })
         .collect();
     inputs.extend(local);
-    let report = validate::validate(&inputs);
+    let report = validate::validate_complete(&inputs);
     let mut seen = HashSet::new();
     let mut out: Vec<Finding> = report
         .diagnostics
@@ -227,8 +227,8 @@ fn table(findings: &[&Finding], scope: Option<&str>) -> String {
             "{} [{}] ({}) {}\n",
             f.level.as_title(),
             f.code,
-            f.origin,
-            f.message
+            super::output::printable(&f.origin),
+            super::output::printable(&f.message)
         ));
     }
     out

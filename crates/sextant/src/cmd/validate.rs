@@ -199,6 +199,17 @@ struct Located {
 
 /// Validates named texts and returns every finding.
 pub fn validate(inputs: &[(String, String)]) -> Report {
+    validate_with(inputs, false)
+}
+
+/// `validate` for inputs that are every object of a cluster (`sextant analyze`): a subset no
+/// DestinationRule defines and a host no Service declares are judged even when the inputs
+/// hold no DestinationRule or no Service, as the status writer judges the cluster's snapshot.
+pub fn validate_complete(inputs: &[(String, String)]) -> Report {
+    validate_with(inputs, true)
+}
+
+fn validate_with(inputs: &[(String, String)], complete: bool) -> Report {
     let mut report = Report::default();
     let mut configs: Vec<Located> = Vec::new();
     let mut referents = Referents::default();
@@ -236,10 +247,10 @@ pub fn validate(inputs: &[(String, String)]) -> Report {
         emit_checked(located, &mut report);
     }
     let mut services = referents.services.clone();
-    if !services.is_empty() {
+    if complete || !services.is_empty() {
         services.extend(service_entries::hosts(&configs));
     }
-    shared_analysis(&configs, &services, &referents.pods, &mut report);
+    shared_analysis(&configs, &services, &referents.pods, complete, &mut report);
     service_entries::analyze(&configs, &mut report);
     let order: BTreeMap<&str, usize> = inputs
         .iter()
@@ -434,10 +445,12 @@ fn shared_analysis(
     configs: &[Located],
     services: &BTreeSet<String>,
     pods: &[PodRef],
+    complete: bool,
     report: &mut Report,
 ) {
     let mut input = analysis::Input {
         domain_suffix: "cluster.local",
+        judge_subsets: complete,
         ..analysis::Input::default()
     };
     // Where each object of the input's lists came from, list by list.
@@ -471,7 +484,7 @@ fn shared_analysis(
             _ => {}
         }
     }
-    input.services = (!services.is_empty())
+    input.services = (complete || !services.is_empty())
         .then(|| analysis::Hosts::Set(services.iter().map(String::as_str).collect()));
     input.pods = Some(
         pods.iter()

@@ -34,6 +34,11 @@ pub const KINDS: [Kind; 9] = [
 const PAGE: u32 = 500;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time one page may take, however its server trickles it.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Objects read at most: far over any cluster's Istio objects, Services and Pods, and a bound
+/// on a server whose pages never end.
+const MAX_OBJECTS: usize = 500_000;
 
 /// What was read.
 pub struct Live {
@@ -79,8 +84,17 @@ pub async fn list(path: Option<&Path>, context: Option<String>) -> anyhow::Resul
         let resource = sextant_kube::api_resource(kind);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let mut params = ListParams::default().limit(PAGE);
+        let mut last_token = None;
         loop {
-            let page = match api.list(&params).await {
+            let listed = tokio::time::timeout(PAGE_TIMEOUT, api.list(&params))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "listing {} from {url}: no page within {PAGE_TIMEOUT:?}",
+                        kind.as_str()
+                    )
+                })?;
+            let page = match listed {
                 Ok(page) => page,
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     eprintln!(
@@ -104,8 +118,20 @@ pub async fn list(path: Option<&Path>, context: Option<String>) -> anyhow::Resul
                 }
                 objects.push(value);
             }
+            if objects.len() > MAX_OBJECTS {
+                anyhow::bail!("{url}: more than {MAX_OBJECTS} objects listed");
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
+                Some(token) if last_token.as_ref() == Some(&token) => {
+                    anyhow::bail!(
+                        "listing {} from {url}: the server gave the same continue token twice",
+                        kind.as_str()
+                    );
+                }
+                Some(token) => {
+                    params = params.continue_token(&token);
+                    last_token = Some(token);
+                }
                 None => break,
             }
         }
