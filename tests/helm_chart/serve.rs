@@ -90,6 +90,32 @@ fn sextant_runs_with_what_the_chart_installs() {
             },
         );
     }
+    // An upgrade after the Lease holder wrote the caBundle: helm's apply leaves alone the
+    // field another manager owns in each webhook (the API server keys webhooks by name), as
+    // against a real API server, and the bundle stays.
+    cluster.helm(&[
+        "upgrade",
+        "sextant",
+        &chart,
+        "-n",
+        NS,
+        "--reuse-values",
+        "--set",
+        "logLevel=debug",
+    ]);
+    for (kind, name) in [
+        ("validatingwebhookconfiguration", "sextant-validator"),
+        ("mutatingwebhookconfiguration", "sextant-sidecar-injector"),
+    ] {
+        wait_for(
+            &format!("the caBundle of {kind} {name} after the upgrade"),
+            Duration::from_secs(40),
+            || {
+                let bundle = cluster.get(kind, name, NS, "{.webhooks[0].clientConfig.caBundle}");
+                (bundle.len() > 100).then_some(())
+            },
+        );
+    }
     // The chart's mesh config was read without complaint: no field of it is unknown to
     // Sextant, and none is refused.
     let text = shown_log();

@@ -195,8 +195,11 @@ pub(super) fn record_update(
     }
 }
 
-/// The leaf fields of an object as paths (`spec.holderIdentity`); lists are leaves. Identity
-/// fields (apiVersion, kind, name, namespace) are nobody's.
+/// The leaf fields of an object as paths (`spec.holderIdentity`). A list whose items are all
+/// objects with a `name` is a map keyed by it, as the API server's `listType=map` lists with
+/// `listMapKeys: [name]` are (webhooks, containers, volumes): each item's fields are owned
+/// apart (`webhooks[name=w].clientConfig.caBundle`). Other lists are leaves. Identity fields
+/// (apiVersion, kind, name, namespace) are nobody's.
 fn leaves(v: &Value) -> Vec<(String, &Value)> {
     fn walk<'a>(v: &'a Value, path: &mut String, out: &mut Vec<(String, &'a Value)>) {
         match v {
@@ -208,6 +211,17 @@ fn leaves(v: &Value) -> Vec<(String, &Value)> {
                     }
                     path.push_str(k);
                     walk(child, path, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) if keyed_by_name(items) => {
+                for item in items {
+                    let len = path.len();
+                    path.push_str(&format!(
+                        "[name={}]",
+                        item["name"].as_str().unwrap_or_default()
+                    ));
+                    walk(item, path, out);
                     path.truncate(len);
                 }
             }
@@ -225,6 +239,30 @@ fn leaves(v: &Value) -> Vec<(String, &Value)> {
     out
 }
 
+/// Whether a list is a map keyed by its items' names.
+fn keyed_by_name(items: &[Value]) -> bool {
+    !items.is_empty()
+        && items.iter().all(|i| {
+            i["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && !n.contains(']'))
+        })
+}
+
 fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
+    let mut v = v;
+    let mut rest = path;
+    while !rest.is_empty() {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        if let Some(keyed) = rest.strip_prefix("[name=") {
+            let (name, after) = keyed.split_once(']')?;
+            v = v.as_array()?.iter().find(|i| i["name"] == name)?;
+            rest = after;
+            continue;
+        }
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        v = v.get(&rest[..end])?;
+        rest = &rest[end..];
+    }
+    Some(v)
 }
