@@ -29,7 +29,8 @@ enum Command {
     /// Print an Envoy bootstrap that gets its configuration from Sextant over ADS (a sidecar,
     /// or with --gateway a gateway), or with --grpc a gRPC xDS bootstrap.
     Bootstrap(BootstrapArgs),
-    /// Show the Envoy configuration a proxy gets from a directory of manifests.
+    /// Show the Envoy configuration a proxy gets from a directory of manifests, or what a
+    /// running Sextant sends a connected proxy (--server).
     ProxyConfig(cmd::proxy_config::ProxyConfigArgs),
     /// Every proxy connected to a running Sextant, and per type whether it holds the latest
     /// configuration (SYNCED), an older one (STALE) or nothing yet (NOT SENT).
@@ -519,9 +520,10 @@ pub struct BootstrapArgs {
     /// (an IP address): `sextant.NAMESPACE.svc`.
     #[arg(long, requires = "xds_root_cert", conflicts_with = "grpc")]
     pub xds_server_name: Option<String>,
-    /// Add a sidecar's static listeners, as Istio's: `0.0.0.0:15090` serving
-    /// `/stats/prometheus` and `0.0.0.0:15021` answering `/healthz/ready` from Envoy's own
-    /// readiness (what the injected sidecar has).
+    /// Add a sidecar's static listeners, as Istio's: port 15090 serving `/stats/prometheus`
+    /// (with Istio's labels from the node; see the README's telemetry section) and 15021
+    /// answering `/healthz/ready` from Envoy's own readiness (what the injected sidecar has),
+    /// on `0.0.0.0`, or on `--bind-address` with `--interception NONE`.
     #[arg(long, conflicts_with = "grpc")]
     pub sidecar_listeners: bool,
 }
