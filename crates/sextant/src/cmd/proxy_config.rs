@@ -129,7 +129,7 @@ fn connected(
         let answer = admin
             .get(&format!(
                 "/debug/config_dump?proxy={}",
-                query_escape(&node_id)
+                client::query_escape(&node_id)
             ))
             .await?;
         // Compiled for the stream's own node (metadata, locality): unless it went away
@@ -158,19 +158,6 @@ fn show(resource: ResourceKind, all: &Value, output: ProxyConfigOutput) -> Strin
         ProxyConfigOutput::Yaml => sextant_index::manifest::to_yaml(&[chosen()]),
         ProxyConfigOutput::Table | ProxyConfigOutput::EnvoyStatic => table::table(resource, all),
     }
-}
-
-/// `value` for a URL's query: everything but RFC 3986's unreserved characters escaped.
-fn query_escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn key(r: ResourceKind) -> &'static str {

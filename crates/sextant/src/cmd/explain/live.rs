@@ -1,30 +1,13 @@
 //! `explain --server`: the request as `/debug/explain`'s query, both ways, and the client that
 //! asks a running server. Both sides live here so they cannot drift apart.
 
-use std::time::Duration;
-
-use hyper_util::rt::TokioIo;
-
 use super::steps::{Explanation, Request};
+use crate::cmd::proxy_status::client::{self, AdminClient, query_escape};
 
 /// The longest query `/debug/explain` reads: the admin port answers anyone who reaches it.
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// The most `header` parameters `/debug/explain` reads.
 pub const MAX_HEADERS: usize = 32;
-/// The largest answer the CLI reads.
-const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// `/debug/explain`'s query for `request` through proxy `proxy`.
 pub fn query(proxy: &str, request: &Request) -> String {
@@ -45,7 +28,7 @@ pub fn query(proxy: &str, request: &Request) -> String {
     pairs.extend(request.sni.clone().map(|s| ("sni", s)));
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .map(|(k, v)| format!("{k}={}", query_escape(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -94,17 +77,11 @@ pub fn from_query(pairs: &[(String, String)]) -> Result<(String, Request), Strin
 
 /// Asks the admin server at `server` (`HOST:PORT`) to explain `request` through `proxy`.
 pub fn fetch(server: &str, proxy: &str, request: &Request) -> Result<Explanation, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let path = format!("/debug/explain?{}", query(proxy, request));
-    let answer = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), get(server, &path))
-            .await
-            .map_err(|_| format!("{server}: no answer within 30s"))?
-    })?;
-    serde_json::from_slice(&answer).map_err(|e| format!("{server}: not an explanation: {e}"))
+    // The admin client bounds the answer in time and size, as proxy-status's reads.
+    let answer =
+        client::runtime()?.block_on(async { AdminClient::new(server)?.get(&path).await })?;
+    serde_json::from_slice(&answer.body).map_err(|e| format!("{server}: not an explanation: {e}"))
 }
 
 /// The node id of `proxy` as `proxy-status` names it: a node id is itself; `POD.NAMESPACE` is
@@ -113,7 +90,6 @@ pub fn resolve(server: &str, proxy: &str) -> Result<String, String> {
     if proxy.contains('~') {
         return Ok(proxy.to_owned());
     }
-    use crate::cmd::proxy_status::client::{self, AdminClient};
     client::runtime()?.block_on(async {
         let streams = AdminClient::new(server)?.syncz().await?;
         match client::find(&streams, proxy).first() {
@@ -124,37 +100,4 @@ pub fn resolve(server: &str, proxy: &str) -> Result<String, String> {
             )),
         }
     })
-}
-
-async fn get(server: &str, path: &str) -> Result<Vec<u8>, String> {
-    let stream = tokio::net::TcpStream::connect(server)
-        .await
-        .map_err(|e| format!("{server}: {e}"))?;
-    let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("{server}: {e}"))?;
-    tokio::spawn(connection);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, server)
-        .body(axum::body::Body::empty())
-        .map_err(|e| e.to_string())?;
-    let response = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{server}: {e}"))?;
-    let status = response.status();
-    let bytes = axum::body::to_bytes(
-        axum::body::Body::new(response.into_body()),
-        MAX_ANSWER_BYTES,
-    )
-    .await
-    .map_err(|e| format!("{server}: reading the answer (at most {MAX_ANSWER_BYTES} bytes): {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{server}{}: {status}: {}",
-            path.split('?').next().unwrap_or_default(),
-            String::from_utf8_lossy(&bytes).trim()
-        ));
-    }
-    Ok(bytes.to_vec())
 }
